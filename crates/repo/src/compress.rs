@@ -1,0 +1,84 @@
+//! Compression with a tag byte.
+//!
+//! Every compressed payload starts with one tag byte saying how the rest is
+//! encoded. An unknown tag means a newer ledgervault wrote it.
+
+use crate::error::{Error, Result};
+
+/// Stored as is.
+pub const TAG_RAW: u8 = 0;
+/// One zstd frame.
+pub const TAG_ZSTD: u8 = 1;
+
+/// Compresses `data` at zstd `level`, or stores it raw when zstd does not
+/// make it smaller (already compressed PDFs, images, zip-based spreadsheets).
+pub fn compress(level: i32, data: &[u8]) -> Vec<u8> {
+    if let Ok(z) = zstd::bulk::compress(data, level) {
+        if z.len() < data.len() {
+            let mut out = Vec::with_capacity(z.len() + 1);
+            out.push(TAG_ZSTD);
+            out.extend_from_slice(&z);
+            return out;
+        }
+    }
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(TAG_RAW);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Reverses [`compress`]. `expected_len` bounds the output so a hostile
+/// frame cannot make us allocate without limit; `object` names what is being
+/// decoded for error messages.
+pub fn decompress(data: &[u8], expected_len: usize, object: &str) -> Result<Vec<u8>> {
+    let (&tag, rest) = data
+        .split_first()
+        .ok_or_else(|| Error::corrupt(object, "empty compressed payload"))?;
+    let out = match tag {
+        TAG_RAW => rest.to_vec(),
+        TAG_ZSTD => zstd::bulk::decompress(rest, expected_len)
+            .map_err(|e| Error::corrupt(object, format!("zstd: {e}")))?,
+        t => {
+            return Err(Error::NewerFormat {
+                what: format!("{object} (compression tag {t})"),
+                found: t as u32,
+                supported: TAG_ZSTD as u32,
+                program: env!("CARGO_PKG_VERSION"),
+            })
+        }
+    };
+    if out.len() != expected_len {
+        return Err(Error::corrupt(
+            object,
+            format!("decompressed to {} bytes, expected {expected_len}", out.len()),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn round_trip(data in proptest::collection::vec(any::<u8>(), 0..20000), level in 1i32..6) {
+            let c = compress(level, &data);
+            prop_assert!(c.len() <= data.len() + 1);
+            prop_assert_eq!(decompress(&c, data.len(), "t").unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn text_compresses_and_unknown_tag_is_newer() {
+        let text = b"journal entry 1001 debit 500.00 credit 500.00\n".repeat(100);
+        let c = compress(3, &text);
+        assert_eq!(c[0], TAG_ZSTD);
+        assert!(c.len() < text.len() / 5);
+        let mut bad = c.clone();
+        bad[0] = 9;
+        assert!(matches!(decompress(&bad, text.len(), "t"), Err(Error::NewerFormat { .. })));
+        assert!(decompress(&c, text.len() - 1, "t").is_err());
+    }
+}

@@ -1,0 +1,379 @@
+//! Opening, creating and reading a repository.
+//!
+//! [`Repository`] is an opened repository: its config is read and a key file
+//! has unlocked the master key. Operations (`backup`, `restore`, `check`)
+//! take a `&Repository` and load the index they need.
+
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendErrorKind};
+use crate::config::{RepoConfig, CONFIG_PATH};
+use crate::crypto::{KdfParams, Keys, MasterKey};
+use crate::envelope::{open_file, seal_file, FileKind};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{decode_index, encode_index, Index, PackRecord};
+use crate::keyfile::{KeyFile, KEYS_DIR};
+use crate::pack::open_frame;
+use crate::snapshot::{Snapshot, Tree};
+
+/// Options for `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Target pack size in bytes (default 16 MiB).
+    pub pack_size: u32,
+    /// Argon2id parameters for the first key.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            pack_size: 16 * 1024 * 1024,
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
+/// A key file as listed by `key list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: Id,
+    /// True for the key that opened this session.
+    pub current: bool,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub host: String,
+    pub user: String,
+}
+
+/// An opened repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    config: RepoConfig,
+    keys: Arc<Keys>,
+    master: MasterKey,
+    key_id: Id,
+}
+
+/// The backend path of a pack.
+pub fn pack_path(id: &Id) -> String {
+    let h = id.to_hex();
+    format!("data/{}/{}", &h[..2], h)
+}
+
+fn object_path(kind: FileKind, id: &Id) -> String {
+    format!("{}{}", kind.dir(), id)
+}
+
+/// The id an object's path names (its last component), if it is one.
+pub fn id_from_path(path: &str) -> Option<Id> {
+    Id::from_hex(path.rsplit('/').next()?)
+}
+
+impl Repository {
+    /// Creates a new repository at an empty location.
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Repository> {
+        match backend.read(CONFIG_PATH) {
+            Ok(_) => return Err(Error::AlreadyExists(backend.location())),
+            Err(e) if e.kind == BackendErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !backend.list("")?.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{} is not empty and holds no repository; choose an empty or new folder",
+                backend.location()
+            )));
+        }
+        let config = RepoConfig::new(opts.pack_size)?;
+        let master = MasterKey::generate();
+        let kf = KeyFile::create(&master, password, opts.kdf)?;
+        let bytes = kf.encode();
+        let (key_id, path) = KeyFile::path_for(&bytes);
+        // Key first: a config without a key would be a repository nobody can open.
+        backend.write(&path, &bytes)?;
+        backend.write(CONFIG_PATH, &config.encode())?;
+        Ok(Repository {
+            backend,
+            config,
+            keys: Arc::new(Keys::derive(&master)),
+            master,
+            key_id,
+        })
+    }
+
+    /// Reads the config without a password.
+    pub fn read_config(backend: &dyn Backend) -> Result<RepoConfig> {
+        match backend.read(CONFIG_PATH) {
+            Ok(b) => RepoConfig::decode(&b),
+            Err(e) if e.kind == BackendErrorKind::NotFound => Err(Error::RepositoryNotFound(backend.location())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a repository with `password`.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        let config = Self::read_config(backend.as_ref())?;
+        let keys = backend.list(KEYS_DIR)?;
+        if keys.is_empty() {
+            return Err(Error::corrupt("keys/", "the repository has no key files"));
+        }
+        let mut last_err = None;
+        for k in keys {
+            let bytes = match backend.read(&k.path) {
+                Ok(b) => b,
+                Err(e) => {
+                    last_err = Some(e.into());
+                    continue;
+                }
+            };
+            let kf = match KeyFile::decode(&bytes, &k.path) {
+                Ok(kf) => kf,
+                Err(e) => {
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            match kf.unlock(password, &k.path) {
+                Ok(Some(master)) => {
+                    return Ok(Repository {
+                        backend,
+                        config,
+                        keys: Arc::new(Keys::derive(&master)),
+                        master,
+                        key_id: Id::of_object(&bytes),
+                    })
+                }
+                Ok(None) => {}
+                Err(e @ Error::NewerFormat { .. }) => return Err(e),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        // A damaged key file is worth naming only if no key matched at all
+        // and there was nothing else wrong.
+        match last_err {
+            Some(e @ Error::Backend(_)) => Err(e),
+            _ => Err(Error::WrongPassword),
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
+    /// The id of the key file that opened this session.
+    pub fn key_id(&self) -> Id {
+        self.key_id
+    }
+
+    /// Reads an object and checks that its name is the hash of its bytes.
+    fn read_named(&self, path: &str) -> Result<Vec<u8>> {
+        let bytes = self.backend.read(path)?;
+        if let Some(id) = id_from_path(path) {
+            if Id::of_object(&bytes) != id {
+                return Err(Error::corrupt(path, "content does not match its name (altered or truncated)"));
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Reads and decodes one index file.
+    pub fn read_index_file(&self, id: &Id) -> Result<Vec<PackRecord>> {
+        let path = object_path(FileKind::Index, id);
+        let bytes = self.read_named(&path)?;
+        let payload = open_file(&self.keys, FileKind::Index, &bytes, &path)?;
+        decode_index(&payload, &path)
+    }
+
+    /// Ids of all index files.
+    pub fn list_ids(&self, kind: FileKind) -> Result<Vec<Id>> {
+        Ok(self
+            .backend
+            .list(kind.dir())?
+            .iter()
+            .filter_map(|o| id_from_path(&o.path))
+            .collect())
+    }
+
+    /// Loads every index file into memory. A damaged index file is an error
+    /// that names it (`check` reports all of them instead).
+    pub fn load_index(&self) -> Result<Index> {
+        let mut index = Index::new();
+        for id in self.list_ids(FileKind::Index)? {
+            for p in self.read_index_file(&id)? {
+                index.add_pack(&p);
+            }
+        }
+        Ok(index)
+    }
+
+    /// Writes an index file for `packs`; returns its id and size.
+    pub fn write_index(&self, packs: &[PackRecord]) -> Result<(Id, u64)> {
+        self.write_sealed(FileKind::Index, &encode_index(packs))
+    }
+
+    /// Seals and writes a file; returns its id and stored size.
+    pub(crate) fn write_sealed(&self, kind: FileKind, payload: &[u8]) -> Result<(Id, u64)> {
+        let bytes = seal_file(&self.keys, kind, payload);
+        let id = Id::of_object(&bytes);
+        self.backend.write(&object_path(kind, &id), &bytes)?;
+        Ok((id, bytes.len() as u64))
+    }
+
+    /// Reads and opens a sealed file.
+    pub(crate) fn read_sealed(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+        let path = object_path(kind, id);
+        let bytes = self.read_named(&path)?;
+        open_file(&self.keys, kind, &bytes, &path)
+    }
+
+    /// Loads one snapshot.
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let payload = self.read_sealed(FileKind::Snapshot, id)?;
+        Snapshot::decode(&payload, &object_path(FileKind::Snapshot, id))
+    }
+
+    /// Stores a snapshot; returns its id.
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        Ok(self.write_sealed(FileKind::Snapshot, &snap.encode())?.0)
+    }
+
+    /// All snapshots sorted by time, plus errors for the ones that could not
+    /// be read (so one damaged snapshot does not hide the others).
+    pub fn snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Error>)> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for id in self.list_ids(FileKind::Snapshot)? {
+            match self.load_snapshot(&id) {
+                Ok(s) => good.push((id, s)),
+                Err(e) => bad.push(e),
+            }
+        }
+        good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((good, bad))
+    }
+
+    /// Resolves `latest` or a unique hex prefix of a snapshot id.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            let (mut all, bad) = self.snapshots()?;
+            return match all.pop() {
+                Some(s) => Ok(s),
+                None if !bad.is_empty() => Err(bad.into_iter().next().unwrap()),
+                None => Err(Error::NotFound("the repository has no snapshots yet".into())),
+            };
+        }
+        if spec.is_empty() || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(format!("{spec:?} is not a snapshot id: give `latest` or hex digits of an id")));
+        }
+        let spec = spec.to_ascii_lowercase();
+        let matches: Vec<Id> = self
+            .list_ids(FileKind::Snapshot)?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&spec))
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok((*id, self.load_snapshot(id)?)),
+            [] => Err(Error::NotFound(format!("no snapshot matches {spec}"))),
+            _ => Err(Error::Invalid(format!(
+                "{spec} matches {} snapshots; give more digits",
+                matches.len()
+            ))),
+        }
+    }
+
+    /// Reads one blob through the index, verifying its id.
+    pub fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
+        let loc = index
+            .get(id)
+            .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in any index (missing data)"))?;
+        let path = pack_path(&loc.pack);
+        let sealed = self
+            .backend
+            .read_range(&path, loc.frame_offset, loc.frame_sealed_len as u64)?;
+        let frame = open_frame(&self.keys, &sealed, loc.frame_raw_len, &path)?;
+        let start = loc.offset as usize;
+        let data = frame
+            .get(start..start + loc.len as usize)
+            .ok_or_else(|| Error::corrupt(&path, "blob lies outside its frame"))?
+            .to_vec();
+        if self.keys.blob_id(&data) != *id {
+            return Err(Error::corrupt(&path, format!("blob {} does not match its id", id.short())));
+        }
+        Ok(data)
+    }
+
+    /// Loads a tree blob.
+    pub fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
+        let data = self.read_blob(index, id)?;
+        Tree::decode(&data, &format!("tree {}", id.short()))
+    }
+
+    /// Adds a key file for `password`; returns its id.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
+        let kf = KeyFile::create(&self.master, password, kdf)?;
+        let bytes = kf.encode();
+        let (id, path) = KeyFile::path_for(&bytes);
+        self.backend.write(&path, &bytes)?;
+        Ok(id)
+    }
+
+    /// Lists key files.
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for o in self.backend.list(KEYS_DIR)? {
+            let bytes = self.backend.read(&o.path)?;
+            let kf = KeyFile::decode(&bytes, &o.path)?;
+            let id = Id::of_object(&bytes);
+            out.push(KeyInfo {
+                id,
+                current: id == self.key_id,
+                created: kf.created,
+                host: kf.host,
+                user: kf.user,
+            });
+        }
+        out.sort_by_key(|k| k.created);
+        Ok(out)
+    }
+
+    /// Removes a key file by id prefix. The key in use cannot be removed,
+    /// so a repository never loses its last key.
+    pub fn remove_key(&self, prefix: &str) -> Result<Id> {
+        let keys = self.list_keys()?;
+        let m: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.to_hex().starts_with(&prefix.to_ascii_lowercase())).collect();
+        let k = match m.as_slice() {
+            [k] => *k,
+            [] => return Err(Error::NotFound(format!("no key matches {prefix}"))),
+            _ => return Err(Error::Invalid(format!("{prefix} matches {} keys; give more digits", m.len()))),
+        };
+        if k.current {
+            return Err(Error::Invalid(
+                "refusing to remove the key you are using; open the repository with another key to remove this one".into(),
+            ));
+        }
+        self.backend.delete(&format!("{KEYS_DIR}{}", k.id))?;
+        Ok(k.id)
+    }
+
+    /// Changes the password of the key in use: adds a new key file, then
+    /// removes the old one. Returns the new key's id.
+    pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<Id> {
+        let new_id = self.add_key(new_password, kdf)?;
+        self.backend.delete(&format!("{KEYS_DIR}{}", self.key_id))?;
+        self.key_id = new_id;
+        Ok(new_id)
+    }
+
+    /// Total bytes stored in the repository.
+    pub fn stored_size(&self) -> Result<u64> {
+        Ok(self.backend.list("")?.iter().map(|o| o.size).sum())
+    }
+}

@@ -1,0 +1,226 @@
+//! Snapshots and trees.
+//!
+//! A snapshot is a sealed JSON document naming the sources that were backed
+//! up (files and directories, database images, streams), when, by whom and
+//! why, with a summary per source. Each source carries a root [`Node`].
+//! Directories point to tree blobs: sealed JSON lists of child nodes, stored
+//! in packs like data and deduplicated like data, so an unchanged directory
+//! costs nothing in the next snapshot.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::FORMAT_VERSION;
+
+/// The type of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    /// Data read from a stream (standard input, a dump program).
+    Stream,
+    /// A consistent image of a database file, cut in page-aligned chunks.
+    DbImage,
+}
+
+/// One entry of a tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: NodeKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<DateTime<Utc>>,
+    /// Bytes of content (files, streams, images).
+    #[serde(default)]
+    pub size: u64,
+    /// Data blob ids, in order (files, streams, images).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<Id>,
+    /// Tree blob id (directories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<Id>,
+    /// Link target (symlinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Page size of a database image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u32>,
+}
+
+impl Node {
+    pub fn new(name: impl Into<String>, kind: NodeKind) -> Node {
+        Node {
+            name: name.into(),
+            kind,
+            mode: None,
+            mtime: None,
+            size: 0,
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            page_size: None,
+        }
+    }
+}
+
+/// The contents of one directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("tree serializes")
+    }
+
+    pub fn decode(bytes: &[u8], object: &str) -> Result<Tree> {
+        serde_json::from_slice(bytes).map_err(|e| decode_error(object, e))
+    }
+}
+
+fn decode_error(object: &str, e: serde_json::Error) -> Error {
+    let msg = e.to_string();
+    if msg.contains("unknown variant") {
+        Error::Invalid(format!(
+            "{object} uses a node or source type this ledgervault {} does not know ({msg}); it was written by a newer ledgervault",
+            env!("CARGO_PKG_VERSION")
+        ))
+    } else {
+        Error::corrupt(object, format!("bad JSON: {msg}"))
+    }
+}
+
+/// Where a source came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A file or directory path.
+    Path,
+    /// Standard input or another stream.
+    Stream,
+    /// A database captured as an image.
+    Database,
+}
+
+/// Counts for one source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSummary {
+    pub files: u64,
+    pub dirs: u64,
+    /// Bytes of content read.
+    pub bytes: u64,
+    /// Files that could not be read.
+    pub errors: u64,
+}
+
+/// One source of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// Unique within the snapshot; the top folder in `ls` and `restore`.
+    pub name: String,
+    pub kind: SourceKind,
+    /// The path or URL as given (never with credentials).
+    pub path: String,
+    pub node: Node,
+    pub summary: SourceSummary,
+}
+
+/// Totals for the whole snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotTotals {
+    pub bytes_read: u64,
+    /// Plaintext bytes of blobs that were new to the repository.
+    pub bytes_new: u64,
+    /// Bytes this backup added to the repository (packs and index files).
+    pub bytes_stored: u64,
+    pub duration_ms: u64,
+    pub errors: u64,
+}
+
+/// A snapshot document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    pub time: DateTime<Utc>,
+    pub host: String,
+    pub user: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `ledgervault X.Y.Z`.
+    pub program: String,
+    pub sources: Vec<Source>,
+    pub totals: SnapshotTotals,
+}
+
+impl Snapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("snapshot serializes")
+    }
+
+    pub fn decode(bytes: &[u8], object: &str) -> Result<Snapshot> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| decode_error(object, e))?;
+        let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
+        crate::pack::check_version(version.min(u32::MAX as u64) as u32, object)?;
+        serde_json::from_value(v).map_err(|e| decode_error(object, e))
+    }
+
+    /// Sum of source sizes.
+    pub fn size(&self) -> u64 {
+        self.sources.iter().map(|s| s.summary.bytes).sum()
+    }
+
+    pub fn new_now(sources: Vec<Source>, tags: Vec<String>, reason: Option<String>) -> Snapshot {
+        Snapshot {
+            version: FORMAT_VERSION,
+            time: Utc::now(),
+            host: crate::host_name(),
+            user: crate::user_name(),
+            tags,
+            reason,
+            program: format!("ledgervault {}", env!("CARGO_PKG_VERSION")),
+            sources,
+            totals: SnapshotTotals::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn snapshot_round_trip(name in "[a-z]{1,10}", size in any::<u64>(), tags in proptest::collection::vec("[a-z]{1,5}", 0..3), reason in proptest::option::of(".{0,20}")) {
+            let mut node = Node::new(name.clone(), NodeKind::File);
+            node.size = size;
+            node.content = vec![Id([1; 32])];
+            let s = Snapshot::new_now(vec![Source { name, kind: SourceKind::Path, path: "/x".into(), node, summary: SourceSummary::default() }], tags, reason);
+            prop_assert_eq!(Snapshot::decode(&s.encode(), "s").unwrap(), s);
+        }
+
+        #[test]
+        fn tree_round_trip(names in proptest::collection::vec("[a-zA-Z0-9 ._-]{1,12}", 0..8)) {
+            let t = Tree { nodes: names.into_iter().map(|n| Node::new(n, NodeKind::Dir)).collect() };
+            prop_assert_eq!(Tree::decode(&t.encode(), "t").unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn unknown_node_type_says_newer() {
+        let e = Tree::decode(br#"{"nodes":[{"name":"a","type":"hologram"}]}"#, "tree x").unwrap_err();
+        assert!(e.to_string().contains("newer ledgervault"), "{e}");
+        let e = Snapshot::decode(br#"{"version":9}"#, "snapshots/x").unwrap_err();
+        assert!(matches!(e, Error::NewerFormat { .. }));
+    }
+}
