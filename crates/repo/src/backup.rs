@@ -386,6 +386,10 @@ pub fn backup(repo: &Repository, sources: Vec<BackupSource>, opts: &BackupOption
         Err(Closed) => return Err(Error::Invalid("backup pipeline stopped unexpectedly".into())),
     };
 
+    if src_list.is_empty() {
+        let why = errors.first().map(|e| format!("{}: {}", e.path, e.message)).unwrap_or_default();
+        return Err(Error::NotFound(format!("nothing was backed up, no source could be read ({why})")));
+    }
     let mut snap = Snapshot::new_now(src_list, opts.tags.clone(), opts.reason.clone());
     let bytes_read = snap.size();
     snap.totals = SnapshotTotals {

@@ -195,9 +195,10 @@ pub fn lock(repo: &Repository, exclusive: bool, operation: &str) -> Result<LockG
         .name("lock-refresh".into())
         .spawn(move || loop {
             let stop = sh.stop.lock().unwrap_or_else(|p| p.into_inner());
+            // Checks the flag before sleeping, so a stop that came first is not missed.
             let (stop, _) = sh
                 .wake
-                .wait_timeout(stop, REFRESH_EVERY)
+                .wait_timeout_while(stop, REFRESH_EVERY, |stop| !*stop)
                 .unwrap_or_else(|p| p.into_inner());
             if *stop {
                 return;

@@ -1,1 +1,163 @@
+//! Test helpers for ledgervault (dev-only).
+//!
+//! - [`FaultyBackend`] wraps any backend and fails the Nth write or delete,
+//!   to prove that an interrupted operation leaves a valid repository.
+//! - [`fixtures`] builds source trees of mixed files.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ledgervault_repo::{Backend, BackendError, BackendErrorKind, BackendResult, ObjectInfo};
+
+/// Which operations count towards the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOn {
+    Write,
+    Delete,
+}
+
+/// A backend that fails the `n`th matching operation (1-based) and every one
+/// after it, like storage that went away. Objects written before the fault
+/// stay written; the failing write stores nothing, as the trait promises.
+pub struct FaultyBackend {
+    inner: Arc<dyn Backend>,
+    on: FaultOn,
+    fail_at: AtomicU64,
+    count: AtomicU64,
+    kind: BackendErrorKind,
+}
+
+impl FaultyBackend {
+    /// Fails from the `n`th operation of kind `on`; `n == 0` never fails.
+    pub fn new(inner: Arc<dyn Backend>, on: FaultOn, n: u64) -> Self {
+        FaultyBackend {
+            inner,
+            on,
+            fail_at: AtomicU64::new(n),
+            count: AtomicU64::new(0),
+            kind: BackendErrorKind::Other,
+        }
+    }
+
+    /// Fails with `kind` instead (for example `StorageFull`).
+    pub fn with_kind(mut self, kind: BackendErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// How many matching operations were attempted.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Stops failing.
+    pub fn heal(&self) {
+        self.fail_at.store(0, Ordering::SeqCst);
+    }
+
+    fn gate(&self, on: FaultOn, path: &str) -> BackendResult<()> {
+        if on != self.on {
+            return Ok(());
+        }
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        let at = self.fail_at.load(Ordering::SeqCst);
+        if at != 0 && n >= at {
+            let msg = match self.kind {
+                BackendErrorKind::StorageFull => "the destination disk is full (injected)",
+                _ => "injected fault",
+            };
+            return Err(BackendError::new(self.kind, path, msg));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for FaultyBackend {
+    fn location(&self) -> String {
+        format!("faulty({})", self.inner.location())
+    }
+    fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        self.inner.list(prefix)
+    }
+    fn read(&self, path: &str) -> BackendResult<Vec<u8>> {
+        self.inner.read(path)
+    }
+    fn read_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        self.inner.read_range(path, offset, len)
+    }
+    fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
+        self.gate(FaultOn::Write, path)?;
+        self.inner.write(path, data)
+    }
+    fn delete(&self, path: &str) -> BackendResult<()> {
+        self.gate(FaultOn::Delete, path)?;
+        self.inner.delete(path)
+    }
+    fn free_space(&self) -> Option<u64> {
+        self.inner.free_space()
+    }
+}
+
+pub mod fixtures {
+    //! Source trees for tests and benchmarks.
+
+    use std::fs;
+    use std::path::Path;
+
+    use rand::{Rng, SeedableRng};
+
+    /// Writes a tree of mixed files (ledger-like CSV text, random binary,
+    /// repetitive binary, empty files, a symlink) totalling about `bytes`.
+    /// Deterministic for a given `seed`.
+    pub fn mixed_tree(root: &Path, bytes: u64, seed: u64) -> std::io::Result<()> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        fs::create_dir_all(root.join("ledgers"))?;
+        fs::create_dir_all(root.join("scans/2026"))?;
+        fs::create_dir_all(root.join("empty-dir"))?;
+        fs::write(root.join("empty.txt"), b"")?;
+        std::os::unix::fs::symlink("ledgers", root.join("ledgers-link"))?;
+        let mut written = 0u64;
+        let mut i = 0u32;
+        while written < bytes {
+            let left = bytes - written;
+            let size = (rng.gen_range(1_000..4_000_000u64)).min(left).max(1) as usize;
+            let (path, data) = match i % 3 {
+                0 => (root.join(format!("ledgers/client-{i:04}.csv")), ledger_text(&mut rng, size)),
+                1 => {
+                    let mut d = vec![0u8; size];
+                    rng.fill(&mut d[..]);
+                    (root.join(format!("scans/2026/scan-{i:04}.bin")), d)
+                }
+                _ => {
+                    let block: Vec<u8> = (0..4096).map(|_| rng.gen::<u8>() & 0x0f).collect();
+                    (root.join(format!("report-{i:04}.dat")), block.iter().cycle().take(size).copied().collect())
+                }
+            };
+            fs::write(path, &data)?;
+            written += size as u64;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Ledger-like CSV text of `size` bytes.
+    pub fn ledger_text(rng: &mut impl Rng, size: usize) -> Vec<u8> {
+        let accounts = ["1000 Cash", "1200 Receivables", "2000 Payables", "4000 Revenue", "6100 Rent", "6200 Payroll"];
+        let mut out = Vec::with_capacity(size + 128);
+        while out.len() < size {
+            let line = format!(
+                "2026-{:02}-{:02},JE-{:06},{},{}.{:02},memo {}\n",
+                rng.gen_range(1..13),
+                rng.gen_range(1..29),
+                rng.gen_range(0..999_999),
+                accounts[rng.gen_range(0..accounts.len())],
+                rng.gen_range(0..99_999),
+                rng.gen_range(0..100),
+                rng.gen_range(0..5000)
+            );
+            out.extend_from_slice(line.as_bytes());
+        }
+        out.truncate(size);
+        out
+    }
+}

@@ -1,0 +1,171 @@
+//! A repository in a local (or mounted network) directory.
+//!
+//! Writes are atomic and durable: the object is written to a temporary file
+//! in the destination folder, fsynced, renamed over its final name, and the
+//! folder is fsynced. A crash leaves at most a stray `.tmp-*` file, which
+//! listings ignore.
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ledgervault_repo::{short_object, Backend, BackendError, BackendErrorKind, BackendResult, ObjectInfo};
+use rand::Rng;
+
+const TMP_PREFIX: &str = ".tmp-";
+
+/// A backend storing objects as files under a root folder.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root`. Nothing is created until the first write.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn full(&self, path: &str) -> BackendResult<PathBuf> {
+        // Paths come from the engine, but never let one climb out of the root.
+        if path.split('/').any(|c| c == ".." || c.starts_with(TMP_PREFIX)) || path.starts_with('/') {
+            return Err(BackendError::new(BackendErrorKind::Other, path, "invalid object path"));
+        }
+        Ok(self.root.join(path))
+    }
+
+    fn walk(&self, dir: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> BackendResult<()> {
+        let rd = match fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(BackendError::from_io(rel, &e)),
+        };
+        for entry in rd {
+            let entry = entry.map_err(|e| BackendError::from_io(rel, &e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TMP_PREFIX) {
+                continue;
+            }
+            let child = format!("{rel}{name}");
+            let ft = entry.file_type().map_err(|e| BackendError::from_io(&child, &e))?;
+            if ft.is_dir() {
+                self.walk(&entry.path(), &format!("{child}/"), out)?;
+            } else if ft.is_file() {
+                let md = entry.metadata().map_err(|e| BackendError::from_io(&child, &e))?;
+                out.push(ObjectInfo { path: child, size: md.len() });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        let dir = if prefix.is_empty() { self.root.clone() } else { self.full(prefix.trim_end_matches('/'))? };
+        let mut out = Vec::new();
+        self.walk(&dir, prefix, &mut out)?;
+        Ok(out)
+    }
+
+    fn read(&self, path: &str) -> BackendResult<Vec<u8>> {
+        fs::read(self.full(path)?).map_err(|e| BackendError::from_io(path, &e))
+    }
+
+    fn read_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        let f = fs::File::open(self.full(path)?).map_err(|e| BackendError::from_io(path, &e))?;
+        let size = f.metadata().map_err(|e| BackendError::from_io(path, &e))?.len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(short_object(path, offset, len, size));
+        }
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, offset).map_err(|e| BackendError::from_io(path, &e))?;
+        Ok(buf)
+    }
+
+    fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
+        let full = self.full(path)?;
+        let dir = full.parent().unwrap_or(&self.root).to_path_buf();
+        let io = |e: std::io::Error| BackendError::from_io(path, &e);
+        fs::create_dir_all(&dir).map_err(io)?;
+        let tmp = dir.join(format!("{TMP_PREFIX}{:016x}", rand::thread_rng().gen::<u64>()));
+        let result = (|| {
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &full)?;
+            fsync_dir(&dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(io)
+    }
+
+    fn delete(&self, path: &str) -> BackendResult<()> {
+        match fs::remove_file(self.full(path)?) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(BackendError::from_io(path, &e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        // The root may not exist yet; ask the nearest existing ancestor.
+        let mut p = self.root.as_path();
+        while !p.exists() {
+            p = p.parent()?;
+        }
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        assert!(b.list("").unwrap().is_empty());
+        b.write("data/ab/ab12", b"pack bytes").unwrap();
+        b.write("index/ff", b"idx").unwrap();
+        b.write("config", b"{}").unwrap();
+        // A stray temp file from a crashed write is invisible.
+        fs::write(dir.path().join("repo/data/ab/.tmp-dead"), b"partial").unwrap();
+        let mut all: Vec<String> = b.list("").unwrap().into_iter().map(|o| o.path).collect();
+        all.sort();
+        assert_eq!(all, vec!["config", "data/ab/ab12", "index/ff"]);
+        assert_eq!(b.list("data/").unwrap()[0].size, 10);
+        assert_eq!(b.read_range("data/ab/ab12", 5, 5).unwrap(), b"bytes");
+        let e = b.read_range("data/ab/ab12", 5, 6).unwrap_err();
+        assert!(e.message.contains("too short"), "{e}");
+        b.write("index/ff", b"replaced").unwrap();
+        assert_eq!(b.read("index/ff").unwrap(), b"replaced");
+        b.delete("index/ff").unwrap();
+        b.delete("index/ff").unwrap();
+        assert_eq!(b.read("index/ff").unwrap_err().kind, BackendErrorKind::NotFound);
+        assert!(b.read("../etc/passwd").is_err());
+        assert!(b.free_space().unwrap() > 0);
+    }
+}

@@ -1,0 +1,123 @@
+//! Talking to people: sizes, progress bars and the exit-code contract.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ledgervault_repo::Progress;
+
+/// Exit codes (documented in README.md).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const INCOMPLETE: i32 = 3;
+    pub const DAMAGED: i32 = 4;
+    pub const NO_REPOSITORY: i32 = 10;
+    pub const LOCKED: i32 = 11;
+    pub const WRONG_PASSWORD: i32 = 12;
+}
+
+/// Bytes in decimal units with three significant digits: `994 MB`, `12.4 MB`.
+pub fn size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 999.5 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else if v < 99.95 {
+        format!("{v:.1} {}", UNITS[u])
+    } else {
+        format!("{v:.0} {}", UNITS[u])
+    }
+}
+
+/// Seconds, to one decimal.
+pub fn secs(s: f64) -> String {
+    format!("{s:.1} s")
+}
+
+/// A progress bar on standard error, or nothing when it is not a terminal
+/// or `--quiet` was given.
+pub struct Bar {
+    bar: Option<ProgressBar>,
+    verb: &'static str,
+}
+
+impl Bar {
+    pub fn new(quiet: bool, verb: &'static str) -> Bar {
+        let show = !quiet && std::io::stderr().is_terminal();
+        Bar {
+            bar: show.then(|| {
+                let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                b.enable_steady_tick(Duration::from_millis(200));
+                b
+            }),
+            verb,
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, total: Option<u64>) {
+        if let Some(b) = &self.bar {
+            match total {
+                Some(t) => {
+                    b.set_length(t);
+                    b.set_style(
+                        ProgressStyle::with_template(&format!(
+                            "{} {{bar:30}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}} {{wide_msg}}",
+                            self.verb
+                        ))
+                        .expect("valid template"),
+                    );
+                }
+                None => b.set_style(
+                    ProgressStyle::with_template(&format!("{} {{spinner}} {{bytes}} {{bytes_per_sec}} {{wide_msg}}", self.verb))
+                        .expect("valid template"),
+                ),
+            }
+        }
+    }
+    fn read(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+    fn file(&self, path: &Path) {
+        if let Some(b) = &self.bar {
+            b.set_message(path.display().to_string());
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::size(0), "0 B");
+        assert_eq!(super::size(994_000_000), "994 MB");
+        assert_eq!(super::size(12_400_000), "12.4 MB");
+        assert_eq!(super::size(3_100_000), "3.1 MB");
+        assert_eq!(super::size(61_800_000_000), "61.8 GB");
+        assert_eq!(super::size(999_999), "1.0 MB");
+    }
+}
