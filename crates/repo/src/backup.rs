@@ -101,6 +101,8 @@ pub struct BackupSummary {
     pub duration_secs: f64,
     /// Files that could not be read; the snapshot holds everything else.
     pub errors: Vec<FileError>,
+    /// Locks of dead or silent processes that were ignored.
+    pub stale_locks: Vec<String>,
 }
 
 type FrameJob = Vec<(BlobKind, Id, Vec<u8>)>;
@@ -329,7 +331,7 @@ pub fn backup(repo: &Repository, sources: Vec<BackupSource>, opts: &BackupOption
     if sources.is_empty() {
         return Err(Error::Invalid("nothing to back up: give at least one path".into()));
     }
-    let _lock = crate::lock::lock(repo, false, "backup")?;
+    let lock = crate::lock::lock(repo, false, "backup")?;
     let index = repo.load_index()?;
     let keys = repo.keys().clone();
     let threads = opts.threads.max(1);
@@ -411,6 +413,7 @@ pub fn backup(repo: &Repository, sources: Vec<BackupSource>, opts: &BackupOption
         packs_written: packed.packs,
         duration_secs: started.elapsed().as_secs_f64(),
         errors,
+        stale_locks: lock.stale.iter().map(|l| l.describe()).collect(),
     })
 }
 

@@ -53,8 +53,11 @@ impl CheckReport {
 
 /// Checks the repository.
 pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
-    let _lock = crate::lock::lock(repo, false, "check")?;
+    let lock = crate::lock::lock(repo, false, "check")?;
     let mut r = CheckReport::default();
+    for l in &lock.stale {
+        r.warnings.push(format!("stale lock: {}; `ledgervault unlock` removes it", l.describe()));
+    }
     let backend = repo.backend();
 
     for k in backend.list(KEYS_DIR)? {

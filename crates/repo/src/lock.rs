@@ -88,6 +88,20 @@ pub struct FoundLock {
     pub stale: Option<String>,
 }
 
+impl FoundLock {
+    /// One line: the lock and, if stale, why.
+    pub fn describe(&self) -> String {
+        let what = match &self.info {
+            Some(i) => i.describe(),
+            None => format!("lock {}", self.id.short()),
+        };
+        match &self.stale {
+            Some(why) => format!("{what} ({why})"),
+            None => what,
+        }
+    }
+}
+
 /// Lists lock files and decides which are stale.
 pub fn list_locks(repo: &Repository) -> Result<Vec<FoundLock>> {
     let mut out = Vec::new();

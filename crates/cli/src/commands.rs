@@ -1,0 +1,504 @@
+//! Each command: arguments → engine options → operation → output.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ledgervault_backends::LocalBackend;
+use ledgervault_repo::{
+    self as engine, Backend, BackupOptions, BackupSource, Error, FileKind, Id, InitOptions, KdfParams, NodeKind, ReadData,
+    Repository, RestoreOptions, Snapshot,
+};
+use serde_json::json;
+
+use crate::args::{BackupArgs, CatWhat, CheckArgs, Cli, Command, InitArgs, KdfArgs, KeyCommand, LsArgs, RestoreArgs};
+use crate::ui::{self, exit, Bar};
+
+/// Maps an error to its documented exit code.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<Error>() {
+        Some(Error::RepositoryNotFound(_)) => exit::NO_REPOSITORY,
+        Some(Error::Locked(_)) => exit::LOCKED,
+        Some(Error::WrongPassword) => exit::WRONG_PASSWORD,
+        Some(Error::Corrupt { .. }) => exit::DAMAGED,
+        _ if e.downcast_ref::<UsageError>().is_some() => exit::USAGE,
+        _ => exit::ERROR,
+    }
+}
+
+/// A mistake in how the command was called, found after parsing.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
+/// Runs the parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let g = Globals {
+        repo: cli.repo.clone(),
+        password_file: cli.password_file.clone(),
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Init(a) => init(&g, a),
+        Command::Backup(a) => backup(&g, a),
+        Command::Snapshots => snapshots(&g),
+        Command::Ls(a) => ls(&g, a),
+        Command::Restore(a) => restore(&g, a),
+        Command::Check(a) => check(&g, a),
+        Command::Cat { what } => cat(&g, what),
+        Command::Key { command } => key(&g, command),
+        Command::Unlock { remove_all } => unlock(&g, remove_all),
+        Command::Demo { dir } => crate::demo::run(dir, g.quiet),
+    }
+}
+
+/// Options every command shares.
+pub struct Globals {
+    pub repo: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Globals {
+    fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let repo = self
+            .repo
+            .as_deref()
+            .ok_or_else(|| usage("no repository given: use --repo PATH or set LEDGERVAULT_REPOSITORY"))?;
+        let path = match repo.split_once("://") {
+            None => repo,
+            Some(("file", p)) => p,
+            Some((scheme, _)) => {
+                return Err(usage(format!(
+                    "repository scheme {scheme}:// is not supported by this ledgervault; give a folder path"
+                )))
+            }
+        };
+        Ok(Arc::new(LocalBackend::new(path)))
+    }
+
+    fn local_root(&self) -> Option<PathBuf> {
+        let repo = self.repo.as_deref()?;
+        let p = repo.strip_prefix("file://").unwrap_or(repo);
+        std::fs::canonicalize(p).ok()
+    }
+
+    /// The password: `--password-file`, `LEDGERVAULT_PASSWORD`, or a prompt.
+    fn password(&self, confirm: bool) -> Result<Vec<u8>> {
+        read_secret(self.password_file.as_deref(), "LEDGERVAULT_PASSWORD", "repository password", confirm)
+    }
+
+    fn open(&self) -> Result<Repository> {
+        let backend = self.backend()?;
+        // Fail on a missing repository before asking for a password.
+        Repository::read_config(backend.as_ref())?;
+        let pw = self.password(false)?;
+        Ok(Repository::open(backend, &pw)?)
+    }
+
+    fn print_json(&self, v: &serde_json::Value) {
+        println!("{}", serde_json::to_string_pretty(v).expect("JSON serializes"));
+    }
+}
+
+fn read_secret(file: Option<&Path>, env: &str, what: &str, confirm: bool) -> Result<Vec<u8>> {
+    if let Some(f) = file {
+        let s = std::fs::read(f).with_context(|| format!("cannot read the password file {}", f.display()))?;
+        let s = s.strip_suffix(b"\n").unwrap_or(&s);
+        let s = s.strip_suffix(b"\r").unwrap_or(s);
+        if s.is_empty() {
+            bail!("the password file {} is empty", f.display());
+        }
+        return Ok(s.to_vec());
+    }
+    if let Ok(p) = std::env::var(env) {
+        if p.is_empty() {
+            bail!("{env} is set but empty");
+        }
+        return Ok(p.into_bytes());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(usage(format!(
+            "no {what} given: use a password file option, or set {env}, or run on a terminal to be asked"
+        )));
+    }
+    let p = rpassword::prompt_password(format!("enter {what}: ")).context("cannot read the password")?;
+    if p.is_empty() {
+        bail!("an empty password is not allowed");
+    }
+    if confirm {
+        let again = rpassword::prompt_password(format!("enter {what} again: ")).context("cannot read the password")?;
+        if again != p {
+            bail!("the passwords do not match");
+        }
+    }
+    Ok(p.into_bytes())
+}
+
+fn kdf(a: &KdfArgs) -> KdfParams {
+    KdfParams {
+        memory_kib: a.argon2_memory_kib,
+        iterations: a.argon2_iterations,
+        parallelism: 1,
+    }
+}
+
+pub(crate) fn init(g: &Globals, a: InitArgs) -> Result<i32> {
+    let backend = g.backend()?;
+    let pw = g.password(true)?;
+    let opts = InitOptions {
+        pack_size: a.pack_size_mib * 1024 * 1024,
+        kdf: kdf(&a.kdf),
+    };
+    let repo = Repository::init(backend.clone(), &pw, &opts)?;
+    if g.json {
+        g.print_json(&json!({"id": repo.config().id, "location": backend.location(), "format_version": repo.config().format_version}));
+    } else if !g.quiet {
+        println!("created ledgervault repository {} at {}", repo.config().id.short(), backend.location());
+        println!("Keep the password safe: without it nobody, including you, can read these backups.");
+    }
+    Ok(exit::OK)
+}
+
+/// Snapshot count, stored bytes and free space, for summaries.
+struct RepoStats {
+    snapshots: usize,
+    stored: u64,
+    free: Option<u64>,
+}
+
+fn repo_stats(repo: &Repository) -> Result<RepoStats> {
+    Ok(RepoStats {
+        snapshots: repo.list_ids(FileKind::Snapshot)?.len(),
+        stored: repo.stored_size()?,
+        free: repo.backend().free_space(),
+    })
+}
+
+pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
+    for p in &a.paths {
+        std::fs::symlink_metadata(p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+    }
+    let repo = g.open()?;
+    let sources: Vec<BackupSource> = match &a.stdin_name {
+        Some(name) => {
+            if name.is_empty() || name.contains('/') {
+                return Err(usage("--stdin-name must be a plain file name"));
+            }
+            let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
+            vec![BackupSource::Stream { name: name.clone(), reader: stdin }]
+        }
+        None => a.paths.iter().map(|p| BackupSource::Path(p.clone())).collect(),
+    };
+    let mut opts = BackupOptions {
+        tags: a.tags.clone(),
+        reason: a.reason.clone(),
+        compression_level: a.compression,
+        ..Default::default()
+    };
+    if let Some(t) = a.threads {
+        opts.threads = t as usize;
+    }
+    // Never back up the repository into itself.
+    opts.exclude.extend(g.local_root());
+    let bar = Bar::new(g.quiet, "backup");
+    let s = engine::backup(&repo, sources, &opts, &bar)?;
+    drop(bar);
+    let stats = repo_stats(&repo)?;
+    for l in &s.stale_locks {
+        eprintln!("ledgervault: warning: stale lock ignored: {l}; `ledgervault unlock` removes it");
+    }
+    for e in &s.errors {
+        eprintln!("ledgervault: warning: could not read {}: {}", e.path, e.message);
+    }
+    if g.json {
+        g.print_json(&json!({
+            "snapshot_id": s.snapshot_id,
+            "files": s.files, "dirs": s.dirs,
+            "bytes_read": s.bytes_read, "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
+            "duration_secs": s.duration_secs,
+            "errors": s.errors,
+            "repository": {"snapshots": stats.snapshots, "stored_bytes": stats.stored, "free_bytes": stats.free},
+        }));
+    } else if !g.quiet {
+        let free = stats.free.map(|f| format!("; {} free on its disk", ui::size(f))).unwrap_or_default();
+        println!(
+            "snapshot {} saved: {} read, {} new, {} stored, {}. The repository holds {} snapshot{} in {}{free}.",
+            s.snapshot_id.short(),
+            ui::size(s.bytes_read),
+            ui::size(s.bytes_new),
+            ui::size(s.bytes_stored),
+            ui::secs(s.duration_secs),
+            stats.snapshots,
+            if stats.snapshots == 1 { "" } else { "s" },
+            ui::size(stats.stored),
+        );
+    }
+    if !s.errors.is_empty() {
+        if !g.json {
+            eprintln!(
+                "ledgervault: {} file(s) could not be read and are not in snapshot {}",
+                s.errors.len(),
+                s.snapshot_id.short()
+            );
+        }
+        return Ok(exit::INCOMPLETE);
+    }
+    Ok(exit::OK)
+}
+
+fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
+    json!({
+        "id": id, "short_id": id.short(), "time": s.time, "host": s.host, "user": s.user,
+        "tags": s.tags, "reason": s.reason, "size": s.size(),
+        "sources": s.sources.iter().map(|src| json!({"name": src.name, "kind": src.kind, "path": src.path, "summary": src.summary})).collect::<Vec<_>>(),
+        "totals": s.totals, "program": s.program,
+    })
+}
+
+pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
+    let repo = g.open()?;
+    let (all, bad) = repo.snapshots()?;
+    for e in &bad {
+        eprintln!("ledgervault: warning: {e}");
+    }
+    if g.json {
+        g.print_json(&serde_json::Value::Array(all.iter().map(|(id, s)| snapshot_json(id, s)).collect()));
+    } else {
+        println!("{:<8}  {:<19}  {:<12}  {:>8}  {:<16}  {}", "ID", "Time", "Host", "Size", "Tags", "Sources / reason");
+        for (id, s) in &all {
+            let local = s.time.with_timezone(&chrono::Local);
+            let srcs: Vec<&str> = s.sources.iter().map(|x| x.path.as_str()).collect();
+            let mut last = srcs.join(", ");
+            if let Some(r) = &s.reason {
+                last = format!("{last}  ({r})");
+            }
+            println!(
+                "{:<8}  {:<19}  {:<12}  {:>8}  {:<16}  {}",
+                id.short(),
+                local.format("%Y-%m-%d %H:%M:%S"),
+                s.host,
+                ui::size(s.size()),
+                s.tags.join(","),
+                last
+            );
+        }
+        println!("{} snapshot{}", all.len(), if all.len() == 1 { "" } else { "s" });
+    }
+    Ok(if bad.is_empty() { exit::OK } else { exit::DAMAGED })
+}
+
+fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let (_id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let index = repo.load_index()?;
+    let mut rows = Vec::new();
+    for src in &snap.sources {
+        let mut stack = vec![(src.node.clone(), format!("/{}", src.name))];
+        while let Some((node, path)) = stack.pop() {
+            if let (NodeKind::Dir, Some(t)) = (node.kind, node.subtree) {
+                let tree = repo.load_tree(&index, &t)?;
+                for c in tree.nodes.into_iter().rev() {
+                    let p = format!("{path}/{}", c.name);
+                    stack.push((c, p));
+                }
+            }
+            rows.push((path, node));
+        }
+    }
+    if g.json {
+        g.print_json(&serde_json::Value::Array(
+            rows.iter()
+                .map(|(p, n)| json!({"path": p, "type": n.kind, "size": n.size, "mode": n.mode, "mtime": n.mtime, "target": n.target}))
+                .collect(),
+        ));
+    } else {
+        for (p, n) in rows {
+            if a.long {
+                let kind = match n.kind {
+                    NodeKind::Dir => "dir",
+                    NodeKind::File => "file",
+                    NodeKind::Symlink => "link",
+                    NodeKind::Stream => "stream",
+                    NodeKind::DbImage => "db",
+                };
+                let mtime = n.mtime.map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
+                let link = n.target.map(|t| format!(" -> {t}")).unwrap_or_default();
+                println!("{kind:<6} {:>6o} {:>12} {mtime:<16} {p}{link}", n.mode.unwrap_or(0) & 0o7777, n.size);
+            } else {
+                println!("{p}");
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let mut opts = RestoreOptions { include: a.include.clone(), ..Default::default() };
+    if let Some(t) = a.threads {
+        opts.threads = t as usize;
+    }
+    let bar = Bar::new(g.quiet, "restore");
+    let s = engine::restore(&repo, id, &snap, &a.target, &opts, &bar)?;
+    drop(bar);
+    for f in &s.failed {
+        eprintln!("ledgervault: not restored: {}: {}", f.path, f.message);
+    }
+    if g.json {
+        g.print_json(&serde_json::to_value(&s)?);
+    } else if !g.quiet {
+        println!(
+            "restored {} file{} and {} folder{} ({}) from snapshot {} into {} in {}",
+            s.files,
+            if s.files == 1 { "" } else { "s" },
+            s.dirs,
+            if s.dirs == 1 { "" } else { "s" },
+            ui::size(s.bytes),
+            id.short(),
+            a.target.display(),
+            ui::secs(s.duration_secs)
+        );
+    }
+    if !s.failed.is_empty() {
+        eprintln!("ledgervault: {} file(s) were not restored because their data is damaged or unreadable", s.failed.len());
+        return Ok(exit::DAMAGED);
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) fn check(g: &Globals, a: CheckArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let mode = match (a.read_data, a.read_data_subset) {
+        (true, _) => ReadData::All,
+        (false, Some(p)) => ReadData::Subset(p),
+        _ => ReadData::None,
+    };
+    let bar = Bar::new(g.quiet, "read data");
+    let r = engine::check(&repo, mode, &bar)?;
+    drop(bar);
+    if g.json {
+        g.print_json(&json!({"ok": r.ok(), "errors": r.errors, "warnings": r.warnings, "snapshots": r.snapshots, "packs": r.packs, "packs_read": r.packs_read, "blobs": r.blobs}));
+    } else {
+        for w in &r.warnings {
+            eprintln!("ledgervault: warning: {w}");
+        }
+        for e in &r.errors {
+            println!("error: {e}");
+        }
+        if !g.quiet || !r.ok() {
+            println!(
+                "checked {} snapshots, {} packs ({} read), {} blobs: {}",
+                r.snapshots,
+                r.packs,
+                r.packs_read,
+                r.blobs,
+                if r.ok() { "no errors were found".to_string() } else { format!("{} error(s) found", r.errors.len()) }
+            );
+        }
+    }
+    Ok(if r.ok() { exit::OK } else { exit::DAMAGED })
+}
+
+fn cat(g: &Globals, what: CatWhat) -> Result<i32> {
+    match what {
+        CatWhat::Config => {
+            let config = Repository::read_config(g.backend()?.as_ref())?;
+            print!("{}", String::from_utf8_lossy(&config.encode()));
+        }
+        CatWhat::Snapshot { id } => {
+            let repo = g.open()?;
+            let (id, snap) = repo.find_snapshot(&id)?;
+            let mut v = serde_json::to_value(&snap)?;
+            v["id"] = json!(id);
+            g.print_json(&v);
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn new_password(file: Option<&Path>) -> Result<Vec<u8>> {
+    read_secret(file, "LEDGERVAULT_NEW_PASSWORD", "new password", true)
+}
+
+fn key(g: &Globals, cmd: KeyCommand) -> Result<i32> {
+    let mut repo = g.open()?;
+    match cmd {
+        KeyCommand::List => {
+            let keys = repo.list_keys()?;
+            if g.json {
+                g.print_json(&serde_json::to_value(&keys)?);
+            } else {
+                println!("   {:<8}  {:<19}  {:<12}  {}", "ID", "Created", "User", "Host");
+                for k in keys {
+                    println!(
+                        "{:<2} {:<8}  {:<19}  {:<12}  {}",
+                        if k.current { "*" } else { "" },
+                        k.id.short(),
+                        k.created.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+                        k.user,
+                        k.host
+                    );
+                }
+            }
+        }
+        KeyCommand::Add { new_password_file, kdf: k } => {
+            let pw = new_password(new_password_file.as_deref())?;
+            let id = repo.add_key(&pw, kdf(&k))?;
+            report(g, "added key", &id);
+        }
+        KeyCommand::Remove { id } => {
+            let id = repo.remove_key(&id)?;
+            report(g, "removed key", &id);
+        }
+        KeyCommand::Passwd { new_password_file, kdf: k } => {
+            let pw = new_password(new_password_file.as_deref())?;
+            let id = repo.change_password(&pw, kdf(&k))?;
+            report(g, "changed the password; the key is now", &id);
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn report(g: &Globals, what: &str, id: &Id) {
+    if g.json {
+        g.print_json(&json!({"id": id}));
+    } else if !g.quiet {
+        println!("{what} {}", id.short());
+    }
+}
+
+fn unlock(g: &Globals, all: bool) -> Result<i32> {
+    let repo = g.open()?;
+    let removed = engine::remove_locks(&repo, all)?;
+    if g.json {
+        g.print_json(&serde_json::Value::Array(
+            removed
+                .iter()
+                .map(|l| json!({"id": l.id, "lock": l.info.as_ref().map(|i| i.describe()), "stale": l.stale}))
+                .collect(),
+        ));
+    } else if !g.quiet {
+        for l in &removed {
+            let what = l.info.as_ref().map(|i| i.describe()).unwrap_or_else(|| format!("lock {}", l.id.short()));
+            println!("removed {what}{}", l.stale.as_ref().map(|s| format!(" (stale: {s})")).unwrap_or_default());
+        }
+        println!("{} lock(s) removed", removed.len());
+    }
+    Ok(exit::OK)
+}
