@@ -10,7 +10,9 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ledgervault_repo::{short_object, Backend, BackendError, BackendErrorKind, BackendResult, ObjectInfo};
+use ledgervault_repo::{
+    short_object, Backend, BackendError, BackendErrorKind, BackendResult, ObjectInfo,
+};
 use rand::Rng;
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -34,8 +36,16 @@ impl LocalBackend {
 
     fn full(&self, path: &str) -> BackendResult<PathBuf> {
         // Paths come from the engine, but never let one climb out of the root.
-        if path.split('/').any(|c| c == ".." || c.starts_with(TMP_PREFIX)) || path.starts_with('/') {
-            return Err(BackendError::new(BackendErrorKind::Other, path, "invalid object path"));
+        if path
+            .split('/')
+            .any(|c| c == ".." || c.starts_with(TMP_PREFIX))
+            || path.starts_with('/')
+        {
+            return Err(BackendError::new(
+                BackendErrorKind::Other,
+                path,
+                "invalid object path",
+            ));
         }
         Ok(self.root.join(path))
     }
@@ -53,12 +63,19 @@ impl LocalBackend {
                 continue;
             }
             let child = format!("{rel}{name}");
-            let ft = entry.file_type().map_err(|e| BackendError::from_io(&child, &e))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| BackendError::from_io(&child, &e))?;
             if ft.is_dir() {
                 self.walk(&entry.path(), &format!("{child}/"), out)?;
             } else if ft.is_file() {
-                let md = entry.metadata().map_err(|e| BackendError::from_io(&child, &e))?;
-                out.push(ObjectInfo { path: child, size: md.len() });
+                let md = entry
+                    .metadata()
+                    .map_err(|e| BackendError::from_io(&child, &e))?;
+                out.push(ObjectInfo {
+                    path: child,
+                    size: md.len(),
+                });
             }
         }
         Ok(())
@@ -75,7 +92,11 @@ impl Backend for LocalBackend {
     }
 
     fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
-        let dir = if prefix.is_empty() { self.root.clone() } else { self.full(prefix.trim_end_matches('/'))? };
+        let dir = if prefix.is_empty() {
+            self.root.clone()
+        } else {
+            self.full(prefix.trim_end_matches('/'))?
+        };
         let mut out = Vec::new();
         self.walk(&dir, prefix, &mut out)?;
         Ok(out)
@@ -87,12 +108,16 @@ impl Backend for LocalBackend {
 
     fn read_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
         let f = fs::File::open(self.full(path)?).map_err(|e| BackendError::from_io(path, &e))?;
-        let size = f.metadata().map_err(|e| BackendError::from_io(path, &e))?.len();
+        let size = f
+            .metadata()
+            .map_err(|e| BackendError::from_io(path, &e))?
+            .len();
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(short_object(path, offset, len, size));
         }
         let mut buf = vec![0u8; len as usize];
-        f.read_exact_at(&mut buf, offset).map_err(|e| BackendError::from_io(path, &e))?;
+        f.read_exact_at(&mut buf, offset)
+            .map_err(|e| BackendError::from_io(path, &e))?;
         Ok(buf)
     }
 
@@ -101,9 +126,15 @@ impl Backend for LocalBackend {
         let dir = full.parent().unwrap_or(&self.root).to_path_buf();
         let io = |e: std::io::Error| BackendError::from_io(path, &e);
         fs::create_dir_all(&dir).map_err(io)?;
-        let tmp = dir.join(format!("{TMP_PREFIX}{:016x}", rand::thread_rng().gen::<u64>()));
+        let tmp = dir.join(format!(
+            "{TMP_PREFIX}{:016x}",
+            rand::thread_rng().gen::<u64>()
+        ));
         let result = (|| {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()?;
             drop(f);
@@ -164,7 +195,10 @@ mod tests {
         assert_eq!(b.read("index/ff").unwrap(), b"replaced");
         b.delete("index/ff").unwrap();
         b.delete("index/ff").unwrap();
-        assert_eq!(b.read("index/ff").unwrap_err().kind, BackendErrorKind::NotFound);
+        assert_eq!(
+            b.read("index/ff").unwrap_err().kind,
+            BackendErrorKind::NotFound
+        );
         assert!(b.read("../etc/passwd").is_err());
         assert!(b.free_space().unwrap() > 0);
     }

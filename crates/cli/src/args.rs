@@ -14,11 +14,22 @@ use clap::{Args, Parser, Subcommand};
 )]
 pub struct Cli {
     /// Repository location (a folder)
-    #[arg(short = 'r', long = "repo", env = "LEDGERVAULT_REPOSITORY", global = true, value_name = "PATH")]
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "LEDGERVAULT_REPOSITORY",
+        global = true,
+        value_name = "PATH"
+    )]
     pub repo: Option<String>,
 
     /// File holding the repository password (otherwise LEDGERVAULT_PASSWORD, or a prompt)
-    #[arg(long, env = "LEDGERVAULT_PASSWORD_FILE", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "LEDGERVAULT_PASSWORD_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
     pub password_file: Option<PathBuf>,
 
     /// Print results as JSON
@@ -105,7 +116,7 @@ pub struct BackupArgs {
     #[arg(long)]
     pub reason: Option<String>,
     /// zstd compression level
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(-7..=19))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(-7..=19))]
     pub compression: i32,
     /// Worker threads (default: one per core)
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -182,9 +193,7 @@ pub enum KeyCommand {
         kdf: KdfArgs,
     },
     /// Remove a key file by id prefix
-    Remove {
-        id: String,
-    },
+    Remove { id: String },
     /// Change the password of the key in use
     Passwd {
         /// File holding the new password (otherwise LEDGERVAULT_NEW_PASSWORD, or a prompt)

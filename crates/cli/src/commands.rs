@@ -7,12 +7,15 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use ledgervault_backends::LocalBackend;
 use ledgervault_repo::{
-    self as engine, Backend, BackupOptions, BackupSource, Error, FileKind, Id, InitOptions, KdfParams, NodeKind, ReadData,
-    Repository, RestoreOptions, Snapshot,
+    self as engine, Backend, BackupOptions, BackupSource, Error, FileKind, Id, InitOptions,
+    KdfParams, NodeKind, ReadData, Repository, RestoreOptions, Snapshot,
 };
 use serde_json::json;
 
-use crate::args::{BackupArgs, CatWhat, CheckArgs, Cli, Command, InitArgs, KdfArgs, KeyCommand, LsArgs, RestoreArgs};
+use crate::args::{
+    BackupArgs, CatWhat, CheckArgs, Cli, Command, InitArgs, KdfArgs, KeyCommand, LsArgs,
+    RestoreArgs,
+};
 use crate::ui::{self, exit, Bar};
 
 /// Maps an error to its documented exit code.
@@ -75,10 +78,9 @@ pub struct Globals {
 
 impl Globals {
     fn backend(&self) -> Result<Arc<dyn Backend>> {
-        let repo = self
-            .repo
-            .as_deref()
-            .ok_or_else(|| usage("no repository given: use --repo PATH or set LEDGERVAULT_REPOSITORY"))?;
+        let repo = self.repo.as_deref().ok_or_else(|| {
+            usage("no repository given: use --repo PATH or set LEDGERVAULT_REPOSITORY")
+        })?;
         let path = match repo.split_once("://") {
             None => repo,
             Some(("file", p)) => p,
@@ -99,7 +101,12 @@ impl Globals {
 
     /// The password: `--password-file`, `LEDGERVAULT_PASSWORD`, or a prompt.
     fn password(&self, confirm: bool) -> Result<Vec<u8>> {
-        read_secret(self.password_file.as_deref(), "LEDGERVAULT_PASSWORD", "repository password", confirm)
+        read_secret(
+            self.password_file.as_deref(),
+            "LEDGERVAULT_PASSWORD",
+            "repository password",
+            confirm,
+        )
     }
 
     fn open(&self) -> Result<Repository> {
@@ -111,13 +118,17 @@ impl Globals {
     }
 
     fn print_json(&self, v: &serde_json::Value) {
-        println!("{}", serde_json::to_string_pretty(v).expect("JSON serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).expect("JSON serializes")
+        );
     }
 }
 
 fn read_secret(file: Option<&Path>, env: &str, what: &str, confirm: bool) -> Result<Vec<u8>> {
     if let Some(f) = file {
-        let s = std::fs::read(f).with_context(|| format!("cannot read the password file {}", f.display()))?;
+        let s = std::fs::read(f)
+            .with_context(|| format!("cannot read the password file {}", f.display()))?;
         let s = s.strip_suffix(b"\n").unwrap_or(&s);
         let s = s.strip_suffix(b"\r").unwrap_or(s);
         if s.is_empty() {
@@ -136,12 +147,14 @@ fn read_secret(file: Option<&Path>, env: &str, what: &str, confirm: bool) -> Res
             "no {what} given: use a password file option, or set {env}, or run on a terminal to be asked"
         )));
     }
-    let p = rpassword::prompt_password(format!("enter {what}: ")).context("cannot read the password")?;
+    let p = rpassword::prompt_password(format!("enter {what}: "))
+        .context("cannot read the password")?;
     if p.is_empty() {
         bail!("an empty password is not allowed");
     }
     if confirm {
-        let again = rpassword::prompt_password(format!("enter {what} again: ")).context("cannot read the password")?;
+        let again = rpassword::prompt_password(format!("enter {what} again: "))
+            .context("cannot read the password")?;
         if again != p {
             bail!("the passwords do not match");
         }
@@ -168,8 +181,14 @@ pub(crate) fn init(g: &Globals, a: InitArgs) -> Result<i32> {
     if g.json {
         g.print_json(&json!({"id": repo.config().id, "location": backend.location(), "format_version": repo.config().format_version}));
     } else if !g.quiet {
-        println!("created ledgervault repository {} at {}", repo.config().id.short(), backend.location());
-        println!("Keep the password safe: without it nobody, including you, can read these backups.");
+        println!(
+            "created ledgervault repository {} at {}",
+            repo.config().id.short(),
+            backend.location()
+        );
+        println!(
+            "Keep the password safe: without it nobody, including you, can read these backups."
+        );
     }
     Ok(exit::OK)
 }
@@ -200,9 +219,16 @@ pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
                 return Err(usage("--stdin-name must be a plain file name"));
             }
             let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
-            vec![BackupSource::Stream { name: name.clone(), reader: stdin }]
+            vec![BackupSource::Stream {
+                name: name.clone(),
+                reader: stdin,
+            }]
         }
-        None => a.paths.iter().map(|p| BackupSource::Path(p.clone())).collect(),
+        None => a
+            .paths
+            .iter()
+            .map(|p| BackupSource::Path(p.clone()))
+            .collect(),
     };
     let mut opts = BackupOptions {
         tags: a.tags.clone(),
@@ -223,7 +249,10 @@ pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
         eprintln!("ledgervault: warning: stale lock ignored: {l}; `ledgervault unlock` removes it");
     }
     for e in &s.errors {
-        eprintln!("ledgervault: warning: could not read {}: {}", e.path, e.message);
+        eprintln!(
+            "ledgervault: warning: could not read {}: {}",
+            e.path, e.message
+        );
     }
     if g.json {
         g.print_json(&json!({
@@ -235,7 +264,10 @@ pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
             "repository": {"snapshots": stats.snapshots, "stored_bytes": stats.stored, "free_bytes": stats.free},
         }));
     } else if !g.quiet {
-        let free = stats.free.map(|f| format!("; {} free on its disk", ui::size(f))).unwrap_or_default();
+        let free = stats
+            .free
+            .map(|f| format!("; {} free on its disk", ui::size(f)))
+            .unwrap_or_default();
         println!(
             "snapshot {} saved: {} read, {} new, {} stored, {}. The repository holds {} snapshot{} in {}{free}.",
             s.snapshot_id.short(),
@@ -277,9 +309,14 @@ pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
         eprintln!("ledgervault: warning: {e}");
     }
     if g.json {
-        g.print_json(&serde_json::Value::Array(all.iter().map(|(id, s)| snapshot_json(id, s)).collect()));
+        g.print_json(&serde_json::Value::Array(
+            all.iter().map(|(id, s)| snapshot_json(id, s)).collect(),
+        ));
     } else {
-        println!("{:<8}  {:<19}  {:<12}  {:>8}  {:<16}  {}", "ID", "Time", "Host", "Size", "Tags", "Sources / reason");
+        println!(
+            "{:<8}  {:<19}  {:<12}  {:>8}  {:<16}  Sources / reason",
+            "ID", "Time", "Host", "Size", "Tags"
+        );
         for (id, s) in &all {
             let local = s.time.with_timezone(&chrono::Local);
             let srcs: Vec<&str> = s.sources.iter().map(|x| x.path.as_str()).collect();
@@ -297,9 +334,17 @@ pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
                 last
             );
         }
-        println!("{} snapshot{}", all.len(), if all.len() == 1 { "" } else { "s" });
+        println!(
+            "{} snapshot{}",
+            all.len(),
+            if all.len() == 1 { "" } else { "s" }
+        );
     }
-    Ok(if bad.is_empty() { exit::OK } else { exit::DAMAGED })
+    Ok(if bad.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
 }
 
 fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
@@ -336,9 +381,20 @@ fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
                     NodeKind::Stream => "stream",
                     NodeKind::DbImage => "db",
                 };
-                let mtime = n.mtime.map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
+                let mtime = n
+                    .mtime
+                    .map(|t| {
+                        t.with_timezone(&chrono::Local)
+                            .format("%Y-%m-%d %H:%M")
+                            .to_string()
+                    })
+                    .unwrap_or_default();
                 let link = n.target.map(|t| format!(" -> {t}")).unwrap_or_default();
-                println!("{kind:<6} {:>6o} {:>12} {mtime:<16} {p}{link}", n.mode.unwrap_or(0) & 0o7777, n.size);
+                println!(
+                    "{kind:<6} {:>6o} {:>12} {mtime:<16} {p}{link}",
+                    n.mode.unwrap_or(0) & 0o7777,
+                    n.size
+                );
             } else {
                 println!("{p}");
             }
@@ -350,7 +406,10 @@ fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
 pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
     let repo = g.open()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
-    let mut opts = RestoreOptions { include: a.include.clone(), ..Default::default() };
+    let mut opts = RestoreOptions {
+        include: a.include.clone(),
+        ..Default::default()
+    };
     if let Some(t) = a.threads {
         opts.threads = t as usize;
     }
@@ -376,7 +435,10 @@ pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
         );
     }
     if !s.failed.is_empty() {
-        eprintln!("ledgervault: {} file(s) were not restored because their data is damaged or unreadable", s.failed.len());
+        eprintln!(
+            "ledgervault: {} file(s) were not restored because their data is damaged or unreadable",
+            s.failed.len()
+        );
         return Ok(exit::DAMAGED);
     }
     Ok(exit::OK)
@@ -408,7 +470,11 @@ pub(crate) fn check(g: &Globals, a: CheckArgs) -> Result<i32> {
                 r.packs,
                 r.packs_read,
                 r.blobs,
-                if r.ok() { "no errors were found".to_string() } else { format!("{} error(s) found", r.errors.len()) }
+                if r.ok() {
+                    "no errors were found".to_string()
+                } else {
+                    format!("{} error(s) found", r.errors.len())
+                }
             );
         }
     }
@@ -444,20 +510,25 @@ fn key(g: &Globals, cmd: KeyCommand) -> Result<i32> {
             if g.json {
                 g.print_json(&serde_json::to_value(&keys)?);
             } else {
-                println!("   {:<8}  {:<19}  {:<12}  {}", "ID", "Created", "User", "Host");
+                println!("   {:<8}  {:<19}  {:<12}  Host", "ID", "Created", "User");
                 for k in keys {
                     println!(
                         "{:<2} {:<8}  {:<19}  {:<12}  {}",
                         if k.current { "*" } else { "" },
                         k.id.short(),
-                        k.created.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+                        k.created
+                            .with_timezone(&chrono::Local)
+                            .format("%Y-%m-%d %H:%M:%S"),
                         k.user,
                         k.host
                     );
                 }
             }
         }
-        KeyCommand::Add { new_password_file, kdf: k } => {
+        KeyCommand::Add {
+            new_password_file,
+            kdf: k,
+        } => {
             let pw = new_password(new_password_file.as_deref())?;
             let id = repo.add_key(&pw, kdf(&k))?;
             report(g, "added key", &id);
@@ -466,7 +537,10 @@ fn key(g: &Globals, cmd: KeyCommand) -> Result<i32> {
             let id = repo.remove_key(&id)?;
             report(g, "removed key", &id);
         }
-        KeyCommand::Passwd { new_password_file, kdf: k } => {
+        KeyCommand::Passwd {
+            new_password_file,
+            kdf: k,
+        } => {
             let pw = new_password(new_password_file.as_deref())?;
             let id = repo.change_password(&pw, kdf(&k))?;
             report(g, "changed the password; the key is now", &id);
@@ -495,8 +569,18 @@ fn unlock(g: &Globals, all: bool) -> Result<i32> {
         ));
     } else if !g.quiet {
         for l in &removed {
-            let what = l.info.as_ref().map(|i| i.describe()).unwrap_or_else(|| format!("lock {}", l.id.short()));
-            println!("removed {what}{}", l.stale.as_ref().map(|s| format!(" (stale: {s})")).unwrap_or_default());
+            let what = l
+                .info
+                .as_ref()
+                .map(|i| i.describe())
+                .unwrap_or_else(|| format!("lock {}", l.id.short()));
+            println!(
+                "removed {what}{}",
+                l.stale
+                    .as_ref()
+                    .map(|s| format!(" (stale: {s})"))
+                    .unwrap_or_default()
+            );
         }
         println!("{} lock(s) removed", removed.len());
     }

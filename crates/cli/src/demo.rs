@@ -15,7 +15,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn below(&mut self, n: u64) -> u64 {
@@ -47,8 +50,18 @@ fn journal_lines(rng: &mut Lcg, first: u64, count: u64) -> String {
         let amount = rng.below(500_000) + 100;
         let (dr, cr) = (rng.below(8) as usize, rng.below(8) as usize);
         let date = format!("2026-{:02}-{:02}", rng.below(12) + 1, rng.below(28) + 1);
-        s.push_str(&format!("{date},JE-{je:06},{},{}.{:02},0.00,entry {je}\n", ACCOUNTS[dr], amount / 100, amount % 100));
-        s.push_str(&format!("{date},JE-{je:06},{},0.00,{}.{:02},entry {je}\n", ACCOUNTS[cr], amount / 100, amount % 100));
+        s.push_str(&format!(
+            "{date},JE-{je:06},{},{}.{:02},0.00,entry {je}\n",
+            ACCOUNTS[dr],
+            amount / 100,
+            amount % 100
+        ));
+        s.push_str(&format!(
+            "{date},JE-{je:06},{},0.00,{}.{:02},entry {je}\n",
+            ACCOUNTS[cr],
+            amount / 100,
+            amount % 100
+        ));
     }
     s
 }
@@ -80,12 +93,18 @@ fn write_firm(root: &Path) -> Result<(u64, u64)> {
                 rng.below(4000) + 200,
                 rng.below(900) + 100
             );
-            put(dir.join("invoices").join(format!("invoice-{inv:04}.txt")), text.as_bytes())?;
+            put(
+                dir.join("invoices").join(format!("invoice-{inv:04}.txt")),
+                text.as_bytes(),
+            )?;
         }
         let scan: Vec<u8> = (0..600_000).map(|_| rng.next() as u8).collect();
         put(dir.join("receipts").join("scanned-receipts-q4.pdf"), &scan)?;
     }
-    put(root.join("firm-settings.ini"), b"[firm]\nname=Harbor & Pine Accounting\nfiscal_year_end=12-31\n")?;
+    put(
+        root.join("firm-settings.ini"),
+        b"[firm]\nname=Harbor & Pine Accounting\nfiscal_year_end=12-31\n",
+    )?;
     Ok((files, bytes))
 }
 
@@ -97,7 +116,9 @@ fn same_tree(a: &Path, b: &Path) -> Result<u64> {
         if entry.file_type()?.is_dir() {
             n += same_tree(&pa, &pb)?;
         } else {
-            if fs::read(&pa)? != fs::read(&pb).with_context(|| format!("{} is missing", pb.display()))? {
+            if fs::read(&pa)?
+                != fs::read(&pb).with_context(|| format!("{} is missing", pb.display()))?
+            {
                 bail!("{} differs from {}", pb.display(), pa.display());
             }
             n += 1;
@@ -115,10 +136,16 @@ fn step(quiet: bool, text: &str) {
 pub fn run(dir: Option<PathBuf>, quiet: bool) -> Result<i32> {
     let dir = match dir {
         Some(d) => d,
-        None => std::env::temp_dir().join(format!("ledgervault-demo-{}", chrono::Local::now().format("%Y%m%d-%H%M%S"))),
+        None => std::env::temp_dir().join(format!(
+            "ledgervault-demo-{}",
+            chrono::Local::now().format("%Y%m%d-%H%M%S")
+        )),
     };
     if dir.exists() && fs::read_dir(&dir)?.next().is_some() {
-        bail!("{} is not empty; give the demo an empty or new folder with --dir", dir.display());
+        bail!(
+            "{} is not empty; give the demo an empty or new folder with --dir",
+            dir.display()
+        );
     }
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let firm = dir.join("firm");
@@ -129,7 +156,11 @@ pub fn run(dir: Option<PathBuf>, quiet: bool) -> Result<i32> {
     let (files, bytes) = write_firm(&firm)?;
     if !quiet {
         println!("ledgervault demo: the sample firm Harbor & Pine Accounting");
-        println!("  data:       {} ({files} files, {})", firm.display(), crate::ui::size(bytes));
+        println!(
+            "  data:       {} ({files} files, {})",
+            firm.display(),
+            crate::ui::size(bytes)
+        );
         println!("  repository: {}", repo.display());
         println!("  password:   in {}", pwfile.display());
     }
@@ -139,19 +170,31 @@ pub fn run(dir: Option<PathBuf>, quiet: bool) -> Result<i32> {
         json: false,
         quiet,
     };
-    let kdf = KdfArgs { argon2_memory_kib: 65536, argon2_iterations: 3 };
+    let kdf = KdfArgs {
+        argon2_memory_kib: 65536,
+        argon2_iterations: 3,
+    };
     step(quiet, "ledgervault init");
-    commands::init(&g, InitArgs { pack_size_mib: 16, kdf })?;
+    commands::init(
+        &g,
+        InitArgs {
+            pack_size_mib: 16,
+            kdf,
+        },
+    )?;
 
     let backup_args = |reason: Option<&str>| BackupArgs {
         paths: vec![firm.clone()],
         stdin_name: None,
         tags: vec!["nightly".into()],
         reason: reason.map(str::to_string),
-        compression: 3,
+        compression: 1,
         threads: None,
     };
-    step(quiet, &format!("ledgervault backup {} --tag nightly", firm.display()));
+    step(
+        quiet,
+        &format!("ledgervault backup {} --tag nightly", firm.display()),
+    );
     if commands::backup(&g, backup_args(None))? != exit::OK {
         bail!("the first backup did not complete");
     }
@@ -164,7 +207,13 @@ pub fn run(dir: Option<PathBuf>, quiet: bool) -> Result<i32> {
     if !quiet {
         println!("\n(a day of work: 200 new journal entries for Birchwood Bakery)");
     }
-    step(quiet, &format!("ledgervault backup {} --tag nightly --reason \"before year-end close\"", firm.display()));
+    step(
+        quiet,
+        &format!(
+            "ledgervault backup {} --tag nightly --reason \"before year-end close\"",
+            firm.display()
+        ),
+    );
     if commands::backup(&g, backup_args(Some("before year-end close")))? != exit::OK {
         bail!("the second backup did not complete");
     }
@@ -172,10 +221,18 @@ pub fn run(dir: Option<PathBuf>, quiet: bool) -> Result<i32> {
     step(quiet, "ledgervault snapshots");
     commands::snapshots(&g)?;
 
-    step(quiet, &format!("ledgervault restore latest --target {}", restored.display()));
+    step(
+        quiet,
+        &format!("ledgervault restore latest --target {}", restored.display()),
+    );
     let code = commands::restore(
         &g,
-        RestoreArgs { snapshot: "latest".into(), target: restored.clone(), include: vec![], threads: None },
+        RestoreArgs {
+            snapshot: "latest".into(),
+            target: restored.clone(),
+            include: vec![],
+            threads: None,
+        },
     )?;
     if code != exit::OK {
         bail!("the restore did not complete");
@@ -186,7 +243,13 @@ pub fn run(dir: Option<PathBuf>, quiet: bool) -> Result<i32> {
     }
 
     step(quiet, "ledgervault check --read-data");
-    let code = commands::check(&g, CheckArgs { read_data: true, read_data_subset: None })?;
+    let code = commands::check(
+        &g,
+        CheckArgs {
+            read_data: true,
+            read_data_subset: None,
+        },
+    )?;
     if !quiet {
         println!(
             "\nTry it yourself:\n  export LEDGERVAULT_REPOSITORY={}\n  export LEDGERVAULT_PASSWORD_FILE={}\n  ledgervault ls latest",

@@ -27,7 +27,10 @@ fn main() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        eprintln!("ledgervault: internal error: {msg} (at {}); please report this", info.location().map(|l| l.to_string()).unwrap_or_default());
+        eprintln!(
+            "ledgervault: internal error: {msg} (at {}); please report this",
+            info.location().map(|l| l.to_string()).unwrap_or_default()
+        );
     }));
     let cli = args::Cli::parse();
     let code = match commands::run(cli) {

@@ -78,8 +78,11 @@ impl Progress for Bar {
                     );
                 }
                 None => b.set_style(
-                    ProgressStyle::with_template(&format!("{} {{spinner}} {{bytes}} {{bytes_per_sec}} {{wide_msg}}", self.verb))
-                        .expect("valid template"),
+                    ProgressStyle::with_template(&format!(
+                        "{} {{spinner}} {{bytes}} {{bytes_per_sec}} {{wide_msg}}",
+                        self.verb
+                    ))
+                    .expect("valid template"),
                 ),
             }
         }

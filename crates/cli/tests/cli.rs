@@ -22,7 +22,12 @@ impl Env {
         let root = tmp.path().to_path_buf();
         let pw = root.join("pw");
         fs::write(&pw, "s3cret\n").unwrap();
-        Env { repo: root.join("repo"), pw, root, _tmp: tmp }
+        Env {
+            repo: root.join("repo"),
+            pw,
+            root,
+            _tmp: tmp,
+        }
     }
 
     fn cmd(&self) -> Command {
@@ -36,7 +41,15 @@ impl Env {
 
     fn init(&self) {
         self.cmd()
-            .args(["init", "--argon2-memory-kib", "64", "--argon2-iterations", "1", "--pack-size-mib", "1"])
+            .args([
+                "init",
+                "--argon2-memory-kib",
+                "64",
+                "--argon2-iterations",
+                "1",
+                "--pack-size-mib",
+                "1",
+            ])
             .assert()
             .success()
             .stdout(predicate::str::contains("created ledgervault repository"));
@@ -44,7 +57,11 @@ impl Env {
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.cmd().arg("--json").args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
@@ -59,13 +76,27 @@ impl Env {
 fn one_line_error(stderr: &[u8]) -> String {
     let s = String::from_utf8_lossy(stderr).to_string();
     assert!(!s.contains("panicked") && !s.contains("backtrace"), "{s}");
-    assert_eq!(s.trim_end().lines().count(), 1, "expected one line, got: {s}");
+    assert_eq!(
+        s.trim_end().lines().count(),
+        1,
+        "expected one line, got: {s}"
+    );
     s
 }
 
 fn diff_trees(a: &Path, b: &Path) {
-    let out = StdCommand::new("diff").arg("-r").arg("--no-dereference").arg(a).arg(b).output().unwrap();
-    assert!(out.status.success(), "trees differ: {}", String::from_utf8_lossy(&out.stdout));
+    let out = StdCommand::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "trees differ: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -73,7 +104,14 @@ fn backup_restore_is_byte_identical() {
     let e = Env::new();
     e.init();
     let data = e.data("books", 8_000_000, 11);
-    let s = e.json(&["backup", data.to_str().unwrap(), "--tag", "nightly", "--reason", "year-end close FY2026"]);
+    let s = e.json(&[
+        "backup",
+        data.to_str().unwrap(),
+        "--tag",
+        "nightly",
+        "--reason",
+        "year-end close FY2026",
+    ]);
     assert!(s["bytes_read"].as_u64().unwrap() >= 8_000_000);
     assert_eq!(s["repository"]["snapshots"], 1);
     let id = s["snapshot_id"].as_str().unwrap().to_string();
@@ -91,26 +129,57 @@ fn backup_restore_is_byte_identical() {
     assert_eq!(snaps[0]["tags"][0], "nightly");
 
     let target = e.root.join("out");
-    e.cmd().args(["restore", &id[..10], "--target", target.to_str().unwrap()]).assert().success();
+    e.cmd()
+        .args(["restore", &id[..10], "--target", target.to_str().unwrap()])
+        .assert()
+        .success();
     diff_trees(&data, &target.join("books"));
 
     // ls lists what was restored; --include restores a part.
     let ls = e.json(&["ls", "latest"]);
-    assert!(ls.as_array().unwrap().iter().any(|n| n["path"] == "/books/ledgers-link" && n["type"] == "symlink"));
+    assert!(ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["path"] == "/books/ledgers-link" && n["type"] == "symlink"));
     let part = e.root.join("part");
-    e.cmd().args(["restore", "latest", "--target", part.to_str().unwrap(), "--include", "/books/ledgers"]).assert().success();
+    e.cmd()
+        .args([
+            "restore",
+            "latest",
+            "--target",
+            part.to_str().unwrap(),
+            "--include",
+            "/books/ledgers",
+        ])
+        .assert()
+        .success();
     assert!(part.join("books/ledgers").is_dir() && !part.join("books/scans").exists());
-    e.cmd().args(["check", "--read-data"]).assert().success().stdout(predicate::str::contains("no errors were found"));
+    e.cmd()
+        .args(["check", "--read-data"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("no errors were found"));
 }
 
 #[test]
 fn stdin_backup_and_restore() {
     let e = Env::new();
     e.init();
-    let dump: Vec<u8> = fixtures::ledger_text(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1), 3_000_000);
-    e.cmd().args(["backup", "--stdin-name", "firm.sql"]).write_stdin(dump.clone()).assert().success();
+    let dump: Vec<u8> = fixtures::ledger_text(
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1),
+        3_000_000,
+    );
+    e.cmd()
+        .args(["backup", "--stdin-name", "firm.sql"])
+        .write_stdin(dump.clone())
+        .assert()
+        .success();
     let out = e.root.join("out");
-    e.cmd().args(["restore", "latest", "--target", out.to_str().unwrap()]).assert().success();
+    e.cmd()
+        .args(["restore", "latest", "--target", out.to_str().unwrap()])
+        .assert()
+        .success();
     assert!(fs::read(out.join("firm.sql")).unwrap() == dump);
 }
 
@@ -125,27 +194,52 @@ fn usage_and_access_errors_have_distinct_codes() {
     // Wrong password.
     let bad = e.root.join("badpw");
     fs::write(&bad, "nope").unwrap();
-    let out = e.cmd().args(["snapshots", "--password-file", bad.to_str().unwrap()]).output().unwrap();
+    let out = e
+        .cmd()
+        .args(["snapshots", "--password-file", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(12));
     assert!(one_line_error(&out.stderr).contains("wrong password"));
     // No password at all, not on a terminal.
-    let out = e.cmd().env_remove("LEDGERVAULT_PASSWORD_FILE").arg("snapshots").output().unwrap();
+    let out = e
+        .cmd()
+        .env_remove("LEDGERVAULT_PASSWORD_FILE")
+        .arg("snapshots")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     one_line_error(&out.stderr);
     // Password from the environment works.
-    e.cmd().env_remove("LEDGERVAULT_PASSWORD_FILE").env("LEDGERVAULT_PASSWORD", "s3cret").arg("snapshots").assert().success();
+    e.cmd()
+        .env_remove("LEDGERVAULT_PASSWORD_FILE")
+        .env("LEDGERVAULT_PASSWORD", "s3cret")
+        .arg("snapshots")
+        .assert()
+        .success();
     // Usage errors.
     e.cmd().args(["backup"]).assert().code(2);
-    e.cmd().args(["check", "--read-data-subset", "250"]).assert().code(2);
+    e.cmd()
+        .args(["check", "--read-data-subset", "250"])
+        .assert()
+        .code(2);
     // Missing source path.
-    let out = e.cmd().args(["backup", "/definitely/not/here"]).output().unwrap();
+    let out = e
+        .cmd()
+        .args(["backup", "/definitely/not/here"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line_error(&out.stderr).contains("/definitely/not/here"));
     // Unknown snapshot, and init over an existing repository.
     let out = e.cmd().args(["ls", "abcdef"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line_error(&out.stderr).contains("no snapshot matches"));
-    let out = e.cmd().args(["init", "--argon2-memory-kib", "64"]).output().unwrap();
+    let out = e
+        .cmd()
+        .args(["init", "--argon2-memory-kib", "64"])
+        .output()
+        .unwrap();
     assert!(one_line_error(&out.stderr).contains("already exists"));
 }
 
@@ -155,13 +249,26 @@ fn unreadable_source_files_finish_with_code_3() {
     e.init();
     let data = e.data("docs", 200_000, 3);
     // /proc/self/mem is a regular file whose first read always fails, even for root.
-    let out = e.cmd().args(["backup", data.to_str().unwrap(), "/proc/self/mem"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = e
+        .cmd()
+        .args(["backup", data.to_str().unwrap(), "/proc/self/mem"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("could not read /proc/self/mem"), "{err}");
     // The readable files are in the snapshot.
     let ls = e.json(&["ls", "latest"]);
-    assert!(ls.as_array().unwrap().iter().any(|n| n["path"] == "/docs/empty.txt"));
+    assert!(ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["path"] == "/docs/empty.txt"));
 }
 
 #[test]
@@ -199,11 +306,17 @@ fn damage_is_named_by_check_and_refused_by_restore() {
     let e = Env::new();
     e.init();
     let data = e.data("books", 3_000_000, 5);
-    e.cmd().args(["backup", data.to_str().unwrap()]).assert().success();
+    e.cmd()
+        .args(["backup", data.to_str().unwrap()])
+        .assert()
+        .success();
     let packs = objects(&e.repo.join("data"));
     assert!(!packs.is_empty());
     // Flip one byte in the middle of the biggest pack.
-    let pack = packs.iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap();
+    let pack = packs
+        .iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
     let name = pack.file_name().unwrap().to_str().unwrap().to_string();
     let mut bytes = fs::read(pack).unwrap();
     let mid = bytes.len() / 2;
@@ -216,16 +329,26 @@ fn damage_is_named_by_check_and_refused_by_restore() {
     assert!(stdout.contains(&name), "{stdout}");
 
     let target = e.root.join("out");
-    let out = e.cmd().args(["restore", "latest", "--target", target.to_str().unwrap()]).output().unwrap();
+    let out = e
+        .cmd()
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not restored: books/") && err.contains(&name[..16]), "{err}");
+    assert!(
+        err.contains("not restored: books/") && err.contains(&name[..16]),
+        "{err}"
+    );
     // No damaged file was written, and no temporary file is left behind.
     for f in objects(&target) {
         let rel = f.strip_prefix(&target).unwrap();
         assert!(!rel.to_string_lossy().contains(".lv-restore-"), "{rel:?}");
         if !fs::symlink_metadata(&f).unwrap().file_type().is_symlink() {
-            assert!(fs::read(&f).unwrap() == fs::read(e.root.join(rel)).unwrap(), "{rel:?} differs");
+            assert!(
+                fs::read(&f).unwrap() == fs::read(e.root.join(rel)).unwrap(),
+                "{rel:?} differs"
+            );
         }
     }
     // A truncated pack is found without reading data.
@@ -240,7 +363,10 @@ fn damaged_index_and_snapshot_files_are_named() {
     let e = Env::new();
     e.init();
     let data = e.data("books", 500_000, 6);
-    e.cmd().args(["backup", data.to_str().unwrap()]).assert().success();
+    e.cmd()
+        .args(["backup", data.to_str().unwrap()])
+        .assert()
+        .success();
     for dir in ["index", "snapshots"] {
         let f = objects(&e.repo.join(dir)).remove(0);
         let orig = fs::read(&f).unwrap();
@@ -249,7 +375,16 @@ fn damaged_index_and_snapshot_files_are_named() {
         assert_eq!(out.status.code(), Some(4));
         let name = f.file_name().unwrap().to_str().unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).contains(name), "{dir}");
-        let out = e.cmd().args(["restore", "latest", "--target", e.root.join("o").to_str().unwrap()]).output().unwrap();
+        let out = e
+            .cmd()
+            .args([
+                "restore",
+                "latest",
+                "--target",
+                e.root.join("o").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
         assert!(!out.status.success());
         assert!(one_line_error(&out.stderr).contains(name), "{dir}");
         fs::write(&f, &orig).unwrap();
@@ -263,30 +398,77 @@ fn keys_can_be_added_listed_changed_and_removed() {
     let pw2 = e.root.join("pw2");
     fs::write(&pw2, "second").unwrap();
     let fast = ["--argon2-memory-kib", "64", "--argon2-iterations", "1"];
-    let added = e.json(&[&["key", "add", "--new-password-file", pw2.to_str().unwrap()][..], &fast].concat());
+    let added = e.json(
+        &[
+            &["key", "add", "--new-password-file", pw2.to_str().unwrap()][..],
+            &fast,
+        ]
+        .concat(),
+    );
     let added_id = added["id"].as_str().unwrap().to_string();
     let keys = e.json(&["key", "list"]);
     assert_eq!(keys.as_array().unwrap().len(), 2);
     // The second password opens the repository.
-    e.cmd().args(["snapshots", "--password-file", pw2.to_str().unwrap()]).assert().success();
+    e.cmd()
+        .args(["snapshots", "--password-file", pw2.to_str().unwrap()])
+        .assert()
+        .success();
     // The key in use cannot be removed; the other one can.
-    let current = keys.as_array().unwrap().iter().find(|k| k["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
-    e.cmd().args(["key", "remove", &current[..12]]).assert().failure();
-    e.cmd().args(["key", "remove", &added_id[..12]]).assert().success();
-    e.cmd().args(["snapshots", "--password-file", pw2.to_str().unwrap()]).assert().code(12);
+    let current = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    e.cmd()
+        .args(["key", "remove", &current[..12]])
+        .assert()
+        .failure();
+    e.cmd()
+        .args(["key", "remove", &added_id[..12]])
+        .assert()
+        .success();
+    e.cmd()
+        .args(["snapshots", "--password-file", pw2.to_str().unwrap()])
+        .assert()
+        .code(12);
     // passwd replaces the key in use.
     let pw3 = e.root.join("pw3");
     fs::write(&pw3, "third").unwrap();
-    e.cmd().args([&["key", "passwd", "--new-password-file", pw3.to_str().unwrap()][..], &fast].concat()).assert().success();
+    e.cmd()
+        .args(
+            [
+                &[
+                    "key",
+                    "passwd",
+                    "--new-password-file",
+                    pw3.to_str().unwrap(),
+                ][..],
+                &fast,
+            ]
+            .concat(),
+        )
+        .assert()
+        .success();
     e.cmd().arg("snapshots").assert().code(12);
-    e.cmd().args(["snapshots", "--password-file", pw3.to_str().unwrap()]).assert().success();
+    e.cmd()
+        .args(["snapshots", "--password-file", pw3.to_str().unwrap()])
+        .assert()
+        .success();
 }
 
 #[test]
 fn a_live_lock_blocks_and_is_reported_with_code_11() {
     let e = Env::new();
     e.init();
-    let repo = ledgervault_repo::Repository::open(std::sync::Arc::new(ledgervault_backends::LocalBackend::new(&e.repo)), b"s3cret").unwrap();
+    let repo = ledgervault_repo::Repository::open(
+        std::sync::Arc::new(ledgervault_backends::LocalBackend::new(&e.repo)),
+        b"s3cret",
+    )
+    .unwrap();
     let guard = ledgervault_repo::lock(&repo, true, "prune").unwrap();
     let out = e.cmd().arg("check").output().unwrap();
     assert_eq!(out.status.code(), Some(11));
@@ -300,7 +482,10 @@ fn kill_9_during_backup_leaves_a_valid_repository() {
     let e = Env::new();
     e.init();
     let small = e.data("earlier", 300_000, 8);
-    e.cmd().args(["backup", small.to_str().unwrap()]).assert().success();
+    e.cmd()
+        .args(["backup", small.to_str().unwrap()])
+        .assert()
+        .success();
     let big = e.root.join("big");
     fs::create_dir_all(&big).unwrap();
     for i in 0..12 {
@@ -321,30 +506,56 @@ fn kill_9_during_backup_leaves_a_valid_repository() {
     // Kill it once it has written some index files (so some work is findable).
     let start = Instant::now();
     loop {
-        let indexes = fs::read_dir(e.repo.join("index")).map(|d| d.count()).unwrap_or(0);
+        let indexes = fs::read_dir(e.repo.join("index"))
+            .map(|d| d.count())
+            .unwrap_or(0);
         if indexes >= 3 || start.elapsed() > Duration::from_secs(60) {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the backup finished before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup finished before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert_eq!(e.json(&["snapshots"]).as_array().unwrap().len(), 1, "no snapshot from the killed backup");
+    assert_eq!(
+        e.json(&["snapshots"]).as_array().unwrap().len(),
+        1,
+        "no snapshot from the killed backup"
+    );
 
     // check passes and reports the dead process's lock as stale.
-    e.cmd().arg("check").assert().success().stderr(predicate::str::contains("stale lock"));
-    e.cmd().arg("unlock").assert().success().stdout(predicate::str::contains("1 lock(s) removed"));
+    e.cmd()
+        .arg("check")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("stale lock"));
+    e.cmd()
+        .arg("unlock")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 lock(s) removed"));
     // The earlier snapshot restores byte-identical.
     let out = e.root.join("out1");
-    e.cmd().args(["restore", "latest", "--target", out.to_str().unwrap()]).assert().success();
+    e.cmd()
+        .args(["restore", "latest", "--target", out.to_str().unwrap()])
+        .assert()
+        .success();
     diff_trees(&small, &out.join("earlier"));
     // The next backup succeeds and reuses what the killed one stored.
     let s = e.json(&["backup", big.to_str().unwrap()]);
-    assert!(s["bytes_new"].as_u64().unwrap() + 6_000_000 <= s["bytes_read"].as_u64().unwrap(), "{s}");
+    assert!(
+        s["bytes_new"].as_u64().unwrap() + 6_000_000 <= s["bytes_read"].as_u64().unwrap(),
+        "{s}"
+    );
     e.cmd().args(["check", "--read-data"]).assert().success();
     let out = e.root.join("out2");
-    e.cmd().args(["restore", "latest", "--target", out.to_str().unwrap()]).assert().success();
+    e.cmd()
+        .args(["restore", "latest", "--target", out.to_str().unwrap()])
+        .assert()
+        .success();
     diff_trees(&big, &out.join("big"));
 }
 
@@ -357,7 +568,10 @@ fn a_full_disk_fails_cleanly_and_keeps_earlier_snapshots() {
     let big = e.root.join("big");
     fs::create_dir_all(&big).unwrap();
     let mut d = vec![0u8; 10_000_000];
-    rand::Rng::fill(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1), &mut d[..]);
+    rand::Rng::fill(
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1),
+        &mut d[..],
+    );
     fs::write(big.join("scan.bin"), d).unwrap();
     fs::create_dir_all(&e.repo).unwrap();
     let bin = assert_cmd::cargo::cargo_bin("ledgervault");
@@ -383,9 +597,20 @@ lv restore latest --target "$ROOT/out" >/dev/null || exit 94
         .env("LEDGERVAULT_PASSWORD_FILE", &e.pw)
         .status()
         .expect("unshare (util-linux) is needed for this test");
-    assert_eq!(status.code(), Some(0), "step failed: {}", fs::read_to_string(e.root.join("check.out")).unwrap_or_default());
-    assert_eq!(fs::read_to_string(e.root.join("full.code")).unwrap().trim(), "code=1");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "step failed: {}",
+        fs::read_to_string(e.root.join("check.out")).unwrap_or_default()
+    );
+    assert_eq!(
+        fs::read_to_string(e.root.join("full.code")).unwrap().trim(),
+        "code=1"
+    );
     let err = fs::read_to_string(e.root.join("full.err")).unwrap();
-    assert!(one_line_error(err.as_bytes()).contains("disk is full"), "{err}");
+    assert!(
+        one_line_error(err.as_bytes()).contains("disk is full"),
+        "{err}"
+    );
     diff_trees(&small, &e.root.join("out/earlier"));
 }

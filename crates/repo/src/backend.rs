@@ -204,7 +204,9 @@ pub fn short_object(path: &str, offset: u64, len: u64, size: u64) -> BackendErro
     BackendError::new(
         BackendErrorKind::Other,
         path,
-        format!("object is {size} bytes, too short to read {len} bytes at offset {offset} (truncated?)"),
+        format!(
+            "object is {size} bytes, too short to read {len} bytes at offset {offset} (truncated?)"
+        ),
     )
 }
 
@@ -224,10 +226,7 @@ mod tests {
         assert_eq!(l[1].size, 6);
         assert_eq!(b.read_range("data/ab/ab1", 1, 3).unwrap(), b"ell");
         assert!(b.read_range("data/ab/ab1", 3, 3).is_err());
-        assert_eq!(
-            b.read("nope").unwrap_err().kind,
-            BackendErrorKind::NotFound
-        );
+        assert_eq!(b.read("nope").unwrap_err().kind, BackendErrorKind::NotFound);
         b.delete("data/ab/ab1").unwrap();
         b.delete("data/ab/ab1").unwrap();
         assert_eq!(b.list("").unwrap().len(), 2);

@@ -1,10 +1,10 @@
 //! The write path.
 //!
 //! ```text
-//!  walker (this thread)          workers (N threads)          packer (1 thread)
-//!  read → chunk → keyed hash  →  compress → seal frame   →   append to pack → write pack
-//!        → dedup against index                                → every few packs: write index
-//!        → group small new chunks into frames
+//!  walker (this thread)         workers (N threads)        packer            uploader
+//!  read → chunk → keyed hash →  compress → seal frame  →  append to pack →  write pack
+//!       → dedup against index                                               every few packs:
+//!       → group small new chunks into frames                                write index
 //! ```
 //! After the pipeline drains, the snapshot is written last. Because packs and
 //! their index files are written before any snapshot refers to them, a crash
@@ -32,7 +32,9 @@ use crate::index::{Index, PackRecord};
 use crate::pack::{seal_frame, BlobKind, FrameEntry, PackBuilder};
 use crate::progress::Progress;
 use crate::repository::{pack_path as pack_path_for, Repository};
-use crate::snapshot::{Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary, Tree};
+use crate::snapshot::{
+    Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary, Tree,
+};
 
 /// Write an index file after this many packs.
 const PACKS_PER_INDEX: usize = 4;
@@ -44,7 +46,10 @@ pub enum BackupSource {
     /// A file or directory.
     Path(PathBuf),
     /// A stream, stored under `name`.
-    Stream { name: String, reader: Box<dyn Read + Send> },
+    Stream {
+        name: String,
+        reader: Box<dyn Read + Send>,
+    },
     /// A consistent database image, cut into chunks of `pages_per_chunk`
     /// pages. `path` is shown to people and must hold no credentials.
     DbImage {
@@ -74,8 +79,10 @@ impl Default for BackupOptions {
         BackupOptions {
             tags: Vec::new(),
             reason: None,
-            compression_level: 3,
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            compression_level: 1,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             exclude: Vec::new(),
         }
     }
@@ -156,11 +163,20 @@ impl Writer<'_> {
     }
 
     fn send(&self, job: FrameJob) -> std::result::Result<(), Closed> {
-        self.jobs.as_ref().ok_or(Closed)?.send(job).map_err(|_| Closed)
+        self.jobs
+            .as_ref()
+            .ok_or(Closed)?
+            .send(job)
+            .map_err(|_| Closed)
     }
 }
 
-fn worker(keys: Arc<Keys>, level: i32, jobs: Receiver<FrameJob>, out: Sender<(Vec<u8>, FrameEntry)>) {
+fn worker(
+    keys: Arc<Keys>,
+    level: i32,
+    jobs: Receiver<FrameJob>,
+    out: Sender<(Vec<u8>, FrameEntry)>,
+) {
     for job in jobs {
         if out.send(seal_frame(&keys, level, &job)).is_err() {
             return;
@@ -168,32 +184,46 @@ fn worker(keys: Arc<Keys>, level: i32, jobs: Receiver<FrameJob>, out: Sender<(Ve
     }
 }
 
-fn packer(repo: &Repository, frames: Receiver<(Vec<u8>, FrameEntry)>, progress: &dyn Progress) -> Result<PackerOut> {
+/// Appends sealed frames to packs and hands each full pack to the uploader,
+/// so sealing never waits for storage.
+fn packer(repo: &Repository, frames: Receiver<(Vec<u8>, FrameEntry)>, packs: Sender<PackBuilder>) {
     let pack_size = repo.config().pack_size as usize;
     let mut builder = PackBuilder::new();
+    for (sealed, entry) in frames {
+        builder.add_frame(&sealed, entry);
+        if builder.len() >= pack_size && packs.send(std::mem::take(&mut builder)).is_err() {
+            return; // the uploader failed; its error is reported when it is joined
+        }
+    }
+    if !builder.is_empty() {
+        let _ = packs.send(builder);
+    }
+}
+
+/// Writes packs, then an index file for every few packs written. An index
+/// file only ever lists packs that are already durable.
+fn uploader(
+    repo: &Repository,
+    packs: Receiver<PackBuilder>,
+    progress: &dyn Progress,
+) -> Result<PackerOut> {
     let mut unindexed: Vec<PackRecord> = Vec::new();
     let mut out = PackerOut { packs: 0, bytes: 0 };
-    let flush_pack = |builder: PackBuilder, unindexed: &mut Vec<PackRecord>, out: &mut PackerOut| -> Result<()> {
+    for builder in packs {
         let (id, bytes, frames) = builder.finish(repo.keys());
         repo.backend().write(&pack_path_for(&id), &bytes)?;
         out.packs += 1;
         out.bytes += bytes.len() as u64;
         progress.stored(bytes.len() as u64);
-        unindexed.push(PackRecord { id, size: bytes.len() as u64, frames });
-        Ok(())
-    };
-    for (sealed, entry) in frames {
-        builder.add_frame(&sealed, entry);
-        if builder.len() >= pack_size {
-            flush_pack(std::mem::take(&mut builder), &mut unindexed, &mut out)?;
-            if unindexed.len() >= PACKS_PER_INDEX {
-                out.bytes += repo.write_index(&unindexed)?.1;
-                unindexed.clear();
-            }
+        unindexed.push(PackRecord {
+            id,
+            size: bytes.len() as u64,
+            frames,
+        });
+        if unindexed.len() >= PACKS_PER_INDEX {
+            out.bytes += repo.write_index(&unindexed)?.1;
+            unindexed.clear();
         }
-    }
-    if !builder.is_empty() {
-        flush_pack(builder, &mut unindexed, &mut out)?;
     }
     if !unindexed.is_empty() {
         out.bytes += repo.write_index(&unindexed)?.1;
@@ -230,7 +260,11 @@ impl Walker<'_, '_> {
     }
 
     /// Chunks a reader and stores its content; returns ids and size.
-    fn store_stream(&mut self, reader: impl Read, kind: ChunkerKind) -> std::result::Result<std::io::Result<(Vec<Id>, u64)>, Closed> {
+    fn store_stream(
+        &mut self,
+        reader: impl Read,
+        kind: ChunkerKind,
+    ) -> std::result::Result<std::io::Result<(Vec<Id>, u64)>, Closed> {
         let mut ch = Chunker::new(reader, kind);
         let mut ids = Vec::new();
         let mut size = 0u64;
@@ -326,10 +360,17 @@ fn source_name(path: &Path, taken: &HashSet<String>) -> String {
 /// Unreadable files are skipped and listed in the summary; the snapshot
 /// holds everything else. Storage errors abort the backup, leaving earlier
 /// snapshots untouched.
-pub fn backup(repo: &Repository, sources: Vec<BackupSource>, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupSummary> {
+pub fn backup(
+    repo: &Repository,
+    sources: Vec<BackupSource>,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupSummary> {
     let started = Instant::now();
     if sources.is_empty() {
-        return Err(Error::Invalid("nothing to back up: give at least one path".into()));
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
     }
     let lock = crate::lock::lock(repo, false, "backup")?;
     let index = repo.load_index()?;
@@ -362,10 +403,15 @@ pub fn backup(repo: &Repository, sources: Vec<BackupSource>, opts: &BackupOption
         }
         drop(job_rx);
         drop(frame_tx);
-        let packer = std::thread::Builder::new()
+        let (pack_tx, pack_rx) = bounded::<PackBuilder>(1);
+        std::thread::Builder::new()
             .name("packer".into())
-            .spawn_scoped(scope, || packer(repo, frame_rx, progress))
+            .spawn_scoped(scope, move || packer(repo, frame_rx, pack_tx))
             .expect("spawn packer thread");
+        let uploader = std::thread::Builder::new()
+            .name("uploader".into())
+            .spawn_scoped(scope, move || uploader(repo, pack_rx, progress))
+            .expect("spawn uploader thread");
 
         let mut writer = Writer {
             keys: keys.clone(),
@@ -379,18 +425,29 @@ pub fn backup(repo: &Repository, sources: Vec<BackupSource>, opts: &BackupOption
         let walked = walk_sources(&mut writer, sources, cdc, opts, progress);
         let walked = walked.and_then(|w| writer.flush().map(|_| w));
         writer.jobs = None; // close the pipeline so the stages drain and stop
-        let packed = packer.join().unwrap_or_else(|_| Err(Error::Invalid("the packer thread panicked".into())));
+        let packed = uploader
+            .join()
+            .unwrap_or_else(|_| Err(Error::Invalid("the uploader thread panicked".into())));
         (walked.map(|w| (w, writer.bytes_new)), packed)
     });
     let packed = packer_result?;
     let ((src_list, errors), bytes_new) = match walk_result {
         Ok(w) => w,
-        Err(Closed) => return Err(Error::Invalid("backup pipeline stopped unexpectedly".into())),
+        Err(Closed) => {
+            return Err(Error::Invalid(
+                "backup pipeline stopped unexpectedly".into(),
+            ))
+        }
     };
 
     if src_list.is_empty() {
-        let why = errors.first().map(|e| format!("{}: {}", e.path, e.message)).unwrap_or_default();
-        return Err(Error::NotFound(format!("nothing was backed up, no source could be read ({why})")));
+        let why = errors
+            .first()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .unwrap_or_default();
+        return Err(Error::NotFound(format!(
+            "nothing was backed up, no source could be read ({why})"
+        )));
     }
     let mut snap = Snapshot::new_now(src_list, opts.tags.clone(), opts.reason.clone());
     let bytes_read = snap.size();
@@ -461,7 +518,13 @@ fn walk_sources(
                         node.mtime = Some(chrono::Utc::now());
                         node.mode = Some(0o600);
                         w.summary.files += 1;
-                        Some(Source { name, kind: SourceKind::Stream, path: "-".into(), node, summary: w.summary.clone() })
+                        Some(Source {
+                            name,
+                            kind: SourceKind::Stream,
+                            path: "-".into(),
+                            node,
+                            summary: w.summary.clone(),
+                        })
                     }
                     Err(e) => {
                         w.fail(Path::new(&name), e);
@@ -469,9 +532,17 @@ fn walk_sources(
                     }
                 }
             }
-            BackupSource::DbImage { name, path, reader, page_size, pages_per_chunk } => {
+            BackupSource::DbImage {
+                name,
+                path,
+                reader,
+                page_size,
+                pages_per_chunk,
+            } => {
                 let name = source_name(Path::new(&name), &taken);
-                let kind = ChunkerKind::Fixed { size: page_size.saturating_mul(pages_per_chunk.max(1)) };
+                let kind = ChunkerKind::Fixed {
+                    size: page_size.saturating_mul(pages_per_chunk.max(1)),
+                };
                 match w.store_stream(reader, kind)? {
                     Ok((ids, size)) => {
                         let mut node = Node::new(name.clone(), NodeKind::DbImage);
@@ -481,7 +552,13 @@ fn walk_sources(
                         node.mtime = Some(chrono::Utc::now());
                         node.mode = Some(0o600);
                         w.summary.files += 1;
-                        Some(Source { name, kind: SourceKind::Database, path, node, summary: w.summary.clone() })
+                        Some(Source {
+                            name,
+                            kind: SourceKind::Database,
+                            path,
+                            node,
+                            summary: w.summary.clone(),
+                        })
                     }
                     Err(e) => {
                         w.fail(Path::new(&path), e);
@@ -501,10 +578,16 @@ fn walk_sources(
 
 /// Bytes of regular files under `path` (for the progress bar's total).
 fn disk_usage(path: &Path) -> u64 {
-    let Ok(md) = fs::symlink_metadata(path) else { return 0 };
+    let Ok(md) = fs::symlink_metadata(path) else {
+        return 0;
+    };
     if md.is_dir() {
         fs::read_dir(path)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| disk_usage(&e.path())).sum())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| disk_usage(&e.path()))
+                    .sum()
+            })
             .unwrap_or(0)
     } else if md.is_file() {
         md.len()

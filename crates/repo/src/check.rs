@@ -52,11 +52,18 @@ impl CheckReport {
 }
 
 /// Checks the repository.
-pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
+pub fn check(
+    repo: &Repository,
+    read_data: ReadData,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
     let lock = crate::lock::lock(repo, false, "check")?;
     let mut r = CheckReport::default();
     for l in &lock.stale {
-        r.warnings.push(format!("stale lock: {}; `ledgervault unlock` removes it", l.describe()));
+        r.warnings.push(format!(
+            "stale lock: {}; `ledgervault unlock` removes it",
+            l.describe()
+        ));
     }
     let backend = repo.backend();
 
@@ -66,7 +73,10 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) ->
             .map_err(crate::error::Error::from)
             .and_then(|b| {
                 if id_from_path(&k.path) != Some(Id::of_object(&b)) {
-                    return Err(crate::error::Error::corrupt(&k.path, "content does not match its name"));
+                    return Err(crate::error::Error::corrupt(
+                        &k.path,
+                        "content does not match its name",
+                    ));
                 }
                 KeyFile::decode(&b, &k.path)
             });
@@ -98,7 +108,8 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) ->
         .filter_map(|o| match id_from_path(&o.path) {
             Some(id) => Some((id, o.size)),
             None => {
-                r.warnings.push(format!("{}: not a pack name, ignored", o.path));
+                r.warnings
+                    .push(format!("{}: not a pack name, ignored", o.path));
                 None
             }
         })
@@ -106,7 +117,10 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) ->
     r.packs = stored.len();
     for (id, rec) in &records {
         match stored.get(id) {
-            None => r.errors.push(format!("{}: listed in the index but missing", pack_path(id))),
+            None => r.errors.push(format!(
+                "{}: listed in the index but missing",
+                pack_path(id)
+            )),
             Some(&size) if size != rec.size => r.errors.push(format!(
                 "{}: {} bytes on storage, the index says {} (truncated or replaced)",
                 pack_path(id),
@@ -155,7 +169,9 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) ->
                                 stack.push((c, p));
                             }
                         }
-                        Err(e) => r.errors.push(format!("snapshot {}: {path}/: {e}", id.short())),
+                        Err(e) => r
+                            .errors
+                            .push(format!("snapshot {}: {path}/: {e}", id.short())),
                     }
                 }
             }
@@ -163,7 +179,11 @@ pub fn check(repo: &Repository, read_data: ReadData, progress: &dyn Progress) ->
     }
 
     // Pack data.
-    let mut to_read: Vec<Id> = records.keys().filter(|id| stored.contains_key(id)).copied().collect();
+    let mut to_read: Vec<Id> = records
+        .keys()
+        .filter(|id| stored.contains_key(id))
+        .copied()
+        .collect();
     to_read.sort();
     match read_data {
         ReadData::None => to_read.clear(),
@@ -208,7 +228,10 @@ fn check_pack(repo: &Repository, rec: &PackRecord) -> std::result::Result<(), St
         for b in &f.blobs {
             let data = &plain[inner..inner + b.len as usize];
             if repo.keys().blob_id(data) != b.id {
-                return Err(format!("{path}: blob {} does not match its id", b.id.short()));
+                return Err(format!(
+                    "{path}: blob {} does not match its id",
+                    b.id.short()
+                ));
             }
             inner += b.len as usize;
         }

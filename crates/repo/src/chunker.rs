@@ -84,7 +84,9 @@ pub struct Chunker<R> {
 impl<R: Read> Chunker<R> {
     pub fn new(reader: R, kind: ChunkerKind) -> Self {
         let cap = match kind {
-            ChunkerKind::ContentDefined { params, .. } => (params.max_size as usize * 4).max(1 << 20),
+            ChunkerKind::ContentDefined { params, .. } => {
+                (params.max_size as usize * 4).max(1 << 20)
+            }
             ChunkerKind::Fixed { size } => size as usize,
         };
         Chunker {
@@ -161,7 +163,11 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn small() -> CdcParams {
-        CdcParams { min_size: 256, avg_size: 1024, max_size: 4096 }
+        CdcParams {
+            min_size: 256,
+            avg_size: 1024,
+            max_size: 4096,
+        }
     }
 
     fn chunks(data: &[u8], kind: ChunkerKind) -> Vec<Vec<u8>> {
@@ -216,12 +222,19 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut data = vec![0u8; 200_000];
         rng.fill(&mut data[..]);
-        let kind = ChunkerKind::ContentDefined { params: small(), seed: 42 };
+        let kind = ChunkerKind::ContentDefined {
+            params: small(),
+            seed: 42,
+        };
         let before = chunks(&data, kind);
         data.splice(1000..1000, b"inserted text".iter().copied());
         let after = chunks(&data, kind);
         let shared = after.iter().filter(|c| before.contains(c)).count();
-        assert!(shared * 10 >= before.len() * 9, "{shared} of {}", before.len());
+        assert!(
+            shared * 10 >= before.len() * 9,
+            "{shared} of {}",
+            before.len()
+        );
     }
 
     #[test]
@@ -229,10 +242,28 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(8);
         let mut data = vec![0u8; 100_000];
         rng.fill(&mut data[..]);
-        let a = chunks(&data, ChunkerKind::ContentDefined { params: small(), seed: 1 });
-        let b = chunks(&data, ChunkerKind::ContentDefined { params: small(), seed: 99 });
+        let a = chunks(
+            &data,
+            ChunkerKind::ContentDefined {
+                params: small(),
+                seed: 1,
+            },
+        );
+        let b = chunks(
+            &data,
+            ChunkerKind::ContentDefined {
+                params: small(),
+                seed: 99,
+            },
+        );
         assert_ne!(a, b);
-        assert!(CdcParams { min_size: 1, avg_size: 2, max_size: 3 }.validate().is_err());
+        assert!(CdcParams {
+            min_size: 1,
+            avg_size: 2,
+            max_size: 3
+        }
+        .validate()
+        .is_err());
         assert!(CdcParams::default().validate().is_ok());
     }
 }

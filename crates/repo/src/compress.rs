@@ -50,7 +50,10 @@ pub fn decompress(data: &[u8], expected_len: usize, object: &str) -> Result<Vec<
     if out.len() != expected_len {
         return Err(Error::corrupt(
             object,
-            format!("decompressed to {} bytes, expected {expected_len}", out.len()),
+            format!(
+                "decompressed to {} bytes, expected {expected_len}",
+                out.len()
+            ),
         ));
     }
     Ok(out)
@@ -78,7 +81,10 @@ mod tests {
         assert!(c.len() < text.len() / 5);
         let mut bad = c.clone();
         bad[0] = 9;
-        assert!(matches!(decompress(&bad, text.len(), "t"), Err(Error::NewerFormat { .. })));
+        assert!(matches!(
+            decompress(&bad, text.len(), "t"),
+            Err(Error::NewerFormat { .. })
+        ));
         assert!(decompress(&c, text.len() - 1, "t").is_err());
     }
 }

@@ -104,6 +104,9 @@ mod tests {
         assert!(RepoConfig::new(10).is_err());
         let mut v: serde_json::Value = serde_json::from_slice(&c.encode()).unwrap();
         v["chunker"]["max_size"] = 1.into();
-        assert!(matches!(RepoConfig::decode(&serde_json::to_vec(&v).unwrap()), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            RepoConfig::decode(&serde_json::to_vec(&v).unwrap()),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

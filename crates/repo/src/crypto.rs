@@ -152,13 +152,22 @@ impl KdfParams {
     /// large (a hostile key file must not make us allocate 4 TiB).
     pub fn validate(&self) -> Result<(), String> {
         if self.memory_kib < 8 * self.parallelism.max(1) || self.memory_kib > 4 * 1024 * 1024 {
-            return Err(format!("argon2 memory {} KiB out of range", self.memory_kib));
+            return Err(format!(
+                "argon2 memory {} KiB out of range",
+                self.memory_kib
+            ));
         }
         if self.iterations == 0 || self.iterations > 64 {
-            return Err(format!("argon2 iterations {} out of range", self.iterations));
+            return Err(format!(
+                "argon2 iterations {} out of range",
+                self.iterations
+            ));
         }
         if self.parallelism == 0 || self.parallelism > 64 {
-            return Err(format!("argon2 parallelism {} out of range", self.parallelism));
+            return Err(format!(
+                "argon2 parallelism {} out of range",
+                self.parallelism
+            ));
         }
         Ok(())
     }
@@ -166,14 +175,11 @@ impl KdfParams {
     /// Derives a 32-byte key-encryption key from `password`.
     pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32], String> {
         self.validate()?;
-        let params = argon2::Params::new(
-            self.memory_kib,
-            self.iterations,
-            self.parallelism,
-            Some(32),
-        )
-        .map_err(|e| e.to_string())?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let params =
+            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+                .map_err(|e| e.to_string())?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
         argon
             .hash_password_into(password, salt, &mut out)
@@ -241,12 +247,22 @@ mod tests {
     #[test]
     fn master_wrapping() {
         let m = MasterKey::generate();
-        let p = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+        let p = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
         let kek = p.derive(b"pw", b"saltsaltsaltsalt").unwrap();
         let w = wrap_master(&kek, b"k", &m);
         assert_eq!(unwrap_master(&kek, b"k", &w).unwrap().0, m.0);
         let bad = p.derive(b"pw2", b"saltsaltsaltsalt").unwrap();
         assert!(unwrap_master(&bad, b"k", &w).is_none());
-        assert!(KdfParams { memory_kib: u32::MAX, iterations: 1, parallelism: 1 }.validate().is_err());
+        assert!(KdfParams {
+            memory_kib: u32::MAX,
+            iterations: 1,
+            parallelism: 1
+        }
+        .validate()
+        .is_err());
     }
 }

@@ -66,7 +66,10 @@ pub fn seal_file(keys: &Keys, kind: FileKind, payload: &[u8]) -> Vec<u8> {
 /// Opens a file of `kind`; `object` names it in errors (`index/ab12…`).
 pub fn open_file(keys: &Keys, kind: FileKind, bytes: &[u8], object: &str) -> Result<Vec<u8>> {
     if bytes.len() < 5 || &bytes[..4] != kind.magic() {
-        return Err(Error::corrupt(object, format!("not a ledgervault {} file (bad magic)", kind.name())));
+        return Err(Error::corrupt(
+            object,
+            format!("not a ledgervault {} file (bad magic)", kind.name()),
+        ));
     }
     check_version(bytes[4] as u32, object)?;
     let plain = keys

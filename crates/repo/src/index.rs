@@ -147,13 +147,25 @@ mod tests {
 
     #[test]
     fn locations() {
-        let mk = |b: u8, len| BlobEntry { kind: BlobKind::Data, id: Id([b; 32]), len };
+        let mk = |b: u8, len| BlobEntry {
+            kind: BlobKind::Data,
+            id: Id([b; 32]),
+            len,
+        };
         let p = PackRecord {
             id: Id([9; 32]),
             size: 0,
             frames: vec![
-                FrameEntry { sealed_len: 100, raw_len: 30, blobs: vec![mk(1, 10), mk(2, 20)] },
-                FrameEntry { sealed_len: 50, raw_len: 5, blobs: vec![mk(3, 5)] },
+                FrameEntry {
+                    sealed_len: 100,
+                    raw_len: 30,
+                    blobs: vec![mk(1, 10), mk(2, 20)],
+                },
+                FrameEntry {
+                    sealed_len: 50,
+                    raw_len: 5,
+                    blobs: vec![mk(3, 5)],
+                },
             ],
         };
         let mut idx = Index::new();

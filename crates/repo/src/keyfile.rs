@@ -70,10 +70,15 @@ impl KeyFile {
             });
         }
         if self.kdf.algorithm != "argon2id" {
-            return Err(Error::corrupt(object, format!("unknown key derivation {:?}", self.kdf.algorithm)));
+            return Err(Error::corrupt(
+                object,
+                format!("unknown key derivation {:?}", self.kdf.algorithm),
+            ));
         }
-        let salt = hex::decode(&self.kdf.salt).map_err(|_| Error::corrupt(object, "salt is not hex"))?;
-        let sealed = hex::decode(&self.master_key).map_err(|_| Error::corrupt(object, "master_key is not hex"))?;
+        let salt =
+            hex::decode(&self.kdf.salt).map_err(|_| Error::corrupt(object, "salt is not hex"))?;
+        let sealed = hex::decode(&self.master_key)
+            .map_err(|_| Error::corrupt(object, "master_key is not hex"))?;
         let kek = self
             .kdf
             .params
@@ -89,7 +94,8 @@ impl KeyFile {
     }
 
     pub fn decode(bytes: &[u8], object: &str) -> Result<KeyFile> {
-        serde_json::from_slice(bytes).map_err(|e| Error::corrupt(object, format!("not a key file: {e}")))
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(object, format!("not a key file: {e}")))
     }
 
     /// The path a key file is stored under.
@@ -106,7 +112,11 @@ mod tests {
     #[test]
     fn create_unlock_and_wrong_password() {
         let m = MasterKey::generate();
-        let p = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+        let p = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
         let kf = KeyFile::create(&m, b"correct horse", p).unwrap();
         let back = KeyFile::decode(&kf.encode(), "k").unwrap();
         assert_eq!(back.unlock(b"correct horse", "k").unwrap().unwrap().0, m.0);

@@ -39,7 +39,9 @@ mod repository;
 mod restore;
 mod snapshot;
 
-pub use backend::{short_object, Backend, BackendError, BackendErrorKind, BackendResult, MemoryBackend, ObjectInfo};
+pub use backend::{
+    short_object, Backend, BackendError, BackendErrorKind, BackendResult, MemoryBackend, ObjectInfo,
+};
 pub use backup::{backup, BackupOptions, BackupSource, BackupSummary, FileError};
 pub use check::{check, CheckReport, ReadData};
 pub use chunker::{CdcParams, Chunker, ChunkerKind};
@@ -53,7 +55,9 @@ pub use lock::{list_locks, lock, remove_locks, FoundLock, LockGuard, LockInfo};
 pub use progress::{NoProgress, Progress};
 pub use repository::{pack_path, InitOptions, KeyInfo, Repository};
 pub use restore::{restore, RestoreOptions, RestoreSummary};
-pub use snapshot::{Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary, Tree};
+pub use snapshot::{
+    Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary, Tree,
+};
 
 /// The repository format version this ledgervault writes and reads.
 pub const FORMAT_VERSION: u32 = 1;

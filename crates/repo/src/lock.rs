@@ -59,7 +59,11 @@ impl LockInfo {
     pub fn describe(&self) -> String {
         format!(
             "{} lock by {}@{} pid {} for `{}` since {}",
-            if self.exclusive { "exclusive" } else { "shared" },
+            if self.exclusive {
+                "exclusive"
+            } else {
+                "shared"
+            },
             self.user,
             self.host,
             self.pid,
@@ -70,7 +74,9 @@ impl LockInfo {
 }
 
 fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
     if pid <= 0 {
         return false;
     }
@@ -152,7 +158,11 @@ pub struct LockGuard {
 }
 
 fn write_lock(backend: &dyn Backend, keys: &Keys, info: &LockInfo) -> Result<String> {
-    let bytes = seal_file(keys, FileKind::Lock, &serde_json::to_vec(info).expect("lock serializes"));
+    let bytes = seal_file(
+        keys,
+        FileKind::Lock,
+        &serde_json::to_vec(info).expect("lock serializes"),
+    );
     let path = format!("locks/{}", Id::of_object(&bytes));
     backend.write(&path, &bytes)?;
     Ok(path)

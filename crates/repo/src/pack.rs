@@ -149,7 +149,8 @@ pub(crate) fn decode_frames(r: &mut Reader<'_>) -> Result<Vec<FrameEntry>> {
         let mut sum: u64 = 0;
         for _ in 0..nb {
             let kind = r.u8()?;
-            let kind = BlobKind::from_u8(kind).ok_or_else(|| r.corrupt(format!("unknown blob kind {kind}")))?;
+            let kind = BlobKind::from_u8(kind)
+                .ok_or_else(|| r.corrupt(format!("unknown blob kind {kind}")))?;
             let id = r.id()?;
             let len = r.u32()?;
             sum += len as u64;
@@ -158,7 +159,11 @@ pub(crate) fn decode_frames(r: &mut Reader<'_>) -> Result<Vec<FrameEntry>> {
         if sum != raw_len as u64 || nb == 0 {
             return Err(r.corrupt("frame length does not match its blobs"));
         }
-        frames.push(FrameEntry { sealed_len, raw_len, blobs });
+        frames.push(FrameEntry {
+            sealed_len,
+            raw_len,
+            blobs,
+        });
     }
     Ok(frames)
 }
@@ -180,7 +185,10 @@ impl PackBuilder {
         let mut buf = Vec::with_capacity(1 << 20);
         buf.extend_from_slice(PACK_MAGIC);
         buf.push(FORMAT_VERSION as u8);
-        PackBuilder { buf, frames: Vec::new() }
+        PackBuilder {
+            buf,
+            frames: Vec::new(),
+        }
     }
 
     /// Appends an already sealed frame.
@@ -205,7 +213,8 @@ impl PackBuilder {
         encode_frames(&self.frames, &mut table);
         let header = keys.seal(HEADER_AAD, &compress::compress(3, &table));
         self.buf.extend_from_slice(&header);
-        self.buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(header.len() as u32).to_le_bytes());
         let id = Id::of_object(&self.buf);
         (id, self.buf, self.frames)
     }
@@ -231,7 +240,10 @@ pub fn read_header(keys: &Keys, pack: &[u8], object: &str) -> Result<Vec<FrameEn
     let frames = decode_frames(&mut r)?;
     let total: u64 = PACK_PREFIX_LEN + frames.iter().map(|f| f.sealed_len as u64).sum::<u64>();
     if total != (body_end - hlen) as u64 {
-        return Err(Error::corrupt(object, "frame table does not cover the pack"));
+        return Err(Error::corrupt(
+            object,
+            "frame table does not cover the pack",
+        ));
     }
     Ok(frames)
 }
@@ -270,7 +282,11 @@ pub(crate) fn check_version(found: u32, object: &str) -> Result<()> {
 }
 
 /// Seals one frame of blobs: compresses their concatenation and seals it.
-pub fn seal_frame(keys: &Keys, level: i32, blobs: &[(BlobKind, Id, Vec<u8>)]) -> (Vec<u8>, FrameEntry) {
+pub fn seal_frame(
+    keys: &Keys,
+    level: i32,
+    blobs: &[(BlobKind, Id, Vec<u8>)],
+) -> (Vec<u8>, FrameEntry) {
     let raw: std::borrow::Cow<[u8]> = if blobs.len() == 1 {
         std::borrow::Cow::Borrowed(&blobs[0].2)
     } else {
@@ -282,7 +298,11 @@ pub fn seal_frame(keys: &Keys, level: i32, blobs: &[(BlobKind, Id, Vec<u8>)]) ->
         raw_len: raw.len() as u32,
         blobs: blobs
             .iter()
-            .map(|(kind, id, d)| BlobEntry { kind: *kind, id: *id, len: d.len() as u32 })
+            .map(|(kind, id, d)| BlobEntry {
+                kind: *kind,
+                id: *id,
+                len: d.len() as u32,
+            })
             .collect(),
     };
     (sealed, entry)
@@ -304,7 +324,17 @@ mod tests {
 
     fn arb_frames() -> impl Strategy<Value = Vec<FrameEntry>> {
         proptest::collection::vec(
-            (any::<u32>(), proptest::collection::vec((any::<bool>(), proptest::array::uniform32(any::<u8>()), 0u32..100000), 1..4)),
+            (
+                any::<u32>(),
+                proptest::collection::vec(
+                    (
+                        any::<bool>(),
+                        proptest::array::uniform32(any::<u8>()),
+                        0u32..100000,
+                    ),
+                    1..4,
+                ),
+            ),
             0..6,
         )
         .prop_map(|fs| {
@@ -312,9 +342,17 @@ mod tests {
                 .map(|(s, bs)| {
                     let blobs: Vec<BlobEntry> = bs
                         .into_iter()
-                        .map(|(t, id, len)| BlobEntry { kind: if t { BlobKind::Tree } else { BlobKind::Data }, id: Id(id), len })
+                        .map(|(t, id, len)| BlobEntry {
+                            kind: if t { BlobKind::Tree } else { BlobKind::Data },
+                            id: Id(id),
+                            len,
+                        })
                         .collect();
-                    FrameEntry { sealed_len: s % MAX_FRAME_LEN, raw_len: blobs.iter().map(|b| b.len).sum(), blobs }
+                    FrameEntry {
+                        sealed_len: s % MAX_FRAME_LEN,
+                        raw_len: blobs.iter().map(|b| b.len).sum(),
+                        blobs,
+                    }
                 })
                 .collect()
         })
@@ -362,7 +400,9 @@ mod tests {
     #[test]
     fn grouped_frame_and_damage() {
         let keys = Keys::derive(&MasterKey::generate());
-        let blobs: Vec<_> = (0..4u8).map(|i| (BlobKind::Data, keys.blob_id(&[i; 100]), vec![i; 100])).collect();
+        let blobs: Vec<_> = (0..4u8)
+            .map(|i| (BlobKind::Data, keys.blob_id(&[i; 100]), vec![i; 100]))
+            .collect();
         let (sealed, entry) = seal_frame(&keys, 3, &blobs);
         assert_eq!(entry.raw_len, 400);
         assert_eq!(entry.blobs.len(), 4);
@@ -372,9 +412,15 @@ mod tests {
         assert!(read_header(&keys, &bytes, "p").is_ok());
         let n = bytes.len();
         bytes[n - 10] ^= 1;
-        assert!(matches!(read_header(&keys, &bytes, "p"), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            read_header(&keys, &bytes, "p"),
+            Err(Error::Corrupt { .. })
+        ));
         bytes[4] = 9;
-        assert!(matches!(read_header(&keys, &bytes, "p"), Err(Error::NewerFormat { .. })));
+        assert!(matches!(
+            read_header(&keys, &bytes, "p"),
+            Err(Error::NewerFormat { .. })
+        ));
         assert!(read_header(&keys, b"LVPK", "p").is_err());
     }
 }

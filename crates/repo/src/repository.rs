@@ -35,6 +35,9 @@ impl Default for InitOptions {
     }
 }
 
+/// Readable snapshots sorted by time, and errors for unreadable ones.
+pub type SnapshotList = (Vec<(Id, Snapshot)>, Vec<Error>);
+
 /// A key file as listed by `key list`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct KeyInfo {
@@ -72,7 +75,11 @@ pub fn id_from_path(path: &str) -> Option<Id> {
 
 impl Repository {
     /// Creates a new repository at an empty location.
-    pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Repository> {
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: &InitOptions,
+    ) -> Result<Repository> {
         match backend.read(CONFIG_PATH) {
             Ok(_) => return Err(Error::AlreadyExists(backend.location())),
             Err(e) if e.kind == BackendErrorKind::NotFound => {}
@@ -105,7 +112,9 @@ impl Repository {
     pub fn read_config(backend: &dyn Backend) -> Result<RepoConfig> {
         match backend.read(CONFIG_PATH) {
             Ok(b) => RepoConfig::decode(&b),
-            Err(e) if e.kind == BackendErrorKind::NotFound => Err(Error::RepositoryNotFound(backend.location())),
+            Err(e) if e.kind == BackendErrorKind::NotFound => {
+                Err(Error::RepositoryNotFound(backend.location()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -178,7 +187,10 @@ impl Repository {
         let bytes = self.backend.read(path)?;
         if let Some(id) = id_from_path(path) {
             if Id::of_object(&bytes) != id {
-                return Err(Error::corrupt(path, "content does not match its name (altered or truncated)"));
+                return Err(Error::corrupt(
+                    path,
+                    "content does not match its name (altered or truncated)",
+                ));
             }
         }
         Ok(bytes)
@@ -247,7 +259,7 @@ impl Repository {
 
     /// All snapshots sorted by time, plus errors for the ones that could not
     /// be read (so one damaged snapshot does not hide the others).
-    pub fn snapshots(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Error>)> {
+    pub fn snapshots(&self) -> Result<SnapshotList> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         for id in self.list_ids(FileKind::Snapshot)? {
@@ -267,11 +279,15 @@ impl Repository {
             return match all.pop() {
                 Some(s) => Ok(s),
                 None if !bad.is_empty() => Err(bad.into_iter().next().unwrap()),
-                None => Err(Error::NotFound("the repository has no snapshots yet".into())),
+                None => Err(Error::NotFound(
+                    "the repository has no snapshots yet".into(),
+                )),
             };
         }
         if spec.is_empty() || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Error::Invalid(format!("{spec:?} is not a snapshot id: give `latest` or hex digits of an id")));
+            return Err(Error::Invalid(format!(
+                "{spec:?} is not a snapshot id: give `latest` or hex digits of an id"
+            )));
         }
         let spec = spec.to_ascii_lowercase();
         let matches: Vec<Id> = self
@@ -291,13 +307,16 @@ impl Repository {
 
     /// Reads one blob through the index, verifying its id.
     pub fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
-        let loc = index
-            .get(id)
-            .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in any index (missing data)"))?;
+        let loc = index.get(id).ok_or_else(|| {
+            Error::corrupt(
+                format!("blob {}", id.short()),
+                "not in any index (missing data)",
+            )
+        })?;
         let path = pack_path(&loc.pack);
-        let sealed = self
-            .backend
-            .read_range(&path, loc.frame_offset, loc.frame_sealed_len as u64)?;
+        let sealed =
+            self.backend
+                .read_range(&path, loc.frame_offset, loc.frame_sealed_len as u64)?;
         let frame = open_frame(&self.keys, &sealed, loc.frame_raw_len, &path)?;
         let start = loc.offset as usize;
         let data = frame
@@ -305,7 +324,10 @@ impl Repository {
             .ok_or_else(|| Error::corrupt(&path, "blob lies outside its frame"))?
             .to_vec();
         if self.keys.blob_id(&data) != *id {
-            return Err(Error::corrupt(&path, format!("blob {} does not match its id", id.short())));
+            return Err(Error::corrupt(
+                &path,
+                format!("blob {} does not match its id", id.short()),
+            ));
         }
         Ok(data)
     }
@@ -348,11 +370,19 @@ impl Repository {
     /// so a repository never loses its last key.
     pub fn remove_key(&self, prefix: &str) -> Result<Id> {
         let keys = self.list_keys()?;
-        let m: Vec<&KeyInfo> = keys.iter().filter(|k| k.id.to_hex().starts_with(&prefix.to_ascii_lowercase())).collect();
+        let m: Vec<&KeyInfo> = keys
+            .iter()
+            .filter(|k| k.id.to_hex().starts_with(&prefix.to_ascii_lowercase()))
+            .collect();
         let k = match m.as_slice() {
             [k] => *k,
             [] => return Err(Error::NotFound(format!("no key matches {prefix}"))),
-            _ => return Err(Error::Invalid(format!("{prefix} matches {} keys; give more digits", m.len()))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{prefix} matches {} keys; give more digits",
+                    m.len()
+                )))
+            }
         };
         if k.current {
             return Err(Error::Invalid(

@@ -36,7 +36,9 @@ impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
             include: Vec::new(),
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
         }
     }
 }
@@ -67,9 +69,9 @@ fn plan(index: &Index, content: &[Id]) -> Result<Vec<Job>> {
     let mut jobs: Vec<Job> = Vec::new();
     let mut off = 0u64;
     for id in content {
-        let loc = index
-            .get(id)
-            .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "missing from every index"))?;
+        let loc = index.get(id).ok_or_else(|| {
+            Error::corrupt(format!("blob {}", id.short()), "missing from every index")
+        })?;
         let same = jobs
             .last()
             .is_some_and(|j| j.pack == loc.pack && j.frame_offset == loc.frame_offset);
@@ -82,7 +84,10 @@ fn plan(index: &Index, content: &[Id]) -> Result<Vec<Job>> {
                 parts: Vec::new(),
             });
         }
-        jobs.last_mut().unwrap().parts.push((loc.offset, loc.len, off, *id));
+        jobs.last_mut()
+            .unwrap()
+            .parts
+            .push((loc.offset, loc.len, off, *id));
         off += loc.len as u64;
     }
     Ok(jobs)
@@ -90,7 +95,9 @@ fn plan(index: &Index, content: &[Id]) -> Result<Vec<Job>> {
 
 fn run_job(repo: &Repository, job: &Job, file: &fs::File, tmp: &Path) -> Result<u64> {
     let path = pack_path(&job.pack);
-    let sealed = repo.backend().read_range(&path, job.frame_offset, job.sealed_len as u64)?;
+    let sealed = repo
+        .backend()
+        .read_range(&path, job.frame_offset, job.sealed_len as u64)?;
     let frame = open_frame(repo.keys(), &sealed, job.raw_len, &path)?;
     let mut n = 0;
     for &(start, len, file_off, id) in &job.parts {
@@ -98,9 +105,13 @@ fn run_job(repo: &Repository, job: &Job, file: &fs::File, tmp: &Path) -> Result<
             .get(start as usize..(start + len) as usize)
             .ok_or_else(|| Error::corrupt(&path, "blob lies outside its frame"))?;
         if repo.keys().blob_id(data) != id {
-            return Err(Error::corrupt(&path, format!("blob {} does not match its id", id.short())));
+            return Err(Error::corrupt(
+                &path,
+                format!("blob {} does not match its id", id.short()),
+            ));
         }
-        file.write_all_at(data, file_off).map_err(|e| Error::io(tmp, e))?;
+        file.write_all_at(data, file_off)
+            .map_err(|e| Error::io(tmp, e))?;
         n += len as u64;
     }
     Ok(n)
@@ -119,7 +130,14 @@ struct Ctx<'a> {
 }
 
 /// Restores `snap` under `target`, each source in `target/<source name>`.
-pub fn restore(repo: &Repository, snapshot_id: Id, snap: &Snapshot, target: &Path, opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreSummary> {
+pub fn restore(
+    repo: &Repository,
+    snapshot_id: Id,
+    snap: &Snapshot,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreSummary> {
     let started = Instant::now();
     let index = repo.load_index()?;
     fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
@@ -130,7 +148,17 @@ pub fn restore(repo: &Repository, snapshot_id: Id, snap: &Snapshot, target: &Pat
         .filter(|p| !p.is_empty())
         .collect();
     progress.start(Some(snap.size()));
-    let mut ctx = Ctx { repo, index: &index, opts, progress, include, failed: Vec::new(), files: 0, dirs: 0, bytes: 0 };
+    let mut ctx = Ctx {
+        repo,
+        index: &index,
+        opts,
+        progress,
+        include,
+        failed: Vec::new(),
+        files: 0,
+        dirs: 0,
+        bytes: 0,
+    };
     for src in &snap.sources {
         ctx.node(&src.node, &target.join(&src.name), &src.name)?;
     }
@@ -159,8 +187,14 @@ impl Ctx<'_> {
         if self.include.is_empty() {
             return (true, true);
         }
-        let inside = self.include.iter().any(|p| rel == p || rel.starts_with(&format!("{p}/")));
-        let ancestor = self.include.iter().any(|p| p.starts_with(&format!("{rel}/")));
+        let inside = self
+            .include
+            .iter()
+            .any(|p| rel == p || rel.starts_with(&format!("{p}/")));
+        let ancestor = self
+            .include
+            .iter()
+            .any(|p| p.starts_with(&format!("{rel}/")));
         (inside, inside || ancestor)
     }
 
@@ -177,18 +211,31 @@ impl Ctx<'_> {
                     Some(Err(e)) => {
                         self.failed.push(FileError {
                             path: format!("{rel}/"),
-                            message: format!("directory listing is damaged, nothing beneath it restored: {e}"),
+                            message: format!(
+                                "directory listing is damaged, nothing beneath it restored: {e}"
+                            ),
                         });
                         return Ok(());
                     }
                     None => Default::default(),
                 };
                 for child in &tree.nodes {
-                    if child.name.is_empty() || child.name == "." || child.name == ".." || child.name.contains('/') {
-                        self.failed.push(FileError { path: format!("{rel}/{}", child.name), message: "refusing an unsafe file name".into() });
+                    if child.name.is_empty()
+                        || child.name == "."
+                        || child.name == ".."
+                        || child.name.contains('/')
+                    {
+                        self.failed.push(FileError {
+                            path: format!("{rel}/{}", child.name),
+                            message: "refusing an unsafe file name".into(),
+                        });
                         continue;
                     }
-                    self.node(child, &dest.join(&child.name), &format!("{rel}/{}", child.name))?;
+                    self.node(
+                        child,
+                        &dest.join(&child.name),
+                        &format!("{rel}/{}", child.name),
+                    )?;
                 }
                 if inside {
                     self.dirs += 1;
@@ -199,7 +246,10 @@ impl Ctx<'_> {
                 let _ = fs::remove_file(dest);
                 let target = node.target.clone().unwrap_or_default();
                 if let Err(e) = std::os::unix::fs::symlink(&target, dest) {
-                    self.failed.push(FileError { path: rel.to_string(), message: e.to_string() });
+                    self.failed.push(FileError {
+                        path: rel.to_string(),
+                        message: e.to_string(),
+                    });
                 } else {
                     self.files += 1;
                 }
@@ -215,7 +265,10 @@ impl Ctx<'_> {
                     }
                     // A destination we cannot write to is fatal: everything else would fail too.
                     Err(e @ Error::Io { .. }) if e.is_storage_full() => return Err(e),
-                    Err(e) => self.failed.push(FileError { path: rel.to_string(), message: e.to_string() }),
+                    Err(e) => self.failed.push(FileError {
+                        path: rel.to_string(),
+                        message: e.to_string(),
+                    }),
                 }
             }
             _ => {}
@@ -225,7 +278,10 @@ impl Ctx<'_> {
 
     fn file(&self, node: &Node, dest: &Path) -> Result<()> {
         let jobs = plan(self.index, &node.content)?;
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dest.with_file_name(format!(".{name}.lv-restore-{}", std::process::id()));
         let result = self.fill(&jobs, node, &tmp);
         match result {
@@ -267,7 +323,10 @@ impl Ctx<'_> {
                                 Ok(n) => self.progress.read(n),
                                 Err(e) => {
                                     stop.store(true, Ordering::Relaxed);
-                                    first_err.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                                    first_err
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .get_or_insert(e);
                                 }
                             }
                         }

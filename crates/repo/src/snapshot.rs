@@ -168,7 +168,8 @@ impl Snapshot {
     }
 
     pub fn decode(bytes: &[u8], object: &str) -> Result<Snapshot> {
-        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| decode_error(object, e))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| decode_error(object, e))?;
         let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
         crate::pack::check_version(version.min(u32::MAX as u64) as u32, object)?;
         serde_json::from_value(v).map_err(|e| decode_error(object, e))
@@ -218,7 +219,8 @@ mod tests {
 
     #[test]
     fn unknown_node_type_says_newer() {
-        let e = Tree::decode(br#"{"nodes":[{"name":"a","type":"hologram"}]}"#, "tree x").unwrap_err();
+        let e =
+            Tree::decode(br#"{"nodes":[{"name":"a","type":"hologram"}]}"#, "tree x").unwrap_err();
         assert!(e.to_string().contains("newer ledgervault"), "{e}");
         let e = Snapshot::decode(br#"{"version":9}"#, "snapshots/x").unwrap_err();
         assert!(matches!(e, Error::NewerFormat { .. }));

@@ -122,7 +122,10 @@ pub mod fixtures {
             let left = bytes - written;
             let size = (rng.gen_range(1_000..4_000_000u64)).min(left).max(1) as usize;
             let (path, data) = match i % 3 {
-                0 => (root.join(format!("ledgers/client-{i:04}.csv")), ledger_text(&mut rng, size)),
+                0 => (
+                    root.join(format!("ledgers/client-{i:04}.csv")),
+                    ledger_text(&mut rng, size),
+                ),
                 1 => {
                     let mut d = vec![0u8; size];
                     rng.fill(&mut d[..]);
@@ -130,7 +133,10 @@ pub mod fixtures {
                 }
                 _ => {
                     let block: Vec<u8> = (0..4096).map(|_| rng.gen::<u8>() & 0x0f).collect();
-                    (root.join(format!("report-{i:04}.dat")), block.iter().cycle().take(size).copied().collect())
+                    (
+                        root.join(format!("report-{i:04}.dat")),
+                        block.iter().cycle().take(size).copied().collect(),
+                    )
                 }
             };
             fs::write(path, &data)?;
@@ -142,7 +148,14 @@ pub mod fixtures {
 
     /// Ledger-like CSV text of `size` bytes.
     pub fn ledger_text(rng: &mut impl Rng, size: usize) -> Vec<u8> {
-        let accounts = ["1000 Cash", "1200 Receivables", "2000 Payables", "4000 Revenue", "6100 Rent", "6200 Payroll"];
+        let accounts = [
+            "1000 Cash",
+            "1200 Receivables",
+            "2000 Payables",
+            "4000 Revenue",
+            "6100 Rent",
+            "6200 Payroll",
+        ];
         let mut out = Vec::with_capacity(size + 128);
         while out.len() < size {
             let line = format!(

@@ -8,30 +8,60 @@ use ledgervault_backends::LocalBackend;
 use ledgervault_repo::*;
 use ledgervault_testkit::{fixtures, FaultOn, FaultyBackend};
 
-const FAST_KDF: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+const FAST_KDF: KdfParams = KdfParams {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
 
 fn init(backend: Arc<dyn Backend>, pack_size: u32) -> Repository {
-    Repository::init(backend, b"pw", &InitOptions { pack_size, kdf: FAST_KDF }).unwrap()
+    Repository::init(
+        backend,
+        b"pw",
+        &InitOptions {
+            pack_size,
+            kdf: FAST_KDF,
+        },
+    )
+    .unwrap()
 }
 
 /// Asserts two trees hold the same files, bytes and links.
 fn assert_same_tree(a: &Path, b: &Path) {
-    let mut ea: Vec<_> = fs::read_dir(a).unwrap().map(|e| e.unwrap().file_name()).collect();
-    let mut eb: Vec<_> = fs::read_dir(b).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut ea: Vec<_> = fs::read_dir(a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut eb: Vec<_> = fs::read_dir(b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     ea.sort();
     eb.sort();
     assert_eq!(ea, eb, "entries of {} and {}", a.display(), b.display());
     for name in ea {
         let (pa, pb) = (a.join(&name), b.join(&name));
-        let (ma, mb) = (fs::symlink_metadata(&pa).unwrap(), fs::symlink_metadata(&pb).unwrap());
+        let (ma, mb) = (
+            fs::symlink_metadata(&pa).unwrap(),
+            fs::symlink_metadata(&pb).unwrap(),
+        );
         assert_eq!(ma.file_type(), mb.file_type(), "{}", pa.display());
         if ma.is_dir() {
             assert_same_tree(&pa, &pb);
         } else if ma.file_type().is_symlink() {
             assert_eq!(fs::read_link(&pa).unwrap(), fs::read_link(&pb).unwrap());
         } else {
-            assert!(fs::read(&pa).unwrap() == fs::read(&pb).unwrap(), "content of {}", pa.display());
-            assert_eq!(ma.modified().unwrap(), mb.modified().unwrap(), "mtime of {}", pa.display());
+            assert!(
+                fs::read(&pa).unwrap() == fs::read(&pb).unwrap(),
+                "content of {}",
+                pa.display()
+            );
+            assert_eq!(
+                ma.modified().unwrap(),
+                mb.modified().unwrap(),
+                "mtime of {}",
+                pa.display()
+            );
         }
     }
 }
@@ -39,7 +69,15 @@ fn assert_same_tree(a: &Path, b: &Path) {
 fn restore_and_compare(repo: &Repository, id: Id, src: &Path, name: &str) {
     let out = tempfile::tempdir().unwrap();
     let snap = repo.load_snapshot(&id).unwrap();
-    let s = restore(repo, id, &snap, out.path(), &RestoreOptions::default(), &NoProgress).unwrap();
+    let s = restore(
+        repo,
+        id,
+        &snap,
+        out.path(),
+        &RestoreOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     assert!(s.failed.is_empty(), "{:?}", s.failed);
     assert_same_tree(src, &out.path().join(name));
 }
@@ -50,21 +88,36 @@ fn backup_restore_round_trip_and_dedup() {
     let data = src.path().join("firm");
     fixtures::mixed_tree(&data, 20_000_000, 1).unwrap();
     let repo = init(Arc::new(MemoryBackend::new()), 4 << 20);
-    let s1 = backup(&repo, vec![BackupSource::Path(data.clone())], &BackupOptions::default(), &NoProgress).unwrap();
+    let s1 = backup(
+        &repo,
+        vec![BackupSource::Path(data.clone())],
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     assert!(s1.errors.is_empty());
     assert!(s1.bytes_read >= 20_000_000);
     assert!(s1.packs_written >= 2, "{s1:?}");
     restore_and_compare(&repo, s1.snapshot_id, &data, "firm");
 
     // An unchanged second backup stores only the snapshot.
-    let s2 = backup(&repo, vec![BackupSource::Path(data.clone())], &BackupOptions::default(), &NoProgress).unwrap();
+    let s2 = backup(
+        &repo,
+        vec![BackupSource::Path(data.clone())],
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     assert_eq!(s2.bytes_new, 0);
     assert_eq!(s2.bytes_stored, 0);
 
     // Partial restore with --include.
     let out = tempfile::tempdir().unwrap();
     let snap = repo.load_snapshot(&s2.snapshot_id).unwrap();
-    let opts = RestoreOptions { include: vec!["firm/ledgers".into()], ..Default::default() };
+    let opts = RestoreOptions {
+        include: vec!["firm/ledgers".into()],
+        ..Default::default()
+    };
     restore(&repo, s2.snapshot_id, &snap, out.path(), &opts, &NoProgress).unwrap();
     assert!(out.path().join("firm/ledgers").is_dir());
     assert!(!out.path().join("firm/scans").exists());
@@ -79,17 +132,39 @@ fn backup_restore_round_trip_and_dedup() {
 fn no_plaintext_reaches_storage() {
     let src = tempfile::tempdir().unwrap();
     let marker = "MARKER-7f3c-client-ACME-payroll-ssn";
-    fs::write(src.path().join(format!("{marker}.txt")), marker.repeat(1000)).unwrap();
+    fs::write(
+        src.path().join(format!("{marker}.txt")),
+        marker.repeat(1000),
+    )
+    .unwrap();
     fs::write(src.path().join("small.txt"), marker).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let repo = init(Arc::new(LocalBackend::new(dir.path())), 1 << 20);
-    let opts = BackupOptions { tags: vec![marker.into()], reason: Some(marker.into()), ..Default::default() };
-    backup(&repo, vec![BackupSource::Path(src.path().to_path_buf())], &opts, &NoProgress).unwrap();
+    let opts = BackupOptions {
+        tags: vec![marker.into()],
+        reason: Some(marker.into()),
+        ..Default::default()
+    };
+    backup(
+        &repo,
+        vec![BackupSource::Path(src.path().to_path_buf())],
+        &opts,
+        &NoProgress,
+    )
+    .unwrap();
     let mut seen = 0;
     for o in LocalBackend::new(dir.path()).list("").unwrap() {
         let bytes = fs::read(dir.path().join(&o.path)).unwrap();
-        assert!(!bytes.windows(marker.len()).any(|w| w == marker.as_bytes()), "{} holds plaintext", o.path);
-        assert!(!bytes.windows(10).any(|w| w == &marker.as_bytes()[..10]), "{} holds plaintext", o.path);
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{} holds plaintext",
+            o.path
+        );
+        assert!(
+            !bytes.windows(10).any(|w| w == &marker.as_bytes()[..10]),
+            "{} holds plaintext",
+            o.path
+        );
         seen += 1;
     }
     assert!(seen >= 5);
@@ -112,13 +187,31 @@ fn every_failed_write_leaves_a_valid_repository() {
         n += 1;
         let mem: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
         let repo = init(mem.clone(), 256 * 1024);
-        let first = backup(&repo, vec![BackupSource::Path(earlier.clone())], &BackupOptions::default(), &NoProgress).unwrap();
+        let first = backup(
+            &repo,
+            vec![BackupSource::Path(earlier.clone())],
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
         let faulty = Arc::new(FaultyBackend::new(mem.clone(), FaultOn::Write, n));
         let repo = Repository::open(faulty.clone(), b"pw").unwrap();
-        let result = backup(&repo, vec![BackupSource::Path(data.clone())], &BackupOptions::default(), &NoProgress);
+        let result = backup(
+            &repo,
+            vec![BackupSource::Path(data.clone())],
+            &BackupOptions::default(),
+            &NoProgress,
+        );
         if result.is_ok() {
-            assert!(faulty.count() < n, "write {n} was attempted but the backup did not fail");
-            assert!(n > 8, "a backup of 6 MB in 256 KiB packs made only {} writes", n - 1);
+            assert!(
+                faulty.count() < n,
+                "write {n} was attempted but the backup did not fail"
+            );
+            assert!(
+                n > 8,
+                "a backup of 6 MB in 256 KiB packs made only {} writes",
+                n - 1
+            );
             break;
         }
         faulty.heal();
@@ -128,13 +221,22 @@ fn every_failed_write_leaves_a_valid_repository() {
         let report = check(&repo, ReadData::All, &NoProgress).unwrap();
         assert!(report.ok(), "after failing write {n}: {:?}", report.errors);
         restore_and_compare(&repo, first.snapshot_id, &earlier, "earlier");
-        let again = backup(&repo, vec![BackupSource::Path(data.clone())], &BackupOptions::default(), &NoProgress).unwrap();
+        let again = backup(
+            &repo,
+            vec![BackupSource::Path(data.clone())],
+            &BackupOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
         restore_and_compare(&repo, again.snapshot_id, &data, "books");
         assert!(check(&repo, ReadData::All, &NoProgress).unwrap().ok());
         if n == 1 {
             baseline_new = again.bytes_new;
         } else if left_index {
-            assert!(again.bytes_new + 500_000 < baseline_new, "the next backup did not reuse what the failed one stored");
+            assert!(
+                again.bytes_new + 500_000 < baseline_new,
+                "the next backup did not reuse what the failed one stored"
+            );
             reused_once = true;
         }
     }
@@ -147,9 +249,17 @@ fn storage_full_is_reported_as_such() {
     fixtures::mixed_tree(src.path(), 2_000_000, 4).unwrap();
     let mem: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     init(mem.clone(), 256 * 1024);
-    let full = Arc::new(FaultyBackend::new(mem, FaultOn::Write, 3).with_kind(BackendErrorKind::StorageFull));
+    let full = Arc::new(
+        FaultyBackend::new(mem, FaultOn::Write, 3).with_kind(BackendErrorKind::StorageFull),
+    );
     let repo = Repository::open(full, b"pw").unwrap();
-    let e = backup(&repo, vec![BackupSource::Path(src.path().into())], &BackupOptions::default(), &NoProgress).unwrap_err();
+    let e = backup(
+        &repo,
+        vec![BackupSource::Path(src.path().into())],
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(e.is_storage_full(), "{e}");
     assert!(e.to_string().contains("disk is full"), "{e}");
 }
@@ -161,7 +271,13 @@ fn read_data_detects_a_flipped_byte_in_every_file_kind() {
     let dir = tempfile::tempdir().unwrap();
     let local = LocalBackend::new(dir.path());
     let repo = init(Arc::new(local.clone()), 256 * 1024);
-    backup(&repo, vec![BackupSource::Path(src.path().into())], &BackupOptions::default(), &NoProgress).unwrap();
+    backup(
+        &repo,
+        vec![BackupSource::Path(src.path().into())],
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     for prefix in ["data/", "index/", "snapshots/"] {
         for obj in local.list(prefix).unwrap() {
             let path = dir.path().join(&obj.path);
@@ -200,7 +316,14 @@ fn concurrent_backups_both_succeed() {
                 let root = dir.path().to_path_buf();
                 s.spawn(move || {
                     let repo = Repository::open(Arc::new(LocalBackend::new(root)), b"pw").unwrap();
-                    backup(&repo, vec![BackupSource::Path(p.clone())], &BackupOptions::default(), &NoProgress).unwrap().snapshot_id
+                    backup(
+                        &repo,
+                        vec![BackupSource::Path(p.clone())],
+                        &BackupOptions::default(),
+                        &NoProgress,
+                    )
+                    .unwrap()
+                    .snapshot_id
                 })
             })
             .collect();
@@ -223,7 +346,10 @@ fn locks_block_conflicts_and_stale_locks_do_not() {
     assert!(e.to_string().contains("shared lock"), "{e}");
     drop(shared);
     drop(shared2);
-    assert!(list_locks(&repo).unwrap().is_empty(), "locks are removed on drop");
+    assert!(
+        list_locks(&repo).unwrap().is_empty(),
+        "locks are removed on drop"
+    );
     let ex = lock(&repo, true, "prune").unwrap();
     assert!(lock(&repo, false, "backup").is_err());
     drop(ex);
@@ -233,13 +359,24 @@ fn locks_block_conflicts_and_stale_locks_do_not() {
 #[test]
 fn wrong_password_missing_repo_and_newer_format() {
     let mem = Arc::new(MemoryBackend::new());
-    assert!(matches!(Repository::open(mem.clone(), b"pw"), Err(Error::RepositoryNotFound(_))));
+    assert!(matches!(
+        Repository::open(mem.clone(), b"pw"),
+        Err(Error::RepositoryNotFound(_))
+    ));
     init(mem.clone(), 1 << 20);
-    assert!(matches!(Repository::open(mem.clone(), b"nope"), Err(Error::WrongPassword)));
-    assert!(matches!(Repository::init(mem.clone(), b"pw", &InitOptions::default()), Err(Error::AlreadyExists(_))));
-    let mut cfg: serde_json::Value = serde_json::from_slice(&mem.read(CONFIG_PATH).unwrap()).unwrap();
+    assert!(matches!(
+        Repository::open(mem.clone(), b"nope"),
+        Err(Error::WrongPassword)
+    ));
+    assert!(matches!(
+        Repository::init(mem.clone(), b"pw", &InitOptions::default()),
+        Err(Error::AlreadyExists(_))
+    ));
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&mem.read(CONFIG_PATH).unwrap()).unwrap();
     cfg["format_version"] = 2.into();
-    mem.write(CONFIG_PATH, &serde_json::to_vec(&cfg).unwrap()).unwrap();
+    mem.write(CONFIG_PATH, &serde_json::to_vec(&cfg).unwrap())
+        .unwrap();
     let e = Repository::open(mem, b"pw").err().unwrap();
     assert!(e.to_string().contains("newer ledgervault"), "{e}");
 }
@@ -248,21 +385,52 @@ fn wrong_password_missing_repo_and_newer_format() {
 fn database_images_are_cut_at_page_boundaries() {
     let repo = init(Arc::new(MemoryBackend::new()), 1 << 20);
     let page = 4096u32;
-    let mut img: Vec<u8> = (0..256u32).flat_map(|p| fixtures::ledger_text(&mut rand_rng(p as u64), page as usize)).collect();
-    let src = |img: &Vec<u8>| BackupSource::DbImage { name: "firm.db".into(), path: "/srv/firm.db".into(), reader: Box::new(std::io::Cursor::new(img.clone())), page_size: page, pages_per_chunk: 1 };
-    let first = backup(&repo, vec![src(&img)], &BackupOptions::default(), &NoProgress).unwrap();
+    let mut img: Vec<u8> = (0..256u32)
+        .flat_map(|p| fixtures::ledger_text(&mut rand_rng(p as u64), page as usize))
+        .collect();
+    let src = |img: &Vec<u8>| BackupSource::DbImage {
+        name: "firm.db".into(),
+        path: "/srv/firm.db".into(),
+        reader: Box::new(std::io::Cursor::new(img.clone())),
+        page_size: page,
+        pages_per_chunk: 1,
+    };
+    let first = backup(
+        &repo,
+        vec![src(&img)],
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     assert_eq!(first.bytes_new, img.len() as u64);
     // Change three scattered pages: exactly three pages are new.
     for p in [3usize, 100, 200] {
         img[p * page as usize + 10] ^= 0xff;
     }
-    let second = backup(&repo, vec![src(&img)], &BackupOptions::default(), &NoProgress).unwrap();
-    assert_eq!(second.bytes_new, 3 * page as u64 + second.bytes_new % page as u64);
+    let second = backup(
+        &repo,
+        vec![src(&img)],
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(
+        second.bytes_new,
+        3 * page as u64 + second.bytes_new % page as u64
+    );
     assert!(second.bytes_new < 4 * page as u64);
     let out = tempfile::tempdir().unwrap();
     let snap = repo.load_snapshot(&second.snapshot_id).unwrap();
     assert_eq!(snap.sources[0].node.kind, NodeKind::DbImage);
-    restore(&repo, second.snapshot_id, &snap, out.path(), &RestoreOptions::default(), &NoProgress).unwrap();
+    restore(
+        &repo,
+        second.snapshot_id,
+        &snap,
+        out.path(),
+        &RestoreOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     assert!(fs::read(out.path().join("firm.db")).unwrap() == img);
 }
 
