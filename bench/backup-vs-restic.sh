@@ -29,12 +29,16 @@ GEN=$PWD/target/release/examples/gen_mixed
 
 mkdir -p "$WORK/data"
 "$GEN" file "$WORK/data/mixed.bin" "$SIZE"
-cat "$WORK/data/mixed.bin" >/dev/null   # both tools read from a warm cache
 
-# measure OUT CMD...: runs CMD, appends "seconds max_rss_kib" to OUT.
+# measure OUT WARM CMD...: flushes dirty pages, drops the page cache when
+# allowed (root), reads WARM (a file or folder) so the tool reads its input
+# from memory, then runs CMD and appends "seconds max_rss_kib" to OUT. Each
+# tool starts from the same state, whatever the previous command left behind.
 measure() {
-  local out=$1; shift
+  local out=$1 warm=$2; shift 2
   sync
+  if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; fi
+  find "$warm" -type f -exec cat {} + >/dev/null
   /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
   cat "$WORK/t" >>"$out"
 }
@@ -42,19 +46,19 @@ measure() {
 export RESTIC_PASSWORD=bench LEDGERVAULT_PASSWORD=bench
 run_restic() {
   export RESTIC_REPOSITORY="$WORK/restic-repo"
-  rm -rf "$RESTIC_REPOSITORY" "$WORK/restic-out"
+  rm -rf "$RESTIC_REPOSITORY" "$WORK/restic-out" "$WORK/lv-out"
   restic init -q >/dev/null
-  measure "$WORK/restic.backup" restic backup -q "$WORK/data"
-  measure "$WORK/restic.restore" restic restore -q latest --target "$WORK/restic-out"
+  measure "$WORK/restic.backup" "$WORK/data" restic backup -q "$WORK/data"
+  measure "$WORK/restic.restore" "$RESTIC_REPOSITORY" restic restore -q latest --target "$WORK/restic-out"
   cmp "$WORK/data/mixed.bin" "$WORK/restic-out$WORK/data/mixed.bin"
   du -sb "$RESTIC_REPOSITORY" | cut -f1 >>"$WORK/restic.size"
 }
 run_lv() {
   export LEDGERVAULT_REPOSITORY="$WORK/lv-repo"
-  rm -rf "$LEDGERVAULT_REPOSITORY" "$WORK/lv-out"
+  rm -rf "$LEDGERVAULT_REPOSITORY" "$WORK/lv-out" "$WORK/restic-out"
   "$LV" init -q
-  measure "$WORK/lv.backup" "$LV" backup -q "$WORK/data"
-  measure "$WORK/lv.restore" "$LV" restore -q latest --target "$WORK/lv-out"
+  measure "$WORK/lv.backup" "$WORK/data" "$LV" backup -q "$WORK/data"
+  measure "$WORK/lv.restore" "$LEDGERVAULT_REPOSITORY" "$LV" restore -q latest --target "$WORK/lv-out"
   cmp "$WORK/data/mixed.bin" "$WORK/lv-out/data/mixed.bin"
   du -sb "$LEDGERVAULT_REPOSITORY" | cut -f1 >>"$WORK/lv.size"
 }
@@ -87,8 +91,8 @@ rm -rf "$WORK/data" "$WORK/restic-repo" "$WORK/restic-out" "$WORK/lv-out"
 export LEDGERVAULT_REPOSITORY="$WORK/lv-tree"
 "$LV" init -q
 : >"$WORK/tree.backup"; : >"$WORK/tree.restore"
-measure "$WORK/tree.backup" "$LV" backup -q "$WORK/tree"
-measure "$WORK/tree.restore" "$LV" restore -q latest --target "$WORK/tree-out"
+measure "$WORK/tree.backup" "$WORK/tree" "$LV" backup -q "$WORK/tree"
+measure "$WORK/tree.restore" "$LEDGERVAULT_REPOSITORY" "$LV" restore -q latest --target "$WORK/tree-out"
 diff -r --no-dereference "$WORK/tree" "$WORK/tree-out/tree" >/dev/null
 echo
 echo "directory of $(find "$WORK/tree" -type f | wc -l) mixed files, $(mb "$(du -sb "$WORK/tree" | cut -f1)"): backup $(cut -d' ' -f1 "$WORK/tree.backup") s, restore $(cut -d' ' -f1 "$WORK/tree.restore") s, restored tree byte-identical (diff -r)"

@@ -29,7 +29,7 @@ use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{Index, PackRecord};
-use crate::pack::{seal_frame, BlobKind, FrameEntry, PackBuilder};
+use crate::pack::{BlobKind, FrameEntry, FrameSealer, PackBuilder};
 use crate::progress::Progress;
 use crate::repository::{pack_path as pack_path_for, Repository};
 use crate::snapshot::{
@@ -38,6 +38,8 @@ use crate::snapshot::{
 
 /// Write an index file after this many packs.
 const PACKS_PER_INDEX: usize = 4;
+/// Packs written at once (a slow fsync or upload does not stall sealing).
+const UPLOADERS: usize = 2;
 /// Chunks smaller than this are grouped with their neighbours into one frame.
 const FRAME_TARGET: usize = 64 * 1024;
 
@@ -173,12 +175,12 @@ impl Writer<'_> {
 
 fn worker(
     keys: Arc<Keys>,
-    level: i32,
+    mut sealer: FrameSealer,
     jobs: Receiver<FrameJob>,
     out: Sender<(Vec<u8>, FrameEntry)>,
 ) {
     for job in jobs {
-        if out.send(seal_frame(&keys, level, &job)).is_err() {
+        if out.send(sealer.seal(&keys, &job)).is_err() {
             return;
         }
     }
@@ -376,6 +378,9 @@ pub fn backup(
     let index = repo.load_index()?;
     let keys = repo.keys().clone();
     let threads = opts.threads.max(1);
+    let sealers = (0..threads)
+        .map(|_| FrameSealer::new(opts.compression_level))
+        .collect::<Result<Vec<_>>>()?;
     let (job_tx, job_rx) = bounded::<FrameJob>(threads * 2);
     let (frame_tx, frame_rx) = bounded(threads * 2);
     let cdc = ChunkerKind::ContentDefined {
@@ -393,25 +398,32 @@ pub fn backup(
     progress.start(Some(total).filter(|&t| t > 0));
 
     let (walk_result, packer_result) = std::thread::scope(|scope| {
-        for i in 0..threads {
+        for (i, sealer) in sealers.into_iter().enumerate() {
             let (k, rx, tx) = (keys.clone(), job_rx.clone(), frame_tx.clone());
-            let level = opts.compression_level;
             std::thread::Builder::new()
                 .name(format!("seal-{i}"))
-                .spawn_scoped(scope, move || worker(k, level, rx, tx))
+                .spawn_scoped(scope, move || worker(k, sealer, rx, tx))
                 .expect("spawn worker thread");
         }
         drop(job_rx);
         drop(frame_tx);
-        let (pack_tx, pack_rx) = bounded::<PackBuilder>(1);
+        let (pack_tx, pack_rx) = bounded::<PackBuilder>(UPLOADERS);
         std::thread::Builder::new()
             .name("packer".into())
             .spawn_scoped(scope, move || packer(repo, frame_rx, pack_tx))
             .expect("spawn packer thread");
-        let uploader = std::thread::Builder::new()
-            .name("uploader".into())
-            .spawn_scoped(scope, move || uploader(repo, pack_rx, progress))
-            .expect("spawn uploader thread");
+        // Each uploader writes its own index files, listing only the packs it
+        // has already written, so no index ever runs ahead of its packs.
+        let uploaders: Vec<_> = (0..UPLOADERS)
+            .map(|i| {
+                let rx = pack_rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("uploader-{i}"))
+                    .spawn_scoped(scope, move || uploader(repo, rx, progress))
+                    .expect("spawn uploader thread")
+            })
+            .collect();
+        drop(pack_rx);
 
         let mut writer = Writer {
             keys: keys.clone(),
@@ -425,9 +437,19 @@ pub fn backup(
         let walked = walk_sources(&mut writer, sources, cdc, opts, progress);
         let walked = walked.and_then(|w| writer.flush().map(|_| w));
         writer.jobs = None; // close the pipeline so the stages drain and stop
-        let packed = uploader
-            .join()
-            .unwrap_or_else(|_| Err(Error::Invalid("the uploader thread panicked".into())));
+        let mut packed = Ok(PackerOut { packs: 0, bytes: 0 });
+        for u in uploaders {
+            let r = u
+                .join()
+                .unwrap_or_else(|_| Err(Error::Invalid("an uploader thread panicked".into())));
+            packed = match (packed, r) {
+                (Ok(a), Ok(b)) => Ok(PackerOut {
+                    packs: a.packs + b.packs,
+                    bytes: a.bytes + b.bytes,
+                }),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
         (walked.map(|w| (w, writer.bytes_new)), packed)
     });
     let packed = packer_result?;

@@ -28,10 +28,10 @@ pub struct CdcParams {
 }
 
 impl Default for CdcParams {
-    /// 256 KiB / 1 MiB / 4 MiB.
+    /// 512 KiB / 1 MiB / 4 MiB.
     fn default() -> Self {
         CdcParams {
-            min_size: 256 * 1024,
+            min_size: 512 * 1024,
             avg_size: 1024 * 1024,
             max_size: 4 * 1024 * 1024,
         }

@@ -27,6 +27,26 @@ pub fn compress(level: i32, data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Appends the tagged compression of `data` to `out`, like [`compress`] but
+/// with a reusable compressor and no intermediate buffer.
+pub fn compress_into(compressor: &mut zstd::bulk::Compressor<'_>, data: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.reserve(1 + zstd::zstd_safe::compress_bound(data.len()));
+    out.push(TAG_ZSTD);
+    let mut cursor = std::io::Cursor::new(std::mem::take(out));
+    cursor.set_position(start as u64 + 1);
+    let ok = compressor.compress_to_buffer(data, &mut cursor);
+    *out = cursor.into_inner();
+    match ok {
+        Ok(n) if n < data.len() => {}
+        _ => {
+            out.truncate(start);
+            out.push(TAG_RAW);
+            out.extend_from_slice(data);
+        }
+    }
+}
+
 /// Reverses [`compress`]. `expected_len` bounds the output so a hostile
 /// frame cannot make us allocate without limit; `object` names what is being
 /// decoded for error messages.
@@ -70,6 +90,17 @@ mod tests {
             let c = compress(level, &data);
             prop_assert!(c.len() <= data.len() + 1);
             prop_assert_eq!(decompress(&c, data.len(), "t").unwrap(), data);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn compress_into_matches(data in proptest::collection::vec(any::<u8>(), 0..20000), prefix in 0usize..30) {
+            let mut c = zstd::bulk::Compressor::new(1).unwrap();
+            let mut out = vec![7u8; prefix];
+            compress_into(&mut c, &data, &mut out);
+            prop_assert!(out[..prefix].iter().all(|&b| b == 7));
+            prop_assert_eq!(decompress(&out[prefix..], data.len(), "t").unwrap(), data);
         }
     }
 

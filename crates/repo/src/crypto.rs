@@ -12,7 +12,7 @@
 //! constant-time in software, without AES instructions. `docs/FORMAT.md` gives
 //! the full reasoning.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
@@ -94,6 +94,21 @@ impl Keys {
     /// Seals `plain`, binding `aad`: `nonce(24) ‖ ciphertext ‖ tag(16)`.
     pub fn seal(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
         seal_with(&self.aead, aad, plain)
+    }
+
+    /// Seals in place: `buf` holds [`NONCE_LEN`] bytes of room followed by
+    /// the plaintext. Fills in the nonce, encrypts, appends the tag, and
+    /// returns the same box [`seal`](Self::seal) would make, without copying.
+    pub fn seal_prefixed(&self, aad: &[u8], mut buf: Vec<u8>) -> Vec<u8> {
+        assert!(buf.len() >= NONCE_LEN, "no room for the nonce");
+        let (nonce, body) = buf.split_at_mut(NONCE_LEN);
+        rand::rngs::OsRng.fill_bytes(nonce);
+        let tag = self
+            .aead
+            .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, body)
+            .expect("XChaCha20-Poly1305 encryption of a bounded message");
+        buf.extend_from_slice(&tag);
+        buf
     }
 
     /// Opens a box made by [`seal`](Self::seal) with the same `aad`.
@@ -223,6 +238,16 @@ mod tests {
             sealed[i] ^= 1 << bit;
             prop_assert!(keys.open(b"x", &sealed).is_err());
         }
+    }
+
+    #[test]
+    fn in_place_sealing_opens_like_seal() {
+        let keys = Keys::derive(&MasterKey::generate());
+        let mut buf = vec![0u8; NONCE_LEN];
+        buf.extend_from_slice(b"ledger lines");
+        let sealed = keys.seal_prefixed(b"a", buf);
+        assert_eq!(sealed.len(), 12 + SEAL_OVERHEAD);
+        assert_eq!(keys.open(b"a", &sealed).unwrap(), b"ledger lines");
     }
 
     #[test]

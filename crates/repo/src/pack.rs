@@ -281,31 +281,48 @@ pub(crate) fn check_version(found: u32, object: &str) -> Result<()> {
     Ok(())
 }
 
-/// Seals one frame of blobs: compresses their concatenation and seals it.
-pub fn seal_frame(
-    keys: &Keys,
-    level: i32,
-    blobs: &[(BlobKind, Id, Vec<u8>)],
-) -> (Vec<u8>, FrameEntry) {
-    let raw: std::borrow::Cow<[u8]> = if blobs.len() == 1 {
-        std::borrow::Cow::Borrowed(&blobs[0].2)
-    } else {
-        std::borrow::Cow::Owned(blobs.iter().flat_map(|b| b.2.iter().copied()).collect())
-    };
-    let sealed = keys.seal(FRAME_AAD, &compress::compress(level, &raw));
-    let entry = FrameEntry {
-        sealed_len: sealed.len() as u32,
-        raw_len: raw.len() as u32,
-        blobs: blobs
-            .iter()
-            .map(|(kind, id, d)| BlobEntry {
-                kind: *kind,
-                id: *id,
-                len: d.len() as u32,
-            })
-            .collect(),
-    };
-    (sealed, entry)
+/// Seals frames: compresses a run of blobs as one zstd frame and seals it.
+/// Holds a reusable compression context; make one per thread.
+pub struct FrameSealer {
+    compressor: zstd::bulk::Compressor<'static>,
+}
+
+impl FrameSealer {
+    pub fn new(level: i32) -> Result<FrameSealer> {
+        let compressor = zstd::bulk::Compressor::new(level)
+            .map_err(|e| Error::Invalid(format!("zstd level {level}: {e}")))?;
+        Ok(FrameSealer { compressor })
+    }
+
+    /// Returns the sealed frame and its table entry. The plaintext is
+    /// compressed straight into the buffer that is then encrypted in place.
+    pub fn seal(
+        &mut self,
+        keys: &Keys,
+        blobs: &[(BlobKind, Id, Vec<u8>)],
+    ) -> (Vec<u8>, FrameEntry) {
+        let raw: std::borrow::Cow<[u8]> = if blobs.len() == 1 {
+            std::borrow::Cow::Borrowed(&blobs[0].2)
+        } else {
+            std::borrow::Cow::Owned(blobs.iter().flat_map(|b| b.2.iter().copied()).collect())
+        };
+        let mut buf = vec![0u8; crate::crypto::NONCE_LEN];
+        compress::compress_into(&mut self.compressor, &raw, &mut buf);
+        let sealed = keys.seal_prefixed(FRAME_AAD, buf);
+        let entry = FrameEntry {
+            sealed_len: sealed.len() as u32,
+            raw_len: raw.len() as u32,
+            blobs: blobs
+                .iter()
+                .map(|(kind, id, d)| BlobEntry {
+                    kind: *kind,
+                    id: *id,
+                    len: d.len() as u32,
+                })
+                .collect(),
+        };
+        (sealed, entry)
+    }
 }
 
 /// Opens one sealed frame and returns its plaintext.
@@ -321,6 +338,14 @@ mod tests {
     use super::*;
     use crate::crypto::MasterKey;
     use proptest::prelude::*;
+
+    fn seal_frame(
+        keys: &Keys,
+        level: i32,
+        blobs: &[(BlobKind, Id, Vec<u8>)],
+    ) -> (Vec<u8>, FrameEntry) {
+        FrameSealer::new(level).unwrap().seal(keys, blobs)
+    }
 
     fn arb_frames() -> impl Strategy<Value = Vec<FrameEntry>> {
         proptest::collection::vec(

@@ -1,17 +1,22 @@
 //! The read path: snapshot → trees → frames → files.
 //!
-//! Each file is written to a temporary name beside its destination, filled
-//! with positional writes by several threads (each reads, opens and
-//! decompresses one frame, verifies every blob id, and writes the blobs at
-//! their offsets), then renamed into place. A file whose data is damaged is
-//! never renamed into place: its temporary file is removed and it is listed
-//! in the summary, while the other files restore normally.
+//! Restore first walks the snapshot's trees, creating folders and links and
+//! planning, for every file, the frames to read. Then one pipeline runs over
+//! the frames of all files in order: worker threads read, authenticate and
+//! decompress frames and verify every blob id, out of order and a bounded
+//! distance ahead; this thread writes them, in order, sequentially, into a
+//! temporary file beside each destination, and renames the file into place
+//! after its last byte checked out. A file whose data is damaged is never
+//! renamed into place: its temporary file is removed and it is listed in the
+//! summary, while the other files restore normally.
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use crate::backup::FileError;
@@ -55,28 +60,42 @@ pub struct RestoreSummary {
     pub failed: Vec<FileError>,
 }
 
-/// A frame to read and the parts of a file it fills.
+/// A frame to read and the parts of one file it fills, in file order.
 struct Job {
+    file: usize,
     pack: Id,
     frame_offset: u64,
     sealed_len: u32,
     raw_len: u32,
-    /// (offset in frame, length, offset in file, blob id)
-    parts: Vec<(u32, u32, u64, Id)>,
+    /// (offset in frame, length, blob id)
+    parts: Vec<(u32, u32, Id)>,
 }
 
-fn plan(index: &Index, content: &[Id]) -> Result<Vec<Job>> {
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut off = 0u64;
+/// A file to write.
+struct FileTask {
+    node: Node,
+    dest: PathBuf,
+    rel: String,
+    /// Index of its last job; files without content have none.
+    jobs: usize,
+}
+
+/// Frames decoded ahead of the writer, at most this many per thread.
+const AHEAD_PER_THREAD: usize = 4;
+
+fn plan_file(index: &Index, file: usize, content: &[Id], jobs: &mut Vec<Job>) -> Result<usize> {
+    let first = jobs.len();
     for id in content {
         let loc = index.get(id).ok_or_else(|| {
             Error::corrupt(format!("blob {}", id.short()), "missing from every index")
         })?;
-        let same = jobs
-            .last()
-            .is_some_and(|j| j.pack == loc.pack && j.frame_offset == loc.frame_offset);
+        let same = jobs.len() > first
+            && jobs
+                .last()
+                .is_some_and(|j| j.pack == loc.pack && j.frame_offset == loc.frame_offset);
         if !same {
             jobs.push(Job {
+                file,
                 pack: loc.pack,
                 frame_offset: loc.frame_offset,
                 sealed_len: loc.frame_sealed_len,
@@ -87,20 +106,32 @@ fn plan(index: &Index, content: &[Id]) -> Result<Vec<Job>> {
         jobs.last_mut()
             .unwrap()
             .parts
-            .push((loc.offset, loc.len, off, *id));
-        off += loc.len as u64;
+            .push((loc.offset, loc.len, *id));
     }
-    Ok(jobs)
+    Ok(jobs.len() - first)
 }
 
-fn run_job(repo: &Repository, job: &Job, file: &fs::File, tmp: &Path) -> Result<u64> {
+/// Reads a frame and returns the file's bytes it holds, every blob verified.
+fn decode(repo: &Repository, job: &Job) -> Result<Vec<u8>> {
     let path = pack_path(&job.pack);
     let sealed = repo
         .backend()
         .read_range(&path, job.frame_offset, job.sealed_len as u64)?;
     let frame = open_frame(repo.keys(), &sealed, job.raw_len, &path)?;
-    let mut n = 0;
-    for &(start, len, file_off, id) in &job.parts {
+    // The common case, one blob filling the frame, needs no copy.
+    if let [(0, len, id)] = job.parts[..] {
+        if len == job.raw_len {
+            if repo.keys().blob_id(&frame) != id {
+                return Err(Error::corrupt(
+                    &path,
+                    format!("blob {} does not match its id", id.short()),
+                ));
+            }
+            return Ok(frame);
+        }
+    }
+    let mut out = Vec::with_capacity(job.parts.iter().map(|p| p.1 as usize).sum());
+    for &(start, len, id) in &job.parts {
         let data = frame
             .get(start as usize..(start + len) as usize)
             .ok_or_else(|| Error::corrupt(&path, "blob lies outside its frame"))?;
@@ -110,23 +141,21 @@ fn run_job(repo: &Repository, job: &Job, file: &fs::File, tmp: &Path) -> Result<
                 format!("blob {} does not match its id", id.short()),
             ));
         }
-        file.write_all_at(data, file_off)
-            .map_err(|e| Error::io(tmp, e))?;
-        n += len as u64;
+        out.extend_from_slice(data);
     }
-    Ok(n)
+    Ok(out)
 }
 
-struct Ctx<'a> {
+struct Walk<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    opts: &'a RestoreOptions,
-    progress: &'a dyn Progress,
     include: Vec<String>,
     failed: Vec<FileError>,
-    files: u64,
-    dirs: u64,
-    bytes: u64,
+    files: Vec<FileTask>,
+    jobs: Vec<Job>,
+    /// Folders and their nodes, parents first; metadata is set at the end.
+    dirs: Vec<(PathBuf, Node)>,
+    links: u64,
 }
 
 /// Restores `snap` under `target`, each source in `target/<source name>`.
@@ -147,40 +176,55 @@ pub fn restore(
         .map(|p| p.trim_matches('/').to_string())
         .filter(|p| !p.is_empty())
         .collect();
-    progress.start(Some(snap.size()));
-    let mut ctx = Ctx {
+    let mut w = Walk {
         repo,
         index: &index,
-        opts,
-        progress,
         include,
         failed: Vec::new(),
-        files: 0,
-        dirs: 0,
-        bytes: 0,
+        files: Vec::new(),
+        jobs: Vec::new(),
+        dirs: Vec::new(),
+        links: 0,
     };
     for src in &snap.sources {
-        ctx.node(&src.node, &target.join(&src.name), &src.name)?;
+        w.node(&src.node, &target.join(&src.name), &src.name)?;
     }
-    if !ctx.include.is_empty() && ctx.files + ctx.dirs == 0 && ctx.failed.is_empty() {
+    if !w.include.is_empty()
+        && w.files.is_empty()
+        && w.dirs.is_empty()
+        && w.links == 0
+        && w.failed.is_empty()
+    {
         return Err(Error::NotFound(format!(
             "nothing in snapshot {} matches {}",
             snapshot_id.short(),
-            ctx.include.join(", ")
+            w.include.join(", ")
         )));
+    }
+    progress.start(Some(w.files.iter().map(|f| f.node.size).sum()));
+    let (files, bytes) = write_files(
+        repo,
+        &w.files,
+        &w.jobs,
+        opts.threads.max(1),
+        progress,
+        &mut w.failed,
+    )?;
+    for (dir, node) in w.dirs.iter().rev() {
+        set_meta(dir, node);
     }
     progress.finish();
     Ok(RestoreSummary {
         snapshot_id,
-        files: ctx.files,
-        dirs: ctx.dirs,
-        bytes: ctx.bytes,
+        files: files + w.links,
+        dirs: w.dirs.len() as u64,
+        bytes,
         duration_secs: started.elapsed().as_secs_f64(),
-        failed: ctx.failed,
+        failed: w.failed,
     })
 }
 
-impl Ctx<'_> {
+impl Walk<'_> {
     /// Whether `rel` is selected: it is inside an include path, or is a
     /// directory on the way to one.
     fn wanted(&self, rel: &str) -> (bool, bool) {
@@ -206,6 +250,9 @@ impl Ctx<'_> {
         match node.kind {
             NodeKind::Dir => {
                 fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
+                if inside {
+                    self.dirs.push((dest.to_path_buf(), node.clone()));
+                }
                 let tree = match node.subtree.map(|id| self.repo.load_tree(self.index, &id)) {
                     Some(Ok(t)) => t,
                     Some(Err(e)) => {
@@ -237,114 +284,198 @@ impl Ctx<'_> {
                         &format!("{rel}/{}", child.name),
                     )?;
                 }
-                if inside {
-                    self.dirs += 1;
-                    set_meta(dest, node);
-                }
             }
             NodeKind::Symlink if inside => {
                 let _ = fs::remove_file(dest);
                 let target = node.target.clone().unwrap_or_default();
-                if let Err(e) = std::os::unix::fs::symlink(&target, dest) {
-                    self.failed.push(FileError {
-                        path: rel.to_string(),
-                        message: e.to_string(),
-                    });
-                } else {
-                    self.files += 1;
-                }
-            }
-            NodeKind::File | NodeKind::Stream | NodeKind::DbImage if inside => {
-                if let Some(parent) = dest.parent() {
-                    fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-                }
-                match self.file(node, dest) {
-                    Ok(()) => {
-                        self.files += 1;
-                        self.bytes += node.size;
-                    }
-                    // A destination we cannot write to is fatal: everything else would fail too.
-                    Err(e @ Error::Io { .. }) if e.is_storage_full() => return Err(e),
+                match std::os::unix::fs::symlink(&target, dest) {
+                    Ok(()) => self.links += 1,
                     Err(e) => self.failed.push(FileError {
                         path: rel.to_string(),
                         message: e.to_string(),
                     }),
                 }
             }
+            NodeKind::File | NodeKind::Stream | NodeKind::DbImage if inside => {
+                if let Some(parent) = dest.parent() {
+                    fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                }
+                let file = self.files.len();
+                match plan_file(self.index, file, &node.content, &mut self.jobs) {
+                    Ok(jobs) => self.files.push(FileTask {
+                        node: node.clone(),
+                        dest: dest.to_path_buf(),
+                        rel: rel.to_string(),
+                        jobs,
+                    }),
+                    Err(e) => {
+                        // Undo the jobs planned before the missing blob.
+                        self.jobs.retain(|j| j.file != file);
+                        self.failed.push(FileError {
+                            path: rel.to_string(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
             _ => {}
         }
         Ok(())
     }
+}
 
-    fn file(&self, node: &Node, dest: &Path) -> Result<()> {
-        let jobs = plan(self.index, &node.content)?;
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dest.with_file_name(format!(".{name}.lv-restore-{}", std::process::id()));
-        let result = self.fill(&jobs, node, &tmp);
-        match result {
-            Ok(()) => fs::rename(&tmp, dest).map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                Error::io(dest, e)
-            }),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
-    }
+/// Decoded frames waiting for the writer.
+struct Ahead {
+    written: usize,
+    ready: BTreeMap<usize, Result<Vec<u8>>>,
+    stop: bool,
+}
 
-    fn fill(&self, jobs: &[Job], node: &Node, tmp: &PathBuf) -> Result<()> {
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(tmp)
-            .map_err(|e| Error::io(tmp, e))?;
-        file.set_len(node.size).map_err(|e| Error::io(tmp, e))?;
-        let threads = self.opts.threads.max(1).min(jobs.len());
-        if threads <= 1 {
-            for j in jobs {
-                self.progress.read(run_job(self.repo, j, &file, tmp)?);
-            }
-        } else {
-            let next = AtomicUsize::new(0);
-            let stop = AtomicBool::new(false);
-            let first_err: Mutex<Option<Error>> = Mutex::new(None);
-            std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(|| {
-                        while !stop.load(Ordering::Relaxed) {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(j) = jobs.get(i) else { break };
-                            match run_job(self.repo, j, &file, tmp) {
-                                Ok(n) => self.progress.read(n),
-                                Err(e) => {
-                                    stop.store(true, Ordering::Relaxed);
-                                    first_err
-                                        .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .get_or_insert(e);
-                                }
-                            }
-                        }
-                    });
+/// The temporary name a file is written under.
+fn temp_path(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.lv-restore-{}", std::process::id()))
+}
+
+/// The file being written.
+struct Open {
+    file: Option<fs::File>,
+    tmp: PathBuf,
+    /// Set once a frame failed: the rest of the file's frames are skipped.
+    failed: bool,
+}
+
+/// Runs the frame pipeline over all files; returns files and bytes written.
+fn write_files(
+    repo: &Repository,
+    files: &[FileTask],
+    jobs: &[Job],
+    threads: usize,
+    progress: &dyn Progress,
+    failed: &mut Vec<FileError>,
+) -> Result<(u64, u64)> {
+    let window = threads * AHEAD_PER_THREAD;
+    let next = AtomicUsize::new(0);
+    let state = Mutex::new(Ahead {
+        written: 0,
+        ready: BTreeMap::new(),
+        stop: false,
+    });
+    let changed = Condvar::new();
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(jobs.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= jobs.len() {
+                    return;
                 }
+                {
+                    let mut st = lock();
+                    while i >= st.written + window && !st.stop {
+                        st = changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                    if st.stop {
+                        return;
+                    }
+                }
+                let result = decode(repo, &jobs[i]);
+                lock().ready.insert(i, result);
+                changed.notify_all();
             });
-            if let Some(e) = first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
-                return Err(e);
+        }
+
+        let result = (|| -> Result<(u64, u64)> {
+            let (mut done, mut bytes) = (0u64, 0u64);
+            let mut job = 0usize;
+            for (fi, task) in files.iter().enumerate() {
+                let tmp = temp_path(&task.dest);
+                let file = match fs::File::create(&tmp) {
+                    Ok(f) => Some(f),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                        return Err(Error::io(&tmp, e))
+                    }
+                    Err(e) => {
+                        failed.push(FileError {
+                            path: task.rel.clone(),
+                            message: Error::io(&tmp, e).to_string(),
+                        });
+                        None
+                    }
+                };
+                let mut open = Open {
+                    failed: file.is_none(),
+                    file,
+                    tmp,
+                };
+                for _ in 0..task.jobs {
+                    debug_assert_eq!(jobs[job].file, fi);
+                    let data = {
+                        let mut st = lock();
+                        loop {
+                            if let Some(r) = st.ready.remove(&job) {
+                                st.written = job + 1;
+                                break r;
+                            }
+                            st = changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                        }
+                    };
+                    changed.notify_all();
+                    job += 1;
+                    match data {
+                        _ if open.failed => {}
+                        Ok(d) => {
+                            if let Some(Err(e)) = open.file.as_mut().map(|f| f.write_all(&d)) {
+                                let _ = fs::remove_file(&open.tmp);
+                                return Err(Error::io(&task.dest, e));
+                            }
+                            progress.read(d.len() as u64);
+                        }
+                        Err(e) => {
+                            open.failed = true;
+                            failed.push(FileError {
+                                path: task.rel.clone(),
+                                message: e.to_string(),
+                            });
+                        }
+                    }
+                }
+                let file = match open.file {
+                    Some(f) if !open.failed => f,
+                    _ => {
+                        let _ = fs::remove_file(&open.tmp);
+                        continue;
+                    }
+                };
+                if let Some(mode) = task.node.mode {
+                    let _ = file.set_permissions(fs::Permissions::from_mode(mode & 0o7777));
+                }
+                if let Some(t) = task.node.mtime {
+                    let _ = file.set_modified(t.into());
+                }
+                drop(file);
+                if let Err(e) = fs::rename(&open.tmp, &task.dest) {
+                    let _ = fs::remove_file(&open.tmp);
+                    failed.push(FileError {
+                        path: task.rel.clone(),
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+                done += 1;
+                bytes += task.node.size;
             }
-        }
-        if let Some(mode) = node.mode {
-            let _ = file.set_permissions(fs::Permissions::from_mode(mode & 0o7777));
-        }
-        if let Some(t) = node.mtime {
-            let _ = file.set_modified(t.into());
-        }
-        Ok(())
-    }
+            Ok((done, bytes))
+        })();
+        // Release the workers whatever happened (a full disk ends the restore).
+        lock().stop = true;
+        changed.notify_all();
+        result
+    })
 }
 
 fn set_meta(dest: &Path, node: &Node) {
