@@ -125,6 +125,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Writes a whole object atomically and durably (see the trait contracts).
     fn write(&self, path: &str, data: &[u8]) -> BackendResult<()>;
 
+    /// Writes a whole object given in pieces, with the same guarantees as
+    /// [`write`](Backend::write). Backends that can write pieces without
+    /// joining them first (vectored I/O, multipart upload) override this.
+    fn write_parts(&self, path: &str, parts: &[&[u8]]) -> BackendResult<()> {
+        self.write(path, &parts.concat())
+    }
+
     /// Deletes an object. Deleting a missing object is `Ok`.
     fn delete(&self, path: &str) -> BackendResult<()>;
 

@@ -192,7 +192,7 @@ fn packer(repo: &Repository, frames: Receiver<(Vec<u8>, FrameEntry)>, packs: Sen
     let pack_size = repo.config().pack_size as usize;
     let mut builder = PackBuilder::new();
     for (sealed, entry) in frames {
-        builder.add_frame(&sealed, entry);
+        builder.add_frame(sealed, entry);
         if builder.len() >= pack_size && packs.send(std::mem::take(&mut builder)).is_err() {
             return; // the uploader failed; its error is reported when it is joined
         }
@@ -212,15 +212,17 @@ fn uploader(
     let mut unindexed: Vec<PackRecord> = Vec::new();
     let mut out = PackerOut { packs: 0, bytes: 0 };
     for builder in packs {
-        let (id, bytes, frames) = builder.finish(repo.keys());
-        repo.backend().write(&pack_path_for(&id), &bytes)?;
+        let pack = builder.finish(repo.keys());
+        let parts: Vec<&[u8]> = pack.parts.iter().map(|p| p.as_slice()).collect();
+        repo.backend()
+            .write_parts(&pack_path_for(&pack.id), &parts)?;
         out.packs += 1;
-        out.bytes += bytes.len() as u64;
-        progress.stored(bytes.len() as u64);
+        out.bytes += pack.size;
+        progress.stored(pack.size);
         unindexed.push(PackRecord {
-            id,
-            size: bytes.len() as u64,
-            frames,
+            id: pack.id,
+            size: pack.size,
+            frames: pack.frames,
         });
         if unindexed.len() >= PACKS_PER_INDEX {
             out.bytes += repo.write_index(&unindexed)?.1;

@@ -168,9 +168,11 @@ pub(crate) fn decode_frames(r: &mut Reader<'_>) -> Result<Vec<FrameEntry>> {
     Ok(frames)
 }
 
-/// Builds one pack in memory.
+/// Builds one pack in memory. The sealed frames are kept as they came and
+/// written with one vectored write, so no pack-sized copy is ever made.
 pub struct PackBuilder {
-    buf: Vec<u8>,
+    parts: Vec<Vec<u8>>,
+    len: usize,
     frames: Vec<FrameEntry>,
 }
 
@@ -180,43 +182,68 @@ impl Default for PackBuilder {
     }
 }
 
+/// A finished pack: its id, its bytes in pieces, and its frame table.
+pub struct FinishedPack {
+    pub id: Id,
+    pub parts: Vec<Vec<u8>>,
+    pub size: u64,
+    pub frames: Vec<FrameEntry>,
+}
+
+#[cfg(test)]
+impl FinishedPack {
+    /// The pack's bytes in one buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
+}
+
 impl PackBuilder {
     pub fn new() -> Self {
-        let mut buf = Vec::with_capacity(1 << 20);
-        buf.extend_from_slice(PACK_MAGIC);
-        buf.push(FORMAT_VERSION as u8);
+        let mut prefix = PACK_MAGIC.to_vec();
+        prefix.push(FORMAT_VERSION as u8);
         PackBuilder {
-            buf,
+            len: prefix.len(),
+            parts: vec![prefix],
             frames: Vec::new(),
         }
     }
 
     /// Appends an already sealed frame.
-    pub fn add_frame(&mut self, sealed: &[u8], entry: FrameEntry) {
+    pub fn add_frame(&mut self, sealed: Vec<u8>, entry: FrameEntry) {
         debug_assert_eq!(sealed.len(), entry.sealed_len as usize);
-        self.buf.extend_from_slice(sealed);
+        self.len += sealed.len();
+        self.parts.push(sealed);
         self.frames.push(entry);
     }
 
     /// Bytes so far.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
-    /// Seals the header and returns the pack's id, bytes and frame table.
-    pub fn finish(mut self, keys: &Keys) -> (Id, Vec<u8>, Vec<FrameEntry>) {
+    /// Seals the header and returns the finished pack.
+    pub fn finish(mut self, keys: &Keys) -> FinishedPack {
         let mut table = Vec::new();
         encode_frames(&self.frames, &mut table);
-        let header = keys.seal(HEADER_AAD, &compress::compress(3, &table));
-        self.buf.extend_from_slice(&header);
-        self.buf
-            .extend_from_slice(&(header.len() as u32).to_le_bytes());
-        let id = Id::of_object(&self.buf);
-        (id, self.buf, self.frames)
+        let mut header = keys.seal(HEADER_AAD, &compress::compress(3, &table));
+        header.extend_from_slice(&((header.len()) as u32).to_le_bytes());
+        self.len += header.len();
+        self.parts.push(header);
+        let mut hasher = blake3::Hasher::new();
+        for p in &self.parts {
+            hasher.update(p);
+        }
+        FinishedPack {
+            id: Id(*hasher.finalize().as_bytes()),
+            parts: self.parts,
+            size: self.len as u64,
+            frames: self.frames,
+        }
     }
 }
 
@@ -406,10 +433,12 @@ mod tests {
             for b in &blobs {
                 let id = keys.blob_id(b);
                 let (sealed, entry) = seal_frame(&keys, 3, &[(BlobKind::Data, id, b.clone())]);
-                pb.add_frame(&sealed, entry);
+                pb.add_frame(sealed, entry);
                 want.push(id);
             }
-            let (id, bytes, frames) = pb.finish(&keys);
+            let fin = pb.finish(&keys);
+            let (id, bytes, frames) = (fin.id, fin.to_bytes(), fin.frames);
+            prop_assert_eq!(bytes.len() as u64, fin.size);
             prop_assert_eq!(id, Id::of_object(&bytes));
             let read = read_header(&keys, &bytes, "p").unwrap();
             prop_assert_eq!(&read, &frames);
@@ -432,8 +461,8 @@ mod tests {
         assert_eq!(entry.raw_len, 400);
         assert_eq!(entry.blobs.len(), 4);
         let mut pb = PackBuilder::new();
-        pb.add_frame(&sealed, entry);
-        let (_, mut bytes, _) = pb.finish(&keys);
+        pb.add_frame(sealed, entry);
+        let mut bytes = pb.finish(&keys).to_bytes();
         assert!(read_header(&keys, &bytes, "p").is_ok());
         let n = bytes.len();
         bytes[n - 10] ^= 1;
