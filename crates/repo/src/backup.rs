@@ -14,7 +14,7 @@
 //! Channels between the stages are bounded, so memory stays flat however
 //! large the source is.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -25,6 +25,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::chunker::{Chunker, ChunkerKind};
+use crate::chunkmap::{self, ChunkMap, LayerKind, MapLayer};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -33,7 +34,7 @@ use crate::pack::{BlobKind, FrameEntry, FrameSealer, PackBuilder};
 use crate::progress::Progress;
 use crate::repository::{pack_path as pack_path_for, Repository};
 use crate::snapshot::{
-    Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary, Tree,
+    DatabaseInfo, Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary, Tree,
 };
 
 /// Write an index file after this many packs.
@@ -52,15 +53,23 @@ pub enum BackupSource {
         name: String,
         reader: Box<dyn Read + Send>,
     },
-    /// A consistent database image, cut into chunks of `pages_per_chunk`
-    /// pages. `path` is shown to people and must hold no credentials.
+    /// A consistent database image, cut into page-aligned chunks. `path`
+    /// identifies the database across snapshots (its chunk map is a delta on
+    /// the last snapshot of the same path) and must hold no credentials.
     DbImage {
         name: String,
         path: String,
-        reader: Box<dyn Read + Send>,
-        page_size: u32,
-        pages_per_chunk: u32,
+        capture: Box<dyn DbCapture>,
     },
+}
+
+/// A consistent image of a live database, read page by page.
+pub trait DbCapture: Read + Send {
+    /// Database page size in bytes; chunks are whole pages.
+    fn page_size(&self) -> u32;
+    /// Called after the image was read to its end: ends the capture and
+    /// returns what it learned (tables, digests, damage found).
+    fn finish(self: Box<Self>) -> std::result::Result<DatabaseInfo, String>;
 }
 
 /// How to back up.
@@ -287,6 +296,45 @@ impl Walker<'_, '_> {
         Ok(Ok((ids, size)))
     }
 
+    /// Stores the chunk map of an image: a delta on its parent's map when
+    /// that is cheaper, a full layer otherwise.
+    fn store_map(
+        &mut self,
+        ids: &[Id],
+        chunk_size: u32,
+        parent: Option<&(ChunkMap, Vec<Id>)>,
+    ) -> std::result::Result<ChunkMap, Closed> {
+        let (mut layers, kind, entries, blobs) =
+            match chunkmap::plan(ids, parent.map(|(m, p)| (m, p.as_slice())), chunk_size) {
+                chunkmap::Plan::Delta(changes) => (
+                    parent.map(|(m, _)| m.layers.clone()).unwrap_or_default(),
+                    LayerKind::Delta,
+                    changes.len() as u64,
+                    chunkmap::encode_delta(&changes),
+                ),
+                chunkmap::Plan::Full => (
+                    Vec::new(),
+                    LayerKind::Full,
+                    ids.len() as u64,
+                    chunkmap::encode_full(ids),
+                ),
+            };
+        let mut blob_ids = Vec::with_capacity(blobs.len());
+        for b in blobs {
+            blob_ids.push(self.writer.put(BlobKind::Map, b)?);
+        }
+        layers.push(MapLayer {
+            kind,
+            entries,
+            blobs: blob_ids,
+        });
+        Ok(ChunkMap {
+            chunk_size,
+            chunks: ids.len() as u64,
+            layers,
+        })
+    }
+
     fn walk(&mut self, path: &Path, name: String) -> std::result::Result<Walk, Closed> {
         let md = match fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -345,6 +393,39 @@ impl Walker<'_, '_> {
     }
 }
 
+/// The chunk maps of the latest snapshot of each database path, resolved.
+/// A parent whose map cannot be read is skipped: the next map is then full.
+fn find_parents(
+    repo: &Repository,
+    index: &Index,
+    paths: &HashSet<&str>,
+) -> Result<HashMap<String, (ChunkMap, Vec<Id>)>> {
+    let mut found = HashMap::new();
+    if paths.is_empty() {
+        return Ok(found);
+    }
+    let (snaps, _) = repo.snapshots()?;
+    for (_, snap) in snaps.iter().rev() {
+        for src in &snap.sources {
+            if src.kind != SourceKind::Database
+                || !paths.contains(src.path.as_str())
+                || found.contains_key(&src.path)
+            {
+                continue;
+            }
+            if let Some(map) = &src.node.chunk_map {
+                if let Ok(ids) = repo.resolve_map(index, map) {
+                    found.insert(src.path.clone(), (map.clone(), ids));
+                }
+            }
+        }
+        if found.len() == paths.len() {
+            break;
+        }
+    }
+    Ok(found)
+}
+
 fn source_name(path: &Path, taken: &HashSet<String>) -> String {
     let base = path
         .file_name()
@@ -378,6 +459,14 @@ pub fn backup(
     }
     let lock = crate::lock::lock(repo, false, "backup")?;
     let index = repo.load_index()?;
+    let db_paths: HashSet<&str> = sources
+        .iter()
+        .filter_map(|s| match s {
+            BackupSource::DbImage { path, .. } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    let parents = find_parents(repo, &index, &db_paths)?;
     let keys = repo.keys().clone();
     let threads = opts.threads.max(1);
     let sealers = (0..threads)
@@ -436,7 +525,7 @@ pub fn backup(
             jobs: Some(job_tx),
             bytes_new: 0,
         };
-        let walked = walk_sources(&mut writer, sources, cdc, opts, progress);
+        let walked = walk_sources(&mut writer, sources, &parents, cdc, opts, progress);
         let walked = walked.and_then(|w| writer.flush().map(|_| w));
         writer.jobs = None; // close the pipeline so the stages drain and stop
         let mut packed = Ok(PackerOut { packs: 0, bytes: 0 });
@@ -501,6 +590,7 @@ pub fn backup(
 fn walk_sources(
     writer: &mut Writer<'_>,
     sources: Vec<BackupSource>,
+    parents: &HashMap<String, (ChunkMap, Vec<Id>)>,
     cdc: ChunkerKind,
     opts: &BackupOptions,
     progress: &dyn Progress,
@@ -528,6 +618,7 @@ fn walk_sources(
                         path: shown.display().to_string(),
                         node,
                         summary: w.summary.clone(),
+                        database: None,
                     }),
                     Walk::Skipped => None,
                 }
@@ -548,6 +639,7 @@ fn walk_sources(
                             path: "-".into(),
                             node,
                             summary: w.summary.clone(),
+                            database: None,
                         })
                     }
                     Err(e) => {
@@ -559,20 +651,24 @@ fn walk_sources(
             BackupSource::DbImage {
                 name,
                 path,
-                reader,
-                page_size,
-                pages_per_chunk,
+                mut capture,
             } => {
                 let name = source_name(Path::new(&name), &taken);
-                let kind = ChunkerKind::Fixed {
-                    size: page_size.saturating_mul(pages_per_chunk.max(1)),
-                };
-                match w.store_stream(reader, kind)? {
-                    Ok((ids, size)) => {
+                // One page per chunk: a changed page changes exactly one chunk.
+                let chunk_size = capture.page_size();
+                let stored =
+                    w.store_stream(&mut capture, ChunkerKind::Fixed { size: chunk_size })?;
+                let finished = capture.finish();
+                match (stored, finished) {
+                    (Ok((ids, size)), Ok(info)) => {
+                        let map = w.store_map(&ids, chunk_size, parents.get(&path))?;
+                        for p in &info.problems {
+                            w.fail(Path::new(&path), format!("database is damaged: {p}"));
+                        }
                         let mut node = Node::new(name.clone(), NodeKind::DbImage);
-                        node.content = ids;
                         node.size = size;
-                        node.page_size = Some(page_size);
+                        node.page_size = Some(chunk_size);
+                        node.chunk_map = Some(map);
                         node.mtime = Some(chrono::Utc::now());
                         node.mode = Some(0o600);
                         w.summary.files += 1;
@@ -582,9 +678,14 @@ fn walk_sources(
                             path,
                             node,
                             summary: w.summary.clone(),
+                            database: Some(info),
                         })
                     }
-                    Err(e) => {
+                    (Err(e), _) => {
+                        w.fail(Path::new(&path), e);
+                        None
+                    }
+                    (_, Err(e)) => {
                         w.fail(Path::new(&path), e);
                         None
                     }

@@ -151,7 +151,15 @@ pub fn check(
         for src in &snap.sources {
             let mut stack = vec![(src.node.clone(), src.name.clone())];
             while let Some((node, path)) = stack.pop() {
-                let missing = node.content.iter().filter(|b| !index.contains(b)).count();
+                let content = match repo.node_content(&index, &node) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        r.errors
+                            .push(format!("snapshot {}: {path}: {e}", id.short()));
+                        Vec::new()
+                    }
+                };
+                let missing = content.iter().filter(|b| !index.contains(b)).count();
                 if missing > 0 {
                     r.errors.push(format!(
                         "snapshot {}: {path}: {missing} data blob(s) missing from the index",

@@ -24,6 +24,7 @@ mod backend;
 mod backup;
 mod check;
 mod chunker;
+mod chunkmap;
 mod compress;
 mod config;
 mod crypto;
@@ -42,9 +43,10 @@ mod snapshot;
 pub use backend::{
     short_object, Backend, BackendError, BackendErrorKind, BackendResult, MemoryBackend, ObjectInfo,
 };
-pub use backup::{backup, BackupOptions, BackupSource, BackupSummary, FileError};
+pub use backup::{backup, BackupOptions, BackupSource, BackupSummary, DbCapture, FileError};
 pub use check::{check, CheckReport, ReadData};
 pub use chunker::{CdcParams, Chunker, ChunkerKind};
+pub use chunkmap::{ChunkMap, LayerKind, MapLayer};
 pub use config::{RepoConfig, CONFIG_PATH};
 pub use crypto::KdfParams;
 pub use envelope::FileKind;
@@ -56,7 +58,8 @@ pub use progress::{NoProgress, Progress};
 pub use repository::{pack_path, InitOptions, KeyInfo, Repository};
 pub use restore::{restore, RestoreOptions, RestoreSummary};
 pub use snapshot::{
-    Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary, Tree,
+    DatabaseInfo, Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary,
+    TableStat, Tree,
 };
 
 /// The repository format version this ledgervault writes and reads.

@@ -37,6 +37,8 @@ pub enum BlobKind {
     Data = 0,
     /// A serialized directory tree.
     Tree = 1,
+    /// Part of a database image's chunk map (see `chunkmap`).
+    Map = 2,
 }
 
 impl BlobKind {
@@ -44,6 +46,7 @@ impl BlobKind {
         match b {
             0 => Some(BlobKind::Data),
             1 => Some(BlobKind::Tree),
+            2 => Some(BlobKind::Map),
             _ => None,
         }
     }

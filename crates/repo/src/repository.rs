@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::backend::{Backend, BackendErrorKind};
+use crate::chunkmap::{self, ChunkMap};
 use crate::config::{RepoConfig, CONFIG_PATH};
 use crate::crypto::{KdfParams, Keys, MasterKey};
 use crate::envelope::{open_file, seal_file, FileKind};
@@ -15,7 +16,7 @@ use crate::id::Id;
 use crate::index::{decode_index, encode_index, Index, PackRecord};
 use crate::keyfile::{KeyFile, KEYS_DIR};
 use crate::pack::open_frame;
-use crate::snapshot::{Snapshot, Tree};
+use crate::snapshot::{Node, Snapshot, Tree};
 
 /// Options for `init`.
 #[derive(Debug, Clone)]
@@ -330,6 +331,31 @@ impl Repository {
             ));
         }
         Ok(data)
+    }
+
+    /// Resolves a database image's chunk map into its chunk ids.
+    pub fn resolve_map(&self, index: &Index, map: &ChunkMap) -> Result<Vec<Id>> {
+        if map.chunks > u32::MAX as u64 {
+            return Err(Error::corrupt("chunk map", "chunk count out of range"));
+        }
+        let mut ids = vec![None; map.chunks as usize];
+        for layer in &map.layers {
+            for b in &layer.blobs {
+                let data = self.read_blob(index, b)?;
+                chunkmap::apply_blob(&mut ids, &data, &format!("chunk map blob {}", b.short()))?;
+            }
+        }
+        ids.into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::corrupt("chunk map", "does not cover every chunk of the image"))
+    }
+
+    /// The data blob ids of a file, stream or image node, in order.
+    pub fn node_content(&self, index: &Index, node: &Node) -> Result<Vec<Id>> {
+        match &node.chunk_map {
+            Some(map) => self.resolve_map(index, map),
+            None => Ok(node.content.clone()),
+        }
     }
 
     /// Loads a tree blob.

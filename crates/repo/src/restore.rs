@@ -301,7 +301,11 @@ impl Walk<'_> {
                     fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
                 }
                 let file = self.files.len();
-                match plan_file(self.index, file, &node.content, &mut self.jobs) {
+                let planned = self
+                    .repo
+                    .node_content(self.index, node)
+                    .and_then(|content| plan_file(self.index, file, &content, &mut self.jobs));
+                match planned {
                     Ok(jobs) => self.files.push(FileTask {
                         node: node.clone(),
                         dest: dest.to_path_buf(),

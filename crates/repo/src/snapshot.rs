@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::chunkmap::ChunkMap;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::FORMAT_VERSION;
@@ -52,6 +53,9 @@ pub struct Node {
     /// Page size of a database image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_size: Option<u32>,
+    /// Chunk map of a database image (its `content` is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_map: Option<ChunkMap>,
 }
 
 impl Node {
@@ -66,6 +70,7 @@ impl Node {
             subtree: None,
             target: None,
             page_size: None,
+            chunk_map: None,
         }
     }
 }
@@ -121,6 +126,31 @@ pub struct SourceSummary {
     pub errors: u64,
 }
 
+/// Row count and content digest of one table at backup time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableStat {
+    pub name: String,
+    pub rows: u64,
+    /// Hex BLAKE3 of the table's rows in key order (see docs/FORMAT.md).
+    pub digest: String,
+}
+
+/// What was captured of a live database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    /// `sqlite` or `postgresql`.
+    pub engine: String,
+    #[serde(default)]
+    pub page_size: u32,
+    #[serde(default)]
+    pub journal_mode: String,
+    #[serde(default)]
+    pub tables: Vec<TableStat>,
+    /// Damage found while capturing (the snapshot holds the data as it was).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
 /// One source of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
@@ -131,6 +161,9 @@ pub struct Source {
     pub path: String,
     pub node: Node,
     pub summary: SourceSummary,
+    /// For databases: tables, row counts, digests and problems found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseInfo>,
 }
 
 /// Totals for the whole snapshot.
@@ -206,7 +239,7 @@ mod tests {
             let mut node = Node::new(name.clone(), NodeKind::File);
             node.size = size;
             node.content = vec![Id([1; 32])];
-            let s = Snapshot::new_now(vec![Source { name, kind: SourceKind::Path, path: "/x".into(), node, summary: SourceSummary::default() }], tags, reason);
+            let s = Snapshot::new_now(vec![Source { name, kind: SourceKind::Path, path: "/x".into(), node, summary: SourceSummary::default(), database: None }], tags, reason);
             prop_assert_eq!(Snapshot::decode(&s.encode(), "s").unwrap(), s);
         }
 

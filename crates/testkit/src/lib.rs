@@ -98,6 +98,40 @@ impl Backend for FaultyBackend {
     }
 }
 
+/// A database image held in memory, standing in for a live capture.
+pub struct ImageCapture {
+    data: std::io::Cursor<Vec<u8>>,
+    page_size: u32,
+}
+
+impl ImageCapture {
+    pub fn new(data: Vec<u8>, page_size: u32) -> Box<Self> {
+        Box::new(ImageCapture {
+            data: std::io::Cursor::new(data),
+            page_size,
+        })
+    }
+}
+
+impl std::io::Read for ImageCapture {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.data.read(buf)
+    }
+}
+
+impl ledgervault_repo::DbCapture for ImageCapture {
+    fn page_size(&self) -> u32 {
+        self.page_size
+    }
+    fn finish(self: Box<Self>) -> Result<ledgervault_repo::DatabaseInfo, String> {
+        Ok(ledgervault_repo::DatabaseInfo {
+            engine: "test".into(),
+            page_size: self.page_size,
+            ..Default::default()
+        })
+    }
+}
+
 pub mod fixtures {
     //! Source trees for tests and benchmarks.
 

@@ -382,18 +382,16 @@ fn wrong_password_missing_repo_and_newer_format() {
 }
 
 #[test]
-fn database_images_are_cut_at_page_boundaries() {
+fn database_images_store_changed_pages_and_small_chunk_maps() {
     let repo = init(Arc::new(MemoryBackend::new()), 1 << 20);
     let page = 4096u32;
-    let mut img: Vec<u8> = (0..256u32)
+    let mut img: Vec<u8> = (0..3000u32)
         .flat_map(|p| fixtures::ledger_text(&mut rand_rng(p as u64), page as usize))
         .collect();
     let src = |img: &Vec<u8>| BackupSource::DbImage {
         name: "firm.db".into(),
         path: "/srv/firm.db".into(),
-        reader: Box::new(std::io::Cursor::new(img.clone())),
-        page_size: page,
-        pages_per_chunk: 1,
+        capture: ledgervault_testkit::ImageCapture::new(img.clone(), page),
     };
     let first = backup(
         &repo,
@@ -402,9 +400,10 @@ fn database_images_are_cut_at_page_boundaries() {
         &NoProgress,
     )
     .unwrap();
-    assert_eq!(first.bytes_new, img.len() as u64);
-    // Change three scattered pages: exactly three pages are new.
-    for p in [3usize, 100, 200] {
+    // New data: every page, plus a full chunk map (32 bytes per page).
+    assert_eq!(first.bytes_new, img.len() as u64 + 17 + 3000 * 32);
+    // Change three scattered pages: three pages and a three-entry delta are new.
+    for p in [3usize, 1000, 2999] {
         img[p * page as usize + 10] ^= 0xff;
     }
     let second = backup(
@@ -414,24 +413,65 @@ fn database_images_are_cut_at_page_boundaries() {
         &NoProgress,
     )
     .unwrap();
-    assert_eq!(
-        second.bytes_new,
-        3 * page as u64 + second.bytes_new % page as u64
-    );
-    assert!(second.bytes_new < 4 * page as u64);
-    let out = tempfile::tempdir().unwrap();
+    assert_eq!(second.bytes_new, 3 * page as u64 + 9 + 3 * 40);
     let snap = repo.load_snapshot(&second.snapshot_id).unwrap();
-    assert_eq!(snap.sources[0].node.kind, NodeKind::DbImage);
-    restore(
+    let node = &snap.sources[0].node;
+    assert_eq!(node.kind, NodeKind::DbImage);
+    let map = node.chunk_map.as_ref().unwrap();
+    assert_eq!(map.layers.len(), 2);
+    assert_eq!(
+        (map.layers[1].kind, map.layers[1].entries),
+        (LayerKind::Delta, 3)
+    );
+    // Both snapshots restore their own image.
+    for (s, want) in [(first.snapshot_id, None), (second.snapshot_id, Some(&img))] {
+        let out = tempfile::tempdir().unwrap();
+        let snap = repo.load_snapshot(&s).unwrap();
+        restore(
+            &repo,
+            s,
+            &snap,
+            out.path(),
+            &RestoreOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        let got = fs::read(out.path().join("firm.db")).unwrap();
+        assert_eq!(got.len(), img.len());
+        if let Some(w) = want {
+            assert!(&got == w);
+        } else {
+            assert!(got != img, "the first snapshot must not see later changes");
+        }
+    }
+    // A grown image appends; a full rewrite comes once deltas get large.
+    img.extend(vec![7u8; page as usize * 2]);
+    let third = backup(
         &repo,
-        second.snapshot_id,
-        &snap,
-        out.path(),
-        &RestoreOptions::default(),
+        vec![src(&img)],
+        &BackupOptions::default(),
         &NoProgress,
     )
     .unwrap();
-    assert!(fs::read(out.path().join("firm.db")).unwrap() == img);
+    let snap = repo.load_snapshot(&third.snapshot_id).unwrap();
+    assert_eq!(
+        snap.sources[0].node.chunk_map.as_ref().unwrap().chunks,
+        3002
+    );
+    for b in img.iter_mut().step_by(page as usize) {
+        *b ^= 1;
+    }
+    let fourth = backup(
+        &repo,
+        vec![src(&img)],
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let snap = repo.load_snapshot(&fourth.snapshot_id).unwrap();
+    let map = snap.sources[0].node.chunk_map.as_ref().unwrap();
+    assert_eq!((map.layers.len(), map.layers[0].kind), (1, LayerKind::Full));
+    assert!(check(&repo, ReadData::All, &NoProgress).unwrap().ok());
 }
 
 fn rand_rng(seed: u64) -> impl rand::Rng {
