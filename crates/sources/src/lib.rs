@@ -1,1 +1,9 @@
+//! Live data sources for ledgervault.
+//!
+//! Each source turns something that is in use (a live SQLite database today,
+//! PostgreSQL next) into a consistent stream the engine can back up, and
+//! knows how to put a restored copy back safely.
 
+pub mod sqlite;
+
+pub use sqlite::{is_sqlite, SqliteCapture, SqliteOptions};

@@ -1,0 +1,417 @@
+//! Consistent capture and safe restore of live SQLite databases.
+//!
+//! **Capture.** A dedicated thread opens the database read-only, starts one
+//! read transaction, and reads every page through SQLite's own pager with
+//! the `sqlite_dbpage` virtual table. Inside one read transaction SQLite
+//! guarantees a consistent view, committed WAL content included, so the
+//! image is never torn, whatever other processes write meanwhile. In WAL
+//! mode writers are never blocked; in rollback-journal mode they can write
+//! but wait to commit while the pages are read (their busy timeout covers
+//! it). In the same transaction the thread then counts and digests every
+//! table, which also finds damaged tables.
+//!
+//! **Restore.** An image is written to a temporary file, checked with
+//! `PRAGMA integrity_check`, fsynced and renamed into place. Over a live
+//! database, its content is replaced through SQLite's backup API instead,
+//! so open connections see the restored data and nothing is half-written.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ledgervault_repo::{DatabaseInfo, DbCapture, TableStat};
+use rusqlite::{types::ValueRef, Connection, OpenFlags};
+
+/// The 16 bytes every SQLite database starts with.
+pub const HEADER: &[u8; 16] = b"SQLite format 3\0";
+/// Pages sent to the engine per message.
+const PAGES_PER_BATCH: usize = 64;
+
+/// Whether `path` is a regular file that starts like a SQLite database.
+pub fn is_sqlite(path: &Path) -> bool {
+    let mut head = [0u8; 16];
+    match fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)) {
+        Ok(()) => &head == HEADER,
+        Err(_) => false,
+    }
+}
+
+/// How to capture.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// How long to wait for a lock held by another process.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            busy_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A capture in progress; read it to its end, then call `finish`.
+pub struct SqliteCapture {
+    pages: mpsc::Receiver<Result<Vec<u8>, String>>,
+    buf: Vec<u8>,
+    pos: usize,
+    page_size: u32,
+    thread: Option<JoinHandle<Result<DatabaseInfo, String>>>,
+}
+
+struct Start {
+    page_size: u32,
+}
+
+fn sql_err(path: &Path, e: rusqlite::Error) -> String {
+    let text = e.to_string();
+    if text.contains("locked") || text.contains("busy") {
+        format!("{}: the database stayed locked by another process for longer than the timeout ({text})", path.display())
+    } else if text.contains("not a database") || text.contains("file is not a database") {
+        format!(
+            "{}: not a SQLite database, although it starts like one ({text})",
+            path.display()
+        )
+    } else {
+        format!("{}: {text}", path.display())
+    }
+}
+
+impl SqliteCapture {
+    /// Starts capturing `path`. Returns once the read transaction is open,
+    /// so a locked or unreadable database fails here, before any data moves.
+    pub fn start(path: &Path, opts: &SqliteOptions) -> Result<SqliteCapture, String> {
+        let (start_tx, start_rx) = mpsc::sync_channel::<Result<Start, String>>(1);
+        let (page_tx, page_rx) = mpsc::sync_channel(4);
+        let path: PathBuf = path.to_path_buf();
+        let timeout = opts.busy_timeout;
+        let thread = std::thread::Builder::new()
+            .name("sqlite-capture".into())
+            .spawn(move || capture_thread(&path, timeout, start_tx, page_tx))
+            .map_err(|e| e.to_string())?;
+        match start_rx.recv() {
+            Ok(Ok(s)) => Ok(SqliteCapture {
+                pages: page_rx,
+                buf: Vec::new(),
+                pos: 0,
+                page_size: s.page_size,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(match thread.join() {
+                Ok(Err(e)) => e,
+                _ => "the capture thread stopped unexpectedly".into(),
+            }),
+        }
+    }
+}
+
+fn capture_thread(
+    path: &Path,
+    timeout: Duration,
+    start: mpsc::SyncSender<Result<Start, String>>,
+    pages: mpsc::SyncSender<Result<Vec<u8>, String>>,
+) -> Result<DatabaseInfo, String> {
+    let opened = (|| -> Result<(Connection, u32, u64, String), String> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql_err(path, e))?;
+        conn.busy_timeout(timeout).map_err(|e| sql_err(path, e))?;
+        // The read transaction starts at the first read and holds one
+        // consistent view until COMMIT.
+        conn.execute_batch("BEGIN").map_err(|e| sql_err(path, e))?;
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| sql_err(path, e))?;
+        let page_size: u32 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| sql_err(path, e))?;
+        let page_count: u64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .map_err(|e| sql_err(path, e))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| sql_err(path, e))?;
+        Ok((conn, page_size, page_count, mode))
+    })();
+    let (conn, page_size, page_count, journal_mode) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = start.send(Err(e.clone()));
+            return Err(e);
+        }
+    };
+    if start.send(Ok(Start { page_size })).is_err() {
+        return Err("capture abandoned".into());
+    }
+    // Stream the pages.
+    let streamed = (|| -> Result<u64, String> {
+        let mut stmt = conn
+            .prepare("SELECT pgno, data FROM sqlite_dbpage('main')")
+            .map_err(|e| sql_err(path, e))?;
+        let mut rows = stmt.query([]).map_err(|e| sql_err(path, e))?;
+        let mut batch = Vec::with_capacity(PAGES_PER_BATCH * page_size as usize);
+        let mut n = 0u64;
+        while let Some(row) = rows.next().map_err(|e| sql_err(path, e))? {
+            let pgno: u64 = row.get(0).map_err(|e| sql_err(path, e))?;
+            if pgno != n + 1 {
+                return Err(format!("{}: page {pgno} came out of order", path.display()));
+            }
+            match row.get_ref(1).map_err(|e| sql_err(path, e))? {
+                ValueRef::Blob(b) if b.len() == page_size as usize => batch.extend_from_slice(b),
+                _ => {
+                    return Err(format!(
+                        "{}: page {pgno} has the wrong size",
+                        path.display()
+                    ))
+                }
+            }
+            n += 1;
+            if batch.len() >= PAGES_PER_BATCH * page_size as usize {
+                let full = std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(PAGES_PER_BATCH * page_size as usize),
+                );
+                if pages.send(Ok(full)).is_err() {
+                    return Err("capture abandoned".into());
+                }
+            }
+        }
+        if !batch.is_empty() && pages.send(Ok(batch)).is_err() {
+            return Err("capture abandoned".into());
+        }
+        Ok(n)
+    })();
+    match streamed {
+        Ok(n) if n == page_count => {}
+        Ok(n) => {
+            let e = format!("{}: read {n} pages, expected {page_count}", path.display());
+            let _ = pages.send(Err(e.clone()));
+            return Err(e);
+        }
+        Err(e) => {
+            let _ = pages.send(Err(e.clone()));
+            return Err(e);
+        }
+    }
+    drop(pages);
+    let mut info = DatabaseInfo {
+        engine: "sqlite".into(),
+        page_size,
+        journal_mode,
+        tables: Vec::new(),
+        problems: Vec::new(),
+    };
+    table_stats(&conn, &mut info);
+    let _ = conn.execute_batch("COMMIT");
+    Ok(info)
+}
+
+/// Counts and digests every table; damage found is listed as a problem.
+pub fn table_stats(conn: &Connection, info: &mut DatabaseInfo) {
+    let names: Vec<String> = match conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+    {
+        Ok(n) => n,
+        Err(e) => {
+            info.problems.push(format!("cannot list tables: {e}"));
+            return;
+        }
+    };
+    for name in names {
+        match table_digest(conn, &name) {
+            Ok((rows, digest)) => info.tables.push(TableStat { name, rows, digest }),
+            Err(e) => info.problems.push(format!("table {name}: {e}")),
+        }
+    }
+}
+
+/// Row count and digest of one table: BLAKE3 over its rows in key order,
+/// each value as a type tag and its bytes (see docs/FORMAT.md).
+pub fn table_digest(conn: &Connection, table: &str) -> rusqlite::Result<(u64, String)> {
+    let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+    // Rowid tables in rowid order; WITHOUT ROWID tables scan in key order.
+    let mut stmt = match conn.prepare(&format!("SELECT * FROM {quoted} ORDER BY rowid")) {
+        Ok(s) => s,
+        Err(_) => conn.prepare(&format!("SELECT * FROM {quoted}"))?,
+    };
+    let cols = stmt.column_count();
+    let mut rows = stmt.query([])?;
+    let mut h = blake3::Hasher::new();
+    let mut n = 0u64;
+    while let Some(row) = rows.next()? {
+        for i in 0..cols {
+            match row.get_ref(i)? {
+                ValueRef::Null => {
+                    h.update(&[0]);
+                }
+                ValueRef::Integer(v) => {
+                    h.update(&[1]);
+                    h.update(&v.to_le_bytes());
+                }
+                ValueRef::Real(v) => {
+                    h.update(&[2]);
+                    h.update(&v.to_bits().to_le_bytes());
+                }
+                ValueRef::Text(t) => {
+                    h.update(&[3]);
+                    h.update(&(t.len() as u64).to_le_bytes());
+                    h.update(t);
+                }
+                ValueRef::Blob(b) => {
+                    h.update(&[4]);
+                    h.update(&(b.len() as u64).to_le_bytes());
+                    h.update(b);
+                }
+            }
+        }
+        n += 1;
+    }
+    Ok((n, h.finalize().to_hex().to_string()))
+}
+
+impl Read for SqliteCapture {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.pages.recv() {
+                Ok(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(io::Error::other(e)),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl DbCapture for SqliteCapture {
+    fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<DatabaseInfo, String> {
+        // Drain what is left so the capture thread can end its transaction.
+        let rx = std::mem::replace(&mut self.pages, mpsc::sync_channel(0).1);
+        drop(rx);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Err("the capture thread stopped unexpectedly".into()),
+        }
+    }
+}
+
+/// Runs `PRAGMA integrity_check`; `Ok(())` when the database is sound.
+pub fn integrity_check(path: &Path) -> Result<(), String> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_err(path, e))?;
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check")
+        .map_err(|e| sql_err(path, e))?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| sql_err(path, e))?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        Ok(())
+    } else {
+        Err(format!(
+            "integrity_check failed: {}",
+            lines.into_iter().take(5).collect::<Vec<_>>().join("; ")
+        ))
+    }
+}
+
+/// What happened to companion files of a restored database.
+#[derive(Debug, Default, Clone)]
+pub struct Placed {
+    /// Stale `-wal`, `-shm` or `-journal` files that were removed.
+    pub removed_stale: Vec<PathBuf>,
+    /// True when the content replaced a live database through the backup API.
+    pub replaced_live: bool,
+}
+
+fn companion(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Puts a restored image (`restored`, beside `target`) in place.
+///
+/// The image is integrity-checked and fsynced first. If `target` does not
+/// exist, leftover `-wal`, `-shm` and `-journal` files of an earlier database
+/// at that path are removed (they would corrupt the new one) and the image is
+/// renamed into place. If it exists, its content is replaced through the
+/// backup API, which writes through SQLite's own locking and journal, so
+/// connections already open see the restored database.
+pub fn place_restored(
+    restored: &Path,
+    target: &Path,
+    busy_timeout: Duration,
+) -> Result<Placed, String> {
+    integrity_check(restored)?;
+    // integrity_check may have left a -wal or -shm beside the temporary file.
+    for suffix in ["-wal", "-shm"] {
+        let _ = fs::remove_file(companion(restored, suffix));
+    }
+    fs::File::open(restored)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("{}: {e}", restored.display()))?;
+    let mut placed = Placed::default();
+    if target.exists() {
+        let src = Connection::open_with_flags(restored, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sql_err(restored, e))?;
+        let mut dst = Connection::open(target).map_err(|e| sql_err(target, e))?;
+        dst.busy_timeout(busy_timeout)
+            .map_err(|e| sql_err(target, e))?;
+        {
+            let backup =
+                rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| sql_err(target, e))?;
+            // All pages in one step: the destination changes in one transaction.
+            backup
+                .run_to_completion(-1, Duration::from_millis(50), None)
+                .map_err(|e| sql_err(target, e))?;
+        }
+        drop(dst);
+        drop(src);
+        let _ = fs::remove_file(restored);
+        placed.replaced_live = true;
+    } else {
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let c = companion(target, suffix);
+            if c.exists() {
+                fs::remove_file(&c).map_err(|e| format!("{}: {e}", c.display()))?;
+                placed.removed_stale.push(c);
+            }
+        }
+        fs::rename(restored, target).map_err(|e| format!("{}: {e}", target.display()))?;
+        if let Some(dir) = target.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+    }
+    Ok(placed)
+}
