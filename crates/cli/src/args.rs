@@ -74,12 +74,49 @@ pub enum Command {
         #[arg(long)]
         remove_all: bool,
     },
-    /// Run the demo: back up sample firm data, list it, restore it and check it
-    Demo {
-        /// Folder for the demo's data, repository and restore (default: a new temporary folder)
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
+    /// Run the demo: make the sample firm, back it up, simulate a day of work, back up again, restore and compare
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Folder for the demo (made anew if it holds an earlier demo)
+    #[arg(long, default_value = "ledgervault-demo")]
+    pub dir: PathBuf,
+    /// Clients in the sample firm
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub clients: u32,
+    /// Approximate size of the firm database, e.g. 50MB or 1GiB
+    #[arg(long, default_value = "50MB", value_parser = parse_size)]
+    pub size: u64,
+    /// Seed for the generator (same seed, same firm)
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+}
+
+/// Parses `123`, `50MB`, `1GiB`, `512KiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        u => return Err(format!("unknown size unit {u:?}")),
+    };
+    let v = n * mult;
+    if !(1.0..=1e13).contains(&v) {
+        return Err(format!("{s} is out of range"));
+    }
+    Ok(v as u64)
 }
 
 #[derive(Args, Debug, Clone)]
@@ -121,6 +158,13 @@ pub struct BackupArgs {
     /// Worker threads (default: one per core)
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
+    /// Back up SQLite databases as plain files instead of capturing them
+    /// consistently (prefix a path with sqlite: to force capture)
+    #[arg(long)]
+    pub no_db_detect: bool,
+    /// Seconds to wait for a database locked by another process
+    #[arg(long, default_value_t = 30)]
+    pub db_timeout: u64,
 }
 
 #[derive(Args, Debug)]
@@ -145,6 +189,9 @@ pub struct RestoreArgs {
     /// Worker threads (default: one per core)
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
+    /// Replace an existing database (a pre-restore safety snapshot is taken first)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ledgervault_backends::LocalBackend;
@@ -10,6 +11,7 @@ use ledgervault_repo::{
     self as engine, Backend, BackupOptions, BackupSource, Error, FileKind, Id, InitOptions,
     KdfParams, NodeKind, ReadData, Repository, RestoreOptions, Snapshot,
 };
+use ledgervault_sources::{is_sqlite, place_restored, SqliteCapture, SqliteOpener, SqliteOptions};
 use serde_json::json;
 
 use crate::args::{
@@ -64,7 +66,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Cat { what } => cat(&g, what),
         Command::Key { command } => key(&g, command),
         Command::Unlock { remove_all } => unlock(&g, remove_all),
-        Command::Demo { dir } => crate::demo::run(dir, g.quiet),
+        Command::Demo(a) => crate::demo::run(a, g.quiet),
     }
 }
 
@@ -208,11 +210,44 @@ fn repo_stats(repo: &Repository) -> Result<RepoStats> {
     })
 }
 
+/// A consistent capture of the SQLite database at `path`.
+fn sqlite_source(path: &Path, timeout: Duration) -> Result<BackupSource> {
+    let canon = std::fs::canonicalize(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let capture = SqliteCapture::start(
+        &canon,
+        &SqliteOptions {
+            busy_timeout: timeout,
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
+    let name = canon
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "database".into());
+    Ok(BackupSource::DbImage {
+        name,
+        path: canon.display().to_string(),
+        capture: Box::new(capture),
+    })
+}
+
 pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
-    for p in &a.paths {
+    // `sqlite:PATH` forces a database capture.
+    let paths: Vec<(PathBuf, bool)> = a
+        .paths
+        .iter()
+        .map(
+            |p| match p.to_str().and_then(|s| s.strip_prefix("sqlite:")) {
+                Some(rest) => (PathBuf::from(rest), true),
+                None => (p.clone(), false),
+            },
+        )
+        .collect();
+    for (p, _) in &paths {
         std::fs::symlink_metadata(p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
     }
     let repo = g.open()?;
+    let timeout = Duration::from_secs(a.db_timeout);
     let sources: Vec<BackupSource> = match &a.stdin_name {
         Some(name) => {
             if name.is_empty() || name.contains('/') {
@@ -224,11 +259,17 @@ pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
                 reader: stdin,
             }]
         }
-        None => a
-            .paths
-            .iter()
-            .map(|p| BackupSource::Path(p.clone()))
-            .collect(),
+        None => {
+            let mut v = Vec::new();
+            for (p, forced) in &paths {
+                if *forced || (!a.no_db_detect && p.is_file() && is_sqlite(p)) {
+                    v.push(sqlite_source(p, timeout)?);
+                } else {
+                    v.push(BackupSource::Path(p.clone()));
+                }
+            }
+            v
+        }
     };
     let mut opts = BackupOptions {
         tags: a.tags.clone(),
@@ -239,12 +280,29 @@ pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
     if let Some(t) = a.threads {
         opts.threads = t as usize;
     }
+    if !a.no_db_detect {
+        opts.db_opener = Some(Arc::new(SqliteOpener {
+            options: SqliteOptions {
+                busy_timeout: timeout,
+            },
+        }));
+    }
+    Ok(run_backup(g, &repo, sources, opts)?.1)
+}
+
+/// Runs a backup and prints its summary; returns it with the exit code.
+fn run_backup(
+    g: &Globals,
+    repo: &Repository,
+    sources: Vec<BackupSource>,
+    mut opts: BackupOptions,
+) -> Result<(engine::BackupSummary, i32)> {
     // Never back up the repository into itself.
     opts.exclude.extend(g.local_root());
     let bar = Bar::new(g.quiet, "backup");
-    let s = engine::backup(&repo, sources, &opts, &bar)?;
+    let s = engine::backup(repo, sources, &opts, &bar)?;
     drop(bar);
-    let stats = repo_stats(&repo)?;
+    let stats = repo_stats(repo)?;
     for l in &s.stale_locks {
         eprintln!("ledgervault: warning: stale lock ignored: {l}; `ledgervault unlock` removes it");
     }
@@ -283,14 +341,14 @@ pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
     if !s.errors.is_empty() {
         if !g.json {
             eprintln!(
-                "ledgervault: {} file(s) could not be read and are not in snapshot {}",
-                s.errors.len(),
-                s.snapshot_id.short()
+                "ledgervault: snapshot {} is incomplete or holds damaged data: {} problem(s), listed above",
+                s.snapshot_id.short(),
+                s.errors.len()
             );
         }
-        return Ok(exit::INCOMPLETE);
+        return Ok((s, exit::INCOMPLETE));
     }
-    Ok(exit::OK)
+    Ok((s, exit::OK))
 }
 
 fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
@@ -413,6 +471,16 @@ pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
     if let Some(t) = a.threads {
         opts.threads = t as usize;
     }
+    // One database selected: --target names the database file.
+    let selected: Vec<&engine::Source> = snap
+        .sources
+        .iter()
+        .filter(|s| a.include.is_empty() || a.include.iter().any(|i| i.trim_matches('/') == s.name))
+        .collect();
+    if a.include.len() <= 1 && selected.len() == 1 && selected[0].node.kind == NodeKind::DbImage {
+        let name = selected[0].name.clone();
+        return restore_database(g, &repo, id, &snap, &name, &a, opts);
+    }
     let bar = Bar::new(g.quiet, "restore");
     let s = engine::restore(&repo, id, &snap, &a.target, &opts, &bar)?;
     drop(bar);
@@ -440,6 +508,128 @@ pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
             s.failed.len()
         );
         return Ok(exit::DAMAGED);
+    }
+    Ok(exit::OK)
+}
+
+/// Restores one database image to the file `--target`: into a temporary
+/// file beside it, integrity-checked and fsynced, then renamed into place, or,
+/// over an existing database (`--force`), copied in through SQLite's backup
+/// API after a pre-restore safety snapshot.
+fn restore_database(
+    g: &Globals,
+    repo: &Repository,
+    id: Id,
+    snap: &Snapshot,
+    name: &str,
+    a: &RestoreArgs,
+    mut opts: RestoreOptions,
+) -> Result<i32> {
+    let started = std::time::Instant::now();
+    let mut target = a.target.clone();
+    if target.is_dir() {
+        target = target.join(name);
+    }
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        bail!("the target folder {} does not exist", parent.display());
+    }
+    let mut safety = None;
+    if target.exists() {
+        if !a.force {
+            bail!(
+                "{} exists; add --force to replace it (a pre-restore safety snapshot of it is taken first)",
+                target.display()
+            );
+        }
+        if !is_sqlite(&target) {
+            bail!(
+                "{} exists and is not a SQLite database; refusing to replace it",
+                target.display()
+            );
+        }
+        let src = sqlite_source(&target, Duration::from_secs(30))?;
+        let snap_opts = BackupOptions {
+            tags: vec!["pre-restore".into()],
+            reason: Some(format!(
+                "safety snapshot before restoring snapshot {} over {}",
+                id.short(),
+                target.display()
+            )),
+            ..Default::default()
+        };
+        let quiet = Globals {
+            repo: g.repo.clone(),
+            password_file: None,
+            json: false,
+            quiet: true,
+        };
+        let (s, code) = run_backup(&quiet, repo, vec![src], snap_opts)?;
+        if code != exit::OK {
+            bail!(
+                "the safety snapshot of {} is incomplete; nothing was restored",
+                target.display()
+            );
+        }
+        safety = Some(s.snapshot_id);
+        if !g.quiet && !g.json {
+            println!(
+                "safety snapshot {} of the current {} saved (tag pre-restore)",
+                s.snapshot_id.short(),
+                target.display()
+            );
+        }
+    }
+    let scratch = parent.join(format!(".ledgervault-restore-{}", std::process::id()));
+    opts.include = vec![name.to_string()];
+    let result = (|| -> Result<ledgervault_sources::Placed> {
+        let s = engine::restore(
+            repo,
+            id,
+            snap,
+            &scratch,
+            &opts,
+            &Bar::new(g.quiet, "restore"),
+        )?;
+        if let Some(f) = s.failed.first() {
+            return Err(anyhow::Error::new(Error::corrupt(
+                f.path.clone(),
+                f.message.clone(),
+            )));
+        }
+        place_restored(&scratch.join(name), &target, Duration::from_secs(30))
+            .map_err(|e| anyhow!(e))
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let placed = result?;
+    let secs = started.elapsed().as_secs_f64();
+    if g.json {
+        g.print_json(&json!({
+            "snapshot_id": id, "database": name, "target": target, "integrity_check": "ok",
+            "replaced_live": placed.replaced_live, "safety_snapshot": safety,
+            "removed_stale": placed.removed_stale, "duration_secs": secs,
+        }));
+    } else if !g.quiet {
+        for p in &placed.removed_stale {
+            println!(
+                "removed the stale {} left by an earlier database at that path",
+                p.display()
+            );
+        }
+        println!(
+            "restored database {name} from snapshot {} to {} in {}: integrity_check ok{}",
+            id.short(),
+            target.display(),
+            ui::secs(secs),
+            if placed.replaced_live {
+                "; open connections now see the restored data"
+            } else {
+                ""
+            }
+        );
     }
     Ok(exit::OK)
 }

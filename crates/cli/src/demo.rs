@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::args::{BackupArgs, CheckArgs, InitArgs, KdfArgs, RestoreArgs};
+use crate::args::{BackupArgs, CheckArgs, DemoArgs, InitArgs, KdfArgs, RestoreArgs};
 use crate::commands::{self, Globals};
 use crate::ui::exit;
 
@@ -66,9 +66,10 @@ fn journal_lines(rng: &mut Lcg, first: u64, count: u64) -> String {
     s
 }
 
-/// Writes the sample firm: per client a general journal, invoices and a
-/// scanned receipt (random bytes standing in for a PDF).
-fn write_firm(root: &Path) -> Result<(u64, u64)> {
+/// Writes the firm's documents folder: per client a general journal
+/// spreadsheet, invoices and a scanned receipt (random bytes standing in for
+/// a PDF).
+fn write_documents(root: &Path) -> Result<(u64, u64)> {
     let mut rng = Lcg(2026);
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut put = |p: PathBuf, data: &[u8]| -> Result<()> {
@@ -108,60 +109,88 @@ fn write_firm(root: &Path) -> Result<(u64, u64)> {
     Ok((files, bytes))
 }
 
-fn same_tree(a: &Path, b: &Path) -> Result<u64> {
-    let mut n = 0;
-    for entry in fs::read_dir(a)? {
-        let entry = entry?;
-        let (pa, pb) = (entry.path(), b.join(entry.file_name()));
-        if entry.file_type()?.is_dir() {
-            n += same_tree(&pa, &pb)?;
-        } else {
-            if fs::read(&pa)?
-                != fs::read(&pb).with_context(|| format!("{} is missing", pb.display()))?
-            {
-                bail!("{} differs from {}", pb.display(), pa.display());
-            }
-            n += 1;
-        }
-    }
-    Ok(n)
-}
-
 fn step(quiet: bool, text: &str) {
     if !quiet {
         println!("\n$ {text}");
     }
 }
 
-pub fn run(dir: Option<PathBuf>, quiet: bool) -> Result<i32> {
-    let dir = match dir {
-        Some(d) => d,
-        None => std::env::temp_dir().join(format!(
-            "ledgervault-demo-{}",
-            chrono::Local::now().format("%Y%m%d-%H%M%S")
-        )),
-    };
-    if dir.exists() && fs::read_dir(&dir)?.next().is_some() {
-        bail!(
-            "{} is not empty; give the demo an empty or new folder with --dir",
-            dir.display()
-        );
+/// Marks a folder as made by the demo, so a later demo may replace it.
+const MARKER: &str = ".ledgervault-demo";
+
+fn prepare_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        if dir.join(MARKER).exists() {
+            fs::remove_dir_all(dir)
+                .with_context(|| format!("cannot clear the earlier demo in {}", dir.display()))?;
+        } else if fs::read_dir(dir)?.next().is_some() {
+            bail!("{} is not empty and was not made by the demo; give an empty or new folder with --dir", dir.display());
+        }
     }
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let firm = dir.join("firm");
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::write(
+        dir.join(MARKER),
+        "made by `ledgervault demo`; the next demo replaces this folder\n",
+    )?;
+    Ok(())
+}
+
+fn table_stats(path: &Path) -> Result<Vec<(String, u64, String)>> {
+    let conn = rusqlite_open(path)?;
+    let mut info = ledgervault_repo::DatabaseInfo::default();
+    ledgervault_sources::sqlite::table_stats(&conn, &mut info);
+    if !info.problems.is_empty() {
+        bail!("{}: {}", path.display(), info.problems.join("; "));
+    }
+    Ok(info
+        .tables
+        .into_iter()
+        .map(|t| (t.name, t.rows, t.digest))
+        .collect())
+}
+
+fn rusqlite_open(path: &Path) -> Result<ledgervault_sources::sqlite::Connection> {
+    ledgervault_sources::sqlite::Connection::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
+    let dir = a.dir.clone();
+    prepare_dir(&dir)?;
+    let db = dir.join("firm.db");
+    let docs = dir.join("documents");
     let repo = dir.join("repository");
     let restored = dir.join("restored");
     let pwfile = dir.join("password.txt");
     fs::write(&pwfile, "demo password, keep me secret\n")?;
-    let (files, bytes) = write_firm(&firm)?;
     if !quiet {
-        println!("ledgervault demo: the sample firm Harbor & Pine Accounting");
         println!(
-            "  data:       {} ({files} files, {})",
-            firm.display(),
-            crate::ui::size(bytes)
+            "ledgervault demo: the sample firm Harbor & Pine Accounting, in {}",
+            dir.display()
         );
-        println!("  repository: {}", repo.display());
+    }
+    let started = std::time::Instant::now();
+    let firm = ledgervault_samplefirm::generate(
+        &db,
+        &ledgervault_samplefirm::FirmOptions {
+            clients: a.clients,
+            size: a.size,
+            seed: a.seed,
+        },
+    )
+    .with_context(|| format!("cannot make the sample firm at {}", db.display()))?;
+    let secs = started.elapsed().as_secs_f64();
+    let (files, bytes) = write_documents(&docs)?;
+    if !quiet {
+        println!(
+            "  firm.db:    {} clients, {} journal entries, {} (made in {:.1} s, {:.0} MB/s)",
+            firm.clients,
+            firm.journal_entries,
+            crate::ui::size(firm.bytes),
+            secs,
+            firm.bytes as f64 / 1e6 / secs.max(0.001)
+        );
+        println!("  documents/: {files} files, {}", crate::ui::size(bytes));
         println!("  password:   in {}", pwfile.display());
     }
     let g = Globals {
@@ -170,76 +199,106 @@ pub fn run(dir: Option<PathBuf>, quiet: bool) -> Result<i32> {
         json: false,
         quiet,
     };
-    let kdf = KdfArgs {
-        argon2_memory_kib: 65536,
-        argon2_iterations: 3,
-    };
     step(quiet, "ledgervault init");
     commands::init(
         &g,
         InitArgs {
             pack_size_mib: 16,
-            kdf,
+            kdf: KdfArgs {
+                argon2_memory_kib: 65536,
+                argon2_iterations: 3,
+            },
         },
     )?;
 
     let backup_args = |reason: Option<&str>| BackupArgs {
-        paths: vec![firm.clone()],
+        paths: vec![db.clone(), docs.clone()],
         stdin_name: None,
         tags: vec!["nightly".into()],
         reason: reason.map(str::to_string),
         compression: 1,
         threads: None,
+        no_db_detect: false,
+        db_timeout: 30,
     };
     step(
         quiet,
-        &format!("ledgervault backup {} --tag nightly", firm.display()),
+        &format!(
+            "ledgervault backup {} {} --tag nightly",
+            db.display(),
+            docs.display()
+        ),
     );
     if commands::backup(&g, backup_args(None))? != exit::OK {
         bail!("the first backup did not complete");
     }
 
-    // A day of work: new journal entries in one client's books.
-    let journal = firm.join("clients/002 Birchwood Bakery LLC/general-journal-2026.csv");
+    let day = ledgervault_samplefirm::simulate_day(&db, a.seed + 1, 0.05)
+        .context("cannot simulate a day of work")?;
+    let journal = docs.join("clients/002 Birchwood Bakery LLC/general-journal-2026.csv");
     let mut text = fs::read_to_string(&journal)?;
     text.push_str(&journal_lines(&mut Lcg(7), 15_001, 200));
     fs::write(&journal, text)?;
     if !quiet {
-        println!("\n(a day of work: 200 new journal entries for Birchwood Bakery)");
+        println!(
+            "\n(a day of work: {} new transactions and {} scattered edits in firm.db, one spreadsheet updated)",
+            day.new_entries, day.edited_rows
+        );
     }
     step(
         quiet,
         &format!(
-            "ledgervault backup {} --tag nightly --reason \"before year-end close\"",
-            firm.display()
+            "ledgervault backup {} {} --tag nightly --reason \"nightly after a day of work\"",
+            db.display(),
+            docs.display()
         ),
     );
-    if commands::backup(&g, backup_args(Some("before year-end close")))? != exit::OK {
+    if commands::backup(&g, backup_args(Some("nightly after a day of work")))? != exit::OK {
         bail!("the second backup did not complete");
     }
 
     step(quiet, "ledgervault snapshots");
     commands::snapshots(&g)?;
 
+    let target = restored.join("firm.db");
+    fs::create_dir_all(&restored)?;
     step(
         quiet,
-        &format!("ledgervault restore latest --target {}", restored.display()),
+        &format!(
+            "ledgervault restore latest --include firm.db --target {}",
+            target.display()
+        ),
     );
     let code = commands::restore(
         &g,
         RestoreArgs {
             snapshot: "latest".into(),
-            target: restored.clone(),
-            include: vec![],
+            target: target.clone(),
+            include: vec!["firm.db".into()],
             threads: None,
+            force: false,
         },
     )?;
     if code != exit::OK {
         bail!("the restore did not complete");
     }
-    let same = same_tree(&firm, &restored.join("firm"))?;
+    let live = fs::read(&db)?;
+    let back = fs::read(&target)?;
+    if live != back {
+        bail!("the restored database differs from the live one");
+    }
+    let (ts_live, ts_back) = (table_stats(&db)?, table_stats(&target)?);
+    if ts_live != ts_back {
+        bail!("the restored tables differ from the live ones");
+    }
+    let rows: u64 = ts_back.iter().map(|t| t.1).sum();
     if !quiet {
-        println!("all {same} restored files are byte-identical to the originals");
+        println!(
+            "the restored firm.db is byte-identical to the live one (BLAKE3 {}), and all {} tables ({} rows) match their row counts and digests",
+            &blake3::hash(&back).to_hex()[..16],
+            ts_back.len(),
+            rows
+        );
     }
 
     step(quiet, "ledgervault check --read-data");

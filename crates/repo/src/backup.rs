@@ -72,8 +72,18 @@ pub trait DbCapture: Read + Send {
     fn finish(self: Box<Self>) -> std::result::Result<DatabaseInfo, String>;
 }
 
+/// Recognises live databases inside folders being backed up.
+pub trait DbOpener: Send + Sync {
+    /// Whether `path` is a database this opener captures (a cheap check).
+    fn is_database(&self, path: &Path) -> bool;
+    /// Starts a consistent capture of `path`.
+    fn open(&self, path: &Path) -> std::result::Result<Box<dyn DbCapture>, String>;
+    /// Files beside a database that its capture already covers (journals).
+    fn companions(&self, path: &Path) -> Vec<PathBuf>;
+}
+
 /// How to back up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BackupOptions {
     pub tags: Vec<String>,
     pub reason: Option<String>,
@@ -83,6 +93,21 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Paths never to descend into (the repository itself, when local).
     pub exclude: Vec<PathBuf>,
+    /// Captures databases found in folders; `None` backs them up as files.
+    pub db_opener: Option<std::sync::Arc<dyn DbOpener>>,
+}
+
+impl std::fmt::Debug for BackupOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupOptions")
+            .field("tags", &self.tags)
+            .field("reason", &self.reason)
+            .field("compression_level", &self.compression_level)
+            .field("threads", &self.threads)
+            .field("exclude", &self.exclude)
+            .field("db_detection", &self.db_opener.is_some())
+            .finish()
+    }
 }
 
 impl Default for BackupOptions {
@@ -95,6 +120,7 @@ impl Default for BackupOptions {
                 .map(|n| n.get())
                 .unwrap_or(2),
             exclude: Vec::new(),
+            db_opener: None,
         }
     }
 }
@@ -249,6 +275,7 @@ struct Walker<'w, 'a> {
     cdc: ChunkerKind,
     progress: &'w dyn Progress,
     exclude: &'w [PathBuf],
+    opener: Option<&'w dyn DbOpener>,
     errors: Vec<FileError>,
     summary: SourceSummary,
 }
@@ -294,6 +321,36 @@ impl Walker<'_, '_> {
         }
         self.summary.bytes += size;
         Ok(Ok((ids, size)))
+    }
+
+    /// Captures a database into an image node; its chunk map is a delta on
+    /// `parent`'s when that is cheaper.
+    fn db_node(
+        &mut self,
+        mut node: Node,
+        path: &Path,
+        mut capture: Box<dyn DbCapture>,
+        parent: Option<&(ChunkMap, Vec<Id>)>,
+    ) -> std::result::Result<Walk, Closed> {
+        let chunk_size = capture.page_size();
+        let stored = self.store_stream(&mut capture, ChunkerKind::Fixed { size: chunk_size })?;
+        let finished = capture.finish();
+        match (stored, finished) {
+            (Ok((ids, size)), Ok(info)) => {
+                for p in &info.problems {
+                    self.fail(path, format!("database is damaged: {p}"));
+                }
+                node.kind = NodeKind::DbImage;
+                node.size = size;
+                node.page_size = Some(chunk_size);
+                node.chunk_map = Some(self.store_map(&ids, chunk_size, parent)?);
+                node.database = Some(Box::new(info));
+                self.summary.files += 1;
+                Ok(Walk::Node(node))
+            }
+            (Err(e), _) => Ok(self.fail(path, e)),
+            (_, Err(e)) => Ok(self.fail(path, e)),
+        }
     }
 
     /// Stores the chunk map of an image: a delta on its parent's map when
@@ -357,6 +414,15 @@ impl Walker<'_, '_> {
                 Err(e) => return Ok(self.fail(path, e)),
             };
             entries.sort();
+            // Journals of databases found here are covered by their capture.
+            if let Some(opener) = self.opener {
+                let skip: HashSet<PathBuf> = entries
+                    .iter()
+                    .filter(|(_, p)| opener.is_database(p))
+                    .flat_map(|(_, p)| opener.companions(p))
+                    .collect();
+                entries.retain(|(_, p)| !skip.contains(p));
+            }
             let mut tree = Tree::default();
             for (n, p) in entries {
                 if let Walk::Node(child) = self.walk(&p, n)? {
@@ -373,6 +439,12 @@ impl Walker<'_, '_> {
             }
         } else if ft.is_file() {
             self.progress.file(path);
+            if let Some(opener) = self.opener.filter(|o| o.is_database(path)) {
+                return match opener.open(path) {
+                    Ok(capture) => self.db_node(node, path, capture, None),
+                    Err(e) => Ok(self.fail(path, e)),
+                };
+            }
             let f = match fs::File::open(path) {
                 Ok(f) => f,
                 Err(e) => return Ok(self.fail(path, e)),
@@ -604,6 +676,7 @@ fn walk_sources(
             cdc,
             progress,
             exclude: &opts.exclude,
+            opener: opts.db_opener.as_deref(),
             errors: Vec::new(),
             summary: SourceSummary::default(),
         };
@@ -618,7 +691,6 @@ fn walk_sources(
                         path: shown.display().to_string(),
                         node,
                         summary: w.summary.clone(),
-                        database: None,
                     }),
                     Walk::Skipped => None,
                 }
@@ -639,7 +711,6 @@ fn walk_sources(
                             path: "-".into(),
                             node,
                             summary: w.summary.clone(),
-                            database: None,
                         })
                     }
                     Err(e) => {
@@ -651,44 +722,21 @@ fn walk_sources(
             BackupSource::DbImage {
                 name,
                 path,
-                mut capture,
+                capture,
             } => {
                 let name = source_name(Path::new(&name), &taken);
-                // One page per chunk: a changed page changes exactly one chunk.
-                let chunk_size = capture.page_size();
-                let stored =
-                    w.store_stream(&mut capture, ChunkerKind::Fixed { size: chunk_size })?;
-                let finished = capture.finish();
-                match (stored, finished) {
-                    (Ok((ids, size)), Ok(info)) => {
-                        let map = w.store_map(&ids, chunk_size, parents.get(&path))?;
-                        for p in &info.problems {
-                            w.fail(Path::new(&path), format!("database is damaged: {p}"));
-                        }
-                        let mut node = Node::new(name.clone(), NodeKind::DbImage);
-                        node.size = size;
-                        node.page_size = Some(chunk_size);
-                        node.chunk_map = Some(map);
-                        node.mtime = Some(chrono::Utc::now());
-                        node.mode = Some(0o600);
-                        w.summary.files += 1;
-                        Some(Source {
-                            name,
-                            kind: SourceKind::Database,
-                            path,
-                            node,
-                            summary: w.summary.clone(),
-                            database: Some(info),
-                        })
-                    }
-                    (Err(e), _) => {
-                        w.fail(Path::new(&path), e);
-                        None
-                    }
-                    (_, Err(e)) => {
-                        w.fail(Path::new(&path), e);
-                        None
-                    }
+                let mut node = Node::new(name.clone(), NodeKind::DbImage);
+                node.mtime = Some(chrono::Utc::now());
+                node.mode = Some(0o600);
+                match w.db_node(node, Path::new(&path), capture, parents.get(&path))? {
+                    Walk::Node(node) => Some(Source {
+                        name,
+                        kind: SourceKind::Database,
+                        path,
+                        node,
+                        summary: w.summary.clone(),
+                    }),
+                    Walk::Skipped => None,
                 }
             }
         };

@@ -43,7 +43,9 @@ mod snapshot;
 pub use backend::{
     short_object, Backend, BackendError, BackendErrorKind, BackendResult, MemoryBackend, ObjectInfo,
 };
-pub use backup::{backup, BackupOptions, BackupSource, BackupSummary, DbCapture, FileError};
+pub use backup::{
+    backup, BackupOptions, BackupSource, BackupSummary, DbCapture, DbOpener, FileError,
+};
 pub use check::{check, CheckReport, ReadData};
 pub use chunker::{CdcParams, Chunker, ChunkerKind};
 pub use chunkmap::{ChunkMap, LayerKind, MapLayer};

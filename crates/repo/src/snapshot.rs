@@ -56,6 +56,9 @@ pub struct Node {
     /// Chunk map of a database image (its `content` is then empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_map: Option<ChunkMap>,
+    /// What was captured of a live database: tables, row counts, digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<Box<DatabaseInfo>>,
 }
 
 impl Node {
@@ -71,6 +74,7 @@ impl Node {
             target: None,
             page_size: None,
             chunk_map: None,
+            database: None,
         }
     }
 }
@@ -161,9 +165,6 @@ pub struct Source {
     pub path: String,
     pub node: Node,
     pub summary: SourceSummary,
-    /// For databases: tables, row counts, digests and problems found.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<DatabaseInfo>,
 }
 
 /// Totals for the whole snapshot.
@@ -239,7 +240,7 @@ mod tests {
             let mut node = Node::new(name.clone(), NodeKind::File);
             node.size = size;
             node.content = vec![Id([1; 32])];
-            let s = Snapshot::new_now(vec![Source { name, kind: SourceKind::Path, path: "/x".into(), node, summary: SourceSummary::default(), database: None }], tags, reason);
+            let s = Snapshot::new_now(vec![Source { name, kind: SourceKind::Path, path: "/x".into(), node, summary: SourceSummary::default() }], tags, reason);
             prop_assert_eq!(Snapshot::decode(&s.encode(), "s").unwrap(), s);
         }
 

@@ -6,4 +6,6 @@
 
 pub mod sqlite;
 
-pub use sqlite::{is_sqlite, SqliteCapture, SqliteOptions};
+pub use sqlite::{
+    integrity_check, is_sqlite, place_restored, Placed, SqliteCapture, SqliteOpener, SqliteOptions,
+};

@@ -23,7 +23,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ledgervault_repo::{DatabaseInfo, DbCapture, TableStat};
-use rusqlite::{types::ValueRef, Connection, OpenFlags};
+pub use rusqlite::Connection;
+use rusqlite::{types::ValueRef, OpenFlags};
 
 /// The 16 bytes every SQLite database starts with.
 pub const HEADER: &[u8; 16] = b"SQLite format 3\0";
@@ -414,4 +415,26 @@ pub fn place_restored(
         }
     }
     Ok(placed)
+}
+
+/// Finds SQLite databases inside folders being backed up.
+pub struct SqliteOpener {
+    pub options: SqliteOptions,
+}
+
+impl ledgervault_repo::DbOpener for SqliteOpener {
+    fn is_database(&self, path: &Path) -> bool {
+        is_sqlite(path)
+    }
+
+    fn open(&self, path: &Path) -> Result<Box<dyn DbCapture>, String> {
+        Ok(Box::new(SqliteCapture::start(path, &self.options)?))
+    }
+
+    fn companions(&self, path: &Path) -> Vec<PathBuf> {
+        ["-wal", "-shm", "-journal"]
+            .iter()
+            .map(|s| companion(path, s))
+            .collect()
+    }
 }
