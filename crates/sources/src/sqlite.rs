@@ -385,12 +385,24 @@ pub fn place_restored(
         dst.busy_timeout(busy_timeout)
             .map_err(|e| sql_err(target, e))?;
         {
+            use rusqlite::backup::StepResult;
             let backup =
                 rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| sql_err(target, e))?;
             // All pages in one step: the destination changes in one transaction.
-            backup
-                .run_to_completion(-1, Duration::from_millis(50), None)
-                .map_err(|e| sql_err(target, e))?;
+            let deadline = std::time::Instant::now() + busy_timeout;
+            loop {
+                match backup.step(-1).map_err(|e| sql_err(target, e))? {
+                    StepResult::Done => break,
+                    StepResult::More => {}
+                    _ if std::time::Instant::now() > deadline => {
+                        return Err(format!(
+                            "{}: the database stayed locked by another process for longer than the timeout; nothing was changed",
+                            target.display()
+                        ))
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
         }
         drop(dst);
         drop(src);

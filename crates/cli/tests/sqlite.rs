@@ -1,0 +1,532 @@
+//! Live SQLite databases through the real binary.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use rusqlite::Connection;
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    repo: PathBuf,
+    pw: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let pw = root.join("pw");
+        fs::write(&pw, "s3cret\n").unwrap();
+        let e = Env {
+            repo: root.join("repo"),
+            pw,
+            root,
+            _tmp: tmp,
+        };
+        e.cmd()
+            .args([
+                "init",
+                "--argon2-memory-kib",
+                "64",
+                "--argon2-iterations",
+                "1",
+                "--pack-size-mib",
+                "1",
+            ])
+            .assert()
+            .success();
+        e
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("ledgervault").unwrap();
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LEDGERVAULT_REPOSITORY", &self.repo)
+            .env("LEDGERVAULT_PASSWORD_FILE", &self.pw);
+        c
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cmd().arg("--json").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn one_line(stderr: &[u8]) -> String {
+    let s = String::from_utf8_lossy(stderr).to_string();
+    assert!(!s.contains("panicked"), "{s}");
+    assert_eq!(s.trim_end().lines().count(), 1, "expected one line: {s}");
+    s
+}
+
+const ACCOUNTS: i64 = 200;
+const OPENING: i64 = 10_000;
+
+fn make_ledger(path: &Path, mode: &str) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(&format!(
+        "PRAGMA journal_mode = {mode};
+         CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, note TEXT NOT NULL);
+         CREATE TABLE transfers (id INTEGER PRIMARY KEY, src INTEGER NOT NULL, dst INTEGER NOT NULL, amount INTEGER NOT NULL, memo TEXT NOT NULL);"
+    ))
+    .unwrap();
+    c.execute_batch("BEGIN").unwrap();
+    for i in 0..ACCOUNTS {
+        c.execute(
+            "INSERT INTO accounts (id, balance, note) VALUES (?1, ?2, ?3)",
+            rusqlite::params![i, OPENING, "x".repeat(300)],
+        )
+        .unwrap();
+    }
+    c.execute_batch("COMMIT").unwrap();
+}
+
+/// Balanced transfers, one per transaction, until `stop`; returns the
+/// longest time one commit waited.
+fn writer(path: PathBuf, stop: Arc<AtomicBool>, commits: Arc<AtomicU64>) -> Duration {
+    let c = Connection::open(&path).unwrap();
+    c.busy_timeout(Duration::from_secs(60)).unwrap();
+    let mut worst = Duration::ZERO;
+    let mut i: i64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let (a, b, amt) = (i % ACCOUNTS, (i * 7 + 3) % ACCOUNTS, i % 97 + 1);
+        let t = Instant::now();
+        c.execute_batch("BEGIN IMMEDIATE").unwrap();
+        c.execute(
+            "UPDATE accounts SET balance = balance - ?1 WHERE id = ?2",
+            [amt, a],
+        )
+        .unwrap();
+        c.execute(
+            "UPDATE accounts SET balance = balance + ?1 WHERE id = ?2",
+            [amt, b],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO transfers (src, dst, amount, memo) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![a, b, amt, "transfer ".repeat(20)],
+        )
+        .unwrap();
+        c.execute_batch("COMMIT").unwrap();
+        worst = worst.max(t.elapsed());
+        commits.fetch_add(1, Ordering::Relaxed);
+    }
+    worst
+}
+
+fn live_backups(mode: &str) {
+    let e = Env::new();
+    let db = e.root.join("books.db");
+    make_ledger(&db, mode);
+    let stop = Arc::new(AtomicBool::new(false));
+    let commits = Arc::new(AtomicU64::new(0));
+    let w = {
+        let (db, stop, commits) = (db.clone(), stop.clone(), commits.clone());
+        std::thread::spawn(move || writer(db, stop, commits))
+    };
+    while commits.load(Ordering::Relaxed) < 200 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let before = commits.load(Ordering::Relaxed);
+        let s = e.json(&["backup", db.to_str().unwrap()]);
+        ids.push(s["snapshot_id"].as_str().unwrap().to_string());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            commits.load(Ordering::Relaxed) > before,
+            "the writer made no progress"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let worst = w.join().unwrap();
+    if mode == "wal" {
+        assert!(
+            worst < Duration::from_secs(2),
+            "a WAL writer waited {worst:?}"
+        );
+    }
+    for id in ids {
+        let target = e.root.join(format!("restored-{id}.db"));
+        e.cmd()
+            .args(["restore", &id, "--target", target.to_str().unwrap()])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("integrity_check ok"));
+        let c = Connection::open(&target).unwrap();
+        let (sum, n): (i64, i64) = c
+            .query_row("SELECT sum(balance), count(*) FROM accounts", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            (sum, n),
+            (ACCOUNTS * OPENING, ACCOUNTS),
+            "books do not balance in snapshot {id}"
+        );
+        // Every transfer in the image is reflected in the balances.
+        let moved: i64 = c
+            .query_row(
+                "SELECT coalesce(sum(amount), 0) FROM transfers WHERE src = 0",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let got: i64 = c
+            .query_row(
+                "SELECT coalesce(sum(amount), 0) FROM transfers WHERE dst = 0",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let bal: i64 = c
+            .query_row("SELECT balance FROM accounts WHERE id = 0", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(bal, OPENING - moved + got);
+        // The recorded row counts match the restored image.
+        let snap = e.json(&["cat", "snapshot", &id]);
+        let tables = snap["sources"][0]["node"]["database"]["tables"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let transfers: i64 = c
+            .query_row("SELECT count(*) FROM transfers", [], |r| r.get(0))
+            .unwrap();
+        assert!(
+            tables
+                .iter()
+                .any(|t| t["name"] == "transfers" && t["rows"] == transfers),
+            "{tables:?}"
+        );
+    }
+}
+
+#[test]
+fn live_backups_are_consistent_in_wal_mode() {
+    live_backups("wal");
+}
+
+#[test]
+fn live_backups_are_consistent_in_rollback_journal_mode() {
+    live_backups("delete");
+}
+
+#[test]
+fn restore_over_an_open_database_needs_force_and_is_seen_by_open_connections() {
+    let e = Env::new();
+    let db = e.root.join("firm.db");
+    make_ledger(&db, "wal");
+    e.cmd()
+        .args(["backup", db.to_str().unwrap()])
+        .assert()
+        .success();
+    let live = Connection::open(&db).unwrap();
+    live.execute("DELETE FROM accounts WHERE id < 150", [])
+        .unwrap();
+    let count = |c: &Connection| -> i64 {
+        c.query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&live), 50);
+    let out = e
+        .cmd()
+        .args(["restore", "latest", "--target", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(one_line(&out.stderr).contains("--force"));
+    e.cmd()
+        .args([
+            "restore",
+            "latest",
+            "--target",
+            db.to_str().unwrap(),
+            "--force",
+        ])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("safety snapshot")
+                .and(predicate::str::contains("open connections now see")),
+        );
+    // The connection that stayed open sees the restored rows.
+    assert_eq!(count(&live), ACCOUNTS);
+    let snaps = e.json(&["snapshots"]);
+    let pre = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["tags"][0] == "pre-restore")
+        .expect("a pre-restore snapshot");
+    // The safety snapshot holds the state before the restore.
+    let saved = e.root.join("before.db");
+    e.cmd()
+        .args([
+            "restore",
+            pre["id"].as_str().unwrap(),
+            "--target",
+            saved.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    assert_eq!(count(&Connection::open(&saved).unwrap()), 50);
+}
+
+#[test]
+fn stale_wal_files_at_a_new_target_are_removed() {
+    let e = Env::new();
+    let db = e.root.join("a.db");
+    make_ledger(&db, "wal");
+    e.cmd()
+        .args(["backup", db.to_str().unwrap()])
+        .assert()
+        .success();
+    let target = e.root.join("new.db");
+    fs::write(e.root.join("new.db-wal"), b"stale wal of an older database").unwrap();
+    fs::write(e.root.join("new.db-shm"), b"stale").unwrap();
+    e.cmd()
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("stale"));
+    assert!(!e.root.join("new.db-wal").exists());
+    let c = Connection::open(&target).unwrap();
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, ACCOUNTS);
+}
+
+#[test]
+fn bad_databases_and_targets_fail_clearly() {
+    let e = Env::new();
+    // Looks like SQLite, is not.
+    let fake = e.root.join("fake.db");
+    let mut bytes = b"SQLite format 3\0".to_vec();
+    bytes.extend(std::iter::repeat_n(0xA5u8, 8192));
+    fs::write(&fake, bytes).unwrap();
+    let out = e
+        .cmd()
+        .args(["backup", fake.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains("fake.db"));
+    // Locked exclusively for longer than the timeout.
+    let db = e.root.join("locked.db");
+    make_ledger(&db, "delete");
+    let holder = Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let t = Instant::now();
+    let out = e
+        .cmd()
+        .args(["backup", db.to_str().unwrap(), "--db-timeout", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains("locked"));
+    assert!(t.elapsed() < Duration::from_secs(20));
+    holder.execute_batch("COMMIT").unwrap();
+    e.cmd()
+        .args(["backup", db.to_str().unwrap()])
+        .assert()
+        .success();
+    // A target folder that does not exist.
+    let out = e
+        .cmd()
+        .args(["restore", "latest", "--target", "/nonexistent/folder/x.db"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains("does not exist"));
+}
+
+#[test]
+fn a_damaged_database_is_reported_and_its_snapshot_marked() {
+    let e = Env::new();
+    let db = e.root.join("damaged.db");
+    make_ledger(&db, "delete");
+    let c = Connection::open(&db).unwrap();
+    let root: i64 = c
+        .query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = 'accounts'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+    drop(c);
+    // Wreck a leaf page of the accounts table (the page after its root).
+    let mut bytes = fs::read(&db).unwrap();
+    let victim = (root as usize).min(pages as usize - 1); // 0-based index of page root+1
+    for b in &mut bytes[victim * 4096..victim * 4096 + 64] {
+        *b = 0xFF;
+    }
+    fs::write(&db, bytes).unwrap();
+    let out = e
+        .cmd()
+        .args(["backup", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database is damaged"));
+    let snap = e.json(&["cat", "snapshot", "latest"]);
+    let problems = snap["sources"][0]["node"]["database"]["problems"]
+        .as_array()
+        .unwrap();
+    assert!(!problems.is_empty());
+}
+
+#[test]
+fn nightly_backups_store_changed_pages_and_small_maps() {
+    let e = Env::new();
+    let db = e.root.join("firm.db");
+    let firm = ledgervault_samplefirm::generate(
+        &db,
+        &ledgervault_samplefirm::FirmOptions {
+            clients: 8,
+            size: 8_000_000,
+            seed: 3,
+        },
+    )
+    .unwrap();
+    let first = e.json(&["backup", db.to_str().unwrap()]);
+    assert!(first["bytes_new"].as_u64().unwrap() >= firm.bytes);
+    ledgervault_samplefirm::simulate_day(&db, 4, 0.05).unwrap();
+    let second = e.json(&["backup", db.to_str().unwrap()]);
+    let new = second["bytes_new"].as_u64().unwrap();
+    let size = fs::metadata(&db).unwrap().len();
+    assert!(new < size / 6, "{new} new bytes of {size} after a 5% day");
+    let snap = e.json(&["cat", "snapshot", "latest"]);
+    let layers = snap["sources"][0]["node"]["chunk_map"]["layers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[1]["kind"], "delta");
+    // Restored, the image is the live database, byte for byte.
+    let target = e.root.join("restored.db");
+    e.cmd()
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .assert()
+        .success();
+    assert!(fs::read(&target).unwrap() == fs::read(&db).unwrap());
+}
+
+#[test]
+fn databases_inside_folders_are_captured_and_their_journals_skipped() {
+    let e = Env::new();
+    let books = e.root.join("books");
+    fs::create_dir_all(&books).unwrap();
+    let db = books.join("client-001.gnucash");
+    make_ledger(&db, "wal");
+    let keep_open = Connection::open(&db).unwrap();
+    keep_open
+        .execute("UPDATE accounts SET balance = balance + 1 WHERE id = 1", [])
+        .unwrap();
+    keep_open
+        .execute("UPDATE accounts SET balance = balance - 1 WHERE id = 2", [])
+        .unwrap();
+    assert!(books.join("client-001.gnucash-wal").exists());
+    fs::write(books.join("notes.txt"), "not a database").unwrap();
+    e.cmd()
+        .args(["backup", books.to_str().unwrap()])
+        .assert()
+        .success();
+    let ls = e.json(&["ls", "latest"]);
+    let entries = ls.as_array().unwrap();
+    assert!(entries
+        .iter()
+        .any(|n| n["path"] == "/books/client-001.gnucash" && n["type"] == "db_image"));
+    assert!(!entries
+        .iter()
+        .any(|n| n["path"].as_str().unwrap().ends_with("-wal")));
+    let out = e.root.join("out");
+    e.cmd()
+        .args(["restore", "latest", "--target", out.to_str().unwrap()])
+        .assert()
+        .success();
+    let c = Connection::open(out.join("books/client-001.gnucash")).unwrap();
+    let b1: i64 = c
+        .query_row("SELECT balance FROM accounts WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(b1, OPENING + 1, "committed WAL content is in the image");
+    // --no-db-detect keeps them as plain files.
+    e.cmd()
+        .args(["backup", books.to_str().unwrap(), "--no-db-detect"])
+        .assert()
+        .success();
+    let ls = e.json(&["ls", "latest"]);
+    assert!(ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["path"] == "/books/client-001.gnucash" && n["type"] == "file"));
+}
+
+#[test]
+fn the_demo_runs_and_proves_its_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    Command::cargo_bin("ledgervault")
+        .unwrap()
+        .args([
+            "demo",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--clients",
+            "4",
+            "--size",
+            "3MB",
+        ])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("byte-identical")
+                .and(predicate::str::contains("no errors were found")),
+        );
+    // A second run replaces its own folder; a foreign folder is refused.
+    Command::cargo_bin("ledgervault")
+        .unwrap()
+        .args([
+            "demo",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--clients",
+            "3",
+            "--size",
+            "2MB",
+        ])
+        .assert()
+        .success();
+    let foreign = tmp.path().join("mine");
+    fs::create_dir_all(&foreign).unwrap();
+    fs::write(foreign.join("precious.txt"), "keep").unwrap();
+    Command::cargo_bin("ledgervault")
+        .unwrap()
+        .args(["demo", "--dir", foreign.to_str().unwrap()])
+        .assert()
+        .failure();
+    assert!(foreign.join("precious.txt").exists());
+}
