@@ -334,7 +334,11 @@ impl FrameSealer {
         let raw: std::borrow::Cow<[u8]> = if blobs.len() == 1 {
             std::borrow::Cow::Borrowed(&blobs[0].2)
         } else {
-            std::borrow::Cow::Owned(blobs.iter().flat_map(|b| b.2.iter().copied()).collect())
+            let mut all = Vec::with_capacity(blobs.iter().map(|b| b.2.len()).sum());
+            for b in blobs {
+                all.extend_from_slice(&b.2);
+            }
+            std::borrow::Cow::Owned(all)
         };
         let mut buf = vec![0u8; crate::crypto::NONCE_LEN];
         compress::compress_into(&mut self.compressor, &raw, &mut buf);

@@ -127,6 +127,9 @@ fn capture_thread(
         )
         .map_err(|e| sql_err(path, e))?;
         conn.busy_timeout(timeout).map_err(|e| sql_err(path, e))?;
+        // Read pages through a memory map rather than one read call per page.
+        conn.execute_batch("PRAGMA mmap_size = 1099511627776; PRAGMA cache_size = -16384")
+            .map_err(|e| sql_err(path, e))?;
         // The read transaction starts at the first read and holds one
         // consistent view until COMMIT.
         conn.execute_batch("BEGIN").map_err(|e| sql_err(path, e))?;
@@ -155,6 +158,13 @@ fn capture_thread(
     if start.send(Ok(Start { page_size })).is_err() {
         return Err("capture abandoned".into());
     }
+    // In WAL mode a second connection, pinned to this transaction's snapshot,
+    // digests the tables while the pages stream.
+    let side = if journal_mode.eq_ignore_ascii_case("wal") {
+        digest_on_same_snapshot(&conn, path, timeout)
+    } else {
+        None
+    };
     // Stream the pages.
     let streamed = (|| -> Result<u64, String> {
         let mut stmt = conn
@@ -213,9 +223,60 @@ fn capture_thread(
         tables: Vec::new(),
         problems: Vec::new(),
     };
-    table_stats(&conn, &mut info);
+    match side.map(|t| t.join()) {
+        Some(Ok(side)) => {
+            info.tables = side.tables;
+            info.problems = side.problems;
+        }
+        _ => table_stats(&conn, &mut info),
+    }
     let _ = conn.execute_batch("COMMIT");
     Ok(info)
+}
+
+/// Starts digesting the tables on a second connection that reads exactly the
+/// snapshot `conn`'s open read transaction sees. `None` when SQLite cannot
+/// share the snapshot (then the caller digests on `conn` afterwards).
+fn digest_on_same_snapshot(
+    conn: &Connection,
+    path: &Path,
+    timeout: Duration,
+) -> Option<JoinHandle<DatabaseInfo>> {
+    use rusqlite::ffi;
+    let other = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    other.busy_timeout(timeout).ok()?;
+    other
+        .execute_batch("PRAGMA mmap_size = 1099511627776; BEGIN")
+        .ok()?;
+    let mut snap: *mut ffi::sqlite3_snapshot = std::ptr::null_mut();
+    // SAFETY: both handles are valid open connections owned by this thread;
+    // `conn` has an open read transaction on "main", `other` has none yet;
+    // the snapshot is freed right after use and never shared.
+    let opened = unsafe {
+        let schema = c"main".as_ptr();
+        if ffi::sqlite3_snapshot_get(conn.handle(), schema, &mut snap) != ffi::SQLITE_OK {
+            return None;
+        }
+        let rc = ffi::sqlite3_snapshot_open(other.handle(), schema, snap);
+        ffi::sqlite3_snapshot_free(snap);
+        rc == ffi::SQLITE_OK
+    };
+    if !opened {
+        return None;
+    }
+    std::thread::Builder::new()
+        .name("sqlite-digest".into())
+        .spawn(move || {
+            let mut info = DatabaseInfo::default();
+            table_stats(&other, &mut info);
+            let _ = other.execute_batch("COMMIT");
+            info
+        })
+        .ok()
 }
 
 /// Counts and digests every table; damage found is listed as a problem.
@@ -250,35 +311,41 @@ pub fn table_digest(conn: &Connection, table: &str) -> rusqlite::Result<(u64, St
     let cols = stmt.column_count();
     let mut rows = stmt.query([])?;
     let mut h = blake3::Hasher::new();
+    // Values are gathered into a buffer and hashed in large pieces: hashing
+    // many 8-byte updates one by one costs far more than the bytes do.
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 17);
     let mut n = 0u64;
     while let Some(row) = rows.next()? {
         for i in 0..cols {
             match row.get_ref(i)? {
-                ValueRef::Null => {
-                    h.update(&[0]);
-                }
+                ValueRef::Null => buf.push(0),
                 ValueRef::Integer(v) => {
-                    h.update(&[1]);
-                    h.update(&v.to_le_bytes());
+                    buf.push(1);
+                    buf.extend_from_slice(&v.to_le_bytes());
                 }
                 ValueRef::Real(v) => {
-                    h.update(&[2]);
-                    h.update(&v.to_bits().to_le_bytes());
+                    buf.push(2);
+                    buf.extend_from_slice(&v.to_bits().to_le_bytes());
                 }
                 ValueRef::Text(t) => {
-                    h.update(&[3]);
-                    h.update(&(t.len() as u64).to_le_bytes());
-                    h.update(t);
+                    buf.push(3);
+                    buf.extend_from_slice(&(t.len() as u64).to_le_bytes());
+                    buf.extend_from_slice(t);
                 }
                 ValueRef::Blob(b) => {
-                    h.update(&[4]);
-                    h.update(&(b.len() as u64).to_le_bytes());
-                    h.update(b);
+                    buf.push(4);
+                    buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+                    buf.extend_from_slice(b);
                 }
             }
         }
+        if buf.len() >= 1 << 16 {
+            h.update(&buf);
+            buf.clear();
+        }
         n += 1;
     }
+    h.update(&buf);
     Ok((n, h.finalize().to_hex().to_string()))
 }
 
@@ -324,6 +391,10 @@ pub fn integrity_check(path: &Path) -> Result<(), String> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| sql_err(path, e))?;
+    // Memory-mapped reads make the check several times faster than going
+    // through a small page cache; the file is ours and nobody truncates it.
+    conn.execute_batch("PRAGMA mmap_size = 1099511627776")
+        .map_err(|e| sql_err(path, e))?;
     let mut stmt = conn
         .prepare("PRAGMA integrity_check")
         .map_err(|e| sql_err(path, e))?;
