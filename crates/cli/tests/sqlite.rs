@@ -213,6 +213,13 @@ fn live_backups(mode: &str) {
                 .any(|t| t["name"] == "transfers" && t["rows"] == transfers),
             "{tables:?}"
         );
+        // Digests taken at backup time describe exactly the captured image.
+        for t in &tables {
+            let (rows, digest) =
+                ledgervault_sources::sqlite::table_digest(&c, t["name"].as_str().unwrap()).unwrap();
+            assert_eq!(t["rows"], serde_json::json!(rows));
+            assert_eq!(t["digest"], serde_json::json!(digest));
+        }
     }
 }
 
