@@ -127,8 +127,9 @@ fn capture_thread(
         )
         .map_err(|e| sql_err(path, e))?;
         conn.busy_timeout(timeout).map_err(|e| sql_err(path, e))?;
-        // Read pages through a memory map rather than one read call per page.
-        conn.execute_batch("PRAGMA mmap_size = 1099511627776; PRAGMA cache_size = -16384")
+        // A modest page cache; no memory map, so memory stays bounded
+        // whatever the size of the database.
+        conn.execute_batch("PRAGMA cache_size = -16384")
             .map_err(|e| sql_err(path, e))?;
         // The read transaction starts at the first read and holds one
         // consistent view until COMMIT.
@@ -250,7 +251,7 @@ fn digest_on_same_snapshot(
     .ok()?;
     other.busy_timeout(timeout).ok()?;
     other
-        .execute_batch("PRAGMA mmap_size = 1099511627776; BEGIN")
+        .execute_batch("PRAGMA cache_size = -16384; BEGIN")
         .ok()?;
     let mut snap: *mut ffi::sqlite3_snapshot = std::ptr::null_mut();
     // SAFETY: both handles are valid open connections owned by this thread;
@@ -391,9 +392,10 @@ pub fn integrity_check(path: &Path) -> Result<(), String> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| sql_err(path, e))?;
-    // Memory-mapped reads make the check several times faster than going
-    // through a small page cache; the file is ours and nobody truncates it.
-    conn.execute_batch("PRAGMA mmap_size = 1099511627776")
+    // Memory-mapped reads make the check several times faster than reading
+    // page by page; the map is capped so memory stays bounded (the file is
+    // ours and nobody truncates it meanwhile).
+    conn.execute_batch("PRAGMA mmap_size = 134217728")
         .map_err(|e| sql_err(path, e))?;
     let mut stmt = conn
         .prepare("PRAGMA integrity_check")
