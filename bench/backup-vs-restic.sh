@@ -18,7 +18,7 @@ ROUNDS=${ROUNDS:-2}
 WORK=${WORK:-$(mktemp -d /var/tmp/ledgervault-bench.XXXXXX)}
 trap 'rm -rf "$WORK"' EXIT
 
-need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+source bench/lib.sh
 need restic restic
 need /usr/bin/time time
 
@@ -29,19 +29,6 @@ GEN=$PWD/target/release/examples/gen_mixed
 
 mkdir -p "$WORK/data"
 "$GEN" file "$WORK/data/mixed.bin" "$SIZE"
-
-# measure OUT WARM CMD...: flushes dirty pages, drops the page cache when
-# allowed (root), reads WARM (a file or folder) so the tool reads its input
-# from memory, then runs CMD and appends "seconds max_rss_kib" to OUT. Each
-# tool starts from the same state, whatever the previous command left behind.
-measure() {
-  local out=$1 warm=$2; shift 2
-  sync
-  if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; fi
-  find "$warm" -type f -exec cat {} + >/dev/null
-  /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
-  cat "$WORK/t" >>"$out"
-}
 
 export RESTIC_PASSWORD=bench LEDGERVAULT_PASSWORD=bench
 run_restic() {
@@ -69,9 +56,6 @@ done
 best_time() { sort -n -k1 "$1" | head -1 | cut -d' ' -f1; }
 max_rss() { sort -n -k2 "$1" | tail -1 | cut -d' ' -f2; }
 min_of() { sort -n "$1" | head -1; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.0f MiB", k / 1024 }'; }
-mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
 
 rb=$(best_time "$WORK/restic.backup"); lb=$(best_time "$WORK/lv.backup")
 rr=$(best_time "$WORK/restic.restore"); lr=$(best_time "$WORK/lv.restore")

@@ -22,7 +22,7 @@ EDIT=${EDIT:-0.07}
 WORK=${WORK:-$(mktemp -d /var/tmp/ledgervault-bench.XXXXXX)}
 trap 'rm -rf "$WORK"' EXIT
 
-need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+source bench/lib.sh
 need restic restic
 need /usr/bin/time time
 
@@ -31,19 +31,9 @@ cargo build --release -q -p ledgervault-samplefirm --example firm
 LV=$PWD/target/release/ledgervault
 FIRM=$PWD/target/release/examples/firm
 
-measure() {
-  local out=$1 warm=$2; shift 2
-  sync
-  if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; fi
-  find "$warm" -type f -exec cat {} + >/dev/null
-  /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
-  cat "$WORK/t" >"$out"
-}
 secs() { cut -d' ' -f1 "$1"; }
-rss() { awk '{ printf "%.0f MiB", $2 / 1024 }' "$1"; }
+rss() { mib "$(cut -d' ' -f2 "$1")"; }
 size() { du -sb "$1" | cut -f1; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
 
 mkdir -p "$WORK/data"
 "$FIRM" generate "$WORK/data/firm.db" "$SIZE" 2>"$WORK/gen.txt"

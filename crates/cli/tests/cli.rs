@@ -5,84 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use ledgervault_testkit::fixtures;
 use predicates::prelude::*;
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    repo: PathBuf,
-    pw: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        let pw = root.join("pw");
-        fs::write(&pw, "s3cret\n").unwrap();
-        Env {
-            repo: root.join("repo"),
-            pw,
-            root,
-            _tmp: tmp,
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("ledgervault").unwrap();
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("LEDGERVAULT_REPOSITORY", &self.repo)
-            .env("LEDGERVAULT_PASSWORD_FILE", &self.pw);
-        c
-    }
-
-    fn init(&self) {
-        self.cmd()
-            .args([
-                "init",
-                "--argon2-memory-kib",
-                "64",
-                "--argon2-iterations",
-                "1",
-                "--pack-size-mib",
-                "1",
-            ])
-            .assert()
-            .success()
-            .stdout(predicate::str::contains("created ledgervault repository"));
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.cmd().arg("--json").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn data(&self, name: &str, bytes: u64, seed: u64) -> PathBuf {
-        let p = self.root.join(name);
-        fixtures::mixed_tree(&p, bytes, seed).unwrap();
-        p
-    }
-}
-
-/// Every line of stderr is one line: no backtrace, no panic.
-fn one_line_error(stderr: &[u8]) -> String {
-    let s = String::from_utf8_lossy(stderr).to_string();
-    assert!(!s.contains("panicked") && !s.contains("backtrace"), "{s}");
-    assert_eq!(
-        s.trim_end().lines().count(),
-        1,
-        "expected one line, got: {s}"
-    );
-    s
-}
+mod common;
+use common::{one_line_error, Env};
 
 fn diff_trees(a: &Path, b: &Path) {
     let out = StdCommand::new("diff")

@@ -10,66 +10,8 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use rusqlite::Connection;
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    repo: PathBuf,
-    pw: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        let pw = root.join("pw");
-        fs::write(&pw, "s3cret\n").unwrap();
-        let e = Env {
-            repo: root.join("repo"),
-            pw,
-            root,
-            _tmp: tmp,
-        };
-        e.cmd()
-            .args([
-                "init",
-                "--argon2-memory-kib",
-                "64",
-                "--argon2-iterations",
-                "1",
-                "--pack-size-mib",
-                "1",
-            ])
-            .assert()
-            .success();
-        e
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("ledgervault").unwrap();
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("LEDGERVAULT_REPOSITORY", &self.repo)
-            .env("LEDGERVAULT_PASSWORD_FILE", &self.pw);
-        c
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.cmd().arg("--json").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-fn one_line(stderr: &[u8]) -> String {
-    let s = String::from_utf8_lossy(stderr).to_string();
-    assert!(!s.contains("panicked"), "{s}");
-    assert_eq!(s.trim_end().lines().count(), 1, "expected one line: {s}");
-    s
-}
+mod common;
+use common::{one_line_error as one_line, Env};
 
 const ACCOUNTS: i64 = 200;
 const OPENING: i64 = 10_000;
@@ -128,7 +70,7 @@ fn writer(path: PathBuf, stop: Arc<AtomicBool>, commits: Arc<AtomicU64>) -> Dura
 }
 
 fn live_backups(mode: &str) {
-    let e = Env::new();
+    let e = Env::with_repo();
     let db = e.root.join("books.db");
     make_ledger(&db, mode);
     let stop = Arc::new(AtomicBool::new(false));
@@ -235,7 +177,7 @@ fn live_backups_are_consistent_in_rollback_journal_mode() {
 
 #[test]
 fn restore_over_an_open_database_needs_force_and_is_seen_by_open_connections() {
-    let e = Env::new();
+    let e = Env::with_repo();
     let db = e.root.join("firm.db");
     make_ledger(&db, "wal");
     e.cmd()
@@ -296,7 +238,7 @@ fn restore_over_an_open_database_needs_force_and_is_seen_by_open_connections() {
 
 #[test]
 fn stale_wal_files_at_a_new_target_are_removed() {
-    let e = Env::new();
+    let e = Env::with_repo();
     let db = e.root.join("a.db");
     make_ledger(&db, "wal");
     e.cmd()
@@ -321,7 +263,7 @@ fn stale_wal_files_at_a_new_target_are_removed() {
 
 #[test]
 fn bad_databases_and_targets_fail_clearly() {
-    let e = Env::new();
+    let e = Env::with_repo();
     // Looks like SQLite, is not.
     let fake = e.root.join("fake.db");
     let mut bytes = b"SQLite format 3\0".to_vec();
@@ -365,7 +307,7 @@ fn bad_databases_and_targets_fail_clearly() {
 
 #[test]
 fn a_damaged_database_is_reported_and_its_snapshot_marked() {
-    let e = Env::new();
+    let e = Env::with_repo();
     let db = e.root.join("damaged.db");
     make_ledger(&db, "delete");
     let c = Connection::open(&db).unwrap();
@@ -406,7 +348,7 @@ fn a_damaged_database_is_reported_and_its_snapshot_marked() {
 
 #[test]
 fn nightly_backups_store_changed_pages_and_small_maps() {
-    let e = Env::new();
+    let e = Env::with_repo();
     let db = e.root.join("firm.db");
     let firm = ledgervault_samplefirm::generate(
         &db,
@@ -441,7 +383,7 @@ fn nightly_backups_store_changed_pages_and_small_maps() {
 
 #[test]
 fn databases_inside_folders_are_captured_and_their_journals_skipped() {
-    let e = Env::new();
+    let e = Env::with_repo();
     let books = e.root.join("books");
     fs::create_dir_all(&books).unwrap();
     let db = books.join("client-001.gnucash");

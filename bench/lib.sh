@@ -1,0 +1,22 @@
+# Helpers shared by the benchmark scripts; sourced, not run.
+# Expects WORK (a scratch folder) to be set.
+
+# need COMMAND PACKAGE: installs the Debian package when the command is missing.
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+
+# measure OUT WARM CMD...: flushes dirty pages, drops the page cache when
+# allowed (root), reads WARM (a file or folder) so the tool reads its input
+# from memory, then runs CMD and appends "seconds max_rss_kib" to OUT. Each
+# tool starts from the same state, whatever the previous command left behind.
+measure() {
+  local out=$1 warm=$2; shift 2
+  sync
+  if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; fi
+  find "$warm" -type f -exec cat {} + >/dev/null
+  /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" >/dev/null 2>"$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
+  cat "$WORK/t" >>"$out"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.0f MiB", k / 1024 }'; }
