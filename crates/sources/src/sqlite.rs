@@ -121,11 +121,7 @@ fn capture_thread(
     pages: mpsc::SyncSender<Result<Vec<u8>, String>>,
 ) -> Result<DatabaseInfo, String> {
     let opened = (|| -> Result<(Connection, u32, u64, String), String> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| sql_err(path, e))?;
+        let conn = open_for_reading(path).map_err(|e| sql_err(path, e))?;
         conn.busy_timeout(timeout).map_err(|e| sql_err(path, e))?;
         // A modest page cache; no memory map, so memory stays bounded
         // whatever the size of the database.
@@ -237,18 +233,15 @@ fn capture_thread(
 
 /// Starts digesting the tables on a second connection that reads exactly the
 /// snapshot `conn`'s open read transaction sees. `None` when SQLite cannot
-/// share the snapshot (then the caller digests on `conn` afterwards).
+/// share the snapshot, as when the WAL holds no frames (everything was
+/// checkpointed); the caller then digests on `conn` after the pages.
 fn digest_on_same_snapshot(
     conn: &Connection,
     path: &Path,
     timeout: Duration,
 ) -> Option<JoinHandle<DatabaseInfo>> {
     use rusqlite::ffi;
-    let other = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .ok()?;
+    let other = open_for_reading(path).ok()?;
     other.busy_timeout(timeout).ok()?;
     other
         .execute_batch("PRAGMA cache_size = -16384; BEGIN")
@@ -383,6 +376,14 @@ impl DbCapture for SqliteCapture {
             _ => Err("the capture thread stopped unexpectedly".into()),
         }
     }
+}
+
+/// Opens a live database read-only: the backup never changes it.
+fn open_for_reading(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
 }
 
 /// Runs `PRAGMA integrity_check`; `Ok(())` when the database is sound.
@@ -521,5 +522,37 @@ impl ledgervault_repo::DbOpener for SqliteOpener {
             .iter()
             .map(|s| companion(path, s))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_connection_digests_the_same_snapshot_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let w = Connection::open(&path).unwrap();
+        w.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);",
+        )
+        .unwrap();
+        let conn = open_for_reading(&path).unwrap();
+        conn.execute_batch("BEGIN").unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // A commit after the snapshot must not be seen by the digest.
+        w.execute("INSERT INTO t VALUES (3)", []).unwrap();
+        let side = digest_on_same_snapshot(&conn, &path, Duration::from_secs(5))
+            .expect("the snapshot is shared");
+        let info = side.join().unwrap();
+        assert_eq!(info.tables[0].rows, 2, "{info:?}");
     }
 }
