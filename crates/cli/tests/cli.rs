@@ -541,3 +541,36 @@ lv restore latest --target "$ROOT/out" >/dev/null || exit 94
     );
     diff_trees(&small, &e.root.join("out/earlier"));
 }
+
+#[test]
+fn a_repository_inside_the_source_is_not_backed_up_into_itself() {
+    let e = Env::new();
+    let data = e.data("firm", 300_000, 12);
+    // The repository lives inside the folder being backed up, named relatively.
+    let mut c = e.cmd();
+    c.current_dir(&data).env("LEDGERVAULT_REPOSITORY", "repo");
+    c.args([
+        "init",
+        "--argon2-memory-kib",
+        "64",
+        "--argon2-iterations",
+        "1",
+    ])
+    .assert()
+    .success();
+    let mut c = e.cmd();
+    c.current_dir(&data).env("LEDGERVAULT_REPOSITORY", "repo");
+    c.args(["backup", "."]).assert().success();
+    let mut c = e.cmd();
+    c.current_dir(&data).env("LEDGERVAULT_REPOSITORY", "repo");
+    let out = c.args(["--json", "ls", "latest"]).output().unwrap();
+    let ls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.iter().any(|p| p.ends_with("/ledgers")), "{paths:?}");
+    assert!(!paths.iter().any(|p| p.contains("/repo")), "{paths:?}");
+}

@@ -91,7 +91,8 @@ pub struct BackupOptions {
     pub compression_level: i32,
     /// Compression and encryption threads.
     pub threads: usize,
-    /// Paths never to descend into (the repository itself, when local).
+    /// Folders never to descend into, as canonical paths (the repository
+    /// itself, when it is local).
     pub exclude: Vec<PathBuf>,
     /// Captures databases found in folders; `None` backs them up as files.
     pub db_opener: Option<std::sync::Arc<dyn DbOpener>>,
@@ -402,7 +403,11 @@ impl Walker<'_, '_> {
         node.mode = Some(md.permissions().mode());
         node.mtime = mtime_of(&md);
         if ft.is_dir() {
-            if self.exclude.iter().any(|x| x == path) {
+            // Excluded paths are canonical; so is what they are compared to,
+            // whatever form (relative, through links) the source was given in.
+            if !self.exclude.is_empty()
+                && fs::canonicalize(path).is_ok_and(|c| self.exclude.contains(&c))
+            {
                 return Ok(Walk::Skipped);
             }
             node.kind = NodeKind::Dir;
