@@ -574,3 +574,18 @@ fn a_repository_inside_the_source_is_not_backed_up_into_itself() {
     assert!(paths.iter().any(|p| p.ends_with("/ledgers")), "{paths:?}");
     assert!(!paths.iter().any(|p| p.contains("/repo")), "{paths:?}");
 }
+
+#[test]
+fn a_damaged_only_key_file_is_named_not_called_a_wrong_password() {
+    let e = Env::with_repo();
+    let keys: Vec<_> = fs::read_dir(e.repo.join("keys"))
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .collect();
+    assert_eq!(keys.len(), 1);
+    fs::write(&keys[0], b"{ this is not a key file").unwrap();
+    let out = e.cmd().arg("snapshots").output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let err = one_line_error(&out.stderr);
+    assert!(err.contains("keys/") && err.contains("damaged"), "{err}");
+}

@@ -128,6 +128,7 @@ impl Repository {
             return Err(Error::corrupt("keys/", "the repository has no key files"));
         }
         let mut last_err = None;
+        let mut readable = 0;
         for k in keys {
             let bytes = match backend.read(&k.path) {
                 Ok(b) => b,
@@ -153,14 +154,15 @@ impl Repository {
                         key_id: Id::of_object(&bytes),
                     })
                 }
-                Ok(None) => {}
+                Ok(None) => readable += 1,
                 Err(e @ Error::NewerFormat { .. }) => return Err(e),
                 Err(e) => last_err = Some(e),
             }
         }
-        // A damaged key file is worth naming only if no key matched at all
-        // and there was nothing else wrong.
+        // With at least one intact key file the password is what is wrong;
+        // with none, say why no key file could be used.
         match last_err {
+            Some(e) if readable == 0 => Err(e),
             Some(e @ Error::Backend(_)) => Err(e),
             _ => Err(Error::WrongPassword),
         }
