@@ -433,8 +433,15 @@ fn kill_9_during_backup_leaves_a_valid_repository() {
     // Kill it once it has written some index files (so some work is findable).
     let start = Instant::now();
     loop {
+        // Finished index files only, not a write in progress (`.tmp-*`).
         let indexes = fs::read_dir(e.repo.join("index"))
-            .map(|d| d.count())
+            .map(|d| {
+                d.filter(|f| {
+                    f.as_ref()
+                        .is_ok_and(|f| !f.file_name().to_string_lossy().starts_with('.'))
+                })
+                .count()
+            })
             .unwrap_or(0);
         if indexes >= 3 || start.elapsed() > Duration::from_secs(60) {
             break;
