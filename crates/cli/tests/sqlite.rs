@@ -479,3 +479,73 @@ fn the_demo_runs_and_proves_its_restore() {
         .failure();
     assert!(foreign.join("precious.txt").exists());
 }
+
+#[test]
+fn rollback_mode_writers_wait_only_for_the_copy_not_the_whole_backup() {
+    let e = Env::with_repo();
+    let db = e.root.join("firm.db");
+    ledgervault_samplefirm::generate(
+        &db,
+        &ledgervault_samplefirm::FirmOptions {
+            clients: 6,
+            size: 20_000_000,
+            seed: 5,
+        },
+    )
+    .unwrap();
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA journal_mode = DELETE")
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let c = Connection::open(&db).unwrap();
+            c.busy_timeout(Duration::from_secs(120)).unwrap();
+            let mut worst = Duration::ZERO;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let t = Instant::now();
+                c.execute(
+                    "UPDATE firm_settings SET value = ?1 WHERE key = 'retention_years'",
+                    [i.to_string()],
+                )
+                .unwrap();
+                worst = worst.max(t.elapsed());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            worst
+        })
+    };
+    // A deliberately slow backup: strong compression on one thread.
+    let t = Instant::now();
+    e.cmd()
+        .args([
+            "backup",
+            db.to_str().unwrap(),
+            "--compression",
+            "19",
+            "--threads",
+            "1",
+        ])
+        .assert()
+        .success();
+    let backup_took = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let worst = w.join().unwrap();
+    assert!(
+        backup_took > Duration::from_secs(2),
+        "the backup was too quick to tell ({backup_took:?})"
+    );
+    assert!(
+        worst * 3 < backup_took,
+        "a writer waited {worst:?} during a {backup_took:?} backup"
+    );
+    let target = e.root.join("restored.db");
+    e.cmd()
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .assert()
+        .success();
+}

@@ -5,10 +5,13 @@
 //! the `sqlite_dbpage` virtual table. Inside one read transaction SQLite
 //! guarantees a consistent view, committed WAL content included, so the
 //! image is never torn, whatever other processes write meanwhile. In WAL
-//! mode writers are never blocked; in rollback-journal mode they can write
-//! but wait to commit while the pages are read (their busy timeout covers
-//! it). In the same transaction the thread then counts and digests every
-//! table, which also finds damaged tables.
+//! mode writers are never blocked, and the pages stream straight into the
+//! backup. In rollback-journal mode the read transaction keeps writers from
+//! committing, so the pages are first copied to a private spool file in the
+//! temporary folder and the transaction ends; writers wait only for that
+//! copy, and the backup reads the spool. Every table is counted and digested
+//! over exactly the captured state (same transaction, a connection pinned to
+//! its snapshot, or the spool), which also finds damaged tables.
 //!
 //! **Restore.** An image is written to a temporary file, checked with
 //! `PRAGMA integrity_check`, fsynced and renamed into place. Over a live
@@ -16,7 +19,7 @@
 //! so open connections see the restored data and nothing is half-written.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -155,51 +158,38 @@ fn capture_thread(
     if start.send(Ok(Start { page_size })).is_err() {
         return Err("capture abandoned".into());
     }
+    let wal = journal_mode.eq_ignore_ascii_case("wal");
+    // In rollback-journal mode this read transaction holds a SHARED lock that
+    // keeps the application's writers from committing. So the pages are
+    // first copied to a private spool file, the transaction ends, and the
+    // backup is fed from the spool; writers wait only for the copy. (If no
+    // spool can be made, the pages stream directly, holding the lock.)
+    let mut spool = if wal { None } else { Spool::create().ok() };
     // In WAL mode a second connection, pinned to this transaction's snapshot,
     // digests the tables while the pages stream.
-    let side = if journal_mode.eq_ignore_ascii_case("wal") {
+    let side = if wal {
         digest_on_same_snapshot(&conn, path, timeout)
     } else {
         None
     };
-    // Stream the pages.
-    let streamed = (|| -> Result<u64, String> {
-        let mut stmt = conn
-            .prepare("SELECT pgno, data FROM sqlite_dbpage('main')")
-            .map_err(|e| sql_err(path, e))?;
-        let mut rows = stmt.query([]).map_err(|e| sql_err(path, e))?;
-        let mut batch = Vec::with_capacity(PAGES_PER_BATCH * page_size as usize);
-        let mut n = 0u64;
-        while let Some(row) = rows.next().map_err(|e| sql_err(path, e))? {
-            let pgno: u64 = row.get(0).map_err(|e| sql_err(path, e))?;
-            if pgno != n + 1 {
-                return Err(format!("{}: page {pgno} came out of order", path.display()));
-            }
-            match row.get_ref(1).map_err(|e| sql_err(path, e))? {
-                ValueRef::Blob(b) if b.len() == page_size as usize => batch.extend_from_slice(b),
-                _ => {
-                    return Err(format!(
-                        "{}: page {pgno} has the wrong size",
-                        path.display()
-                    ))
-                }
-            }
-            n += 1;
-            if batch.len() >= PAGES_PER_BATCH * page_size as usize {
-                let full = std::mem::replace(
-                    &mut batch,
-                    Vec::with_capacity(PAGES_PER_BATCH * page_size as usize),
-                );
-                if pages.send(Ok(full)).is_err() {
-                    return Err("capture abandoned".into());
-                }
-            }
-        }
-        if !batch.is_empty() && pages.send(Ok(batch)).is_err() {
-            return Err("capture abandoned".into());
-        }
-        Ok(n)
-    })();
+    let mut streamed = match spool.as_mut() {
+        Some(sp) => read_pages(&conn, path, page_size, &mut |batch| {
+            sp.file
+                .write_all(&batch)
+                .map_err(|e| format!("{SPOOL_ERROR}: {e}"))
+        }),
+        None => Err(SPOOL_ERROR.to_string()),
+    };
+    if streamed.as_ref().is_err_and(|e| e.starts_with(SPOOL_ERROR)) {
+        // No spool (or it could not be written, say for lack of space):
+        // stream directly, holding the transaction until the pages are read.
+        spool = None;
+        streamed = read_pages(&conn, path, page_size, &mut |batch| {
+            pages
+                .send(Ok(batch))
+                .map_err(|_| "capture abandoned".to_string())
+        });
+    }
     match streamed {
         Ok(n) if n == page_count => {}
         Ok(n) => {
@@ -212,7 +202,6 @@ fn capture_thread(
             return Err(e);
         }
     }
-    drop(pages);
     let mut info = DatabaseInfo {
         engine: "sqlite".into(),
         page_size,
@@ -220,6 +209,17 @@ fn capture_thread(
         tables: Vec::new(),
         problems: Vec::new(),
     };
+    if let Some(sp) = spool {
+        // The image is safe in the spool: release the application's writers.
+        let _ = conn.execute_batch("COMMIT");
+        drop(conn);
+        let fed = feed_from_spool(&sp, &pages, &mut info);
+        if let Err(e) = &fed {
+            let _ = pages.send(Err(e.clone()));
+        }
+        return fed.map(|()| info);
+    }
+    drop(pages);
     match side.map(|t| t.join()) {
         Some(Ok(side)) => {
             info.tables = side.tables;
@@ -229,6 +229,125 @@ fn capture_thread(
     }
     let _ = conn.execute_batch("COMMIT");
     Ok(info)
+}
+
+/// Reads every page, in order, inside `conn`'s read transaction, handing
+/// them to `sink` in batches; returns the number of pages.
+fn read_pages(
+    conn: &Connection,
+    path: &Path,
+    page_size: u32,
+    sink: &mut dyn FnMut(Vec<u8>) -> Result<(), String>,
+) -> Result<u64, String> {
+    let mut stmt = conn
+        .prepare("SELECT pgno, data FROM sqlite_dbpage('main')")
+        .map_err(|e| sql_err(path, e))?;
+    let mut rows = stmt.query([]).map_err(|e| sql_err(path, e))?;
+    let batch_bytes = PAGES_PER_BATCH * page_size as usize;
+    let mut batch = Vec::with_capacity(batch_bytes);
+    let mut n = 0u64;
+    while let Some(row) = rows.next().map_err(|e| sql_err(path, e))? {
+        let pgno: u64 = row.get(0).map_err(|e| sql_err(path, e))?;
+        if pgno != n + 1 {
+            return Err(format!("{}: page {pgno} came out of order", path.display()));
+        }
+        match row.get_ref(1).map_err(|e| sql_err(path, e))? {
+            ValueRef::Blob(b) if b.len() == page_size as usize => batch.extend_from_slice(b),
+            _ => {
+                return Err(format!(
+                    "{}: page {pgno} has the wrong size",
+                    path.display()
+                ))
+            }
+        }
+        n += 1;
+        if batch.len() >= batch_bytes {
+            sink(std::mem::replace(
+                &mut batch,
+                Vec::with_capacity(batch_bytes),
+            ))?;
+        }
+    }
+    if !batch.is_empty() {
+        sink(batch)?;
+    }
+    Ok(n)
+}
+
+/// How spool failures are recognised (and fallen back from).
+const SPOOL_ERROR: &str = "spool unavailable";
+
+/// A private copy of a database image, removed when dropped.
+struct Spool {
+    path: PathBuf,
+    file: fs::File,
+}
+
+impl Spool {
+    fn create() -> io::Result<Spool> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("ledgervault-spool-{}-{n}.db", std::process::id()));
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Spool { path, file })
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Sends the spooled image to the engine while a second thread digests the
+/// tables of the same (immutable) copy.
+fn feed_from_spool(
+    sp: &Spool,
+    pages: &mpsc::SyncSender<Result<Vec<u8>, String>>,
+    info: &mut DatabaseInfo,
+) -> Result<(), String> {
+    let spool_path = sp.path.clone();
+    let digests = std::thread::Builder::new()
+        .name("sqlite-digest".into())
+        .spawn(move || -> Result<DatabaseInfo, String> {
+            let conn = open_for_reading(&spool_path).map_err(|e| sql_err(&spool_path, e))?;
+            let mut info = DatabaseInfo::default();
+            table_stats(&conn, &mut info);
+            Ok(info)
+        })
+        .map_err(|e| e.to_string())?;
+    let mut f =
+        fs::File::open(&sp.path).map_err(|e| format!("spool file {}: {e}", sp.path.display()))?;
+    loop {
+        let mut batch = vec![0u8; 1 << 18];
+        let mut filled = 0;
+        while filled < batch.len() {
+            match f.read(&mut batch[filled..]) {
+                Ok(0) => break,
+                Ok(k) => filled += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("spool file {}: {e}", sp.path.display())),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        batch.truncate(filled);
+        if pages.send(Ok(batch)).is_err() {
+            return Err("capture abandoned".into());
+        }
+    }
+    let side = digests
+        .join()
+        .map_err(|_| "the digest thread stopped unexpectedly".to_string())??;
+    info.tables = side.tables;
+    info.problems = side.problems;
+    Ok(())
 }
 
 /// Starts digesting the tables on a second connection that reads exactly the
