@@ -20,6 +20,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -289,10 +290,13 @@ impl Spool {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
             std::env::temp_dir().join(format!("ledgervault-spool-{}-{n}.db", std::process::id()));
+        // A copy of the books: readable by this user only, and never an
+        // existing file or link someone else placed there.
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)?;
         Ok(Spool { path, file })
     }
