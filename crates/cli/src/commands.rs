@@ -759,18 +759,7 @@ fn unlock(g: &Globals, all: bool) -> Result<i32> {
         ));
     } else if !g.quiet {
         for l in &removed {
-            let what = l
-                .info
-                .as_ref()
-                .map(|i| i.describe())
-                .unwrap_or_else(|| format!("lock {}", l.id.short()));
-            println!(
-                "removed {what}{}",
-                l.stale
-                    .as_ref()
-                    .map(|s| format!(" (stale: {s})"))
-                    .unwrap_or_default()
-            );
+            println!("removed {}", l.describe());
         }
         println!("{} lock(s) removed", removed.len());
     }
