@@ -64,6 +64,10 @@ impl Bar {
 }
 
 impl Progress for Bar {
+    fn wants_total(&self) -> bool {
+        self.bar.is_some()
+    }
+
     fn start(&self, total: Option<u64>) {
         if let Some(b) = &self.bar {
             match total {

@@ -556,13 +556,17 @@ pub fn backup(
         seed: keys.chunker_seed(),
     };
 
-    let total: u64 = sources
-        .iter()
-        .map(|s| match s {
-            BackupSource::Path(p) => disk_usage(p),
-            _ => 0,
-        })
-        .sum();
+    let total: u64 = if progress.wants_total() {
+        sources
+            .iter()
+            .map(|s| match s {
+                BackupSource::Path(p) => disk_usage(p),
+                _ => 0,
+            })
+            .sum()
+    } else {
+        0
+    };
     progress.start(Some(total).filter(|&t| t > 0));
 
     let (walk_result, packer_result) = std::thread::scope(|scope| {

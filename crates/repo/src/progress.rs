@@ -5,6 +5,11 @@ use std::path::Path;
 
 /// Receives progress from long operations. All methods have empty defaults.
 pub trait Progress: Send + Sync {
+    /// Whether a total is worth computing up front (it costs a walk of the
+    /// sources); nothing shown, nothing to count.
+    fn wants_total(&self) -> bool {
+        false
+    }
     /// Work begins; `total` bytes are expected, when known.
     fn start(&self, _total: Option<u64>) {}
     /// `n` more bytes were read (backup) or written (restore) or checked.
