@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Backup and restore for accounting data: encrypted, deduplicated, verified",
     after_help = "Exit codes: 0 ok, 1 error, 2 usage error, 3 backup finished but some files were unreadable, \
-4 damaged data found, 10 no repository, 11 repository locked, 12 wrong password."
+4 damaged data found, 5 backup stored but suspect (ransomware alarm), 10 no repository, 11 repository locked, \
+12 wrong password, 13 refused by an append-only session."
 )]
 pub struct Cli {
     /// Repository location (a folder)
@@ -31,6 +32,14 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub password_file: Option<PathBuf>,
+
+    /// Configuration file (TOML; see README "Configuration")
+    #[arg(long, env = "LEDGERVAULT_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Add only: refuse anything that deletes or overwrites (always on for append-only keys)
+    #[arg(long, global = true)]
+    pub append_only: bool,
 
     /// Print results as JSON
     #[arg(long, global = true)]
@@ -67,6 +76,19 @@ pub enum Command {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Remove snapshots that no retention rule keeps (see --dry-run)
+    Forget(ForgetArgs),
+    /// Delete data that no snapshot needs any more, repacking half-used packs
+    Prune(PruneArgs),
+    /// Show sizes, ratios, free space and growth of the repository
+    Stats,
+    /// Take a labelled safety snapshot, then run a risky command
+    Guard(GuardArgs),
+    /// Protect a snapshot, or clear its suspect alarm
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
     },
     /// Remove stale locks left by processes that died
     Unlock {
@@ -168,6 +190,100 @@ pub struct BackupArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N weeks that have one
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot this much younger than the newest, e.g. 30d, 2w, 1y6m
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+    pub keep_within: Option<chrono::Duration>,
+    /// Keep every snapshot with this tag (repeatable)
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Keep protected and reason-labelled snapshots younger than this many days
+    #[arg(long, value_name = "DAYS")]
+    pub protect_days: Option<u32>,
+    /// Print the plan (what is kept, by which rule, and what goes) and change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Run prune afterwards
+    #[arg(long)]
+    pub prune: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Repack a pack when more than this percentage of it is unused
+    #[arg(long, default_value = "10", value_name = "PCT", value_parser = parse_percent_or_zero)]
+    pub repack_threshold: f64,
+    /// Print what would be deleted and repacked, and change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+fn parse_percent_or_zero(s: &str) -> Result<f64, String> {
+    if s.trim_end_matches('%') == "0" {
+        return Ok(0.0);
+    }
+    parse_percent(s)
+}
+
+#[derive(Args, Debug)]
+pub struct GuardArgs {
+    /// Why: the risky work about to happen, e.g. "year-end close FY2026"
+    #[arg(long, required = true)]
+    pub reason: String,
+    /// What to back up first (files, folders, sqlite:PATH), then `--` and the command
+    #[arg(value_name = "PATH", required = true, num_args = 1..)]
+    pub paths: Vec<PathBuf>,
+    /// The command to run, after `--`
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Seconds to wait for a database locked by another process
+    #[arg(long, default_value_t = 30)]
+    pub db_timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Keep a snapshot through `forget` while it is younger than the protection age
+    Protect {
+        /// `latest` or a unique prefix of its id
+        id: String,
+        /// Why it is protected
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Undo `snapshot protect`
+    Unprotect { id: String },
+    /// Clear a snapshot's suspect alarm after looking into it
+    ClearSuspect {
+        id: String,
+        /// What was found, for the record
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
 pub struct LsArgs {
     /// Snapshot: `latest` or a unique prefix of its id
     pub snapshot: String,
@@ -233,6 +349,9 @@ pub enum KeyCommand {
     List,
     /// Add a password (new key file)
     Add {
+        /// The new key can add backups but never delete or overwrite anything
+        #[arg(long)]
+        append_only: bool,
         /// File holding the new password (otherwise LEDGERVAULT_NEW_PASSWORD, or a prompt)
         #[arg(long, value_name = "FILE")]
         new_password_file: Option<PathBuf>,

@@ -15,7 +15,7 @@ use ledgervault_sources::{is_sqlite, place_restored, SqliteCapture, SqliteOpener
 use serde_json::json;
 
 use crate::args::{
-    BackupArgs, CatWhat, CheckArgs, Cli, Command, InitArgs, KdfArgs, KeyCommand, LsArgs,
+    BackupArgs, CatWhat, CheckArgs, Cli, Command, GuardArgs, InitArgs, KdfArgs, KeyCommand, LsArgs,
     RestoreArgs,
 };
 use crate::ui::{self, exit, Bar};
@@ -27,6 +27,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         Some(Error::Locked(_)) => exit::LOCKED,
         Some(Error::WrongPassword) => exit::WRONG_PASSWORD,
         Some(Error::Corrupt { .. }) => exit::DAMAGED,
+        Some(Error::AppendOnly(_)) => exit::APPEND_ONLY,
         _ if e.downcast_ref::<UsageError>().is_some() => exit::USAGE,
         _ => exit::ERROR,
     }
@@ -55,6 +56,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         password_file: cli.password_file.clone(),
         json: cli.json,
         quiet: cli.quiet,
+        append_only: cli.append_only,
+        config: cli.config.clone(),
     };
     match cli.command {
         Command::Init(a) => init(&g, a),
@@ -66,6 +69,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Cat { what } => cat(&g, what),
         Command::Key { command } => key(&g, command),
         Command::Unlock { remove_all } => unlock(&g, remove_all),
+        Command::Forget(a) => crate::retention::forget(&g, a),
+        Command::Prune(a) => crate::retention::prune(&g, a),
+        Command::Stats => crate::retention::stats(&g),
+        Command::Guard(a) => guard(&g, a),
+        Command::Snapshot { command } => crate::retention::snapshot(&g, command),
         Command::Demo(a) => crate::demo::run(a, g.quiet),
     }
 }
@@ -76,9 +84,16 @@ pub struct Globals {
     pub password_file: Option<PathBuf>,
     pub json: bool,
     pub quiet: bool,
+    pub append_only: bool,
+    pub config: Option<PathBuf>,
 }
 
 impl Globals {
+    /// The configuration file's settings (defaults without one).
+    pub fn config(&self) -> Result<crate::config::Config> {
+        crate::config::Config::load(self.config.as_deref())
+    }
+
     fn backend(&self) -> Result<Arc<dyn Backend>> {
         let repo = self.repo.as_deref().ok_or_else(|| {
             usage("no repository given: use --repo PATH or set LEDGERVAULT_REPOSITORY")
@@ -111,15 +126,19 @@ impl Globals {
         )
     }
 
-    fn open(&self) -> Result<Repository> {
+    pub fn open(&self) -> Result<Repository> {
         let backend = self.backend()?;
         // Fail on a missing repository before asking for a password.
         Repository::read_config(backend.as_ref())?;
         let pw = self.password(false)?;
-        Ok(Repository::open(backend, &pw)?)
+        let mut repo = Repository::open(backend, &pw)?;
+        if self.append_only {
+            repo.set_append_only();
+        }
+        Ok(repo)
     }
 
-    fn print_json(&self, v: &serde_json::Value) {
+    pub fn print_json(&self, v: &serde_json::Value) {
         println!(
             "{}",
             serde_json::to_string_pretty(v).expect("JSON serializes")
@@ -232,6 +251,12 @@ fn sqlite_source(path: &Path, timeout: Duration) -> Result<BackupSource> {
 }
 
 pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
+    Ok(backup_inner(g, &a)?.2)
+}
+
+/// Runs `backup`; returns the repository, the summary and the exit code.
+fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::BackupSummary, i32)> {
+    let config = g.config()?;
     // `sqlite:PATH` forces a database capture.
     let paths: Vec<(PathBuf, bool)> = a
         .paths
@@ -248,6 +273,7 @@ pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
     }
     let repo = g.open()?;
     let timeout = Duration::from_secs(a.db_timeout);
+    let mut suspect = Vec::new();
     let sources: Vec<BackupSource> = match &a.stdin_name {
         Some(name) => {
             if name.is_empty() || name.contains('/') {
@@ -262,7 +288,15 @@ pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
         None => {
             let mut v = Vec::new();
             for (p, forced) in &paths {
-                if *forced || (!a.no_db_detect && p.is_file() && is_sqlite(p)) {
+                if *forced && p.is_file() && !is_sqlite(p) {
+                    // Given as a database but no longer one: keep its bytes
+                    // and raise the alarm rather than fail the backup.
+                    suspect.push(format!(
+                        "{}: given as sqlite: but is not a valid SQLite database (its header is gone: encrypted or overwritten?)",
+                        p.display()
+                    ));
+                    v.push(BackupSource::Path(p.clone()));
+                } else if *forced || (!a.no_db_detect && p.is_file() && is_sqlite(p)) {
                     v.push(sqlite_source(p, timeout)?);
                 } else {
                     v.push(BackupSource::Path(p.clone()));
@@ -277,6 +311,10 @@ pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
         compression_level: a.compression,
         ..Default::default()
     };
+    if let Some(share) = config.backup.suspect_share {
+        opts.suspect_share = share;
+    }
+    opts.suspect = suspect;
     if let Some(t) = a.threads {
         opts.threads = t as usize;
     }
@@ -287,7 +325,122 @@ pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
             },
         }));
     }
-    Ok(run_backup(g, &repo, sources, opts)?.1)
+    let (summary, code) = run_backup(g, &repo, sources, opts)?;
+    Ok((repo, summary, code))
+}
+
+/// `guard`: a safety snapshot, then the risky command; on failure, the
+/// commands that roll back.
+fn guard(g: &Globals, a: GuardArgs) -> Result<i32> {
+    if a.reason.trim().is_empty() {
+        return Err(usage("--reason must say what the risky work is"));
+    }
+    let b = BackupArgs {
+        paths: a.paths.clone(),
+        stdin_name: None,
+        tags: a.tags.clone(),
+        reason: Some(a.reason.clone()),
+        compression: 1,
+        threads: None,
+        no_db_detect: false,
+        db_timeout: a.db_timeout,
+    };
+    let (repo, s, code) = backup_inner(g, &b)?;
+    if code != exit::OK {
+        bail!(
+            "the safety snapshot {} is not clean (exit code {code}, see above); `{}` was not run",
+            s.snapshot_id.short(),
+            a.command.join(" ")
+        );
+    }
+    let rollback = rollback_commands(g, &repo, &s)?;
+    if !g.quiet && !g.json {
+        println!("running: {}", shell_words(&a.command));
+    }
+    let status = std::process::Command::new(&a.command[0])
+        .args(&a.command[1..])
+        .status()
+        .map_err(|e| anyhow!("cannot run {}: {e}", a.command[0]))?;
+    if status.success() {
+        if g.json {
+            g.print_json(&json!({"snapshot_id": s.snapshot_id, "command_exit_code": 0, "rollback": rollback}));
+        } else if !g.quiet {
+            println!(
+                "the command succeeded; safety snapshot {} (\"{}\") stays, protected from forget for the protection age",
+                s.snapshot_id.short(),
+                a.reason
+            );
+        }
+        return Ok(exit::OK);
+    }
+    let code = status.code().unwrap_or(exit::ERROR);
+    if g.json {
+        g.print_json(&json!({"snapshot_id": s.snapshot_id, "command_exit_code": status.code(), "rollback": rollback}));
+    }
+    eprintln!(
+        "ledgervault: the command failed ({status}). To roll back to safety snapshot {} taken just before it, run:",
+        s.snapshot_id.short()
+    );
+    for c in &rollback {
+        eprintln!("  {c}");
+    }
+    eprintln!("(files the command created that were not in the snapshot are left in place)");
+    Ok(if code == 0 { exit::ERROR } else { code })
+}
+
+/// The exact commands that put each source of snapshot `s` back.
+fn rollback_commands(
+    g: &Globals,
+    repo: &Repository,
+    s: &engine::BackupSummary,
+) -> Result<Vec<String>> {
+    let snap = repo.load_snapshot(&s.snapshot_id)?;
+    let mut base = vec!["ledgervault".to_string()];
+    if let Some(r) = &g.repo {
+        base.push("--repo".into());
+        base.push(r.clone());
+    }
+    if let Some(p) = &g.password_file {
+        base.push("--password-file".into());
+        base.push(p.display().to_string());
+    }
+    let mut out = Vec::new();
+    for src in &snap.sources {
+        let path = Path::new(&src.path);
+        let mut c = base.clone();
+        c.extend([
+            "restore".to_string(),
+            s.snapshot_id.to_hex(),
+            "--include".into(),
+            src.name.clone(),
+        ]);
+        if src.node.kind == NodeKind::DbImage {
+            c.extend(["--target".into(), src.path.clone(), "--force".into()]);
+        } else {
+            let parent = path.parent().unwrap_or(Path::new("/"));
+            c.extend(["--target".into(), parent.display().to_string()]);
+        }
+        out.push(shell_words(&c));
+    }
+    Ok(out)
+}
+
+/// Joins words into a command line a POSIX shell reads back the same.
+fn shell_words(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
+            {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs a backup and prints its summary; returns it with the exit code.
@@ -303,6 +456,7 @@ fn run_backup(
     let s = engine::backup(repo, sources, &opts, &bar)?;
     drop(bar);
     let stats = repo_stats(repo)?;
+    let growth_warning = engine::growth_now(repo)?.and_then(|gr| gr.warning(stats.free));
     for l in &s.stale_locks {
         eprintln!("ledgervault: warning: stale lock ignored: {l}; `ledgervault unlock` removes it");
     }
@@ -319,6 +473,8 @@ fn run_backup(
             "bytes_read": s.bytes_read, "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
             "duration_secs": s.duration_secs,
             "errors": s.errors,
+            "suspect": s.suspect,
+            "warning": growth_warning,
             "repository": {"snapshots": stats.snapshots, "stored_bytes": stats.stored, "free_bytes": stats.free},
         }));
     } else if !g.quiet {
@@ -338,6 +494,21 @@ fn run_backup(
             ui::size(stats.stored),
         );
     }
+    if let Some(w) = &growth_warning {
+        eprintln!("ledgervault: warning: {w}");
+    }
+    if !s.suspect.is_empty() {
+        for f in &s.suspect {
+            eprintln!("ledgervault: ALARM: {f}");
+        }
+        eprintln!(
+            "ledgervault: ALARM: snapshot {} was stored but marked SUSPECT. Check the server for ransomware before trusting new backups. \
+Until a person runs `ledgervault snapshot clear-suspect {}`, forget keeps every snapshot from before it.",
+            s.snapshot_id.short(),
+            s.snapshot_id.short()
+        );
+        return Ok((s, exit::SUSPECT));
+    }
     if !s.errors.is_empty() {
         if !g.json {
             eprintln!(
@@ -351,29 +522,51 @@ fn run_backup(
     Ok((s, exit::OK))
 }
 
-fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
+fn snapshot_json(id: &Id, s: &Snapshot, st: &engine::SnapshotState) -> serde_json::Value {
     json!({
         "id": id, "short_id": id.short(), "time": s.time, "host": s.host, "user": s.user,
         "tags": s.tags, "reason": s.reason, "size": s.size(),
         "sources": s.sources.iter().map(|src| json!({"name": src.name, "kind": src.kind, "path": src.path, "summary": src.summary})).collect::<Vec<_>>(),
         "totals": s.totals, "program": s.program,
+        "protected": st.protected, "suspect": s.suspect, "suspect_cleared": st.suspect_cleared,
+        "drill_passed": st.drill_passed,
     })
+}
+
+/// Short flags for the snapshot table: P protected, S! suspect, s cleared
+/// suspect, D passed a restore drill.
+fn flags(s: &Snapshot, st: &engine::SnapshotState) -> String {
+    let mut f = String::new();
+    if st.protected {
+        f.push('P');
+    }
+    if s.is_suspect() {
+        f.push_str(if st.suspect_cleared { "s" } else { "S!" });
+    }
+    if st.drill_passed.is_some() {
+        f.push('D');
+    }
+    f
 }
 
 pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
     let repo = g.open()?;
     let (all, bad) = repo.snapshots()?;
+    let states = repo.snapshot_states()?;
+    let none = engine::SnapshotState::default();
     for e in &bad {
         eprintln!("ledgervault: warning: {e}");
     }
     if g.json {
         g.print_json(&serde_json::Value::Array(
-            all.iter().map(|(id, s)| snapshot_json(id, s)).collect(),
+            all.iter()
+                .map(|(id, s)| snapshot_json(id, s, states.get(id).unwrap_or(&none)))
+                .collect(),
         ));
     } else {
         println!(
-            "{:<8}  {:<19}  {:<12}  {:>8}  {:<16}  Sources / reason",
-            "ID", "Time", "Host", "Size", "Tags"
+            "{:<8}  {:<19}  {:<12}  {:>8}  {:<5}  {:<16}  Sources / reason",
+            "ID", "Time", "Host", "Size", "Flags", "Tags"
         );
         for (id, s) in &all {
             let local = s.time.with_timezone(&chrono::Local);
@@ -383,20 +576,34 @@ pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
                 last = format!("{last}  ({r})");
             }
             println!(
-                "{:<8}  {:<19}  {:<12}  {:>8}  {:<16}  {}",
+                "{:<8}  {:<19}  {:<12}  {:>8}  {:<5}  {:<16}  {}",
                 id.short(),
                 local.format("%Y-%m-%d %H:%M:%S"),
                 s.host,
                 ui::size(s.size()),
+                flags(s, states.get(id).unwrap_or(&none)),
                 s.tags.join(","),
                 last
             );
         }
         println!(
-            "{} snapshot{}",
+            "{} snapshot{}  (flags: P protected, S! suspect, s suspect cleared, D passed a restore drill)",
             all.len(),
             if all.len() == 1 { "" } else { "s" }
         );
+        let suspects: Vec<String> = all
+            .iter()
+            .filter(|(id, s)| {
+                s.is_suspect() && !states.get(id).is_some_and(|st| st.suspect_cleared)
+            })
+            .map(|(id, _)| id.short())
+            .collect();
+        if !suspects.is_empty() {
+            eprintln!(
+                "ledgervault: ALARM: suspect snapshot(s) not yet cleared: {}; `ledgervault cat snapshot ID` shows what was seen",
+                suspects.join(", ")
+            );
+        }
     }
     Ok(if bad.is_empty() {
         exit::OK
@@ -566,6 +773,8 @@ fn restore_database(
             password_file: None,
             json: false,
             quiet: true,
+            append_only: g.append_only,
+            config: g.config.clone(),
         };
         let (s, code) = run_backup(&quiet, repo, vec![src], snap_opts)?;
         if code != exit::OK {
@@ -700,15 +909,19 @@ fn key(g: &Globals, cmd: KeyCommand) -> Result<i32> {
             if g.json {
                 g.print_json(&serde_json::to_value(&keys)?);
             } else {
-                println!("   {:<8}  {:<19}  {:<12}  Host", "ID", "Created", "User");
+                println!(
+                    "   {:<8}  {:<19}  {:<12}  {:<12}  Host",
+                    "ID", "Created", "Access", "User"
+                );
                 for k in keys {
                     println!(
-                        "{:<2} {:<8}  {:<19}  {:<12}  {}",
+                        "{:<2} {:<8}  {:<19}  {:<12}  {:<12}  {}",
                         if k.current { "*" } else { "" },
                         k.id.short(),
                         k.created
                             .with_timezone(&chrono::Local)
                             .format("%Y-%m-%d %H:%M:%S"),
+                        if k.append_only { "append-only" } else { "full" },
                         k.user,
                         k.host
                     );
@@ -716,12 +929,18 @@ fn key(g: &Globals, cmd: KeyCommand) -> Result<i32> {
             }
         }
         KeyCommand::Add {
+            append_only,
             new_password_file,
             kdf: k,
         } => {
             let pw = new_password(new_password_file.as_deref())?;
-            let id = repo.add_key(&pw, kdf(&k))?;
-            report(g, "added key", &id);
+            let id = repo.add_key(&pw, kdf(&k), append_only)?;
+            let what = if append_only {
+                "added append-only key"
+            } else {
+                "added key"
+            };
+            report(g, what, &id);
         }
         KeyCommand::Remove { id } => {
             let id = repo.remove_key(&id)?;

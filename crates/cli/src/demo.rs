@@ -198,6 +198,8 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
         password_file: Some(pwfile.clone()),
         json: false,
         quiet,
+        append_only: false,
+        config: None,
     };
     step(quiet, "ledgervault init");
     commands::init(

@@ -8,7 +8,9 @@
 
 mod args;
 mod commands;
+mod config;
 mod demo;
+mod retention;
 mod ui;
 
 use clap::Parser;

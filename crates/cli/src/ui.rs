@@ -14,9 +14,11 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     pub const INCOMPLETE: i32 = 3;
     pub const DAMAGED: i32 = 4;
+    pub const SUSPECT: i32 = 5;
     pub const NO_REPOSITORY: i32 = 10;
     pub const LOCKED: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;
+    pub const APPEND_ONLY: i32 = 13;
 }
 
 /// Bytes in decimal units with three significant digits: `994 MB`, `12.4 MB`.

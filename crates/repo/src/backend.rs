@@ -141,6 +141,74 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
+/// Wraps a backend so it can only add: deleting anything but a lock file,
+/// or writing over an existing object, fails with `PermissionDenied`.
+///
+/// An append-only session runs on this, so no code path, however it is
+/// reached, can remove or replace backed-up data. (It guards ledgervault's
+/// own use of the storage; protection against other programs on the same
+/// machine needs storage that enforces it, see the README.)
+pub struct AppendOnlyBackend {
+    inner: std::sync::Arc<dyn Backend>,
+}
+
+impl AppendOnlyBackend {
+    pub fn new(inner: std::sync::Arc<dyn Backend>) -> Self {
+        AppendOnlyBackend { inner }
+    }
+
+    fn may_write(&self, path: &str) -> BackendResult<()> {
+        if path.starts_with("locks/") {
+            return Ok(());
+        }
+        match self.inner.read_range(path, 0, 0) {
+            Err(e) if e.kind == BackendErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Err(BackendError::new(
+                BackendErrorKind::PermissionDenied,
+                path,
+                "exists already, and an append-only session never overwrites",
+            )),
+        }
+    }
+}
+
+impl Backend for AppendOnlyBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        self.inner.list(prefix)
+    }
+    fn read(&self, path: &str) -> BackendResult<Vec<u8>> {
+        self.inner.read(path)
+    }
+    fn read_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        self.inner.read_range(path, offset, len)
+    }
+    fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
+        self.may_write(path)?;
+        self.inner.write(path, data)
+    }
+    fn write_parts(&self, path: &str, parts: &[&[u8]]) -> BackendResult<()> {
+        self.may_write(path)?;
+        self.inner.write_parts(path, parts)
+    }
+    fn delete(&self, path: &str) -> BackendResult<()> {
+        if path.starts_with("locks/") {
+            return self.inner.delete(path);
+        }
+        Err(BackendError::new(
+            BackendErrorKind::PermissionDenied,
+            path,
+            "not deleted: this session is append-only",
+        ))
+    }
+    fn free_space(&self) -> Option<u64> {
+        self.inner.free_space()
+    }
+}
+
 /// A backend held in memory, for tests and for wrapping by test backends.
 #[derive(Default)]
 pub struct MemoryBackend {

@@ -96,6 +96,12 @@ pub struct BackupOptions {
     pub exclude: Vec<PathBuf>,
     /// Captures databases found in folders; `None` backs them up as files.
     pub db_opener: Option<std::sync::Arc<dyn DbOpener>>,
+    /// A database image is suspect when at least this share of its pages
+    /// changed into random-looking bytes since its parent (ransomware).
+    pub suspect_share: f64,
+    /// Suspect findings made before the backup (a database given as such
+    /// that is no longer one); they are stored with the snapshot.
+    pub suspect: Vec<String>,
 }
 
 impl std::fmt::Debug for BackupOptions {
@@ -107,6 +113,7 @@ impl std::fmt::Debug for BackupOptions {
             .field("threads", &self.threads)
             .field("exclude", &self.exclude)
             .field("db_detection", &self.db_opener.is_some())
+            .field("suspect_share", &self.suspect_share)
             .finish()
     }
 }
@@ -122,8 +129,50 @@ impl Default for BackupOptions {
                 .unwrap_or(2),
             exclude: Vec::new(),
             db_opener: None,
+            suspect_share: DEFAULT_SUSPECT_SHARE,
+            suspect: Vec::new(),
         }
     }
+}
+
+/// Default of [`BackupOptions::suspect_share`]: a normal day of work changes
+/// a few percent of a firm database's pages, and into text, not noise.
+pub const DEFAULT_SUSPECT_SHARE: f64 = 0.10;
+
+/// Below this many random-looking changed pages nothing is suspect, so a
+/// tiny database with one new attachment does not raise the alarm.
+const SUSPECT_MIN_PAGES: u64 = 16;
+
+/// Whether a page looks like encrypted or random bytes: its byte entropy is
+/// above 7.5 bits per byte. Database pages of text and numbers sit far
+/// below (4 to 6); random 4 KiB pages sit near 7.95.
+pub fn looks_random(page: &[u8]) -> bool {
+    if page.len() < 1024 {
+        return false;
+    }
+    let mut hist = [0u32; 256];
+    for &b in page {
+        hist[b as usize] += 1;
+    }
+    let n = page.len() as f64;
+    let entropy: f64 = hist
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    entropy > 7.5
+}
+
+/// Counts pages of a database image that changed since its parent and now
+/// look random.
+struct EntropyWatch<'p> {
+    parent: &'p [Id],
+    pages: u64,
+    changed: u64,
+    changed_random: u64,
 }
 
 /// A source file that could not be read.
@@ -146,6 +195,8 @@ pub struct BackupSummary {
     pub duration_secs: f64,
     /// Files that could not be read; the snapshot holds everything else.
     pub errors: Vec<FileError>,
+    /// Why the snapshot is suspect (ransomware alarm); empty normally.
+    pub suspect: Vec<String>,
     /// Locks of dead or silent processes that were ignored.
     pub stale_locks: Vec<String>,
 }
@@ -175,6 +226,11 @@ struct Closed;
 impl Writer<'_> {
     fn put(&mut self, kind: BlobKind, data: Vec<u8>) -> std::result::Result<Id, Closed> {
         let id = self.keys.blob_id(&data);
+        self.put_id(kind, id, data)
+    }
+
+    /// Like [`put`](Writer::put) with the id already computed.
+    fn put_id(&mut self, kind: BlobKind, id: Id, data: Vec<u8>) -> std::result::Result<Id, Closed> {
         if self.index.contains(&id) || !self.pending.insert(id) {
             return Ok(id);
         }
@@ -278,6 +334,9 @@ struct Walker<'w, 'a> {
     exclude: &'w [PathBuf],
     opener: Option<&'w dyn DbOpener>,
     errors: Vec<FileError>,
+    /// Ransomware-like findings.
+    suspect: Vec<String>,
+    suspect_share: f64,
     summary: SourceSummary,
 }
 
@@ -306,6 +365,17 @@ impl Walker<'_, '_> {
         reader: impl Read,
         kind: ChunkerKind,
     ) -> std::result::Result<std::io::Result<(Vec<Id>, u64)>, Closed> {
+        self.store_watched(reader, kind, None)
+    }
+
+    /// [`store_stream`](Walker::store_stream), counting changed pages that
+    /// look random when `watch` is given.
+    fn store_watched(
+        &mut self,
+        reader: impl Read,
+        kind: ChunkerKind,
+        mut watch: Option<&mut EntropyWatch<'_>>,
+    ) -> std::result::Result<std::io::Result<(Vec<Id>, u64)>, Closed> {
         let mut ch = Chunker::new(reader, kind);
         let mut ids = Vec::new();
         let mut size = 0u64;
@@ -314,7 +384,18 @@ impl Walker<'_, '_> {
                 Ok(Some(c)) => {
                     size += c.len() as u64;
                     self.progress.read(c.len() as u64);
-                    ids.push(self.writer.put(BlobKind::Data, c)?);
+                    let id = self.writer.keys.blob_id(&c);
+                    if let Some(w) = watch.as_deref_mut() {
+                        let i = ids.len();
+                        w.pages += 1;
+                        if w.parent.get(i) != Some(&id) {
+                            w.changed += 1;
+                            if looks_random(&c) {
+                                w.changed_random += 1;
+                            }
+                        }
+                    }
+                    ids.push(self.writer.put_id(BlobKind::Data, id, c)?);
                 }
                 Ok(None) => break,
                 Err(e) => return Ok(Err(e)),
@@ -334,12 +415,40 @@ impl Walker<'_, '_> {
         parent: Option<&(ChunkMap, Vec<Id>)>,
     ) -> std::result::Result<Walk, Closed> {
         let chunk_size = capture.page_size();
-        let stored = self.store_stream(&mut capture, ChunkerKind::Fixed { size: chunk_size })?;
+        let mut watch = parent.map(|(_, ids)| EntropyWatch {
+            parent: ids.as_slice(),
+            pages: 0,
+            changed: 0,
+            changed_random: 0,
+        });
+        let stored = self.store_watched(
+            &mut capture,
+            ChunkerKind::Fixed { size: chunk_size },
+            watch.as_mut(),
+        )?;
         let finished = capture.finish();
         match (stored, finished) {
             (Ok((ids, size)), Ok(info)) => {
                 for p in &info.problems {
                     self.fail(path, format!("database is damaged: {p}"));
+                }
+                if let Some(p) = info.problems.first() {
+                    self.suspect.push(format!(
+                        "{}: no longer a valid database ({p})",
+                        path.display()
+                    ));
+                }
+                if let Some(w) = &watch {
+                    let share = w.changed_random as f64 / w.pages.max(1) as f64;
+                    if w.changed_random >= SUSPECT_MIN_PAGES && share >= self.suspect_share {
+                        self.suspect.push(format!(
+                            "{}: {:.0}% of its pages ({} of {}) changed into random-looking bytes since the last backup, as when ransomware encrypts a file",
+                            path.display(),
+                            share * 100.0,
+                            w.changed_random,
+                            w.pages
+                        ));
+                    }
                 }
                 node.kind = NodeKind::DbImage;
                 node.size = size;
@@ -625,7 +734,7 @@ pub fn backup(
         (walked.map(|w| (w, writer.bytes_new)), packed)
     });
     let packed = packer_result?;
-    let ((src_list, errors), bytes_new) = match walk_result {
+    let ((src_list, errors, mut suspect), bytes_new) = match walk_result {
         Ok(w) => w,
         Err(Closed) => {
             return Err(Error::Invalid(
@@ -643,7 +752,9 @@ pub fn backup(
             "nothing was backed up, no source could be read ({why})"
         )));
     }
+    suspect.extend(lost_databases(repo, &src_list)?);
     let mut snap = Snapshot::new_now(src_list, opts.tags.clone(), opts.reason.clone());
+    snap.suspect = suspect.clone();
     let bytes_read = snap.size();
     snap.totals = SnapshotTotals {
         bytes_read,
@@ -664,8 +775,42 @@ pub fn backup(
         packs_written: packed.packs,
         duration_secs: started.elapsed().as_secs_f64(),
         errors,
+        suspect,
         stale_locks: lock.stale.iter().map(|l| l.describe()).collect(),
     })
+}
+
+/// Sources, unreadable files and suspect findings of a walk.
+type Walked = (Vec<Source>, Vec<FileError>, Vec<String>);
+
+/// Findings for sources that were databases in their latest earlier snapshot
+/// and are now backed up as plain files: their header no longer says SQLite.
+fn lost_databases(repo: &Repository, sources: &[Source]) -> Result<Vec<String>> {
+    let files: Vec<&Source> = sources
+        .iter()
+        .filter(|s| s.kind == SourceKind::Path && s.node.kind == NodeKind::File)
+        .collect();
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (snaps, _) = repo.snapshots()?;
+    let mut out = Vec::new();
+    for f in files {
+        let before = snaps
+            .iter()
+            .rev()
+            .find_map(|(id, s)| s.sources.iter().find(|x| x.path == f.path).map(|x| (id, x)));
+        if let Some((id, prev)) = before {
+            if prev.kind == SourceKind::Database {
+                out.push(format!(
+                    "{}: was a database in snapshot {} and is no longer a valid one (its header is gone: encrypted or overwritten?)",
+                    f.path,
+                    id.short()
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn walk_sources(
@@ -675,9 +820,10 @@ fn walk_sources(
     cdc: ChunkerKind,
     opts: &BackupOptions,
     progress: &dyn Progress,
-) -> std::result::Result<(Vec<Source>, Vec<FileError>), Closed> {
+) -> std::result::Result<Walked, Closed> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
+    let mut suspect = opts.suspect.clone();
     let mut taken = HashSet::new();
     for src in sources {
         let mut w = Walker {
@@ -687,6 +833,8 @@ fn walk_sources(
             exclude: &opts.exclude,
             opener: opts.db_opener.as_deref(),
             errors: Vec::new(),
+            suspect: Vec::new(),
+            suspect_share: opts.suspect_share,
             summary: SourceSummary::default(),
         };
         let entry = match src {
@@ -750,12 +898,13 @@ fn walk_sources(
             }
         };
         errors.append(&mut w.errors);
+        suspect.append(&mut w.suspect);
         if let Some(e) = entry {
             taken.insert(e.name.clone());
             out.push(e);
         }
     }
-    Ok((out, errors))
+    Ok((out, errors, suspect))
 }
 
 /// Bytes of regular files under `path` (for the progress bar's total).

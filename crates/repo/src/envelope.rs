@@ -1,4 +1,4 @@
-//! Sealed files: index, snapshot and lock files.
+//! Sealed files: index, snapshot, lock and mark files.
 //!
 //! ```text
 //! file = magic:4 version:u8 seal(aad = magic ‖ version, compressed(payload))
@@ -18,6 +18,8 @@ pub enum FileKind {
     Index,
     Snapshot,
     Lock,
+    /// A note about a snapshot (protected, suspect cleared, drill passed).
+    Mark,
 }
 
 impl FileKind {
@@ -27,6 +29,7 @@ impl FileKind {
             FileKind::Index => b"LVIX",
             FileKind::Snapshot => b"LVSN",
             FileKind::Lock => b"LVLK",
+            FileKind::Mark => b"LVMK",
         }
     }
 
@@ -36,6 +39,7 @@ impl FileKind {
             FileKind::Index => "index/",
             FileKind::Snapshot => "snapshots/",
             FileKind::Lock => "locks/",
+            FileKind::Mark => "marks/",
         }
     }
 
@@ -44,6 +48,7 @@ impl FileKind {
             FileKind::Index => "index",
             FileKind::Snapshot => "snapshot",
             FileKind::Lock => "lock",
+            FileKind::Mark => "mark",
         }
     }
 }

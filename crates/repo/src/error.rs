@@ -51,6 +51,10 @@ pub enum Error {
     /// A snapshot, key or path that does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The session is append-only and the operation would delete or
+    /// overwrite something.
+    #[error("{0} is refused: this session is append-only (its key was added with --append-only, or --append-only was given); it can add backups but never delete. Use a full-access key on a trusted machine")]
+    AppendOnly(String),
     /// Input that makes no sense, found after argument parsing.
     #[error("{0}")]
     Invalid(String),

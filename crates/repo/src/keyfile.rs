@@ -15,6 +15,10 @@ use crate::FORMAT_VERSION;
 /// Folder of key files.
 pub const KEYS_DIR: &str = "keys/";
 const KEY_AAD: &[u8] = b"LVKEY\x01";
+/// Append-only keys bind the flag into the sealing, so editing the JSON to
+/// drop it makes the key file unusable instead of turning it into a
+/// full-access key.
+const KEY_AAD_APPEND_ONLY: &[u8] = b"LVKEY\x01append-only";
 
 /// A stored key file (JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +30,9 @@ pub struct KeyFile {
     pub kdf: KdfSection,
     /// Hex of `nonce ‖ sealed master key ‖ tag`.
     pub master_key: String,
+    /// Sessions opened with this key can add but never delete.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append_only: bool,
 }
 
 /// The key derivation section of a key file.
@@ -39,9 +46,22 @@ pub struct KdfSection {
     pub salt: String,
 }
 
+fn aad(append_only: bool) -> &'static [u8] {
+    if append_only {
+        KEY_AAD_APPEND_ONLY
+    } else {
+        KEY_AAD
+    }
+}
+
 impl KeyFile {
     /// Wraps `master` under `password`.
-    pub fn create(master: &MasterKey, password: &[u8], params: KdfParams) -> Result<KeyFile> {
+    pub fn create(
+        master: &MasterKey,
+        password: &[u8],
+        params: KdfParams,
+        append_only: bool,
+    ) -> Result<KeyFile> {
         let mut salt = [0u8; 16];
         rand::Rng::fill(&mut rand::rngs::OsRng, &mut salt);
         let kek = params.derive(password, &salt).map_err(Error::Invalid)?;
@@ -55,7 +75,8 @@ impl KeyFile {
                 params,
                 salt: hex::encode(salt),
             },
-            master_key: hex::encode(wrap_master(&kek, KEY_AAD, master)),
+            master_key: hex::encode(wrap_master(&kek, aad(append_only), master)),
+            append_only,
         })
     }
 
@@ -84,7 +105,7 @@ impl KeyFile {
             .params
             .derive(password, &salt)
             .map_err(|e| Error::corrupt(object, e))?;
-        Ok(unwrap_master(&kek, KEY_AAD, &sealed))
+        Ok(unwrap_master(&kek, aad(self.append_only), &sealed))
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -117,10 +138,31 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        let kf = KeyFile::create(&m, b"correct horse", p).unwrap();
+        let kf = KeyFile::create(&m, b"correct horse", p, false).unwrap();
         let back = KeyFile::decode(&kf.encode(), "k").unwrap();
         assert_eq!(back.unlock(b"correct horse", "k").unwrap().unwrap().0, m.0);
         assert!(back.unlock(b"wrong", "k").unwrap().is_none());
         assert!(KeyFile::decode(b"[]", "k").is_err());
+    }
+
+    #[test]
+    fn dropping_the_append_only_flag_breaks_the_key() {
+        let m = MasterKey::generate();
+        let p = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let kf = KeyFile::create(&m, b"pw", p, true).unwrap();
+        let text = String::from_utf8(kf.encode()).unwrap();
+        assert!(text.contains("\"append_only\": true"), "{text}");
+        assert!(KeyFile::decode(text.as_bytes(), "k")
+            .unwrap()
+            .unlock(b"pw", "k")
+            .unwrap()
+            .is_some());
+        let tampered = text.replace("\"append_only\": true", "\"append_only\": false");
+        let t = KeyFile::decode(tampered.as_bytes(), "k").unwrap();
+        assert!(t.unlock(b"pw", "k").unwrap().is_none());
     }
 }

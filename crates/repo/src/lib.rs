@@ -34,17 +34,23 @@ mod id;
 mod index;
 mod keyfile;
 mod lock;
+mod marks;
 mod pack;
 mod progress;
+mod prune;
 mod repository;
 mod restore;
+mod retention;
 mod snapshot;
+mod stats;
 
 pub use backend::{
-    short_object, Backend, BackendError, BackendErrorKind, BackendResult, MemoryBackend, ObjectInfo,
+    short_object, AppendOnlyBackend, Backend, BackendError, BackendErrorKind, BackendResult,
+    MemoryBackend, ObjectInfo,
 };
 pub use backup::{
-    backup, BackupOptions, BackupSource, BackupSummary, DbCapture, DbOpener, FileError,
+    backup, looks_random, BackupOptions, BackupSource, BackupSummary, DbCapture, DbOpener,
+    FileError, DEFAULT_SUSPECT_SHARE,
 };
 pub use check::{check, CheckReport, ReadData};
 pub use chunker::{CdcParams, Chunker, ChunkerKind};
@@ -56,13 +62,17 @@ pub use error::{Error, Result};
 pub use id::Id;
 pub use index::Index;
 pub use lock::{list_locks, lock, remove_locks, FoundLock, LockGuard, LockInfo};
+pub use marks::{Mark, MarkKind, SnapshotState};
 pub use progress::{NoProgress, Progress};
+pub use prune::{prune, PruneOptions, PruneReport};
 pub use repository::{pack_path, InitOptions, KeyInfo, Repository};
 pub use restore::{restore, RestoreOptions, RestoreSummary};
+pub use retention::{forget, plan, Decision, ForgetOptions, ForgetReport, Guards, Policy};
 pub use snapshot::{
     DatabaseInfo, Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary,
     TableStat, Tree,
 };
+pub use stats::{growth_now, stats, Growth, RepoStats, SourceStat};
 
 /// The repository format version this ledgervault writes and reads.
 pub const FORMAT_VERSION: u32 = 1;

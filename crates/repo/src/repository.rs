@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{Backend, BackendErrorKind};
+use crate::backend::{AppendOnlyBackend, Backend, BackendErrorKind};
 use crate::chunkmap::{self, ChunkMap};
 use crate::config::{RepoConfig, CONFIG_PATH};
 use crate::crypto::{KdfParams, Keys, MasterKey};
@@ -48,6 +48,8 @@ pub struct KeyInfo {
     pub created: chrono::DateTime<chrono::Utc>,
     pub host: String,
     pub user: String,
+    /// Sessions opened with this key can add but never delete.
+    pub append_only: bool,
 }
 
 /// An opened repository.
@@ -57,6 +59,7 @@ pub struct Repository {
     keys: Arc<Keys>,
     master: MasterKey,
     key_id: Id,
+    append_only: bool,
 }
 
 /// The backend path of a pack.
@@ -94,7 +97,7 @@ impl Repository {
         }
         let config = RepoConfig::new(opts.pack_size)?;
         let master = MasterKey::generate();
-        let kf = KeyFile::create(&master, password, opts.kdf)?;
+        let kf = KeyFile::create(&master, password, opts.kdf, false)?;
         let bytes = kf.encode();
         let (key_id, path) = KeyFile::path_for(&bytes);
         // Key first: a config without a key would be a repository nobody can open.
@@ -106,6 +109,7 @@ impl Repository {
             keys: Arc::new(Keys::derive(&master)),
             master,
             key_id,
+            append_only: false,
         })
     }
 
@@ -146,13 +150,18 @@ impl Repository {
             };
             match kf.unlock(password, &k.path) {
                 Ok(Some(master)) => {
-                    return Ok(Repository {
+                    let mut repo = Repository {
                         backend,
                         config,
                         keys: Arc::new(Keys::derive(&master)),
                         master,
                         key_id: Id::of_object(&bytes),
-                    })
+                        append_only: false,
+                    };
+                    if kf.append_only {
+                        repo.set_append_only();
+                    }
+                    return Ok(repo);
                 }
                 Ok(None) => readable += 1,
                 Err(e @ Error::NewerFormat { .. }) => return Err(e),
@@ -165,6 +174,31 @@ impl Repository {
             Some(e) if readable == 0 => Err(e),
             Some(e @ Error::Backend(_)) => Err(e),
             _ => Err(Error::WrongPassword),
+        }
+    }
+
+    /// Makes this session append-only: from now on nothing in the
+    /// repository can be deleted or overwritten through it (lock files
+    /// excepted). There is no way back for the session.
+    pub fn set_append_only(&mut self) {
+        if !self.append_only {
+            self.append_only = true;
+            self.backend = Arc::new(AppendOnlyBackend::new(self.backend.clone()));
+        }
+    }
+
+    /// Whether this session is append-only.
+    pub fn is_append_only(&self) -> bool {
+        self.append_only
+    }
+
+    /// Fails with [`Error::AppendOnly`] naming `operation` when this session
+    /// may not delete.
+    pub fn ensure_may_delete(&self, operation: &str) -> Result<()> {
+        if self.append_only {
+            Err(Error::AppendOnly(operation.to_string()))
+        } else {
+            Ok(())
         }
     }
 
@@ -366,9 +400,15 @@ impl Repository {
         Tree::decode(&data, &format!("tree {}", id.short()))
     }
 
-    /// Adds a key file for `password`; returns its id.
-    pub fn add_key(&self, password: &[u8], kdf: KdfParams) -> Result<Id> {
-        let kf = KeyFile::create(&self.master, password, kdf)?;
+    /// Adds a key file for `password`; returns its id. An append-only
+    /// session can only add append-only keys.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams, append_only: bool) -> Result<Id> {
+        if self.append_only && !append_only {
+            return Err(Error::AppendOnly(
+                "adding a full-access key (add it with --append-only)".into(),
+            ));
+        }
+        let kf = KeyFile::create(&self.master, password, kdf, append_only)?;
         let bytes = kf.encode();
         let (id, path) = KeyFile::path_for(&bytes);
         self.backend.write(&path, &bytes)?;
@@ -388,6 +428,7 @@ impl Repository {
                 created: kf.created,
                 host: kf.host,
                 user: kf.user,
+                append_only: kf.append_only,
             });
         }
         out.sort_by_key(|k| k.created);
@@ -397,6 +438,7 @@ impl Repository {
     /// Removes a key file by id prefix. The key in use cannot be removed,
     /// so a repository never loses its last key.
     pub fn remove_key(&self, prefix: &str) -> Result<Id> {
+        self.ensure_may_delete("removing a key")?;
         let keys = self.list_keys()?;
         let m: Vec<&KeyInfo> = keys
             .iter()
@@ -424,7 +466,8 @@ impl Repository {
     /// Changes the password of the key in use: adds a new key file, then
     /// removes the old one. Returns the new key's id.
     pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<Id> {
-        let new_id = self.add_key(new_password, kdf)?;
+        self.ensure_may_delete("changing the password (it removes the old key file)")?;
+        let new_id = self.add_key(new_password, kdf, false)?;
         self.backend.delete(&format!("{KEYS_DIR}{}", self.key_id))?;
         self.key_id = new_id;
         Ok(new_id)

@@ -194,6 +194,10 @@ pub struct Snapshot {
     pub program: String,
     pub sources: Vec<Source>,
     pub totals: SnapshotTotals,
+    /// What made this snapshot suspect (a database that stopped being valid,
+    /// or pages turned into random-looking bytes). Empty for a normal one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspect: Vec<String>,
 }
 
 impl Snapshot {
@@ -207,6 +211,20 @@ impl Snapshot {
         let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
         crate::pack::check_version(version.min(u32::MAX as u64) as u32, object)?;
         serde_json::from_value(v).map_err(|e| decode_error(object, e))
+    }
+
+    /// Whether ransomware-like damage was seen when this snapshot was taken.
+    pub fn is_suspect(&self) -> bool {
+        !self.suspect.is_empty()
+    }
+
+    /// The set of sources, as a key grouping snapshots of the same data
+    /// (host and sorted source paths).
+    pub fn group_key(&self) -> String {
+        let mut paths: Vec<&str> = self.sources.iter().map(|s| s.path.as_str()).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        format!("{} {}", self.host, paths.join(" "))
     }
 
     /// Sum of source sizes.
@@ -225,6 +243,7 @@ impl Snapshot {
             program: format!("ledgervault {}", env!("CARGO_PKG_VERSION")),
             sources,
             totals: SnapshotTotals::default(),
+            suspect: Vec::new(),
         }
     }
 }
