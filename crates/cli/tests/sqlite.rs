@@ -332,14 +332,22 @@ fn a_damaged_database_is_reported_and_its_snapshot_marked() {
         .args(["backup", db.to_str().unwrap()])
         .output()
         .unwrap();
+    // Stored, but suspect: a database that stops being valid is what
+    // ransomware leaves behind.
     assert_eq!(
         out.status.code(),
-        Some(3),
+        Some(5),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("database is damaged"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("database is damaged"), "{stderr}");
+    assert!(stderr.contains("ALARM"), "{stderr}");
     let snap = e.json(&["cat", "snapshot", "latest"]);
+    assert!(snap["suspect"][0]
+        .as_str()
+        .unwrap()
+        .contains("no longer a valid database"));
     let problems = snap["sources"][0]["node"]["database"]["problems"]
         .as_array()
         .unwrap();
@@ -548,4 +556,213 @@ fn rollback_mode_writers_wait_only_for_the_copy_not_the_whole_backup() {
         .args(["restore", "latest", "--target", target.to_str().unwrap()])
         .assert()
         .success();
+}
+
+fn backup_code(e: &Env, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = e
+        .cmd()
+        .arg("--json")
+        .arg("backup")
+        .args(args)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.code().unwrap(),
+        v,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Ransomware on the server: a normal night is never flagged, a database
+/// whose pages turn to noise or whose header is gone is stored but flagged,
+/// and `forget` keeps the good history until a person clears the alarm.
+#[test]
+fn ransomware_is_flagged_and_forget_keeps_the_good_history() {
+    let e = Env::with_repo();
+    let db = e.root.join("firm.db");
+    ledgervault_samplefirm::generate(
+        &db,
+        &ledgervault_samplefirm::FirmOptions {
+            clients: 8,
+            size: 6_000_000,
+            seed: 11,
+        },
+    )
+    .unwrap();
+    let dbs = db.to_str().unwrap();
+    let (code, v, err) = backup_code(&e, &[dbs]);
+    assert_eq!(code, 0, "{err}");
+    assert!(v["suspect"].as_array().unwrap().is_empty());
+    // Normal days, and a heavy one touching about a third of the pages.
+    for (day, edits) in [(1, 0.03), (2, 0.03), (3, 0.3)] {
+        ledgervault_samplefirm::simulate_day(&db, day, edits).unwrap();
+        let (code, v, err) = backup_code(&e, &[dbs]);
+        assert_eq!(code, 0, "day {day}: {err}");
+        assert!(v["suspect"].as_array().unwrap().is_empty(), "day {day}");
+    }
+    let good = e.json(&["snapshots"]).as_array().unwrap().len();
+    assert_eq!(good, 4);
+
+    // Intermittent encryption: 40% of the pages become random, the header
+    // stays, so SQLite still opens the file.
+    let mut bytes = fs::read(&db).unwrap();
+    let pages = bytes.len() / 4096;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(99);
+    for p in (1..pages).filter(|p| p % 5 < 2) {
+        rand::Rng::fill(&mut rng, &mut bytes[p * 4096..(p + 1) * 4096]);
+    }
+    fs::write(&db, &bytes).unwrap();
+    let (code, v, err) = backup_code(&e, &[dbs]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("ALARM"), "{err}");
+    let findings = v["suspect"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("random-looking")),
+        "{findings:?}"
+    );
+
+    // Whole-file encryption: the header is gone. Given as sqlite: or found
+    // by its old path, it is stored as plain bytes and flagged.
+    let mut noise = vec![0u8; bytes.len()];
+    rand::Rng::fill(&mut rng, &mut noise[..]);
+    fs::write(&db, &noise).unwrap();
+    let (code, v, err) = backup_code(&e, &[&format!("sqlite:{dbs}")]);
+    assert_eq!(code, 5, "{err}");
+    assert!(v["suspect"][0]
+        .as_str()
+        .unwrap()
+        .contains("not a valid SQLite database"));
+    let (code, v, err) = backup_code(&e, &[dbs]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        v["suspect"][0]
+            .as_str()
+            .unwrap()
+            .contains("was a database in snapshot"),
+        "{v}"
+    );
+    let list = e.json(&["snapshots"]);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 7);
+    assert_eq!(
+        list.iter()
+            .filter(|s| !s["suspect"].as_array().unwrap().is_empty())
+            .count(),
+        3
+    );
+    e.cmd()
+        .arg("snapshots")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("S!"))
+        .stderr(predicate::str::contains("ALARM"));
+
+    // forget keeps everything from before the first suspect snapshot (and
+    // the suspect ones), whatever the policy says.
+    let r = e.json(&["forget", "--keep-last", "1"]);
+    assert!(r["removed"].as_array().unwrap().is_empty(), "{r}");
+    // The good history restores to the books as they were.
+    let before_attack = list[3]["id"].as_str().unwrap();
+    let target = e.root.join("recovered.db");
+    e.cmd()
+        .args([
+            "restore",
+            before_attack,
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    let c = Connection::open(&target).unwrap();
+    assert!(ledgervault_samplefirm::unbalanced_clients(&c)
+        .unwrap()
+        .is_empty());
+    drop(c);
+
+    // An append-only session cannot clear the alarm; a person can.
+    for s in list
+        .iter()
+        .filter(|s| !s["suspect"].as_array().unwrap().is_empty())
+    {
+        let id = s["id"].as_str().unwrap();
+        let out = e
+            .cmd()
+            .args(["--append-only", "snapshot", "clear-suspect", id])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(13));
+        e.cmd()
+            .args([
+                "snapshot",
+                "clear-suspect",
+                id,
+                "--note",
+                "restored from backup",
+            ])
+            .assert()
+            .success();
+    }
+    let r = e.json(&["forget", "--keep-last", "1"]);
+    assert_eq!(r["removed"].as_array().unwrap().len(), 6, "{r}");
+}
+
+/// guard around a botched operation on the live database: the printed
+/// rollback restores the books over the damaged file.
+#[test]
+fn guard_rolls_back_a_database() {
+    let e = Env::with_repo();
+    let db = e.root.join("books.db");
+    make_ledger(&db, "wal");
+    let other = e.root.join("other.db");
+    make_ledger(&other, "delete");
+    Connection::open(&other)
+        .unwrap()
+        .execute("UPDATE accounts SET balance = 0", [])
+        .unwrap();
+    let script = format!("cp '{}' '{}'; exit 1", other.display(), db.display());
+    let out = e
+        .cmd()
+        .args([
+            "guard",
+            "--reason",
+            "year-end close FY2026",
+            db.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let rollback = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("ledgervault "))
+        .unwrap_or_else(|| panic!("{stderr}"))
+        .trim()
+        .to_string();
+    assert!(rollback.contains("--force"), "{rollback}");
+    let total = |p: &Path| -> i64 {
+        Connection::open(p)
+            .unwrap()
+            .query_row("SELECT sum(balance) FROM accounts", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(total(&db), 0);
+    let bin_dir = assert_cmd::cargo::cargo_bin("ledgervault")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let status = std::process::Command::new("sh")
+        .args(["-c", &rollback])
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "{rollback}");
+    assert_eq!(total(&db), ACCOUNTS * OPENING);
 }

@@ -783,8 +783,9 @@ pub fn backup(
 /// Sources, unreadable files and suspect findings of a walk.
 type Walked = (Vec<Source>, Vec<FileError>, Vec<String>);
 
-/// Findings for sources that were databases in their latest earlier snapshot
-/// and are now backed up as plain files: their header no longer says SQLite.
+/// Findings for sources that were databases in their latest earlier
+/// (unsuspected) snapshot and are now backed up as plain files: their header
+/// no longer says SQLite.
 fn lost_databases(repo: &Repository, sources: &[Source]) -> Result<Vec<String>> {
     let files: Vec<&Source> = sources
         .iter()
@@ -796,9 +797,12 @@ fn lost_databases(repo: &Repository, sources: &[Source]) -> Result<Vec<String>> 
     let (snaps, _) = repo.snapshots()?;
     let mut out = Vec::new();
     for f in files {
+        // Suspect snapshots do not count: after an attack the file stays
+        // "no longer a database" until a person looks.
         let before = snaps
             .iter()
             .rev()
+            .filter(|(_, s)| !s.is_suspect())
             .find_map(|(id, s)| s.sources.iter().find(|x| x.path == f.path).map(|x| (id, x)));
         if let Some((id, prev)) = before {
             if prev.kind == SourceKind::Database {

@@ -34,7 +34,8 @@ pub struct RepoStats {
     pub sources: Vec<SourceStat>,
     /// Bytes all snapshots hold, counted once per snapshot.
     pub logical_bytes: u64,
-    /// Bytes of distinct blobs (after deduplication, before compression).
+    /// Bytes of distinct content blobs (after deduplication, before
+    /// compression). Blobs of forgotten snapshots count until `prune`.
     pub unique_bytes: u64,
     /// Bytes of sealed frames in packs (after compression and encryption).
     pub packed_bytes: u64,
@@ -146,7 +147,7 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
             for f in &p.frames {
                 let mut new_raw = 0u64;
                 for b in &f.blobs {
-                    if seen.insert(b.id) {
+                    if seen.insert(b.id) && b.kind == crate::pack::BlobKind::Data {
                         new_raw += b.len as u64;
                     }
                 }
