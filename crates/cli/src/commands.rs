@@ -79,6 +79,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 /// Options every command shares.
+#[derive(Clone)]
 pub struct Globals {
     pub repo: Option<String>,
     pub password_file: Option<PathBuf>,

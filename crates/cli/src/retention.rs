@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use ledgervault_repo::{
-    self as engine, ForgetOptions, Guards, Mark, MarkKind, Policy, PruneOptions,
+    self as engine, ForgetOptions, Guards, Mark, MarkKind, Policy, PruneOptions, Repository,
 };
 use serde_json::json;
 
@@ -47,6 +47,24 @@ pub fn forget(g: &Globals, a: ForgetArgs) -> Result<i32> {
         dry_run: a.dry_run,
     };
     let r = engine::forget(&repo, &opts)?;
+    // `--prune` runs on the same session: no second password prompt, and
+    // one JSON document.
+    let pruned = if a.prune && !a.dry_run {
+        let quiet_text = Globals {
+            json: true,
+            ..g.clone()
+        };
+        Some(run_prune(
+            &quiet_text,
+            &repo,
+            &PruneArgs {
+                repack_threshold: 10.0,
+                dry_run: false,
+            },
+        )?)
+    } else {
+        None
+    };
     for u in &r.unreadable {
         eprintln!("ledgervault: warning: {u} (kept: unreadable snapshots are never removed)");
     }
@@ -60,6 +78,7 @@ pub fn forget(g: &Globals, a: ForgetArgs) -> Result<i32> {
             "kept": kept,
             "removed": r.removed,
             "decisions": r.decisions,
+            "prune": pruned,
         }));
     } else if !g.quiet {
         let mut groups: Vec<&str> = r.decisions.iter().map(|d| d.group.as_str()).collect();
@@ -93,13 +112,12 @@ pub fn forget(g: &Globals, a: ForgetArgs) -> Result<i32> {
             );
         }
     }
-    if a.prune && !a.dry_run {
-        return prune(
-            g,
-            PruneArgs {
-                repack_threshold: 10.0,
-                dry_run: false,
-            },
+    if let (Some(p), false, false) = (&pruned, g.json, g.quiet) {
+        println!(
+            "prune: freed {}, repacked {} pack(s), deleted {} pack(s)",
+            ui::size(p.bytes_deleted),
+            p.packs_repacked,
+            p.packs_deleted + p.packs_unindexed
         );
     }
     Ok(exit::OK)
@@ -107,17 +125,24 @@ pub fn forget(g: &Globals, a: ForgetArgs) -> Result<i32> {
 
 pub fn prune(g: &Globals, a: PruneArgs) -> Result<i32> {
     let repo = g.open()?;
+    let r = run_prune(g, &repo, &a)?;
+    if g.json {
+        g.print_json(&serde_json::to_value(&r)?);
+    }
+    Ok(exit::OK)
+}
+
+/// Runs prune and prints its summary for people (not JSON).
+fn run_prune(g: &Globals, repo: &Repository, a: &PruneArgs) -> Result<engine::PruneReport> {
     let opts = PruneOptions {
         repack_threshold: a.repack_threshold / 100.0,
         dry_run: a.dry_run,
         ..Default::default()
     };
     let bar = Bar::new(g.quiet || a.dry_run, "repack");
-    let r = engine::prune(&repo, &opts, &bar)?;
+    let r = engine::prune(repo, &opts, &bar)?;
     drop(bar);
-    if g.json {
-        g.print_json(&serde_json::to_value(&r)?);
-    } else if !g.quiet {
+    if !g.json && !g.quiet {
         let verb = if r.dry_run { "would be " } else { "" };
         println!(
             "{} snapshot(s) use {} blobs; {} blob copies are unused",
@@ -145,7 +170,7 @@ pub fn prune(g: &Globals, a: PruneArgs) -> Result<i32> {
             );
         }
     }
-    Ok(exit::OK)
+    Ok(r)
 }
 
 pub fn stats(g: &Globals) -> Result<i32> {

@@ -181,8 +181,10 @@ fn protect_unprotect_and_stats() {
         .args(["snapshot", "unprotect", &oldest[..8]])
         .assert()
         .success();
-    let r = e.json(&["forget", "--keep-last", "1"]);
+    // forget --prune: one session, one JSON document.
+    let r = e.json(&["forget", "--keep-last", "1", "--prune"]);
     assert_eq!(r["removed"].as_array().unwrap()[0], oldest.as_str());
+    assert_eq!(r["prune"]["snapshots"], 1);
     // Clearing a snapshot that is not suspect is refused.
     let out = e
         .cmd()
@@ -192,7 +194,6 @@ fn protect_unprotect_and_stats() {
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line_error(&out.stderr).contains("not suspect"));
 
-    e.cmd().args(["prune", "-q"]).assert().success();
     let s = e.json(&["stats"]);
     assert_eq!(s["snapshots"], 1);
     assert_eq!(s["sources"].as_array().unwrap().len(), 1);

@@ -17,9 +17,11 @@
 //! names yet, or two index files listing the same pack), never missing ones;
 //! the next prune removes the extras.
 //!
-//! Memory: the index (about 100 bytes per blob) plus the set of used blob
-//! ids (about 40 bytes per blob), plus one pack being repacked. It does not
-//! grow with the number of snapshots.
+//! Memory: while marking, the index (about 100 bytes per blob) and the map
+//! of used blob ids (about 50 bytes per blob); then the index is dropped and
+//! the per-pack frame tables (about 45 bytes per blob) are loaded instead;
+//! plus one pack being repacked. It does not grow with the number of
+//! snapshots.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -118,15 +120,13 @@ pub fn prune(
         .into_iter()
         .map(|o| (o.path, o.size))
         .collect();
-    let mut records: Vec<PackRecord> = Vec::new();
-    let mut seen_packs = HashSet::new();
+    // The index, for reading trees and chunk maps while marking. It is
+    // dropped before the per-pack records are loaded, so the two are never
+    // in memory together.
     let mut index = Index::new();
     for id in &index_ids {
         for p in repo.read_index_file(id)? {
-            if seen_packs.insert(p.id) {
-                index.add_pack(&p);
-                records.push(p);
-            }
+            index.add_pack(&p);
         }
     }
 
@@ -138,7 +138,7 @@ pub fn prune(
         )));
     }
     report.snapshots = snaps.len();
-    let mut used: HashSet<Id> = HashSet::new();
+    let mut used = Used::default();
     for (sid, snap) in &snaps {
         for src in &snap.sources {
             mark_node(repo, &index, &src.node, &mut used).map_err(|e| {
@@ -150,6 +150,16 @@ pub fn prune(
         }
     }
     drop(index);
+    let mut records: Vec<PackRecord> = Vec::new();
+    let mut seen_packs = HashSet::new();
+    for id in &index_ids {
+        for p in repo.read_index_file(id)? {
+            if seen_packs.insert(p.id) {
+                records.push(p);
+            }
+        }
+    }
+    drop(seen_packs);
 
     // 2. Judge the packs.
     let present: HashMap<Id, u64> = repo
@@ -160,17 +170,16 @@ pub fn prune(
         .collect();
     // Each used blob is claimed by the first pack holding it; other copies
     // count as unused.
-    let mut claimed: HashMap<Id, usize> = HashMap::with_capacity(used.len());
     let mut fates = Vec::with_capacity(records.len());
     for (pi, p) in records.iter().enumerate() {
+        let pi = pi as u32;
         let mut used_raw = 0u64;
         let mut total_raw = 0u64;
         let mut any_used = false;
         for f in &p.frames {
             for b in &f.blobs {
                 total_raw += b.len as u64;
-                if used.contains(&b.id) && !claimed.contains_key(&b.id) {
-                    claimed.insert(b.id, pi);
+                if used.claim(&b.id, pi) {
                     used_raw += b.len as u64;
                     any_used = true;
                 } else {
@@ -197,13 +206,13 @@ pub fn prune(
             Fate::Keep
         });
     }
-    if let Some(missing) = used.iter().find(|id| !claimed.contains_key(id)) {
+    if let Some(missing) = used.unclaimed() {
         return Err(Error::corrupt(
             format!("blob {}", missing.short()),
             "in use but in no index; prune stops. Run `ledgervault check`",
         ));
     }
-    report.blobs_used = claimed.len();
+    report.blobs_used = used.0.len();
     let listed: HashSet<Id> = records.iter().map(|p| p.id).collect();
     let unindexed: Vec<(Id, u64)> = present
         .iter()
@@ -244,6 +253,7 @@ pub fn prune(
     progress.start(Some(to_repack));
     let mut out = Repacker::new(repo, opts.compression_level)?;
     for (pi, (p, f)) in records.iter().zip(&fates).enumerate() {
+        let pi = pi as u32;
         if !matches!(f, Fate::Repack) {
             continue;
         }
@@ -259,7 +269,7 @@ pub fn prune(
             let wanted: Vec<bool> = fr
                 .blobs
                 .iter()
-                .map(|b| claimed.get(&b.id) == Some(&pi))
+                .map(|b| used.0.get(&b.id) == Some(&pi))
                 .collect();
             if !wanted.iter().any(|&w| w) {
                 continue;
@@ -333,8 +343,45 @@ pub fn prune(
     Ok(report)
 }
 
+/// The blobs in use, each with the pack that holds its kept copy
+/// ([`UNCLAIMED`] until the packs are judged). One map serves both steps.
+#[derive(Default)]
+struct Used(HashMap<Id, u32>);
+
+const UNCLAIMED: u32 = u32::MAX;
+
+impl Used {
+    fn insert(&mut self, id: Id) -> bool {
+        self.0.insert(id, UNCLAIMED).is_none()
+    }
+
+    fn extend(&mut self, ids: impl IntoIterator<Item = Id>) {
+        for id in ids {
+            self.0.insert(id, UNCLAIMED);
+        }
+    }
+
+    /// Claims `id` for pack `pack` if it is used and not claimed yet.
+    fn claim(&mut self, id: &Id, pack: u32) -> bool {
+        match self.0.get_mut(id) {
+            Some(p) if *p == UNCLAIMED => {
+                *p = pack;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn unclaimed(&self) -> Option<&Id> {
+        self.0
+            .iter()
+            .find(|(_, &p)| p == UNCLAIMED)
+            .map(|(id, _)| id)
+    }
+}
+
 /// Adds every blob `node` needs to `used`, reading trees and chunk maps.
-fn mark_node(repo: &Repository, index: &Index, node: &Node, used: &mut HashSet<Id>) -> Result<()> {
+fn mark_node(repo: &Repository, index: &Index, node: &Node, used: &mut Used) -> Result<()> {
     used.extend(node.content.iter().copied());
     if let Some(map) = &node.chunk_map {
         for layer in &map.layers {

@@ -374,3 +374,60 @@ fn marks_protect_snapshots_and_forget_removes_marks_with_their_snapshot() {
     assert_eq!(marks[0].1.snapshot, gens[0].0);
     assert!(repo.snapshot_states().unwrap()[&gens[0].0].protected);
 }
+
+/// A backend that reports little free space, like a nearly full disk.
+struct SmallDisk(Arc<dyn Backend>, u64);
+
+impl Backend for SmallDisk {
+    fn location(&self) -> String {
+        self.0.location()
+    }
+    fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        self.0.list(prefix)
+    }
+    fn read(&self, path: &str) -> BackendResult<Vec<u8>> {
+        self.0.read(path)
+    }
+    fn read_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        self.0.read_range(path, offset, len)
+    }
+    fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
+        self.0.write(path, data)
+    }
+    fn delete(&self, path: &str) -> BackendResult<()> {
+        self.0.delete(path)
+    }
+    fn free_space(&self) -> Option<u64> {
+        Some(self.1)
+    }
+}
+
+#[test]
+fn stats_warn_when_the_destination_fills_within_30_days() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("books");
+    fs::create_dir(&dir).unwrap();
+    let mem: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let repo = init(mem.clone(), 1 << 20);
+    let first = backup_path(&repo, &dir.parent().unwrap().join("books"));
+    // Ten nightly snapshots that each stored 50 MB, dated over ten days.
+    let mut snap = repo.load_snapshot(&first).unwrap();
+    for d in (0..10).rev() {
+        snap.time = chrono::Utc::now() - chrono::Duration::days(d);
+        snap.totals.bytes_stored = 50_000_000;
+        repo.save_snapshot(&snap).unwrap();
+    }
+    // 1 GB free: full in about 20 days.
+    let small = Repository::open(Arc::new(SmallDisk(mem.clone(), 1_000_000_000)), b"pw").unwrap();
+    let g = growth_now(&small).unwrap().unwrap();
+    assert!((g.bytes_per_day - 50e6).abs() < 1e6, "{g:?}");
+    let w = g.warning(Some(1_000_000_000)).unwrap();
+    assert!(w.contains("full in about"), "{w}");
+    let s = stats(&small).unwrap();
+    assert_eq!(s.growth.as_ref(), Some(&g));
+    assert_eq!(s.free_bytes, Some(1_000_000_000));
+    // 10 GB free: 200 days, no warning.
+    let big = Repository::open(Arc::new(SmallDisk(mem, 10_000_000_000)), b"pw").unwrap();
+    let g = growth_now(&big).unwrap().unwrap();
+    assert!(g.warning(Some(10_000_000_000)).is_none());
+}
