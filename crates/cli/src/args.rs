@@ -83,6 +83,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Show sizes, ratios, free space and growth of the repository
     Stats,
+    /// Run a restore drill: restore into a scratch folder, check the databases and the books
+    Verify(VerifyArgs),
     /// Take a labelled safety snapshot, then run a risky command
     Guard(GuardArgs),
     /// Protect a snapshot, or clear its suspect alarm
@@ -241,6 +243,25 @@ fn parse_percent_or_zero(s: &str) -> Result<f64, String> {
         return Ok(0.0);
     }
     parse_percent(s)
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Snapshot: `latest` or a unique prefix of its id
+    #[arg(default_value = "latest")]
+    pub snapshot: String,
+    /// Restore and check every source, not only the databases
+    #[arg(long)]
+    pub all_sources: bool,
+    /// Do nothing if a drill passed more recently than this, e.g. 60d
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+    pub if_older_than: Option<chrono::Duration>,
+    /// Folder to restore into (a fresh subfolder, removed afterwards; default: the system temporary folder)
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// Worker threads for the restore (default: one per core)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
 }
 
 #[derive(Args, Debug)]

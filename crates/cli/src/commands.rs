@@ -73,6 +73,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Prune(a) => crate::retention::prune(&g, a),
         Command::Stats => crate::retention::stats(&g),
         Command::Guard(a) => guard(&g, a),
+        Command::Verify(a) => crate::verify::verify(&g, a),
         Command::Snapshot { command } => crate::retention::snapshot(&g, command),
         Command::Demo(a) => crate::demo::run(a, g.quiet),
     }
@@ -530,12 +531,12 @@ fn snapshot_json(id: &Id, s: &Snapshot, st: &engine::SnapshotState) -> serde_jso
         "sources": s.sources.iter().map(|src| json!({"name": src.name, "kind": src.kind, "path": src.path, "summary": src.summary})).collect::<Vec<_>>(),
         "totals": s.totals, "program": s.program,
         "protected": st.protected, "suspect": s.suspect, "suspect_cleared": st.suspect_cleared,
-        "drill_passed": st.drill_passed,
+        "verified": st.verified(), "drill_passed": st.drill_passed, "drill_failed": st.drill_failed,
     })
 }
 
 /// Short flags for the snapshot table: P protected, S! suspect, s cleared
-/// suspect, D passed a restore drill.
+/// suspect.
 fn flags(s: &Snapshot, st: &engine::SnapshotState) -> String {
     let mut f = String::new();
     if st.protected {
@@ -544,10 +545,20 @@ fn flags(s: &Snapshot, st: &engine::SnapshotState) -> String {
     if s.is_suspect() {
         f.push_str(if st.suspect_cleared { "s" } else { "S!" });
     }
-    if st.drill_passed.is_some() {
-        f.push('D');
-    }
     f
+}
+
+/// The "Verified" column: the date of the last passing restore drill, or
+/// FAILED when the latest drill failed.
+fn verified(st: &engine::SnapshotState) -> String {
+    match (st.verified(), st.drill_passed) {
+        (Some(false), _) => "FAILED".into(),
+        (Some(true), Some(t)) => t
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d")
+            .to_string(),
+        _ => String::new(),
+    }
 }
 
 pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
@@ -566,8 +577,8 @@ pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
         ));
     } else {
         println!(
-            "{:<8}  {:<19}  {:<12}  {:>8}  {:<5}  {:<16}  Sources / reason",
-            "ID", "Time", "Host", "Size", "Flags", "Tags"
+            "{:<8}  {:<19}  {:<12}  {:>8}  {:<5}  {:<10}  {:<16}  Sources / reason",
+            "ID", "Time", "Host", "Size", "Flags", "Verified", "Tags"
         );
         for (id, s) in &all {
             let local = s.time.with_timezone(&chrono::Local);
@@ -576,19 +587,21 @@ pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
             if let Some(r) = &s.reason {
                 last = format!("{last}  ({r})");
             }
+            let st = states.get(id).unwrap_or(&none);
             println!(
-                "{:<8}  {:<19}  {:<12}  {:>8}  {:<5}  {:<16}  {}",
+                "{:<8}  {:<19}  {:<12}  {:>8}  {:<5}  {:<10}  {:<16}  {}",
                 id.short(),
                 local.format("%Y-%m-%d %H:%M:%S"),
                 s.host,
                 ui::size(s.size()),
-                flags(s, states.get(id).unwrap_or(&none)),
+                flags(s, st),
+                verified(st),
                 s.tags.join(","),
                 last
             );
         }
         println!(
-            "{} snapshot{}  (flags: P protected, S! suspect, s suspect cleared, D passed a restore drill)",
+            "{} snapshot{}  (flags: P protected, S! suspect, s suspect cleared; Verified: last restore drill that passed)",
             all.len(),
             if all.len() == 1 { "" } else { "s" }
         );

@@ -10,6 +10,14 @@
 //! keep_tags = ["year-end"]
 //! protect_days = 90
 //! suspect_share = 0.10
+//!
+//! [verify]
+//! scratch = "/var/tmp"
+//!
+//! [[verify.checks]]
+//! name = "no negative stock"
+//! sql = "SELECT id, qty FROM items WHERE qty < 0"
+//! database = "firm.db"
 //! ```
 //!
 //! Every key is optional. Unknown keys are an error, so a typo does not
@@ -28,6 +36,30 @@ pub struct Config {
     pub forget: ForgetConfig,
     #[serde(default)]
     pub backup: BackupConfig,
+    #[serde(default)]
+    pub verify: VerifyConfig,
+}
+
+/// `[verify]`: restore drills.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Where drills restore to (a fresh subfolder each time).
+    pub scratch: Option<std::path::PathBuf>,
+    /// Custom accounting checks: queries that must return no rows.
+    #[serde(default)]
+    pub checks: Vec<CustomCheck>,
+}
+
+/// `[[verify.checks]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomCheck {
+    pub name: String,
+    /// A query that returns the offending rows, and no rows when all is well.
+    pub sql: String,
+    /// Only for databases with this file name (default: every database).
+    pub database: Option<String>,
 }
 
 /// `[forget]`: the retention policy used when `forget` gets no `--keep-*`.
@@ -75,6 +107,14 @@ impl Config {
             if !(s > 0.0 && s <= 1.0) {
                 return Err(anyhow!(
                     "config file {}: backup.suspect_share must be above 0 and at most 1, not {s}",
+                    path.display()
+                ));
+            }
+        }
+        for (i, check) in c.verify.checks.iter().enumerate() {
+            if check.name.trim().is_empty() || check.sql.trim().is_empty() {
+                return Err(anyhow!(
+                    "config file {}: verify.checks[{i}] needs a name and an sql query",
                     path.display()
                 ));
             }

@@ -12,6 +12,7 @@ mod config;
 mod demo;
 mod retention;
 mod ui;
+mod verify;
 
 use clap::Parser;
 

@@ -261,7 +261,7 @@ pub fn snapshot(g: &Globals, cmd: SnapshotCommand) -> Result<i32> {
             MarkKind::Protect => "protected",
             MarkKind::Unprotect => "unprotected",
             MarkKind::ClearSuspect => "suspect alarm cleared for",
-            MarkKind::DrillPassed => "drill recorded for",
+            MarkKind::DrillPassed | MarkKind::DrillFailed => "drill recorded for",
         };
         println!("{what} snapshot {}", id.short());
     }

@@ -15,6 +15,7 @@ pub mod exit {
     pub const INCOMPLETE: i32 = 3;
     pub const DAMAGED: i32 = 4;
     pub const SUSPECT: i32 = 5;
+    pub const DRILL_FAILED: i32 = 6;
     pub const NO_REPOSITORY: i32 = 10;
     pub const LOCKED: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;

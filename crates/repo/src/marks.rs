@@ -34,6 +34,8 @@ pub enum MarkKind {
     ClearSuspect,
     /// A restore drill restored this snapshot and the books balanced.
     DrillPassed,
+    /// A restore drill on this snapshot failed (`report` says which check).
+    DrillFailed,
 }
 
 /// One mark file.
@@ -48,6 +50,9 @@ pub struct Mark {
     /// Free text: why, or what the drill proved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The full report of a restore drill (drill marks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
 }
 
 impl Mark {
@@ -60,6 +65,19 @@ impl Mark {
             host: crate::host_name(),
             user: crate::user_name(),
             note,
+            report: None,
+        }
+    }
+}
+
+impl SnapshotState {
+    /// Whether its latest restore drill passed (`None`: never drilled).
+    pub fn verified(&self) -> Option<bool> {
+        match (self.drill_passed, self.drill_failed) {
+            (None, None) => None,
+            (Some(_), None) => Some(true),
+            (None, Some(_)) => Some(false),
+            (Some(p), Some(f)) => Some(p > f),
         }
     }
 }
@@ -73,6 +91,8 @@ pub struct SnapshotState {
     pub suspect_cleared: bool,
     /// When a restore drill last passed on it.
     pub drill_passed: Option<DateTime<Utc>>,
+    /// When a restore drill last failed on it.
+    pub drill_failed: Option<DateTime<Utc>>,
     /// Ids of the mark files about it.
     #[serde(skip)]
     pub marks: Vec<Id>,
@@ -91,6 +111,7 @@ pub fn fold(marks: &[(Id, Mark)]) -> HashMap<Id, SnapshotState> {
             MarkKind::Unprotect => st.protected = false,
             MarkKind::ClearSuspect => st.suspect_cleared = true,
             MarkKind::DrillPassed => st.drill_passed = Some(m.time),
+            MarkKind::DrillFailed => st.drill_failed = Some(m.time),
         }
     }
     out
