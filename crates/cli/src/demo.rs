@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::args::{BackupArgs, CheckArgs, DemoArgs, InitArgs, KdfArgs, RestoreArgs};
+use crate::args::{BackupArgs, CheckArgs, DemoArgs, InitArgs, KdfArgs, RestoreArgs, VerifyArgs};
 use crate::commands::{self, Globals};
 use crate::ui::exit;
 
@@ -301,6 +301,21 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
             ts_back.len(),
             rows
         );
+    }
+
+    step(quiet, "ledgervault verify latest");
+    let drill = crate::verify::verify(
+        &g,
+        VerifyArgs {
+            snapshot: "latest".into(),
+            all_sources: false,
+            if_older_than: None,
+            scratch: None,
+            threads: None,
+        },
+    )?;
+    if drill != exit::OK {
+        bail!("the restore drill failed");
     }
 
     step(quiet, "ledgervault check --read-data");

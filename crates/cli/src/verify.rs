@@ -232,7 +232,7 @@ fn drill(
             origin: "restore".into(),
             passed: broken.is_empty(),
             detail: if broken.is_empty() {
-                format!("{} restored", src.path)
+                format!("{} restored into the scratch folder", src.name)
             } else {
                 format!("{} file(s) could not be restored", broken.len())
             },

@@ -461,6 +461,7 @@ fn the_demo_runs_and_proves_its_restore() {
         .success()
         .stdout(
             predicate::str::contains("byte-identical")
+                .and(predicate::str::contains("restore drill PASSED"))
                 .and(predicate::str::contains("no errors were found")),
         );
     // A second run replaces its own folder; a foreign folder is refused.
