@@ -1,0 +1,692 @@
+//! Importing a client archive into a firm database, all or nothing.
+//!
+//! Inside one write transaction: compare schemas, find (and with `--replace`
+//! delete) the existing client, remap keys that collide, resolve shared rows
+//! by natural key, apply the link policies, insert, raise id counters, then
+//! verify (row counts, digests with keys mapped, foreign keys of the
+//! imported rows, the books' invariants) and only then commit. Any failure,
+//! or a dry run, rolls back: the database is exactly as before.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::map::{schema_differences, LinkPolicy, MissingShared, TenantConfig, TenantMap};
+use crate::sql::{ident, rows, Db, Value};
+use crate::{client_rows, Archive, Error, Link, Result, TableRows};
+
+/// What to do when the client already exists in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Refuse if it exists.
+    New,
+    /// Import beside it as another client (new keys where they collide).
+    AsNew,
+    /// Delete the existing client's rows first (only if nothing outside the
+    /// client references them).
+    Replace,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub mode: Mode,
+    pub dry_run: bool,
+    /// Column values to set on the client's root row (a new code or name
+    /// for `--as-new` into the same firm).
+    pub set: Vec<(String, Value)>,
+    /// Accounting invariants: (name, query returning offending rows).
+    pub invariants: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TablePlan {
+    pub table: String,
+    pub rows: u64,
+    /// Rows whose key had to change because it was taken.
+    pub remapped: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedPlan {
+    pub table: String,
+    /// Matched to an existing row by natural key (or identical content).
+    pub matched: u64,
+    pub created: u64,
+    pub natural_key: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkPlan {
+    pub link: String,
+    pub policy: LinkPolicy,
+    pub action: String,
+}
+
+/// What an import did, or would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub dry_run: bool,
+    pub committed: bool,
+    pub mode: Mode,
+    pub client_from: Value,
+    pub client_to: Value,
+    pub label: String,
+    pub tables: Vec<TablePlan>,
+    pub shared: Vec<SharedPlan>,
+    pub links: Vec<LinkPlan>,
+    /// Rows of the replaced client deleted first.
+    pub replaced_rows: u64,
+    /// Checks run before commit, each "name: ok".
+    pub verified: Vec<String>,
+}
+
+/// Imports `archive` into `db`. See the module documentation.
+pub fn import(
+    db: &dyn Db,
+    map: &TenantMap,
+    config: &TenantConfig,
+    archive: &Archive,
+    opts: &ImportOptions,
+) -> Result<ImportReport> {
+    let diffs = schema_differences(&archive.schema, &map.schema());
+    if !diffs.is_empty() {
+        return Err(Error::Refused(format!(
+            "the archive's schema differs from the target's ({})",
+            diffs.join("; ")
+        )));
+    }
+    if archive.root != map.root().name {
+        return Err(Error::Refused(format!(
+            "the archive's client table is {}, the target's is {}",
+            archive.root,
+            map.root().name
+        )));
+    }
+    db.begin_write()?;
+    match run(db, map, config, archive, opts) {
+        Ok(mut r) if !opts.dry_run => {
+            db.commit()?;
+            r.committed = true;
+            Ok(r)
+        }
+        Ok(r) => {
+            db.rollback()?;
+            Ok(r)
+        }
+        Err(e) => {
+            let _ = db.rollback();
+            Err(e)
+        }
+    }
+}
+
+fn refused(msg: impl Into<String>) -> Error {
+    Error::Refused(msg.into())
+}
+
+fn placeholders(db: &dyn Db, n: usize) -> String {
+    (1..=n).map(|i| db.param(i)).collect::<Vec<_>>().join(", ")
+}
+
+/// Canonical bytes of a row, for order-free comparison.
+fn encoded(r: &[Value]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for v in r {
+        v.encode(&mut b);
+    }
+    b
+}
+
+fn sorted_digest(mut rs: Vec<Vec<u8>>) -> String {
+    rs.sort();
+    let mut h = blake3::Hasher::new();
+    for r in rs {
+        h.update(&r);
+    }
+    h.finalize().to_hex().to_string()
+}
+
+fn count_offending(db: &dyn Db, sql: &str) -> Result<u64> {
+    let mut n = 0u64;
+    db.query(sql, &[], &mut |_| {
+        n += 1;
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+fn run(
+    db: &dyn Db,
+    map: &TenantMap,
+    config: &TenantConfig,
+    archive: &Archive,
+    opts: &ImportOptions,
+) -> Result<ImportReport> {
+    let root = map.root();
+    let root_key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
+    let root_rows = &archive.tables[0];
+    let root_row = root_rows
+        .rows
+        .first()
+        .ok_or_else(|| Error::Archive("the archive has no client row".into()))?;
+
+    // The books' state before, so an import is judged only on what it adds.
+    let mut before = Vec::new();
+    for (name, sql) in &opts.invariants {
+        before.push((name, sql, count_offending(db, sql)?));
+    }
+
+    // Is the client already there (same key, or same unique column value)?
+    let mut existing: Option<Value> = None;
+    let mut probes: Vec<(String, Value)> = vec![(root_key.clone(), archive.client.clone())];
+    for u in db.unique_keys(&root.name)? {
+        if let [c] = u.as_slice() {
+            if let Some(i) = root_rows.col(c) {
+                probes.push((c.clone(), root_row[i].clone()));
+            }
+        }
+    }
+    let mut probes_done = Vec::new();
+    for (c, v) in &probes {
+        let found = rows(
+            db,
+            &format!(
+                "SELECT {} FROM {} WHERE {} = {}",
+                ident(&root_key),
+                ident(&root.name),
+                ident(c),
+                db.param(1)
+            ),
+            std::slice::from_ref(v),
+        )?;
+        if let Some(r) = found.into_iter().next() {
+            probes_done.push(format!("{}.{c} = {v}", root.name));
+            if existing.is_none() {
+                existing = Some(r[0].clone());
+            }
+        }
+    }
+    let mut replaced_rows = 0;
+    match (&existing, opts.mode) {
+        (Some(_), Mode::New) => {
+            return Err(refused(format!(
+                "client {} ({}) already exists in the target ({}); use --replace to overwrite it or --as-new to add a copy",
+                archive.client,
+                archive.label,
+                probes_done.join(", ")
+            )))
+        }
+        (Some(k), Mode::Replace) => replaced_rows = delete_client(db, map, k)?,
+        _ => {}
+    }
+
+    // Shared rows: matched by natural key, or created.
+    let mut shared_maps: HashMap<(String, String), HashMap<Value, Value>> = HashMap::new();
+    let mut shared_plans = Vec::new();
+    for s in &archive.shared {
+        let info = map
+            .shared(&s.table)
+            .ok_or_else(|| refused(format!("{} is not a shared table in the target", s.table)))?;
+        let mut plan = SharedPlan {
+            table: s.table.clone(),
+            matched: 0,
+            created: 0,
+            natural_key: info.natural_key.clone(),
+        };
+        let cols = &s.columns;
+        let all = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        for r in &s.rows {
+            let (where_cols, where_vals): (Vec<&String>, Vec<Value>) = match &info.natural_key {
+                Some(nk) => nk
+                    .iter()
+                    .filter_map(|c| s.col(c).map(|i| (c, r[i].clone())))
+                    .unzip(),
+                // Without a natural key: the very same row.
+                None => cols.iter().zip(r.iter().cloned()).unzip(),
+            };
+            let cond = where_cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{} IS {}", ident(c), db.param(i + 1)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let found = rows(
+                db,
+                &format!("SELECT {all} FROM {} WHERE {cond} LIMIT 1", ident(&s.table)),
+                &where_vals,
+            )?;
+            let target_row = match found.into_iter().next() {
+                Some(t) => {
+                    plan.matched += 1;
+                    t
+                }
+                None if config.missing_shared == MissingShared::Fail => {
+                    return Err(refused(format!(
+                        "shared row {} ({}) is missing in the target and missing_shared = \"fail\"",
+                        s.table,
+                        where_vals.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+                    )))
+                }
+                None => {
+                    plan.created += 1;
+                    let mut new = r.clone();
+                    if let Some(pk) = &info.int_pk {
+                        let i = s.col(pk).expect("pk column");
+                        let taken = !rows(
+                            db,
+                            &format!("SELECT 1 FROM {} WHERE {} = {}", ident(&s.table), ident(pk), db.param(1)),
+                            std::slice::from_ref(&r[i]),
+                        )?
+                        .is_empty();
+                        if taken {
+                            new[i] = Value::Int(next_id(db, &s.table, pk, 0)?);
+                        }
+                    }
+                    db.execute(
+                        &format!(
+                            "INSERT INTO {} ({all}) VALUES ({})",
+                            ident(&s.table),
+                            placeholders(db, cols.len())
+                        ),
+                        &new,
+                    )?;
+                    new
+                }
+            };
+            for (i, c) in cols.iter().enumerate() {
+                shared_maps
+                    .entry((s.table.clone(), c.clone()))
+                    .or_default()
+                    .insert(r[i].clone(), target_row[i].clone());
+            }
+        }
+        shared_plans.push(plan);
+    }
+
+    // Key maps for owned tables with an integer key.
+    let mut key_maps: HashMap<String, HashMap<Value, Value>> = HashMap::new();
+    let mut table_plans = Vec::new();
+    for t in &archive.tables {
+        let o = map
+            .owned(&t.table)
+            .ok_or_else(|| refused(format!("{} does not belong to clients in the target", t.table)))?;
+        let mut plan = TablePlan {
+            table: t.table.clone(),
+            rows: t.rows.len() as u64,
+            remapped: 0,
+        };
+        if let Some(pk) = &o.int_pk {
+            let i = t.col(pk).expect("pk column");
+            let ids: Vec<i64> = t
+                .rows
+                .iter()
+                .filter_map(|r| match r[i] {
+                    Value::Int(v) => Some(v),
+                    _ => None,
+                })
+                .collect();
+            let (lo, hi) = (
+                ids.iter().min().copied().unwrap_or(0),
+                ids.iter().max().copied().unwrap_or(0),
+            );
+            let taken: HashSet<i64> = rows(
+                db,
+                &format!(
+                    "SELECT {} FROM {} WHERE {} BETWEEN {} AND {}",
+                    ident(pk),
+                    ident(&t.table),
+                    ident(pk),
+                    db.param(1),
+                    db.param(2)
+                ),
+                &[Value::Int(lo), Value::Int(hi)],
+            )?
+            .into_iter()
+            .filter_map(|r| match r[0] {
+                Value::Int(v) => Some(v),
+                _ => None,
+            })
+            .collect();
+            let mut next = next_id(db, &t.table, pk, hi)?;
+            let m = key_maps.entry(t.table.clone()).or_default();
+            for id in ids {
+                let to = if taken.contains(&id) {
+                    plan.remapped += 1;
+                    next += 1;
+                    next - 1
+                } else {
+                    id
+                };
+                m.insert(Value::Int(id), Value::Int(to));
+            }
+        }
+        table_plans.push(plan);
+    }
+    let client_to = key_maps
+        .get(&root.name)
+        .and_then(|m| m.get(&archive.client))
+        .cloned()
+        .unwrap_or_else(|| archive.client.clone());
+
+    // Links leaving the client.
+    let mut link_plans = Vec::new();
+    let mut nullify: HashSet<(String, String, Vec<Value>)> = HashSet::new();
+    let mut failing: Vec<&Link> = Vec::new();
+    for l in &archive.links {
+        let policy = config.link_policy(&l.table, &l.column);
+        let action = match policy {
+            LinkPolicy::Fail => {
+                failing.push(l);
+                "refused (policy fail)".to_string()
+            }
+            LinkPolicy::Keep => {
+                let k = map
+                    .keys
+                    .iter()
+                    .find(|k| k.table == l.table && k.column == l.column)
+                    .expect("links come from keys");
+                let there = !rows(
+                    db,
+                    &format!(
+                        "SELECT 1 FROM {} WHERE {} = {} LIMIT 1",
+                        ident(&k.ref_table),
+                        ident(&k.ref_column),
+                        db.param(1)
+                    ),
+                    std::slice::from_ref(&l.value),
+                )?
+                .is_empty();
+                if !there {
+                    return Err(refused(format!(
+                        "link {l}: policy keep, but the target has no {} {}",
+                        l.ref_table, l.value
+                    )));
+                }
+                format!("kept: {} {} exists in the target", l.ref_table, l.value)
+            }
+            LinkPolicy::Nullify => {
+                let col = map
+                    .owned(&l.table)
+                    .and_then(|o| o.columns.iter().find(|c| c.name == l.column));
+                if col.is_some_and(|c| c.not_null) {
+                    return Err(refused(format!(
+                        "link {l}: policy nullify, but {}.{} is NOT NULL",
+                        l.table, l.column
+                    )));
+                }
+                nullify.insert((l.table.clone(), l.column.clone(), l.row.clone()));
+                "set to NULL".to_string()
+            }
+        };
+        link_plans.push(LinkPlan {
+            link: l.to_string(),
+            policy,
+            action,
+        });
+    }
+    if !failing.is_empty() {
+        let shown: Vec<String> = failing.iter().take(5).map(|l| l.to_string()).collect();
+        return Err(refused(format!(
+            "{} cross-client link(s) with policy fail: {}{}; set a policy per link in the [client.links] config (keep or nullify)",
+            failing.len(),
+            shown.join("; "),
+            if failing.len() > 5 { "; …" } else { "" }
+        )));
+    }
+
+    // Insert, mapping every key.
+    let mut expected: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for t in &archive.tables {
+        let o = map.owned(&t.table).expect("checked above");
+        let pk_idx: Vec<usize> = o.pk.iter().filter_map(|c| t.col(c)).collect();
+        // Per column: how to map its values.
+        let col_maps: Vec<Option<&HashMap<Value, Value>>> = t
+            .columns
+            .iter()
+            .map(|c| {
+                if o.int_pk.as_deref() == Some(c.as_str()) {
+                    return key_maps.get(&t.table);
+                }
+                let k = map.keys.iter().find(|k| k.table == t.table && &k.column == c)?;
+                if map.owned(&k.ref_table).is_some_and(|r| r.int_pk.as_deref() == Some(k.ref_column.as_str())) {
+                    key_maps.get(&k.ref_table)
+                } else {
+                    shared_maps.get(&(k.ref_table.clone(), k.ref_column.clone()))
+                }
+            })
+            .collect();
+        let cols = t.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "INSERT INTO {} ({cols}) VALUES ({})",
+            ident(&t.table),
+            placeholders(db, t.columns.len())
+        );
+        let mut mapped_rows = Vec::with_capacity(t.rows.len());
+        let mut max_id = 0i64;
+        for r in &t.rows {
+            let pk: Vec<Value> = pk_idx.iter().map(|&i| r[i].clone()).collect();
+            let mut v = Vec::with_capacity(r.len());
+            for (i, val) in r.iter().enumerate() {
+                let c = &t.columns[i];
+                let mapped = if nullify.contains(&(t.table.clone(), c.clone(), pk.clone())) {
+                    Value::Null
+                } else {
+                    match col_maps[i].and_then(|m| m.get(val)) {
+                        Some(m) => m.clone(),
+                        None => val.clone(),
+                    }
+                };
+                v.push(mapped);
+            }
+            if t.table == root.name {
+                for (c, val) in &opts.set {
+                    let i = t
+                        .col(c)
+                        .ok_or_else(|| refused(format!("--set: {} has no column {c}", root.name)))?;
+                    v[i] = val.clone();
+                }
+            }
+            if let Some(pk) = &o.int_pk {
+                if let Some(Value::Int(id)) = t.col(pk).map(|i| &v[i]) {
+                    max_id = max_id.max(*id);
+                }
+            }
+            db.execute(&sql, &v).map_err(|e| match e {
+                Error::Db(m) => refused(format!("inserting into {}: {m}", t.table)),
+                other => other,
+            })?;
+            mapped_rows.push(encoded(&v));
+        }
+        if o.int_pk.is_some() && max_id > 0 {
+            db.raise_counter(&t.table, max_id)?;
+        }
+        expected.insert(t.table.clone(), (t.rows.len() as u64, sorted_digest(mapped_rows)));
+    }
+
+    // Verify before commit.
+    let mut verified = Vec::new();
+    for o in &map.owned {
+        let Some((n, digest)) = expected.get(&o.name) else {
+            continue;
+        };
+        let got = client_rows(db, map, o, &client_to)?;
+        if got.rows.len() as u64 != *n {
+            return Err(refused(format!(
+                "verification: {} has {} rows of the client after import, the archive {n}",
+                o.name,
+                got.rows.len()
+            )));
+        }
+        // Compare in the archive's column order.
+        let order: Vec<usize> = archive
+            .tables
+            .iter()
+            .find(|t| t.table == o.name)
+            .map(|t| t.columns.iter().filter_map(|c| got.col(c)).collect())
+            .unwrap_or_default();
+        let d = sorted_digest(
+            got.rows
+                .iter()
+                .map(|r| encoded(&order.iter().map(|&i| r[i].clone()).collect::<Vec<_>>()))
+                .collect(),
+        );
+        if &d != digest {
+            return Err(refused(format!(
+                "verification: the content of {} differs from the archive once keys are mapped",
+                o.name
+            )));
+        }
+    }
+    verified.push("row counts match".into());
+    verified.push("content digests match once keys are mapped".into());
+    check_foreign_keys(db, map, archive, &client_to)?;
+    verified.push("foreign keys of the imported rows resolve".into());
+    for (name, sql, was) in before {
+        let now = count_offending(db, sql)?;
+        if now > was {
+            return Err(refused(format!(
+                "verification: \"{name}\" finds {} more offending row(s) after the import",
+                now - was
+            )));
+        }
+        verified.push(format!("{name}: ok"));
+    }
+    Ok(ImportReport {
+        dry_run: opts.dry_run,
+        committed: false,
+        mode: opts.mode,
+        client_from: archive.client.clone(),
+        client_to,
+        label: archive.label.clone(),
+        tables: table_plans,
+        shared: shared_plans,
+        links: link_plans,
+        replaced_rows,
+        verified,
+    })
+}
+
+/// The next free id of `table` above `above`.
+fn next_id(db: &dyn Db, table: &str, pk: &str, above: i64) -> Result<i64> {
+    let r = rows(
+        db,
+        &format!("SELECT max({}) FROM {}", ident(pk), ident(table)),
+        &[],
+    )?;
+    let max = match r.first().and_then(|r| r.first()) {
+        Some(Value::Int(m)) => *m,
+        _ => 0,
+    };
+    Ok(max.max(above) + 1)
+}
+
+/// Every declared foreign key of every imported row points at a row that
+/// exists (what `foreign_key_check` proves, limited to the imported rows).
+fn check_foreign_keys(
+    db: &dyn Db,
+    map: &TenantMap,
+    archive: &Archive,
+    client_to: &Value,
+) -> Result<()> {
+    for t in &archive.tables {
+        let o = map.owned(&t.table).expect("owned");
+        let got: TableRows = client_rows(db, map, o, client_to)?;
+        for k in map.keys.iter().filter(|k| k.table == t.table && !k.is_virtual) {
+            let Some(ci) = got.col(&k.column) else { continue };
+            let values: HashSet<&Value> = got
+                .rows
+                .iter()
+                .map(|r| &r[ci])
+                .filter(|v| **v != Value::Null)
+                .collect();
+            let sql = format!(
+                "SELECT 1 FROM {} WHERE {} = {} LIMIT 1",
+                ident(&k.ref_table),
+                ident(&k.ref_column),
+                db.param(1)
+            );
+            for v in values {
+                if rows(db, &sql, std::slice::from_ref(v))?.is_empty() {
+                    return Err(refused(format!(
+                        "verification: {}.{} = {v} points to no row of {}",
+                        k.table, k.column, k.ref_table
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes client `key`'s rows, deepest tables first, after making sure no
+/// row outside the client references them. Returns the rows deleted.
+fn delete_client(db: &dyn Db, map: &TenantMap, key: &Value) -> Result<u64> {
+    let mut closure: HashMap<String, TableRows> = HashMap::new();
+    for o in &map.owned {
+        closure.insert(o.name.clone(), client_rows(db, map, o, key)?);
+    }
+    // References from outside the client into it.
+    for k in &map.keys {
+        let Some(target) = closure.get(&k.ref_table) else {
+            continue;
+        };
+        let Some(ri) = target.col(&k.ref_column) else {
+            continue;
+        };
+        let inside: HashSet<&Value> = target.rows.iter().map(|r| &r[ri]).collect();
+        if inside.is_empty() {
+            continue;
+        }
+        let own: Option<HashSet<Vec<u8>>> = closure.get(&k.table).map(|t| {
+            t.rows.iter().map(|r| encoded(r)).collect()
+        });
+        let cols = match closure.get(&k.table) {
+            Some(t) => t.columns.clone(),
+            None => db.columns(&k.table)?.into_iter().map(|c| c.name).collect(),
+        };
+        let select = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        let ci = cols.iter().position(|c| *c == k.column).unwrap_or(0);
+        let mut outside = Vec::new();
+        db.query(
+            &format!(
+                "SELECT {select} FROM {} WHERE {} IS NOT NULL",
+                ident(&k.table),
+                ident(&k.column)
+            ),
+            &[],
+            &mut |r| {
+                if inside.contains(&r[ci]) && !own.as_ref().is_some_and(|o| o.contains(&encoded(&r))) {
+                    outside.push(format!("{}.{} = {}", k.table, k.column, r[ci]));
+                }
+                Ok(())
+            },
+        )?;
+        if !outside.is_empty() {
+            return Err(refused(format!(
+                "--replace: {} row(s) outside the client reference it ({}{}), so it cannot be deleted",
+                outside.len(),
+                outside.iter().take(5).cloned().collect::<Vec<_>>().join("; "),
+                if outside.len() > 5 { "; …" } else { "" }
+            )));
+        }
+    }
+    let mut n = 0;
+    for o in map.owned.iter().rev() {
+        let t = &closure[&o.name];
+        let idx: Vec<usize> = o.pk.iter().filter_map(|c| t.col(c)).collect();
+        let cond = o
+            .pk
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} = {}", ident(c), db.param(i + 1)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let sql = format!("DELETE FROM {} WHERE {cond}", ident(&o.name));
+        for r in &t.rows {
+            let p: Vec<Value> = idx.iter().map(|&i| r[i].clone()).collect();
+            n += db.execute(&sql, &p)?;
+        }
+    }
+    Ok(n)
+}

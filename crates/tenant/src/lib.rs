@@ -1,0 +1,432 @@
+//! Per-client backup and restore: one client's rows out of a firm database,
+//! and back into the same or another firm database.
+//!
+//! - [`map`] works out which tables belong to a client and which are shared;
+//! - [`export`] collects a client's rows inside one read snapshot into an
+//!   [`Archive`], recording every link that leaves the client;
+//! - [`import`](mod@import) puts an archive into a database in one transaction,
+//!   remapping keys, resolving shared rows and verifying before it commits.
+//!
+//! Everything goes through the engine-neutral [`sql::Db`] trait.
+
+pub mod import;
+pub mod map;
+pub mod sql;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+pub use import::{import, ImportOptions, ImportReport, Mode};
+pub use map::{LinkPolicy, MissingShared, TenantConfig, TenantMap};
+use map::{fingerprint, TableSchema};
+use sql::{ident, rows, Db, Value};
+
+/// Errors of per-client work; each is one line a person can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Db(String),
+    #[error("{0}")]
+    Schema(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The import was refused; nothing was changed.
+    #[error("{0}; nothing was changed")]
+    Refused(String),
+    #[error("archive: {0}")]
+    Archive(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Version of the archive format.
+pub const ARCHIVE_VERSION: u32 = 1;
+
+/// A table's rows in an archive.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableRows {
+    pub table: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl TableRows {
+    pub fn col(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+}
+
+/// A link from one of the client's rows to another client's row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Link {
+    pub table: String,
+    /// Primary key of the row holding the link.
+    pub row: Vec<Value>,
+    pub column: String,
+    pub ref_table: String,
+    pub value: Value,
+    /// The client owning the row it points to (when it could be found).
+    pub other_client: Option<Value>,
+}
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let row: Vec<String> = self.row.iter().map(|v| v.to_string()).collect();
+        write!(
+            f,
+            "{}.{} of row {} points to {} {} of client {}",
+            self.table,
+            self.column,
+            row.join(","),
+            self.ref_table,
+            self.value,
+            self.other_client
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".into())
+        )
+    }
+}
+
+/// One client's data, portable between firm databases.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Archive {
+    pub version: u32,
+    pub engine: String,
+    pub root: String,
+    /// The client's root key in its source database.
+    pub client: Value,
+    /// A readable name (the root row's `name` or `code`, if it has one).
+    pub label: String,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub schema: Vec<TableSchema>,
+    pub fingerprint: String,
+    /// Owned tables, root first, parents before children.
+    pub tables: Vec<TableRows>,
+    /// Shared rows the client's rows point to.
+    pub shared: Vec<TableRows>,
+    pub links: Vec<Link>,
+}
+
+impl Archive {
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows.len() as u64).sum()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("archive serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Archive> {
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| Error::Archive(e.to_string()))?;
+        let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
+        if version > ARCHIVE_VERSION as u64 {
+            return Err(Error::Archive(format!(
+                "format version {version}, written by a newer ledgervault"
+            )));
+        }
+        serde_json::from_value(v).map_err(|e| Error::Archive(e.to_string()))
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Text(t) => t.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The label of a root row: its `name`, `code` or key.
+fn label_of(root_cols: &[String], row: &[Value], key: &Value) -> String {
+    for want in ["name", "code", "title"] {
+        if let Some(i) = root_cols.iter().position(|c| c.eq_ignore_ascii_case(want)) {
+            return text(&row[i]);
+        }
+    }
+    key.to_string()
+}
+
+/// A client as `client list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientInfo {
+    pub key: Value,
+    pub label: String,
+    /// Rows per owned table.
+    pub rows: BTreeMap<String, u64>,
+    pub total_rows: u64,
+}
+
+fn root_key(map: &TenantMap) -> String {
+    let r = map.root();
+    r.int_pk.clone().unwrap_or_else(|| r.pk[0].clone())
+}
+
+/// Every client with its row counts.
+pub fn list_clients(db: &dyn Db, map: &TenantMap) -> Result<Vec<ClientInfo>> {
+    let root = map.root();
+    let key = root_key(map);
+    let cols: Vec<String> = root.columns.iter().map(|c| c.name.clone()).collect();
+    let mut clients: Vec<ClientInfo> = Vec::new();
+    let mut by_key: HashMap<Value, usize> = HashMap::new();
+    let select = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    let ki = cols.iter().position(|c| *c == key).unwrap_or(0);
+    for r in rows(
+        db,
+        &format!("SELECT {select} FROM {} ORDER BY {}", ident(&root.name), ident(&key)),
+        &[],
+    )? {
+        let k = r[ki].clone();
+        by_key.insert(k.clone(), clients.len());
+        clients.push(ClientInfo {
+            label: label_of(&cols, &r, &k),
+            key: k,
+            rows: BTreeMap::new(),
+            total_rows: 1,
+        });
+    }
+    for o in &map.owned[1..] {
+        let (from, expr) = map.ownership_sql(db, &o.name);
+        // Drop the WHERE: count every client's rows at once.
+        let from = from.split(" WHERE ").next().unwrap_or(&from).to_string();
+        for r in rows(
+            db,
+            &format!("SELECT {expr}, count(*) {from} GROUP BY {expr}"),
+            &[],
+        )? {
+            if let (Some(&i), Value::Int(n)) = (by_key.get(&r[0]), &r[1]) {
+                clients[i].rows.insert(o.name.clone(), *n as u64);
+                clients[i].total_rows += *n as u64;
+            }
+        }
+    }
+    Ok(clients)
+}
+
+/// Finds a client by key or by a name/code column value.
+pub fn find_client(db: &dyn Db, map: &TenantMap, spec: &str) -> Result<(Value, String)> {
+    let root = map.root();
+    let key = root_key(map);
+    let cols: Vec<String> = root.columns.iter().map(|c| c.name.clone()).collect();
+    let select = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    let ki = cols.iter().position(|c| *c == key).unwrap_or(0);
+    let mut candidates: Vec<Value> = vec![Value::Text(spec.into())];
+    if let Ok(i) = spec.parse::<i64>() {
+        candidates.insert(0, Value::Int(i));
+    }
+    for c in &candidates {
+        let found = rows(
+            db,
+            &format!("SELECT {select} FROM {} WHERE {} = {}", ident(&root.name), ident(&key), db.param(1)),
+            std::slice::from_ref(c),
+        )?;
+        if let Some(r) = found.first() {
+            return Ok((r[ki].clone(), label_of(&cols, r, &r[ki])));
+        }
+    }
+    // By a text column: name, code, …
+    let mut matches = Vec::new();
+    for col in root.columns.iter().filter(|c| c.decl_type.contains("TEXT") || c.decl_type.contains("CHAR")) {
+        for r in rows(
+            db,
+            &format!(
+                "SELECT {select} FROM {} WHERE {} = {}",
+                ident(&root.name),
+                ident(&col.name),
+                db.param(1)
+            ),
+            &[Value::Text(spec.into())],
+        )? {
+            if !matches.iter().any(|(k, _): &(Value, String)| *k == r[ki]) {
+                matches.push((r[ki].clone(), label_of(&cols, &r, &r[ki])));
+            }
+        }
+    }
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        0 => Err(Error::NotFound(format!(
+            "no client {spec:?} in {} (give its id, code or name; `client list` shows them)",
+            root.name
+        ))),
+        n => Err(Error::NotFound(format!(
+            "{spec:?} matches {n} clients; give the id"
+        ))),
+    }
+}
+
+/// Selects the rows of owned table `o` belonging to client `key`, ordered
+/// by primary key.
+fn client_rows(db: &dyn Db, map: &TenantMap, o: &map::Owned, key: &Value) -> Result<TableRows> {
+    let (from, _) = map.ownership_sql(db, &o.name);
+    let cols: Vec<String> = o.columns.iter().map(|c| c.name.clone()).collect();
+    let select = cols
+        .iter()
+        .map(|c| format!("t0.{}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order = o
+        .pk
+        .iter()
+        .map(|c| format!("t0.{}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rs = rows(
+        db,
+        &format!("SELECT {select} {from} ORDER BY {order}"),
+        std::slice::from_ref(key),
+    )?;
+    Ok(TableRows {
+        table: o.name.clone(),
+        columns: cols,
+        rows: rs,
+    })
+}
+
+/// The client owning row `value` of owned table `table` (by `column`).
+fn owner_of(db: &dyn Db, map: &TenantMap, table: &str, column: &str, value: &Value) -> Result<Option<Value>> {
+    let (from, expr) = map.ownership_sql(db, table);
+    let from = from.split(" WHERE ").next().unwrap_or(&from).to_string();
+    let r = rows(
+        db,
+        &format!("SELECT {expr} {from} WHERE t0.{} = {} LIMIT 1", ident(column), db.param(1)),
+        std::slice::from_ref(value),
+    )?;
+    Ok(r.into_iter().next().and_then(|r| r.into_iter().next()))
+}
+
+/// Exports client `key` of `db`: every owned row inside one read snapshot,
+/// the shared rows they point to, and every link that leaves the client.
+pub fn export(db: &dyn Db, map: &TenantMap, key: &Value, engine: &str) -> Result<Archive> {
+    db.begin_read()?;
+    let r = export_in_snapshot(db, map, key, engine);
+    let _ = db.rollback();
+    r
+}
+
+fn export_in_snapshot(db: &dyn Db, map: &TenantMap, key: &Value, engine: &str) -> Result<Archive> {
+    let mut tables = Vec::new();
+    for o in &map.owned {
+        tables.push(client_rows(db, map, o, key)?);
+    }
+    let root = &tables[0];
+    let Some(root_row) = root.rows.first() else {
+        return Err(Error::NotFound(format!("no client {key} in {}", root.table)));
+    };
+    let label = label_of(&root.columns, root_row, key);
+    // Values present per (table, column), to tell links inside the client
+    // from links leaving it.
+    let mut present: HashMap<(String, String), HashSet<Value>> = HashMap::new();
+    let mut shared_refs: HashMap<(String, String), HashSet<Value>> = HashMap::new();
+    let mut links = Vec::new();
+    for k in &map.keys {
+        let Some(t) = tables.iter().find(|t| t.table == k.table) else {
+            continue;
+        };
+        let Some(ci) = t.col(&k.column) else { continue };
+        let is_owner = map
+            .owned(&k.table)
+            .and_then(|o| o.owner.as_ref())
+            .is_some_and(|ok| ok == k);
+        if is_owner {
+            continue;
+        }
+        if let Some(target) = tables.iter().find(|x| x.table == k.ref_table) {
+            let set = present
+                .entry((k.ref_table.clone(), k.ref_column.clone()))
+                .or_insert_with(|| {
+                    let i = target.col(&k.ref_column).unwrap_or(0);
+                    target.rows.iter().map(|r| r[i].clone()).collect()
+                })
+                .clone();
+            let o = map.owned(&k.table).expect("owned");
+            let pk_idx: Vec<usize> = o.pk.iter().filter_map(|c| t.col(c)).collect();
+            for r in &t.rows {
+                let v = &r[ci];
+                if *v == Value::Null || set.contains(v) {
+                    continue;
+                }
+                links.push(Link {
+                    table: k.table.clone(),
+                    row: pk_idx.iter().map(|&i| r[i].clone()).collect(),
+                    column: k.column.clone(),
+                    ref_table: k.ref_table.clone(),
+                    value: v.clone(),
+                    other_client: owner_of(db, map, &k.ref_table, &k.ref_column, v)?,
+                });
+            }
+        } else if map.shared(&k.ref_table).is_some() {
+            let e = shared_refs
+                .entry((k.ref_table.clone(), k.ref_column.clone()))
+                .or_default();
+            for r in &t.rows {
+                if r[ci] != Value::Null {
+                    e.insert(r[ci].clone());
+                }
+            }
+        }
+    }
+    let mut shared = Vec::new();
+    let mut by_table: BTreeMap<String, Vec<(String, HashSet<Value>)>> = BTreeMap::new();
+    for ((t, c), vals) in shared_refs {
+        by_table.entry(t).or_default().push((c, vals));
+    }
+    for (t, refs) in by_table {
+        let s = map.shared(&t).expect("shared");
+        let cols: Vec<String> = s.columns.iter().map(|c| c.name.clone()).collect();
+        let select = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (c, vals) in refs {
+            let mut vals: Vec<Value> = vals.into_iter().collect();
+            vals.sort_by_key(|v| v.to_string());
+            for v in vals {
+                for r in rows(
+                    db,
+                    &format!("SELECT {select} FROM {} WHERE {} = {}", ident(&t), ident(&c), db.param(1)),
+                    &[v],
+                )? {
+                    if seen.insert(r.clone()) {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        shared.push(TableRows {
+            table: t,
+            columns: cols,
+            rows: out,
+        });
+    }
+    let schema = map.schema();
+    Ok(Archive {
+        version: ARCHIVE_VERSION,
+        engine: engine.into(),
+        root: map.root().name.clone(),
+        client: key.clone(),
+        label,
+        created: chrono::Utc::now(),
+        fingerprint: fingerprint(&schema),
+        schema,
+        tables,
+        shared,
+        links,
+    })
+}
+
+/// BLAKE3 of rows in their canonical encoding, in the order given.
+pub fn digest_rows(rows: &[Vec<Value>]) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut buf = Vec::with_capacity(1 << 16);
+    for r in rows {
+        for v in r {
+            v.encode(&mut buf);
+        }
+        if buf.len() >= 1 << 15 {
+            h.update(&buf);
+            buf.clear();
+        }
+    }
+    h.update(&buf);
+    h.finalize().to_hex().to_string()
+}
