@@ -87,6 +87,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Take a labelled safety snapshot, then run a risky command
     Guard(GuardArgs),
+    /// One client's books: list clients, back one up, restore one into this or another firm database
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
     /// Protect a snapshot, or clear its suspect alarm
     Snapshot {
         #[command(subcommand)]
@@ -281,6 +286,52 @@ pub struct GuardArgs {
     /// Seconds to wait for a database locked by another process
     #[arg(long, default_value_t = 30)]
     pub db_timeout: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// The clients of a firm database, with their row counts
+    List {
+        /// The firm database
+        db: PathBuf,
+    },
+    /// Store one client's rows in the repository (a snapshot tagged with the client)
+    Backup {
+        /// The firm database
+        db: PathBuf,
+        /// The client: its id, code or name
+        #[arg(long)]
+        client: String,
+        /// Tag the snapshot (repeatable)
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+    },
+    /// Restore one client from a client archive or a full firm snapshot into a firm database
+    Restore {
+        /// A client archive snapshot, or a full firm snapshot (`latest` or an id prefix)
+        snapshot: String,
+        /// The client: its id, code or name
+        #[arg(long)]
+        client: String,
+        /// The firm database to restore into (this one or another firm's)
+        #[arg(long, value_name = "DB")]
+        into: PathBuf,
+        /// Add the client beside an existing one, with new keys where they collide
+        #[arg(long, conflicts_with = "replace")]
+        as_new: bool,
+        /// Replace the client's rows in the target (only if nothing outside it references them)
+        #[arg(long)]
+        replace: bool,
+        /// Set a column of the client's row, e.g. --set code=C0999 (repeatable)
+        #[arg(long = "set", value_name = "COLUMN=VALUE")]
+        set: Vec<String>,
+        /// Print the plan and change nothing
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// Which database of a full firm snapshot (its name in `ls`), when it holds several
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

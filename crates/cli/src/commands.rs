@@ -74,6 +74,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Stats => crate::retention::stats(&g),
         Command::Guard(a) => guard(&g, a),
         Command::Verify(a) => crate::verify::verify(&g, a),
+        Command::Client { command } => crate::client::run(&g, command),
         Command::Snapshot { command } => crate::retention::snapshot(&g, command),
         Command::Demo(a) => crate::demo::run(a, g.quiet),
     }
@@ -232,7 +233,7 @@ fn repo_stats(repo: &Repository) -> Result<RepoStats> {
 }
 
 /// A consistent capture of the SQLite database at `path`.
-fn sqlite_source(path: &Path, timeout: Duration) -> Result<BackupSource> {
+pub(crate) fn sqlite_source(path: &Path, timeout: Duration) -> Result<BackupSource> {
     let canon = std::fs::canonicalize(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let capture = SqliteCapture::start(
         &canon,
@@ -446,7 +447,7 @@ fn shell_words(words: &[String]) -> String {
 }
 
 /// Runs a backup and prints its summary; returns it with the exit code.
-fn run_backup(
+pub(crate) fn run_backup(
     g: &Globals,
     repo: &Repository,
     sources: Vec<BackupSource>,

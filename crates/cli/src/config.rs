@@ -38,6 +38,9 @@ pub struct Config {
     pub backup: BackupConfig,
     #[serde(default)]
     pub verify: VerifyConfig,
+    /// `[client]`: the tenant map of per-client backup and restore.
+    #[serde(default)]
+    pub client: ledgervault_tenant::TenantConfig,
 }
 
 /// `[verify]`: restore drills.

@@ -7,6 +7,7 @@
 //! (`ui::exit`).
 
 mod args;
+mod client;
 mod commands;
 mod config;
 mod demo;

@@ -256,44 +256,50 @@ fn run(
                 &format!("SELECT {all} FROM {} WHERE {cond} LIMIT 1", ident(&s.table)),
                 &where_vals,
             )?;
-            let target_row = match found.into_iter().next() {
-                Some(t) => {
-                    plan.matched += 1;
-                    t
-                }
-                None if config.missing_shared == MissingShared::Fail => {
-                    return Err(refused(format!(
+            let target_row =
+                match found.into_iter().next() {
+                    Some(t) => {
+                        plan.matched += 1;
+                        t
+                    }
+                    None if config.missing_shared == MissingShared::Fail => {
+                        return Err(refused(format!(
                         "shared row {} ({}) is missing in the target and missing_shared = \"fail\"",
                         s.table,
                         where_vals.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
                     )))
-                }
-                None => {
-                    plan.created += 1;
-                    let mut new = r.clone();
-                    if let Some(pk) = &info.int_pk {
-                        let i = s.col(pk).expect("pk column");
-                        let taken = !rows(
-                            db,
-                            &format!("SELECT 1 FROM {} WHERE {} = {}", ident(&s.table), ident(pk), db.param(1)),
-                            std::slice::from_ref(&r[i]),
-                        )?
-                        .is_empty();
-                        if taken {
-                            new[i] = Value::Int(next_id(db, &s.table, pk, 0)?);
-                        }
                     }
-                    db.execute(
-                        &format!(
-                            "INSERT INTO {} ({all}) VALUES ({})",
-                            ident(&s.table),
-                            placeholders(db, cols.len())
-                        ),
-                        &new,
-                    )?;
-                    new
-                }
-            };
+                    None => {
+                        plan.created += 1;
+                        let mut new = r.clone();
+                        if let Some(pk) = &info.int_pk {
+                            let i = s.col(pk).expect("pk column");
+                            let taken = !rows(
+                                db,
+                                &format!(
+                                    "SELECT 1 FROM {} WHERE {} = {}",
+                                    ident(&s.table),
+                                    ident(pk),
+                                    db.param(1)
+                                ),
+                                std::slice::from_ref(&r[i]),
+                            )?
+                            .is_empty();
+                            if taken {
+                                new[i] = Value::Int(next_id(db, &s.table, pk, 0)?);
+                            }
+                        }
+                        db.execute(
+                            &format!(
+                                "INSERT INTO {} ({all}) VALUES ({})",
+                                ident(&s.table),
+                                placeholders(db, cols.len())
+                            ),
+                            &new,
+                        )?;
+                        new
+                    }
+                };
             for (i, c) in cols.iter().enumerate() {
                 shared_maps
                     .entry((s.table.clone(), c.clone()))
@@ -308,9 +314,12 @@ fn run(
     let mut key_maps: HashMap<String, HashMap<Value, Value>> = HashMap::new();
     let mut table_plans = Vec::new();
     for t in &archive.tables {
-        let o = map
-            .owned(&t.table)
-            .ok_or_else(|| refused(format!("{} does not belong to clients in the target", t.table)))?;
+        let o = map.owned(&t.table).ok_or_else(|| {
+            refused(format!(
+                "{} does not belong to clients in the target",
+                t.table
+            ))
+        })?;
         let mut plan = TablePlan {
             table: t.table.clone(),
             rows: t.rows.len() as u64,
@@ -448,15 +457,26 @@ fn run(
                 if o.int_pk.as_deref() == Some(c.as_str()) {
                     return key_maps.get(&t.table);
                 }
-                let k = map.keys.iter().find(|k| k.table == t.table && &k.column == c)?;
-                if map.owned(&k.ref_table).is_some_and(|r| r.int_pk.as_deref() == Some(k.ref_column.as_str())) {
+                let k = map
+                    .keys
+                    .iter()
+                    .find(|k| k.table == t.table && &k.column == c)?;
+                if map
+                    .owned(&k.ref_table)
+                    .is_some_and(|r| r.int_pk.as_deref() == Some(k.ref_column.as_str()))
+                {
                     key_maps.get(&k.ref_table)
                 } else {
                     shared_maps.get(&(k.ref_table.clone(), k.ref_column.clone()))
                 }
             })
             .collect();
-        let cols = t.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        let cols = t
+            .columns
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
             "INSERT INTO {} ({cols}) VALUES ({})",
             ident(&t.table),
@@ -481,9 +501,9 @@ fn run(
             }
             if t.table == root.name {
                 for (c, val) in &opts.set {
-                    let i = t
-                        .col(c)
-                        .ok_or_else(|| refused(format!("--set: {} has no column {c}", root.name)))?;
+                    let i = t.col(c).ok_or_else(|| {
+                        refused(format!("--set: {} has no column {c}", root.name))
+                    })?;
                     v[i] = val.clone();
                 }
             }
@@ -501,7 +521,10 @@ fn run(
         if o.int_pk.is_some() && max_id > 0 {
             db.raise_counter(&t.table, max_id)?;
         }
-        expected.insert(t.table.clone(), (t.rows.len() as u64, sorted_digest(mapped_rows)));
+        expected.insert(
+            t.table.clone(),
+            (t.rows.len() as u64, sorted_digest(mapped_rows)),
+        );
     }
 
     // Verify before commit.
@@ -592,8 +615,14 @@ fn check_foreign_keys(
     for t in &archive.tables {
         let o = map.owned(&t.table).expect("owned");
         let got: TableRows = client_rows(db, map, o, client_to)?;
-        for k in map.keys.iter().filter(|k| k.table == t.table && !k.is_virtual) {
-            let Some(ci) = got.col(&k.column) else { continue };
+        for k in map
+            .keys
+            .iter()
+            .filter(|k| k.table == t.table && !k.is_virtual)
+        {
+            let Some(ci) = got.col(&k.column) else {
+                continue;
+            };
             let values: HashSet<&Value> = got
                 .rows
                 .iter()
@@ -638,9 +667,9 @@ fn delete_client(db: &dyn Db, map: &TenantMap, key: &Value) -> Result<u64> {
         if inside.is_empty() {
             continue;
         }
-        let own: Option<HashSet<Vec<u8>>> = closure.get(&k.table).map(|t| {
-            t.rows.iter().map(|r| encoded(r)).collect()
-        });
+        let own: Option<HashSet<Vec<u8>>> = closure
+            .get(&k.table)
+            .map(|t| t.rows.iter().map(|r| encoded(r)).collect());
         let cols = match closure.get(&k.table) {
             Some(t) => t.columns.clone(),
             None => db.columns(&k.table)?.into_iter().map(|c| c.name).collect(),
@@ -656,7 +685,9 @@ fn delete_client(db: &dyn Db, map: &TenantMap, key: &Value) -> Result<u64> {
             ),
             &[],
             &mut |r| {
-                if inside.contains(&r[ci]) && !own.as_ref().is_some_and(|o| o.contains(&encoded(&r))) {
+                if inside.contains(&r[ci])
+                    && !own.as_ref().is_some_and(|o| o.contains(&encoded(&r)))
+                {
                     outside.push(format!("{}.{} = {}", k.table, k.column, r[ci]));
                 }
                 Ok(())
@@ -675,13 +706,12 @@ fn delete_client(db: &dyn Db, map: &TenantMap, key: &Value) -> Result<u64> {
     for o in map.owned.iter().rev() {
         let t = &closure[&o.name];
         let idx: Vec<usize> = o.pk.iter().filter_map(|c| t.col(c)).collect();
-        let cond = o
-            .pk
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{} = {}", ident(c), db.param(i + 1)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let cond =
+            o.pk.iter()
+                .enumerate()
+                .map(|(i, c)| format!("{} = {}", ident(c), db.param(i + 1)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
         let sql = format!("DELETE FROM {} WHERE {cond}", ident(&o.name));
         for r in &t.rows {
             let p: Vec<Value> = idx.iter().map(|&i| r[i].clone()).collect();

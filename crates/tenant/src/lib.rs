@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 pub use import::{import, ImportOptions, ImportReport, Mode};
-pub use map::{LinkPolicy, MissingShared, TenantConfig, TenantMap};
 use map::{fingerprint, TableSchema};
+pub use map::{LinkPolicy, MissingShared, TenantConfig, TenantMap};
 use sql::{ident, rows, Db, Value};
 
 /// Errors of per-client work; each is one line a person can act on.
@@ -174,7 +174,11 @@ pub fn list_clients(db: &dyn Db, map: &TenantMap) -> Result<Vec<ClientInfo>> {
     let ki = cols.iter().position(|c| *c == key).unwrap_or(0);
     for r in rows(
         db,
-        &format!("SELECT {select} FROM {} ORDER BY {}", ident(&root.name), ident(&key)),
+        &format!(
+            "SELECT {select} FROM {} ORDER BY {}",
+            ident(&root.name),
+            ident(&key)
+        ),
         &[],
     )? {
         let k = r[ki].clone();
@@ -218,7 +222,12 @@ pub fn find_client(db: &dyn Db, map: &TenantMap, spec: &str) -> Result<(Value, S
     for c in &candidates {
         let found = rows(
             db,
-            &format!("SELECT {select} FROM {} WHERE {} = {}", ident(&root.name), ident(&key), db.param(1)),
+            &format!(
+                "SELECT {select} FROM {} WHERE {} = {}",
+                ident(&root.name),
+                ident(&key),
+                db.param(1)
+            ),
             std::slice::from_ref(c),
         )?;
         if let Some(r) = found.first() {
@@ -227,7 +236,11 @@ pub fn find_client(db: &dyn Db, map: &TenantMap, spec: &str) -> Result<(Value, S
     }
     // By a text column: name, code, …
     let mut matches = Vec::new();
-    for col in root.columns.iter().filter(|c| c.decl_type.contains("TEXT") || c.decl_type.contains("CHAR")) {
+    for col in root
+        .columns
+        .iter()
+        .filter(|c| c.decl_type.contains("TEXT") || c.decl_type.contains("CHAR"))
+    {
         for r in rows(
             db,
             &format!(
@@ -265,12 +278,11 @@ fn client_rows(db: &dyn Db, map: &TenantMap, o: &map::Owned, key: &Value) -> Res
         .map(|c| format!("t0.{}", ident(c)))
         .collect::<Vec<_>>()
         .join(", ");
-    let order = o
-        .pk
-        .iter()
-        .map(|c| format!("t0.{}", ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let order =
+        o.pk.iter()
+            .map(|c| format!("t0.{}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
     let rs = rows(
         db,
         &format!("SELECT {select} {from} ORDER BY {order}"),
@@ -284,12 +296,22 @@ fn client_rows(db: &dyn Db, map: &TenantMap, o: &map::Owned, key: &Value) -> Res
 }
 
 /// The client owning row `value` of owned table `table` (by `column`).
-fn owner_of(db: &dyn Db, map: &TenantMap, table: &str, column: &str, value: &Value) -> Result<Option<Value>> {
+fn owner_of(
+    db: &dyn Db,
+    map: &TenantMap,
+    table: &str,
+    column: &str,
+    value: &Value,
+) -> Result<Option<Value>> {
     let (from, expr) = map.ownership_sql(db, table);
     let from = from.split(" WHERE ").next().unwrap_or(&from).to_string();
     let r = rows(
         db,
-        &format!("SELECT {expr} {from} WHERE t0.{} = {} LIMIT 1", ident(column), db.param(1)),
+        &format!(
+            "SELECT {expr} {from} WHERE t0.{} = {} LIMIT 1",
+            ident(column),
+            db.param(1)
+        ),
         std::slice::from_ref(value),
     )?;
     Ok(r.into_iter().next().and_then(|r| r.into_iter().next()))
@@ -311,7 +333,10 @@ fn export_in_snapshot(db: &dyn Db, map: &TenantMap, key: &Value, engine: &str) -
     }
     let root = &tables[0];
     let Some(root_row) = root.rows.first() else {
-        return Err(Error::NotFound(format!("no client {key} in {}", root.table)));
+        return Err(Error::NotFound(format!(
+            "no client {key} in {}",
+            root.table
+        )));
     };
     let label = label_of(&root.columns, root_row, key);
     // Values present per (table, column), to tell links inside the client
@@ -383,7 +408,12 @@ fn export_in_snapshot(db: &dyn Db, map: &TenantMap, key: &Value, engine: &str) -
             for v in vals {
                 for r in rows(
                     db,
-                    &format!("SELECT {select} FROM {} WHERE {} = {}", ident(&t), ident(&c), db.param(1)),
+                    &format!(
+                        "SELECT {select} FROM {} WHERE {} = {}",
+                        ident(&t),
+                        ident(&c),
+                        db.param(1)
+                    ),
                     &[v],
                 )? {
                     if seen.insert(r.clone()) {

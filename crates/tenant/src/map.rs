@@ -293,7 +293,10 @@ impl TenantMap {
         let mut from = format!("FROM {} t0", ident(table));
         // Join each step's parent, up to (not including) the root.
         for i in 0..path.len() - 2 {
-            let k = path[i].owner.as_ref().expect("non-root tables have an owner");
+            let k = path[i]
+                .owner
+                .as_ref()
+                .expect("non-root tables have an owner");
             from.push_str(&format!(
                 " JOIN {} t{} ON t{i}.{} = t{}.{}",
                 ident(&k.ref_table),
@@ -315,7 +318,11 @@ impl TenantMap {
         self.owned
             .iter()
             .map(|o| TableSchema::of(&o.name, &o.columns))
-            .chain(self.shared.iter().map(|s| TableSchema::of(&s.name, &s.columns)))
+            .chain(
+                self.shared
+                    .iter()
+                    .map(|s| TableSchema::of(&s.name, &s.columns)),
+            )
             .collect()
     }
 }
@@ -354,7 +361,10 @@ pub fn schema_differences(archive: &[TableSchema], target: &[TableSchema]) -> Ve
     let mut out = Vec::new();
     for a in archive {
         let Some(t) = target.iter().find(|t| t.name == a.name) else {
-            out.push(format!("table {}: in the archive, not in the target", a.name));
+            out.push(format!(
+                "table {}: in the archive, not in the target",
+                a.name
+            ));
             continue;
         };
         for (c, ty) in &a.columns {

@@ -1,0 +1,404 @@
+//! `client list | backup | restore`: one client's books.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ledgervault_repo::{self as engine, BackupOptions, BackupSource, NodeKind, RestoreOptions};
+use ledgervault_sources::drill::builtin_checks;
+use ledgervault_tenant::sql::{Db, Sqlite, Value};
+use ledgervault_tenant::{
+    export, find_client, import, list_clients, Archive, ImportOptions, Mode, TenantConfig,
+    TenantMap,
+};
+use serde_json::json;
+
+use crate::args::ClientCommand;
+use crate::commands::Globals;
+use crate::ui::{self, exit};
+
+/// Tag of client archive snapshots.
+pub const ARCHIVE_TAG: &str = "client-archive";
+
+pub fn run(g: &Globals, cmd: ClientCommand) -> Result<i32> {
+    let config = g.config()?.client;
+    match cmd {
+        ClientCommand::List { db } => list(g, &db, &config),
+        ClientCommand::Backup { db, client, tags } => backup(g, &db, &client, tags, &config),
+        ClientCommand::Restore {
+            snapshot,
+            client,
+            into,
+            as_new,
+            replace,
+            set,
+            dry_run,
+            database,
+        } => {
+            let mode = if replace {
+                Mode::Replace
+            } else if as_new {
+                Mode::AsNew
+            } else {
+                Mode::New
+            };
+            let set = set
+                .iter()
+                .map(|s| {
+                    let (c, v) = s
+                        .split_once('=')
+                        .ok_or_else(|| anyhow!("--set {s:?}: write COLUMN=VALUE"))?;
+                    let v = match v.parse::<i64>() {
+                        Ok(i) => Value::Int(i),
+                        Err(_) => Value::Text(v.to_string()),
+                    };
+                    Ok((c.to_string(), v))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            restore(
+                g,
+                &snapshot,
+                &client,
+                &into,
+                mode,
+                set,
+                dry_run,
+                database.as_deref(),
+                &config,
+            )
+        }
+    }
+}
+
+fn open_map(db: &dyn Db, config: &TenantConfig, path: &Path) -> Result<TenantMap> {
+    TenantMap::build(db, config).with_context(|| format!("{}", path.display()))
+}
+
+fn list(g: &Globals, path: &Path, config: &TenantConfig) -> Result<i32> {
+    let db = Sqlite::open_read(path)?;
+    let map = open_map(&db, config, path)?;
+    let clients = list_clients(&db, &map)?;
+    if g.json {
+        g.print_json(&json!({
+            "root": map.root().name,
+            "owned_tables": map.owned.iter().map(|o| &o.name).collect::<Vec<_>>(),
+            "shared_tables": map.shared.iter().map(|s| json!({"table": s.name, "natural_key": s.natural_key})).collect::<Vec<_>>(),
+            "clients": clients,
+        }));
+    } else {
+        println!("{:>8}  {:>10}  Client", "Key", "Rows");
+        for c in &clients {
+            println!(
+                "{:>8}  {:>10}  {}",
+                c.key.to_string(),
+                c.total_rows,
+                c.label
+            );
+        }
+        println!(
+            "{} clients in {}; their rows are in {} tables; shared: {}",
+            clients.len(),
+            map.root().name,
+            map.owned.len(),
+            map.shared
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn backup(
+    g: &Globals,
+    path: &Path,
+    spec: &str,
+    mut tags: Vec<String>,
+    config: &TenantConfig,
+) -> Result<i32> {
+    let repo = g.open()?;
+    let started = std::time::Instant::now();
+    let db = Sqlite::open_read(path)?;
+    let map = open_map(&db, config, path)?;
+    let (key, label) = find_client(&db, &map, spec)?;
+    let archive = export(&db, &map, &key, "sqlite")?;
+    drop(db);
+    let export_secs = started.elapsed().as_secs_f64();
+    let bytes = archive.encode();
+    tags.extend([
+        ARCHIVE_TAG.to_string(),
+        format!("client:{}", key_text(&key)),
+        format!("client-name:{label}"),
+    ]);
+    let opts = BackupOptions {
+        tags,
+        reason: None,
+        ..Default::default()
+    };
+    let source = BackupSource::Stream {
+        name: format!("client-{}.json", key_text(&key)),
+        reader: Box::new(std::io::Cursor::new(bytes)),
+    };
+    let quiet = Globals {
+        quiet: true,
+        json: false,
+        ..g.clone()
+    };
+    let (s, code) = crate::commands::run_backup(&quiet, &repo, vec![source], opts)?;
+    if g.json {
+        g.print_json(&json!({
+            "snapshot_id": s.snapshot_id, "client": key, "label": label,
+            "rows": archive.rows(), "tables": archive.tables.len(),
+            "links": archive.links, "export_secs": export_secs,
+        }));
+    } else if !g.quiet {
+        println!(
+            "client {} ({label}) backed up as snapshot {}: {} rows in {} tables, {} shared row(s), {} cross-client link(s); export took {}",
+            key,
+            s.snapshot_id.short(),
+            archive.rows(),
+            archive.tables.len(),
+            archive.shared.iter().map(|t| t.rows.len()).sum::<usize>(),
+            archive.links.len(),
+            ui::secs(export_secs)
+        );
+        for l in &archive.links {
+            println!("  cross-client link: {l}");
+        }
+    }
+    Ok(code)
+}
+
+fn key_text(v: &Value) -> String {
+    match v {
+        Value::Text(t) => t.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Reads the archive out of a client archive snapshot, or exports the client
+/// out of a full firm snapshot's database restored into a scratch folder.
+fn archive_from_snapshot(
+    g: &Globals,
+    repo: &engine::Repository,
+    spec: &str,
+    client: &str,
+    database: Option<&str>,
+    config: &TenantConfig,
+) -> Result<Archive> {
+    let (id, snap) = repo.find_snapshot(spec)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("ledgervault-client-")
+        .tempdir()
+        .context("cannot make a scratch folder")?;
+    if snap.tags.iter().any(|t| t == ARCHIVE_TAG) {
+        let src = snap
+            .sources
+            .first()
+            .ok_or_else(|| anyhow!("snapshot {} holds no archive", id.short()))?;
+        restore_into(repo, id, &snap, &[src.name.clone()], scratch.path())?;
+        let mut bytes = Vec::new();
+        std::fs::File::open(scratch.path().join(&src.name))?.read_to_end(&mut bytes)?;
+        let a = Archive::decode(&bytes)?;
+        let matches = key_text(&a.client) == client || a.label == client;
+        if !matches {
+            bail!(
+                "snapshot {} is the archive of client {} ({}), not {client:?}",
+                id.short(),
+                a.client,
+                a.label
+            );
+        }
+        return Ok(a);
+    }
+    let dbs: Vec<&engine::Source> = snap
+        .sources
+        .iter()
+        .filter(|s| s.node.kind == NodeKind::DbImage)
+        .filter(|s| database.is_none_or(|d| d == s.name))
+        .collect();
+    let src = match dbs.as_slice() {
+        [one] => *one,
+        [] => bail!(
+            "snapshot {} holds no {}database and is not a client archive",
+            id.short(),
+            database.map(|d| format!("{d} ")).unwrap_or_default()
+        ),
+        _ => bail!(
+            "snapshot {} holds several databases; choose one with --database NAME",
+            id.short()
+        ),
+    };
+    if !g.quiet && !g.json {
+        println!(
+            "restoring {} from snapshot {} into a scratch folder to take client {client:?} out of it",
+            src.name,
+            id.short()
+        );
+    }
+    restore_into(repo, id, &snap, &[src.name.clone()], scratch.path())?;
+    let copy = scratch.path().join(&src.name);
+    let db = Sqlite::open_read(&copy)?;
+    let map = open_map(&db, config, &copy)?;
+    let (key, _) = find_client(&db, &map, client)?;
+    Ok(export(&db, &map, &key, "sqlite")?)
+}
+
+fn restore_into(
+    repo: &engine::Repository,
+    id: engine::Id,
+    snap: &engine::Snapshot,
+    include: &[String],
+    dir: &Path,
+) -> Result<()> {
+    let opts = RestoreOptions {
+        include: include.to_vec(),
+        ..Default::default()
+    };
+    let s = engine::restore(repo, id, snap, dir, &opts, &engine::NoProgress)?;
+    if let Some(f) = s.failed.first() {
+        return Err(anyhow::Error::new(engine::Error::corrupt(
+            &f.path,
+            f.message.clone(),
+        )));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn restore(
+    g: &Globals,
+    spec: &str,
+    client: &str,
+    into: &Path,
+    mode: Mode,
+    set: Vec<(String, Value)>,
+    dry_run: bool,
+    database: Option<&str>,
+    config: &TenantConfig,
+) -> Result<i32> {
+    let repo = g.open()?;
+    let archive = archive_from_snapshot(g, &repo, spec, client, database, config)?;
+    let target = Sqlite::open_write(into)?;
+    let map = open_map(&target, config, into)?;
+    // The accounting invariants that apply to the target's schema.
+    let invariants: Vec<(String, String)> = builtin_checks()
+        .into_iter()
+        .filter(|c| {
+            c.needs.iter().all(|(t, cols)| {
+                target.columns(t).is_ok_and(|have| {
+                    !have.is_empty() && cols.iter().all(|c| have.iter().any(|h| &h.name == c))
+                })
+            })
+        })
+        .map(|c| (c.name, c.sql))
+        .collect();
+    let mut safety = None;
+    if !dry_run {
+        // A safety snapshot of the target first, as before any restore over
+        // live books.
+        let src = crate::commands::sqlite_source(into, std::time::Duration::from_secs(30))?;
+        let quiet = Globals {
+            quiet: true,
+            json: false,
+            ..g.clone()
+        };
+        let opts = BackupOptions {
+            tags: vec!["pre-client-restore".into()],
+            reason: Some(format!(
+                "safety snapshot before restoring client {} ({}) into {}",
+                archive.client,
+                archive.label,
+                into.display()
+            )),
+            ..Default::default()
+        };
+        let (s, code) = crate::commands::run_backup(&quiet, &repo, vec![src], opts)?;
+        if code != exit::OK {
+            bail!(
+                "the safety snapshot of {} is not clean; nothing was restored",
+                into.display()
+            );
+        }
+        safety = Some(s.snapshot_id);
+    }
+    let started = std::time::Instant::now();
+    let opts = ImportOptions {
+        mode,
+        dry_run,
+        set,
+        invariants,
+    };
+    let r = import(&target, &map, config, &archive, &opts)?;
+    let secs = started.elapsed().as_secs_f64();
+    if g.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["import_secs"] = json!(secs);
+        v["safety_snapshot"] = json!(safety);
+        g.print_json(&v);
+        return Ok(exit::OK);
+    }
+    if g.quiet {
+        return Ok(exit::OK);
+    }
+    println!(
+        "{} client {} ({}) into {} as client {} ({:?}):",
+        if r.dry_run {
+            "plan: restore"
+        } else {
+            "restored"
+        },
+        r.client_from,
+        r.label,
+        into.display(),
+        r.client_to,
+        r.mode
+    );
+    if r.replaced_rows > 0 {
+        println!(
+            "  replaced: {} rows of the old client deleted first",
+            r.replaced_rows
+        );
+    }
+    for t in &r.tables {
+        println!(
+            "  {:<24} {:>8} rows{}",
+            t.table,
+            t.rows,
+            if t.remapped > 0 {
+                format!(", {} keys remapped (taken in the target)", t.remapped)
+            } else {
+                String::new()
+            }
+        );
+    }
+    for s in &r.shared {
+        println!(
+            "  shared {:<17} {} matched{}, {} created",
+            s.table,
+            s.matched,
+            s.natural_key
+                .as_ref()
+                .map(|k| format!(" by {}", k.join("+")))
+                .unwrap_or_else(|| " by identical content".into()),
+            s.created
+        );
+    }
+    for l in &r.links {
+        println!("  link {}: {:?}, {}", l.link, l.policy, l.action);
+    }
+    for v in &r.verified {
+        println!("  verified: {v}");
+    }
+    if r.dry_run {
+        println!("dry run: nothing was changed ({})", ui::secs(secs));
+    } else {
+        println!(
+            "committed in {}; safety snapshot {} holds the target as it was",
+            ui::secs(secs),
+            safety.map(|s| s.short()).unwrap_or_default()
+        );
+    }
+    Ok(exit::OK)
+}
