@@ -292,11 +292,8 @@ impl TenantMap {
         }
         let mut from = format!("FROM {} t0", ident(table));
         // Join each step's parent, up to (not including) the root.
-        for i in 0..path.len() - 2 {
-            let k = path[i]
-                .owner
-                .as_ref()
-                .expect("non-root tables have an owner");
+        for (i, step) in path[..path.len() - 2].iter().enumerate() {
+            let k = step.owner.as_ref().expect("non-root tables have an owner");
             from.push_str(&format!(
                 " JOIN {} t{} ON t{i}.{} = t{}.{}",
                 ident(&k.ref_table),
