@@ -197,7 +197,13 @@ fn archive_from_snapshot(
             .sources
             .first()
             .ok_or_else(|| anyhow!("snapshot {} holds no archive", id.short()))?;
-        restore_into(repo, id, &snap, &[src.name.clone()], scratch.path())?;
+        restore_into(
+            repo,
+            id,
+            &snap,
+            std::slice::from_ref(&src.name),
+            scratch.path(),
+        )?;
         let mut bytes = Vec::new();
         std::fs::File::open(scratch.path().join(&src.name))?.read_to_end(&mut bytes)?;
         let a = Archive::decode(&bytes)?;
@@ -237,7 +243,13 @@ fn archive_from_snapshot(
             id.short()
         );
     }
-    restore_into(repo, id, &snap, &[src.name.clone()], scratch.path())?;
+    restore_into(
+        repo,
+        id,
+        &snap,
+        std::slice::from_ref(&src.name),
+        scratch.path(),
+    )?;
     let copy = scratch.path().join(&src.name);
     let db = Sqlite::open_read(&copy)?;
     let map = open_map(&db, config, &copy)?;
