@@ -218,7 +218,7 @@ fn cycles_between_rows_are_imported() {
     let cyc = rows(
         &db,
         "SELECT count(*) FROM accounts x JOIN accounts y ON y.id = x.parent_id AND x.id = y.parent_id WHERE x.client_id = ?1",
-        &[r.client_to.clone()],
+        std::slice::from_ref(&r.client_to),
     )
     .unwrap();
     assert_eq!(cyc[0][0], Value::Int(2));
@@ -344,7 +344,7 @@ fn each_cross_client_link_policy() {
     let n = rows(
         &db,
         "SELECT count(*) FROM journal_entries WHERE client_id = ?1 AND intercompany_entry_id IS NOT NULL",
-        &[r.client_to.clone()],
+        std::slice::from_ref(&r.client_to),
     )
     .unwrap();
     assert_eq!(n[0][0], Value::Int(0));
