@@ -306,6 +306,8 @@ fn restore(
         })
         .map(|c| (c.name, c.sql))
         .collect();
+    // Refusals that need no work come before the safety snapshot.
+    ledgervault_tenant::preflight(&target, &map, &archive, mode)?;
     let mut safety = None;
     if !dry_run {
         // A safety snapshot of the target first, as before any restore over

@@ -81,14 +81,76 @@ pub struct ImportReport {
     pub verified: Vec<String>,
 }
 
-/// Imports `archive` into `db`. See the module documentation.
-pub fn import(
+/// The checks an import makes before changing anything: the schemas match,
+/// and the client's presence in the target fits `mode`. Callers run it
+/// before costly preparations (a safety snapshot), so a refused import
+/// costs nothing.
+pub fn preflight(db: &dyn Db, map: &TenantMap, archive: &Archive, mode: Mode) -> Result<()> {
+    check_schema(map, archive)?;
+    if mode == Mode::New {
+        if let Some((_, by)) = existing_client(db, map, archive)? {
+            return Err(exists_error(archive, &by));
+        }
+    }
+    Ok(())
+}
+
+fn exists_error(archive: &Archive, found_by: &[String]) -> Error {
+    refused(format!(
+        "client {} ({}) already exists in the target ({}); use --replace to overwrite it or --as-new to add a copy",
+        archive.client,
+        archive.label,
+        found_by.join(", ")
+    ))
+}
+
+/// The target's key of the archive's client, if it is there (same key, or
+/// the same value in a unique column), and how it was found.
+fn existing_client(
     db: &dyn Db,
     map: &TenantMap,
-    config: &TenantConfig,
     archive: &Archive,
-    opts: &ImportOptions,
-) -> Result<ImportReport> {
+) -> Result<Option<(Value, Vec<String>)>> {
+    let root = map.root();
+    let root_key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
+    let root_rows = &archive.tables[0];
+    let root_row = root_rows
+        .rows
+        .first()
+        .ok_or_else(|| Error::Archive("the archive has no client row".into()))?;
+    let mut probes: Vec<(String, Value)> = vec![(root_key.clone(), archive.client.clone())];
+    for u in db.unique_keys(&root.name)? {
+        if let [c] = u.as_slice() {
+            if let Some(i) = root_rows.col(c) {
+                probes.push((c.clone(), root_row[i].clone()));
+            }
+        }
+    }
+    let mut existing: Option<Value> = None;
+    let mut found_by = Vec::new();
+    for (c, v) in &probes {
+        let found = rows(
+            db,
+            &format!(
+                "SELECT {} FROM {} WHERE {} = {}",
+                ident(&root_key),
+                ident(&root.name),
+                ident(c),
+                db.param(1)
+            ),
+            std::slice::from_ref(v),
+        )?;
+        if let Some(r) = found.into_iter().next() {
+            found_by.push(format!("{}.{c} = {v}", root.name));
+            if existing.is_none() {
+                existing = Some(r[0].clone());
+            }
+        }
+    }
+    Ok(existing.map(|e| (e, found_by)))
+}
+
+fn check_schema(map: &TenantMap, archive: &Archive) -> Result<()> {
     let diffs = schema_differences(&archive.schema, &map.schema());
     if !diffs.is_empty() {
         return Err(Error::Refused(format!(
@@ -103,6 +165,18 @@ pub fn import(
             map.root().name
         )));
     }
+    Ok(())
+}
+
+/// Imports `archive` into `db`. See the module documentation.
+pub fn import(
+    db: &dyn Db,
+    map: &TenantMap,
+    config: &TenantConfig,
+    archive: &Archive,
+    opts: &ImportOptions,
+) -> Result<ImportReport> {
+    check_schema(map, archive)?;
     db.begin_write()?;
     match run(db, map, config, archive, opts) {
         Ok(mut r) if !opts.dry_run => {
@@ -164,12 +238,6 @@ fn run(
     opts: &ImportOptions,
 ) -> Result<ImportReport> {
     let root = map.root();
-    let root_key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
-    let root_rows = &archive.tables[0];
-    let root_row = root_rows
-        .rows
-        .first()
-        .ok_or_else(|| Error::Archive("the archive has no client row".into()))?;
 
     // The books' state before, so an import is judged only on what it adds.
     let mut before = Vec::new();
@@ -177,47 +245,11 @@ fn run(
         before.push((name, sql, count_offending(db, sql)?));
     }
 
-    // Is the client already there (same key, or same unique column value)?
-    let mut existing: Option<Value> = None;
-    let mut probes: Vec<(String, Value)> = vec![(root_key.clone(), archive.client.clone())];
-    for u in db.unique_keys(&root.name)? {
-        if let [c] = u.as_slice() {
-            if let Some(i) = root_rows.col(c) {
-                probes.push((c.clone(), root_row[i].clone()));
-            }
-        }
-    }
-    let mut probes_done = Vec::new();
-    for (c, v) in &probes {
-        let found = rows(
-            db,
-            &format!(
-                "SELECT {} FROM {} WHERE {} = {}",
-                ident(&root_key),
-                ident(&root.name),
-                ident(c),
-                db.param(1)
-            ),
-            std::slice::from_ref(v),
-        )?;
-        if let Some(r) = found.into_iter().next() {
-            probes_done.push(format!("{}.{c} = {v}", root.name));
-            if existing.is_none() {
-                existing = Some(r[0].clone());
-            }
-        }
-    }
+    let found = existing_client(db, map, archive)?;
     let mut replaced_rows = 0;
-    match (&existing, opts.mode) {
-        (Some(_), Mode::New) => {
-            return Err(refused(format!(
-                "client {} ({}) already exists in the target ({}); use --replace to overwrite it or --as-new to add a copy",
-                archive.client,
-                archive.label,
-                probes_done.join(", ")
-            )))
-        }
-        (Some(k), Mode::Replace) => replaced_rows = delete_client(db, map, k)?,
+    match (&found, opts.mode) {
+        (Some((_, by)), Mode::New) => return Err(exists_error(archive, by)),
+        (Some((k, _)), Mode::Replace) => replaced_rows = delete_client(db, map, k)?,
         _ => {}
     }
 

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-pub use import::{import, ImportOptions, ImportReport, Mode};
+pub use import::{import, preflight, ImportOptions, ImportReport, Mode};
 use map::{fingerprint, TableSchema};
 pub use map::{LinkPolicy, MissingShared, TenantConfig, TenantMap};
 use sql::{ident, rows, Db, Value};
