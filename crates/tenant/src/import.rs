@@ -249,7 +249,7 @@ fn run(
     let mut replaced_rows = 0;
     match (&found, opts.mode) {
         (Some((_, by)), Mode::New) => return Err(exists_error(archive, by)),
-        (Some((k, _)), Mode::Replace) => replaced_rows = delete_client(db, map, k)?,
+        (Some((k, _)), Mode::Replace) => replaced_rows = delete_client(db, map, archive, k)?,
         _ => {}
     }
 
@@ -681,53 +681,73 @@ fn check_foreign_keys(
 }
 
 /// Deletes client `key`'s rows, deepest tables first, after making sure no
-/// row outside the client references them. Returns the rows deleted.
-fn delete_client(db: &dyn Db, map: &TenantMap, key: &Value) -> Result<u64> {
+/// row outside the client references them, unless the reference is to a row
+/// the archive brings back under the same key. Returns the rows deleted.
+fn delete_client(db: &dyn Db, map: &TenantMap, archive: &Archive, key: &Value) -> Result<u64> {
     let mut closure: HashMap<String, TableRows> = HashMap::new();
     for o in &map.owned {
         closure.insert(o.name.clone(), client_rows(db, map, o, key)?);
     }
+    // Primary keys of the client's rows, per table.
+    let own_pks: HashMap<&str, HashSet<Vec<Value>>> = map
+        .owned
+        .iter()
+        .map(|o| {
+            let t = &closure[&o.name];
+            let idx: Vec<usize> = o.pk.iter().filter_map(|c| t.col(c)).collect();
+            let set = t
+                .rows
+                .iter()
+                .map(|r| idx.iter().map(|&i| r[i].clone()).collect())
+                .collect();
+            (o.name.as_str(), set)
+        })
+        .collect();
     // References from outside the client into it.
     for k in &map.keys {
-        let Some(target) = closure.get(&k.ref_table) else {
+        let Some(target) = map.owned(&k.ref_table) else {
             continue;
         };
-        let Some(ri) = target.col(&k.ref_column) else {
-            continue;
-        };
-        let inside: HashSet<&Value> = target.rows.iter().map(|r| &r[ri]).collect();
-        if inside.is_empty() {
+        if closure[&target.name].rows.is_empty() {
             continue;
         }
-        let own: Option<HashSet<Vec<u8>>> = closure
-            .get(&k.table)
-            .map(|t| t.rows.iter().map(|r| encoded(r)).collect());
-        let cols = match closure.get(&k.table) {
-            Some(t) => t.columns.clone(),
-            None => db.columns(&k.table)?.into_iter().map(|c| c.name).collect(),
+        // Values the archive restores under the same key stay valid.
+        let comes_back: HashSet<Value> = archive
+            .tables
+            .iter()
+            .find(|t| t.table == k.ref_table)
+            .and_then(|t| t.col(&k.ref_column).map(|i| (t, i)))
+            .map(|(t, i)| t.rows.iter().map(|r| r[i].clone()).collect())
+            .unwrap_or_default();
+        let pk: Vec<String> = match map.owned(&k.table) {
+            Some(o) => o.pk.clone(),
+            None => vec!["rowid".into()],
         };
-        let select = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-        let ci = cols.iter().position(|c| *c == k.column).unwrap_or(0);
+        let select = pk
+            .iter()
+            .map(|c| format!("x.{}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (from, _) = map.ownership_sql(db, &k.ref_table);
+        let sql = format!(
+            "SELECT {select}, x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} {from})",
+            col = ident(&k.column),
+            table = ident(&k.table),
+            refcol = ident(&k.ref_column),
+        );
         let mut outside = Vec::new();
-        db.query(
-            &format!(
-                "SELECT {select} FROM {} WHERE {} IS NOT NULL",
-                ident(&k.table),
-                ident(&k.column)
-            ),
-            &[],
-            &mut |r| {
-                if inside.contains(&r[ci])
-                    && !own.as_ref().is_some_and(|o| o.contains(&encoded(&r)))
-                {
-                    outside.push(format!("{}.{} = {}", k.table, k.column, r[ci]));
-                }
-                Ok(())
-            },
-        )?;
+        let own = own_pks.get(k.table.as_str());
+        db.query(&sql, std::slice::from_ref(key), &mut |mut r| {
+            let v = r.pop().expect("the column");
+            if own.is_some_and(|o| o.contains(&r)) || comes_back.contains(&v) {
+                return Ok(());
+            }
+            outside.push(format!("{}.{} = {v}", k.table, k.column));
+            Ok(())
+        })?;
         if !outside.is_empty() {
             return Err(refused(format!(
-                "--replace: {} row(s) outside the client reference it ({}{}), so it cannot be deleted",
+                "--replace: {} row(s) outside the client reference rows the archive does not bring back ({}{}), so the client cannot be deleted",
                 outside.len(),
                 outside.iter().take(5).cloned().collect::<Vec<_>>().join("; "),
                 if outside.len() > 5 { "; …" } else { "" }

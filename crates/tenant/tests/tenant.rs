@@ -262,7 +262,7 @@ fn replace_restores_the_client_and_leaves_the_others() {
 }
 
 #[test]
-fn replace_is_refused_when_another_client_references_the_rows() {
+fn replace_keeps_inbound_links_to_rows_it_brings_back_and_refuses_others() {
     let dir = tempfile::tempdir().unwrap();
     let a_db = firm(dir.path(), "a.db", 6, 5);
     // Client 1's entry is the intercompany partner of client 2's.
@@ -273,11 +273,29 @@ fn replace_is_refused_when_another_client_references_the_rows() {
         "journal_entries.intercompany_entry_id".into(),
         LinkPolicy::Keep,
     );
+    // Client 2 points at a row the archive restores under the same key:
+    // the replace goes ahead and the link still holds.
+    let r = run_import(&a_db, &a, &config, opts(Mode::Replace)).unwrap();
+    assert!(r.committed && r.replaced_rows > 0);
+    assert_eq!(client_tables(&a_db, 1), a.tables);
+    // Now client 2 points at an entry of client 1 made after the archive.
+    let db = Sqlite::open_write(&a_db).unwrap();
+    db.execute(
+        "INSERT INTO journal_entries (client_id, date, memo, source) VALUES (1, '2026-11-23', 'later', 'manual')",
+        &[],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE journal_entries SET intercompany_entry_id = (SELECT max(id) FROM journal_entries) WHERE id = (SELECT min(id) FROM journal_entries WHERE client_id = 2)",
+        &[],
+    )
+    .unwrap();
+    drop(db);
     let before = contents(&a_db);
     let e = run_import(&a_db, &a, &config, opts(Mode::Replace)).unwrap_err();
     let msg = e.to_string();
     assert!(
-        msg.contains("outside the client reference it")
+        msg.contains("outside the client reference rows the archive does not bring back")
             && msg.contains("journal_entries.intercompany_entry_id"),
         "{msg}"
     );
