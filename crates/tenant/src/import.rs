@@ -118,13 +118,19 @@ fn existing_client(
         .rows
         .first()
         .ok_or_else(|| Error::Archive("the archive has no client row".into()))?;
-    let mut probes: Vec<(String, Value)> = vec![(root_key.clone(), archive.client.clone())];
+    // A client is recognised by its unique columns (a client code) when the
+    // table has any: the same key in another firm is another client. Only
+    // without them does the key itself say who it is.
+    let mut probes: Vec<(String, Value)> = Vec::new();
     for u in db.unique_keys(&root.name)? {
         if let [c] = u.as_slice() {
             if let Some(i) = root_rows.col(c) {
                 probes.push((c.clone(), root_row[i].clone()));
             }
         }
+    }
+    if probes.is_empty() {
+        probes.push((root_key.clone(), archive.client.clone()));
     }
     let mut existing: Option<Value> = None;
     let mut found_by = Vec::new();
@@ -247,9 +253,12 @@ fn run(
 
     let found = existing_client(db, map, archive)?;
     let mut replaced_rows = 0;
+    let mut kept_refs: KeptRefs = Vec::new();
     match (&found, opts.mode) {
         (Some((_, by)), Mode::New) => return Err(exists_error(archive, by)),
-        (Some((k, _)), Mode::Replace) => replaced_rows = delete_client(db, map, archive, k)?,
+        (Some((k, _)), Mode::Replace) => {
+            (replaced_rows, kept_refs) = delete_client(db, map, archive, k)?
+        }
         _ => {}
     }
 
@@ -596,7 +605,35 @@ fn run(
     verified.push("row counts match".into());
     verified.push("content digests match once keys are mapped".into());
     check_foreign_keys(db, map, archive, &client_to)?;
-    verified.push("foreign keys of the imported rows resolve".into());
+    for (t, c, rt, rc, v) in &kept_refs {
+        let there = !rows(
+            db,
+            &format!(
+                "SELECT 1 FROM {} WHERE {} = {} LIMIT 1",
+                ident(rt),
+                ident(rc),
+                db.param(1)
+            ),
+            std::slice::from_ref(v),
+        )?
+        .is_empty();
+        if !there {
+            return Err(refused(format!(
+                "verification: {t}.{c} = {v} outside the client points to no row of {rt} after the import"
+            )));
+        }
+    }
+    verified.push(format!(
+        "foreign keys of the imported rows resolve{}",
+        if kept_refs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", and {} reference(s) from other clients still do",
+                kept_refs.len()
+            )
+        }
+    ));
     for (name, sql, was) in before {
         let now = count_offending(db, sql)?;
         if now > was {
@@ -683,7 +720,17 @@ fn check_foreign_keys(
 /// Deletes client `key`'s rows, deepest tables first, after making sure no
 /// row outside the client references them, unless the reference is to a row
 /// the archive brings back under the same key. Returns the rows deleted.
-fn delete_client(db: &dyn Db, map: &TenantMap, archive: &Archive, key: &Value) -> Result<u64> {
+/// References kept because the archive brings their rows back:
+/// (table, column, referenced table, referenced column, value).
+type KeptRefs = Vec<(String, String, String, String, Value)>;
+
+fn delete_client(
+    db: &dyn Db,
+    map: &TenantMap,
+    archive: &Archive,
+    key: &Value,
+) -> Result<(u64, KeptRefs)> {
+    let mut kept: KeptRefs = Vec::new();
     let mut closure: HashMap<String, TableRows> = HashMap::new();
     for o in &map.owned {
         closure.insert(o.name.clone(), client_rows(db, map, o, key)?);
@@ -739,7 +786,17 @@ fn delete_client(db: &dyn Db, map: &TenantMap, archive: &Archive, key: &Value) -
         let own = own_pks.get(k.table.as_str());
         db.query(&sql, std::slice::from_ref(key), &mut |mut r| {
             let v = r.pop().expect("the column");
-            if own.is_some_and(|o| o.contains(&r)) || comes_back.contains(&v) {
+            if own.is_some_and(|o| o.contains(&r)) {
+                return Ok(());
+            }
+            if comes_back.contains(&v) {
+                kept.push((
+                    k.table.clone(),
+                    k.column.clone(),
+                    k.ref_table.clone(),
+                    k.ref_column.clone(),
+                    v,
+                ));
                 return Ok(());
             }
             outside.push(format!("{}.{} = {v}", k.table, k.column));
@@ -770,5 +827,5 @@ fn delete_client(db: &dyn Db, map: &TenantMap, archive: &Archive, key: &Value) -
             n += db.execute(&sql, &p)?;
         }
     }
-    Ok(n)
+    Ok((n, kept))
 }

@@ -151,9 +151,11 @@ impl TenantMap {
                 })?,
         };
         let mut columns: HashMap<String, Vec<Column>> = HashMap::new();
+        let mut indexed: HashMap<String, Vec<String>> = HashMap::new();
         let mut keys = Vec::new();
         for t in &tables {
             columns.insert(t.clone(), db.columns(t)?);
+            indexed.insert(t.clone(), db.indexed_columns(t)?);
             keys.extend(db.foreign_keys(t)?);
         }
         for (from, to) in &config.virtual_keys {
@@ -200,12 +202,22 @@ impl TenantMap {
                 if known.contains(t) {
                     continue;
                 }
-                let owner = keys.iter().find(|k| {
-                    &k.table == t
-                        && owned
-                            .iter()
-                            .any(|o| o.name == k.ref_table && o.depth == depth - 1)
-                });
+                // Among keys into the previous level, an indexed one makes
+                // "this client's rows" a lookup instead of a scan.
+                let candidates: Vec<&ForeignKey> = keys
+                    .iter()
+                    .filter(|k| {
+                        &k.table == t
+                            && owned
+                                .iter()
+                                .any(|o| o.name == k.ref_table && o.depth == depth - 1)
+                    })
+                    .collect();
+                let owner = candidates
+                    .iter()
+                    .find(|k| indexed[t].contains(&k.column))
+                    .or(candidates.first())
+                    .copied();
                 if let Some(k) = owner {
                     level.push(Owned {
                         name: t.clone(),

@@ -167,7 +167,12 @@ pub trait Db {
         row: &mut dyn FnMut(Vec<Value>) -> Result<()>,
     ) -> Result<()>;
     fn execute(&self, sql: &str, params: &[Value]) -> Result<u64>;
-    /// Starts a transaction that writes (takes the write lock now).
+    /// Columns that lead some index (so lookups by them are cheap).
+    fn indexed_columns(&self, table: &str) -> Result<Vec<String>>;
+    /// Starts a transaction that writes (takes the write lock now). The
+    /// engine's own foreign-key enforcement is off inside it (deleting a
+    /// parent row would otherwise scan every unindexed child table): the
+    /// import checks every key it touches itself before it commits.
     fn begin_write(&self) -> Result<()>;
     /// Starts a transaction that only reads, pinned to one snapshot.
     fn begin_read(&self) -> Result<()>;
@@ -197,6 +202,8 @@ pub fn rows(db: &dyn Db, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>>
 /// SQLite through rusqlite.
 pub struct Sqlite {
     pub conn: Connection,
+    /// Whether foreign-key enforcement was on before `begin_write`.
+    fk_was_on: std::cell::Cell<bool>,
 }
 
 impl Sqlite {
@@ -209,7 +216,7 @@ impl Sqlite {
         .map_err(|e| Error::Db(format!("{}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(sql)?;
-        Ok(Sqlite { conn })
+        Ok(Sqlite::from(conn))
     }
 
     /// Opens for import: read-write, foreign keys checked at commit.
@@ -224,7 +231,25 @@ impl Sqlite {
         .map_err(|e| Error::Db(format!("{}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(sql)?;
-        Ok(Sqlite { conn })
+        Ok(Sqlite::from(conn))
+    }
+
+    fn restore_fk(&self) -> Result<()> {
+        if self.fk_was_on.get() {
+            self.conn
+                .execute_batch("PRAGMA foreign_keys = ON")
+                .map_err(sql)?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Connection> for Sqlite {
+    fn from(conn: Connection) -> Sqlite {
+        Sqlite {
+            conn,
+            fk_was_on: std::cell::Cell::new(false),
+        }
     }
 }
 
@@ -393,9 +418,45 @@ impl Db for Sqlite {
         Ok(stmt.execute(p.as_slice()).map_err(sql)? as u64)
     }
 
+    fn indexed_columns(&self, table: &str) -> Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .columns(table)?
+            .into_iter()
+            .filter(|c| c.pk == 1)
+            .map(|c| c.name)
+            .collect();
+        for i in rows(
+            self,
+            "SELECT name FROM pragma_index_list(?1)",
+            &[Value::Text(table.into())],
+        )? {
+            let Value::Text(name) = &i[0] else { continue };
+            if let Some(Value::Text(c)) = rows(
+                self,
+                "SELECT name FROM pragma_index_info(?1) WHERE seqno = 0",
+                &[Value::Text(name.clone())],
+            )?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
     fn begin_write(&self) -> Result<()> {
+        let on = matches!(
+            rows(self, "PRAGMA foreign_keys", &[])?
+                .first()
+                .and_then(|r| r.first()),
+            Some(Value::Int(1))
+        );
+        self.fk_was_on.set(on);
+        // The pragma is a no-op inside a transaction, so it comes first.
         self.conn
-            .execute_batch("BEGIN IMMEDIATE; PRAGMA defer_foreign_keys = ON;")
+            .execute_batch("PRAGMA foreign_keys = OFF; BEGIN IMMEDIATE;")
             .map_err(sql)
     }
 
@@ -407,11 +468,14 @@ impl Db for Sqlite {
     }
 
     fn commit(&self) -> Result<()> {
-        self.conn.execute_batch("COMMIT").map_err(sql)
+        self.conn.execute_batch("COMMIT").map_err(sql)?;
+        self.restore_fk()
     }
 
     fn rollback(&self) -> Result<()> {
-        self.conn.execute_batch("ROLLBACK").map_err(sql)
+        let r = self.conn.execute_batch("ROLLBACK").map_err(sql);
+        self.restore_fk()?;
+        r
     }
 
     fn fk_violations(&self) -> Result<Vec<(String, Value, String)>> {

@@ -431,3 +431,112 @@ fn clients_are_listed_and_found_by_key_code_or_name() {
     };
     assert!(TenantMap::build(&db, &cfg).is_err());
 }
+
+/// Not the sample firm: a schema with another client table (configured),
+/// AUTOINCREMENT counters and a reference without a declared foreign key.
+#[test]
+fn a_configured_schema_with_counters_and_virtual_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = "CREATE TABLE tenants (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE);
+        CREATE TABLE docs (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant INTEGER NOT NULL REFERENCES tenants(id), body TEXT);
+        CREATE TABLE notes (id INTEGER PRIMARY KEY, tenant_ref INTEGER, text TEXT);";
+    let make = |name: &str| {
+        let p = dir.path().join(name);
+        let db = Sqlite::open_write(&{
+            rusqlite::Connection::open(&p)
+                .unwrap()
+                .execute_batch(schema)
+                .unwrap();
+            p.clone()
+        })
+        .unwrap();
+        drop(db);
+        p
+    };
+    let src = make("src.db");
+    let db = Sqlite::open_write(&src).unwrap();
+    for (t, docs) in [("acme", 3), ("globex", 2)] {
+        db.execute(
+            "INSERT INTO tenants (name) VALUES (?1)",
+            &[Value::Text(t.into())],
+        )
+        .unwrap();
+        for i in 0..docs {
+            db.execute(
+                "INSERT INTO docs (tenant, body) VALUES ((SELECT id FROM tenants WHERE name = ?1), ?2)",
+                &[Value::Text(t.into()), Value::Text(format!("doc {i}"))],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO notes (tenant_ref, text) VALUES ((SELECT id FROM tenants WHERE name = ?1), 'n')",
+                &[Value::Text(t.into())],
+            )
+            .unwrap();
+        }
+    }
+    drop(db);
+    let mut config = TenantConfig {
+        root: Some("tenants".into()),
+        ..Default::default()
+    };
+    // Without the virtual key, notes are nobody's.
+    let plain = TenantMap::build(&Sqlite::open_read(&src).unwrap(), &config).unwrap();
+    assert!(plain.owned("notes").is_none());
+    config
+        .virtual_keys
+        .insert("notes.tenant_ref".into(), "tenants.id".into());
+    let db = Sqlite::open_read(&src).unwrap();
+    let map = TenantMap::build(&db, &config).unwrap();
+    assert!(map.owned("notes").is_some());
+    let (key, label) = find_client(&db, &map, "acme").unwrap();
+    assert_eq!(label, "acme");
+    let a = export(&db, &map, &key, "sqlite").unwrap();
+    assert_eq!(a.rows(), 1 + 3 + 3);
+    drop(db);
+    // A target whose docs counter is far ahead (rows were deleted).
+    let dst = make("dst.db");
+    let t = Sqlite::open_write(&dst).unwrap();
+    t.execute("INSERT INTO tenants (name) VALUES ('initech')", &[])
+        .unwrap();
+    t.execute("INSERT INTO docs (tenant, body) VALUES (1, 'x')", &[])
+        .unwrap();
+    t.execute(
+        "UPDATE sqlite_sequence SET seq = 1000 WHERE name = 'docs'",
+        &[],
+    )
+    .unwrap();
+    let tmap = TenantMap::build(&t, &config).unwrap();
+    let r = import(
+        &t,
+        &tmap,
+        &config,
+        &a,
+        &ImportOptions {
+            mode: Mode::New,
+            dry_run: false,
+            set: vec![],
+            invariants: vec![],
+        },
+    )
+    .unwrap();
+    assert!(r.committed);
+    let seq = rows(
+        &t,
+        "SELECT seq FROM sqlite_sequence WHERE name = 'docs'",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(seq[0][0], Value::Int(1000), "the counter never moves back");
+    let notes = rows(
+        &t,
+        "SELECT count(*) FROM notes WHERE tenant_ref = ?1",
+        std::slice::from_ref(&r.client_to),
+    )
+    .unwrap();
+    assert_eq!(notes[0][0], Value::Int(3), "virtual keys are remapped too");
+    // The next document gets an id above both the counter and the import.
+    t.execute("INSERT INTO docs (tenant, body) VALUES (1, 'next')", &[])
+        .unwrap();
+    let next = rows(&t, "SELECT max(id) FROM docs", &[]).unwrap();
+    assert_eq!(next[0][0], Value::Int(1001));
+}
