@@ -41,8 +41,10 @@ export_secs=$(python3 -c "import json;print(round(json.load(open('$WORK/export.j
 archive=$(python3 -c "import json;print(json.load(open('$WORK/export.json'))['snapshot_id'])")
 
 sqlite3 "$WORK/firm.db" "UPDATE customers SET name = 'WRONG' WHERE client_id = $CLIENT;"
+# The sample firm has intercompany entries; into the same firm they can stay.
+printf '[client.links]\n"journal_entries.intercompany_entry_id" = "keep"\n' >"$WORK/lv.toml"
 sync
-/usr/bin/time -f "%e %M" -o "$WORK/t.import" "$LV" --json client restore "$archive" --client "$CLIENT" --into "$WORK/firm.db" --replace >"$WORK/import.json"
+/usr/bin/time -f "%e %M" -o "$WORK/t.import" "$LV" --config "$WORK/lv.toml" --json client restore "$archive" --client "$CLIENT" --into "$WORK/firm.db" --replace >"$WORK/import.json"
 import_secs=$(python3 -c "import json;print(round(json.load(open('$WORK/import.json'))['import_secs'],2))")
 committed=$(python3 -c "import json;print(json.load(open('$WORK/import.json'))['committed'])")
 wrong=$(sqlite3 "$WORK/firm.db" "SELECT count(*) FROM customers WHERE name = 'WRONG';")

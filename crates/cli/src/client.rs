@@ -307,7 +307,7 @@ fn restore(
         .map(|c| (c.name, c.sql))
         .collect();
     // Refusals that need no work come before the safety snapshot.
-    ledgervault_tenant::preflight(&target, &map, &archive, mode)?;
+    ledgervault_tenant::preflight(&target, &map, config, &archive, mode)?;
     let mut safety = None;
     if !dry_run {
         // A safety snapshot of the target first, as before any restore over
@@ -405,6 +405,12 @@ fn restore(
     for v in &r.verified {
         println!("  verified: {v}");
     }
+    let steps: Vec<String> = r
+        .timings
+        .iter()
+        .map(|(s, t)| format!("{s} {t:.1} s"))
+        .collect();
+    println!("  time: {}", steps.join(", "));
     if r.dry_run {
         println!("dry run: nothing was changed ({})", ui::secs(secs));
     } else {

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::map::{schema_differences, LinkPolicy, MissingShared, TenantConfig, TenantMap};
 use crate::sql::{ident, rows, Db, Value};
-use crate::{client_rows, Archive, Error, Link, Result, TableRows};
+use crate::{client_columns, client_rows, Archive, Error, Link, Result, TableRows};
 
 /// What to do when the client already exists in the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,20 +79,46 @@ pub struct ImportReport {
     pub replaced_rows: u64,
     /// Checks run before commit, each "name: ok".
     pub verified: Vec<String>,
+    /// Seconds per step.
+    pub timings: Vec<(String, f64)>,
 }
 
 /// The checks an import makes before changing anything: the schemas match,
 /// and the client's presence in the target fits `mode`. Callers run it
 /// before costly preparations (a safety snapshot), so a refused import
 /// costs nothing.
-pub fn preflight(db: &dyn Db, map: &TenantMap, archive: &Archive, mode: Mode) -> Result<()> {
+pub fn preflight(
+    db: &dyn Db,
+    map: &TenantMap,
+    config: &TenantConfig,
+    archive: &Archive,
+    mode: Mode,
+) -> Result<()> {
     check_schema(map, archive)?;
+    let failing: Vec<&Link> = archive
+        .links
+        .iter()
+        .filter(|l| config.link_policy(&l.table, &l.column) == LinkPolicy::Fail)
+        .collect();
+    if !failing.is_empty() {
+        return Err(links_error(&failing));
+    }
     if mode == Mode::New {
         if let Some((_, by)) = existing_client(db, map, archive)? {
             return Err(exists_error(archive, &by));
         }
     }
     Ok(())
+}
+
+fn links_error(failing: &[&Link]) -> Error {
+    let shown: Vec<String> = failing.iter().take(5).map(|l| l.to_string()).collect();
+    refused(format!(
+        "{} cross-client link(s) with policy fail: {}{}; set a policy per link in the [client.links] config (keep or nullify)",
+        failing.len(),
+        shown.join("; "),
+        if failing.len() > 5 { "; …" } else { "" }
+    ))
 }
 
 fn exists_error(archive: &Archive, found_by: &[String]) -> Error {
@@ -227,15 +253,6 @@ fn sorted_digest(mut rs: Vec<Vec<u8>>) -> String {
     h.finalize().to_hex().to_string()
 }
 
-fn count_offending(db: &dyn Db, sql: &str) -> Result<u64> {
-    let mut n = 0u64;
-    db.query(sql, &[], &mut |_| {
-        n += 1;
-        Ok(())
-    })?;
-    Ok(n)
-}
-
 fn run(
     db: &dyn Db,
     map: &TenantMap,
@@ -246,14 +263,11 @@ fn run(
     let root = map.root();
 
     // The books' state before, so an import is judged only on what it adds.
-    let mut before = Vec::new();
-    for (name, sql) in &opts.invariants {
-        before.push((name, sql, count_offending(db, sql)?));
-    }
-
+    let mut timer = Timer::new();
     let found = existing_client(db, map, archive)?;
     let mut replaced_rows = 0;
     let mut kept_refs: KeptRefs = Vec::new();
+    timer.lap("find the client");
     match (&found, opts.mode) {
         (Some((_, by)), Mode::New) => return Err(exists_error(archive, by)),
         (Some((k, _)), Mode::Replace) => {
@@ -262,9 +276,12 @@ fn run(
         _ => {}
     }
 
+    timer.lap("replace: check and delete");
     // Shared rows: matched by natural key, or created.
     let mut shared_maps: HashMap<(String, String), HashMap<Value, Value>> = HashMap::new();
     let mut shared_plans = Vec::new();
+    // The target's shared rows the client uses, for the books check.
+    let mut shared_after: Vec<(String, Vec<String>, Vec<Value>)> = Vec::new();
     for s in &archive.shared {
         let info = map
             .shared(&s.table)
@@ -347,10 +364,12 @@ fn run(
                     .or_default()
                     .insert(r[i].clone(), target_row[i].clone());
             }
+            shared_after.push((s.table.clone(), s.columns.clone(), target_row));
         }
         shared_plans.push(plan);
     }
 
+    timer.lap("shared rows");
     // Key maps for owned tables with an integer key.
     let mut key_maps: HashMap<String, HashMap<Value, Value>> = HashMap::new();
     let mut table_plans = Vec::new();
@@ -376,28 +395,15 @@ fn run(
                     _ => None,
                 })
                 .collect();
-            let (lo, hi) = (
-                ids.iter().min().copied().unwrap_or(0),
-                ids.iter().max().copied().unwrap_or(0),
-            );
-            let taken: HashSet<i64> = rows(
-                db,
-                &format!(
-                    "SELECT {} FROM {} WHERE {} BETWEEN {} AND {}",
-                    ident(pk),
-                    ident(&t.table),
-                    ident(pk),
-                    db.param(1),
-                    db.param(2)
-                ),
-                &[Value::Int(lo), Value::Int(hi)],
-            )?
-            .into_iter()
-            .filter_map(|r| match r[0] {
-                Value::Int(v) => Some(v),
-                _ => None,
-            })
-            .collect();
+            let hi = ids.iter().max().copied().unwrap_or(0);
+            let values: Vec<Value> = ids.iter().map(|&i| Value::Int(i)).collect();
+            let taken: HashSet<i64> = existing_values(db, &t.table, pk, &values)?
+                .into_iter()
+                .filter_map(|v| match v {
+                    Value::Int(v) => Some(v),
+                    _ => None,
+                })
+                .collect();
             let mut next = next_id(db, &t.table, pk, hi)?;
             let m = key_maps.entry(t.table.clone()).or_default();
             for id in ids {
@@ -476,13 +482,7 @@ fn run(
         });
     }
     if !failing.is_empty() {
-        let shown: Vec<String> = failing.iter().take(5).map(|l| l.to_string()).collect();
-        return Err(refused(format!(
-            "{} cross-client link(s) with policy fail: {}{}; set a policy per link in the [client.links] config (keep or nullify)",
-            failing.len(),
-            shown.join("; "),
-            if failing.len() > 5 { "; …" } else { "" }
-        )));
+        return Err(links_error(&failing));
     }
 
     // Insert, mapping every key.
@@ -525,12 +525,22 @@ fn run(
         );
         let mut mapped_rows = Vec::with_capacity(t.rows.len());
         let mut max_id = 0i64;
+        // Columns of this table with links to cut.
+        let cut: Vec<bool> = t
+            .columns
+            .iter()
+            .map(|c| nullify.iter().any(|(nt, nc, _)| *nt == t.table && nc == c))
+            .collect();
         for r in &t.rows {
-            let pk: Vec<Value> = pk_idx.iter().map(|&i| r[i].clone()).collect();
             let mut v = Vec::with_capacity(r.len());
             for (i, val) in r.iter().enumerate() {
                 let c = &t.columns[i];
-                let mapped = if nullify.contains(&(t.table.clone(), c.clone(), pk.clone())) {
+                let mapped = if cut[i]
+                    && nullify.contains(&(
+                        t.table.clone(),
+                        c.clone(),
+                        pk_idx.iter().map(|&i| r[i].clone()).collect(),
+                    )) {
                     Value::Null
                 } else {
                     match col_maps[i].and_then(|m| m.get(val)) {
@@ -568,13 +578,16 @@ fn run(
         );
     }
 
+    timer.lap("insert");
     // Verify before commit.
     let mut verified = Vec::new();
+    let mut scoped: Vec<TableRows> = Vec::new();
     for o in &map.owned {
         let Some((n, digest)) = expected.get(&o.name) else {
             continue;
         };
         let got = client_rows(db, map, o, &client_to)?;
+        scoped.push(got.clone());
         if got.rows.len() as u64 != *n {
             return Err(refused(format!(
                 "verification: {} has {} rows of the client after import, the archive {n}",
@@ -604,7 +617,7 @@ fn run(
     }
     verified.push("row counts match".into());
     verified.push("content digests match once keys are mapped".into());
-    check_foreign_keys(db, map, archive, &client_to)?;
+    check_foreign_keys(db, map, &scoped)?;
     for (t, c, rt, rc, v) in &kept_refs {
         let there = !rows(
             db,
@@ -634,16 +647,30 @@ fn run(
             )
         }
     ));
-    for (name, sql, was) in before {
-        let now = count_offending(db, sql)?;
-        if now > was {
+    timer.lap("verify rows and keys");
+    // The client's books, on the client's rows alone.
+    for t in shared_tables(shared_after) {
+        scoped.push(t);
+    }
+    for (name, offending, sample) in check_books(&archive.schema, &scoped, &opts.invariants)? {
+        if offending > 0 {
+            let rows: Vec<String> = sample
+                .iter()
+                .map(|r| {
+                    r.iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                })
+                .collect();
             return Err(refused(format!(
-                "verification: \"{name}\" finds {} more offending row(s) after the import",
-                now - was
+                "verification: \"{name}\" finds {offending} offending row(s) in the imported client ({})",
+                rows.join("; ")
             )));
         }
         verified.push(format!("{name}: ok"));
     }
+    timer.lap("books");
     Ok(ImportReport {
         dry_run: opts.dry_run,
         committed: false,
@@ -656,7 +683,137 @@ fn run(
         links: link_plans,
         replaced_rows,
         verified,
+        timings: timer.laps,
     })
+}
+
+/// Time per step, for the report.
+struct Timer {
+    last: std::time::Instant,
+    laps: Vec<(String, f64)>,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        Timer {
+            last: std::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, step: &str) {
+        let now = std::time::Instant::now();
+        self.laps
+            .push((step.into(), (now - self.last).as_secs_f64()));
+        self.last = now;
+    }
+}
+
+fn shared_tables(rows: Vec<(String, Vec<String>, Vec<Value>)>) -> Vec<TableRows> {
+    let mut out: Vec<TableRows> = Vec::new();
+    for (table, columns, row) in rows {
+        match out.iter_mut().find(|t| t.table == table) {
+            Some(t) => {
+                if !t.rows.contains(&row) {
+                    t.rows.push(row)
+                }
+            }
+            None => out.push(TableRows {
+                table,
+                columns,
+                rows: vec![row],
+            }),
+        }
+    }
+    out
+}
+
+/// An invariant's name, its offending row count and the first few rows.
+type BookCheck = (String, u64, Vec<Vec<Value>>);
+
+/// Runs the invariants on a scratch in-memory SQLite database holding only
+/// `tables` (the imported client's rows and the shared rows they use), so
+/// the check costs what the client weighs, not what the firm weighs, and
+/// other clients' problems are not blamed on this import. Returns each
+/// invariant's offending row count and a few rows.
+fn check_books(
+    schema: &[crate::map::TableSchema],
+    tables: &[TableRows],
+    invariants: &[(String, String)],
+) -> Result<Vec<BookCheck>> {
+    if invariants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let scratch = crate::sql::Sqlite::from(
+        rusqlite::Connection::open_in_memory().map_err(|e| Error::Db(e.to_string()))?,
+    );
+    for t in schema {
+        let cols = t
+            .columns
+            .iter()
+            .map(|(c, ty)| format!("{} {ty}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        scratch.execute(&format!("CREATE TABLE {} ({cols})", ident(&t.name)), &[])?;
+    }
+    scratch.execute("BEGIN", &[])?;
+    for t in tables {
+        let cols = t
+            .columns
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO {} ({cols}) VALUES ({})",
+            ident(&t.table),
+            placeholders(&scratch, t.columns.len())
+        );
+        for r in &t.rows {
+            scratch.execute(&sql, r)?;
+        }
+    }
+    scratch.execute("COMMIT", &[])?;
+    let mut out = Vec::new();
+    for (name, sql) in invariants {
+        // A check naming a table the archive does not hold does not apply.
+        let mut n = 0u64;
+        let mut sample = Vec::new();
+        match scratch.query(sql, &[], &mut |r| {
+            n += 1;
+            if sample.len() < 5 {
+                sample.push(r);
+            }
+            Ok(())
+        }) {
+            Ok(()) => out.push((name.clone(), n, sample)),
+            Err(Error::Db(m)) if m.contains("no such table") || m.contains("no such column") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Parameters per `IN (…)` list: well below every engine's limit.
+const BATCH: usize = 500;
+
+/// Which of `values` are present in `table.column` (an index lookup each,
+/// batched).
+fn existing_values(db: &dyn Db, table: &str, column: &str, values: &[Value]) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for chunk in values.chunks(BATCH) {
+        let sql = format!(
+            "SELECT {c} FROM {t} WHERE {c} IN ({})",
+            placeholders(db, chunk.len()),
+            c = ident(column),
+            t = ident(table),
+        );
+        db.query(&sql, chunk, &mut |mut r| {
+            out.push(r.swap_remove(0));
+            Ok(())
+        })?;
+    }
+    Ok(out)
 }
 
 /// The next free id of `table` above `above`.
@@ -674,20 +831,14 @@ fn next_id(db: &dyn Db, table: &str, pk: &str, above: i64) -> Result<i64> {
 }
 
 /// Every declared foreign key of every imported row points at a row that
-/// exists (what `foreign_key_check` proves, limited to the imported rows).
-fn check_foreign_keys(
-    db: &dyn Db,
-    map: &TenantMap,
-    archive: &Archive,
-    client_to: &Value,
-) -> Result<()> {
-    for t in &archive.tables {
-        let o = map.owned(&t.table).expect("owned");
-        let got: TableRows = client_rows(db, map, o, client_to)?;
+/// exists (what `foreign_key_check` proves, limited to the imported rows,
+/// which are `imported` as read back from the target).
+fn check_foreign_keys(db: &dyn Db, map: &TenantMap, imported: &[TableRows]) -> Result<()> {
+    for got in imported {
         for k in map
             .keys
             .iter()
-            .filter(|k| k.table == t.table && !k.is_virtual)
+            .filter(|k| k.table == got.table && !k.is_virtual)
         {
             let Some(ci) = got.col(&k.column) else {
                 continue;
@@ -698,6 +849,15 @@ fn check_foreign_keys(
                 .map(|r| &r[ci])
                 .filter(|v| **v != Value::Null)
                 .collect();
+            // Keys into the client's own rows resolve when those rows do.
+            if let Some(own) = imported.iter().find(|t| t.table == k.ref_table) {
+                if let Some(ri) = own.col(&k.ref_column) {
+                    let present: HashSet<&Value> = own.rows.iter().map(|r| &r[ri]).collect();
+                    if values.iter().all(|v| present.contains(v)) {
+                        continue;
+                    }
+                }
+            }
             let sql = format!(
                 "SELECT 1 FROM {} WHERE {} = {} LIMIT 1",
                 ident(&k.ref_table),
@@ -717,9 +877,6 @@ fn check_foreign_keys(
     Ok(())
 }
 
-/// Deletes client `key`'s rows, deepest tables first, after making sure no
-/// row outside the client references them, unless the reference is to a row
-/// the archive brings back under the same key. Returns the rows deleted.
 /// References kept because the archive brings their rows back:
 /// (table, column, referenced table, referenced column, value).
 type KeptRefs = Vec<(String, String, String, String, Value)>;
@@ -731,9 +888,16 @@ fn delete_client(
     key: &Value,
 ) -> Result<(u64, KeptRefs)> {
     let mut kept: KeptRefs = Vec::new();
+    // The client's rows, by their keys and the columns keys point at.
     let mut closure: HashMap<String, TableRows> = HashMap::new();
     for o in &map.owned {
-        closure.insert(o.name.clone(), client_rows(db, map, o, key)?);
+        let mut cols: Vec<String> = o.pk.clone();
+        for k in map.keys.iter().filter(|k| k.ref_table == o.name) {
+            if !cols.contains(&k.ref_column) {
+                cols.push(k.ref_column.clone());
+            }
+        }
+        closure.insert(o.name.clone(), client_columns(db, map, o, key, &cols)?);
     }
     // Primary keys of the client's rows, per table.
     let own_pks: HashMap<&str, HashSet<Vec<Value>>> = map
@@ -756,6 +920,15 @@ fn delete_client(
             continue;
         };
         if closure[&target.name].rows.is_empty() {
+            continue;
+        }
+        // A row that reaches the client through its ownership key belongs
+        // to the client by definition: nothing outside to look for.
+        if map
+            .owned(&k.table)
+            .and_then(|o| o.owner.as_ref())
+            .is_some_and(|own| own == k)
+        {
             continue;
         }
         // Values the archive restores under the same key stay valid.
@@ -821,6 +994,20 @@ fn delete_client(
                 .map(|(i, c)| format!("{} = {}", ident(c), db.param(i + 1)))
                 .collect::<Vec<_>>()
                 .join(" AND ");
+        if let [i] = idx.as_slice() {
+            // One key column: delete in batches.
+            let keys: Vec<Value> = t.rows.iter().map(|r| r[*i].clone()).collect();
+            for chunk in keys.chunks(BATCH) {
+                let sql = format!(
+                    "DELETE FROM {} WHERE {} IN ({})",
+                    ident(&o.name),
+                    ident(&o.pk[0]),
+                    placeholders(db, chunk.len())
+                );
+                n += db.execute(&sql, chunk)?;
+            }
+            continue;
+        }
         let sql = format!("DELETE FROM {} WHERE {cond}", ident(&o.name));
         for r in &t.rows {
             let p: Vec<Value> = idx.iter().map(|&i| r[i].clone()).collect();

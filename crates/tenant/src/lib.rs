@@ -271,8 +271,19 @@ pub fn find_client(db: &dyn Db, map: &TenantMap, spec: &str) -> Result<(Value, S
 /// Selects the rows of owned table `o` belonging to client `key`, ordered
 /// by primary key.
 fn client_rows(db: &dyn Db, map: &TenantMap, o: &map::Owned, key: &Value) -> Result<TableRows> {
-    let (from, _) = map.ownership_sql(db, &o.name);
     let cols: Vec<String> = o.columns.iter().map(|c| c.name.clone()).collect();
+    client_columns(db, map, o, key, &cols)
+}
+
+/// Like [`client_rows`], with only `cols` (a key check needs no text).
+fn client_columns(
+    db: &dyn Db,
+    map: &TenantMap,
+    o: &map::Owned,
+    key: &Value,
+    cols: &[String],
+) -> Result<TableRows> {
+    let (from, _) = map.ownership_sql(db, &o.name);
     let select = cols
         .iter()
         .map(|c| format!("t0.{}", ident(c)))
@@ -290,7 +301,7 @@ fn client_rows(db: &dyn Db, map: &TenantMap, o: &map::Owned, key: &Value) -> Res
     )?;
     Ok(TableRows {
         table: o.name.clone(),
-        columns: cols,
+        columns: cols.to_vec(),
         rows: rs,
     })
 }
