@@ -24,20 +24,7 @@ pub mod exit {
 
 /// Bytes in decimal units with three significant digits: `994 MB`, `12.4 MB`.
 pub fn size(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 999.5 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else if v < 99.95 {
-        format!("{v:.1} {}", UNITS[u])
-    } else {
-        format!("{v:.0} {}", UNITS[u])
-    }
+    ledgervault_repo::human_size(n)
 }
 
 /// Seconds, to one decimal.

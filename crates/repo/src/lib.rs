@@ -72,7 +72,7 @@ pub use snapshot::{
     DatabaseInfo, Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary,
     TableStat, Tree,
 };
-pub use stats::{growth_now, stats, Growth, RepoStats, SourceStat};
+pub use stats::{growth_now, human_size, stats, Growth, RepoStats, SourceStat};
 
 /// The repository format version this ledgervault writes and reads.
 pub const FORMAT_VERSION: u32 = 1;

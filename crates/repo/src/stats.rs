@@ -68,8 +68,8 @@ impl Growth {
         (days < FULL_WARNING_DAYS).then(|| {
             format!(
                 "at the current growth of {} a day, the backup destination ({} free) will be full in about {:.0} day{}; free space, move it, or forget and prune old snapshots",
-                human(self.bytes_per_day as u64),
-                human(free.unwrap_or(0)),
+                human_size(self.bytes_per_day as u64),
+                human_size(free.unwrap_or(0)),
                 days.floor(),
                 if days.floor() == 1.0 { "" } else { "s" }
             )
@@ -77,8 +77,10 @@ impl Growth {
     }
 }
 
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+/// Bytes in decimal units with three significant digits: `994 MB`,
+/// `12.4 MB` (the CLI prints sizes the same way).
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = n as f64;
     let mut u = 0;
     while v >= 999.5 && u < UNITS.len() - 1 {
@@ -87,8 +89,10 @@ fn human(n: u64) -> String {
     }
     if u == 0 {
         format!("{n} B")
-    } else {
+    } else if v < 99.95 {
         format!("{v:.1} {}", UNITS[u])
+    } else {
+        format!("{v:.0} {}", UNITS[u])
     }
 }
 

@@ -235,6 +235,31 @@ fn placeholders(db: &dyn Db, n: usize) -> String {
     (1..=n).map(|i| db.param(i)).collect::<Vec<_>>().join(", ")
 }
 
+/// `INSERT INTO table (columns…) VALUES (parameters…)`.
+fn insert_sql(db: &dyn Db, table: &str, columns: &[String]) -> String {
+    let cols = columns
+        .iter()
+        .map(|c| ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO {} ({cols}) VALUES ({})",
+        ident(table),
+        placeholders(db, columns.len())
+    )
+}
+
+/// Whether `table` has a row whose `column` is `value`.
+fn row_exists(db: &dyn Db, table: &str, column: &str, value: &Value) -> Result<bool> {
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE {} = {} LIMIT 1",
+        ident(table),
+        ident(column),
+        db.param(1)
+    );
+    Ok(!rows(db, &sql, std::slice::from_ref(value))?.is_empty())
+}
+
 /// Canonical bytes of a row, for order-free comparison.
 fn encoded(r: &[Value]) -> Vec<u8> {
     let mut b = Vec::new();
@@ -442,18 +467,7 @@ fn run(
                     .iter()
                     .find(|k| k.table == l.table && k.column == l.column)
                     .expect("links come from keys");
-                let there = !rows(
-                    db,
-                    &format!(
-                        "SELECT 1 FROM {} WHERE {} = {} LIMIT 1",
-                        ident(&k.ref_table),
-                        ident(&k.ref_column),
-                        db.param(1)
-                    ),
-                    std::slice::from_ref(&l.value),
-                )?
-                .is_empty();
-                if !there {
+                if !row_exists(db, &k.ref_table, &k.ref_column, &l.value)? {
                     return Err(refused(format!(
                         "link {l}: policy keep, but the target has no {} {}",
                         l.ref_table, l.value
@@ -512,17 +526,7 @@ fn run(
                 }
             })
             .collect();
-        let cols = t
-            .columns
-            .iter()
-            .map(|c| ident(c))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO {} ({cols}) VALUES ({})",
-            ident(&t.table),
-            placeholders(db, t.columns.len())
-        );
+        let sql = insert_sql(db, &t.table, &t.columns);
         let mut mapped_rows = Vec::with_capacity(t.rows.len());
         let mut max_id = 0i64;
         // Columns of this table with links to cut.
@@ -619,18 +623,7 @@ fn run(
     verified.push("content digests match once keys are mapped".into());
     check_foreign_keys(db, map, &scoped)?;
     for (t, c, rt, rc, v) in &kept_refs {
-        let there = !rows(
-            db,
-            &format!(
-                "SELECT 1 FROM {} WHERE {} = {} LIMIT 1",
-                ident(rt),
-                ident(rc),
-                db.param(1)
-            ),
-            std::slice::from_ref(v),
-        )?
-        .is_empty();
-        if !there {
+        if !row_exists(db, rt, rc, v)? {
             return Err(refused(format!(
                 "verification: {t}.{c} = {v} outside the client points to no row of {rt} after the import"
             )));
@@ -758,17 +751,7 @@ fn check_books(
     }
     scratch.execute("BEGIN", &[])?;
     for t in tables {
-        let cols = t
-            .columns
-            .iter()
-            .map(|c| ident(c))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO {} ({cols}) VALUES ({})",
-            ident(&t.table),
-            placeholders(&scratch, t.columns.len())
-        );
+        let sql = insert_sql(&scratch, &t.table, &t.columns);
         for r in &t.rows {
             scratch.execute(&sql, r)?;
         }
@@ -858,14 +841,8 @@ fn check_foreign_keys(db: &dyn Db, map: &TenantMap, imported: &[TableRows]) -> R
                     }
                 }
             }
-            let sql = format!(
-                "SELECT 1 FROM {} WHERE {} = {} LIMIT 1",
-                ident(&k.ref_table),
-                ident(&k.ref_column),
-                db.param(1)
-            );
             for v in values {
-                if rows(db, &sql, std::slice::from_ref(v))?.is_empty() {
+                if !row_exists(db, &k.ref_table, &k.ref_column, v)? {
                     return Err(refused(format!(
                         "verification: {}.{} = {v} points to no row of {}",
                         k.table, k.column, k.ref_table
