@@ -471,3 +471,34 @@ pub fn digest_rows(rows: &[Vec<Value>]) -> String {
     h.update(&buf);
     h.finalize().to_hex().to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_keep_their_type_through_json() {
+        let row = vec![
+            Value::Null,
+            Value::Int(i64::MIN),
+            Value::Int(7),
+            Value::Real(2.5),
+            Value::Real(3.0),
+            Value::Text("12".into()),
+            Value::Blob(vec![0, 255, 7]),
+        ];
+        let json = serde_json::to_string(&row).unwrap();
+        let back: Vec<Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, row);
+    }
+
+    #[test]
+    fn archives_from_newer_versions_and_garbage_are_refused() {
+        let e = Archive::decode(br#"{"version": 99}"#).unwrap_err();
+        assert!(e.to_string().contains("newer ledgervault"), "{e}");
+        assert!(Archive::decode(b"not json").is_err());
+        assert!(Archive::decode(br#"{"version": 1, "tables": 5}"#).is_err());
+        let e = serde_json::from_str::<Value>(r#"{"x": 1}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown value object"), "{e}");
+    }
+}
