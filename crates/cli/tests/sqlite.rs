@@ -767,3 +767,63 @@ fn guard_rolls_back_a_database() {
     assert!(status.success(), "{rollback}");
     assert_eq!(total(&db), ACCOUNTS * OPENING);
 }
+
+/// A firm database found inside a folder gets the same ransomware checks as
+/// one named on the command line: its earlier image is found in the
+/// folder's earlier snapshot.
+#[test]
+fn ransomware_in_a_database_inside_a_folder_is_flagged() {
+    let e = Env::with_repo();
+    let office = e.root.join("office");
+    fs::create_dir(&office).unwrap();
+    let db = office.join("books.db");
+    ledgervault_samplefirm::generate(
+        &db,
+        &ledgervault_samplefirm::FirmOptions {
+            clients: 6,
+            size: 4_000_000,
+            seed: 12,
+        },
+    )
+    .unwrap();
+    fs::write(office.join("letter.txt"), "Dear client").unwrap();
+    let dir = office.to_str().unwrap();
+    let (code, _, err) = backup_code(&e, &[dir]);
+    assert_eq!(code, 0, "{err}");
+    ledgervault_samplefirm::simulate_day(&db, 1, 0.05).unwrap();
+    let (code, v, err) = backup_code(&e, &[dir]);
+    assert_eq!(code, 0, "a normal day: {err}");
+    // Only changed pages are new: the image's map is a delta on last night's.
+    let size = fs::metadata(&db).unwrap().len();
+    assert!(v["bytes_new"].as_u64().unwrap() < size / 4, "{v}");
+    // Intermittent encryption, header intact.
+    let mut bytes = fs::read(&db).unwrap();
+    let pages = bytes.len() / 4096;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    for p in (1..pages).filter(|p| p % 3 == 0) {
+        rand::Rng::fill(&mut rng, &mut bytes[p * 4096..(p + 1) * 4096]);
+    }
+    fs::write(&db, &bytes).unwrap();
+    let (code, v, err) = backup_code(&e, &[dir]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        v["suspect"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("random-looking")),
+        "{v}"
+    );
+    // The whole file encrypted: no longer a database at all.
+    rand::Rng::fill(&mut rng, &mut bytes[..]);
+    fs::write(&db, &bytes).unwrap();
+    let (code, v, err) = backup_code(&e, &[dir]);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        v["suspect"][0]
+            .as_str()
+            .unwrap()
+            .contains("was a database in snapshot"),
+        "{v}"
+    );
+}

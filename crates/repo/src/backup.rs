@@ -338,6 +338,88 @@ struct Walker<'w, 'a> {
     suspect: Vec<String>,
     suspect_share: f64,
     summary: SourceSummary,
+    /// The source path as given, to name files relative to it.
+    root: PathBuf,
+    /// Databases this folder held in its latest earlier snapshot, by path
+    /// relative to the folder.
+    earlier_dbs: Option<&'w HashMap<String, EarlierDb>>,
+}
+
+/// A database image found inside a folder in an earlier snapshot.
+struct EarlierDb {
+    snapshot: Id,
+    /// Its chunk map, resolved (the parent of tonight's image).
+    map: Option<(ChunkMap, Vec<Id>)>,
+}
+
+/// For each folder source, the database images its latest earlier
+/// (unsuspected) snapshot holds, by path relative to the folder, so a
+/// database found in a folder gets a delta map and the ransomware checks
+/// like one named on the command line.
+fn find_folder_dbs(
+    repo: &Repository,
+    index: &Index,
+    sources: &[BackupSource],
+) -> Result<HashMap<String, HashMap<String, EarlierDb>>> {
+    let folders: Vec<String> = sources
+        .iter()
+        .filter_map(|s| match s {
+            BackupSource::Path(p) if p.is_dir() => {
+                fs::canonicalize(p).ok().map(|c| c.display().to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    let mut out = HashMap::new();
+    if folders.is_empty() {
+        return Ok(out);
+    }
+    let (snaps, _) = repo.snapshots()?;
+    for folder in folders {
+        let earlier = snaps
+            .iter()
+            .rev()
+            .filter(|(_, s)| !s.is_suspect())
+            .find_map(|(id, s)| {
+                s.sources
+                    .iter()
+                    .find(|x| x.kind == SourceKind::Path && x.path == folder)
+                    .map(|x| (*id, x.node.clone()))
+            });
+        let Some((snapshot, root)) = earlier else {
+            continue;
+        };
+        let mut dbs = HashMap::new();
+        let mut stack = vec![(root, String::new())];
+        while let Some((node, rel)) = stack.pop() {
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(t)) => {
+                    // An unreadable tree only costs the delta for what is under it.
+                    let Ok(tree) = repo.load_tree(index, &t) else {
+                        continue;
+                    };
+                    for c in tree.nodes {
+                        let r = if rel.is_empty() {
+                            c.name.clone()
+                        } else {
+                            format!("{rel}/{}", c.name)
+                        };
+                        stack.push((c, r));
+                    }
+                }
+                (NodeKind::DbImage, _) if !rel.is_empty() => {
+                    let map = node
+                        .chunk_map
+                        .as_ref()
+                        .and_then(|m| repo.resolve_map(index, m).ok().map(|ids| (m.clone(), ids)));
+                    dbs.insert(rel, EarlierDb { snapshot, map });
+                }
+                _ => {}
+            }
+        }
+        out.insert(folder, dbs);
+    }
+    Ok(out)
 }
 
 enum Walk {
@@ -553,11 +635,23 @@ impl Walker<'_, '_> {
             }
         } else if ft.is_file() {
             self.progress.file(path);
+            let earlier = path
+                .strip_prefix(&self.root)
+                .ok()
+                .and_then(|r| self.earlier_dbs?.get(r.to_string_lossy().as_ref()));
             if let Some(opener) = self.opener.filter(|o| o.is_database(path)) {
+                let parent = earlier.and_then(|e| e.map.as_ref());
                 return match opener.open(path) {
-                    Ok(capture) => self.db_node(node, path, capture, None),
+                    Ok(capture) => self.db_node(node, path, capture, parent),
                     Err(e) => Ok(self.fail(path, e)),
                 };
+            }
+            if let (Some(e), Some(_)) = (earlier, self.opener) {
+                self.suspect.push(format!(
+                    "{}: was a database in snapshot {} and is no longer a valid one (its header is gone: encrypted or overwritten?)",
+                    path.display(),
+                    e.snapshot.short()
+                ));
             }
             let f = match fs::File::open(path) {
                 Ok(f) => f,
@@ -653,6 +747,11 @@ pub fn backup(
         })
         .collect();
     let parents = find_parents(repo, &index, &db_paths)?;
+    let folder_dbs = if opts.db_opener.is_some() {
+        find_folder_dbs(repo, &index, &sources)?
+    } else {
+        HashMap::new()
+    };
     let keys = repo.keys().clone();
     let threads = opts.threads.max(1);
     let sealers = (0..threads)
@@ -715,7 +814,15 @@ pub fn backup(
             jobs: Some(job_tx),
             bytes_new: 0,
         };
-        let walked = walk_sources(&mut writer, sources, &parents, cdc, opts, progress);
+        let walked = walk_sources(
+            &mut writer,
+            sources,
+            &parents,
+            &folder_dbs,
+            cdc,
+            opts,
+            progress,
+        );
         let walked = walked.and_then(|w| writer.flush().map(|_| w));
         writer.jobs = None; // close the pipeline so the stages drain and stop
         let mut packed = Ok(PackerOut { packs: 0, bytes: 0 });
@@ -821,6 +928,7 @@ fn walk_sources(
     writer: &mut Writer<'_>,
     sources: Vec<BackupSource>,
     parents: &HashMap<String, (ChunkMap, Vec<Id>)>,
+    folder_dbs: &HashMap<String, HashMap<String, EarlierDb>>,
     cdc: ChunkerKind,
     opts: &BackupOptions,
     progress: &dyn Progress,
@@ -840,11 +948,15 @@ fn walk_sources(
             suspect: Vec::new(),
             suspect_share: opts.suspect_share,
             summary: SourceSummary::default(),
+            root: PathBuf::new(),
+            earlier_dbs: None,
         };
         let entry = match src {
             BackupSource::Path(p) => {
                 let name = source_name(&p, &taken);
                 let shown = fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
+                w.root = p.clone();
+                w.earlier_dbs = folder_dbs.get(&shown.display().to_string());
                 match w.walk(&p, name.clone())? {
                     Walk::Node(node) => Some(Source {
                         name,
