@@ -136,9 +136,11 @@ fn backup(
         reason: None,
         ..Default::default()
     };
+    let origin = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let source = BackupSource::Stream {
         name: format!("client-{}.json", key_text(&key)),
         reader: Box::new(std::io::Cursor::new(bytes)),
+        origin: Some(format!("client {} of {}", key_text(&key), origin.display())),
     };
     let quiet = Globals {
         quiet: true,

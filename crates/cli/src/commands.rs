@@ -286,6 +286,7 @@ fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::Back
             vec![BackupSource::Stream {
                 name: name.clone(),
                 reader: stdin,
+                origin: None,
             }]
         }
         None => {

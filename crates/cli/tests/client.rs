@@ -83,6 +83,11 @@ fn list_backup_and_restore_a_client_archive() {
         tags.contains(&"client-archive") && tags.contains(&"client:3"),
         "{tags:?}"
     );
+    let origin = snap["sources"][0]["path"].as_str().unwrap();
+    assert!(
+        origin.starts_with("client 3 of ") && origin.ends_with("firm.db"),
+        "{origin}"
+    );
     let original = rows_of(&db, "= 3");
     // Damage client 3.
     Connection::open(&db)

@@ -52,6 +52,9 @@ pub enum BackupSource {
     Stream {
         name: String,
         reader: Box<dyn Read + Send>,
+        /// What the stream came from, shown as the source's path (`-`, for
+        /// standard input, when `None`). Never holds credentials.
+        origin: Option<String>,
     },
     /// A consistent database image, cut into page-aligned chunks. `path`
     /// identifies the database across snapshots (its chunk map is a delta on
@@ -968,7 +971,11 @@ fn walk_sources(
                     Walk::Skipped => None,
                 }
             }
-            BackupSource::Stream { name, reader } => {
+            BackupSource::Stream {
+                name,
+                reader,
+                origin,
+            } => {
                 let name = source_name(Path::new(&name), &taken);
                 match w.store_stream(reader, cdc)? {
                     Ok((ids, size)) => {
@@ -981,7 +988,7 @@ fn walk_sources(
                         Some(Source {
                             name,
                             kind: SourceKind::Stream,
-                            path: "-".into(),
+                            path: origin.unwrap_or_else(|| "-".into()),
                             node,
                             summary: w.summary.clone(),
                         })

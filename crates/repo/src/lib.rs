@@ -15,7 +15,7 @@
 //! let backend = Arc::new(MemoryBackend::new());
 //! let opts = InitOptions { kdf: KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }, ..Default::default() };
 //! let repo = Repository::init(backend, b"secret", &opts).unwrap();
-//! let src = BackupSource::Stream { name: "ledger.csv".into(), reader: Box::new(&b"date,amount\n"[..]) };
+//! let src = BackupSource::Stream { name: "ledger.csv".into(), reader: Box::new(&b"date,amount\n"[..]), origin: None };
 //! let summary = backup(&repo, vec![src], &BackupOptions::default(), &NoProgress).unwrap();
 //! assert_eq!(summary.bytes_read, 12);
 //! ```
