@@ -11,7 +11,9 @@ use ledgervault_repo::{
     self as engine, Backend, BackupOptions, BackupSource, Error, FileKind, Id, InitOptions,
     KdfParams, NodeKind, ReadData, Repository, RestoreOptions, Snapshot,
 };
-use ledgervault_sources::{is_sqlite, place_restored, SqliteCapture, SqliteOpener, SqliteOptions};
+use ledgervault_sources::{
+    is_sqlite, place_restored, SqliteCapture, SqliteOpener, SqliteOptions, SqlitePlacer,
+};
 use serde_json::json;
 
 use crate::args::{
@@ -689,6 +691,11 @@ pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let mut opts = RestoreOptions {
         include: a.include.clone(),
+        // Databases inside restored folders are checked and put in place
+        // like a database restored on its own, never renamed over a live one.
+        db_placer: Some(Arc::new(SqlitePlacer {
+            busy_timeout: Duration::from_secs(30),
+        })),
         ..Default::default()
     };
     if let Some(t) = a.threads {

@@ -28,13 +28,36 @@ use crate::progress::Progress;
 use crate::repository::{pack_path, Repository};
 use crate::snapshot::{Node, NodeKind, Snapshot};
 
+/// Puts restored database images in place. A plain rename over a live
+/// database would leave its old `-wal` file to be replayed onto the new
+/// image, and open connections on the old file; a source that knows the
+/// database engine does it safely.
+pub trait DbPlacer: Send + Sync {
+    /// Moves the complete restored image `tmp` to `dest`, replacing what is
+    /// there safely; `tmp` is gone afterwards, whatever the outcome.
+    fn place(&self, tmp: &Path, dest: &Path) -> std::result::Result<(), String>;
+}
+
 /// How to restore.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RestoreOptions {
     /// Restore only these paths (as `ls` prints them, e.g. `docs/2026`), and
     /// everything beneath them. Empty means everything.
     pub include: Vec<String>,
     pub threads: usize,
+    /// Places database images; `None` renames them like other files (right
+    /// for a fresh folder).
+    pub db_placer: Option<std::sync::Arc<dyn DbPlacer>>,
+}
+
+impl std::fmt::Debug for RestoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreOptions")
+            .field("include", &self.include)
+            .field("threads", &self.threads)
+            .field("db_placer", &self.db_placer.is_some())
+            .finish()
+    }
 }
 
 impl Default for RestoreOptions {
@@ -44,6 +67,7 @@ impl Default for RestoreOptions {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            db_placer: None,
         }
     }
 }
@@ -207,6 +231,7 @@ pub fn restore(
         &w.files,
         &w.jobs,
         opts.threads.max(1),
+        opts.db_placer.as_deref(),
         progress,
         &mut w.failed,
     )?;
@@ -358,6 +383,7 @@ fn write_files(
     files: &[FileTask],
     jobs: &[Job],
     threads: usize,
+    placer: Option<&dyn DbPlacer>,
     progress: &dyn Progress,
     failed: &mut Vec<FileError>,
 ) -> Result<(u64, u64)> {
@@ -461,12 +487,25 @@ fn write_files(
                 if let Some(t) = task.node.mtime {
                     let _ = file.set_modified(t.into());
                 }
-                drop(file);
-                if let Err(e) = fs::rename(&open.tmp, &task.dest) {
+                let placed = match placer.filter(|_| task.node.kind == NodeKind::DbImage) {
+                    Some(p) => {
+                        // The placer may read the file back: it must be complete on disk.
+                        let synced = file.sync_all();
+                        drop(file);
+                        synced
+                            .map_err(|e| e.to_string())
+                            .and_then(|_| p.place(&open.tmp, &task.dest))
+                    }
+                    None => {
+                        drop(file);
+                        fs::rename(&open.tmp, &task.dest).map_err(|e| e.to_string())
+                    }
+                };
+                if let Err(e) = placed {
                     let _ = fs::remove_file(&open.tmp);
                     failed.push(FileError {
                         path: task.rel.clone(),
-                        message: e.to_string(),
+                        message: e,
                     });
                     continue;
                 }

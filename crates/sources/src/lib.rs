@@ -9,4 +9,5 @@ pub mod sqlite;
 
 pub use sqlite::{
     integrity_check, is_sqlite, place_restored, Placed, SqliteCapture, SqliteOpener, SqliteOptions,
+    SqlitePlacer,
 };

@@ -626,6 +626,21 @@ pub fn place_restored(
     Ok(placed)
 }
 
+/// Places restored SQLite images found inside restored folders with
+/// [`place_restored`]: integrity-checked, stale journals removed, and over a
+/// live database through the backup API.
+pub struct SqlitePlacer {
+    pub busy_timeout: Duration,
+}
+
+impl ledgervault_repo::DbPlacer for SqlitePlacer {
+    fn place(&self, tmp: &Path, dest: &Path) -> Result<(), String> {
+        let r = place_restored(tmp, dest, self.busy_timeout).map(|_| ());
+        let _ = fs::remove_file(tmp);
+        r
+    }
+}
+
 /// Finds SQLite databases inside folders being backed up.
 pub struct SqliteOpener {
     pub options: SqliteOptions,
