@@ -194,6 +194,11 @@ fn every_failed_write_leaves_a_valid_repository() {
             &NoProgress,
         )
         .unwrap();
+        let before: std::collections::HashSet<Id> = repo
+            .list_ids(FileKind::Index)
+            .unwrap()
+            .into_iter()
+            .collect();
         let faulty = Arc::new(FaultyBackend::new(mem.clone(), FaultOn::Write, n));
         let repo = Repository::open(faulty.clone(), b"pw").unwrap();
         let result = backup(
@@ -208,16 +213,24 @@ fn every_failed_write_leaves_a_valid_repository() {
                 "write {n} was attempted but the backup did not fail"
             );
             assert!(
-                n > 8,
+                n > 5,
                 "a backup of 6 MB in 256 KiB packs made only {} writes",
                 n - 1
             );
             break;
         }
         faulty.heal();
-        // The first backup wrote one index file; more mean the failed one
-        // left findable packs behind.
-        let left_index = repo.list_ids(FileKind::Index).unwrap().len() > 1;
+        // Plaintext bytes the failed backup left findable: the blobs of the
+        // index files it managed to write.
+        let left: u64 = repo
+            .list_ids(FileKind::Index)
+            .unwrap()
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .flat_map(|id| repo.read_index_file(&id).unwrap())
+            .flat_map(|p| p.frames)
+            .map(|f| f.raw_len as u64)
+            .sum();
         let report = check(&repo, ReadData::All, &NoProgress).unwrap();
         assert!(report.ok(), "after failing write {n}: {:?}", report.errors);
         restore_and_compare(&repo, first.snapshot_id, &earlier, "earlier");
@@ -232,10 +245,13 @@ fn every_failed_write_leaves_a_valid_repository() {
         assert!(check(&repo, ReadData::All, &NoProgress).unwrap().ok());
         if n == 1 {
             baseline_new = again.bytes_new;
-        } else if left_index {
+        } else if left > 1_000_000 {
+            // Chunk boundaries differ per repository key, so the baseline
+            // is only close; half of what was left must clearly be reused.
             assert!(
-                again.bytes_new + 500_000 < baseline_new,
-                "the next backup did not reuse what the failed one stored"
+                again.bytes_new + left / 2 < baseline_new,
+                "the next backup did not reuse what the failed one stored ({left} bytes left, {} new, baseline {baseline_new})",
+                again.bytes_new
             );
             reused_once = true;
         }
