@@ -362,8 +362,9 @@ struct EarlierDb {
 fn find_folder_dbs(
     repo: &Repository,
     index: &Index,
+    snaps: &[(Id, Snapshot)],
     sources: &[BackupSource],
-) -> Result<HashMap<String, HashMap<String, EarlierDb>>> {
+) -> HashMap<String, HashMap<String, EarlierDb>> {
     let folders: Vec<String> = sources
         .iter()
         .filter_map(|s| match s {
@@ -374,10 +375,6 @@ fn find_folder_dbs(
         })
         .collect();
     let mut out = HashMap::new();
-    if folders.is_empty() {
-        return Ok(out);
-    }
-    let (snaps, _) = repo.snapshots()?;
     for folder in folders {
         let earlier = snaps
             .iter()
@@ -422,7 +419,7 @@ fn find_folder_dbs(
         }
         out.insert(folder, dbs);
     }
-    Ok(out)
+    out
 }
 
 enum Walk {
@@ -681,13 +678,13 @@ impl Walker<'_, '_> {
 fn find_parents(
     repo: &Repository,
     index: &Index,
+    snaps: &[(Id, Snapshot)],
     paths: &HashSet<&str>,
-) -> Result<HashMap<String, (ChunkMap, Vec<Id>)>> {
+) -> HashMap<String, (ChunkMap, Vec<Id>)> {
     let mut found = HashMap::new();
     if paths.is_empty() {
-        return Ok(found);
+        return found;
     }
-    let (snaps, _) = repo.snapshots()?;
     for (_, snap) in snaps.iter().rev() {
         for src in &snap.sources {
             if src.kind != SourceKind::Database
@@ -706,7 +703,7 @@ fn find_parents(
             break;
         }
     }
-    Ok(found)
+    found
 }
 
 fn source_name(path: &Path, taken: &HashSet<String>) -> String {
@@ -749,9 +746,20 @@ pub fn backup(
             _ => None,
         })
         .collect();
-    let parents = find_parents(repo, &index, &db_paths)?;
+    // Earlier snapshots, read once: parents of databases named on the
+    // command line and in folders, and what each path was before. A backup
+    // of standard input alone needs none of it.
+    let earlier = if sources
+        .iter()
+        .all(|s| matches!(s, BackupSource::Stream { .. }))
+    {
+        Vec::new()
+    } else {
+        repo.snapshots()?.0
+    };
+    let parents = find_parents(repo, &index, &earlier, &db_paths);
     let folder_dbs = if opts.db_opener.is_some() {
-        find_folder_dbs(repo, &index, &sources)?
+        find_folder_dbs(repo, &index, &earlier, &sources)
     } else {
         HashMap::new()
     };
@@ -862,7 +870,7 @@ pub fn backup(
             "nothing was backed up, no source could be read ({why})"
         )));
     }
-    suspect.extend(lost_databases(repo, &src_list)?);
+    suspect.extend(lost_databases(&earlier, &src_list));
     let mut snap = Snapshot::new_now(src_list, opts.tags.clone(), opts.reason.clone());
     snap.suspect = suspect.clone();
     let bytes_read = snap.size();
@@ -896,15 +904,11 @@ type Walked = (Vec<Source>, Vec<FileError>, Vec<String>);
 /// Findings for sources that were databases in their latest earlier
 /// (unsuspected) snapshot and are now backed up as plain files: their header
 /// no longer says SQLite.
-fn lost_databases(repo: &Repository, sources: &[Source]) -> Result<Vec<String>> {
+fn lost_databases(snaps: &[(Id, Snapshot)], sources: &[Source]) -> Vec<String> {
     let files: Vec<&Source> = sources
         .iter()
         .filter(|s| s.kind == SourceKind::Path && s.node.kind == NodeKind::File)
         .collect();
-    if files.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (snaps, _) = repo.snapshots()?;
     let mut out = Vec::new();
     for f in files {
         // Suspect snapshots do not count: after an attack the file stays
@@ -924,7 +928,7 @@ fn lost_databases(repo: &Repository, sources: &[Source]) -> Result<Vec<String>> 
             }
         }
     }
-    Ok(out)
+    out
 }
 
 fn walk_sources(
