@@ -128,7 +128,7 @@ fn backup(
     let bytes = archive.encode();
     tags.extend([
         ARCHIVE_TAG.to_string(),
-        format!("client:{}", key_text(&key)),
+        format!("client:{}", key.plain()),
         format!("client-name:{label}"),
     ]);
     let opts = BackupOptions {
@@ -138,9 +138,9 @@ fn backup(
     };
     let origin = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let source = BackupSource::Stream {
-        name: format!("client-{}.json", key_text(&key)),
+        name: format!("client-{}.json", key.plain()),
         reader: Box::new(std::io::Cursor::new(bytes)),
-        origin: Some(format!("client {} of {}", key_text(&key), origin.display())),
+        origin: Some(format!("client {} of {}", key.plain(), origin.display())),
     };
     let quiet = Globals {
         quiet: true,
@@ -170,13 +170,6 @@ fn backup(
         }
     }
     Ok(code)
-}
-
-fn key_text(v: &Value) -> String {
-    match v {
-        Value::Text(t) => t.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// Reads the archive out of a client archive snapshot, or exports the client
@@ -209,7 +202,7 @@ fn archive_from_snapshot(
         let mut bytes = Vec::new();
         std::fs::File::open(scratch.path().join(&src.name))?.read_to_end(&mut bytes)?;
         let a = Archive::decode(&bytes)?;
-        let matches = key_text(&a.client) == client || a.label == client;
+        let matches = a.client.plain() == client || a.label == client;
         if !matches {
             bail!(
                 "snapshot {} is the archive of client {} ({}), not {client:?}",

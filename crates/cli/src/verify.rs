@@ -21,6 +21,7 @@ use serde_json::json;
 
 use crate::args::VerifyArgs;
 use crate::commands::Globals;
+use crate::config::CustomCheck;
 use crate::ui::{self, exit, Bar};
 
 /// What a drill checked on one restored source.
@@ -82,15 +83,13 @@ fn databases(
     Ok(())
 }
 
-fn custom_checks(g: &Globals, db_name: &str) -> Result<Vec<SqlCheck>> {
-    let config = g.config()?;
-    Ok(config
-        .verify
-        .checks
+/// The configured checks that apply to the database file `db_name`.
+fn custom_checks(checks: &[CustomCheck], db_name: &str) -> Vec<SqlCheck> {
+    checks
         .iter()
         .filter(|c| c.database.as_deref().is_none_or(|d| d == db_name))
         .map(|c| SqlCheck::custom(&c.name, &c.sql))
-        .collect())
+        .collect()
 }
 
 pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
@@ -139,7 +138,16 @@ pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
                 scratch_root.display()
             )
         })?;
-    let report = drill(g, &repo, id, &snap, &selected, scratch.path(), a.threads)?;
+    let report = drill(
+        g,
+        &repo,
+        id,
+        &snap,
+        &selected,
+        scratch.path(),
+        a.threads,
+        &config.verify.checks,
+    )?;
     // Remove the restored copy now, not at exit: it may be the whole firm.
     let scratch_path = scratch.path().to_path_buf();
     scratch.close().with_context(|| {
@@ -176,6 +184,7 @@ pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn drill(
     g: &Globals,
     repo: &engine::Repository,
@@ -184,6 +193,7 @@ fn drill(
     selected: &[&engine::Source],
     scratch: &Path,
     threads: Option<u32>,
+    custom: &[CustomCheck],
 ) -> Result<DrillReport> {
     let started_at = Utc::now();
     let started = Instant::now();
@@ -259,7 +269,7 @@ fn drill(
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default();
             let mut checks = builtin.clone();
-            checks.extend(custom_checks(g, &name)?);
+            checks.extend(custom_checks(custom, &name));
             let outcomes = drill_sqlite(&file, node.database.as_deref(), &checks);
             reports.push(DbReport {
                 path,

@@ -131,18 +131,11 @@ impl Archive {
     }
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Text(t) => t.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// The label of a root row: its `name`, `code` or key.
 fn label_of(root_cols: &[String], row: &[Value], key: &Value) -> String {
     for want in ["name", "code", "title"] {
         if let Some(i) = root_cols.iter().position(|c| c.eq_ignore_ascii_case(want)) {
-            return text(&row[i]);
+            return row[i].plain();
         }
     }
     key.to_string()

@@ -50,6 +50,14 @@ impl std::fmt::Display for Value {
 }
 
 impl Value {
+    /// The value as plain text: text as it is, anything else as displayed.
+    pub fn plain(&self) -> String {
+        match self {
+            Value::Text(t) => t.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// Appends the value's canonical encoding (as in table digests).
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
