@@ -293,10 +293,11 @@ fn restore(
     let invariants: Vec<(String, String)> = builtin_checks()
         .into_iter()
         .filter(|c| {
-            c.needs.iter().all(|(t, cols)| {
-                target.columns(t).is_ok_and(|have| {
-                    !have.is_empty() && cols.iter().all(|c| have.iter().any(|h| &h.name == c))
-                })
+            c.applies(|t| {
+                target
+                    .columns(t)
+                    .map(|cols| cols.into_iter().map(|c| c.name).collect())
+                    .unwrap_or_default()
             })
         })
         .map(|c| (c.name, c.sql))
