@@ -20,3 +20,8 @@ measure() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f MiB", k / 1024 }'; }
+
+# Readers of a `measure` result file, and a folder's size in bytes.
+secs() { cut -d' ' -f1 "$1"; }
+rss() { mib "$(cut -d' ' -f2 "$1")"; }
+size() { du -sb "$1" | cut -f1; }

@@ -31,9 +31,6 @@ cargo build --release -q -p ledgervault-samplefirm --example firm
 LV=$PWD/target/release/ledgervault
 FIRM=$PWD/target/release/examples/firm
 
-secs() { cut -d' ' -f1 "$1"; }
-rss() { mib "$(cut -d' ' -f2 "$1")"; }
-size() { du -sb "$1" | cut -f1; }
 
 mkdir -p "$WORK/data"
 "$FIRM" generate "$WORK/data/firm.db" "$SIZE" 2>"$WORK/gen.txt"
