@@ -56,6 +56,15 @@ pub enum BackupSource {
         /// standard input, when `None`). Never holds credentials.
         origin: Option<String>,
     },
+    /// A consistent dump of a database server's database (a text stream),
+    /// cut with the repository's dump chunker and stored as a stream node
+    /// with what the dump learned (tables, row counts, digests). `path`
+    /// names the database and must hold no credentials.
+    DbDump {
+        name: String,
+        path: String,
+        dump: Box<dyn DbDump>,
+    },
     /// A consistent database image, cut into page-aligned chunks. `path`
     /// identifies the database across snapshots (its chunk map is a delta on
     /// the last snapshot of the same path) and must hold no credentials.
@@ -72,6 +81,14 @@ pub trait DbCapture: Read + Send {
     fn page_size(&self) -> u32;
     /// Called after the image was read to its end: ends the capture and
     /// returns what it learned (tables, digests, damage found).
+    fn finish(self: Box<Self>) -> std::result::Result<DatabaseInfo, String>;
+}
+
+/// A consistent dump of a live database, read as a stream.
+pub trait DbDump: Read + Send {
+    /// Called after the stream was read to its end: waits for the dump to
+    /// finish and returns what it learned. An error means the stream is not
+    /// a complete dump and the source is not stored.
     fn finish(self: Box<Self>) -> std::result::Result<DatabaseInfo, String>;
 }
 
@@ -774,6 +791,10 @@ pub fn backup(
         params: repo.config().chunker,
         seed: keys.chunker_seed(),
     };
+    let dump_cdc = ChunkerKind::ContentDefined {
+        params: repo.config().dump_chunker,
+        seed: keys.chunker_seed(),
+    };
 
     let total: u64 = if progress.wants_total() {
         sources
@@ -830,7 +851,7 @@ pub fn backup(
             sources,
             &parents,
             &folder_dbs,
-            cdc,
+            (cdc, dump_cdc),
             opts,
             progress,
         );
@@ -936,7 +957,7 @@ fn walk_sources(
     sources: Vec<BackupSource>,
     parents: &HashMap<String, (ChunkMap, Vec<Id>)>,
     folder_dbs: &HashMap<String, HashMap<String, EarlierDb>>,
-    cdc: ChunkerKind,
+    (cdc, dump_cdc): (ChunkerKind, ChunkerKind),
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> std::result::Result<Walked, Closed> {
@@ -999,6 +1020,40 @@ fn walk_sources(
                     }
                     Err(e) => {
                         w.fail(Path::new(&name), e);
+                        None
+                    }
+                }
+            }
+            BackupSource::DbDump {
+                name,
+                path,
+                mut dump,
+            } => {
+                let name = source_name(Path::new(&name), &taken);
+                let stored = w.store_stream(&mut dump, dump_cdc)?;
+                match (stored, dump.finish()) {
+                    (Ok((ids, size)), Ok(info)) => {
+                        let mut node = Node::new(name.clone(), NodeKind::Stream);
+                        node.content = ids;
+                        node.size = size;
+                        node.mtime = Some(chrono::Utc::now());
+                        node.mode = Some(0o600);
+                        node.database = Some(Box::new(info));
+                        w.summary.files += 1;
+                        Some(Source {
+                            name,
+                            kind: SourceKind::Database,
+                            path,
+                            node,
+                            summary: w.summary.clone(),
+                        })
+                    }
+                    (Err(e), _) => {
+                        w.fail(Path::new(&path), e);
+                        None
+                    }
+                    (_, Err(e)) => {
+                        w.fail(Path::new(&path), e);
                         None
                     }
                 }

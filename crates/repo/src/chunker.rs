@@ -39,6 +39,16 @@ impl Default for CdcParams {
 }
 
 impl CdcParams {
+    /// 4 KiB / 16 KiB / 64 KiB: for database dumps, where a day of work
+    /// edits rows scattered over the whole dump.
+    pub fn dump() -> CdcParams {
+        CdcParams {
+            min_size: 4 * 1024,
+            avg_size: 16 * 1024,
+            max_size: 64 * 1024,
+        }
+    }
+
     /// Checks the bounds FastCDC accepts, so a damaged config is an error and
     /// not a panic.
     pub fn validate(&self) -> Result<(), String> {

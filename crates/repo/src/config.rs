@@ -29,6 +29,10 @@ pub struct RepoConfig {
     pub pack_size: u32,
     /// Content-defined chunking parameters.
     pub chunker: CdcParams,
+    /// Content-defined chunking of database dumps (PostgreSQL): smaller
+    /// chunks, because a day's edits are scattered rows.
+    #[serde(default = "CdcParams::dump")]
+    pub dump_chunker: CdcParams,
 }
 
 impl RepoConfig {
@@ -39,6 +43,7 @@ impl RepoConfig {
             id: Id::random(),
             pack_size,
             chunker: CdcParams::default(),
+            dump_chunker: CdcParams::dump(),
         };
         c.validate().map_err(Error::Invalid)?;
         Ok(c)
@@ -53,7 +58,8 @@ impl RepoConfig {
                 PACK_SIZE_RANGE.end()
             ));
         }
-        self.chunker.validate()
+        self.chunker.validate()?;
+        self.dump_chunker.validate()
     }
 
     /// Parses and validates a stored config. The version is read first, so a

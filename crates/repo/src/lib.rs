@@ -49,7 +49,7 @@ pub use backend::{
     MemoryBackend, ObjectInfo,
 };
 pub use backup::{
-    backup, looks_random, BackupOptions, BackupSource, BackupSummary, DbCapture, DbOpener,
+    backup, looks_random, BackupOptions, BackupSource, BackupSummary, DbCapture, DbDump, DbOpener,
     FileError, DEFAULT_SUSPECT_SHARE,
 };
 pub use check::{check, CheckReport, ReadData};
@@ -66,7 +66,7 @@ pub use marks::{Mark, MarkKind, SnapshotState};
 pub use progress::{NoProgress, Progress};
 pub use prune::{prune, PruneOptions, PruneReport};
 pub use repository::{pack_path, InitOptions, KeyInfo, Repository};
-pub use restore::{restore, DbPlacer, RestoreOptions, RestoreSummary};
+pub use restore::{node_reader, restore, DbPlacer, NodeReader, RestoreOptions, RestoreSummary};
 pub use retention::{forget, plan, Decision, ForgetOptions, ForgetReport, Guards, Policy};
 pub use snapshot::{
     DatabaseInfo, Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary,

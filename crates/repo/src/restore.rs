@@ -170,6 +170,47 @@ fn decode(repo: &Repository, job: &Job) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// A file or stream node's content as a reader, frame by frame, every blob
+/// verified against its id (for piping a dump into a restore tool).
+pub struct NodeReader<'a> {
+    repo: &'a Repository,
+    jobs: Vec<Job>,
+    next: usize,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+/// Opens `node`'s content for reading.
+pub fn node_reader<'a>(repo: &'a Repository, index: &Index, node: &Node) -> Result<NodeReader<'a>> {
+    let content = repo.node_content(index, node)?;
+    let mut jobs = Vec::new();
+    plan_file(index, 0, &content, &mut jobs)?;
+    Ok(NodeReader {
+        repo,
+        jobs,
+        next: 0,
+        buf: Vec::new(),
+        pos: 0,
+    })
+}
+
+impl std::io::Read for NodeReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some(job) = self.jobs.get(self.next) else {
+                return Ok(0);
+            };
+            self.buf = decode(self.repo, job).map_err(std::io::Error::other)?;
+            self.pos = 0;
+            self.next += 1;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 struct Walk<'a> {
     repo: &'a Repository,
     index: &'a Index,

@@ -153,6 +153,10 @@ pub struct DatabaseInfo {
     /// Damage found while capturing (the snapshot holds the data as it was).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// What a restore needs to recreate the database alike (PostgreSQL:
+    /// `server_version`, `encoding`, `collate`, `ctype`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 /// One source of a snapshot.

@@ -155,7 +155,7 @@ pub struct CheckOutcome {
 }
 
 impl CheckOutcome {
-    fn new(name: &str, origin: &str, started: Instant) -> CheckOutcome {
+    pub fn new(name: &str, origin: &str, started: Instant) -> CheckOutcome {
         CheckOutcome {
             name: name.into(),
             origin: origin.into(),
@@ -167,7 +167,7 @@ impl CheckOutcome {
         }
     }
 
-    fn fail(mut self, detail: impl Into<String>) -> CheckOutcome {
+    pub fn fail(mut self, detail: impl Into<String>) -> CheckOutcome {
         self.passed = false;
         self.detail = detail.into();
         self

@@ -209,6 +209,7 @@ fn capture_thread(
         journal_mode,
         tables: Vec::new(),
         problems: Vec::new(),
+        settings: Default::default(),
     };
     if let Some(sp) = spool {
         // The image is safe in the spool: release the application's writers.
