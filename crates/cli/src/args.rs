@@ -169,7 +169,8 @@ pub struct InitArgs {
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
-    /// Files and folders to back up
+    /// Files and folders to back up, SQLite databases, and PostgreSQL
+    /// databases as postgres://user@host:port/dbname
     #[arg(value_name = "PATH", required_unless_present = "stdin_name")]
     pub paths: Vec<PathBuf>,
     /// Read the data from standard input and store it under this name
@@ -194,6 +195,10 @@ pub struct BackupArgs {
     /// Seconds to wait for a database locked by another process
     #[arg(long, default_value_t = 30)]
     pub db_timeout: u64,
+    /// With a PostgreSQL database: also back up the server's roles and
+    /// tablespaces (pg_dumpall --globals-only; needs a superuser)
+    #[arg(long)]
+    pub globals: bool,
 }
 
 #[derive(Args, Debug)]
@@ -286,6 +291,10 @@ pub struct GuardArgs {
     /// Seconds to wait for a database locked by another process
     #[arg(long, default_value_t = 30)]
     pub db_timeout: u64,
+    /// With a PostgreSQL database: also back up the server's roles and
+    /// tablespaces (pg_dumpall --globals-only; needs a superuser)
+    #[arg(long)]
+    pub globals: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -368,7 +377,8 @@ pub struct LsArgs {
 pub struct RestoreArgs {
     /// Snapshot: `latest` or a unique prefix of its id
     pub snapshot: String,
-    /// Folder to restore into (created if missing)
+    /// Folder to restore into (created if missing), a SQLite file for a
+    /// database snapshot, or postgres://user@host:port/dbname
     #[arg(long, short = 't')]
     pub target: PathBuf,
     /// Restore only this path as `ls` shows it, and what is beneath it (repeatable)
@@ -380,6 +390,13 @@ pub struct RestoreArgs {
     /// Replace an existing database (a pre-restore safety snapshot is taken first)
     #[arg(long)]
     pub force: bool,
+    /// PostgreSQL: leave out ownership and privileges, for a server
+    /// without the original roles
+    #[arg(long)]
+    pub no_owner: bool,
+    /// PostgreSQL: first restore the roles saved with `backup --globals`
+    #[arg(long)]
+    pub globals: bool,
 }
 
 #[derive(Args, Debug)]

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use ledgervault_repo::{self as engine, BackupOptions, BackupSource, NodeKind, RestoreOptions};
 use ledgervault_sources::drill::builtin_checks;
+use ledgervault_postgres::{PgDb, PgTarget};
 use ledgervault_tenant::sql::{Db, Sqlite, Value};
 use ledgervault_tenant::{
     export, find_client, import, list_clients, Archive, ImportOptions, Mode, TenantConfig,
@@ -70,14 +71,36 @@ pub fn run(g: &Globals, cmd: ClientCommand) -> Result<i32> {
     }
 }
 
+/// Whether `path` names a PostgreSQL database.
+fn is_pg(path: &Path) -> bool {
+    path.to_str().is_some_and(ledgervault_postgres::is_pg_url)
+}
+
+/// Opens a firm database, SQLite or PostgreSQL; returns it with its engine
+/// name and how snapshots name it (never with a password).
+fn open_db(path: &Path, write: bool) -> Result<(Box<dyn Db>, &'static str, String)> {
+    if is_pg(path) {
+        let t = PgTarget::parse(&path.to_string_lossy())?;
+        let db = PgDb::connect(&t)?;
+        return Ok((Box::new(db), "postgresql", t.to_string()));
+    }
+    let db = if write {
+        Sqlite::open_write(path)?
+    } else {
+        Sqlite::open_read(path)?
+    };
+    let origin = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    Ok((Box::new(db), "sqlite", origin.display().to_string()))
+}
+
 fn open_map(db: &dyn Db, config: &TenantConfig, path: &Path) -> Result<TenantMap> {
     TenantMap::build(db, config).with_context(|| format!("{}", path.display()))
 }
 
 fn list(g: &Globals, path: &Path, config: &TenantConfig) -> Result<i32> {
-    let db = Sqlite::open_read(path)?;
-    let map = open_map(&db, config, path)?;
-    let clients = list_clients(&db, &map)?;
+    let (db, _, _) = open_db(path, false)?;
+    let map = open_map(db.as_ref(), config, path)?;
+    let clients = list_clients(db.as_ref(), &map)?;
     if g.json {
         g.print_json(&json!({
             "root": map.root().name,
@@ -119,10 +142,10 @@ fn backup(
 ) -> Result<i32> {
     let repo = g.open()?;
     let started = std::time::Instant::now();
-    let db = Sqlite::open_read(path)?;
-    let map = open_map(&db, config, path)?;
-    let (key, label) = find_client(&db, &map, spec)?;
-    let archive = export(&db, &map, &key, "sqlite")?;
+    let (db, engine_name, origin) = open_db(path, false)?;
+    let map = open_map(db.as_ref(), config, path)?;
+    let (key, label) = find_client(db.as_ref(), &map, spec)?;
+    let archive = export(db.as_ref(), &map, &key, engine_name)?;
     drop(db);
     let export_secs = started.elapsed().as_secs_f64();
     let bytes = archive.encode();
@@ -136,11 +159,10 @@ fn backup(
         reason: None,
         ..Default::default()
     };
-    let origin = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let source = BackupSource::Stream {
         name: format!("client-{}.json", key.plain()),
         reader: Box::new(std::io::Cursor::new(bytes)),
-        origin: Some(format!("client {} of {}", key.plain(), origin.display())),
+        origin: Some(format!("client {} of {origin}", key.plain())),
     };
     let quiet = Globals {
         quiet: true,
@@ -180,6 +202,7 @@ fn archive_from_snapshot(
     spec: &str,
     client: &str,
     database: Option<&str>,
+    into: &Path,
     config: &TenantConfig,
 ) -> Result<Archive> {
     let (id, snap) = repo.find_snapshot(spec)?;
@@ -216,7 +239,7 @@ fn archive_from_snapshot(
     let dbs: Vec<&engine::Source> = snap
         .sources
         .iter()
-        .filter(|s| s.node.kind == NodeKind::DbImage)
+        .filter(|s| s.node.kind == NodeKind::DbImage || crate::pg::is_pg_source(s))
         .filter(|s| database.is_none_or(|d| d == s.name))
         .collect();
     let src = match dbs.as_slice() {
@@ -231,6 +254,9 @@ fn archive_from_snapshot(
             id.short()
         ),
     };
+    if crate::pg::is_pg_source(src) {
+        return archive_from_pg(g, repo, id, src, client, into, config);
+    }
     if !g.quiet && !g.json {
         println!(
             "restoring {} from snapshot {} into a scratch folder to take client {client:?} out of it",
@@ -250,6 +276,54 @@ fn archive_from_snapshot(
     let map = open_map(&db, config, &copy)?;
     let (key, _) = find_client(&db, &map, client)?;
     Ok(export(&db, &map, &key, "sqlite")?)
+}
+
+/// Restores a PostgreSQL dump into a scratch database (on the target's
+/// server when the target is PostgreSQL, else on the server it came from),
+/// takes the client out of it, and drops it.
+fn archive_from_pg(
+    g: &Globals,
+    repo: &engine::Repository,
+    id: engine::Id,
+    src: &engine::Source,
+    client: &str,
+    into: &Path,
+    config: &TenantConfig,
+) -> Result<Archive> {
+    use ledgervault_postgres::restore::{admin, create_database, drop_database, run_psql, work_name};
+    let server = if is_pg(into) {
+        PgTarget::parse(&into.to_string_lossy())?
+    } else {
+        PgTarget::parse(&src.path)?
+    };
+    let mut a = admin(&server)?;
+    let major = ledgervault_postgres::server_major(&mut a)?;
+    let scratch = work_name("ledgervault", "client");
+    let at = server.with_dbname(&scratch);
+    if !g.quiet && !g.json {
+        println!(
+            "restoring {} from snapshot {} into scratch database {scratch} on {} to take client {client:?} out of it",
+            src.name,
+            id.short(),
+            server.server()
+        );
+    }
+    let info = src.node.database.as_deref().cloned().unwrap_or_default();
+    drop_database(&mut a, &scratch, &server)?;
+    create_database(&mut a, &scratch, &info.settings, &server)?;
+    let result = (|| -> Result<Archive> {
+        let index = repo.load_index()?;
+        let mut reader = engine::node_reader(repo, &index, &src.node)?;
+        run_psql(&at, major, &mut reader, true)?;
+        let db = PgDb::connect(&at)?;
+        let map = open_map(&db, config, Path::new(&scratch))?;
+        let (key, _) = find_client(&db, &map, client)?;
+        Ok(export(&db, &map, &key, "postgresql")?)
+    })();
+    let dropped = drop_database(&mut a, &scratch, &server);
+    let archive = result?;
+    dropped?;
+    Ok(archive)
 }
 
 fn restore_into(
@@ -286,9 +360,10 @@ fn restore(
     config: &TenantConfig,
 ) -> Result<i32> {
     let repo = g.open()?;
-    let archive = archive_from_snapshot(g, &repo, spec, client, database, config)?;
-    let target = Sqlite::open_write(into)?;
-    let map = open_map(&target, config, into)?;
+    let archive = archive_from_snapshot(g, &repo, spec, client, database, into, config)?;
+    let (target, _, _) = open_db(into, true)?;
+    let target = target.as_ref();
+    let map = open_map(target, config, into)?;
     // The accounting invariants that apply to the target's schema.
     let invariants: Vec<(String, String)> = builtin_checks()
         .into_iter()
@@ -303,12 +378,19 @@ fn restore(
         .map(|c| (c.name, c.sql))
         .collect();
     // Refusals that need no work come before the safety snapshot.
-    ledgervault_tenant::preflight(&target, &map, config, &archive, mode)?;
+    ledgervault_tenant::preflight(target, &map, config, &archive, mode)?;
     let mut safety = None;
     if !dry_run {
         // A safety snapshot of the target first, as before any restore over
         // live books.
-        let src = crate::commands::sqlite_source(into, std::time::Duration::from_secs(30))?;
+        let src = if is_pg(into) {
+            crate::pg::sources(&into.to_string_lossy(), 60, false)?
+        } else {
+            vec![crate::commands::sqlite_source(
+                into,
+                std::time::Duration::from_secs(30),
+            )?]
+        };
         let quiet = Globals {
             quiet: true,
             json: false,
@@ -320,15 +402,15 @@ fn restore(
                 "safety snapshot before restoring client {} ({}) into {}",
                 archive.client,
                 archive.label,
-                into.display()
+                ledgervault_postgres::redact(&into.to_string_lossy())
             )),
             ..Default::default()
         };
-        let (s, code) = crate::commands::run_backup(&quiet, &repo, vec![src], opts)?;
+        let (s, code) = crate::commands::run_backup(&quiet, &repo, src, opts)?;
         if code != exit::OK {
             bail!(
                 "the safety snapshot of {} is not clean; nothing was restored",
-                into.display()
+                ledgervault_postgres::redact(&into.to_string_lossy())
             );
         }
         safety = Some(s.snapshot_id);
@@ -340,7 +422,7 @@ fn restore(
         set,
         invariants,
     };
-    let r = import(&target, &map, config, &archive, &opts)?;
+    let r = import(target, &map, config, &archive, &opts)?;
     let secs = started.elapsed().as_secs_f64();
     if g.json {
         let mut v = serde_json::to_value(&r)?;
@@ -361,7 +443,7 @@ fn restore(
         },
         r.client_from,
         r.label,
-        into.display(),
+        ledgervault_postgres::redact(&into.to_string_lossy()),
         r.client_to,
         r.mode
     );

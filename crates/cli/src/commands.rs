@@ -31,6 +31,13 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         Some(Error::Corrupt { .. }) => exit::DAMAGED,
         Some(Error::AppendOnly(_)) => exit::APPEND_ONLY,
         _ if e.downcast_ref::<UsageError>().is_some() => exit::USAGE,
+        _ if matches!(
+            e.downcast_ref::<ledgervault_postgres::Error>(),
+            Some(ledgervault_postgres::Error::Usage(_))
+        ) =>
+        {
+            exit::USAGE
+        }
         _ => exit::ERROR,
     }
 }
@@ -273,8 +280,14 @@ fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::Back
             },
         )
         .collect();
+    let is_pg = |p: &Path| p.to_str().is_some_and(ledgervault_postgres::is_pg_url);
     for (p, _) in &paths {
-        std::fs::symlink_metadata(p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+        if !is_pg(p) {
+            std::fs::symlink_metadata(p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+        }
+    }
+    if a.globals && !paths.iter().any(|(p, _)| is_pg(p)) {
+        return Err(usage("--globals needs a PostgreSQL database to back up"));
     }
     let repo = g.open()?;
     let timeout = Duration::from_secs(a.db_timeout);
@@ -294,7 +307,13 @@ fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::Back
         None => {
             let mut v = Vec::new();
             for (p, forced) in &paths {
-                if *forced && p.is_file() && !is_sqlite(p) {
+                if is_pg(p) {
+                    v.extend(crate::pg::sources(
+                        &p.to_string_lossy(),
+                        a.db_timeout,
+                        a.globals,
+                    )?);
+                } else if *forced && p.is_file() && !is_sqlite(p) {
                     // Given as a database but no longer one: keep its bytes
                     // and raise the alarm rather than fail the backup.
                     suspect.push(format!(
@@ -350,6 +369,7 @@ fn guard(g: &Globals, a: GuardArgs) -> Result<i32> {
         threads: None,
         no_db_detect: false,
         db_timeout: a.db_timeout,
+        globals: false,
     };
     let (repo, s, code) = backup_inner(g, &b)?;
     if code != exit::OK {
@@ -420,7 +440,7 @@ fn rollback_commands(
             "--include".into(),
             src.name.clone(),
         ]);
-        if src.node.kind == NodeKind::DbImage {
+        if src.node.kind == NodeKind::DbImage || crate::pg::is_pg_source(src) {
             c.extend(["--target".into(), src.path.clone(), "--force".into()]);
         } else {
             let parent = path.parent().unwrap_or(Path::new("/"));
@@ -700,6 +720,13 @@ pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
     };
     if let Some(t) = a.threads {
         opts.threads = t as usize;
+    }
+    if a
+        .target
+        .to_str()
+        .is_some_and(ledgervault_postgres::is_pg_url)
+    {
+        return crate::pg::restore(g, &repo, id, &snap, &a);
     }
     // One database selected: --target names the database file.
     let selected: Vec<&engine::Source> = snap

@@ -222,6 +222,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
         threads: None,
         no_db_detect: false,
         db_timeout: 30,
+        globals: false,
     };
     step(
         quiet,
@@ -279,6 +280,8 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
             include: vec!["firm.db".into()],
             threads: None,
             force: false,
+            no_owner: false,
+            globals: false,
         },
     )?;
     if code != exit::OK {

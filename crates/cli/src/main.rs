@@ -11,6 +11,7 @@ mod client;
 mod commands;
 mod config;
 mod demo;
+mod pg;
 mod retention;
 mod ui;
 mod verify;

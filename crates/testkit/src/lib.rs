@@ -3,6 +3,9 @@
 //! - [`FaultyBackend`] wraps any backend and fails the Nth write or delete,
 //!   to prove that an interrupted operation leaves a valid repository.
 //! - [`fixtures`] builds source trees of mixed files.
+//! - [`pg::PgServer`] starts a real PostgreSQL server for a test.
+
+pub mod pg;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
