@@ -269,6 +269,11 @@ pub struct VerifyArgs {
     /// Folder to restore into (a fresh subfolder, removed afterwards; default: the system temporary folder)
     #[arg(long, value_name = "DIR")]
     pub scratch: Option<PathBuf>,
+    /// PostgreSQL server for drills of PostgreSQL databases, as
+    /// postgres://user@host:port/ (a scratch database is created there and
+    /// dropped; default: the server the database was backed up from)
+    #[arg(long, value_name = "URL")]
+    pub scratch_server: Option<String>,
     /// Worker threads for the restore (default: one per core)
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,

@@ -13,6 +13,7 @@
 //!
 //! [verify]
 //! scratch = "/var/tmp"
+//! scratch_postgres = "postgres://backup@db.internal:5432/"
 //!
 //! [[verify.checks]]
 //! name = "no negative stock"
@@ -44,14 +45,30 @@ pub struct Config {
 }
 
 /// `[verify]`: restore drills.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
     /// Where drills restore to (a fresh subfolder each time).
     pub scratch: Option<std::path::PathBuf>,
+    /// The PostgreSQL server drills of PostgreSQL databases use.
+    pub scratch_postgres: Option<String>,
     /// Custom accounting checks: queries that must return no rows.
     #[serde(default)]
     pub checks: Vec<CustomCheck>,
+}
+
+impl std::fmt::Debug for VerifyConfig {
+    /// The scratch server's URL shows without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyConfig")
+            .field("scratch", &self.scratch)
+            .field(
+                "scratch_postgres",
+                &self.scratch_postgres.as_deref().map(ledgervault_postgres::redact),
+            )
+            .field("checks", &self.checks)
+            .finish()
+    }
 }
 
 /// `[[verify.checks]]`.
@@ -227,5 +244,16 @@ mod tests {
         );
         assert_eq!(Config::default().policy(), Policy::accounting_default());
         assert!(toml::from_str::<Config>("[forget]\nkeep_dayly = 3\n").is_err());
+    }
+
+    #[test]
+    fn debug_output_redacts_passwords() {
+        let c: Config = toml::from_str(
+            "[verify]\nscratch_postgres = \"postgres://ann:hunter2@db:5432/\"\n",
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://ann:***@db:5432/"), "{shown}");
     }
 }

@@ -314,6 +314,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
             all_sources: false,
             if_older_than: None,
             scratch: None,
+            scratch_server: None,
             threads: None,
         },
     )?;
