@@ -4,9 +4,9 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
+use ledgervault_postgres::{PgDb, PgTarget};
 use ledgervault_repo::{self as engine, BackupOptions, BackupSource, NodeKind, RestoreOptions};
 use ledgervault_sources::drill::builtin_checks;
-use ledgervault_postgres::{PgDb, PgTarget};
 use ledgervault_tenant::sql::{Db, Sqlite, Value};
 use ledgervault_tenant::{
     export, find_client, import, list_clients, Archive, ImportOptions, Mode, TenantConfig,
@@ -225,8 +225,7 @@ fn archive_from_snapshot(
         let mut bytes = Vec::new();
         std::fs::File::open(scratch.path().join(&src.name))?.read_to_end(&mut bytes)?;
         let a = Archive::decode(&bytes)?;
-        let matches = a.client.plain() == client || a.label == client;
-        if !matches {
+        if !a.is_client(client) {
             bail!(
                 "snapshot {} is the archive of client {} ({}), not {client:?}",
                 id.short(),
@@ -290,7 +289,9 @@ fn archive_from_pg(
     into: &Path,
     config: &TenantConfig,
 ) -> Result<Archive> {
-    use ledgervault_postgres::restore::{admin, create_database, drop_database, run_psql, work_name};
+    use ledgervault_postgres::restore::{
+        admin, create_database, drop_database, run_psql, work_name,
+    };
     let server = if is_pg(into) {
         PgTarget::parse(&into.to_string_lossy())?
     } else {

@@ -552,7 +552,7 @@ fn snapshot_json(id: &Id, s: &Snapshot, st: &engine::SnapshotState) -> serde_jso
     json!({
         "id": id, "short_id": id.short(), "time": s.time, "host": s.host, "user": s.user,
         "tags": s.tags, "reason": s.reason, "size": s.size(),
-        "sources": s.sources.iter().map(|src| json!({"name": src.name, "kind": src.kind, "path": src.path, "summary": src.summary})).collect::<Vec<_>>(),
+        "sources": s.sources.iter().map(|src| json!({"name": src.name, "kind": src.kind, "path": src.path, "summary": src.summary, "database": src.node.database})).collect::<Vec<_>>(),
         "totals": s.totals, "program": s.program,
         "protected": st.protected, "suspect": s.suspect, "suspect_cleared": st.suspect_cleared,
         "verified": st.verified(), "drill_passed": st.drill_passed, "drill_failed": st.drill_failed,
@@ -721,8 +721,7 @@ pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
     if let Some(t) = a.threads {
         opts.threads = t as usize;
     }
-    if a
-        .target
+    if a.target
         .to_str()
         .is_some_and(ledgervault_postgres::is_pg_url)
     {

@@ -64,7 +64,10 @@ impl std::fmt::Debug for VerifyConfig {
             .field("scratch", &self.scratch)
             .field(
                 "scratch_postgres",
-                &self.scratch_postgres.as_deref().map(ledgervault_postgres::redact),
+                &self
+                    .scratch_postgres
+                    .as_deref()
+                    .map(ledgervault_postgres::redact),
             )
             .field("checks", &self.checks)
             .finish()
@@ -248,10 +251,9 @@ mod tests {
 
     #[test]
     fn debug_output_redacts_passwords() {
-        let c: Config = toml::from_str(
-            "[verify]\nscratch_postgres = \"postgres://ann:hunter2@db:5432/\"\n",
-        )
-        .unwrap();
+        let c: Config =
+            toml::from_str("[verify]\nscratch_postgres = \"postgres://ann:hunter2@db:5432/\"\n")
+                .unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://ann:***@db:5432/"), "{shown}");

@@ -62,13 +62,20 @@ pub fn restore(
         [] => bail!(
             "snapshot {} holds no PostgreSQL database{}",
             id.short(),
-            if a.include.is_empty() { "" } else { " under --include" }
+            if a.include.is_empty() {
+                ""
+            } else {
+                " under --include"
+            }
         ),
         many => bail!(
             "snapshot {} holds {} PostgreSQL databases ({}); choose one with --include",
             id.short(),
             many.len(),
-            many.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let info = src.node.database.as_deref().cloned().unwrap_or_default();

@@ -147,7 +147,9 @@ pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
         scratch.path(),
         a.threads,
         &config.verify.checks,
-        a.scratch_server.as_deref().or(config.verify.scratch_postgres.as_deref()),
+        a.scratch_server
+            .as_deref()
+            .or(config.verify.scratch_postgres.as_deref()),
     )?;
     // Remove the restored copy now, not at exit: it may be the whole firm.
     let scratch_path = scratch.path().to_path_buf();
@@ -244,7 +246,8 @@ fn drill(
             checks.extend(custom_checks(custom, &src.name));
             let t = Instant::now();
             let mut reader = engine::node_reader(repo, &index, &src.node)?;
-            let d = ledgervault_postgres::drill::drill_postgres(&server, &mut reader, &info, &checks)?;
+            let d =
+                ledgervault_postgres::drill::drill_postgres(&server, &mut reader, &info, &checks)?;
             restore_secs += d
                 .outcomes
                 .first()
@@ -256,7 +259,10 @@ fn drill(
                 path: src.path.clone(),
                 kind: src.kind,
                 checks: vec![DbReport {
-                    path: format!("{} (scratch database {} on {})", src.name, d.scratch, d.server),
+                    path: format!(
+                        "{} (scratch database {} on {})",
+                        src.name, d.scratch, d.server
+                    ),
                     checks: d.outcomes,
                 }],
             });

@@ -396,16 +396,15 @@ impl PgTarget {
             });
         }
         let msg = e.to_string();
-        let lower = msg.to_lowercase();
+        let source = std::error::Error::source(&e).map(|s| s.to_string());
+        let lower = format!("{msg} {}", source.as_deref().unwrap_or("")).to_lowercase();
         if lower.contains("password missing") {
             return Error::Connect(format!(
                 "PostgreSQL at {server} asks for a password for user {:?} and none was given (set PGPASSWORD, add it to ~/.pgpass, or use a service file)",
                 self.user
             ));
         }
-        let why = std::error::Error::source(&e)
-            .map(|s| s.to_string())
-            .unwrap_or(msg);
+        let why = source.unwrap_or(msg);
         Error::Connect(format!("cannot reach PostgreSQL at {server}: {why}"))
     }
 

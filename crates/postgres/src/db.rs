@@ -159,6 +159,10 @@ impl Db for PgDb {
         format!("${i}")
     }
 
+    fn same_as(&self) -> &'static str {
+        "IS NOT DISTINCT FROM"
+    }
+
     fn tables(&self) -> TResult<Vec<String>> {
         let mut v: Vec<String> = self
             .strings(
@@ -178,7 +182,7 @@ impl Db for PgDb {
     fn columns(&self, table: &str) -> TResult<Vec<Column>> {
         let rows = self.strings(
             "SELECT a.attname, upper(format_type(a.atttypid, a.atttypmod)), a.attnotnull::int, \
-                    coalesce(array_position(i.indkey::int2[], a.attnum), 0), \
+                    coalesce((SELECT k.pos FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos) WHERE k.attnum = a.attnum), 0), \
                     (a.atthasdef OR a.attidentity <> '')::int \
              FROM pg_attribute a \
              JOIN pg_class c ON c.oid = a.attrelid \

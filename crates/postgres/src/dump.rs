@@ -113,14 +113,8 @@ impl CopyDigest {
 
     /// Whether the stream ended with pg_dump's closing line.
     pub fn complete(&self) -> bool {
-        let mut t: &[u8] = &self.tail;
-        if !self.partial.is_empty() {
-            return false;
-        }
-        while let Some(rest) = t.strip_suffix(b"\n") {
-            t = rest;
-        }
-        t.ends_with(COMPLETE)
+        // pg_dump closes with "--\n-- PostgreSQL database dump complete\n--\n\n".
+        !self.in_copy && self.tail.windows(COMPLETE.len()).any(|w| w == COMPLETE)
     }
 
     /// The tables seen, sorted by name (a table dumped in two sections, as
@@ -333,7 +327,7 @@ pub fn dump_globals(target: &PgTarget) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    const DUMP: &str = "SET x = 1;\nCOPY public.a (id, v) FROM stdin;\n1\tone\n2\ttwo\n\\.\n\nCOPY public.\"B b\" (id) FROM stdin;\n\\.\n\n-- PostgreSQL database dump complete\n\n";
+    const DUMP: &str = "SET x = 1;\nCOPY public.a (id, v) FROM stdin;\n1\tone\n2\ttwo\n\\.\n\nCOPY public.\"B b\" (id) FROM stdin;\n\\.\n\n--\n-- PostgreSQL database dump complete\n--\n\n";
 
     #[test]
     fn digests_any_split_and_order() {

@@ -331,7 +331,7 @@ fn run(
             let cond = where_cols
                 .iter()
                 .enumerate()
-                .map(|(i, c)| format!("{} IS {}", ident(c), db.param(i + 1)))
+                .map(|(i, c)| format!("{} {} {}", ident(c), db.same_as(), db.param(i + 1)))
                 .collect::<Vec<_>>()
                 .join(" AND ");
             let found = rows(

@@ -110,6 +110,19 @@ pub struct Archive {
 }
 
 impl Archive {
+    /// Whether `spec` names this archive's client: its key, or the value of
+    /// any text column of its root row (a code, a name).
+    pub fn is_client(&self, spec: &str) -> bool {
+        if self.client.plain() == spec || self.label == spec {
+            return true;
+        }
+        self.tables
+            .iter()
+            .find(|t| t.table == self.root)
+            .and_then(|t| t.rows.first())
+            .is_some_and(|r| r.iter().any(|v| matches!(v, Value::Text(t) if t == spec)))
+    }
+
     pub fn rows(&self) -> u64 {
         self.tables.iter().map(|t| t.rows.len() as u64).sum()
     }
@@ -208,9 +221,14 @@ pub fn find_client(db: &dyn Db, map: &TenantMap, spec: &str) -> Result<(Value, S
     let cols: Vec<String> = root.columns.iter().map(|c| c.name.clone()).collect();
     let select = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     let ki = cols.iter().position(|c| *c == key).unwrap_or(0);
-    let mut candidates: Vec<Value> = vec![Value::Text(spec.into())];
+    // An integer key is looked up only by a number: engines with strict
+    // types (PostgreSQL) refuse to compare it with text.
+    let mut candidates: Vec<Value> = Vec::new();
     if let Ok(i) = spec.parse::<i64>() {
-        candidates.insert(0, Value::Int(i));
+        candidates.push(Value::Int(i));
+    }
+    if root.int_pk.is_none() {
+        candidates.push(Value::Text(spec.into()));
     }
     for c in &candidates {
         let found = rows(

@@ -114,7 +114,13 @@ pub struct TenantMap {
 fn int_pk(cols: &[Column]) -> Option<String> {
     let pks: Vec<&Column> = cols.iter().filter(|c| c.pk > 0).collect();
     match pks.as_slice() {
-        [c] if c.decl_type == "INTEGER" || c.decl_type.starts_with("INT") => Some(c.name.clone()),
+        // SQLite's INTEGER/INT…, PostgreSQL's integer, bigint, smallint.
+        [c] if c.decl_type.starts_with("INT")
+            || c.decl_type == "BIGINT"
+            || c.decl_type == "SMALLINT" =>
+        {
+            Some(c.name.clone())
+        }
         _ => None,
     }
 }

@@ -161,6 +161,11 @@ pub struct ForeignKey {
 pub trait Db {
     /// Placeholder for the `i`th parameter (1-based): `?i` or `$i`.
     fn param(&self, i: usize) -> String;
+    /// The comparison operator under which NULL equals NULL: SQLite's `IS`,
+    /// standard SQL's `IS NOT DISTINCT FROM`.
+    fn same_as(&self) -> &'static str {
+        "IS"
+    }
     /// User tables, sorted by name.
     fn tables(&self) -> Result<Vec<String>>;
     fn columns(&self, table: &str) -> Result<Vec<Column>>;

@@ -96,7 +96,12 @@ impl PgServer {
             Command::new(s.bin.join("initdb"))
                 .arg("-D")
                 .arg(&data)
-                .args(["-U", "lvtest", "--auth-local=trust", "--auth-host=scram-sha-256"])
+                .args([
+                    "-U",
+                    "lvtest",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                ])
                 .arg(format!("--pwfile={}", pwfile.display()))
                 .args(["--no-locale", "-E", "UTF8", "--no-sync"]),
             "initdb",
