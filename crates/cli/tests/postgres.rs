@@ -599,3 +599,49 @@ fn seed_data_as(pg: &PgServer, db: &str) {
              FROM journal_entries e;",
     );
 }
+
+#[test]
+fn globals_bring_back_the_roles_a_dump_needs() {
+    let pg = PgServer::start();
+    let e = Env::with_repo();
+    pg.createdb("firm");
+    pg.psql(
+        "firm",
+        "CREATE ROLE auditor; CREATE TABLE ledger (id int PRIMARY KEY, memo text);
+         INSERT INTO ledger VALUES (1, 'opening'); ALTER TABLE ledger OWNER TO auditor;",
+    );
+    let (code, b, err) = run(&e, &pg, &["backup", "--globals", &pg.url("firm")]);
+    assert_eq!(code, 0, "{err}\n{b}");
+    let (_, snaps, _) = run(&e, &pg, &["snapshots"]);
+    let names: Vec<&str> = snaps[0]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["firm.sql", "firm.globals.sql"]);
+    pg.psql("postgres", "DROP DATABASE firm");
+    pg.psql("postgres", "DROP ROLE auditor");
+    let (code, _, err) = run(&e, &pg, &["restore", "latest", "--target", &pg.url("firm")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--globals"), "{err}");
+    let (code, _, err) = run(
+        &e,
+        &pg,
+        &[
+            "restore",
+            "latest",
+            "--target",
+            &pg.url("firm"),
+            "--globals",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        pg.psql("firm", "SELECT tableowner || ':' || (SELECT memo FROM ledger) FROM pg_tables WHERE tablename = 'ledger'"),
+        "auditor:opening"
+    );
+    // Without a PostgreSQL database, --globals is a usage error.
+    let (code, _, _) = run(&e, &pg, &["backup", "--globals", e.root.to_str().unwrap()]);
+    assert_eq!(code, 2);
+}
