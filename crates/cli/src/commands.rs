@@ -38,6 +38,13 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         {
             exit::USAGE
         }
+        _ if matches!(
+            e.downcast_ref::<ledgervault_postgres::Error>(),
+            Some(ledgervault_postgres::Error::Damaged(_))
+        ) =>
+        {
+            exit::DAMAGED
+        }
         _ => exit::ERROR,
     }
 }

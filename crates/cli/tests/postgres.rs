@@ -645,3 +645,41 @@ fn globals_bring_back_the_roles_a_dump_needs() {
     let (code, _, _) = run(&e, &pg, &["backup", "--globals", e.root.to_str().unwrap()]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn a_damaged_repository_never_leaves_a_half_restored_database() {
+    let pg = PgServer::start();
+    let e = Env::with_repo();
+    seed(&pg, "firm", 4, 800);
+    let (code, _, err) = run(&e, &pg, &["backup", &pg.url("firm")]);
+    assert_eq!(code, 0, "{err}");
+    // Flip one byte in the middle of every pack.
+    let mut packs = Vec::new();
+    let mut dirs = vec![e.repo.join("data")];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                packs.push(p);
+            }
+        }
+    }
+    assert!(!packs.is_empty());
+    for p in &packs {
+        let mut b = std::fs::read(p).unwrap();
+        let i = b.len() / 2;
+        b[i] ^= 0x40;
+        std::fs::write(p, b).unwrap();
+    }
+    let before = databases(&pg);
+    let (code, _, err) = run(&e, &pg, &["restore", "latest", "--target", &pg.url("copy")]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("nothing was restored"), "{err}");
+    assert_eq!(
+        databases(&pg),
+        before,
+        "no database was created or left behind"
+    );
+}

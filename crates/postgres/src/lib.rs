@@ -40,6 +40,9 @@ pub enum Error {
     /// Refused to touch something (an existing database without --force).
     #[error("{0}")]
     Refused(String),
+    /// The stored dump could not be read back (damaged repository data).
+    #[error("{0}")]
+    Damaged(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

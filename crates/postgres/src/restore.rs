@@ -158,6 +158,16 @@ pub fn run_psql(into: &PgTarget, major: u32, dump: &mut dyn Read, no_owner: bool
         .wait()
         .map_err(|e| Error::Tool(format!("psql: {e}")))?;
     let err = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    // A dump that could not be read to its end (damaged repository data) is
+    // the cause whatever psql made of the cut-off input; a broken pipe only
+    // means psql stopped reading, and its own error says why.
+    if let Err(e) = &fed {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(Error::Damaged(format!(
+                "reading the dump from the repository failed, nothing was restored: {e}"
+            )));
+        }
+    }
     if !status.success() {
         let mut msg = tools::first_error(&err);
         if msg.contains("role") && msg.contains("does not exist") {
@@ -167,14 +177,7 @@ pub fn run_psql(into: &PgTarget, major: u32, dump: &mut dyn Read, no_owner: bool
         }
         return Err(Error::Tool(format!("the restore failed: {msg}")));
     }
-    match fed {
-        Ok(n) => Ok(n),
-        // psql succeeded but the dump could not be read to its end: the
-        // repository is damaged. Nothing may count as restored.
-        Err(e) => Err(Error::Tool(format!(
-            "reading the dump from the repository failed: {e}"
-        ))),
-    }
+    fed.map_err(|e| Error::Tool(format!("psql stopped reading the dump: {e}")))
 }
 
 /// Copies a plain dump, leaving out ownership and privilege statements

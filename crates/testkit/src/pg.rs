@@ -31,18 +31,20 @@ pub fn server_bin() -> Option<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
+    // Debian's versioned folders first, newest first; then PATH.
     dirs.sort_by_key(|d| {
-        d.parent()
-            .and_then(|p| p.file_name())
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse::<u32>().ok())
-            .unwrap_or(0)
+        std::cmp::Reverse(
+            d.parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0),
+        )
     });
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
     }
     dirs.into_iter()
-        .rev()
         .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
 }
 
