@@ -759,7 +759,9 @@ pub fn backup(
     let db_paths: HashSet<&str> = sources
         .iter()
         .filter_map(|s| match s {
-            BackupSource::DbImage { path, .. } => Some(path.as_str()),
+            BackupSource::DbImage { path, .. } | BackupSource::DbDump { path, .. } => {
+                Some(path.as_str())
+            }
             _ => None,
         })
         .collect();
@@ -1034,7 +1036,10 @@ fn walk_sources(
                 match (stored, dump.finish()) {
                     (Ok((ids, size)), Ok(info)) => {
                         let mut node = Node::new(name.clone(), NodeKind::Stream);
-                        node.content = ids;
+                        // A chunk map, as for images: a night's snapshot
+                        // lists only the chunks that changed (chunk size 0:
+                        // content-defined, sizes vary).
+                        node.chunk_map = Some(w.store_map(&ids, 0, parents.get(&path))?);
                         node.size = size;
                         node.mtime = Some(chrono::Utc::now());
                         node.mode = Some(0o600);
