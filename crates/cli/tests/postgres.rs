@@ -169,6 +169,16 @@ fn a_live_database_backs_up_and_restores_identical_and_a_night_dedups() {
         n2 * 4 < n1,
         "second backup added {n2} new bytes, the first {n1}"
     );
+    let (code, _, err) = run(&e, &pg, &["check", "--read-data"]);
+    assert_eq!(code, 0, "{err}");
+    // The night's restore is the database as it is now.
+    let (code, _, err) = run(
+        &e,
+        &pg,
+        &["restore", "latest", "--target", &pg.url("night")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(fingerprint(&pg, "firm"), fingerprint(&pg, "night"));
 
     // The dump also restores to a folder as plain SQL.
     let dir = e.root.join("out");
