@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use ledgervault_repo::DatabaseInfo;
-use ledgervault_sources::drill::{CheckOutcome, SqlCheck, SAMPLE_ROWS};
+use ledgervault_sources::drill::{compare_tables, CheckOutcome, SqlCheck, SAMPLE_ROWS};
 use ledgervault_tenant::sql::Db;
 
 use crate::conn::PgTarget;
@@ -74,48 +74,13 @@ fn run_drill(
         }
     }
 
-    let t = Instant::now();
-    let o = CheckOutcome::new(
-        "row counts and digests match the backup",
-        "backup record",
-        t,
-    );
     let now = redigest(at, major)?;
-    let mut bad = Vec::new();
-    for ts in &recorded.tables {
-        match now.iter().find(|n| n.name == ts.name) {
-            None => bad.push(vec![ts.name.clone(), "missing after the restore".into()]),
-            Some(n) if n.rows != ts.rows => bad.push(vec![
-                ts.name.clone(),
-                format!("{} rows, {} at backup", n.rows, ts.rows),
-            ]),
-            Some(n) if n.digest != ts.digest => bad.push(vec![
-                ts.name.clone(),
-                "same row count, different content".into(),
-            ]),
-            Some(_) => {}
-        }
-    }
-    let o = CheckOutcome {
-        secs: t.elapsed().as_secs_f64(),
-        ..o
-    };
-    out.push(if bad.is_empty() {
-        CheckOutcome {
-            detail: format!(
-                "{} tables identical to what the backup read",
-                recorded.tables.len()
-            ),
-            ..o
-        }
-    } else {
-        CheckOutcome {
-            offending: bad.len() as u64,
-            rows: bad.iter().take(SAMPLE_ROWS).cloned().collect(),
-            ..o
-        }
-        .fail(format!("{} table(s) differ from the backup", bad.len()))
-    });
+    out.push(compare_tables(recorded, |name| {
+        now.iter()
+            .find(|n| n.name == name)
+            .map(|n| (n.rows, n.digest.clone()))
+            .ok_or_else(|| "missing after the restore".to_string())
+    }));
 
     let db = PgDb::connect(at)?;
     let tables = db.tables().map_err(|e| Error::Query(e.to_string()))?;

@@ -233,6 +233,57 @@ fn column_names(conn: &Connection, table: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Compares every table the backup recorded with the restored database;
+/// `now(name)` gives the restored table's row count and digest, or why it
+/// could not be read.
+pub fn compare_tables(
+    recorded: &DatabaseInfo,
+    now: impl Fn(&str) -> Result<(u64, String), String>,
+) -> CheckOutcome {
+    let t = Instant::now();
+    let mut bad = Vec::new();
+    for ts in &recorded.tables {
+        match now(&ts.name) {
+            Ok((rows, digest)) if rows == ts.rows && digest == ts.digest => {}
+            Ok((rows, _)) if rows != ts.rows => bad.push(vec![
+                ts.name.clone(),
+                format!("{rows} rows, {} at backup", ts.rows),
+            ]),
+            Ok(_) => bad.push(vec![
+                ts.name.clone(),
+                "same row count, different content".into(),
+            ]),
+            Err(e) => bad.push(vec![ts.name.clone(), e]),
+        }
+    }
+    let o = CheckOutcome::new(
+        "row counts and digests match the backup",
+        "backup record",
+        t,
+    );
+    let o = CheckOutcome {
+        secs: t.elapsed().as_secs_f64(),
+        ..o
+    };
+    if bad.is_empty() {
+        CheckOutcome {
+            detail: format!(
+                "{} tables identical to what the backup read",
+                recorded.tables.len()
+            ),
+            ..o
+        }
+    } else {
+        let n = bad.len() as u64;
+        CheckOutcome {
+            offending: n,
+            rows: bad.into_iter().take(SAMPLE_ROWS).collect(),
+            ..o
+        }
+        .fail(format!("{n} table(s) differ from what the backup read"))
+    }
+}
+
 /// Runs every check on the restored database at `path`: SQLite's own
 /// `integrity_check` and `foreign_key_check`, each table's row count and
 /// digest against `recorded` (what the backup saw), and `checks` (built-in
@@ -289,48 +340,9 @@ pub fn drill_sqlite(
 
     // What the backup recorded.
     if let Some(info) = recorded {
-        let t = Instant::now();
-        let mut bad = Vec::new();
-        for ts in &info.tables {
-            match table_digest(&conn, &ts.name) {
-                Ok((rows, digest)) if rows == ts.rows && digest == ts.digest => {}
-                Ok((rows, _)) if rows != ts.rows => bad.push(vec![
-                    ts.name.clone(),
-                    format!("{rows} rows, {} at backup", ts.rows),
-                ]),
-                Ok(_) => bad.push(vec![
-                    ts.name.clone(),
-                    "same row count, different content".into(),
-                ]),
-                Err(e) => bad.push(vec![ts.name.clone(), e.to_string()]),
-            }
-        }
-        let o = CheckOutcome::new(
-            "row counts and digests match the backup",
-            "backup record",
-            t,
-        );
-        let o = CheckOutcome {
-            secs: t.elapsed().as_secs_f64(),
-            ..o
-        };
-        out.push(if bad.is_empty() {
-            CheckOutcome {
-                detail: format!(
-                    "{} tables identical to what the backup read",
-                    info.tables.len()
-                ),
-                ..o
-            }
-        } else {
-            let n = bad.len() as u64;
-            CheckOutcome {
-                offending: n,
-                rows: bad.into_iter().take(SAMPLE_ROWS).collect(),
-                ..o
-            }
-            .fail(format!("{n} table(s) differ from what the backup read"))
-        });
+        out.push(compare_tables(info, |name| {
+            table_digest(&conn, name).map_err(|e| e.to_string())
+        }));
     }
 
     // Accounting invariants.
