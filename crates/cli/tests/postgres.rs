@@ -693,3 +693,66 @@ fn a_damaged_repository_never_leaves_a_half_restored_database() {
         "no database was created or left behind"
     );
 }
+
+#[test]
+fn guard_around_risky_work_on_postgres_prints_a_rollback_that_works() {
+    let pg = PgServer::start();
+    let e = Env::with_repo();
+    seed(&pg, "firm", 3, 100);
+    let before = fingerprint(&pg, "firm");
+    let script = format!(
+        "'{}' -X -q -c 'DELETE FROM journal_lines WHERE id % 3 = 0'; exit 3",
+        pg.tool("psql").display()
+    );
+    let out = lv(&e, &pg)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", pg.port.to_string())
+        .env("PGUSER", &pg.user)
+        .env("PGDATABASE", "firm")
+        .args([
+            "guard",
+            "--reason",
+            "year-end close",
+            &pg.url("firm"),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "the command's own exit code");
+    assert_ne!(fingerprint(&pg, "firm"), before, "the risky work happened");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let rollback = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("ledgervault "))
+        .unwrap_or_else(|| panic!("no rollback command in {stderr}"))
+        .trim()
+        .to_string();
+    assert!(
+        rollback.contains(&pg.url("firm")) && rollback.contains("--force"),
+        "{rollback}"
+    );
+    let bin_dir = assert_cmd::cargo::cargo_bin("ledgervault")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let out = StdCommand::new("sh")
+        .args(["-c", &rollback])
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("PGPASSWORD", &pg.password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{rollback}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fingerprint(&pg, "firm"),
+        before,
+        "the rollback put the books back"
+    );
+}
