@@ -248,19 +248,21 @@ impl PgTarget {
                 given.entry(k.into()).or_insert_with(|| v.to_string());
             }
         }
-        let host = given.remove("host").unwrap_or_else(|| {
-            ["/var/run/postgresql", "/tmp"]
-                .into_iter()
-                .find(|d| Path::new(d).join(".s.PGSQL.5432").exists())
-                .unwrap_or("localhost")
-                .to_string()
-        });
         let port = match given.remove("port") {
             Some(p) => p
                 .parse::<u16>()
                 .map_err(|_| Error::Usage(format!("{shown}: port {p:?} is not a number")))?,
             None => 5432,
         };
+        // Without a host, libpq uses the local socket; so do we when the
+        // server's socket is in one of the usual folders.
+        let host = given.remove("host").unwrap_or_else(|| {
+            ["/var/run/postgresql", "/tmp"]
+                .into_iter()
+                .find(|d| Path::new(d).join(format!(".s.PGSQL.{port}")).exists())
+                .unwrap_or("localhost")
+                .to_string()
+        });
         let user = given.remove("user").unwrap_or_else(|| env.os_user.clone());
         let dbname = given.remove("dbname").unwrap_or_else(|| user.clone());
         let mut password = given.remove("password");
@@ -318,6 +320,9 @@ impl PgTarget {
             ));
         if let Some(p) = &self.password {
             c.password(p);
+        }
+        if let Some(o) = self.params.get("options") {
+            c.options(o);
         }
         match self.params.get("sslmode").map(|s| s.as_str()) {
             None | Some("disable") | Some("allow") | Some("prefer") => {}
