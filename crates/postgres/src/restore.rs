@@ -117,13 +117,16 @@ pub fn create_database(
     Err(target.query_error(last.expect("at least one try")))
 }
 
-/// Drops a database, closing its connections (PostgreSQL 13 and later).
+/// Drops a database, closing its connections (`WITH (FORCE)`, PostgreSQL 13
+/// and later; older servers get a plain drop).
 pub fn drop_database(a: &mut postgres::Client, name: &str, target: &PgTarget) -> Result<()> {
-    a.batch_execute(&format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        ident(name)
-    ))
-    .map_err(|e| target.query_error(e))
+    let sql = format!("DROP DATABASE IF EXISTS {}", ident(name));
+    match a.batch_execute(&format!("{sql} WITH (FORCE)")) {
+        Err(e) if e.as_db_error().map(|d| d.code().code()) == Some("42601") => {
+            a.batch_execute(&sql).map_err(|e| target.query_error(e))
+        }
+        r => r.map_err(|e| target.query_error(e)),
+    }
 }
 
 /// Feeds a plain dump into `psql` against `into`, in one transaction.
