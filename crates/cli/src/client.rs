@@ -289,42 +289,31 @@ fn archive_from_pg(
     into: &Path,
     config: &TenantConfig,
 ) -> Result<Archive> {
-    use ledgervault_postgres::restore::{
-        admin, create_database, drop_database, run_psql, work_name,
-    };
+    use ledgervault_postgres::restore::{run_psql, with_scratch_database};
     let server = if is_pg(into) {
         PgTarget::parse(&into.to_string_lossy())?
     } else {
         PgTarget::parse(&src.path)?
     };
-    let mut a = admin(&server)?;
-    let major = ledgervault_postgres::server_major(&mut a)?;
-    let scratch = work_name("ledgervault", "client");
-    let at = server.with_dbname(&scratch);
-    if !g.quiet && !g.json {
-        println!(
-            "restoring {} from snapshot {} into scratch database {scratch} on {} to take client {client:?} out of it",
-            src.name,
-            id.short(),
-            server.server()
-        );
-    }
     let info = src.node.database.as_deref().cloned().unwrap_or_default();
-    drop_database(&mut a, &scratch, &server)?;
-    create_database(&mut a, &scratch, &info.settings, &server)?;
-    let result = (|| -> Result<Archive> {
+    with_scratch_database(&server, "client", &info.settings, |at, major| {
+        if !g.quiet && !g.json {
+            println!(
+                "restoring {} from snapshot {} into scratch database {} on {} to take client {client:?} out of it",
+                src.name,
+                id.short(),
+                at.dbname,
+                server.server()
+            );
+        }
         let index = repo.load_index()?;
         let mut reader = engine::node_reader(repo, &index, &src.node)?;
-        run_psql(&at, major, &mut reader, true)?;
-        let db = PgDb::connect(&at)?;
-        let map = open_map(&db, config, Path::new(&scratch))?;
+        run_psql(at, major, &mut reader, true)?;
+        let db = PgDb::connect(at)?;
+        let map = open_map(&db, config, Path::new(&at.dbname))?;
         let (key, _) = find_client(&db, &map, client)?;
         Ok(export(&db, &map, &key, "postgresql")?)
-    })();
-    let dropped = drop_database(&mut a, &scratch, &server);
-    let archive = result?;
-    dropped?;
-    Ok(archive)
+    })
 }
 
 fn restore_into(

@@ -4,7 +4,6 @@
 //! afterwards, whatever happened.
 
 use std::io::Read;
-use std::process::Stdio;
 use std::time::Instant;
 
 use ledgervault_repo::DatabaseInfo;
@@ -13,9 +12,9 @@ use ledgervault_tenant::sql::Db;
 
 use crate::conn::PgTarget;
 use crate::db::PgDb;
-use crate::dump::{collect_stderr, CopyDigest};
-use crate::restore::{admin, create_database, drop_database, run_psql, work_name};
-use crate::{server_major, tools, Error, Result};
+use crate::dump::{DumpOptions, PgDump};
+use crate::restore::{run_psql, with_scratch_database};
+use crate::{Error, Result};
 
 /// What a drill found, and where it ran.
 pub struct Drill {
@@ -32,20 +31,12 @@ pub fn drill_postgres(
     recorded: &DatabaseInfo,
     checks: &[SqlCheck],
 ) -> Result<Drill> {
-    let mut a = admin(server)?;
-    let major = server_major(&mut a)?;
-    let scratch = work_name("ledgervault", "drill");
-    let at = server.with_dbname(&scratch);
-    drop_database(&mut a, &scratch, server)?;
-    create_database(&mut a, &scratch, &recorded.settings, server)?;
-    let outcomes = run_drill(&at, major, dump, recorded, checks);
-    let dropped = drop_database(&mut a, &scratch, server);
-    let outcomes = outcomes?;
-    dropped?;
-    Ok(Drill {
-        outcomes,
-        server: server.server(),
-        scratch,
+    with_scratch_database(server, "drill", &recorded.settings, |at, major| {
+        Ok(Drill {
+            outcomes: run_drill(at, major, dump, recorded, checks)?,
+            server: server.server(),
+            scratch: at.dbname.clone(),
+        })
     })
 }
 
@@ -74,7 +65,7 @@ fn run_drill(
         }
     }
 
-    let now = redigest(at, major)?;
+    let now = redigest(at)?;
     out.push(compare_tables(recorded, |name| {
         now.iter()
             .find(|n| n.name == name)
@@ -132,41 +123,12 @@ fn run_drill(
     Ok(out)
 }
 
-/// Row counts and digests of a database, as a backup records them.
-pub fn redigest(at: &PgTarget, major: u32) -> Result<Vec<ledgervault_repo::TableStat>> {
-    let tool = tools::find("pg_dump", major)?;
-    let mut child = at
-        .command(&tool.path)
-        .args(["--no-password", "--format=plain"])
-        .arg("--dbname")
-        .arg(at.conninfo())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Tool(format!("cannot run {}: {e}", tool.path.display())))?;
-    let stderr = child.stderr.take().map(collect_stderr);
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut d = CopyDigest::default();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = stdout
-            .read(&mut buf)
-            .map_err(|e| Error::Tool(format!("pg_dump: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        d.feed(&buf[..n]);
-    }
-    let status = child
-        .wait()
-        .map_err(|e| Error::Tool(format!("pg_dump: {e}")))?;
-    let err = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
-    if !status.success() {
-        return Err(Error::Tool(format!(
-            "pg_dump of the scratch database failed: {}",
-            tools::first_error(&err)
-        )));
-    }
-    Ok(d.finish())
+/// Row counts and digests of a database, as a backup records them: a dump
+/// read to its end through the same [`PgDump`] a backup uses.
+pub fn redigest(at: &PgTarget) -> Result<Vec<ledgervault_repo::TableStat>> {
+    let mut dump = PgDump::start(at, &DumpOptions::default())?;
+    std::io::copy(&mut dump, &mut std::io::sink())
+        .map_err(|e| Error::Tool(format!("pg_dump of {at}: {e}")))?;
+    let info = ledgervault_repo::DbDump::finish(Box::new(dump)).map_err(Error::Tool)?;
+    Ok(info.tables)
 }

@@ -129,6 +129,28 @@ pub fn drop_database(a: &mut postgres::Client, name: &str, target: &PgTarget) ->
     }
 }
 
+/// Runs `work` on a database that lives only for it: created on `server`
+/// like `settings` describe (named after `what` and this process), handed to
+/// `work` with the server's major version, and dropped afterwards, whatever
+/// happened.
+pub fn with_scratch_database<T, E: From<Error>>(
+    server: &PgTarget,
+    what: &str,
+    settings: &BTreeMap<String, String>,
+    work: impl FnOnce(&PgTarget, u32) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let mut a = admin(server)?;
+    let major = server_major(&mut a)?;
+    let scratch = work_name("ledgervault", what);
+    drop_database(&mut a, &scratch, server)?;
+    create_database(&mut a, &scratch, settings, server)?;
+    let result = work(&server.with_dbname(&scratch), major);
+    let dropped = drop_database(&mut a, &scratch, server);
+    let value = result?;
+    dropped?;
+    Ok(value)
+}
+
 /// Feeds a plain dump into `psql` against `into`, in one transaction.
 pub fn run_psql(into: &PgTarget, major: u32, dump: &mut dyn Read, no_owner: bool) -> Result<u64> {
     let tool = tools::find("psql", major)?;
