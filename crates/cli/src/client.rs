@@ -381,29 +381,18 @@ fn restore(
                 std::time::Duration::from_secs(30),
             )?]
         };
-        let quiet = Globals {
-            quiet: true,
-            json: false,
-            ..g.clone()
-        };
-        let opts = BackupOptions {
-            tags: vec!["pre-client-restore".into()],
-            reason: Some(format!(
-                "safety snapshot before restoring client {} ({}) into {}",
-                archive.client,
-                archive.label,
-                ledgervault_postgres::redact(&into.to_string_lossy())
-            )),
-            ..Default::default()
-        };
-        let (s, code) = crate::commands::run_backup(&quiet, &repo, src, opts)?;
-        if code != exit::OK {
-            bail!(
-                "the safety snapshot of {} is not clean; nothing was restored",
-                ledgervault_postgres::redact(&into.to_string_lossy())
-            );
-        }
-        safety = Some(s.snapshot_id);
+        let shown = ledgervault_postgres::redact(&into.to_string_lossy());
+        safety = Some(crate::commands::safety_snapshot(
+            g,
+            &repo,
+            src,
+            "pre-client-restore",
+            format!(
+                "safety snapshot before restoring client {} ({}) into {shown}",
+                archive.client, archive.label
+            ),
+            &shown,
+        )?);
     }
     let started = std::time::Instant::now();
     let opts = ImportOptions {

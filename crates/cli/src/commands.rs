@@ -361,6 +361,36 @@ fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::Back
     Ok((repo, summary, code))
 }
 
+/// Takes a safety snapshot of `sources`, tagged `tag`, before work that
+/// replaces what they hold; refuses to go on unless it is clean. `what`
+/// names the data for the refusal.
+pub(crate) fn safety_snapshot(
+    g: &Globals,
+    repo: &Repository,
+    sources: Vec<BackupSource>,
+    tag: &str,
+    reason: String,
+    what: &str,
+) -> Result<Id> {
+    let opts = BackupOptions {
+        tags: vec![tag.to_string()],
+        reason: Some(reason),
+        ..Default::default()
+    };
+    let quiet = Globals {
+        json: false,
+        quiet: true,
+        ..g.clone()
+    };
+    let (s, code) = run_backup(&quiet, repo, sources, opts)?;
+    if code != exit::OK {
+        bail!(
+            "the safety snapshot of {what} is not clean (exit code {code}); nothing was restored"
+        );
+    }
+    Ok(s.snapshot_id)
+}
+
 /// `guard`: a safety snapshot, then the risky command; on failure, the
 /// commands that roll back.
 fn guard(g: &Globals, a: GuardArgs) -> Result<i32> {
@@ -815,35 +845,23 @@ fn restore_database(
             );
         }
         let src = sqlite_source(&target, Duration::from_secs(30))?;
-        let snap_opts = BackupOptions {
-            tags: vec!["pre-restore".into()],
-            reason: Some(format!(
+        let s = safety_snapshot(
+            g,
+            repo,
+            vec![src],
+            "pre-restore",
+            format!(
                 "safety snapshot before restoring snapshot {} over {}",
                 id.short(),
                 target.display()
-            )),
-            ..Default::default()
-        };
-        let quiet = Globals {
-            repo: g.repo.clone(),
-            password_file: None,
-            json: false,
-            quiet: true,
-            append_only: g.append_only,
-            config: g.config.clone(),
-        };
-        let (s, code) = run_backup(&quiet, repo, vec![src], snap_opts)?;
-        if code != exit::OK {
-            bail!(
-                "the safety snapshot of {} is incomplete; nothing was restored",
-                target.display()
-            );
-        }
-        safety = Some(s.snapshot_id);
+            ),
+            &target.display().to_string(),
+        )?;
+        safety = Some(s);
         if !g.quiet && !g.json {
             println!(
                 "safety snapshot {} of the current {} saved (tag pre-restore)",
-                s.snapshot_id.short(),
+                s.short(),
                 target.display()
             );
         }

@@ -5,11 +5,11 @@ use anyhow::{anyhow, bail, Result};
 use ledgervault_postgres::dump::{dump_globals, DumpOptions};
 use ledgervault_postgres::restore::RestoreOptions as PgRestoreOptions;
 use ledgervault_postgres::{database_exists, restore_dump, PgDump, PgTarget};
-use ledgervault_repo::{self as engine, BackupOptions, BackupSource, Id, Repository, Snapshot};
+use ledgervault_repo::{self as engine, BackupSource, Id, Repository, Snapshot};
 use serde_json::json;
 
 use crate::args::RestoreArgs;
-use crate::commands::{run_backup, Globals};
+use crate::commands::{safety_snapshot, Globals};
 use crate::ui::{self, exit};
 
 /// Whether a snapshot source is a PostgreSQL dump.
@@ -102,29 +102,23 @@ pub fn restore(
                 target.server()
             );
         }
-        let opts = BackupOptions {
-            tags: vec!["pre-restore".into()],
-            reason: Some(format!(
+        let s = safety_snapshot(
+            g,
+            repo,
+            sources(&url, 60, false)?,
+            "pre-restore",
+            format!(
                 "safety snapshot before restoring snapshot {} over {}",
                 id.short(),
                 target
-            )),
-            ..Default::default()
-        };
-        let quiet = Globals {
-            json: false,
-            quiet: true,
-            ..g.clone()
-        };
-        let (s, code) = run_backup(&quiet, repo, sources(&url, 60, false)?, opts)?;
-        if code != exit::OK {
-            bail!("the safety snapshot of {target} is incomplete; nothing was restored");
-        }
-        safety = Some(s.snapshot_id);
+            ),
+            &target.to_string(),
+        )?;
+        safety = Some(s);
         if !g.quiet && !g.json {
             println!(
                 "safety snapshot {} of the current {} saved (tag pre-restore)",
-                s.snapshot_id.short(),
+                s.short(),
                 target
             );
         }
