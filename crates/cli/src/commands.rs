@@ -31,21 +31,11 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         Some(Error::Corrupt { .. }) => exit::DAMAGED,
         Some(Error::AppendOnly(_)) => exit::APPEND_ONLY,
         _ if e.downcast_ref::<UsageError>().is_some() => exit::USAGE,
-        _ if matches!(
-            e.downcast_ref::<ledgervault_postgres::Error>(),
-            Some(ledgervault_postgres::Error::Usage(_))
-        ) =>
-        {
-            exit::USAGE
-        }
-        _ if matches!(
-            e.downcast_ref::<ledgervault_postgres::Error>(),
-            Some(ledgervault_postgres::Error::Damaged(_))
-        ) =>
-        {
-            exit::DAMAGED
-        }
-        _ => exit::ERROR,
+        _ => match e.downcast_ref::<ledgervault_postgres::Error>() {
+            Some(ledgervault_postgres::Error::Usage(_)) => exit::USAGE,
+            Some(ledgervault_postgres::Error::Damaged(_)) => exit::DAMAGED,
+            _ => exit::ERROR,
+        },
     }
 }
 
