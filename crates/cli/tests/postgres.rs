@@ -723,33 +723,12 @@ fn guard_around_risky_work_on_postgres_prints_a_rollback_that_works() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "the command's own exit code");
     assert_ne!(fingerprint(&pg, "firm"), before, "the risky work happened");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let rollback = stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with("ledgervault "))
-        .unwrap_or_else(|| panic!("no rollback command in {stderr}"))
-        .trim()
-        .to_string();
+    let rollback = common::printed_rollback(&out.stderr);
     assert!(
         rollback.contains(&pg.url("firm")) && rollback.contains("--force"),
         "{rollback}"
     );
-    let bin_dir = assert_cmd::cargo::cargo_bin("ledgervault")
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let out = StdCommand::new("sh")
-        .args(["-c", &rollback])
-        .env_clear()
-        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
-        .env("PGPASSWORD", &pg.password)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{rollback}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_printed(&rollback, &[("PGPASSWORD", &pg.password)]);
     assert_eq!(
         fingerprint(&pg, "firm"),
         before,

@@ -303,28 +303,12 @@ fn guard_snapshots_first_and_prints_the_rollback_when_the_command_fails() {
     assert_eq!(out.status.code(), Some(7), "the command's own exit code");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("To roll back"), "{stderr}");
-    let rollback = stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with("ledgervault "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let rollback = common::printed_rollback(&out.stderr);
     assert_ne!(tree_bytes(&books), original);
     let snap = e.json(&["cat", "snapshot", "latest"]);
     assert_eq!(snap["reason"], "purge transactions 2019");
     // The printed command, run as printed, puts the folder back.
-    let bin_dir = assert_cmd::cargo::cargo_bin("ledgervault")
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let status = StdCommand::new("sh")
-        .args(["-c", &rollback])
-        .env_clear()
-        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "{rollback}");
+    common::run_printed(&rollback, &[]);
     assert_eq!(tree_bytes(&books), original);
 
     // A command that succeeds: exit 0, the safety snapshot stays.

@@ -739,13 +739,7 @@ fn guard_rolls_back_a_database() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let rollback = stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with("ledgervault "))
-        .unwrap_or_else(|| panic!("{stderr}"))
-        .trim()
-        .to_string();
+    let rollback = common::printed_rollback(&out.stderr);
     assert!(rollback.contains("--force"), "{rollback}");
     let total = |p: &Path| -> i64 {
         Connection::open(p)
@@ -754,17 +748,7 @@ fn guard_rolls_back_a_database() {
             .unwrap()
     };
     assert_eq!(total(&db), 0);
-    let bin_dir = assert_cmd::cargo::cargo_bin("ledgervault")
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let status = std::process::Command::new("sh")
-        .args(["-c", &rollback])
-        .env_clear()
-        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
-        .status()
-        .unwrap();
-    assert!(status.success(), "{rollback}");
+    common::run_printed(&rollback, &[]);
     assert_eq!(total(&db), ACCOUNTS * OPENING);
 }
 

@@ -92,3 +92,35 @@ pub fn one_line_error(stderr: &[u8]) -> String {
     );
     s
 }
+
+/// The rollback command `guard` printed on standard error.
+pub fn printed_rollback(stderr: &[u8]) -> String {
+    let s = String::from_utf8_lossy(stderr);
+    s.lines()
+        .find(|l| l.trim_start().starts_with("ledgervault "))
+        .unwrap_or_else(|| panic!("no rollback command in {s}"))
+        .trim()
+        .to_string()
+}
+
+/// Runs a printed command line as a person would paste it: in `sh`, with
+/// nothing in the environment but `PATH` (the binary's folder first) and
+/// `env`. Panics with the command's standard error when it fails.
+pub fn run_printed(line: &str, env: &[(&str, &str)]) {
+    let bin_dir = assert_cmd::cargo::cargo_bin("ledgervault")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let out = std::process::Command::new("sh")
+        .args(["-c", line])
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
