@@ -400,8 +400,8 @@ fn mark_node(repo: &Repository, index: &Index, node: &Node, used: &mut Used) -> 
     Ok(())
 }
 
-/// Writes repacked frames into new packs.
-struct Repacker<'a> {
+/// Writes repacked frames into new packs (also used by `copy`).
+pub(crate) struct Repacker<'a> {
     repo: &'a Repository,
     sealer: FrameSealer,
     builder: PackBuilder,
@@ -411,7 +411,7 @@ struct Repacker<'a> {
 }
 
 impl<'a> Repacker<'a> {
-    fn new(repo: &'a Repository, level: i32) -> Result<Self> {
+    pub(crate) fn new(repo: &'a Repository, level: i32) -> Result<Self> {
         Ok(Repacker {
             repo,
             sealer: FrameSealer::new(level)?,
@@ -427,7 +427,7 @@ impl<'a> Repacker<'a> {
         self.maybe_write()
     }
 
-    fn add_blobs(&mut self, blobs: Vec<(BlobKind, Id, Vec<u8>)>) -> Result<()> {
+    pub(crate) fn add_blobs(&mut self, blobs: Vec<(BlobKind, Id, Vec<u8>)>) -> Result<()> {
         for b in blobs {
             self.group_len += b.2.len();
             self.group.push(b);
@@ -474,7 +474,18 @@ impl<'a> Repacker<'a> {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<PackRecord>> {
+    /// Seals the open frame and writes the open pack.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        self.seal_group()?;
+        self.write()
+    }
+
+    /// Packs written since the last call (durable, not yet indexed).
+    pub(crate) fn take_written(&mut self) -> Vec<PackRecord> {
+        std::mem::take(&mut self.written)
+    }
+
+    pub(crate) fn finish(mut self) -> Result<Vec<PackRecord>> {
         self.seal_group()?;
         self.write()?;
         Ok(self.written)

@@ -84,6 +84,33 @@ impl Repository {
         password: &[u8],
         opts: &InitOptions,
     ) -> Result<Repository> {
+        let config = RepoConfig::new(opts.pack_size)?;
+        Self::create(backend, password, opts, config, MasterKey::generate())
+    }
+
+    /// Creates a new repository that shares `other`'s master key and
+    /// chunking, under its own id and password: blobs get the same ids in
+    /// both, so `copy` between them skips what is there without reading it,
+    /// and deduplicates against everything the other holds.
+    pub fn init_sharing_keys(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: &InitOptions,
+        other: &Repository,
+    ) -> Result<Repository> {
+        let mut config = RepoConfig::new(opts.pack_size)?;
+        config.chunker = other.config.chunker;
+        config.dump_chunker = other.config.dump_chunker;
+        Self::create(backend, password, opts, config, other.master.clone())
+    }
+
+    fn create(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: &InitOptions,
+        config: RepoConfig,
+        master: MasterKey,
+    ) -> Result<Repository> {
         match backend.read(CONFIG_PATH) {
             Ok(_) => return Err(Error::AlreadyExists(backend.location())),
             Err(e) if e.kind == BackendErrorKind::NotFound => {}
@@ -95,8 +122,6 @@ impl Repository {
                 backend.location()
             )));
         }
-        let config = RepoConfig::new(opts.pack_size)?;
-        let master = MasterKey::generate();
         let kf = KeyFile::create(&master, password, opts.kdf, false)?;
         let bytes = kf.encode();
         let (key_id, path) = KeyFile::path_for(&bytes);

@@ -202,6 +202,10 @@ pub struct Snapshot {
     /// or pages turned into random-looking bytes). Empty for a normal one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suspect: Vec<String>,
+    /// For a snapshot made by `copy`: the id the snapshot had in the
+    /// repository where it was first taken. Copies of copies keep the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::id::Id>,
 }
 
 impl Snapshot {
@@ -248,7 +252,14 @@ impl Snapshot {
             sources,
             totals: SnapshotTotals::default(),
             suspect: Vec::new(),
+            origin: None,
         }
+    }
+
+    /// The id that names this snapshot across copies: its origin, or `id`
+    /// (its own id) when it was taken here.
+    pub fn lineage(&self, id: &crate::id::Id) -> crate::id::Id {
+        self.origin.unwrap_or(*id)
     }
 }
 
