@@ -13,6 +13,7 @@ mod config;
 mod demo;
 mod pg;
 mod retention;
+mod schedule;
 mod ui;
 mod verify;
 
