@@ -24,15 +24,35 @@
 //! Every key is optional. Unknown keys are an error, so a typo does not
 //! silently leave the default in force.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use ledgervault_repo::Policy;
 use serde::Deserialize;
+pub use toml::Spanned;
+
+use crate::schedule::Schedule;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[repository]`: the primary repository.
+    pub repository: Option<Location>,
+    /// `[[copy]]`: the other backup locations.
+    #[serde(default)]
+    pub copy: Vec<CopyLocation>,
+    /// `[[source]]`: what the scheduled backup takes.
+    #[serde(default)]
+    pub source: Vec<SourceConfig>,
+    /// `[schedule]`: when the daemon runs each job.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// `[alerts]`: where alerts go and when they fire.
+    #[serde(default)]
+    pub alerts: crate::alert::AlertsConfig,
+    /// `[daemon]`: retries and the run history.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
     #[serde(default)]
     pub forget: ForgetConfig,
     #[serde(default)]
@@ -42,12 +62,119 @@ pub struct Config {
     /// `[client]`: the tenant map of per-client backup and restore.
     #[serde(default)]
     pub client: ledgervault_tenant::TenantConfig,
+    /// The file this came from, and its text (for line numbers).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+    #[serde(skip)]
+    text: Text,
+}
+
+/// The config text, kept for line numbers; never shown by `Debug`.
+#[derive(Default)]
+struct Text(String);
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// A repository location and the secrets that open it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    /// A folder (or `file://` URL).
+    pub path: Spanned<String>,
+    /// The password file for backups and copies; give it an append-only key
+    /// (`key add --append-only`) so the daemon cannot delete history.
+    pub password_file: Option<Spanned<PathBuf>>,
+    /// A full-access key for forget and prune. Without one, the daemon
+    /// does not forget or prune; a person runs `ledgervault maintain`.
+    pub maintenance_password_file: Option<Spanned<PathBuf>>,
+}
+
+/// `[[copy]]`: another backup location.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyLocation {
+    /// A short name, used by `copy --to NAME`, `status` and alerts.
+    pub name: String,
+    #[serde(flatten)]
+    pub location: Location,
+    /// When the daemon copies to it (default `daily at 03:00`).
+    pub schedule: Option<Spanned<String>>,
+}
+
+/// `[[source]]`: one thing the scheduled backup takes.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A file, folder, SQLite database or `postgres://` URL.
+    pub path: Spanned<String>,
+    /// Glob patterns of files and folders inside `path` to leave out. A
+    /// pattern without `/` matches a name anywhere (`*.tmp`, `~$*`); one
+    /// with `/` matches the whole path (`/srv/firm/cache/**`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// When given, only files matching one of these are taken (folders are
+    /// still walked).
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    /// A PostgreSQL URL shows without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("path", &ledgervault_postgres::redact(self.path.get_ref()))
+            .field("exclude", &self.exclude)
+            .field("include", &self.include)
+            .finish()
+    }
+}
+
+/// `[schedule]`: when each daemon job runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Default `daily at 02:00`.
+    pub backup: Option<Spanned<String>>,
+    /// Restore drill, run when the last passed one is older than
+    /// `[verify] interval`. Default `daily at 05:00`.
+    pub verify: Option<Spanned<String>>,
+    /// Forget and prune. Default `weekly on sunday at 06:00`.
+    pub prune: Option<Spanned<String>>,
+    /// How often the daemon checks for silence and full disks. Default `hourly`.
+    pub watch: Option<Spanned<String>>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Attempts after the first on a temporary error (default 3).
+    pub retries: Option<u32>,
+    /// Wait before the first retry; doubles each time (default `1m`).
+    pub retry_delay: Option<String>,
+    /// The run history (default: beside the config file, `NAME.history.sqlite`).
+    pub history: Option<PathBuf>,
 }
 
 /// `[verify]`: restore drills.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyConfig {
+    /// The daemon's drill runs when the last passed one is older (default `60d`).
+    pub interval: Option<String>,
     /// Where drills restore to (a fresh subfolder each time).
     pub scratch: Option<std::path::PathBuf>,
     /// The PostgreSQL server drills of PostgreSQL databases use.
@@ -61,6 +188,7 @@ impl std::fmt::Debug for VerifyConfig {
     /// The scratch server's URL shows without its password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VerifyConfig")
+            .field("interval", &self.interval)
             .field("scratch", &self.scratch)
             .field(
                 "scratch_postgres",
@@ -119,34 +247,165 @@ impl Config {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        let c: Config = toml::from_str(&text).map_err(|e| {
-            anyhow!(
-                "config file {}: {}",
-                path.display(),
-                e.to_string().trim().replace('\n', " ")
-            )
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates the text of the config file at `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let mut c: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            let msg = e.message().trim().replace('\n', " ");
+            match line {
+                Some(l) => anyhow!("config file {}, line {l}: {msg}", path.display()),
+                None => anyhow!("config file {}: {msg}", path.display()),
+            }
         })?;
-        if let Some(s) = c.backup.suspect_share {
+        c.file = Some(path.to_path_buf());
+        c.text = Text(text.to_string());
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// An error about the value at `span`, naming its line.
+    pub fn at<T>(&self, v: &Spanned<T>, msg: impl std::fmt::Display) -> anyhow::Error {
+        anyhow!(
+            "config file {}, line {}: {msg}",
+            self.file_name(),
+            line_of(&self.text.0, v.span().start)
+        )
+    }
+
+    fn file_name(&self) -> String {
+        self.file
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(none)".into())
+    }
+
+    fn validate(&self) -> Result<()> {
+        let file = self.file_name();
+        if let Some(s) = self.backup.suspect_share {
             if !(s > 0.0 && s <= 1.0) {
                 return Err(anyhow!(
-                    "config file {}: backup.suspect_share must be above 0 and at most 1, not {s}",
-                    path.display()
+                    "config file {file}: backup.suspect_share must be above 0 and at most 1, not {s}"
                 ));
             }
         }
-        for (i, check) in c.verify.checks.iter().enumerate() {
+        for (i, check) in self.verify.checks.iter().enumerate() {
             if check.name.trim().is_empty() || check.sql.trim().is_empty() {
                 return Err(anyhow!(
-                    "config file {}: verify.checks[{i}] needs a name and an sql query",
-                    path.display()
+                    "config file {file}: verify.checks[{i}] needs a name and an sql query"
                 ));
             }
         }
-        if let Some(w) = &c.forget.keep_within {
-            parse_duration(w)
-                .map_err(|e| anyhow!("config file {}: forget.keep_within: {e}", path.display()))?;
+        for (key, v) in [
+            ("forget.keep_within", &self.forget.keep_within),
+            ("verify.interval", &self.verify.interval),
+            ("daemon.retry_delay", &self.daemon.retry_delay),
+            ("alerts.no_backup_within", &self.alerts.no_backup_within),
+            ("alerts.full_within", &self.alerts.full_within),
+        ] {
+            if let Some(w) = v {
+                parse_duration(w).map_err(|e| anyhow!("config file {file}: {key}: {e}"))?;
+            }
         }
-        Ok(c)
+        let s = &self.schedule;
+        for v in [&s.backup, &s.verify, &s.prune, &s.watch]
+            .into_iter()
+            .chain(self.copy.iter().map(|c| &c.schedule))
+            .flatten()
+        {
+            Schedule::parse(v.get_ref()).map_err(|e| self.at(v, e))?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for c in &self.copy {
+            if c.name.trim().is_empty() || c.name.contains(char::is_whitespace) {
+                return Err(self.at(&c.location.path, "a [[copy]] needs a name without spaces"));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(self.at(
+                    &c.location.path,
+                    format!("two [[copy]] locations are named {:?}", c.name),
+                ));
+            }
+        }
+        for src in &self.source {
+            if src.path.get_ref().trim().is_empty() {
+                return Err(self.at(&src.path, "a [[source]] needs a path"));
+            }
+            crate::filter::Filter::new(&src.exclude, &src.include)
+                .map_err(|e| self.at(&src.path, e))?;
+        }
+        self.alerts.validate().map_err(|e| anyhow!("config file {file}: {e}"))?;
+        Ok(())
+    }
+
+    /// Problems with what the file points at: repositories, password
+    /// files and sources that cannot be reached. Each names its line.
+    pub fn unreachable(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut location = |what: &str, l: &Location| {
+            let p = l.path.get_ref();
+            let dir = Path::new(p.strip_prefix("file://").unwrap_or(p));
+            if !dir.join("config").is_file() {
+                out.push(format!(
+                    "{}",
+                    self.at(&l.path, format!("{what} {p}: no ledgervault repository there"))
+                ));
+            }
+            for f in [&l.password_file, &l.maintenance_password_file].into_iter().flatten() {
+                if let Err(e) = std::fs::File::open(f.get_ref()) {
+                    out.push(format!(
+                        "{}",
+                        self.at(f, format!("cannot read {}: {e}", f.get_ref().display()))
+                    ));
+                }
+            }
+        };
+        if let Some(r) = &self.repository {
+            location("repository", r);
+        }
+        for c in &self.copy {
+            location(&format!("copy location {:?}", c.name), &c.location);
+        }
+        for src in &self.source {
+            let p = src.path.get_ref();
+            if ledgervault_postgres::is_pg_url(p) {
+                continue;
+            }
+            let p = p.strip_prefix("sqlite:").unwrap_or(p);
+            if let Err(e) = std::fs::symlink_metadata(p) {
+                out.push(format!("{}", self.at(&src.path, format!("source {p}: {e}"))));
+            }
+        }
+        out
+    }
+
+    /// The schedule of a daemon job (validated on load).
+    pub fn schedule_of(&self, v: &Option<Spanned<String>>, default: &str) -> Schedule {
+        Schedule::parse(v.as_ref().map(|s| s.get_ref().as_str()).unwrap_or(default))
+            .expect("validated on load")
+    }
+
+    /// A duration setting (validated on load).
+    pub fn duration(&self, v: &Option<String>, default: &str) -> chrono::Duration {
+        parse_duration(v.as_deref().unwrap_or(default)).expect("validated on load")
+    }
+
+    /// The run history: `[daemon] history`, or `NAME.history.sqlite` beside
+    /// the config file.
+    pub fn history_path(&self) -> Option<PathBuf> {
+        if let Some(h) = &self.daemon.history {
+            return Some(h.clone());
+        }
+        let file = self.file.as_ref()?;
+        let stem = file.file_stem()?.to_string_lossy().into_owned();
+        Some(file.with_file_name(format!("{stem}.history.sqlite")))
+    }
+
+    /// A copy location by name.
+    pub fn copy_location(&self, name: &str) -> Option<&CopyLocation> {
+        self.copy.iter().find(|c| c.name == name)
     }
 
     /// The retention policy this file sets, over the accounting default:

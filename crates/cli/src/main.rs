@@ -6,11 +6,13 @@
 //! Errors are printed as one line, and their kind picks the exit code
 //! (`ui::exit`).
 
+mod alert;
 mod args;
 mod client;
 mod commands;
 mod config;
 mod demo;
+mod filter;
 mod pg;
 mod retention;
 mod schedule;

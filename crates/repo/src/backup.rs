@@ -122,6 +122,15 @@ pub struct BackupOptions {
     /// Suspect findings made before the backup (a database given as such
     /// that is no longer one); they are stored with the snapshot.
     pub suspect: Vec<String>,
+    /// Include and exclude rules for what is found inside folders (the
+    /// sources given are always taken).
+    pub filter: Option<std::sync::Arc<dyn PathFilter>>,
+}
+
+/// Decides which files and folders found inside a source folder are backed up.
+pub trait PathFilter: Send + Sync {
+    /// Whether to take `path`; a folder not taken is not descended into.
+    fn keep(&self, path: &Path, is_dir: bool) -> bool;
 }
 
 impl std::fmt::Debug for BackupOptions {
@@ -134,6 +143,7 @@ impl std::fmt::Debug for BackupOptions {
             .field("exclude", &self.exclude)
             .field("db_detection", &self.db_opener.is_some())
             .field("suspect_share", &self.suspect_share)
+            .field("filter", &self.filter.is_some())
             .finish()
     }
 }
@@ -151,6 +161,7 @@ impl Default for BackupOptions {
             db_opener: None,
             suspect_share: DEFAULT_SUSPECT_SHARE,
             suspect: Vec::new(),
+            filter: None,
         }
     }
 }
@@ -352,6 +363,7 @@ struct Walker<'w, 'a> {
     cdc: ChunkerKind,
     progress: &'w dyn Progress,
     exclude: &'w [PathBuf],
+    filter: Option<&'w dyn PathFilter>,
     opener: Option<&'w dyn DbOpener>,
     errors: Vec<FileError>,
     /// Ransomware-like findings.
@@ -607,6 +619,11 @@ impl Walker<'_, '_> {
             Err(e) => return Ok(self.fail(path, e)),
         };
         let ft = md.file_type();
+        if let Some(f) = self.filter {
+            if path != self.root && !f.keep(path, ft.is_dir()) {
+                return Ok(Walk::Skipped);
+            }
+        }
         let mut node = Node::new(name, NodeKind::File);
         node.mode = Some(md.permissions().mode());
         node.mtime = mtime_of(&md);
@@ -973,6 +990,7 @@ fn walk_sources(
             cdc,
             progress,
             exclude: &opts.exclude,
+            filter: opts.filter.as_deref(),
             opener: opts.db_opener.as_deref(),
             errors: Vec::new(),
             suspect: Vec::new(),

@@ -50,7 +50,7 @@ pub use backend::{
     MemoryBackend, ObjectInfo,
 };
 pub use backup::{
-    backup, looks_random, BackupOptions, BackupSource, BackupSummary, DbCapture, DbDump, DbOpener,
+    backup, looks_random, BackupOptions, BackupSource, BackupSummary, DbCapture, DbDump, DbOpener, PathFilter,
     FileError, DEFAULT_SUSPECT_SHARE,
 };
 pub use check::{check, CheckReport, ReadData};
