@@ -439,41 +439,45 @@ impl Config {
     }
 }
 
-/// Parses `90d`, `12h`, `2w`, `1y` (365 days), `6m` (30-day months) or a
-/// combination like `1y6m`.
+/// Parses `90d`, `12h`, `2w`, `1y` (365 days), `6m` (30-day months),
+/// `30s`, `5min`, or a combination like `1y6m`.
 pub fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> {
     let mut total = 0i64;
-    let mut num = String::new();
     if s.is_empty() {
         return Err("empty duration".into());
     }
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: i64 = num
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let n: i64 = rest[..digits]
             .parse()
             .map_err(|_| format!("{s:?} is not a duration like 30d, 12h, 2w or 1y"))?;
-        num.clear();
-        let hours = match c {
-            'h' => 1,
-            'd' => 24,
-            'w' => 24 * 7,
-            'm' => 24 * 30,
-            'y' => 24 * 365,
-            _ => return Err(format!("{s:?}: unknown unit {c:?} (use h, d, w, m or y)")),
+        rest = &rest[digits..];
+        let letters = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
+        let unit = &rest[..letters];
+        rest = &rest[letters..];
+        let secs = match unit {
+            "s" => 1,
+            "min" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            "w" => 86400 * 7,
+            "m" => 86400 * 30,
+            "y" => 86400 * 365,
+            "" => return Err(format!("{s:?} needs a unit, e.g. {n}d")),
+            u => {
+                return Err(format!(
+                    "{s:?}: unknown unit {u:?} (use s, min, h, d, w, m for months, or y)"
+                ))
+            }
         };
         total = n
-            .checked_mul(hours)
-            .and_then(|h| total.checked_add(h))
-            .filter(|&t| t <= 24 * 365 * 1000)
+            .checked_mul(secs)
+            .and_then(|v| total.checked_add(v))
+            .filter(|&t| t <= 86400 * 365 * 1000)
             .ok_or_else(|| format!("{s:?} is too long"))?;
     }
-    if !num.is_empty() {
-        return Err(format!("{s:?} needs a unit, e.g. {num}d"));
-    }
-    Ok(chrono::Duration::hours(total))
+    Ok(chrono::Duration::seconds(total))
 }
 
 #[cfg(test)]
@@ -488,6 +492,9 @@ mod tests {
             chrono::Duration::days(365 + 180)
         );
         assert_eq!(parse_duration("12h").unwrap(), chrono::Duration::hours(12));
+        assert_eq!(parse_duration("5min").unwrap(), chrono::Duration::minutes(5));
+        assert_eq!(parse_duration("1h30min").unwrap(), chrono::Duration::minutes(90));
+        assert_eq!(parse_duration("2s").unwrap(), chrono::Duration::seconds(2));
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("3x").is_err());
         assert!(parse_duration("").is_err());

@@ -1,0 +1,595 @@
+//! The daemon: runs the configured jobs on their schedules, catches up on
+//! runs missed while the machine was off, retries temporary failures with
+//! backoff, records every attempt in the run history, and raises alerts
+//! (failed jobs, suspect snapshots, failed drills, disks filling up, and no
+//! backup for too long).
+//!
+//! Jobs run one at a time, each as a child `ledgervault` process, so a job
+//! never overlaps another (or itself), a crash in a job cannot take the
+//! daemon down, and the daemon holds no repository open between runs. A
+//! file lock beside the run history keeps a second daemon on the same
+//! config from starting.
+//!
+//! Time comes from a [`Clock`], and jobs run through a [`Runner`], so the
+//! tests drive schedules, outages and failures without waiting.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Local, Utc};
+
+use crate::alert::{Alert, AlertKind};
+use crate::config::Config;
+use crate::history::{History, Outcome, Run};
+use crate::schedule::Schedule;
+use crate::ui::exit;
+
+/// What a job does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobKind {
+    Backup,
+    /// Copy from the primary repository to the named `[[copy]]` location.
+    Copy(String),
+    Verify,
+    /// Forget by the retention policy, then prune.
+    Prune,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `backup`, `copy:NAME`, `verify` or `prune`.
+    pub name: String,
+    pub kind: JobKind,
+    pub schedule: Schedule,
+}
+
+/// The jobs a config asks for: backup, one copy per location, verify, and
+/// prune.
+pub fn jobs(cfg: &Config) -> Vec<Job> {
+    let s = &cfg.schedule;
+    let mut out = vec![Job {
+        name: "backup".into(),
+        kind: JobKind::Backup,
+        schedule: cfg.schedule_of(&s.backup, "daily at 02:00"),
+    }];
+    for c in &cfg.copy {
+        out.push(Job {
+            name: format!("copy:{}", c.name),
+            kind: JobKind::Copy(c.name.clone()),
+            schedule: cfg.schedule_of(&c.schedule, "daily at 03:00"),
+        });
+    }
+    out.push(Job {
+        name: "verify".into(),
+        kind: JobKind::Verify,
+        schedule: cfg.schedule_of(&s.verify, "daily at 05:00"),
+    });
+    out.push(Job {
+        name: "prune".into(),
+        kind: JobKind::Prune,
+        schedule: cfg.schedule_of(&s.prune, "weekly on sunday at 06:00"),
+    });
+    out
+}
+
+/// One attempt's result, as the child process reported it.
+#[derive(Debug, Clone, Default)]
+pub struct Attempt {
+    /// `None` when it was killed by a signal or could not start.
+    pub exit_code: Option<i32>,
+    /// Its `--json` output, when it printed one.
+    pub json: Option<serde_json::Value>,
+    /// Its last error line.
+    pub error: String,
+    /// Set when the job was not run at all (it needs a person).
+    pub skipped: Option<String>,
+}
+
+/// Runs one attempt of a job.
+pub trait Runner {
+    fn run(&mut self, job: &Job) -> Attempt;
+}
+
+/// The daemon's time.
+pub trait Clock {
+    fn now(&self) -> DateTime<Utc>;
+    /// Waits until `t`; returns false when the daemon should stop instead.
+    fn sleep_until(&self, t: DateTime<Utc>) -> bool;
+}
+
+/// Set by SIGTERM and SIGINT.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The machine's clock; sleeps in short steps so a stop request is seen
+/// within a second, and re-plans at least every minute (suspend, clock
+/// changes).
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+    fn sleep_until(&self, t: DateTime<Utc>) -> bool {
+        let until = t.min(Utc::now() + chrono::Duration::seconds(60));
+        while Utc::now() < until {
+            if STOP.load(Ordering::SeqCst) {
+                return false;
+            }
+            let left = (until - Utc::now()).to_std().unwrap_or_default();
+            std::thread::sleep(left.min(std::time::Duration::from_millis(250)));
+        }
+        !STOP.load(Ordering::SeqCst)
+    }
+}
+
+/// The scheduler.
+pub struct Daemon<'a> {
+    pub jobs: Vec<Job>,
+    pub watch: Schedule,
+    pub history: History,
+    pub clock: &'a dyn Clock,
+    pub runner: &'a mut dyn Runner,
+    /// Sends an alert; returns one line per channel that failed.
+    pub notify: &'a mut dyn FnMut(&Alert) -> Vec<String>,
+    pub retries: u32,
+    pub retry_delay: chrono::Duration,
+    pub no_backup_within: chrono::Duration,
+    pub full_within: chrono::Duration,
+    /// When this daemon started (the dead man's switch counts from here
+    /// when no backup ever succeeded).
+    pub started: DateTime<Utc>,
+    pub log: &'a mut dyn FnMut(&str),
+}
+
+impl<'a> Daemon<'a> {
+    pub fn from_config(
+        cfg: &Config,
+        history: History,
+        clock: &'a dyn Clock,
+        runner: &'a mut dyn Runner,
+        notify: &'a mut dyn FnMut(&Alert) -> Vec<String>,
+        log: &'a mut dyn FnMut(&str),
+    ) -> Daemon<'a> {
+        Daemon {
+            jobs: jobs(cfg),
+            watch: cfg.schedule_of(&cfg.schedule.watch, "hourly"),
+            history,
+            started: clock.now(),
+            clock,
+            runner,
+            notify,
+            retries: cfg.daemon.retries.unwrap_or(3),
+            retry_delay: cfg.duration(&cfg.daemon.retry_delay, "1m"),
+            no_backup_within: cfg.duration(&cfg.alerts.no_backup_within, "26h"),
+            full_within: cfg.duration(&cfg.alerts.full_within, "30d"),
+            log,
+        }
+    }
+
+    /// Whether `job` has a run due at `now`: its latest scheduled time has
+    /// passed and no attempt started since (a missed run is caught up).
+    pub fn is_due(&self, job: &Job, now: DateTime<Utc>) -> Result<bool> {
+        let local = now.with_timezone(&Local);
+        let Some(slot) = job.schedule.last_at_or_before(&local) else {
+            return Ok(false);
+        };
+        Ok(match self.history.last(&job.name)? {
+            None => true,
+            Some(r) => r.started < slot.with_timezone(&Utc),
+        })
+    }
+
+    /// When the next scheduled time of any job (or the watch) comes.
+    pub fn next_wake(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let local = now.with_timezone(&Local);
+        self.jobs
+            .iter()
+            .map(|j| &j.schedule)
+            .chain(std::iter::once(&self.watch))
+            .filter_map(|s| s.next_after(&local))
+            .map(|t| t.with_timezone(&Utc))
+            .min()
+            .unwrap_or(now + chrono::Duration::hours(1))
+    }
+
+    /// Runs every due job once, then the watch. Returns false when asked to
+    /// stop part way.
+    pub fn run_due(&mut self) -> Result<bool> {
+        let jobs = self.jobs.clone();
+        for job in &jobs {
+            if STOP.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            if self.is_due(job, self.clock.now())? {
+                if !self.run_job(job)? {
+                    return Ok(false);
+                }
+            }
+        }
+        self.watch(self.clock.now())?;
+        Ok(true)
+    }
+
+    /// Runs until the clock says stop.
+    pub fn run_forever(&mut self) -> Result<()> {
+        loop {
+            if !self.run_due()? {
+                return Ok(());
+            }
+            let next = self.next_wake(self.clock.now());
+            if !self.clock.sleep_until(next) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs one job with retries; returns false if a stop came while
+    /// waiting to retry.
+    pub fn run_job(&mut self, job: &Job) -> Result<bool> {
+        let mut delay = self.retry_delay;
+        for attempt in 1..=self.retries + 1 {
+            let started = self.clock.now();
+            (self.log)(&format!("{}: starting (attempt {attempt})", job.name));
+            let a = self.runner.run(job);
+            let finished = self.clock.now();
+            let mut run = Run {
+                job: job.name.clone(),
+                started,
+                finished,
+                attempt,
+                outcome: Outcome::Ok,
+                exit_code: a.exit_code,
+                message: String::new(),
+                bytes_read: 0,
+                bytes_added: 0,
+                bytes_stored: 0,
+                snapshot: None,
+            };
+            if let Some(why) = &a.skipped {
+                run.outcome = Outcome::Skipped;
+                run.message = why.clone();
+                (self.log)(&format!("{}: skipped: {why}", job.name));
+                self.history.record(&run)?;
+                return Ok(true);
+            }
+            if let Some(j) = &a.json {
+                fill_figures(&mut run, j);
+            }
+            let temporary = matches!(
+                a.exit_code,
+                Some(exit::ERROR | exit::NO_REPOSITORY | exit::LOCKED) | None
+            ) && !STOP.load(Ordering::SeqCst);
+            let last = attempt > self.retries;
+            match a.exit_code {
+                Some(exit::OK) => run.message = "done".into(),
+                Some(exit::INCOMPLETE) => {
+                    run.outcome = Outcome::Warning;
+                    run.message = "done, but some files could not be read".into();
+                }
+                Some(exit::SUSPECT) => {
+                    run.outcome = Outcome::Warning;
+                    run.message = "snapshot stored but SUSPECT (ransomware alarm)".into();
+                }
+                Some(exit::DRILL_FAILED | exit::DAMAGED) if job.kind == JobKind::Verify => {
+                    run.outcome = Outcome::Failed;
+                    run.message = format!("restore drill failed: {}", a.error);
+                }
+                _ => {
+                    run.outcome = Outcome::Failed;
+                    run.message = if a.error.is_empty() {
+                        match a.exit_code {
+                            Some(c) => format!("exit code {c}"),
+                            None => "stopped by a signal".into(),
+                        }
+                    } else {
+                        a.error.clone()
+                    };
+                    if temporary && !last {
+                        run.message.push_str(&format!(
+                            " (temporary; retrying in {})",
+                            human_duration(delay)
+                        ));
+                    }
+                }
+            }
+            (self.log)(&format!(
+                "{}: {:?}: {}",
+                job.name, run.outcome, run.message
+            ));
+            self.history.record(&run)?;
+            self.after_run(job, &run, &a)?;
+            if run.outcome == Outcome::Failed && temporary && !last {
+                if !self.clock.sleep_until(self.clock.now() + delay) {
+                    return Ok(false);
+                }
+                delay = delay * 2;
+                continue;
+            }
+            if run.outcome == Outcome::Failed && !(job.kind == JobKind::Verify && !temporary) {
+                self.alert(
+                    None,
+                    Alert::new(
+                        AlertKind::JobFailed,
+                        format!("{} failed", job.name),
+                        format!(
+                            "The {} job failed after {attempt} attempt(s): {}",
+                            job.name, run.message
+                        ),
+                    ),
+                )?;
+            }
+            return Ok(true);
+        }
+        Ok(true)
+    }
+
+    /// Alerts that follow from one run's result.
+    fn after_run(&mut self, job: &Job, run: &Run, a: &Attempt) -> Result<()> {
+        match (a.exit_code, &job.kind) {
+            (Some(exit::SUSPECT), _) => self.alert(
+                None,
+                Alert::new(
+                    AlertKind::SuspectSnapshot,
+                    format!("suspect snapshot {}", run.snapshot.as_deref().unwrap_or("?")),
+                    "The nightly backup saw pages of a database turn into random-looking bytes, \
+                     or a database stop being valid: the signs of ransomware. The snapshot was \
+                     stored and marked suspect; forget keeps every snapshot from before it. \
+                     Check the server before trusting new backups.",
+                ),
+            )?,
+            (Some(exit::DRILL_FAILED | exit::DAMAGED), JobKind::Verify) => self.alert(
+                None,
+                Alert::new(
+                    AlertKind::DrillFailed,
+                    "restore drill failed",
+                    format!(
+                        "The restore drill did not prove the backup restorable: {}. \
+                         Run `ledgervault verify` to see every check.",
+                        a.error
+                    ),
+                ),
+            )?,
+            (Some(exit::INCOMPLETE), _) => self.alert(
+                None,
+                Alert::new(
+                    AlertKind::JobFailed,
+                    format!("{}: some files could not be read", job.name),
+                    "The snapshot was stored without them; `ledgervault -c FILE status` and the \
+                     daemon's log name them.",
+                ),
+            )?,
+            _ => {}
+        }
+        if job.kind == JobKind::Backup && run.outcome.succeeded() {
+            self.history.clear_alert("no_backup")?;
+        }
+        if let Some(days) = a
+            .json
+            .as_ref()
+            .and_then(|j| j.pointer("/repository/days_until_full"))
+            .and_then(|d| d.as_f64())
+        {
+            let left = chrono::Duration::seconds((days * 86400.0) as i64);
+            let key = format!("full:{}", job.name);
+            if left < self.full_within {
+                self.alert(
+                    Some((&key, chrono::Duration::days(1))),
+                    Alert::new(
+                        AlertKind::DestinationFull,
+                        format!("backup disk full in about {days:.0} days ({})", job.name),
+                        "At the rate the repository grows, its disk fills soon. Add space, \
+                         or tighten the retention policy and prune.",
+                    ),
+                )?;
+            } else {
+                self.history.clear_alert(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The dead man's switch: no successful backup within the window.
+    pub fn watch(&mut self, now: DateTime<Utc>) -> Result<()> {
+        let since = match self.history.last_success("backup")? {
+            Some(r) => r.finished,
+            None => self.history.first_start()?.unwrap_or(self.started).min(self.started),
+        };
+        if now - since > self.no_backup_within {
+            let hours = (now - since).num_hours();
+            self.alert(
+                Some(("no_backup", self.no_backup_within)),
+                Alert::new(
+                    AlertKind::NoRecentBackup,
+                    format!("no successful backup for {hours} hours"),
+                    format!(
+                        "The last successful backup finished at {}. Check the daemon's log and \
+                         `ledgervault -c FILE status`.",
+                        since.to_rfc3339()
+                    ),
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sends an alert. With a key, at most once per `every`.
+    fn alert(&mut self, once: Option<(&str, chrono::Duration)>, a: Alert) -> Result<()> {
+        let now = self.clock.now();
+        if let Some((key, every)) = once {
+            if let Some(sent) = self.history.alert_sent(key)? {
+                if now - sent < every {
+                    return Ok(());
+                }
+            }
+            self.history.set_alert_sent(key, now)?;
+        }
+        (self.log)(&format!("ALERT: {}", a.summary));
+        let mut a = a;
+        a.time = now;
+        for failure in (self.notify)(&a) {
+            (self.log)(&format!("warning: alert not delivered: {failure}"));
+        }
+        Ok(())
+    }
+}
+
+fn fill_figures(run: &mut Run, j: &serde_json::Value) {
+    let n = |k: &str| j.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    run.bytes_read = n("bytes_read");
+    run.bytes_added = n("bytes_new").max(n("bytes_written"));
+    run.bytes_stored = n("bytes_stored");
+    run.snapshot = j
+        .get("snapshot_id")
+        .and_then(|v| v.as_str())
+        .map(String::from);
+}
+
+pub fn human_duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    match s {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// Runs jobs as child `ledgervault` processes with the daemon's config.
+pub struct ProcessRunner<'c> {
+    pub cfg: &'c Config,
+}
+
+impl ProcessRunner<'_> {
+    fn args(&self, job: &Job) -> std::result::Result<Vec<String>, String> {
+        let cfg = self.cfg;
+        let mut args = vec![
+            "--config".to_string(),
+            cfg.file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            "--json".into(),
+            "--quiet".into(),
+        ];
+        let repo = cfg.repository.as_ref();
+        match &job.kind {
+            JobKind::Backup => {
+                args.extend(["--append-only".into(), "backup".into()]);
+                args.extend(["--tag".into(), "scheduled".into()]);
+            }
+            JobKind::Copy(name) => args.extend(["copy".into(), "--to".into(), name.clone()]),
+            JobKind::Verify => {
+                let every = cfg.verify.interval.clone().unwrap_or_else(|| "60d".into());
+                args.extend(["verify".into(), "--if-older-than".into(), every]);
+            }
+            JobKind::Prune => {
+                let Some(key) = repo.and_then(|r| r.maintenance_password_file.as_ref()) else {
+                    return Err("forget and prune need a person: no maintenance_password_file is \
+                                configured, so the daemon holds only an append-only key. Run \
+                                `ledgervault -c FILE forget --prune`."
+                        .into());
+                };
+                args.extend([
+                    "--password-file".into(),
+                    key.get_ref().display().to_string(),
+                    "forget".into(),
+                    "--prune".into(),
+                ]);
+            }
+        }
+        Ok(args)
+    }
+}
+
+impl Runner for ProcessRunner<'_> {
+    fn run(&mut self, job: &Job) -> Attempt {
+        let args = match self.args(job) {
+            Ok(a) => a,
+            Err(why) => {
+                return Attempt {
+                    skipped: Some(why),
+                    ..Attempt::default()
+                }
+            }
+        };
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                return Attempt {
+                    error: format!("cannot find the ledgervault program: {e}"),
+                    ..Attempt::default()
+                }
+            }
+        };
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(&args)
+            .stdin(std::process::Stdio::null())
+            .env_remove("LEDGERVAULT_REPOSITORY")
+            .env_remove("LEDGERVAULT_PASSWORD_FILE");
+        // Its own process group: a Ctrl-C meant for the daemon lets the
+        // running job finish instead of killing it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        match cmd.output() {
+            Ok(out) => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let error = stderr
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("error:") || l.contains("ALARM") || l.contains("FAILED"))
+                    .or_else(|| stderr.lines().last())
+                    .unwrap_or("")
+                    .trim()
+                    .trim_start_matches("ledgervault: ")
+                    .to_string();
+                Attempt {
+                    exit_code: out.status.code(),
+                    json: serde_json::from_slice(&out.stdout).ok(),
+                    error,
+                    skipped: None,
+                }
+            }
+            Err(e) => Attempt {
+                error: format!("cannot start ledgervault: {e}"),
+                ..Attempt::default()
+            },
+        }
+    }
+}
+
+/// Holds the daemon lock: one daemon per config.
+pub struct DaemonLock {
+    _file: std::fs::File,
+}
+
+pub fn lock_daemon(history: &std::path::Path) -> Result<DaemonLock> {
+    use std::os::fd::AsRawFd;
+    let path = history.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!(
+            "another ledgervault daemon is running with this config (it holds {})",
+            path.display()
+        );
+    }
+    Ok(DaemonLock { _file: file })
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGTERM and SIGINT ask the daemon to stop after the running job.
+pub fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic, which is signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as libc::sighandler_t);
+    }
+}
