@@ -43,7 +43,9 @@ impl AlertsConfig {
         }
         for (i, w) in self.webhook.iter().enumerate() {
             if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
-                return Err(format!("alerts.webhook[{i}]: the url must be http:// or https://"));
+                return Err(format!(
+                    "alerts.webhook[{i}]: the url must be http:// or https://"
+                ));
             }
         }
         Ok(())
@@ -247,7 +249,10 @@ fn send_webhook(w: &WebhookChannel, alert: &Alert) -> Result<()> {
     match agent
         .post(&w.url)
         .set("Content-Type", "application/json")
-        .set("User-Agent", concat!("ledgervault/", env!("CARGO_PKG_VERSION")))
+        .set(
+            "User-Agent",
+            concat!("ledgervault/", env!("CARGO_PKG_VERSION")),
+        )
         .send_string(&body.to_string())
     {
         Ok(_) => Ok(()),
@@ -278,9 +283,10 @@ mod tests {
 
     #[test]
     fn bad_channels_are_refused() {
-        let bad: AlertsConfig =
-            toml::from_str("[[email]]\nsmtp_host = \"h\"\nfrom = \"nope\"\nto = [\"a@b.example\"]\n")
-                .unwrap();
+        let bad: AlertsConfig = toml::from_str(
+            "[[email]]\nsmtp_host = \"h\"\nfrom = \"nope\"\nto = [\"a@b.example\"]\n",
+        )
+        .unwrap();
         assert!(bad.validate().unwrap_err().contains("not an address"));
         let bad: AlertsConfig = toml::from_str("[[webhook]]\nurl = \"ftp://x\"\n").unwrap();
         assert!(bad.validate().is_err());

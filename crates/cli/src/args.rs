@@ -33,8 +33,14 @@ pub struct Cli {
     )]
     pub password_file: Option<PathBuf>,
 
-    /// Configuration file (TOML; see README "Configuration")
-    #[arg(long, env = "LEDGERVAULT_CONFIG", global = true, value_name = "FILE")]
+    /// Configuration file (TOML; see README "Configuration"); its [repository] stands in for --repo
+    #[arg(
+        short = 'c',
+        long,
+        env = "LEDGERVAULT_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     /// Add only: refuse anything that deletes or overwrites (always on for append-only keys)
@@ -103,8 +109,74 @@ pub enum Command {
         #[arg(long)]
         remove_all: bool,
     },
+    /// Copy snapshots to another repository (the other backup location)
+    Copy(CopyArgs),
+    /// Run the configured schedules: backup, copies, restore drills, forget and prune, alerts
+    Daemon(DaemonArgs),
+    /// Last runs, next runs, latest snapshots, space used in each location, warnings
+    Status,
+    /// Check or write the configuration file
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Write a commented example configuration file
+    InitConfig {
+        /// Where to write it (refuses to overwrite)
+        #[arg(default_value = "ledgervault.toml")]
+        path: PathBuf,
+    },
+    /// Alerts
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
     /// Run the demo: make the sample firm, back it up, simulate a day of work, back up again, restore and compare
     Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Source repository: a folder, or the name of a [[copy]] location (default: the primary)
+    #[arg(long, value_name = "REPO")]
+    pub from: Option<String>,
+    /// Destination: a folder, or the name of a [[copy]] location
+    #[arg(long, value_name = "REPO")]
+    pub to: String,
+    /// Password file of the source (default: --password-file, or the location's)
+    #[arg(long, value_name = "FILE")]
+    pub from_password_file: Option<PathBuf>,
+    /// Password file of the destination (default: the location's; else asked)
+    #[arg(long, value_name = "FILE")]
+    pub to_password_file: Option<PathBuf>,
+    /// Snapshots to copy (default: every snapshot the destination lacks)
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Run the jobs that are due (catching up on missed runs), then exit: for a systemd timer or cron
+    #[arg(long)]
+    pub once: bool,
+    /// Write systemd units (a service, and a timer alternative) instead of running
+    #[arg(long)]
+    pub install_systemd: bool,
+    /// Folder for --install-systemd
+    #[arg(long, default_value = "/etc/systemd/system", value_name = "DIR")]
+    pub systemd_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration file and what it points at, without running anything
+    Check,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertCommand {
+    /// Send a test alert on every configured channel
+    Test,
 }
 
 #[derive(Args, Debug)]
@@ -160,6 +232,14 @@ pub struct KdfArgs {
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
+    /// Share the master key and chunking of this repository (a copy target:
+    /// `copy` then skips what is there without reading it). Its password
+    /// comes from --same-keys-password-file or a prompt.
+    #[arg(long, value_name = "REPO")]
+    pub same_keys_as: Option<String>,
+    /// Password file of the --same-keys-as repository
+    #[arg(long, value_name = "FILE", requires = "same_keys_as")]
+    pub same_keys_password_file: Option<PathBuf>,
     /// Target size of pack files in MiB
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub pack_size_mib: u32,
@@ -171,7 +251,8 @@ pub struct InitArgs {
 pub struct BackupArgs {
     /// Files and folders to back up, SQLite databases, and PostgreSQL
     /// databases as postgres://user@host:port/dbname
-    #[arg(value_name = "PATH", required_unless_present = "stdin_name")]
+    /// (none: the config file's [[source]] entries)
+    #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Read the data from standard input and store it under this name
     #[arg(long, value_name = "NAME", conflicts_with = "paths")]

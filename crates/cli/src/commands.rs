@@ -51,15 +51,25 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
 }
 
 /// Runs the parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    // The config file's [repository] stands in for --repo and --password-file.
+    let (mut repo, mut password_file) = (cli.repo.clone(), cli.password_file.clone());
+    if cli.config.is_some() && (repo.is_none() || password_file.is_none()) {
+        if let Some(r) = crate::config::Config::load(cli.config.as_deref())?.repository {
+            if repo.is_none() {
+                repo = Some(r.path.into_inner());
+                password_file = password_file.or(r.password_file.map(|p| p.into_inner()));
+            }
+        }
+    }
     let g = Globals {
-        repo: cli.repo.clone(),
-        password_file: cli.password_file.clone(),
+        repo,
+        password_file,
         json: cli.json,
         quiet: cli.quiet,
         append_only: cli.append_only,
@@ -83,6 +93,16 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Client { command } => crate::client::run(&g, command),
         Command::Snapshot { command } => crate::retention::snapshot(&g, command),
         Command::Demo(a) => crate::demo::run(a, g.quiet),
+        Command::Copy(a) => crate::ops::copy(&g, a),
+        Command::Daemon(a) => crate::ops::daemon(&g, a),
+        Command::Status => crate::ops::status(&g),
+        Command::Config { command } => match command {
+            crate::args::ConfigCommand::Check => crate::ops::config_check(&g),
+        },
+        Command::InitConfig { path } => crate::ops::init_config(&g, &path),
+        Command::Alert { command } => match command {
+            crate::args::AlertCommand::Test => crate::ops::alert_test(&g),
+        },
     }
 }
 
@@ -136,10 +156,16 @@ impl Globals {
     }
 
     pub fn open(&self) -> Result<Repository> {
+        self.open_with("LEDGERVAULT_PASSWORD", "repository password")
+    }
+
+    /// Opens the repository, taking its password from `env` when no
+    /// password file is given (a second repository has its own variable).
+    pub fn open_with(&self, env: &str, what: &str) -> Result<Repository> {
         let backend = self.backend()?;
         // Fail on a missing repository before asking for a password.
         Repository::read_config(backend.as_ref())?;
-        let pw = self.password(false)?;
+        let pw = read_secret(self.password_file.as_deref(), env, what, false)?;
         let mut repo = Repository::open(backend, &pw)?;
         if self.append_only {
             repo.set_append_only();
@@ -207,7 +233,21 @@ pub(crate) fn init(g: &Globals, a: InitArgs) -> Result<i32> {
         pack_size: a.pack_size_mib * 1024 * 1024,
         kdf: kdf(&a.kdf),
     };
-    let repo = Repository::init(backend.clone(), &pw, &opts)?;
+    let repo = match &a.same_keys_as {
+        None => Repository::init(backend.clone(), &pw, &opts)?,
+        Some(other) => {
+            let og = Globals {
+                repo: Some(other.clone()),
+                password_file: a.same_keys_password_file.clone(),
+                ..g.clone()
+            };
+            let other = og.open_with(
+                "LEDGERVAULT_SAME_KEYS_PASSWORD",
+                "password of the --same-keys-as repository",
+            )?;
+            Repository::init_sharing_keys(backend.clone(), &pw, &opts, &other)?
+        }
+    };
     if g.json {
         g.print_json(&json!({"id": repo.config().id, "location": backend.location(), "format_version": repo.config().format_version}));
     } else if !g.quiet {
@@ -224,13 +264,13 @@ pub(crate) fn init(g: &Globals, a: InitArgs) -> Result<i32> {
 }
 
 /// Snapshot count, stored bytes and free space, for summaries.
-struct RepoStats {
-    snapshots: usize,
-    stored: u64,
-    free: Option<u64>,
+pub(crate) struct RepoStats {
+    pub snapshots: usize,
+    pub stored: u64,
+    pub free: Option<u64>,
 }
 
-fn repo_stats(repo: &Repository) -> Result<RepoStats> {
+pub(crate) fn repo_stats(repo: &Repository) -> Result<RepoStats> {
     Ok(RepoStats {
         snapshots: repo.list_ids(FileKind::Snapshot)?.len(),
         stored: repo.stored_size()?,
@@ -266,9 +306,24 @@ pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
 /// Runs `backup`; returns the repository, the summary and the exit code.
 fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::BackupSummary, i32)> {
     let config = g.config()?;
+    // No paths: the `[[source]]`s of the config file, with their rules.
+    let from_config = a.paths.is_empty() && a.stdin_name.is_none();
+    let given: Vec<PathBuf> = if from_config {
+        if config.source.is_empty() {
+            return Err(usage(
+                "nothing to back up: give paths, --stdin-name, or [[source]] entries in the config file (--config)",
+            ));
+        }
+        config
+            .source
+            .iter()
+            .map(|s| PathBuf::from(s.path.get_ref()))
+            .collect()
+    } else {
+        a.paths.clone()
+    };
     // `sqlite:PATH` forces a database capture.
-    let paths: Vec<(PathBuf, bool)> = a
-        .paths
+    let paths: Vec<(PathBuf, bool)> = given
         .iter()
         .map(
             |p| match p.to_str().and_then(|s| s.strip_prefix("sqlite:")) {
@@ -335,6 +390,9 @@ fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::Back
     };
     if let Some(share) = config.backup.suspect_share {
         opts.suspect_share = share;
+    }
+    if from_config {
+        opts.filter = crate::filter::SourceFilters::from_config(&config.source)?;
     }
     opts.suspect = suspect;
     if let Some(t) = a.threads {
@@ -509,7 +567,9 @@ pub(crate) fn run_backup(
     let s = engine::backup(repo, sources, &opts, &bar)?;
     drop(bar);
     let stats = repo_stats(repo)?;
-    let growth_warning = engine::growth_now(repo)?.and_then(|gr| gr.warning(stats.free));
+    let growth = engine::growth_now(repo)?;
+    let days_until_full = growth.as_ref().and_then(|gr| gr.days_until_full);
+    let growth_warning = growth.and_then(|gr| gr.warning(stats.free));
     for l in &s.stale_locks {
         eprintln!("ledgervault: warning: stale lock ignored: {l}; `ledgervault unlock` removes it");
     }
@@ -528,7 +588,7 @@ pub(crate) fn run_backup(
             "errors": s.errors,
             "suspect": s.suspect,
             "warning": growth_warning,
-            "repository": {"snapshots": stats.snapshots, "stored_bytes": stats.stored, "free_bytes": stats.free},
+            "repository": {"snapshots": stats.snapshots, "stored_bytes": stats.stored, "free_bytes": stats.free, "days_until_full": days_until_full},
         }));
     } else if !g.quiet {
         let free = stats

@@ -336,7 +336,9 @@ impl Config {
             crate::filter::Filter::new(&src.exclude, &src.include)
                 .map_err(|e| self.at(&src.path, e))?;
         }
-        self.alerts.validate().map_err(|e| anyhow!("config file {file}: {e}"))?;
+        self.alerts
+            .validate()
+            .map_err(|e| anyhow!("config file {file}: {e}"))?;
         Ok(())
     }
 
@@ -350,10 +352,16 @@ impl Config {
             if !dir.join("config").is_file() {
                 out.push(format!(
                     "{}",
-                    self.at(&l.path, format!("{what} {p}: no ledgervault repository there"))
+                    self.at(
+                        &l.path,
+                        format!("{what} {p}: no ledgervault repository there")
+                    )
                 ));
             }
-            for f in [&l.password_file, &l.maintenance_password_file].into_iter().flatten() {
+            for f in [&l.password_file, &l.maintenance_password_file]
+                .into_iter()
+                .flatten()
+            {
                 if let Err(e) = std::fs::File::open(f.get_ref()) {
                     out.push(format!(
                         "{}",
@@ -375,7 +383,10 @@ impl Config {
             }
             let p = p.strip_prefix("sqlite:").unwrap_or(p);
             if let Err(e) = std::fs::symlink_metadata(p) {
-                out.push(format!("{}", self.at(&src.path, format!("source {p}: {e}"))));
+                out.push(format!(
+                    "{}",
+                    self.at(&src.path, format!("source {p}: {e}"))
+                ));
             }
         }
         out
@@ -453,7 +464,10 @@ pub fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> 
             .parse()
             .map_err(|_| format!("{s:?} is not a duration like 30d, 12h, 2w or 1y"))?;
         rest = &rest[digits..];
-        let letters = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
+        let letters = rest.len()
+            - rest
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
         let unit = &rest[..letters];
         rest = &rest[letters..];
         let secs = match unit {
@@ -492,8 +506,14 @@ mod tests {
             chrono::Duration::days(365 + 180)
         );
         assert_eq!(parse_duration("12h").unwrap(), chrono::Duration::hours(12));
-        assert_eq!(parse_duration("5min").unwrap(), chrono::Duration::minutes(5));
-        assert_eq!(parse_duration("1h30min").unwrap(), chrono::Duration::minutes(90));
+        assert_eq!(
+            parse_duration("5min").unwrap(),
+            chrono::Duration::minutes(5)
+        );
+        assert_eq!(
+            parse_duration("1h30min").unwrap(),
+            chrono::Duration::minutes(90)
+        );
         assert_eq!(parse_duration("2s").unwrap(), chrono::Duration::seconds(2));
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("3x").is_err());

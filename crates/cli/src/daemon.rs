@@ -200,10 +200,8 @@ impl<'a> Daemon<'a> {
             if STOP.load(Ordering::SeqCst) {
                 return Ok(false);
             }
-            if self.is_due(job, self.clock.now())? {
-                if !self.run_job(job)? {
-                    return Ok(false);
-                }
+            if self.is_due(job, self.clock.now())? && !self.run_job(job)? {
+                return Ok(false);
             }
         }
         self.watch(self.clock.now())?;
@@ -292,10 +290,7 @@ impl<'a> Daemon<'a> {
                     }
                 }
             }
-            (self.log)(&format!(
-                "{}: {:?}: {}",
-                job.name, run.outcome, run.message
-            ));
+            (self.log)(&format!("{}: {:?}: {}", job.name, run.outcome, run.message));
             self.history.record(&run)?;
             self.after_run(job, &run, &a)?;
             if run.outcome == Outcome::Failed && temporary && !last {
@@ -305,7 +300,9 @@ impl<'a> Daemon<'a> {
                 delay = delay * 2;
                 continue;
             }
-            if run.outcome == Outcome::Failed && !(job.kind == JobKind::Verify && !temporary) {
+            let drill_failed = job.kind == JobKind::Verify
+                && matches!(a.exit_code, Some(exit::DRILL_FAILED | exit::DAMAGED));
+            if run.outcome == Outcome::Failed && !drill_failed {
                 self.alert(
                     None,
                     Alert::new(
@@ -330,7 +327,10 @@ impl<'a> Daemon<'a> {
                 None,
                 Alert::new(
                     AlertKind::SuspectSnapshot,
-                    format!("suspect snapshot {}", run.snapshot.as_deref().unwrap_or("?")),
+                    format!(
+                        "suspect snapshot {}",
+                        run.snapshot.as_deref().unwrap_or("?")
+                    ),
                     "The nightly backup saw pages of a database turn into random-looking bytes, \
                      or a database stop being valid: the signs of ransomware. The snapshot was \
                      stored and marked suspect; forget keeps every snapshot from before it. \
@@ -392,7 +392,11 @@ impl<'a> Daemon<'a> {
     pub fn watch(&mut self, now: DateTime<Utc>) -> Result<()> {
         let since = match self.history.last_success("backup")? {
             Some(r) => r.finished,
-            None => self.history.first_start()?.unwrap_or(self.started).min(self.started),
+            None => self
+                .history
+                .first_start()?
+                .unwrap_or(self.started)
+                .min(self.started),
         };
         if now - since > self.no_backup_within {
             let hours = (now - since).num_hours();
@@ -484,10 +488,12 @@ impl ProcessRunner<'_> {
             }
             JobKind::Prune => {
                 let Some(key) = repo.and_then(|r| r.maintenance_password_file.as_ref()) else {
-                    return Err("forget and prune need a person: no maintenance_password_file is \
+                    return Err(
+                        "forget and prune need a person: no maintenance_password_file is \
                                 configured, so the daemon holds only an append-only key. Run \
                                 `ledgervault -c FILE forget --prune`."
-                        .into());
+                            .into(),
+                    );
                 };
                 args.extend([
                     "--password-file".into(),
@@ -589,7 +595,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 pub fn install_signal_handlers() {
     // SAFETY: the handler only stores to an atomic, which is signal-safe.
     unsafe {
-        libc::signal(libc::SIGTERM, on_signal as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
 }

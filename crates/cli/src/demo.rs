@@ -205,6 +205,8 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
     commands::init(
         &g,
         InitArgs {
+            same_keys_as: None,
+            same_keys_password_file: None,
             pack_size_mib: 16,
             kdf: KdfArgs {
                 argon2_memory_kib: 65536,

@@ -43,9 +43,36 @@ impl ledgervault_repo::PathFilter for Filter {
         if Self::matches(&self.exclude_names, &self.exclude_paths, path) {
             return false;
         }
-        is_dir
-            || !self.has_include
-            || Self::matches(&self.include_names, &self.include_paths, path)
+        is_dir || !self.has_include || Self::matches(&self.include_names, &self.include_paths, path)
+    }
+}
+
+/// The rules of every configured source, each applied below its own path.
+pub struct SourceFilters(Vec<(std::path::PathBuf, Filter)>);
+
+impl SourceFilters {
+    /// `None` when no source has rules.
+    pub fn from_config(
+        sources: &[crate::config::SourceConfig],
+    ) -> anyhow::Result<Option<std::sync::Arc<dyn ledgervault_repo::PathFilter>>> {
+        let mut out = Vec::new();
+        for s in sources {
+            if s.exclude.is_empty() && s.include.is_empty() {
+                continue;
+            }
+            let f = Filter::new(&s.exclude, &s.include).map_err(|e| anyhow::anyhow!(e))?;
+            out.push((std::path::PathBuf::from(s.path.get_ref()), f));
+        }
+        Ok((!out.is_empty()).then(|| std::sync::Arc::new(SourceFilters(out)) as _))
+    }
+}
+
+impl ledgervault_repo::PathFilter for SourceFilters {
+    fn keep(&self, path: &Path, is_dir: bool) -> bool {
+        self.0
+            .iter()
+            .filter(|(root, _)| path.starts_with(root))
+            .all(|(_, f)| f.keep(path, is_dir))
     }
 }
 

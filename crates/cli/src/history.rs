@@ -122,17 +122,18 @@ impl History {
     }
 
     fn one(&self, sql: &str, job: &str) -> Result<Option<Run>> {
-        Ok(self
-            .conn
+        self.conn
             .query_row(sql, [job], row_to_run)
             .optional()?
-            .transpose()?)
+            .transpose()
     }
 
     /// The latest attempt of `job`, whatever its outcome.
     pub fn last(&self, job: &str) -> Result<Option<Run>> {
         self.one(
-            &format!("SELECT {COLS} FROM runs WHERE job = ?1 ORDER BY started DESC, id DESC LIMIT 1"),
+            &format!(
+                "SELECT {COLS} FROM runs WHERE job = ?1 ORDER BY started DESC, id DESC LIMIT 1"
+            ),
             job,
         )
     }
@@ -173,7 +174,9 @@ impl History {
     pub fn alert_sent(&self, key: &str) -> Result<Option<DateTime<Utc>>> {
         let s: Option<String> = self
             .conn
-            .query_row("SELECT sent FROM alerts WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT sent FROM alerts WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()?;
         Ok(s.and_then(|s| parse_time(&s)))
     }
@@ -188,7 +191,8 @@ impl History {
     }
 
     pub fn clear_alert(&self, key: &str) -> Result<()> {
-        self.conn.execute("DELETE FROM alerts WHERE key = ?1", [key])?;
+        self.conn
+            .execute("DELETE FROM alerts WHERE key = ?1", [key])?;
         Ok(())
     }
 }

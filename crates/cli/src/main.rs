@@ -15,6 +15,7 @@ mod daemon;
 mod demo;
 mod filter;
 mod history;
+mod ops;
 mod pg;
 mod retention;
 mod schedule;

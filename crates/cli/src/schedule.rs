@@ -167,7 +167,10 @@ fn cron_expr(t: &str) -> Result<String, String> {
         }
         6 => {
             let dow = dow_field(f[5]).map_err(|e| format!("{t:?}: {e}"))?;
-            Ok(format!("{} {} {} {} {} {dow}", f[0], f[1], f[2], f[3], f[4]))
+            Ok(format!(
+                "{} {} {} {} {} {dow}",
+                f[0], f[1], f[2], f[3], f[4]
+            ))
         }
         n => Err(format!(
             "{t:?} has {n} fields; a cron expression has 5 (minute hour day month weekday)"
@@ -241,7 +244,12 @@ mod tests {
         }
         // Friday to Sunday.
         let weekend = Schedule::parse("0 4 * * 5-7").unwrap();
-        let days: Vec<_> = weekend.cron.after(&t).take(3).map(|d| d.weekday()).collect();
+        let days: Vec<_> = weekend
+            .cron
+            .after(&t)
+            .take(3)
+            .map(|d| d.weekday())
+            .collect();
         assert_eq!(
             days,
             [

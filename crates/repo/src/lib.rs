@@ -50,8 +50,8 @@ pub use backend::{
     MemoryBackend, ObjectInfo,
 };
 pub use backup::{
-    backup, looks_random, BackupOptions, BackupSource, BackupSummary, DbCapture, DbDump, DbOpener, PathFilter,
-    FileError, DEFAULT_SUSPECT_SHARE,
+    backup, looks_random, BackupOptions, BackupSource, BackupSummary, DbCapture, DbDump, DbOpener,
+    FileError, PathFilter, DEFAULT_SUSPECT_SHARE,
 };
 pub use check::{check, CheckReport, ReadData};
 pub use chunker::{CdcParams, Chunker, ChunkerKind};

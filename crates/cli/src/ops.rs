@@ -1,0 +1,589 @@
+//! Unattended operation: `copy`, `daemon`, `status`, `config check`,
+//! `init-config` and `alert test`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{Local, Utc};
+use ledgervault_repo::{self as engine, Id};
+use serde_json::json;
+
+use crate::alert::{self, Alert, AlertKind};
+use crate::args::{CopyArgs, DaemonArgs};
+use crate::commands::{repo_stats, usage, Globals};
+use crate::config::Config;
+use crate::daemon::{self, Daemon, ProcessRunner, SystemClock};
+use crate::history::{History, Outcome};
+use crate::ui::{self, exit, Bar};
+
+/// The config file, which these commands cannot do without.
+fn required_config(g: &Globals, command: &str) -> Result<Config> {
+    if g.config.is_none() {
+        return Err(usage(format!(
+            "`{command}` needs a config file: use -c FILE (ledgervault init-config writes an example)"
+        )));
+    }
+    g.config()
+}
+
+/// Where a `--from`/`--to` points: a `[[copy]]` name or a folder.
+fn location(
+    g: &Globals,
+    cfg: &Config,
+    spec: Option<&str>,
+    password_file: Option<PathBuf>,
+) -> Globals {
+    let mut out = g.clone();
+    match spec {
+        None => {
+            if password_file.is_some() {
+                out.password_file = password_file;
+            }
+        }
+        Some(name) => match cfg.copy_location(name) {
+            Some(c) => {
+                out.repo = Some(c.location.path.get_ref().clone());
+                out.password_file =
+                    password_file.or(c.location.password_file.clone().map(|p| p.into_inner()));
+            }
+            None => {
+                out.repo = Some(name.to_string());
+                out.password_file = password_file;
+            }
+        },
+    }
+    out
+}
+
+pub fn copy(g: &Globals, a: CopyArgs) -> Result<i32> {
+    let cfg = g.config()?;
+    let from = location(g, &cfg, a.from.as_deref(), a.from_password_file.clone());
+    let to = location(g, &cfg, Some(&a.to), a.to_password_file.clone());
+    let src = from.open()?;
+    let mut dst = to.open_with("LEDGERVAULT_TO_PASSWORD", "destination repository password")?;
+    if g.append_only {
+        dst.set_append_only();
+    }
+    let mut ids: Vec<Id> = Vec::new();
+    for spec in &a.snapshots {
+        ids.push(src.find_snapshot(spec)?.0);
+    }
+    let bar = Bar::new(g.quiet, "copy");
+    let r = engine::copy(
+        &src,
+        &dst,
+        &engine::CopyOptions {
+            snapshots: ids,
+            ..Default::default()
+        },
+        &bar,
+    )?;
+    drop(bar);
+    let stats = repo_stats(&dst)?;
+    let growth = engine::growth_now(&dst)?;
+    let days_until_full = growth.as_ref().and_then(|gr| gr.days_until_full);
+    let warning = growth.and_then(|gr| gr.warning(stats.free));
+    if g.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["repository"] = json!({
+            "location": dst.backend().location(),
+            "snapshots": stats.snapshots, "stored_bytes": stats.stored,
+            "free_bytes": stats.free, "days_until_full": days_until_full,
+        });
+        v["warning"] = json!(warning);
+        g.print_json(&v);
+    } else if !g.quiet {
+        println!(
+            "copied {} snapshot{} to {} ({} already there): {} blobs written, {} of data, {} stored{}. It holds {} snapshots in {}.",
+            r.copied.len(),
+            if r.copied.len() == 1 { "" } else { "s" },
+            dst.backend().location(),
+            r.already_present,
+            r.blobs_written,
+            ui::size(r.bytes_written),
+            ui::size(r.bytes_stored),
+            if r.same_keys { "" } else { " (re-encrypted)" },
+            stats.snapshots,
+            ui::size(stats.stored),
+        );
+    }
+    if let Some(w) = warning {
+        eprintln!("ledgervault: warning: {w}");
+    }
+    Ok(exit::OK)
+}
+
+fn log_line(msg: &str) {
+    eprintln!(
+        "{} ledgervault daemon: {msg}",
+        Local::now().format("%Y-%m-%d %H:%M:%S")
+    );
+}
+
+pub fn daemon(g: &Globals, a: DaemonArgs) -> Result<i32> {
+    let cfg = required_config(g, "daemon")?;
+    if a.install_systemd {
+        return install_systemd(g, &cfg, &a.systemd_dir);
+    }
+    if cfg.repository.is_none() {
+        return Err(usage("the config file has no [repository]"));
+    }
+    let history_path = cfg
+        .history_path()
+        .ok_or_else(|| usage("no place for the run history: set [daemon] history"))?;
+    let _lock = daemon::lock_daemon(&history_path)?;
+    let history = History::open(&history_path)?;
+    daemon::install_signal_handlers();
+    for problem in cfg.unreachable() {
+        log_line(&format!("warning: {problem}"));
+    }
+    let clock = SystemClock;
+    let mut runner = ProcessRunner { cfg: &cfg };
+    let mut notify = |al: &Alert| alert::send(&cfg.alerts, al);
+    let mut log = |m: &str| log_line(m);
+    let mut d = Daemon::from_config(&cfg, history, &clock, &mut runner, &mut notify, &mut log);
+    if a.once {
+        d.run_due()?;
+        return Ok(exit::OK);
+    }
+    log_line(&format!(
+        "started (pid {}); jobs: {}",
+        std::process::id(),
+        d.jobs
+            .iter()
+            .map(|j| format!("{} ({})", j.name, j.schedule))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    d.run_forever()?;
+    log_line("stopped");
+    Ok(exit::OK)
+}
+
+fn install_systemd(g: &Globals, cfg: &Config, dir: &Path) -> Result<i32> {
+    let exe = std::env::current_exe().context("cannot find the ledgervault program")?;
+    let config = cfg
+        .file
+        .as_ref()
+        .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()))
+        .ok_or_else(|| usage("--install-systemd needs -c FILE"))?;
+    let (exe, config) = (exe.display(), config.display());
+    let service = format!(
+        "[Unit]
+Description=ledgervault backups (daemon: schedules, copies, drills, alerts)
+Documentation=man:ledgervault(1)
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=simple
+ExecStart={exe} --config {config} daemon
+# SIGTERM lets the running job finish; give it time.
+KillMode=mixed
+TimeoutStopSec=2h
+Restart=on-failure
+RestartSec=30s
+Nice=10
+IOSchedulingClass=best-effort
+IOSchedulingPriority=7
+
+[Install]
+WantedBy=multi-user.target
+"
+    );
+    let oneshot = format!(
+        "[Unit]
+Description=ledgervault backups: run the jobs that are due, then exit (timer alternative)
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart={exe} --config {config} daemon --once
+Nice=10
+"
+    );
+    let timer = "[Unit]
+Description=ledgervault backups: run due jobs every 15 minutes (alternative to ledgervault.service)
+
+[Timer]
+OnBootSec=5min
+OnCalendar=*:0/15
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+";
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let files = [
+        ("ledgervault.service", service.as_str()),
+        ("ledgervault-run.service", oneshot.as_str()),
+        ("ledgervault-run.timer", timer),
+    ];
+    for (name, text) in files {
+        let p = dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if g.json {
+        g.print_json(
+            &json!({"written": files.iter().map(|(n, _)| dir.join(n)).collect::<Vec<_>>()}),
+        );
+    } else if !g.quiet {
+        println!(
+            "wrote ledgervault.service, ledgervault-run.service and ledgervault-run.timer in {}.",
+            dir.display()
+        );
+        println!("Either:   systemctl daemon-reload && systemctl enable --now ledgervault.service");
+        println!(
+            "Or:       systemctl daemon-reload && systemctl enable --now ledgervault-run.timer"
+        );
+        println!("(not both: the daemon refuses to run twice on one config).");
+    }
+    Ok(exit::OK)
+}
+
+/// One location's figures for `status`.
+fn location_status(
+    cfg: &Config,
+    name: &str,
+    g: &Globals,
+    warnings: &mut Vec<String>,
+) -> serde_json::Value {
+    let repo = match g.open() {
+        Ok(r) => r,
+        Err(e) => {
+            warnings.push(format!("{name}: cannot open: {e:#}"));
+            return json!({"name": name, "location": g.repo, "error": format!("{e:#}")});
+        }
+    };
+    let inner = |warnings: &mut Vec<String>| -> Result<serde_json::Value> {
+        let (snaps, bad) = repo.snapshots()?;
+        for b in bad {
+            warnings.push(format!("{name}: {b}"));
+        }
+        let states = repo.snapshot_states()?;
+        let stats = repo_stats(&repo)?;
+        let growth = engine::growth_now(&repo)?;
+        if let Some(w) = growth.as_ref().and_then(|gr| gr.warning(stats.free)) {
+            warnings.push(format!("{name}: {w}"));
+        }
+        let mut sources = Vec::new();
+        for s in &cfg.source {
+            let given = s.path.get_ref();
+            let canon = std::fs::canonicalize(given.strip_prefix("sqlite:").unwrap_or(given))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let shown = ledgervault_postgres::redact(given);
+            let latest = snaps
+                .iter()
+                .filter(|(_, snap)| {
+                    snap.sources
+                        .iter()
+                        .any(|x| x.path == *given || x.path == canon || x.path == shown)
+                })
+                .max_by_key(|(_, snap)| snap.time);
+            let verified = snaps
+                .iter()
+                .filter_map(|(id, _)| states.get(id).and_then(|st| st.drill_passed))
+                .max();
+            sources.push(json!({
+                "source": shown,
+                "latest_snapshot": latest.map(|(id, _)| id.short()),
+                "latest_time": latest.map(|(_, s)| s.time),
+                "suspect": latest.is_some_and(|(_, s)| s.is_suspect()),
+                "last_verified": verified,
+            }));
+            if latest.is_none() {
+                warnings.push(format!("{name}: no snapshot of {shown} yet"));
+            }
+        }
+        Ok(json!({
+            "name": name,
+            "location": repo.backend().location(),
+            "snapshots": snaps.len(),
+            "stored_bytes": stats.stored,
+            "free_bytes": stats.free,
+            "days_until_full": growth.and_then(|gr| gr.days_until_full),
+            "sources": sources,
+        }))
+    };
+    match inner(warnings) {
+        Ok(v) => v,
+        Err(e) => {
+            warnings.push(format!("{name}: {e:#}"));
+            json!({"name": name, "location": repo.backend().location(), "error": format!("{e:#}")})
+        }
+    }
+}
+
+pub fn status(g: &Globals) -> Result<i32> {
+    let cfg = required_config(g, "status")?;
+    let now = Utc::now();
+    let mut warnings = Vec::new();
+    let history = match cfg.history_path() {
+        Some(p) if p.exists() => Some(History::open(&p)?),
+        _ => {
+            warnings.push("no run history yet: the daemon has not run".to_string());
+            None
+        }
+    };
+    let mut jobs = Vec::new();
+    for job in daemon::jobs(&cfg) {
+        let next = job
+            .schedule
+            .next_after(&now.with_timezone(&Local))
+            .map(|t| t.with_timezone(&Utc));
+        let (last, last_ok) = match &history {
+            Some(h) => (h.last(&job.name)?, h.last_success(&job.name)?),
+            None => (None, None),
+        };
+        if let Some(l) = &last {
+            if matches!(l.outcome, Outcome::Failed | Outcome::Skipped) {
+                warnings.push(
+                    format!("{}: last run {:?}: {}", job.name, l.outcome, l.message)
+                        .replace("Failed", "failed")
+                        .replace("Skipped", "skipped"),
+                );
+            }
+        }
+        jobs.push(json!({
+            "job": job.name,
+            "schedule": job.schedule.to_string(),
+            "next_run": next,
+            "last_run": last.as_ref().map(|r| json!({"started": r.started, "outcome": r.outcome, "message": r.message})),
+            "last_success": last_ok.as_ref().map(|r| r.finished),
+        }));
+    }
+    let window = cfg.duration(&cfg.alerts.no_backup_within, "26h");
+    if let Some(h) = &history {
+        match h.last_success("backup")? {
+            Some(r) if now - r.finished > window => warnings.push(format!(
+                "no successful backup since {} (more than {})",
+                r.finished.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
+                daemon::human_duration(window)
+            )),
+            None => warnings.push("no successful scheduled backup yet".into()),
+            _ => {}
+        }
+    }
+    let mut locations = Vec::new();
+    if cfg.repository.is_some() || g.repo.is_some() {
+        locations.push(location_status(&cfg, "primary", g, &mut warnings));
+    }
+    for c in &cfg.copy {
+        let lg = location(g, &cfg, Some(&c.name), None);
+        locations.push(location_status(&cfg, &c.name, &lg, &mut warnings));
+    }
+    if g.json {
+        let recent = match &history {
+            Some(h) => h.recent(20)?,
+            None => Vec::new(),
+        };
+        g.print_json(&json!({"jobs": jobs, "locations": locations, "warnings": warnings, "recent_runs": recent}));
+        return Ok(exit::OK);
+    }
+    let when = |v: &serde_json::Value| -> String {
+        v.as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|| "never".into())
+    };
+    println!(
+        "{:<16}  {:<28}  {:<16}  {:<16}  Last run",
+        "Job", "Schedule", "Last success", "Next run"
+    );
+    for j in &jobs {
+        let last = j["last_run"]
+            .get("outcome")
+            .and_then(|o| o.as_str())
+            .unwrap_or("-");
+        println!(
+            "{:<16}  {:<28}  {:<16}  {:<16}  {last}",
+            j["job"].as_str().unwrap_or(""),
+            j["schedule"].as_str().unwrap_or(""),
+            when(&j["last_success"]),
+            when(&j["next_run"]),
+        );
+    }
+    println!();
+    for l in &locations {
+        if let Some(e) = l.get("error") {
+            println!(
+                "{} ({}): {}",
+                l["name"].as_str().unwrap_or(""),
+                l["location"].as_str().unwrap_or(""),
+                e.as_str().unwrap_or("")
+            );
+            continue;
+        }
+        println!(
+            "{} ({}): {} snapshots, {} stored{}",
+            l["name"].as_str().unwrap_or(""),
+            l["location"].as_str().unwrap_or(""),
+            l["snapshots"],
+            ui::size(l["stored_bytes"].as_u64().unwrap_or(0)),
+            l["free_bytes"]
+                .as_u64()
+                .map(|f| format!(", {} free", ui::size(f)))
+                .unwrap_or_default(),
+        );
+        for s in l["sources"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<40}  latest {}  verified {}{}",
+                s["source"].as_str().unwrap_or(""),
+                when(&s["latest_time"]),
+                when(&s["last_verified"]),
+                if s["suspect"].as_bool() == Some(true) {
+                    "  SUSPECT"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    if !warnings.is_empty() {
+        println!();
+        for w in &warnings {
+            println!("warning: {w}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub fn config_check(g: &Globals) -> Result<i32> {
+    let cfg = required_config(g, "config check")?;
+    let mut problems = cfg.unreachable();
+    let mut warnings = Vec::new();
+    if let Some(r) = &cfg.repository {
+        if problems.is_empty() && r.password_file.is_some() {
+            let rg = Globals {
+                repo: Some(r.path.get_ref().clone()),
+                password_file: r.password_file.clone().map(|p| p.into_inner()),
+                ..g.clone()
+            };
+            match rg.open() {
+                Ok(repo) if !repo.is_append_only() => warnings.push(
+                    "the [repository] password_file opens a full-access key: give the daemon an \
+                     append-only key (`ledgervault key add --append-only`) so it cannot delete history"
+                        .to_string(),
+                ),
+                Ok(_) => {}
+                Err(e) => problems.push(format!("repository {}: {e:#}", r.path.get_ref())),
+            }
+        }
+    } else {
+        warnings.push("no [repository]: the daemon needs one".into());
+    }
+    if cfg.alerts.channels() == 0 {
+        warnings.push("no alert channels: nobody hears about failures ([[alerts.email]] or [[alerts.webhook]])".into());
+    }
+    if cfg.copy.is_empty() {
+        warnings.push("no [[copy]] location: keep a second copy on another disk or offsite".into());
+    }
+    if cfg.source.is_empty() {
+        warnings.push("no [[source]]: the scheduled backup has nothing to take".into());
+    }
+    let jobs: Vec<_> = daemon::jobs(&cfg)
+        .into_iter()
+        .map(|j| json!({"job": j.name, "schedule": j.schedule.to_string()}))
+        .collect();
+    if g.json {
+        g.print_json(&json!({"ok": problems.is_empty(), "problems": problems, "warnings": warnings, "jobs": jobs}));
+    } else {
+        for p in &problems {
+            eprintln!("ledgervault: error: {p}");
+        }
+        for w in &warnings {
+            eprintln!("ledgervault: warning: {w}");
+        }
+        if problems.is_empty() && !g.quiet {
+            println!(
+                "config file {} is valid: {} source(s), {} copy location(s), {} alert channel(s); jobs: {}",
+                cfg.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default(),
+                cfg.source.len(),
+                cfg.copy.len(),
+                cfg.alerts.channels(),
+                jobs.iter()
+                    .map(|j| format!("{} ({})", j["job"].as_str().unwrap_or(""), j["schedule"].as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(if problems.is_empty() {
+        exit::OK
+    } else {
+        exit::ERROR
+    })
+}
+
+/// The example `init-config` writes.
+pub const EXAMPLE_CONFIG: &str = include_str!("../ledgervault.example.toml");
+
+pub fn init_config(g: &Globals, path: &Path) -> Result<i32> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                anyhow!("{} already exists; not overwriting it", path.display())
+            }
+            _ => anyhow!("cannot create {}: {e}", path.display()),
+        })?;
+    std::io::Write::write_all(&mut f, EXAMPLE_CONFIG.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    if !g.quiet {
+        println!(
+            "wrote {}; edit it, then run `ledgervault -c {} config check`",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub fn alert_test(g: &Globals) -> Result<i32> {
+    let cfg = required_config(g, "alert test")?;
+    if cfg.alerts.channels() == 0 {
+        return Err(usage(
+            "no alert channels configured ([[alerts.email]] or [[alerts.webhook]])",
+        ));
+    }
+    let a = Alert::new(
+        AlertKind::Test,
+        "test alert",
+        "This is a test alert from `ledgervault alert test`. If you can read it, alerts reach you.",
+    );
+    let failed = alert::send(&cfg.alerts, &a);
+    for f in &failed {
+        eprintln!("ledgervault: error: {f}");
+    }
+    if g.json {
+        g.print_json(&json!({"channels": cfg.alerts.channels(), "failed": failed}));
+    } else if !g.quiet && failed.is_empty() {
+        println!("test alert sent on {} channel(s)", cfg.alerts.channels());
+    }
+    if failed.is_empty() {
+        Ok(exit::OK)
+    } else {
+        bail!(
+            "{} of {} alert channel(s) failed",
+            failed.len(),
+            cfg.alerts.channels()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let cfg = Config::parse(EXAMPLE_CONFIG, Path::new("ledgervault.toml")).unwrap();
+        assert!(cfg.repository.is_some());
+        assert!(!cfg.copy.is_empty() && !cfg.source.is_empty());
+        assert_eq!(daemon::jobs(&cfg).len(), 3 + cfg.copy.len());
+    }
+}
