@@ -102,14 +102,26 @@ pub struct Location {
     pub maintenance_password_file: Option<Spanned<PathBuf>>,
 }
 
+impl CopyLocation {
+    pub fn location(&self) -> Location {
+        Location {
+            path: self.path.clone(),
+            password_file: self.password_file.clone(),
+            maintenance_password_file: None,
+        }
+    }
+}
+
 /// `[[copy]]`: another backup location.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CopyLocation {
     /// A short name, used by `copy --to NAME`, `status` and alerts.
     pub name: String,
-    #[serde(flatten)]
-    pub location: Location,
+    /// A folder (or `file://` URL).
+    pub path: Spanned<String>,
+    /// The password file of this repository.
+    pub password_file: Option<Spanned<PathBuf>>,
     /// When the daemon copies to it (default `daily at 03:00`).
     pub schedule: Option<Spanned<String>>,
 }
@@ -320,11 +332,11 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for c in &self.copy {
             if c.name.trim().is_empty() || c.name.contains(char::is_whitespace) {
-                return Err(self.at(&c.location.path, "a [[copy]] needs a name without spaces"));
+                return Err(self.at(&c.path, "a [[copy]] needs a name without spaces"));
             }
             if !names.insert(c.name.as_str()) {
                 return Err(self.at(
-                    &c.location.path,
+                    &c.path,
                     format!("two [[copy]] locations are named {:?}", c.name),
                 ));
             }
@@ -374,7 +386,7 @@ impl Config {
             location("repository", r);
         }
         for c in &self.copy {
-            location(&format!("copy location {:?}", c.name), &c.location);
+            location(&format!("copy location {:?}", c.name), &c.location());
         }
         for src in &self.source {
             let p = src.path.get_ref();

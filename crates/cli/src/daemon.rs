@@ -599,3 +599,348 @@ pub fn install_signal_handlers() {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+    use std::rc::Rc;
+
+    /// Time that moves only when the daemon sleeps or a job runs.
+    struct FakeClock {
+        now: Cell<DateTime<Utc>>,
+        end: DateTime<Utc>,
+    }
+
+    impl Clock for FakeClock {
+        fn now(&self) -> DateTime<Utc> {
+            self.now.get()
+        }
+        fn sleep_until(&self, t: DateTime<Utc>) -> bool {
+            if t > self.end {
+                return false;
+            }
+            self.now.set(t.max(self.now.get()));
+            true
+        }
+    }
+
+    /// Plays scripted exit codes per job (0 once the script runs out);
+    /// each run takes `takes` of fake time.
+    struct Script {
+        clock: Rc<FakeClock>,
+        codes: HashMap<String, Vec<i32>>,
+        takes: chrono::Duration,
+        runs: Rc<RefCell<Vec<(String, DateTime<Utc>, DateTime<Utc>)>>>,
+    }
+
+    impl Runner for Script {
+        fn run(&mut self, job: &Job) -> Attempt {
+            let start = self.clock.now();
+            let code = match self.codes.get_mut(&job.name) {
+                Some(v) if !v.is_empty() => v.remove(0),
+                _ => 0,
+            };
+            self.clock.now.set(start + self.takes);
+            self.runs
+                .borrow_mut()
+                .push((job.name.clone(), start, self.clock.now()));
+            Attempt {
+                exit_code: Some(code),
+                json: Some(serde_json::json!({"snapshot_id": "abc", "bytes_read": 10})),
+                error: if code == 0 {
+                    String::new()
+                } else {
+                    format!("error: code {code}")
+                },
+                skipped: None,
+            }
+        }
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        history: std::path::PathBuf,
+        clock: Rc<FakeClock>,
+        runs: Rc<RefCell<Vec<(String, DateTime<Utc>, DateTime<Utc>)>>>,
+        alerts: Rc<RefCell<Vec<Alert>>>,
+    }
+
+    fn setup(start: &str, end: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        Setup {
+            history: dir.path().join("h.sqlite"),
+            _dir: dir,
+            clock: Rc::new(FakeClock {
+                now: Cell::new(t(start)),
+                end: t(end),
+            }),
+            runs: Rc::default(),
+            alerts: Rc::default(),
+        }
+    }
+
+    /// Runs a daemon with `jobs` (name, schedule) until the clock ends.
+    fn run(
+        s: &Setup,
+        jobs: &[(&str, &str)],
+        codes: &[(&str, Vec<i32>)],
+        takes: chrono::Duration,
+        retries: u32,
+    ) {
+        let mut runner = Script {
+            clock: s.clock.clone(),
+            codes: codes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            takes,
+            runs: s.runs.clone(),
+        };
+        let alerts = s.alerts.clone();
+        let mut notify = move |a: &Alert| {
+            alerts.borrow_mut().push(a.clone());
+            Vec::new()
+        };
+        let mut log = |_: &str| {};
+        let clock = s.clock.clone();
+        let mut d = Daemon {
+            jobs: jobs
+                .iter()
+                .map(|(n, sch)| Job {
+                    name: n.to_string(),
+                    kind: match *n {
+                        "verify" => JobKind::Verify,
+                        "prune" => JobKind::Prune,
+                        "backup" => JobKind::Backup,
+                        other => JobKind::Copy(other.to_string()),
+                    },
+                    schedule: Schedule::parse(sch).unwrap(),
+                })
+                .collect(),
+            watch: Schedule::parse("hourly").unwrap(),
+            history: History::open(&s.history).unwrap(),
+            clock: clock.as_ref(),
+            runner: &mut runner,
+            notify: &mut notify,
+            retries,
+            retry_delay: chrono::Duration::minutes(1),
+            no_backup_within: chrono::Duration::hours(26),
+            full_within: chrono::Duration::days(30),
+            started: s.clock.now(),
+            log: &mut log,
+        };
+        d.run_forever().unwrap();
+    }
+
+    fn names(s: &Setup) -> Vec<(String, DateTime<Utc>)> {
+        s.runs
+            .borrow()
+            .iter()
+            .map(|(n, a, _)| (n.clone(), *a))
+            .collect()
+    }
+
+    #[test]
+    fn runs_on_schedule_and_catches_up_after_downtime() {
+        // Machine on for two days: one backup a night, at the scheduled time
+        // (the first at start, since it never ran).
+        let s = setup("2026-11-02T12:00:00Z", "2026-11-04T12:00:00Z");
+        run(
+            &s,
+            &[("backup", "every 6 hours")],
+            &[],
+            chrono::Duration::minutes(5),
+            0,
+        );
+        let first: Vec<_> = names(&s).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(first[0], t("2026-11-02T12:00:00Z"));
+        assert_eq!(first[1], t("2026-11-02T18:00:00Z"));
+        assert_eq!(first.len(), 1 + 8);
+
+        // Off for three days, back on at 10:30: the missed run happens once,
+        // at start, then the schedule resumes.
+        s.runs.borrow_mut().clear();
+        s.clock.now.set(t("2026-11-07T10:30:00Z"));
+        let s2 = Setup {
+            clock: Rc::new(FakeClock {
+                now: Cell::new(t("2026-11-07T10:30:00Z")),
+                end: t("2026-11-07T13:00:00Z"),
+            }),
+            ..s
+        };
+        run(
+            &s2,
+            &[("backup", "every 6 hours")],
+            &[],
+            chrono::Duration::minutes(5),
+            0,
+        );
+        let after: Vec<_> = names(&s2).into_iter().map(|(_, t)| t).collect();
+        assert_eq!(
+            after,
+            vec![t("2026-11-07T10:30:00Z"), t("2026-11-07T12:00:00Z")]
+        );
+    }
+
+    #[test]
+    fn runs_never_overlap() {
+        // A job every 5 minutes that takes 12: each run starts after the
+        // previous one finished, and missed slots collapse into one run.
+        let s = setup("2026-11-02T00:00:00Z", "2026-11-02T01:00:00Z");
+        run(
+            &s,
+            &[
+                ("backup", "every 5 minutes"),
+                ("copy:nas", "every 5 minutes"),
+            ],
+            &[],
+            chrono::Duration::minutes(12),
+            0,
+        );
+        let runs = s.runs.borrow();
+        for w in runs.windows(2) {
+            assert!(w[1].1 >= w[0].2, "{:?} overlaps {:?}", w[1], w[0]);
+        }
+        let backups = runs.iter().filter(|r| r.0 == "backup").count();
+        assert!((2..=4).contains(&backups), "{backups} backups in an hour");
+        // And a second daemon on the same config is refused.
+        let _held = lock_daemon(&s.history).unwrap();
+        let again = lock_daemon(&s.history).err().unwrap();
+        assert!(again.to_string().contains("another ledgervault daemon"));
+    }
+
+    #[test]
+    fn retries_temporary_failures_with_backoff() {
+        let s = setup("2026-11-02T01:59:00Z", "2026-11-02T03:00:00Z");
+        run(
+            &s,
+            &[("backup", "daily at 02:00")],
+            &[("backup", vec![exit::LOCKED, exit::ERROR, exit::OK])],
+            chrono::Duration::seconds(10),
+            3,
+        );
+        let h = History::open(&s.history).unwrap();
+        let all = h.recent(10).unwrap();
+        // The first run at start (it never ran) retries twice, with the
+        // delay doubling; the retries cover the 02:00 slot.
+        let starts: Vec<_> = all
+            .iter()
+            .rev()
+            .map(|r| (r.attempt, r.outcome, r.started))
+            .collect();
+        assert_eq!(
+            starts,
+            vec![
+                (1, Outcome::Failed, t("2026-11-02T01:59:00Z")),
+                (2, Outcome::Failed, t("2026-11-02T02:00:10Z")),
+                (3, Outcome::Ok, t("2026-11-02T02:02:20Z")),
+            ]
+        );
+        assert!(
+            all[2].message.contains("retrying in 60s"),
+            "{}",
+            all[2].message
+        );
+        // Recovered: no alert.
+        assert!(s.alerts.borrow().is_empty());
+    }
+
+    #[test]
+    fn alerts_after_failure_and_after_26_hours_of_silence() {
+        // Every backup fails for good (wrong password: not retried).
+        let s = setup("2026-11-02T01:00:00Z", "2026-11-04T12:00:00Z");
+        run(
+            &s,
+            &[("backup", "daily at 02:00")],
+            &[("backup", vec![exit::WRONG_PASSWORD; 10])],
+            chrono::Duration::seconds(30),
+            3,
+        );
+        let alerts = s.alerts.borrow();
+        let failed: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.kind == AlertKind::JobFailed)
+            .collect();
+        // Start, then 02:00 on the 2nd, 3rd and 4th: four failures, four alerts,
+        // each after one attempt.
+        assert_eq!(failed.len(), 4);
+        assert_eq!(s.runs.borrow().len(), 4);
+        let silent: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.kind == AlertKind::NoRecentBackup)
+            .collect();
+        // Silence since 01:00 on the 2nd: the switch trips at 04:00 on the
+        // 3rd (26 hours, on the hourly watch) and again 26 hours later.
+        assert_eq!(silent.len(), 2, "{silent:?}");
+        assert_eq!(silent[0].time, t("2026-11-03T04:00:00Z"));
+        assert_eq!(silent[1].time, t("2026-11-04T06:00:00Z"));
+    }
+
+    #[test]
+    fn a_good_backup_resets_the_dead_mans_switch() {
+        let s = setup("2026-11-02T01:00:00Z", "2026-11-05T12:00:00Z");
+        run(
+            &s,
+            &[("backup", "daily at 02:00")],
+            &[],
+            chrono::Duration::seconds(30),
+            0,
+        );
+        assert!(s.alerts.borrow().is_empty(), "{:?}", s.alerts.borrow());
+    }
+
+    #[test]
+    fn suspect_snapshots_and_failed_drills_alert() {
+        let s = setup("2026-11-02T01:00:00Z", "2026-11-02T01:30:00Z");
+        run(
+            &s,
+            &[("backup", "daily at 02:00"), ("verify", "daily at 05:00")],
+            &[
+                ("backup", vec![exit::SUSPECT]),
+                ("verify", vec![exit::DRILL_FAILED]),
+            ],
+            chrono::Duration::seconds(30),
+            3,
+        );
+        let kinds: Vec<_> = s.alerts.borrow().iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![AlertKind::SuspectSnapshot, AlertKind::DrillFailed]
+        );
+        // Neither is retried.
+        assert_eq!(s.runs.borrow().len(), 2);
+    }
+
+    #[test]
+    fn the_backup_job_uses_an_append_only_session_and_prune_needs_a_key() {
+        let cfg = Config::parse(
+            "[repository]\npath = \"/r\"\npassword_file = \"/k\"\n",
+            std::path::Path::new("/etc/lv.toml"),
+        )
+        .unwrap();
+        let r = ProcessRunner { cfg: &cfg };
+        let js = jobs(&cfg);
+        let backup = r.args(&js[0]).unwrap();
+        assert!(backup.contains(&"--append-only".to_string()), "{backup:?}");
+        let prune = js.iter().find(|j| j.kind == JobKind::Prune).unwrap();
+        assert!(r.args(prune).unwrap_err().contains("need a person"));
+
+        let cfg = Config::parse(
+            "[repository]\npath = \"/r\"\npassword_file = \"/k\"\nmaintenance_password_file = \"/full\"\n",
+            std::path::Path::new("/etc/lv.toml"),
+        )
+        .unwrap();
+        let r = ProcessRunner { cfg: &cfg };
+        let prune = r.args(&jobs(&cfg)[2]).unwrap();
+        assert!(
+            prune.windows(2).any(|w| w == ["--password-file", "/full"]),
+            "{prune:?}"
+        );
+    }
+}

@@ -42,9 +42,9 @@ fn location(
         }
         Some(name) => match cfg.copy_location(name) {
             Some(c) => {
-                out.repo = Some(c.location.path.get_ref().clone());
+                out.repo = Some(c.path.get_ref().clone());
                 out.password_file =
-                    password_file.or(c.location.password_file.clone().map(|p| p.into_inner()));
+                    password_file.or(c.password_file.clone().map(|p| p.into_inner()));
             }
             None => {
                 out.repo = Some(name.to_string());

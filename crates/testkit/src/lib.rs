@@ -5,6 +5,7 @@
 //! - [`fixtures`] builds source trees of mixed files.
 //! - [`pg::PgServer`] starts a real PostgreSQL server for a test.
 
+pub mod net;
 pub mod pg;
 
 use std::sync::atomic::{AtomicU64, Ordering};
