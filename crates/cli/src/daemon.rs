@@ -607,6 +607,9 @@ mod tests {
     use std::collections::HashMap;
     use std::rc::Rc;
 
+    /// Each run: job, start, finish.
+    type Runs = Rc<RefCell<Vec<(String, DateTime<Utc>, DateTime<Utc>)>>>;
+
     /// Time that moves only when the daemon sleeps or a job runs.
     struct FakeClock {
         now: Cell<DateTime<Utc>>,
@@ -632,7 +635,7 @@ mod tests {
         clock: Rc<FakeClock>,
         codes: HashMap<String, Vec<i32>>,
         takes: chrono::Duration,
-        runs: Rc<RefCell<Vec<(String, DateTime<Utc>, DateTime<Utc>)>>>,
+        runs: Runs,
     }
 
     impl Runner for Script {
@@ -667,7 +670,7 @@ mod tests {
         _dir: tempfile::TempDir,
         history: std::path::PathBuf,
         clock: Rc<FakeClock>,
-        runs: Rc<RefCell<Vec<(String, DateTime<Utc>, DateTime<Utc>)>>>,
+        runs: Runs,
         alerts: Rc<RefCell<Vec<Alert>>>,
     }
 
