@@ -259,7 +259,23 @@ impl<'a> Daemon<'a> {
             ) && !STOP.load(Ordering::SeqCst);
             let last = attempt > self.retries;
             match a.exit_code {
-                Some(exit::OK) => run.message = "done".into(),
+                Some(exit::OK) => {
+                    run.message = match &run.snapshot {
+                        Some(id) => format!(
+                            "done: snapshot {}, {} read, {} new, {} stored",
+                            &id[..id.len().min(8)],
+                            crate::ui::size(run.bytes_read),
+                            crate::ui::size(run.bytes_added),
+                            crate::ui::size(run.bytes_stored)
+                        ),
+                        None if run.bytes_added > 0 => format!(
+                            "done: {} new, {} stored",
+                            crate::ui::size(run.bytes_added),
+                            crate::ui::size(run.bytes_stored)
+                        ),
+                        None => "done".into(),
+                    }
+                }
                 Some(exit::INCOMPLETE) => {
                     run.outcome = Outcome::Warning;
                     run.message = "done, but some files could not be read".into();
