@@ -555,5 +555,34 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://ann:***@db:5432/"), "{shown}");
+
+        let c = Config::parse(
+            "[[source]]\npath = \"postgres://ann:hunter2@db/books\"\n\n[[alerts.webhook]]\nurl = \"https://hooks.example/T0/B0/token42\"\n",
+            Path::new("lv.toml"),
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("token42"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let text = "[schedule]\nbackup = \"daily at 02:00\"\nprune = \"every 90 minutes\"\n";
+        let e = Config::parse(text, Path::new("lv.toml")).unwrap_err();
+        assert!(e.to_string().contains("lv.toml, line 3"), "{e}");
+        let e = Config::parse("[daemon]\nretries = \"three\"\n", Path::new("lv.toml")).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let e = Config::parse(
+            "[[copy]]\nname = \"a\"\npath = \"/x\"\n[[copy]]\nname = \"a\"\npath = \"/y\"\n",
+            Path::new("lv.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("line 6") && e.to_string().contains("two [[copy]]"),
+            "{e}"
+        );
     }
 }

@@ -455,6 +455,12 @@ pub fn config_check(g: &Globals) -> Result<i32> {
     let mut problems = cfg.unreachable();
     let mut warnings = Vec::new();
     if let Some(r) = &cfg.repository {
+        if r.password_file.is_none() {
+            warnings.push(
+                "[repository] has no password_file: the daemon cannot open the repository unattended"
+                    .to_string(),
+            );
+        }
         if problems.is_empty() && r.password_file.is_some() {
             let rg = Globals {
                 repo: Some(r.path.get_ref().clone()),
