@@ -444,7 +444,7 @@ fn the_daemon_runs_for_a_minute() {
         hook.url("/hook")
     ));
     let exe = assert_cmd::cargo::cargo_bin("ledgervault");
-    let mut child = std::process::Command::new(exe)
+    let child = std::process::Command::new(exe)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .current_dir(&s.root)
