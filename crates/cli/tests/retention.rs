@@ -370,8 +370,12 @@ fn kill_9_during_prune_loses_nothing() {
     copy_dir(&e.repo, &pristine);
 
     let bin = assert_cmd::cargo::cargo_bin("ledgervault");
+    let before = repo_files(&pristine);
     let mut killed_while_running = 0;
-    for delay_ms in [5u64, 20, 40, 70, 100, 150, 250] {
+    // Kill at moments set by what prune has done, not by the clock (it can
+    // finish in a few milliseconds): after its k-th change to the
+    // repository's files (a pack or index written, or a file deleted).
+    for k in [1usize, 2, 3, 4, 6, 9, 14] {
         fs::remove_dir_all(&e.repo).unwrap();
         copy_dir(&pristine, &e.repo);
         let mut child = StdCommand::new(&bin)
@@ -382,14 +386,21 @@ fn kill_9_during_prune_loses_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        if child.try_wait().unwrap().is_none() {
-            killed_while_running += 1;
+        let stage = k;
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let now = repo_files(&e.repo);
+            if now.symmetric_difference(&before).count() >= k {
+                killed_while_running += 1;
+                break;
+            }
         }
         child.kill().unwrap();
         child.wait().unwrap();
         e.cmd().args(["check", "--read-data"]).assert().success();
-        let out = e.root.join(format!("out-{delay_ms}"));
+        let out = e.root.join(format!("out-{stage}"));
         e.cmd()
             .args(["restore", "-q", "latest", "--target", out.to_str().unwrap()])
             .assert()
@@ -397,18 +408,40 @@ fn kill_9_during_prune_loses_nothing() {
         assert_eq!(
             tree_bytes(&out.join("scans")),
             wanted,
-            "killed at {delay_ms} ms"
+            "killed after {stage} changes"
         );
         e.cmd().args(["prune", "-q"]).assert().success();
         let again = e.json(&["prune", "--dry-run"]);
-        assert_eq!(again["packs_deleted"], 0, "killed at {delay_ms} ms");
-        assert_eq!(again["packs_unindexed"], 0, "killed at {delay_ms} ms");
+        assert_eq!(again["packs_deleted"], 0, "killed after {stage} changes");
+        assert_eq!(again["packs_unindexed"], 0, "killed after {stage} changes");
         e.cmd().args(["check"]).assert().success();
     }
     assert!(
         killed_while_running >= 2,
         "prune finished too early to be killed ({killed_while_running} kills landed)"
     );
+}
+
+/// The repository's object files (not locks or temporary files).
+fn repo_files(root: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if rel.starts_with("locks") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if !rel.contains(".tmp") {
+                out.insert(rel);
+            }
+        }
+    }
+    out
 }
 
 fn copy_dir(from: &Path, to: &Path) {
