@@ -109,6 +109,11 @@ pub enum Command {
         #[arg(long)]
         remove_all: bool,
     },
+    /// Rebuild the index from the packs, or snapshots around lost data (after `check` found damage)
+    Repair {
+        #[command(subcommand)]
+        command: RepairCommand,
+    },
     /// Copy snapshots to another repository (the other backup location)
     Copy(CopyArgs),
     /// Run the configured schedules: backup, copies, restore drills, forget and prune, alerts
@@ -317,6 +322,25 @@ pub struct ForgetArgs {
     /// Run prune afterwards
     #[arg(long)]
     pub prune: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Read every pack and write a new index of what is really there; frames of damaged packs that still authenticate are kept
+    Index {
+        /// Report what would change, and change nothing
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+    /// Write a repaired copy (tagged `repaired`) of every snapshot whose data is partly lost, without the lost files
+    Snapshots {
+        /// Delete each damaged snapshot once its repaired copy is stored, and unreadable snapshot files
+        #[arg(long)]
+        forget: bool,
+        /// Report what would be lost, and change nothing
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -94,6 +94,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Snapshot { command } => crate::retention::snapshot(&g, command),
         Command::Demo(a) => crate::demo::run(a, g.quiet),
         Command::Copy(a) => crate::ops::copy(&g, a),
+        Command::Repair { command } => crate::ops::repair(&g, command),
         Command::Daemon(a) => crate::ops::daemon(&g, a),
         Command::Status => crate::ops::status(&g),
         Command::Config { command } => match command {
@@ -1045,7 +1046,13 @@ fn key(g: &Globals, cmd: KeyCommand) -> Result<i32> {
                         k.created
                             .with_timezone(&chrono::Local)
                             .format("%Y-%m-%d %H:%M:%S"),
-                        if k.append_only { "append-only" } else { "full" },
+                        if k.damaged {
+                            "DAMAGED"
+                        } else if k.append_only {
+                            "append-only"
+                        } else {
+                            "full"
+                        },
                         k.user,
                         k.host
                     );

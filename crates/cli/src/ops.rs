@@ -581,6 +581,113 @@ pub fn alert_test(g: &Globals) -> Result<i32> {
     }
 }
 
+/// `repair index` and `repair snapshots`.
+pub fn repair(g: &Globals, cmd: crate::args::RepairCommand) -> Result<i32> {
+    use crate::args::RepairCommand;
+    let repo = g.open()?;
+    match cmd {
+        RepairCommand::Index { dry_run } => {
+            let opts = engine::RepairOptions {
+                dry_run,
+                forget: false,
+            };
+            let bar = Bar::new(g.quiet, "read packs");
+            let r = engine::repair_index(&repo, &opts, &bar)?;
+            drop(bar);
+            if g.json {
+                g.print_json(&serde_json::to_value(&r)?);
+                return Ok(exit::OK);
+            }
+            for f in &r.damaged_index_files {
+                println!("damaged index file (replaced): {f}");
+            }
+            for p in &r.missing_packs {
+                println!("missing pack (dropped from the index): {p}");
+            }
+            for d in &r.damaged_packs {
+                println!(
+                    "damaged pack {}: {}; {} frame(s) salvaged, {} lost ({} blob(s) no other pack holds)",
+                    d.pack, d.problem, d.frames_salvaged, d.frames_lost, d.blobs_lost
+                );
+            }
+            let verb = if r.dry_run { "would index" } else { "indexed" };
+            println!(
+                "read {} pack(s); {verb} {} pack(s); {} blob(s) the old index listed are lost{}",
+                r.packs_read,
+                r.packs_indexed,
+                r.blobs_lost,
+                if r.dry_run {
+                    "; dry run: nothing was changed".to_string()
+                } else if r.index_files_written == 0 {
+                    "; the index was already right, nothing was changed".to_string()
+                } else {
+                    format!(
+                        "; wrote {} index file(s) and {} salvage pack(s), removed {} index file(s) and {} damaged pack(s)",
+                        r.index_files_written, r.packs_written, r.index_files_removed, r.packs_removed
+                    )
+                }
+            );
+            if r.blobs_lost > 0 && !r.dry_run {
+                println!("next: `ledgervault repair snapshots` takes the lost data out of the snapshots that used it");
+            }
+        }
+        RepairCommand::Snapshots { forget, dry_run } => {
+            let opts = engine::RepairOptions { dry_run, forget };
+            let bar = Bar::new(g.quiet, "snapshots");
+            let r = engine::repair_snapshots(&repo, &opts, &bar)?;
+            drop(bar);
+            if g.json {
+                g.print_json(&serde_json::to_value(&r)?);
+                return Ok(exit::OK);
+            }
+            for u in &r.unreadable {
+                println!(
+                    "unreadable snapshot file{}: {u}",
+                    if forget && !dry_run { " (deleted)" } else { "" }
+                );
+            }
+            for s in &r.repaired {
+                match s.repaired {
+                    Some(new) => println!(
+                        "snapshot {} ({}) repaired as {}; lost:",
+                        s.snapshot.short(),
+                        s.time.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
+                        new.short()
+                    ),
+                    None => println!(
+                        "snapshot {} ({}) would lose:",
+                        s.snapshot.short(),
+                        s.time.with_timezone(&Local).format("%Y-%m-%d %H:%M")
+                    ),
+                }
+                for l in &s.lost {
+                    println!("  {l}");
+                }
+            }
+            println!(
+                "{} snapshot(s): {} intact, {} {}, {} unreadable{}",
+                r.snapshots,
+                r.intact,
+                r.repaired.len(),
+                if dry_run {
+                    "would be repaired"
+                } else {
+                    "repaired"
+                },
+                r.unreadable.len(),
+                if r.removed > 0 {
+                    format!("; {} damaged snapshot(s) deleted", r.removed)
+                } else if !r.repaired.is_empty() && !dry_run {
+                    "; the damaged originals are kept (`--forget` deletes them)".to_string()
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

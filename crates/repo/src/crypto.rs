@@ -28,6 +28,7 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 const CONTEXT_SEAL: &str = "ledgervault 2026-11 seal key";
 const CONTEXT_ID: &str = "ledgervault 2026-11 content id key";
 const CONTEXT_CHUNKER: &str = "ledgervault 2026-11 chunker seed";
+const CONTEXT_CONFIG: &str = "ledgervault 2026-11 config checksum";
 
 /// The random master key. Never stored in the clear.
 #[derive(Clone)]
@@ -39,6 +40,14 @@ impl MasterKey {
         let mut k = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut k);
         MasterKey(k)
+    }
+
+    /// Keyed BLAKE3 of the repository config's bytes, stored in key files
+    /// so that an altered config is noticed once a password opens the
+    /// repository (the config itself is plaintext and carries no tag).
+    pub fn config_checksum(&self, config: &[u8]) -> [u8; 32] {
+        let k = blake3::derive_key(CONTEXT_CONFIG, &self.0);
+        *blake3::keyed_hash(&k, config).as_bytes()
     }
 }
 

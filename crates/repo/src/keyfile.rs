@@ -33,6 +33,11 @@ pub struct KeyFile {
     /// Sessions opened with this key can add but never delete.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub append_only: bool,
+    /// Hex of the keyed checksum of the config's bytes
+    /// ([`MasterKey::config_checksum`]); absent in key files written before
+    /// it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_checksum: Option<String>,
 }
 
 /// The key derivation section of a key file.
@@ -61,6 +66,7 @@ impl KeyFile {
         password: &[u8],
         params: KdfParams,
         append_only: bool,
+        config: &[u8],
     ) -> Result<KeyFile> {
         let mut salt = [0u8; 16];
         rand::Rng::fill(&mut rand::rngs::OsRng, &mut salt);
@@ -77,7 +83,17 @@ impl KeyFile {
             },
             master_key: hex::encode(wrap_master(&kek, aad(append_only), master)),
             append_only,
+            config_checksum: Some(hex::encode(master.config_checksum(config))),
         })
+    }
+
+    /// Whether `config` is the config this key file was written for (true
+    /// when the key file predates the checksum).
+    pub fn config_matches(&self, master: &MasterKey, config: &[u8]) -> bool {
+        match &self.config_checksum {
+            None => true,
+            Some(h) => hex::encode(master.config_checksum(config)) == *h,
+        }
     }
 
     /// Unwraps the master key; `Ok(None)` when the password is wrong.
@@ -138,7 +154,7 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        let kf = KeyFile::create(&m, b"correct horse", p, false).unwrap();
+        let kf = KeyFile::create(&m, b"correct horse", p, false, b"{}").unwrap();
         let back = KeyFile::decode(&kf.encode(), "k").unwrap();
         assert_eq!(back.unlock(b"correct horse", "k").unwrap().unwrap().0, m.0);
         assert!(back.unlock(b"wrong", "k").unwrap().is_none());
@@ -153,7 +169,7 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        let kf = KeyFile::create(&m, b"pw", p, true).unwrap();
+        let kf = KeyFile::create(&m, b"pw", p, true, b"{}").unwrap();
         let text = String::from_utf8(kf.encode()).unwrap();
         assert!(text.contains("\"append_only\": true"), "{text}");
         assert!(KeyFile::decode(text.as_bytes(), "k")

@@ -39,6 +39,7 @@ mod marks;
 mod pack;
 mod progress;
 mod prune;
+mod repair;
 mod repository;
 mod restore;
 mod retention;
@@ -67,6 +68,10 @@ pub use lock::{list_locks, lock, remove_locks, FoundLock, LockGuard, LockInfo};
 pub use marks::{Mark, MarkKind, SnapshotState};
 pub use progress::{NoProgress, Progress};
 pub use prune::{prune, PruneOptions, PruneReport};
+pub use repair::{
+    repair_index, repair_snapshots, DamagedPack, RepairIndexReport, RepairOptions,
+    RepairSnapshotsReport, RepairedSnapshot,
+};
 pub use repository::{pack_path, InitOptions, KeyInfo, Repository};
 pub use restore::{node_reader, restore, DbPlacer, NodeReader, RestoreOptions, RestoreSummary};
 pub use retention::{forget, plan, Decision, ForgetOptions, ForgetReport, Guards, Policy};

@@ -422,7 +422,11 @@ impl<'a> Repacker<'a> {
         })
     }
 
-    fn copy_frame(&mut self, sealed: Vec<u8>, entry: crate::pack::FrameEntry) -> Result<()> {
+    pub(crate) fn copy_frame(
+        &mut self,
+        sealed: Vec<u8>,
+        entry: crate::pack::FrameEntry,
+    ) -> Result<()> {
         self.builder.add_frame(sealed, entry);
         self.maybe_write()
     }

@@ -50,6 +50,8 @@ pub struct KeyInfo {
     pub user: String,
     /// Sessions opened with this key can add but never delete.
     pub append_only: bool,
+    /// Its bytes no longer match its name, or it no longer decodes.
+    pub damaged: bool,
 }
 
 /// An opened repository.
@@ -60,6 +62,8 @@ pub struct Repository {
     master: MasterKey,
     key_id: Id,
     append_only: bool,
+    /// The config exactly as stored (key files hold its checksum).
+    config_bytes: Vec<u8>,
 }
 
 /// The backend path of a pack.
@@ -122,12 +126,13 @@ impl Repository {
                 backend.location()
             )));
         }
-        let kf = KeyFile::create(&master, password, opts.kdf, false)?;
+        let config_bytes = config.encode();
+        let kf = KeyFile::create(&master, password, opts.kdf, false, &config_bytes)?;
         let bytes = kf.encode();
         let (key_id, path) = KeyFile::path_for(&bytes);
         // Key first: a config without a key would be a repository nobody can open.
         backend.write(&path, &bytes)?;
-        backend.write(CONFIG_PATH, &config.encode())?;
+        backend.write(CONFIG_PATH, &config_bytes)?;
         Ok(Repository {
             backend,
             config,
@@ -135,15 +140,28 @@ impl Repository {
             master,
             key_id,
             append_only: false,
+            config_bytes,
         })
     }
 
     /// Reads the config without a password.
     pub fn read_config(backend: &dyn Backend) -> Result<RepoConfig> {
+        Self::read_config_bytes(backend).and_then(|b| RepoConfig::decode(&b))
+    }
+
+    fn read_config_bytes(backend: &dyn Backend) -> Result<Vec<u8>> {
         match backend.read(CONFIG_PATH) {
-            Ok(b) => RepoConfig::decode(&b),
+            Ok(b) => Ok(b),
             Err(e) if e.kind == BackendErrorKind::NotFound => {
-                Err(Error::RepositoryNotFound(backend.location()))
+                // Key files without a config: the config was lost, not
+                // never made. Say so instead of "no repository here".
+                match backend.list(KEYS_DIR) {
+                    Ok(keys) if !keys.is_empty() => Err(Error::corrupt(
+                        CONFIG_PATH,
+                        "missing, but key files are present: the repository's config was deleted",
+                    )),
+                    _ => Err(Error::RepositoryNotFound(backend.location())),
+                }
             }
             Err(e) => Err(e.into()),
         }
@@ -151,13 +169,17 @@ impl Repository {
 
     /// Opens a repository with `password`.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
-        let config = Self::read_config(backend.as_ref())?;
+        let config_bytes = Self::read_config_bytes(backend.as_ref())?;
+        let config = RepoConfig::decode(&config_bytes)?;
         let keys = backend.list(KEYS_DIR)?;
         if keys.is_empty() {
             return Err(Error::corrupt("keys/", "the repository has no key files"));
         }
         let mut last_err = None;
         let mut readable = 0;
+        // Key files whose bytes no longer match their names: the password
+        // may be right and its key file damaged.
+        let mut damaged: Vec<String> = Vec::new();
         for k in keys {
             let bytes = match backend.read(&k.path) {
                 Ok(b) => b,
@@ -166,6 +188,9 @@ impl Repository {
                     continue;
                 }
             };
+            if id_from_path(&k.path) != Some(Id::of_object(&bytes)) {
+                damaged.push(k.path.clone());
+            }
             let kf = match KeyFile::decode(&bytes, &k.path) {
                 Ok(kf) => kf,
                 Err(e) => {
@@ -175,6 +200,15 @@ impl Repository {
             };
             match kf.unlock(password, &k.path) {
                 Ok(Some(master)) => {
+                    if !kf.config_matches(&master, &config_bytes) {
+                        return Err(Error::corrupt(
+                            CONFIG_PATH,
+                            format!(
+                                "altered: its checksum in {} does not match (a damaged or edited config)",
+                                k.path
+                            ),
+                        ));
+                    }
                     let mut repo = Repository {
                         backend,
                         config,
@@ -182,6 +216,7 @@ impl Repository {
                         master,
                         key_id: Id::of_object(&bytes),
                         append_only: false,
+                        config_bytes,
                     };
                     if kf.append_only {
                         repo.set_append_only();
@@ -196,8 +231,14 @@ impl Repository {
         // With at least one intact key file the password is what is wrong;
         // with none, say why no key file could be used.
         match last_err {
-            Some(e) if readable == 0 => Err(e),
             Some(e @ Error::Backend(_)) => Err(e),
+            _ if !damaged.is_empty() => Err(Error::corrupt(
+                damaged.join(", "),
+                "content does not match its name, so no key opened with this password; \
+                 the password is wrong or its key file is damaged (another person's key \
+                 may still open the repository)",
+            )),
+            Some(e) if readable == 0 => Err(e),
             _ => Err(Error::WrongPassword),
         }
     }
@@ -433,28 +474,45 @@ impl Repository {
                 "adding a full-access key (add it with --append-only)".into(),
             ));
         }
-        let kf = KeyFile::create(&self.master, password, kdf, append_only)?;
+        let kf = KeyFile::create(&self.master, password, kdf, append_only, &self.config_bytes)?;
         let bytes = kf.encode();
         let (id, path) = KeyFile::path_for(&bytes);
         self.backend.write(&path, &bytes)?;
         Ok(id)
     }
 
-    /// Lists key files.
+    /// Lists key files. A damaged key file (bytes that no longer match its
+    /// name, or no longer a key file) is listed with `damaged` set, so that
+    /// it can be seen and removed.
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
         for o in self.backend.list(KEYS_DIR)? {
+            let Some(id) = id_from_path(&o.path) else {
+                continue;
+            };
             let bytes = self.backend.read(&o.path)?;
-            let kf = KeyFile::decode(&bytes, &o.path)?;
-            let id = Id::of_object(&bytes);
-            out.push(KeyInfo {
-                id,
-                current: id == self.key_id,
-                created: kf.created,
-                host: kf.host,
-                user: kf.user,
-                append_only: kf.append_only,
-            });
+            let intact = Id::of_object(&bytes) == id;
+            let info = match KeyFile::decode(&bytes, &o.path) {
+                Ok(kf) => KeyInfo {
+                    id,
+                    current: id == self.key_id,
+                    created: kf.created,
+                    host: kf.host,
+                    user: kf.user,
+                    append_only: kf.append_only,
+                    damaged: !intact,
+                },
+                Err(_) => KeyInfo {
+                    id,
+                    current: false,
+                    created: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+                    host: String::new(),
+                    user: String::new(),
+                    append_only: false,
+                    damaged: true,
+                },
+            };
+            out.push(info);
         }
         out.sort_by_key(|k| k.created);
         Ok(out)
