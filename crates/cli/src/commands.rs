@@ -118,6 +118,50 @@ pub struct Globals {
     pub config: Option<PathBuf>,
 }
 
+/// Debug builds only: `LEDGERVAULT_FAULT_INJECTION=MODE:OP:N` wraps every
+/// repository this process opens in a [`engine::FaultyBackend`] sharing one
+/// count. MODE `fail` fails the Nth and later operations; `stop` ends the
+/// process with exit code 99 right after the Nth took effect, like a power
+/// cut. OP is `write`, `delete` or `any`. The crash tests use it to stop a
+/// real command at every step; release builds ignore the variable.
+fn fault_injection(backend: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
+    use std::sync::atomic::AtomicU64;
+    static COUNT: std::sync::OnceLock<Arc<AtomicU64>> = std::sync::OnceLock::new();
+    if !cfg!(debug_assertions) {
+        return Ok(backend);
+    }
+    let Ok(spec) = std::env::var("LEDGERVAULT_FAULT_INJECTION") else {
+        return Ok(backend);
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (mode, op, n) = match parts.as_slice() {
+        [m, o, n] => (*m, *o, n.parse::<u64>().ok()),
+        _ => ("", "", None),
+    };
+    let on = match op {
+        "write" => engine::FaultOn::Write,
+        "delete" => engine::FaultOn::Delete,
+        "any" => engine::FaultOn::Any,
+        _ => {
+            return Err(usage(format!(
+                "LEDGERVAULT_FAULT_INJECTION={spec}: expected MODE:OP:N"
+            )))
+        }
+    };
+    let (Some(n), true) = (n, mode == "fail" || mode == "stop") else {
+        return Err(usage(format!(
+            "LEDGERVAULT_FAULT_INJECTION={spec}: expected MODE:OP:N"
+        )));
+    };
+    let count = COUNT.get_or_init(|| Arc::new(AtomicU64::new(0))).clone();
+    let f = engine::FaultyBackend::new(backend, on, n).sharing_count(count);
+    Ok(Arc::new(if mode == "stop" {
+        f.stopping_process(99)
+    } else {
+        f
+    }))
+}
+
 impl Globals {
     /// The configuration file's settings (defaults without one).
     pub fn config(&self) -> Result<crate::config::Config> {
@@ -137,7 +181,8 @@ impl Globals {
                 )))
             }
         };
-        Ok(Arc::new(LocalBackend::new(path)))
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
+        fault_injection(backend)
     }
 
     fn local_root(&self) -> Option<PathBuf> {
