@@ -625,6 +625,11 @@ pub(crate) fn run_backup(
             e.path, e.message
         );
     }
+    for c in &s.changed {
+        eprintln!(
+            "ledgervault: warning: {c} changed while it was being read; the copy stored may mix old and new content, and the next backup takes it again"
+        );
+    }
     if g.json {
         g.print_json(&json!({
             "snapshot_id": s.snapshot_id,
@@ -632,6 +637,7 @@ pub(crate) fn run_backup(
             "bytes_read": s.bytes_read, "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
             "duration_secs": s.duration_secs,
             "errors": s.errors,
+            "changed": s.changed,
             "suspect": s.suspect,
             "warning": growth_warning,
             "repository": {"snapshots": stats.snapshots, "stored_bytes": stats.stored, "free_bytes": stats.free, "days_until_full": days_until_full},

@@ -226,6 +226,10 @@ pub struct BackupSummary {
     pub duration_secs: f64,
     /// Files that could not be read; the snapshot holds everything else.
     pub errors: Vec<FileError>,
+    /// Files that changed while they were being read. They are stored as
+    /// read, which may mix old and new content; the next backup takes them
+    /// again.
+    pub changed: Vec<String>,
     /// Why the snapshot is suspect (ransomware alarm); empty normally.
     pub suspect: Vec<String>,
     /// Locks of dead or silent processes that were ignored.
@@ -366,6 +370,8 @@ struct Walker<'w, 'a> {
     filter: Option<&'w dyn PathFilter>,
     opener: Option<&'w dyn DbOpener>,
     errors: Vec<FileError>,
+    /// Files that changed while being read.
+    changed: Vec<String>,
     /// Ransomware-like findings.
     suspect: Vec<String>,
     suspect_share: f64,
@@ -696,6 +702,15 @@ impl Walker<'_, '_> {
                     node.content = ids;
                     node.size = size;
                     self.summary.files += 1;
+                    // Size or mtime moved while reading: say so (the copy
+                    // may be torn), but keep it: it is the best there is.
+                    let after = fs::symlink_metadata(path).ok();
+                    let same = after.as_ref().is_some_and(|a| {
+                        a.len() == size && mtime_of(a) == node.mtime && a.len() == md.len()
+                    });
+                    if !same {
+                        self.changed.push(path.display().to_string());
+                    }
                 }
                 Err(e) => return Ok(self.fail(path, e)),
             }
@@ -892,7 +907,7 @@ pub fn backup(
         (walked.map(|w| (w, writer.bytes_new)), packed)
     });
     let packed = packer_result?;
-    let ((src_list, errors, mut suspect), bytes_new) = match walk_result {
+    let ((src_list, errors, mut suspect, changed), bytes_new) = match walk_result {
         Ok(w) => w,
         Err(Closed) => {
             return Err(Error::Invalid(
@@ -933,13 +948,14 @@ pub fn backup(
         packs_written: packed.packs,
         duration_secs: started.elapsed().as_secs_f64(),
         errors,
+        changed,
         suspect,
         stale_locks: lock.stale.iter().map(|l| l.describe()).collect(),
     })
 }
 
 /// Sources, unreadable files and suspect findings of a walk.
-type Walked = (Vec<Source>, Vec<FileError>, Vec<String>);
+type Walked = (Vec<Source>, Vec<FileError>, Vec<String>, Vec<String>);
 
 /// Findings for sources that were databases in their latest earlier
 /// (unsuspected) snapshot and are now backed up as plain files: their header
@@ -982,6 +998,7 @@ fn walk_sources(
 ) -> std::result::Result<Walked, Closed> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
+    let mut changed = Vec::new();
     let mut suspect = opts.suspect.clone();
     let mut taken = HashSet::new();
     for src in sources {
@@ -993,6 +1010,7 @@ fn walk_sources(
             filter: opts.filter.as_deref(),
             opener: opts.db_opener.as_deref(),
             errors: Vec::new(),
+            changed: Vec::new(),
             suspect: Vec::new(),
             suspect_share: opts.suspect_share,
             summary: SourceSummary::default(),
@@ -1103,13 +1121,14 @@ fn walk_sources(
             }
         };
         errors.append(&mut w.errors);
+        changed.append(&mut w.changed);
         suspect.append(&mut w.suspect);
         if let Some(e) = entry {
             taken.insert(e.name.clone());
             out.push(e);
         }
     }
-    Ok((out, errors, suspect))
+    Ok((out, errors, suspect, changed))
 }
 
 /// Bytes of regular files under `path` (for the progress bar's total).

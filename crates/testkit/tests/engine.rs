@@ -493,3 +493,96 @@ fn database_images_store_changed_pages_and_small_chunk_maps() {
 fn rand_rng(seed: u64) -> impl rand::Rng {
     <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed)
 }
+
+/// Changes the source while a backup reads it: when the walk reaches
+/// `a-first.csv` it deletes `z-vanishes.csv`, and once bytes of
+/// `m-grows.csv` have been read it appends to that file.
+struct Meddler {
+    dir: std::path::PathBuf,
+    in_grows: std::sync::atomic::AtomicBool,
+    appended: std::sync::atomic::AtomicBool,
+}
+
+impl Progress for Meddler {
+    fn file(&self, path: &Path) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if name == "a-first.csv" {
+            fs::remove_file(self.dir.join("z-vanishes.csv")).unwrap();
+        }
+        self.in_grows.store(name == "m-grows.csv", SeqCst);
+    }
+    fn read(&self, _n: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.in_grows.load(SeqCst) && !self.appended.swap(true, SeqCst) {
+            use std::io::Write;
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(self.dir.join("m-grows.csv"))
+                .unwrap();
+            f.write_all(b"2026-11-24,JE-late,1000 Cash,1.00\n").unwrap();
+        }
+    }
+}
+
+#[test]
+fn files_that_vanish_or_change_during_a_backup_are_reported_not_fatal() {
+    let src = tempfile::tempdir().unwrap();
+    let d = src.path();
+    fs::write(d.join("a-first.csv"), b"a,b\n").unwrap();
+    fs::write(d.join("m-grows.csv"), vec![b'x'; 3_000_000]).unwrap();
+    fs::write(d.join("q-steady.csv"), vec![b'q'; 10_000]).unwrap();
+    fs::write(d.join("z-vanishes.csv"), b"gone soon\n").unwrap();
+    let repo = init(Arc::new(MemoryBackend::new()), 1 << 20);
+    let meddler = Meddler {
+        dir: d.to_path_buf(),
+        in_grows: false.into(),
+        appended: false.into(),
+    };
+    let s = backup(
+        &repo,
+        vec![BackupSource::Path(d.to_path_buf())],
+        &BackupOptions::default(),
+        &meddler,
+    )
+    .unwrap();
+    assert!(meddler.appended.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+    assert!(
+        s.errors[0].path.ends_with("z-vanishes.csv"),
+        "{:?}",
+        s.errors
+    );
+    assert_eq!(s.changed.len(), 1, "{:?}", s.changed);
+    assert!(s.changed[0].ends_with("m-grows.csv"));
+    // The snapshot holds everything that could be read.
+    let snap = repo.load_snapshot(&s.snapshot_id).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let r = restore(
+        &repo,
+        s.snapshot_id,
+        &snap,
+        out.path(),
+        &RestoreOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(r.failed.is_empty());
+    let name = d.file_name().unwrap();
+    assert_eq!(
+        fs::read(out.path().join(name).join("q-steady.csv")).unwrap(),
+        vec![b'q'; 10_000]
+    );
+    assert!(out.path().join(name).join("m-grows.csv").exists());
+    assert!(!out.path().join(name).join("z-vanishes.csv").exists());
+    // A quiet second backup reports nothing.
+    let s2 = backup(
+        &repo,
+        vec![BackupSource::Path(d.to_path_buf())],
+        &BackupOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(s2.errors.is_empty() && s2.changed.is_empty());
+    assert!(check(&repo, ReadData::All, &NoProgress).unwrap().ok());
+}
