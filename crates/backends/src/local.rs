@@ -63,15 +63,22 @@ impl LocalBackend {
                 continue;
             }
             let child = format!("{rel}{name}");
-            let ft = entry
-                .file_type()
-                .map_err(|e| BackendError::from_io(&child, &e))?;
+            // An object deleted between reading the folder and looking at
+            // the entry (a lock released, a pack pruned) is simply gone: a
+            // listing is a picture of one moment, not an error.
+            let ft = match entry.file_type() {
+                Ok(ft) => ft,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(BackendError::from_io(&child, &e)),
+            };
             if ft.is_dir() {
                 self.walk(&entry.path(), &format!("{child}/"), out)?;
             } else if ft.is_file() {
-                let md = entry
-                    .metadata()
-                    .map_err(|e| BackendError::from_io(&child, &e))?;
+                let md = match entry.metadata() {
+                    Ok(md) => md,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(BackendError::from_io(&child, &e)),
+                };
                 out.push(ObjectInfo {
                     path: child,
                     size: md.len(),
@@ -230,5 +237,40 @@ mod tests {
         );
         assert!(b.read("../etc/passwd").is_err());
         assert!(b.free_space().unwrap() > 0);
+    }
+
+    /// Found by the load test: a lock released while another process
+    /// listed the repository made the listing fail.
+    #[test]
+    fn listing_while_objects_come_and_go_never_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = std::sync::Arc::new(LocalBackend::new(dir.path().join("repo")));
+        b.write("config", b"{}").unwrap();
+        b.write("locks/first", b"lock").unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (b, stop, root) = (b.clone(), stop.clone(), b.root.clone());
+            std::thread::spawn(move || {
+                let mut rounds = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let paths: Vec<String> = (0..64).map(|i| format!("locks/{i:04x}")).collect();
+                    // Plain files, so the many deletes below race the listing.
+                    for p in &paths {
+                        fs::write(root.join(p), b"lock").unwrap();
+                    }
+                    for p in &paths {
+                        b.delete(p).unwrap();
+                    }
+                    rounds += 1;
+                }
+                rounds
+            })
+        };
+        for _ in 0..3000 {
+            let all = b.list("").unwrap();
+            assert!(all.iter().any(|o| o.path == "config"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(churn.join().unwrap() > 0);
     }
 }

@@ -47,6 +47,16 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub append_only: bool,
 
+    /// When another process holds a conflicting lock, keep retrying this long (e.g. 30s, 10min) instead of failing at once
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGERVAULT_RETRY_LOCK",
+        value_name = "DURATION",
+        value_parser = parse_wait
+    )]
+    pub retry_lock: Option<std::time::Duration>,
+
     /// Print results as JSON
     #[arg(long, global = true)]
     pub json: bool,
@@ -567,4 +577,10 @@ pub enum KeyCommand {
         #[command(flatten)]
         kdf: KdfArgs,
     },
+}
+
+fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::config::parse_duration(s)?;
+    d.to_std()
+        .map_err(|_| format!("{s:?} is not a positive duration"))
 }

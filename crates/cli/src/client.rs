@@ -205,6 +205,7 @@ fn archive_from_snapshot(
     into: &Path,
     config: &TenantConfig,
 ) -> Result<Archive> {
+    let _lock = engine::read_lock(repo, "client restore")?;
     let (id, snap) = repo.find_snapshot(spec)?;
     let scratch = tempfile::Builder::new()
         .prefix("ledgervault-client-")

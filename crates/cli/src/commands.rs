@@ -74,6 +74,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         quiet: cli.quiet,
         append_only: cli.append_only,
         config: cli.config.clone(),
+        retry_lock: cli.retry_lock,
     };
     match cli.command {
         Command::Init(a) => init(&g, a),
@@ -116,6 +117,8 @@ pub struct Globals {
     pub quiet: bool,
     pub append_only: bool,
     pub config: Option<PathBuf>,
+    /// `--retry-lock`: how long to wait for another process's lock.
+    pub retry_lock: Option<std::time::Duration>,
 }
 
 /// Debug builds only: `LEDGERVAULT_FAULT_INJECTION=MODE:OP:N` wraps every
@@ -215,6 +218,9 @@ impl Globals {
         let mut repo = Repository::open(backend, &pw)?;
         if self.append_only {
             repo.set_append_only();
+        }
+        if let Some(wait) = self.retry_lock {
+            repo.set_lock_wait(wait);
         }
         Ok(repo)
     }
@@ -791,6 +797,7 @@ pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
 
 fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
     let repo = g.open()?;
+    let _lock = engine::read_lock(&repo, "ls")?;
     let (_id, snap) = repo.find_snapshot(&a.snapshot)?;
     let index = repo.load_index()?;
     let mut rows = Vec::new();
@@ -847,6 +854,8 @@ fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
 
 pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
     let repo = g.open()?;
+    // Held to the end, so a prune cannot delete what is being read.
+    let _lock = engine::read_lock(&repo, "restore")?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let mut opts = RestoreOptions {
         include: a.include.clone(),

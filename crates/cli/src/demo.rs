@@ -200,6 +200,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
         quiet,
         append_only: false,
         config: None,
+        retry_lock: None,
     };
     step(quiet, "ledgervault init");
     commands::init(

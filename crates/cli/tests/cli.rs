@@ -453,6 +453,42 @@ fn a_live_lock_blocks_and_is_reported_with_code_11() {
     assert!(one_line_error(&out.stderr).contains("exclusive lock"));
     drop(guard);
     e.cmd().arg("check").assert().success();
+
+    // --retry-lock waits: past its time it still fails with 11 ...
+    let guard = ledgervault_repo::lock(&repo, true, "prune").unwrap();
+    let t = Instant::now();
+    let out = e
+        .cmd()
+        .args(["check", "--retry-lock", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(11));
+    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+    one_line_error(&out.stderr);
+    // ... and a lock released while it waits lets the command run.
+    let waiting = StdCommand::new(assert_cmd::cargo::cargo_bin("ledgervault"))
+        .args(["-q", "backup", "--retry-lock", "1min"])
+        .arg(e.data("books", 50_000, 2))
+        .env("LEDGERVAULT_REPOSITORY", &e.repo)
+        .env("LEDGERVAULT_PASSWORD_FILE", &e.pw)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(guard);
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A malformed wait is a usage error.
+    let out = e
+        .cmd()
+        .args(["check", "--retry-lock", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

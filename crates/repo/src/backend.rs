@@ -104,8 +104,9 @@ pub type BackendResult<T> = std::result::Result<T, BackendError>;
 /// - **No rename, no append.** Nothing here relies on them, so S3 fits.
 /// - **Listing** returns every object whose path starts with `prefix`, which
 ///   is always empty or ends in `/`, in no particular order. Objects written
-///   before the call began are included; objects being written concurrently
-///   may or may not be.
+///   before the call began are included; objects being written or deleted
+///   concurrently may or may not be, and a concurrent delete is never an
+///   error of the listing.
 /// - **Errors name the object** and carry a [`BackendErrorKind`].
 pub trait Backend: Send + Sync + 'static {
     /// Where this backend stores things, for messages (`/srv/backup`, `s3://…`).

@@ -66,7 +66,7 @@ pub use error::{Error, Result};
 pub use fault::{FaultOn, FaultyBackend};
 pub use id::Id;
 pub use index::Index;
-pub use lock::{list_locks, lock, remove_locks, FoundLock, LockGuard, LockInfo};
+pub use lock::{list_locks, lock, read_lock, remove_locks, FoundLock, LockGuard, LockInfo};
 pub use marks::{Mark, MarkKind, SnapshotState};
 pub use progress::{NoProgress, Progress};
 pub use prune::{prune, PruneOptions, PruneReport};

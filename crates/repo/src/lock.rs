@@ -168,8 +168,44 @@ fn write_lock(backend: &dyn Backend, keys: &Keys, info: &LockInfo) -> Result<Str
     Ok(path)
 }
 
-/// Takes a lock for `operation`.
+/// Takes a lock for `operation`. While another live process holds a
+/// conflicting lock, retries until the session's lock wait is spent
+/// ([`Repository::set_lock_wait`]), then fails with [`Error::Locked`].
 pub fn lock(repo: &Repository, exclusive: bool, operation: &str) -> Result<LockGuard> {
+    let deadline = std::time::Instant::now() + repo.lock_wait();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match try_lock(repo, exclusive, operation) {
+            Err(Error::Locked(why)) => {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Err(Error::Locked(why));
+                }
+                // Jitter, so two processes that collided do not collide again.
+                let jitter = u64::from(rand::random::<u16>()) % (delay.as_millis() as u64 + 1);
+                let sleep = (delay + Duration::from_millis(jitter)).min(deadline - now);
+                std::thread::sleep(sleep);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A shared lock for reading snapshot data (restore, ls, verify), so that
+/// a prune cannot delete the packs being read. Storage that refuses the
+/// lock file (a read-only disk) gives `None`: nothing can prune it either,
+/// so reading goes ahead unlocked. A conflicting lock still fails, after
+/// the session's lock wait, with [`Error::Locked`].
+pub fn read_lock(repo: &Repository, operation: &str) -> Result<Option<LockGuard>> {
+    match lock(repo, false, operation) {
+        Ok(g) => Ok(Some(g)),
+        Err(Error::Backend(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn try_lock(repo: &Repository, exclusive: bool, operation: &str) -> Result<LockGuard> {
     let now = Utc::now();
     let mut info = LockInfo {
         host: crate::host_name(),

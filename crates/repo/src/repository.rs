@@ -64,6 +64,9 @@ pub struct Repository {
     append_only: bool,
     /// The config exactly as stored (key files hold its checksum).
     config_bytes: Vec<u8>,
+    /// How long taking a lock keeps retrying while another process holds
+    /// a conflicting one (zero: fail at once).
+    lock_wait: std::time::Duration,
 }
 
 /// The backend path of a pack.
@@ -141,6 +144,7 @@ impl Repository {
             key_id,
             append_only: false,
             config_bytes,
+            lock_wait: std::time::Duration::ZERO,
         })
     }
 
@@ -217,6 +221,7 @@ impl Repository {
                         key_id: Id::of_object(&bytes),
                         append_only: false,
                         config_bytes,
+                        lock_wait: std::time::Duration::ZERO,
                     };
                     if kf.append_only {
                         repo.set_append_only();
@@ -251,6 +256,18 @@ impl Repository {
             self.append_only = true;
             self.backend = Arc::new(AppendOnlyBackend::new(self.backend.clone()));
         }
+    }
+
+    /// Lets every lock this session takes wait up to `wait` for a
+    /// conflicting lock of another live process to go away, retrying with
+    /// growing, jittered delays, before failing with [`Error::Locked`].
+    pub fn set_lock_wait(&mut self, wait: std::time::Duration) {
+        self.lock_wait = wait;
+    }
+
+    /// How long taking a lock may wait (see [`Repository::set_lock_wait`]).
+    pub fn lock_wait(&self) -> std::time::Duration {
+        self.lock_wait
     }
 
     /// Whether this session is append-only.
