@@ -118,16 +118,17 @@ fn list(g: &Globals, path: &Path, config: &TenantConfig) -> Result<i32> {
                 c.label
             );
         }
+        let shared = if map.shared.is_empty() {
+            "no shared tables".to_string()
+        } else {
+            let names: Vec<&str> = map.shared.iter().map(|s| s.name.as_str()).collect();
+            format!("shared: {}", names.join(", "))
+        };
         println!(
-            "{} clients in {}; their rows are in {} tables; shared: {}",
+            "{} clients in {}; their rows are in {} tables; {shared}",
             clients.len(),
             map.root().name,
             map.owned.len(),
-            map.shared
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
         );
     }
     Ok(exit::OK)

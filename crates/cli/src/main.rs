@@ -1,57 +1,5 @@
-//! The `ledgervault` command line.
-//!
-//! Two stages, as in ripgrep: clap parses and validates the arguments
-//! (`args`), then each command turns them into engine options, runs the
-//! operation, and prints its summary for people or as JSON (`commands`).
-//! Errors are printed as one line, and their kind picks the exit code
-//! (`ui::exit`).
-
-mod alert;
-mod args;
-mod client;
-mod commands;
-mod config;
-mod daemon;
-mod demo;
-mod filter;
-mod history;
-mod ops;
-mod pg;
-mod retention;
-mod schedule;
-mod ui;
-mod verify;
-
-use clap::Parser;
+//! The `ledgervault` command line; see the library for how it is built.
 
 fn main() {
-    // Die quietly on a closed pipe (`ledgervault snapshots | head`) like
-    // other Unix tools, instead of panicking inside println!.
-    // SAFETY: restoring the default disposition of SIGPIPE has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-    std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        eprintln!(
-            "ledgervault: internal error: {msg} (at {}); please report this",
-            info.location().map(|l| l.to_string()).unwrap_or_default()
-        );
-    }));
-    let cli = args::Cli::parse();
-    let code = match commands::run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            let code = commands::exit_code(&e);
-            let text = format!("{e:#}").replace('\n', " ");
-            eprintln!("ledgervault: error: {text}");
-            code
-        }
-    };
-    std::process::exit(code);
+    std::process::exit(ledgervault_cli::run_main());
 }

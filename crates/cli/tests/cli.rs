@@ -463,7 +463,11 @@ fn a_live_lock_blocks_and_is_reported_with_code_11() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(11));
-    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
     one_line_error(&out.stderr);
     // ... and a lock released while it waits lets the command run.
     let waiting = StdCommand::new(assert_cmd::cargo::cargo_bin("ledgervault"))

@@ -32,6 +32,8 @@ mod crypto;
 mod envelope;
 mod error;
 mod fault;
+#[doc(hidden)]
+pub mod fuzz;
 mod id;
 mod index;
 mod keyfile;

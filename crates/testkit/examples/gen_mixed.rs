@@ -4,7 +4,10 @@
 //! ledger-like CSV text, random bytes (like compressed attachments) and
 //! low-entropy binary (like database pages), in runs of 64 KiB to 2 MiB.
 //! `gen_mixed tree PATH BYTES` writes a directory of mixed files.
-//! Both are deterministic.
+//! `gen_mixed stream - BYTES` writes BYTES of ledger lines to standard
+//! output, each line unique (a running number), fast enough to feed a
+//! backup of tens of GiB: it compresses but never deduplicates.
+//! All are deterministic.
 
 use std::io::Write;
 
@@ -19,6 +22,7 @@ fn main() {
     let bytes: u64 = args[3].parse().expect("BYTES must be a number");
     let path = std::path::Path::new(&args[2]);
     match args[1].as_str() {
+        "stream" => stream(bytes),
         "tree" => ledgervault_testkit::fixtures::mixed_tree(path, bytes, 42).expect("write tree"),
         "file" => {
             let mut rng = rand::rngs::StdRng::seed_from_u64(42);
@@ -60,5 +64,52 @@ fn main() {
             eprintln!("unknown kind {other}");
             std::process::exit(2);
         }
+    }
+}
+
+/// Fixed 64-byte lines whose first 12 bytes count up; only the counter is
+/// rewritten per line.
+fn stream(bytes: u64) {
+    const LINE: usize = 64;
+    const LINES: usize = 16 * 1024;
+    let accounts = [
+        "1000 Cash",
+        "1200 Receivables",
+        "2000 Payables",
+        "4000 Sales",
+    ];
+    let mut buf = Vec::with_capacity(LINE * LINES);
+    for i in 0..LINES {
+        let mut line = format!(
+            "000000000000,2026-11-24,JE,{},{}.{:02}",
+            accounts[i % accounts.len()],
+            (i * 7919) % 100_000,
+            i % 100
+        );
+        line.truncate(LINE - 1);
+        while line.len() < LINE - 1 {
+            line.push(' ');
+        }
+        line.push('\n');
+        buf.extend_from_slice(line.as_bytes());
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut n: u64 = 0;
+    let mut written = 0u64;
+    while written < bytes {
+        for line in buf.chunks_mut(LINE) {
+            let mut v = n;
+            for d in line[..12].iter_mut().rev() {
+                *d = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+            n += 1;
+        }
+        let take = (bytes - written).min(buf.len() as u64) as usize;
+        if out.write_all(&buf[..take]).is_err() {
+            return; // the reader went away
+        }
+        written += take as u64;
     }
 }
