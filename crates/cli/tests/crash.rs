@@ -213,7 +213,7 @@ fn backup_interrupted_at_every_step() {
             diff(&f.data, &out.join("books"));
         },
     );
-    eprintln!("{steps} interruptions");
+    eprintln!("backup: {steps} interruptions");
     assert!(steps >= 4, "only {steps} steps");
 }
 
@@ -236,6 +236,7 @@ fn prune_interrupted_at_every_step() {
         &|w| earlier_snapshots_intact(&f, w),
         &|w| earlier_snapshots_intact(&f, w),
     );
+    eprintln!("prune: {steps} interruptions");
     assert!(steps >= 3, "only {steps} steps");
 }
 
@@ -295,7 +296,7 @@ fn copy_interrupted_at_every_step() {
             diff(&f.refs.last().unwrap().1, &out);
         },
     );
-    eprintln!("{steps} interruptions");
+    eprintln!("copy: {steps} interruptions");
     assert!(steps >= 4, "only {steps} steps");
 }
 
