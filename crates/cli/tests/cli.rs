@@ -584,6 +584,54 @@ fn kill_9_during_backup_leaves_a_valid_repository() {
     diff_trees(&big, &out.join("big"));
 }
 
+/// A repository on read-only storage (an archive disk mounted read-only)
+/// cannot take a lock file: restores and listings still work, and a
+/// backup fails with one line naming the problem.
+#[test]
+fn a_read_only_repository_still_restores() {
+    let e = Env::with_repo();
+    let books = e.data("books", 200_000, 4);
+    e.cmd()
+        .args(["-q", "backup", books.to_str().unwrap()])
+        .assert()
+        .success();
+    let bin = assert_cmd::cargo::cargo_bin("ledgervault");
+    let script = format!(
+        r#"set -u
+mount --bind "$REPO" "$REPO" && mount -o remount,bind,ro "$REPO" || exit 90
+touch "$REPO/probe" 2>/dev/null && exit 91
+lv() {{ "{bin}" "$@"; }}
+lv restore latest --target "$ROOT/out" >/dev/null 2>"$ROOT/restore.err" || exit 92
+lv ls latest >/dev/null || exit 93
+lv backup "$ROOT/books" 2>"$ROOT/backup.err"; echo "code=$?" >"$ROOT/backup.code"
+"#,
+        bin = bin.display(),
+    );
+    let status = StdCommand::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .env("REPO", &e.repo)
+        .env("ROOT", &e.root)
+        .env("LEDGERVAULT_REPOSITORY", &e.repo)
+        .env("LEDGERVAULT_PASSWORD_FILE", &e.pw)
+        .status()
+        .expect("unshare (util-linux) is needed for this test");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "step failed: {}",
+        fs::read_to_string(e.root.join("restore.err")).unwrap_or_default()
+    );
+    diff_trees(&books, &e.root.join("out/books"));
+    assert_ne!(
+        fs::read_to_string(e.root.join("backup.code"))
+            .unwrap()
+            .trim(),
+        "code=0"
+    );
+    let err = fs::read_to_string(e.root.join("backup.err")).unwrap();
+    assert!(one_line_error(err.as_bytes()).contains("ead-only"), "{err}");
+}
+
 #[test]
 fn a_full_disk_fails_cleanly_and_keeps_earlier_snapshots() {
     // A real 3 MiB tmpfs, mounted in a private user and mount namespace so
