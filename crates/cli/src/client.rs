@@ -195,6 +195,41 @@ fn backup(
     Ok(code)
 }
 
+/// Tags of the safety snapshots restores take of their targets.
+const SAFETY_TAGS: [&str; 2] = ["pre-restore", "pre-client-restore"];
+
+/// `latest` for a client restore: the newest snapshot that can supply a
+/// client (a client archive, or a snapshot holding a database, `database`
+/// when given), passing over the safety snapshots restores take of their
+/// targets: after restoring one client, "latest" would otherwise be the
+/// target firm as it was, not the backup the person means.
+fn latest_source(
+    repo: &engine::Repository,
+    database: Option<&str>,
+) -> Result<(engine::Id, engine::Snapshot)> {
+    let (all, _damaged) = repo.snapshots()?;
+    all.into_iter()
+        .rev()
+        .find(|(_, s)| {
+            if s.tags.iter().any(|t| SAFETY_TAGS.contains(&t.as_str())) {
+                return false;
+            }
+            s.tags.iter().any(|t| t == ARCHIVE_TAG)
+                || s.sources.iter().any(|src| {
+                    (src.node.kind == NodeKind::DbImage || crate::pg::is_pg_source(src))
+                        && database.is_none_or(|d| d == src.name)
+                })
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "no snapshot holds a client archive or {}: back one up first",
+                database
+                    .map(|d| format!("a database named {d}"))
+                    .unwrap_or_else(|| "a database".into())
+            )
+        })
+}
+
 /// Reads the archive out of a client archive snapshot, or exports the client
 /// out of a full firm snapshot's database restored into a scratch folder.
 fn archive_from_snapshot(
@@ -205,9 +240,13 @@ fn archive_from_snapshot(
     database: Option<&str>,
     into: &Path,
     config: &TenantConfig,
-) -> Result<Archive> {
+) -> Result<(engine::Id, Archive)> {
     let _lock = engine::read_lock(repo, "client restore")?;
-    let (id, snap) = repo.find_snapshot(spec)?;
+    let (id, snap) = if spec == "latest" {
+        latest_source(repo, database)?
+    } else {
+        repo.find_snapshot(spec)?
+    };
     let scratch = tempfile::Builder::new()
         .prefix("ledgervault-client-")
         .tempdir()
@@ -235,7 +274,7 @@ fn archive_from_snapshot(
                 a.label
             );
         }
-        return Ok(a);
+        return Ok((id, a));
     }
     let dbs: Vec<&engine::Source> = snap
         .sources
@@ -256,7 +295,7 @@ fn archive_from_snapshot(
         ),
     };
     if crate::pg::is_pg_source(src) {
-        return archive_from_pg(g, repo, id, src, client, into, config);
+        return Ok((id, archive_from_pg(g, repo, id, src, client, into, config)?));
     }
     if !g.quiet && !g.json {
         println!(
@@ -276,7 +315,7 @@ fn archive_from_snapshot(
     let db = Sqlite::open_read(&copy)?;
     let map = open_map(&db, config, &copy)?;
     let (key, _) = find_client(&db, &map, client)?;
-    Ok(export(&db, &map, &key, "sqlite")?)
+    Ok((id, export(&db, &map, &key, "sqlite")?))
 }
 
 /// Restores a PostgreSQL dump into a scratch database (on the target's
@@ -352,7 +391,7 @@ fn restore(
     config: &TenantConfig,
 ) -> Result<i32> {
     let repo = g.open()?;
-    let archive = archive_from_snapshot(g, &repo, spec, client, database, into, config)?;
+    let (from, archive) = archive_from_snapshot(g, &repo, spec, client, database, into, config)?;
     let (target, _, _) = open_db(into, true)?;
     let target = target.as_ref();
     let map = open_map(target, config, into)?;
@@ -409,6 +448,7 @@ fn restore(
         let mut v = serde_json::to_value(&r)?;
         v["import_secs"] = json!(secs);
         v["safety_snapshot"] = json!(safety);
+        v["from_snapshot"] = json!(from);
         g.print_json(&v);
         return Ok(exit::OK);
     }
@@ -416,7 +456,7 @@ fn restore(
         return Ok(exit::OK);
     }
     println!(
-        "{} client {} ({}) into {} as client {} ({:?}):",
+        "{} client {} ({}) from snapshot {} into {} as client {} ({:?}):",
         if r.dry_run {
             "plan: restore"
         } else {
@@ -424,6 +464,7 @@ fn restore(
         },
         r.client_from,
         r.label,
+        from.short(),
         ledgervault_postgres::redact(&into.to_string_lossy()),
         r.client_to,
         r.mode

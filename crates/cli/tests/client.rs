@@ -202,6 +202,26 @@ fn one_client_from_a_full_firm_snapshot_leaves_the_others_byte_identical() {
     assert!(ledgervault_samplefirm::unbalanced_clients(&c)
         .unwrap()
         .is_empty());
+    assert_eq!(r["from_snapshot"], full.as_str());
+    // The restore took a safety snapshot of the firm, now the newest; yet
+    // `latest` for a client restore still means the nightly backup.
+    let newest = e.json(&["snapshots"]).as_array().unwrap().last().unwrap()["tags"].clone();
+    assert!(
+        newest.to_string().contains("pre-client-restore"),
+        "{newest}"
+    );
+    let again = e.json(&[
+        "client",
+        "restore",
+        "latest",
+        "--client",
+        "3",
+        "--into",
+        db.to_str().unwrap(),
+        "--replace",
+        "--dry-run",
+    ]);
+    assert_eq!(again["from_snapshot"], full.as_str());
 }
 
 /// Kills an import with SIGKILL at moments spread over its run: the target
