@@ -241,7 +241,7 @@ fn archive_from_snapshot(
     into: &Path,
     config: &TenantConfig,
 ) -> Result<(engine::Id, Archive)> {
-    let _lock = engine::read_lock(repo, "client restore")?;
+    let _lock = g.read_lock(repo, "client restore")?;
     let (id, snap) = if spec == "latest" {
         latest_source(repo, database)?
     } else {

@@ -225,6 +225,23 @@ impl Globals {
         Ok(repo)
     }
 
+    /// A shared lock for reading snapshot data (see `engine::read_lock`);
+    /// says so on standard error when the storage takes no lock file.
+    pub fn read_lock(
+        &self,
+        repo: &Repository,
+        operation: &str,
+    ) -> Result<Option<engine::LockGuard>> {
+        let lock = engine::read_lock(repo, operation)?;
+        if lock.is_none() && !self.quiet {
+            eprintln!(
+                "ledgervault: warning: cannot write a lock file in {} (read-only storage?); reading without one",
+                repo.backend().location()
+            );
+        }
+        Ok(lock)
+    }
+
     pub fn print_json(&self, v: &serde_json::Value) {
         println!(
             "{}",
@@ -797,7 +814,7 @@ pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
 
 fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
     let repo = g.open()?;
-    let _lock = engine::read_lock(&repo, "ls")?;
+    let _lock = g.read_lock(&repo, "ls")?;
     let (_id, snap) = repo.find_snapshot(&a.snapshot)?;
     let index = repo.load_index()?;
     let mut rows = Vec::new();
@@ -855,7 +872,7 @@ fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
 pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
     let repo = g.open()?;
     // Held to the end, so a prune cannot delete what is being read.
-    let _lock = engine::read_lock(&repo, "restore")?;
+    let _lock = g.read_lock(&repo, "restore")?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let mut opts = RestoreOptions {
         include: a.include.clone(),

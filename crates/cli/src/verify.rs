@@ -111,7 +111,7 @@ pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
             return Ok(exit::OK);
         }
     }
-    let _lock = engine::read_lock(&repo, "verify")?;
+    let _lock = g.read_lock(&repo, "verify")?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let selected: Vec<&engine::Source> = {
         let dbs: Vec<&engine::Source> = snap

@@ -622,6 +622,8 @@ lv backup "$ROOT/books" 2>"$ROOT/backup.err"; echo "code=$?" >"$ROOT/backup.code
         fs::read_to_string(e.root.join("restore.err")).unwrap_or_default()
     );
     diff_trees(&books, &e.root.join("out/books"));
+    let warned = fs::read_to_string(e.root.join("restore.err")).unwrap();
+    assert!(warned.contains("reading without one"), "{warned}");
     assert_ne!(
         fs::read_to_string(e.root.join("backup.code"))
             .unwrap()
