@@ -195,9 +195,6 @@ fn backup(
     Ok(code)
 }
 
-/// Tags of the safety snapshots restores take of their targets.
-const SAFETY_TAGS: [&str; 2] = ["pre-restore", "pre-client-restore"];
-
 /// `latest` for a client restore: the newest snapshot that can supply a
 /// client (a client archive, or a snapshot holding a database, `database`
 /// when given), passing over the safety snapshots restores take of their
@@ -211,7 +208,7 @@ fn latest_source(
     all.into_iter()
         .rev()
         .find(|(_, s)| {
-            if s.tags.iter().any(|t| SAFETY_TAGS.contains(&t.as_str())) {
+            if crate::commands::is_safety_snapshot(s) {
                 return false;
             }
             s.tags.iter().any(|t| t == ARCHIVE_TAG)
@@ -427,7 +424,7 @@ fn restore(
             g,
             &repo,
             src,
-            "pre-client-restore",
+            crate::commands::PRE_CLIENT_RESTORE_TAG,
             format!(
                 "safety snapshot before restoring client {} ({}) into {shown}",
                 archive.client, archive.label

@@ -481,6 +481,17 @@ fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::Back
 /// Takes a safety snapshot of `sources`, tagged `tag`, before work that
 /// replaces what they hold; refuses to go on unless it is clean. `what`
 /// names the data for the refusal.
+/// Tag of the safety snapshot a restore takes of the database it replaces.
+pub(crate) const PRE_RESTORE_TAG: &str = "pre-restore";
+/// Tag of the safety snapshot a client restore takes of its target.
+pub(crate) const PRE_CLIENT_RESTORE_TAG: &str = "pre-client-restore";
+const SAFETY_TAGS: [&str; 2] = [PRE_RESTORE_TAG, PRE_CLIENT_RESTORE_TAG];
+
+/// Whether `s` is a safety snapshot a restore took of its target.
+pub(crate) fn is_safety_snapshot(s: &engine::Snapshot) -> bool {
+    s.tags.iter().any(|t| SAFETY_TAGS.contains(&t.as_str()))
+}
+
 pub(crate) fn safety_snapshot(
     g: &Globals,
     repo: &Repository,
@@ -977,7 +988,7 @@ fn restore_database(
             g,
             repo,
             vec![src],
-            "pre-restore",
+            PRE_RESTORE_TAG,
             format!(
                 "safety snapshot before restoring snapshot {} over {}",
                 id.short(),

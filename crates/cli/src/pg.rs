@@ -106,7 +106,7 @@ pub fn restore(
             g,
             repo,
             sources(&url, 60, false)?,
-            "pre-restore",
+            crate::commands::PRE_RESTORE_TAG,
             format!(
                 "safety snapshot before restoring snapshot {} over {}",
                 id.short(),

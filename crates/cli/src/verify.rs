@@ -112,7 +112,11 @@ pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
         }
     }
     let _lock = g.read_lock(&repo, "verify")?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (id, snap) = if a.snapshot == "latest" {
+        latest_backup(&repo)?
+    } else {
+        repo.find_snapshot(&a.snapshot)?
+    };
     let selected: Vec<&engine::Source> = {
         let dbs: Vec<&engine::Source> = snap
             .sources
@@ -189,6 +193,21 @@ pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// `latest` for a drill: the newest snapshot that is a backup, passing over
+/// the safety snapshots restores take and client archives (a drill is about
+/// the firm's books); the newest of any kind when there is no other.
+fn latest_backup(repo: &engine::Repository) -> Result<(Id, engine::Snapshot)> {
+    let (all, _damaged) = repo.snapshots()?;
+    let found = all.into_iter().rev().find(|(_, s)| {
+        !crate::commands::is_safety_snapshot(s)
+            && !s.tags.iter().any(|t| t == crate::client::ARCHIVE_TAG)
+    });
+    match found {
+        Some(f) => Ok(f),
+        None => Ok(repo.find_snapshot("latest")?),
+    }
+}
+
 fn drill(
     g: &Globals,
     repo: &engine::Repository,

@@ -105,6 +105,27 @@ fn a_drill_on_a_good_snapshot_passes_and_never_touches_the_live_database() {
         .success()
         .stdout(predicate::str::contains("PASSED"))
         .stdout(predicate::str::contains("recovery time"));
+    // A client archive taken later is not what a drill of "latest" means:
+    // it still drills the firm's backup.
+    let full = e.json(&["snapshots"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    e.cmd()
+        .args([
+            "-q",
+            "client",
+            "backup",
+            db.to_str().unwrap(),
+            "--client",
+            "1",
+        ])
+        .assert()
+        .success();
+    assert_eq!(e.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    let (code, r, err) = run(&e, &["verify"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["snapshot"], full.as_str());
 }
 
 #[test]
