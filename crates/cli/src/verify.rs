@@ -192,7 +192,6 @@ pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 /// `latest` for a drill: the newest snapshot that is a backup, passing over
 /// the safety snapshots restores take and client archives (a drill is about
 /// the firm's books); the newest of any kind when there is no other.
@@ -208,6 +207,7 @@ fn latest_backup(repo: &engine::Repository) -> Result<(Id, engine::Snapshot)> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn drill(
     g: &Globals,
     repo: &engine::Repository,
