@@ -9,22 +9,7 @@ use ledgervault_testkit::fixtures;
 use predicates::prelude::*;
 
 mod common;
-use common::{one_line_error, Env};
-
-fn diff_trees(a: &Path, b: &Path) {
-    let out = StdCommand::new("diff")
-        .arg("-r")
-        .arg("--no-dereference")
-        .arg(a)
-        .arg(b)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "trees differ: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
+use common::{diff_trees, one_line_error, Env};
 
 #[test]
 fn backup_restore_is_byte_identical() {

@@ -10,42 +10,12 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::Env;
+use common::{copy_tree, diff_trees, Env};
 use rusqlite::Connection;
 
 /// Most steps any of these commands takes here; a command that has not
 /// finished by then is a test failure, not a reason to stop looking.
 const MAX_STEPS: u64 = 80;
-
-fn copy_dir(from: &Path, to: &Path) {
-    if to.exists() {
-        fs::remove_dir_all(to).unwrap();
-    }
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            fs::copy(e.path(), &t).unwrap();
-        }
-    }
-}
-
-fn diff(a: &Path, b: &Path) {
-    let out = std::process::Command::new("diff")
-        .args(["-r", "--no-dereference"])
-        .arg(a)
-        .arg(b)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
 
 /// Runs `args` with a fault at step `n`; returns the exit code.
 fn run_faulty(e: &Env, args: &[&str], spec: &str) -> i32 {
@@ -61,22 +31,6 @@ fn run_faulty(e: &Env, args: &[&str], spec: &str) -> i32 {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{spec}: {err}");
     code
-}
-
-fn check_clean(e: &Env, repo: &Path, pw: &Path, what: &str) {
-    let out = e
-        .cmd()
-        .env("LEDGERVAULT_REPOSITORY", repo)
-        .env("LEDGERVAULT_PASSWORD_FILE", pw)
-        .args(["check", "--read-data"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{what}: check failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn snapshot_ids(e: &Env) -> Vec<String> {
@@ -120,12 +74,12 @@ fn at_every_step(
                 n <= MAX_STEPS,
                 "{name}: still not finished after {MAX_STEPS} steps"
             );
-            copy_dir(base, &e.repo);
+            copy_tree(base, &e.repo);
             prepare();
             let spec = format!("{mode}:any:{n}");
             let what = format!("{name} {spec}");
             let code = run_faulty(e, op, &spec);
-            check_clean(e, &e.repo, &e.pw, &what);
+            e.check_clean(&e.repo, &e.pw, &what);
             after(&what);
             if code == 0 {
                 // Finished before step n: every step has been tried.
@@ -136,7 +90,7 @@ fn at_every_step(
                 assert_eq!(code, 99, "{what}: expected the injected stop");
             }
             e.cmd().args(["-q"]).args(op).assert().success();
-            check_clean(e, &e.repo, &e.pw, &format!("{what}, run again"));
+            e.check_clean(&e.repo, &e.pw, &format!("{what}, run again"));
             rerun_ok(&what);
             n += 1;
             steps += 1;
@@ -177,7 +131,7 @@ fn files_setup() -> Files {
         refs.push((id, t));
     }
     let base = e.root.join("base");
-    copy_dir(&e.repo, &base);
+    copy_tree(&e.repo, &base);
     Files {
         e,
         data,
@@ -190,7 +144,7 @@ fn earlier_snapshots_intact(f: &Files, what: &str) {
     let out = f.e.root.join("probe");
     for (id, reference) in &f.refs {
         restore_to(&f.e, id, &out);
-        diff(reference, &out);
+        diff_trees(reference, &out);
         let _ = what;
     }
 }
@@ -210,7 +164,7 @@ fn backup_interrupted_at_every_step() {
         &|_| {
             let out = f.e.root.join("latest");
             restore_to(&f.e, "latest", &out);
-            diff(&f.data, &out.join("books"));
+            diff_trees(&f.data, &out.join("books"));
         },
     );
     eprintln!("backup: {steps} interruptions");
@@ -225,7 +179,7 @@ fn prune_interrupted_at_every_step() {
         .args(["-q", "forget", "--keep-last", "1"])
         .assert()
         .success();
-    copy_dir(&f.e.repo, &f.base);
+    copy_tree(&f.e.repo, &f.base);
     f.refs.remove(0);
     let steps = at_every_step(
         &f.e,
@@ -247,29 +201,8 @@ fn copy_interrupted_at_every_step() {
     let dst_base = f.e.root.join("offsite-base");
     let pw2 = f.e.root.join("pw2");
     fs::write(&pw2, "other\n").unwrap();
-    f.e.cmd()
-        .env("LEDGERVAULT_REPOSITORY", &dst_base)
-        .env("LEDGERVAULT_PASSWORD_FILE", &pw2)
-        .args([
-            "init",
-            "-q",
-            "--argon2-memory-kib",
-            "64",
-            "--argon2-iterations",
-            "1",
-            "--pack-size-mib",
-            "1",
-        ])
-        .assert()
-        .success();
-    let on_dst = |args: &[&str]| {
-        f.e.cmd()
-            .env("LEDGERVAULT_REPOSITORY", &dst)
-            .env("LEDGERVAULT_PASSWORD_FILE", &pw2)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    f.e.init_at(&dst_base, &pw2);
+    let on_dst = |args: &[&str]| f.e.cmd_for(&dst, &pw2).args(args).output().unwrap();
     let dst_s = dst.to_str().unwrap().to_string();
     let pw2_s = pw2.to_str().unwrap().to_string();
     let steps = at_every_step(
@@ -277,13 +210,13 @@ fn copy_interrupted_at_every_step() {
         "copy",
         &["copy", "--to", &dst_s, "--to-password-file", &pw2_s],
         &f.base,
-        &|| copy_dir(&dst_base, &dst),
+        &|| copy_tree(&dst_base, &dst),
         &|w| {
             earlier_snapshots_intact(&f, w);
-            check_clean(&f.e, &dst, &pw2, &format!("{w}: destination"));
+            f.e.check_clean(&dst, &pw2, &format!("{w}: destination"));
         },
         &|w| {
-            check_clean(&f.e, &dst, &pw2, &format!("{w}: destination"));
+            f.e.check_clean(&dst, &pw2, &format!("{w}: destination"));
             let list: serde_json::Value =
                 serde_json::from_slice(&on_dst(&["--json", "snapshots"]).stdout).unwrap();
             assert_eq!(list.as_array().unwrap().len(), f.refs.len(), "{w}");
@@ -293,7 +226,7 @@ fn copy_interrupted_at_every_step() {
             }
             let r = on_dst(&["restore", "latest", "--target", out.to_str().unwrap()]);
             assert!(r.status.success(), "{w}");
-            diff(&f.refs.last().unwrap().1, &out);
+            diff_trees(&f.refs.last().unwrap().1, &out);
         },
     );
     eprintln!("copy: {steps} interruptions");
@@ -328,7 +261,7 @@ fn client_restore_interrupted_at_every_step() {
     let pristine = e.root.join("pristine.db");
     ledgervault_samplefirm::generate(&pristine, &opts(3, 1_500_000, 9)).unwrap();
     let base = e.root.join("base");
-    copy_dir(&e.repo, &base);
+    copy_tree(&e.repo, &base);
     let dump = |db: &Path| -> Vec<String> {
         let c = Connection::open(db).unwrap();
         let ok: String = c

@@ -16,35 +16,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::Env;
+use common::{copy_tree, diff_trees, Env};
 use rusqlite::Connection;
 
 const KEEP: usize = 3;
-
-/// A copy keeping links, modes and times, as the backup saw them.
-fn copy_dir(from: &Path, to: &Path) {
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-fn diff(a: &Path, b: &Path, what: &str) {
-    let out = Command::new("diff")
-        .args(["-r", "--no-dereference"])
-        .arg(a)
-        .arg(b)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
 
 /// Every row of every table, in a stable order: equal digests mean equal
 /// books, whatever pages SQLite put them in.
@@ -122,9 +97,7 @@ fn finish(r: Running) -> Vec<u8> {
 /// restores take of their targets are left out.
 fn snapshots(e: &Env, repo: &Path, pw: &Path) -> Vec<(String, String)> {
     let out = e
-        .cmd()
-        .env("LEDGERVAULT_REPOSITORY", repo)
-        .env("LEDGERVAULT_PASSWORD_FILE", pw)
+        .cmd_for(repo, pw)
         .args(["--json", "snapshots"])
         .output()
         .unwrap();
@@ -144,22 +117,6 @@ fn snapshots(e: &Env, repo: &Path, pw: &Path) -> Vec<(String, String)> {
             Some((s["id"].as_str().unwrap().to_string(), round))
         })
         .collect()
-}
-
-fn check_clean(e: &Env, repo: &Path, pw: &Path, what: &str) {
-    let out = e
-        .cmd()
-        .env("LEDGERVAULT_REPOSITORY", repo)
-        .env("LEDGERVAULT_PASSWORD_FILE", pw)
-        .args(["check", "--read-data"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// What one round backed up: the folder as it was and the books' rows.
@@ -184,9 +141,7 @@ fn all_restore_exactly(
             fs::remove_dir_all(&out).unwrap();
         }
         let res = e
-            .cmd()
-            .env("LEDGERVAULT_REPOSITORY", repo)
-            .env("LEDGERVAULT_PASSWORD_FILE", pw)
+            .cmd_for(repo, pw)
             .args(["-q", "restore", id, "--target", out.to_str().unwrap()])
             .output()
             .unwrap();
@@ -195,7 +150,7 @@ fn all_restore_exactly(
             "{what}: restore {id} ({round}): {}",
             String::from_utf8_lossy(&res.stderr)
         );
-        diff(&r.books, &out.join("books"), &format!("{what} {round}"));
+        diff_trees(&r.books, &out.join("books"));
         assert_eq!(
             db_rows(&out.join("firm.db")),
             r.rows,
@@ -231,27 +186,13 @@ fn backup_prune_copy_verify_and_client_restore_at_once() {
     let offsite = e.root.join("offsite");
     let pw2 = e.root.join("pw2");
     fs::write(&pw2, "offsite password\n").unwrap();
-    e.cmd()
-        .env("LEDGERVAULT_REPOSITORY", &offsite)
-        .env("LEDGERVAULT_PASSWORD_FILE", &pw2)
-        .args([
-            "init",
-            "-q",
-            "--argon2-memory-kib",
-            "64",
-            "--argon2-iterations",
-            "1",
-            "--pack-size-mib",
-            "1",
-        ])
-        .assert()
-        .success();
+    e.init_at(&offsite, &pw2);
 
     let mut refs = BTreeMap::new();
     let mut made = Vec::new();
     let record = |refs: &mut BTreeMap<String, Reference>, r: u32| {
         let dir = e.root.join(format!("ref-{r}"));
-        copy_dir(&books, &dir);
+        copy_tree(&books, &dir);
         refs.insert(
             format!("round-{r}"),
             Reference {
@@ -373,8 +314,8 @@ fn backup_prune_copy_verify_and_client_restore_at_once() {
         db_rows(&target);
     }
 
-    check_clean(&e, &repo, &pw, "primary");
-    check_clean(&e, &offsite, &pw2, "offsite");
+    e.check_clean(&repo, &pw, "primary");
+    e.check_clean(&offsite, &pw2, "offsite");
     // The newest KEEP backups are there whatever order the commands ran in;
     // older ones only went by the retention rule.
     let present: Vec<String> = snapshots(&e, &repo, &pw)

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use ledgervault_testkit::fixtures;
@@ -49,7 +49,12 @@ impl Env {
     }
 
     pub fn init(&self) {
-        self.cmd()
+        self.init_at(&self.repo, &self.pw);
+    }
+
+    /// Creates a repository at `repo` with the cheap test settings.
+    pub fn init_at(&self, repo: &Path, pw: &Path) {
+        self.cmd_for(repo, pw)
             .args([
                 "init",
                 "--argon2-memory-kib",
@@ -62,6 +67,29 @@ impl Env {
             .assert()
             .success()
             .stdout(predicate::str::contains("created ledgervault repository"));
+    }
+
+    /// The binary pointed at another repository and password file.
+    pub fn cmd_for(&self, repo: &Path, pw: &Path) -> Command {
+        let mut c = self.cmd();
+        c.env("LEDGERVAULT_REPOSITORY", repo)
+            .env("LEDGERVAULT_PASSWORD_FILE", pw);
+        c
+    }
+
+    /// Panics with its output unless `check --read-data` passes on `repo`.
+    pub fn check_clean(&self, repo: &Path, pw: &Path, what: &str) {
+        let out = self
+            .cmd_for(repo, pw)
+            .args(["check", "--read-data"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: check failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -123,4 +151,34 @@ pub fn run_printed(line: &str, env: &[(&str, &str)]) {
         "{line}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Panics unless the two trees are identical (`diff -r`, links compared as
+/// links).
+pub fn diff_trees(a: &Path, b: &Path) {
+    let out = std::process::Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(a)
+        .arg(b)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "trees differ: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Replaces `to` with a copy of `from` keeping links, modes and times.
+pub fn copy_tree(from: &Path, to: &Path) {
+    if to.exists() {
+        fs::remove_dir_all(to).unwrap();
+    }
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "cp -a {} {}", from.display(), to.display());
 }
