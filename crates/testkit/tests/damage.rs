@@ -153,6 +153,17 @@ fn damage(path: &Path, how: Damage, at: usize) {
     }
 }
 
+/// Panics unless `check` reports an error naming `object`.
+fn check_names(repo: &Repository, read: ReadData, object: &Id, case: &str) {
+    let r = check(repo, read, &NoProgress).unwrap();
+    assert!(
+        r.errors.iter().any(|e| e.contains(&object.to_hex())),
+        "{case}: check did not name {}: {:?}",
+        object.to_hex(),
+        r.errors
+    );
+}
+
 fn open(repo: &Path, pw: &[u8]) -> Result<Repository> {
     Repository::open(Arc::new(LocalBackend::new(repo)), pw)
 }
@@ -372,12 +383,7 @@ fn damaged_packs_lose_only_the_frames_that_were_hit() {
 
         // check names the pack.
         let repo = open(&repo_dir, b"pw").unwrap();
-        let r = check(&repo, ReadData::All, &NoProgress).unwrap();
-        assert!(
-            r.errors.iter().any(|e| e.contains(&pack.to_hex())),
-            "{case}: check did not name the pack: {:?}",
-            r.errors
-        );
+        check_names(&repo, ReadData::All, &pack, &case);
         // restore refuses the damaged files and names them; the rest is exact.
         for (id, snap) in repo.snapshots().unwrap().0 {
             let out = tempfile::tempdir().unwrap();
@@ -499,12 +505,7 @@ fn damaged_snapshots_are_named_and_only_they_are_lost() {
         let path = repo_dir.join("snapshots").join(victim.to_hex());
         let len = fs::metadata(&path).unwrap().len() as usize;
         damage(&path, how, len / 2);
-        let r = check(&repo, ReadData::All, &NoProgress).unwrap();
-        assert!(
-            r.errors.iter().any(|e| e.contains(&victim.to_hex())),
-            "{case}: {:?}",
-            r.errors
-        );
+        check_names(&repo, ReadData::All, &victim, &case);
         assert!(repo.find_snapshot(&victim.to_hex()).is_err());
         // The other snapshot is untouched.
         let out = tempfile::tempdir().unwrap();
@@ -570,12 +571,7 @@ fn damaged_keys_and_config_are_named() {
         assert!(e.to_string().contains(&second_key.to_hex()), "{case}: {e}");
         // The other key still opens, and check names the damaged one.
         let repo = open(&repo_dir, b"pw").unwrap();
-        let r = check(&repo, ReadData::None, &NoProgress).unwrap();
-        assert!(
-            r.errors.iter().any(|e| e.contains(&second_key.to_hex())),
-            "{case}: {:?}",
-            r.errors
-        );
+        check_names(&repo, ReadData::None, &second_key, &case);
         // Every snapshot still restores byte-identical.
         for (id, snap) in repo.snapshots().unwrap().0 {
             let out = tempfile::tempdir().unwrap();
