@@ -569,6 +569,19 @@ fn kill_9_during_backup_leaves_a_valid_repository() {
     diff_trees(&big, &out.join("big"));
 }
 
+/// Runs a shell script as root of a private user and mount namespace, so
+/// it may mount without privileges; `$REPO` and `$ROOT` are `e`'s folders.
+fn in_private_namespace(e: &Env, script: &str) -> std::process::ExitStatus {
+    StdCommand::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", script])
+        .env("REPO", &e.repo)
+        .env("ROOT", &e.root)
+        .env("LEDGERVAULT_REPOSITORY", &e.repo)
+        .env("LEDGERVAULT_PASSWORD_FILE", &e.pw)
+        .status()
+        .expect("unshare (util-linux) is needed for this test")
+}
+
 /// A repository on read-only storage (an archive disk mounted read-only)
 /// cannot take a lock file: restores and listings still work, and a
 /// backup fails with one line naming the problem.
@@ -592,14 +605,7 @@ lv backup "$ROOT/books" 2>"$ROOT/backup.err"; echo "code=$?" >"$ROOT/backup.code
 "#,
         bin = bin.display(),
     );
-    let status = StdCommand::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
-        .env("REPO", &e.repo)
-        .env("ROOT", &e.root)
-        .env("LEDGERVAULT_REPOSITORY", &e.repo)
-        .env("LEDGERVAULT_PASSWORD_FILE", &e.pw)
-        .status()
-        .expect("unshare (util-linux) is needed for this test");
+    let status = in_private_namespace(&e, &script);
     assert_eq!(
         status.code(),
         Some(0),
@@ -649,14 +655,7 @@ lv restore latest --target "$ROOT/out" >/dev/null || exit 94
         small = small.display(),
         big = big.display()
     );
-    let status = StdCommand::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
-        .env("REPO", &e.repo)
-        .env("ROOT", &e.root)
-        .env("LEDGERVAULT_REPOSITORY", &e.repo)
-        .env("LEDGERVAULT_PASSWORD_FILE", &e.pw)
-        .status()
-        .expect("unshare (util-linux) is needed for this test");
+    let status = in_private_namespace(&e, &script);
     assert_eq!(
         status.code(),
         Some(0),
