@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ledgervault_postgres::{PgDb, PgTarget};
-use ledgervault_repo::{self as engine, BackupOptions, BackupSource, NodeKind, RestoreOptions};
+use ledgervault_repo::{self as engine, BackupOptions, BackupSource, RestoreOptions};
 use ledgervault_sources::drill::builtin_checks;
 use ledgervault_tenant::sql::{Db, Sqlite, Value};
 use ledgervault_tenant::{
@@ -204,27 +204,21 @@ fn latest_source(
     repo: &engine::Repository,
     database: Option<&str>,
 ) -> Result<(engine::Id, engine::Snapshot)> {
-    let (all, _damaged) = repo.snapshots()?;
-    all.into_iter()
-        .rev()
-        .find(|(_, s)| {
-            if crate::commands::is_safety_snapshot(s) {
-                return false;
-            }
-            s.tags.iter().any(|t| t == ARCHIVE_TAG)
+    crate::commands::newest_snapshot(repo, |s| {
+        !crate::commands::is_safety_snapshot(s)
+            && (s.tags.iter().any(|t| t == ARCHIVE_TAG)
                 || s.sources.iter().any(|src| {
-                    (src.node.kind == NodeKind::DbImage || crate::pg::is_pg_source(src))
-                        && database.is_none_or(|d| d == src.name)
-                })
-        })
-        .ok_or_else(|| {
-            anyhow!(
-                "no snapshot holds a client archive or {}: back one up first",
-                database
-                    .map(|d| format!("a database named {d}"))
-                    .unwrap_or_else(|| "a database".into())
-            )
-        })
+                    crate::commands::is_database(src) && database.is_none_or(|d| d == src.name)
+                }))
+    })?
+    .ok_or_else(|| {
+        anyhow!(
+            "no snapshot holds a client archive or {}: back one up first",
+            database
+                .map(|d| format!("a database named {d}"))
+                .unwrap_or_else(|| "a database".into())
+        )
+    })
 }
 
 /// Reads the archive out of a client archive snapshot, or exports the client
@@ -276,7 +270,7 @@ fn archive_from_snapshot(
     let dbs: Vec<&engine::Source> = snap
         .sources
         .iter()
-        .filter(|s| s.node.kind == NodeKind::DbImage || crate::pg::is_pg_source(s))
+        .filter(|s| crate::commands::is_database(s))
         .filter(|s| database.is_none_or(|d| d == s.name))
         .collect();
     let src = match dbs.as_slice() {

@@ -492,6 +492,20 @@ pub(crate) fn is_safety_snapshot(s: &engine::Snapshot) -> bool {
     s.tags.iter().any(|t| SAFETY_TAGS.contains(&t.as_str()))
 }
 
+/// Whether a source is a database: a SQLite image or a PostgreSQL dump.
+pub(crate) fn is_database(src: &engine::Source) -> bool {
+    src.node.kind == NodeKind::DbImage || crate::pg::is_pg_source(src)
+}
+
+/// The newest snapshot `wanted` accepts, if any.
+pub(crate) fn newest_snapshot(
+    repo: &Repository,
+    wanted: impl Fn(&engine::Snapshot) -> bool,
+) -> Result<Option<(engine::Id, engine::Snapshot)>> {
+    let (all, _damaged) = repo.snapshots()?;
+    Ok(all.into_iter().rev().find(|(_, s)| wanted(s)))
+}
+
 pub(crate) fn safety_snapshot(
     g: &Globals,
     repo: &Repository,
@@ -605,7 +619,7 @@ fn rollback_commands(
             "--include".into(),
             src.name.clone(),
         ]);
-        if src.node.kind == NodeKind::DbImage || crate::pg::is_pg_source(src) {
+        if is_database(src) {
             c.extend(["--target".into(), src.path.clone(), "--force".into()]);
         } else {
             let parent = path.parent().unwrap_or(Path::new("/"));

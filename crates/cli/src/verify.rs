@@ -121,7 +121,7 @@ pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
         let dbs: Vec<&engine::Source> = snap
             .sources
             .iter()
-            .filter(|s| s.node.kind == NodeKind::DbImage || crate::pg::is_pg_source(s))
+            .filter(|s| crate::commands::is_database(s))
             .collect();
         if a.all_sources || dbs.is_empty() {
             snap.sources.iter().collect()
@@ -196,11 +196,10 @@ pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
 /// the safety snapshots restores take and client archives (a drill is about
 /// the firm's books); the newest of any kind when there is no other.
 fn latest_backup(repo: &engine::Repository) -> Result<(Id, engine::Snapshot)> {
-    let (all, _damaged) = repo.snapshots()?;
-    let found = all.into_iter().rev().find(|(_, s)| {
+    let found = crate::commands::newest_snapshot(repo, |s| {
         !crate::commands::is_safety_snapshot(s)
             && !s.tags.iter().any(|t| t == crate::client::ARCHIVE_TAG)
-    });
+    })?;
     match found {
         Some(f) => Ok(f),
         None => Ok(repo.find_snapshot("latest")?),
