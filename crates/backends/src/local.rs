@@ -110,6 +110,135 @@ fn write_all_vectored(f: &mut fs::File, parts: &[&[u8]]) -> std::io::Result<()> 
     Ok(())
 }
 
+/// Objects at least this large (packs) are written with `O_DIRECT`.
+const DIRECT_MIN: usize = 1 << 20;
+/// Alignment of buffers, lengths and offsets for `O_DIRECT`: the largest
+/// logical block size disks use.
+const DIRECT_ALIGN: usize = 4096;
+/// Bytes copied into the aligned buffer per write.
+const DIRECT_BUF: usize = 1 << 20;
+
+/// A zeroed heap buffer aligned for `O_DIRECT`.
+struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(len, DIRECT_ALIGN).expect("valid layout");
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr =
+            std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        AlignedBuf { ptr, layout }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` points to `layout.size()` initialised bytes owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+/// Writes `parts` into the new file `tmp`, bypassing the page cache: the
+/// bulk in aligned `O_DIRECT` writes, the last partial block through the
+/// cache. A pack is fsynced before it is renamed anyway, and on this
+/// project's machines a buffered write plus fsync costs four times the
+/// time and twenty times the CPU of a direct one (dd, 320 MB: 1.2-1.5 s,
+/// 1.0-1.3 s of system time, against 0.3 s and 0.06 s). Returns `Ok(false)`,
+/// with nothing left behind, where the filesystem refuses `O_DIRECT`
+/// (tmpfs, some network filesystems); the caller then writes buffered.
+fn write_direct(tmp: &Path, parts: &[&[u8]]) -> std::io::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let refused = |e: &std::io::Error| e.raw_os_error() == Some(libc::EINVAL);
+    let f = match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(tmp)
+    {
+        Ok(f) => f,
+        Err(e) if refused(&e) => {
+            let _ = fs::remove_file(tmp);
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    thread_local! {
+        static BUF: std::cell::RefCell<Option<AlignedBuf>> = const { std::cell::RefCell::new(None) };
+    }
+    BUF.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let buf = cell
+            .get_or_insert_with(|| AlignedBuf::new(DIRECT_BUF))
+            .as_mut_slice();
+        let mut filled = 0usize;
+        let mut offset = 0u64;
+        let mut direct = true;
+        let flush = |buf: &[u8], offset: &mut u64, direct: &mut bool| -> std::io::Result<()> {
+            if *direct {
+                match f.write_all_at(buf, *offset) {
+                    Err(e) if refused(&e) => {
+                        // The device wants another alignment: go on buffered.
+                        clear_direct(&f)?;
+                        *direct = false;
+                        f.write_all_at(buf, *offset)?;
+                    }
+                    r => r?,
+                }
+            } else {
+                f.write_all_at(buf, *offset)?;
+            }
+            *offset += buf.len() as u64;
+            Ok(())
+        };
+        for part in parts {
+            let mut rest: &[u8] = part;
+            while !rest.is_empty() {
+                let n = rest.len().min(buf.len() - filled);
+                buf[filled..filled + n].copy_from_slice(&rest[..n]);
+                filled += n;
+                rest = &rest[n..];
+                if filled == buf.len() {
+                    flush(buf, &mut offset, &mut direct)?;
+                    filled = 0;
+                }
+            }
+        }
+        let aligned = filled / DIRECT_ALIGN * DIRECT_ALIGN;
+        if aligned > 0 {
+            flush(&buf[..aligned], &mut offset, &mut direct)?;
+        }
+        if filled > aligned {
+            if direct {
+                clear_direct(&f)?;
+            }
+            f.write_all_at(&buf[aligned..filled], offset)?;
+        }
+        f.sync_all()?;
+        Ok(true)
+    })
+}
+
+/// Turns `O_DIRECT` off on an open file, for a last block of odd length.
+fn clear_direct(f: &fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a file descriptor this function's caller owns.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
@@ -162,7 +291,12 @@ impl Backend for LocalBackend {
             "{TMP_PREFIX}{:016x}",
             rand::thread_rng().gen::<u64>()
         ));
+        let total: usize = parts.iter().map(|p| p.len()).sum();
         let result = (|| {
+            if total >= DIRECT_MIN && write_direct(&tmp, parts)? {
+                fs::rename(&tmp, &full)?;
+                return fsync_dir(&dir);
+            }
             let mut f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -205,6 +339,30 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_objects_of_any_length_round_trip() {
+        // Packs go through O_DIRECT where the filesystem allows it (and
+        // buffered where it does not); every length must come back exact.
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        for len in [
+            DIRECT_MIN,
+            DIRECT_MIN + 1,
+            3 * DIRECT_BUF + 4095,
+            2 * DIRECT_BUF + 12345,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+            let (a, rest) = data.split_at(len / 3);
+            b.write_parts("data/00/big", &[a, &[], rest]).unwrap();
+            assert_eq!(b.read("data/00/big").unwrap(), data, "length {len}");
+        }
+        let names: Vec<String> = fs::read_dir(dir.path().join("repo/data/00"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["big"], "no temporary file is left");
+    }
 
     #[test]
     fn contract() {

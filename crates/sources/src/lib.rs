@@ -4,6 +4,7 @@
 //! PostgreSQL next) into a consistent stream the engine can back up, and
 //! knows how to put a restored copy back safely.
 
+pub mod btree;
 pub mod drill;
 pub mod sqlite;
 

@@ -26,6 +26,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::btree;
 use ledgervault_repo::{DatabaseInfo, DbCapture, TableStat};
 pub use rusqlite::Connection;
 use rusqlite::{types::ValueRef, OpenFlags};
@@ -124,6 +125,8 @@ fn capture_thread(
     start: mpsc::SyncSender<Result<Start, String>>,
     pages: mpsc::SyncSender<Result<Vec<u8>, String>>,
 ) -> Result<DatabaseInfo, String> {
+    // Opened before the read transaction starts; see digest_on_same_snapshot.
+    let side = open_side(path, timeout);
     let opened = (|| -> Result<(Connection, u32, u64, String), String> {
         let conn = open_for_reading(path).map_err(|e| sql_err(path, e))?;
         conn.busy_timeout(timeout).map_err(|e| sql_err(path, e))?;
@@ -169,7 +172,7 @@ fn capture_thread(
     // In WAL mode a second connection, pinned to this transaction's snapshot,
     // digests the tables while the pages stream.
     let side = if wal {
-        digest_on_same_snapshot(&conn, path, timeout)
+        digest_on_same_snapshot(&conn, side)
     } else {
         None
     };
@@ -320,9 +323,8 @@ fn feed_from_spool(
     let digests = std::thread::Builder::new()
         .name("sqlite-digest".into())
         .spawn(move || -> Result<DatabaseInfo, String> {
-            let conn = open_for_reading(&spool_path).map_err(|e| sql_err(&spool_path, e))?;
             let mut info = DatabaseInfo::default();
-            table_stats(&conn, &mut info);
+            file_table_stats(&spool_path, &mut info);
             Ok(info)
         })
         .map_err(|e| e.to_string())?;
@@ -355,36 +357,80 @@ fn feed_from_spool(
     Ok(())
 }
 
-/// Starts digesting the tables on a second connection that reads exactly the
-/// snapshot `conn`'s open read transaction sees. `None` when SQLite cannot
-/// share the snapshot, as when the WAL holds no frames (everything was
-/// checkpointed); the caller then digests on `conn` after the pages.
+/// A second connection, opened before the capture's read transaction
+/// starts, that will digest the tables over the same view.
+struct SideConn {
+    conn: Connection,
+    /// `PRAGMA data_version` before the capture's transaction began.
+    version: i64,
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+}
+
+/// Opens the side connection; call before the capture's `BEGIN`.
+fn open_side(path: &Path, timeout: Duration) -> Option<SideConn> {
+    let conn = open_for_reading(path).ok()?;
+    conn.busy_timeout(timeout).ok()?;
+    conn.execute_batch("PRAGMA cache_size = -16384").ok()?;
+    // A read makes the pager note the database's current version.
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .ok()?;
+    let version = data_version(&conn).ok()?;
+    Some(SideConn { conn, version })
+}
+
+/// Starts digesting the tables on the side connection, reading exactly the
+/// view `conn`'s open read transaction sees. When the WAL holds frames, the
+/// side connection opens `conn`'s snapshot. When it holds none (everything
+/// was checkpointed), SQLite has no snapshot to share; the capture's reader
+/// then reads the database file alone and keeps checkpoints from changing
+/// it, so the side connection sees the same view as long as nothing was
+/// committed since it was opened, which `PRAGMA data_version` tells. `None`
+/// when neither holds (a commit raced in); the caller then digests on
+/// `conn` after the pages.
 fn digest_on_same_snapshot(
     conn: &Connection,
-    path: &Path,
-    timeout: Duration,
+    side: Option<SideConn>,
 ) -> Option<JoinHandle<DatabaseInfo>> {
     use rusqlite::ffi;
-    let other = open_for_reading(path).ok()?;
-    other.busy_timeout(timeout).ok()?;
-    other
-        .execute_batch("PRAGMA cache_size = -16384; BEGIN")
-        .ok()?;
+    let SideConn {
+        conn: other,
+        version,
+    } = side?;
+    other.execute_batch("BEGIN").ok()?;
     let mut snap: *mut ffi::sqlite3_snapshot = std::ptr::null_mut();
     // SAFETY: both handles are valid open connections owned by this thread;
     // `conn` has an open read transaction on "main", `other` has none yet;
     // the snapshot is freed right after use and never shared.
-    let opened = unsafe {
+    let shared = unsafe {
         let schema = c"main".as_ptr();
-        if ffi::sqlite3_snapshot_get(conn.handle(), schema, &mut snap) != ffi::SQLITE_OK {
-            return None;
+        if ffi::sqlite3_snapshot_get(conn.handle(), schema, &mut snap) == ffi::SQLITE_OK {
+            let rc = ffi::sqlite3_snapshot_open(other.handle(), schema, snap);
+            ffi::sqlite3_snapshot_free(snap);
+            Some(rc == ffi::SQLITE_OK)
+        } else {
+            None
         }
-        let rc = ffi::sqlite3_snapshot_open(other.handle(), schema, snap);
-        ffi::sqlite3_snapshot_free(snap);
-        rc == ffi::SQLITE_OK
     };
-    if !opened {
-        return None;
+    match shared {
+        Some(true) => {}
+        Some(false) => return None,
+        None => {
+            // No frames to share: start the side's read transaction and
+            // check that no commit came between.
+            other
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .ok()?;
+            if data_version(&other).ok()? != version {
+                return None;
+            }
+        }
     }
     std::thread::Builder::new()
         .name("sqlite-digest".into())
@@ -397,29 +443,70 @@ fn digest_on_same_snapshot(
         .ok()
 }
 
-/// Counts and digests every table; damage found is listed as a problem.
+/// Counts and digests every table over the pages `conn` sees in its open
+/// read transaction (see [`crate::btree`]); damage found is listed as a
+/// problem.
 pub fn table_stats(conn: &Connection, info: &mut DatabaseInfo) {
-    let names: Vec<String> = match conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-    {
-        Ok(n) => n,
-        Err(e) => {
-            info.problems.push(format!("cannot list tables: {e}"));
-            return;
-        }
-    };
-    for name in names {
-        match table_digest(conn, &name) {
-            Ok((rows, digest)) => info.tables.push(TableStat { name, rows, digest }),
-            Err(e) => info.problems.push(format!("table {name}: {e}")),
-        }
+    let opened = conn
+        .query_row("PRAGMA page_size", [], |r| r.get::<_, u32>(0))
+        .and_then(|ps| Ok((ps, btree::DbPages::new(conn)?)));
+    match opened {
+        Ok((page_size, mut pages)) => stats_from_pages(conn, &mut pages, page_size, info),
+        Err(e) => info.problems.push(format!("cannot read the pages: {e}")),
     }
 }
 
-/// Row count and digest of one table: BLAKE3 over its rows in key order,
-/// each value as a type tag and its bytes (see docs/FORMAT.md).
-pub fn table_digest(conn: &Connection, table: &str) -> rusqlite::Result<(u64, String)> {
+/// Like [`table_stats`] for a database file nobody writes to meanwhile (a
+/// spool copy, a restored image): its pages are read from the file itself.
+pub fn file_table_stats(path: &Path, info: &mut DatabaseInfo) {
+    let opened = open_for_reading(path)
+        .and_then(|conn| {
+            let ps = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, u32>(0))?;
+            Ok((conn, ps))
+        })
+        .map_err(|e| sql_err(path, e));
+    let (conn, page_size) = match opened {
+        Ok(o) => o,
+        Err(e) => return info.problems.push(e),
+    };
+    match btree::FilePages::open(path, page_size) {
+        Ok(mut pages) => stats_from_pages(&conn, &mut pages, page_size, info),
+        Err(e) => info.problems.push(e),
+    }
+}
+
+fn stats_from_pages(
+    conn: &Connection,
+    pages: &mut dyn btree::Pages,
+    page_size: u32,
+    info: &mut DatabaseInfo,
+) {
+    let roots = match btree::table_roots(conn) {
+        Ok(r) => r,
+        Err(e) => return info.problems.push(format!("cannot list tables: {e}")),
+    };
+    match btree::digest_tables(pages, page_size, &roots) {
+        Ok(tables) => {
+            for (name, r) in tables {
+                match r {
+                    Ok(sum) => info.tables.push(TableStat {
+                        name,
+                        rows: sum.rows,
+                        digest: sum.digest(),
+                    }),
+                    Err(e) => info.problems.push(format!("table {name}: {e}")),
+                }
+            }
+        }
+        Err(e) => info.problems.push(e),
+    }
+}
+
+/// Row count and digest of one table as snapshots before the page-level
+/// digest recorded them: BLAKE3 over its rows in key order, read through
+/// SQL, each value as a type tag and its bytes (see docs/FORMAT.md). Drills
+/// of those snapshots compare with it.
+pub fn sql_table_digest(conn: &Connection, table: &str) -> rusqlite::Result<(u64, String)> {
     let quoted = format!("\"{}\"", table.replace('"', "\"\""));
     // Rowid tables in rowid order; WITHOUT ROWID tables scan in key order.
     let mut stmt = match conn.prepare(&format!("SELECT * FROM {quoted} ORDER BY rowid")) {
@@ -668,30 +755,67 @@ impl ledgervault_repo::DbOpener for SqliteOpener {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_second_connection_digests_the_same_snapshot_in_wal_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
+    /// A WAL-mode database with two rows. With `checkpointed` its last
+    /// connection is closed, which checkpoints and removes the WAL, as a
+    /// nightly backup usually finds a firm database.
+    fn wal_db(dir: &Path, checkpointed: bool) -> (PathBuf, Option<Connection>) {
+        let path = dir.join("t.db");
         let w = Connection::open(&path).unwrap();
         w.execute_batch(
             "PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);",
         )
         .unwrap();
-        let conn = open_for_reading(&path).unwrap();
+        if checkpointed {
+            drop(w);
+            assert!(!companion(&path, "-wal").exists());
+            return (path, None);
+        }
+        (path, Some(w))
+    }
+
+    fn begin_capture(path: &Path) -> Connection {
+        let conn = open_for_reading(path).unwrap();
         conn.execute_batch("BEGIN").unwrap();
         let n: i64 = conn
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2);
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
-        // A commit after the snapshot must not be seen by the digest.
-        w.execute("INSERT INTO t VALUES (3)", []).unwrap();
-        let side = digest_on_same_snapshot(&conn, &path, Duration::from_secs(5))
-            .expect("the snapshot is shared");
-        let info = side.join().unwrap();
-        assert_eq!(info.tables[0].rows, 2, "{info:?}");
+        conn
+    }
+
+    #[test]
+    fn a_second_connection_digests_the_same_snapshot_in_wal_mode() {
+        for checkpointed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, _w) = wal_db(dir.path(), checkpointed);
+            let side = open_side(&path, Duration::from_secs(5));
+            let conn = begin_capture(&path);
+            let side = digest_on_same_snapshot(&conn, side).expect("the view is shared");
+            let info = side.join().unwrap();
+            assert_eq!(info.tables[0].rows, 2, "{info:?}");
+        }
+    }
+
+    #[test]
+    fn a_commit_after_the_capture_began_is_never_digested() {
+        for checkpointed in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, _w) = wal_db(dir.path(), checkpointed);
+            let side = open_side(&path, Duration::from_secs(5));
+            let conn = begin_capture(&path);
+            Connection::open(&path)
+                .unwrap()
+                .execute("INSERT INTO t VALUES (3)", [])
+                .unwrap();
+            match digest_on_same_snapshot(&conn, side) {
+                // With frames in the WAL the snapshot itself is shared.
+                Some(t) => {
+                    assert!(!checkpointed, "an empty WAL has no snapshot to share");
+                    assert_eq!(t.join().unwrap().tables[0].rows, 2);
+                }
+                // Without, the side connection would see the commit: refused.
+                None => assert!(checkpointed, "a WAL with frames shares its snapshot"),
+            }
+        }
     }
 }
