@@ -1,19 +1,19 @@
 //! The read path: snapshot → trees → frames → files.
 //!
 //! Restore first walks the snapshot's trees, creating folders and links and
-//! planning, for every file, the frames to read. Then one pipeline runs over
+//! planning, for every file, the frames to read: each frame once per file,
+//! with every place in the file its blobs fill. Then one pipeline runs over
 //! the frames of all files in order: worker threads read, authenticate and
 //! decompress frames and verify every blob id, out of order and a bounded
-//! distance ahead; this thread writes them, in order, sequentially, into a
-//! temporary file beside each destination, and renames the file into place
+//! distance ahead; this thread takes them in order and writes each blob at
+//! its offset in a temporary file beside each destination, and renames the file into place
 //! after its last byte checked out. A file whose data is damaged is never
 //! renamed into place: its temporary file is removed and it is listed in the
 //! summary, while the other files restore normally.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -84,17 +84,27 @@ pub struct RestoreSummary {
     pub failed: Vec<FileError>,
 }
 
-/// A frame to read and the parts of one file it fills, in file order.
+/// A frame to read and the parts of one file it fills.
 struct Job {
     file: usize,
     pack: Id,
     frame_offset: u64,
     sealed_len: u32,
     raw_len: u32,
-    /// (offset in frame, length, blob id)
-    parts: Vec<(u32, u32, Id)>,
+    /// (offset in frame, length, blob id, offset in the file)
+    parts: Vec<(u32, u32, Id, u64)>,
 }
 
+/// A decoded frame, every blob of the job verified against its id.
+struct Decoded {
+    frame: Vec<u8>,
+}
+
+impl Decoded {
+    fn part(&self, start: u32, len: u32) -> &[u8] {
+        &self.frame[start as usize..(start + len) as usize]
+    }
+}
 /// A file to write.
 struct FileTask {
     node: Node,
@@ -107,57 +117,74 @@ struct FileTask {
 /// Frames decoded ahead of the writer, at most this many per thread.
 const AHEAD_PER_THREAD: usize = 4;
 
-fn plan_file(index: &Index, file: usize, content: &[Id], jobs: &mut Vec<Job>) -> Result<usize> {
+/// Plans the frame reads that rebuild one file from `content`. With
+/// `gather`, every part a frame holds for this file joins that frame's one
+/// job, so each frame is read and decoded once however its blobs are spread
+/// over the file (after a night of scattered page edits, one frame of new
+/// pages serves a dozen places in a database image); jobs then come in the
+/// order of the file offset each first fills, and parts are written at
+/// their offsets. Without, jobs follow the file's bytes strictly in order,
+/// for readers that stream.
+fn plan_file(
+    index: &Index,
+    file: usize,
+    content: &[Id],
+    jobs: &mut Vec<Job>,
+    gather: bool,
+) -> Result<usize> {
     let first = jobs.len();
+    let mut of_frame: HashMap<(Id, u64), usize> = HashMap::new();
+    let mut at = 0u64;
     for id in content {
         let loc = index.get(id).ok_or_else(|| {
             Error::corrupt(format!("blob {}", id.short()), "missing from every index")
         })?;
-        let same = jobs.len() > first
-            && jobs
-                .last()
-                .is_some_and(|j| j.pack == loc.pack && j.frame_offset == loc.frame_offset);
-        if !same {
-            jobs.push(Job {
-                file,
-                pack: loc.pack,
-                frame_offset: loc.frame_offset,
-                sealed_len: loc.frame_sealed_len,
-                raw_len: loc.frame_raw_len,
-                parts: Vec::new(),
-            });
-        }
-        jobs.last_mut()
-            .unwrap()
-            .parts
-            .push((loc.offset, loc.len, *id));
+        let key = (loc.pack, loc.frame_offset);
+        let existing = if gather {
+            of_frame.get(&key).copied()
+        } else {
+            (jobs.len() > first)
+                .then(|| jobs.len() - 1)
+                .filter(|&j| (jobs[j].pack, jobs[j].frame_offset) == key)
+        };
+        let j = match existing {
+            Some(j) => j,
+            None => {
+                jobs.push(Job {
+                    file,
+                    pack: loc.pack,
+                    frame_offset: loc.frame_offset,
+                    sealed_len: loc.frame_sealed_len,
+                    raw_len: loc.frame_raw_len,
+                    parts: Vec::new(),
+                });
+                if gather {
+                    of_frame.insert(key, jobs.len() - 1);
+                }
+                jobs.len() - 1
+            }
+        };
+        jobs[j].parts.push((loc.offset, loc.len, *id, at));
+        at += loc.len as u64;
     }
     Ok(jobs.len() - first)
 }
 
-/// Reads a frame and returns the file's bytes it holds, every blob verified.
-fn decode(repo: &Repository, job: &Job) -> Result<Vec<u8>> {
+/// Reads a frame and verifies every blob of the job it holds.
+fn decode(repo: &Repository, job: &Job) -> Result<Decoded> {
     let path = pack_path(&job.pack);
     let sealed = repo
         .backend()
         .read_range(&path, job.frame_offset, job.sealed_len as u64)?;
     let frame = open_frame(repo.keys(), &sealed, job.raw_len, &path)?;
-    // The common case, one blob filling the frame, needs no copy.
-    if let [(0, len, id)] = job.parts[..] {
-        if len == job.raw_len {
-            if repo.keys().blob_id(&frame) != id {
-                return Err(Error::corrupt(
-                    &path,
-                    format!("blob {} does not match its id", id.short()),
-                ));
-            }
-            return Ok(frame);
+    // A blob used at several places (an empty page) is verified once.
+    let mut verified: Option<(u32, Id)> = None;
+    for &(start, len, id, _) in &job.parts {
+        if verified == Some((start, id)) {
+            continue;
         }
-    }
-    let mut out = Vec::with_capacity(job.parts.iter().map(|p| p.1 as usize).sum());
-    for &(start, len, id) in &job.parts {
         let data = frame
-            .get(start as usize..(start + len) as usize)
+            .get(start as usize..(start as usize).saturating_add(len as usize))
             .ok_or_else(|| Error::corrupt(&path, "blob lies outside its frame"))?;
         if repo.keys().blob_id(data) != id {
             return Err(Error::corrupt(
@@ -165,9 +192,9 @@ fn decode(repo: &Repository, job: &Job) -> Result<Vec<u8>> {
                 format!("blob {} does not match its id", id.short()),
             ));
         }
-        out.extend_from_slice(data);
+        verified = Some((start, id));
     }
-    Ok(out)
+    Ok(Decoded { frame })
 }
 
 /// A file or stream node's content as a reader, frame by frame, every blob
@@ -176,7 +203,9 @@ pub struct NodeReader<'a> {
     repo: &'a Repository,
     jobs: Vec<Job>,
     next: usize,
-    buf: Vec<u8>,
+    buf: Decoded,
+    /// The part of `buf` being read, and the position in it.
+    part: usize,
     pos: usize,
 }
 
@@ -184,30 +213,44 @@ pub struct NodeReader<'a> {
 pub fn node_reader<'a>(repo: &'a Repository, index: &Index, node: &Node) -> Result<NodeReader<'a>> {
     let content = repo.node_content(index, node)?;
     let mut jobs = Vec::new();
-    plan_file(index, 0, &content, &mut jobs)?;
+    plan_file(index, 0, &content, &mut jobs, false)?;
     Ok(NodeReader {
         repo,
         jobs,
         next: 0,
-        buf: Vec::new(),
+        buf: Decoded { frame: Vec::new() },
+        part: 0,
         pos: 0,
     })
 }
 
 impl std::io::Read for NodeReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
+        loop {
+            // The job being read is jobs[next - 1]; its parts follow the
+            // stream's bytes in order (planned without gathering).
+            if let Some(job) = self.next.checked_sub(1).map(|j| &self.jobs[j]) {
+                if let Some(&(start, len, _, _)) = job.parts.get(self.part) {
+                    let data = self.buf.part(start, len);
+                    if self.pos < data.len() {
+                        let n = out.len().min(data.len() - self.pos);
+                        out[..n].copy_from_slice(&data[self.pos..self.pos + n]);
+                        self.pos += n;
+                        return Ok(n);
+                    }
+                    self.part += 1;
+                    self.pos = 0;
+                    continue;
+                }
+            }
             let Some(job) = self.jobs.get(self.next) else {
                 return Ok(0);
             };
             self.buf = decode(self.repo, job).map_err(std::io::Error::other)?;
-            self.pos = 0;
             self.next += 1;
+            self.part = 0;
+            self.pos = 0;
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
@@ -370,7 +413,9 @@ impl Walk<'_> {
                 let planned = self
                     .repo
                     .node_content(self.index, node)
-                    .and_then(|content| plan_file(self.index, file, &content, &mut self.jobs));
+                    .and_then(|content| {
+                        plan_file(self.index, file, &content, &mut self.jobs, true)
+                    });
                 match planned {
                     Ok(jobs) => self.files.push(FileTask {
                         node: node.clone(),
@@ -397,7 +442,7 @@ impl Walk<'_> {
 /// Decoded frames waiting for the writer.
 struct Ahead {
     written: usize,
-    ready: BTreeMap<usize, Result<Vec<u8>>>,
+    ready: BTreeMap<usize, Result<Decoded>>,
     stop: bool,
 }
 
@@ -500,11 +545,17 @@ fn write_files(
                     match data {
                         _ if open.failed => {}
                         Ok(d) => {
-                            if let Some(Err(e)) = open.file.as_mut().map(|f| f.write_all(&d)) {
-                                let _ = fs::remove_file(&open.tmp);
-                                return Err(Error::io(&task.dest, e));
+                            let f = open
+                                .file
+                                .as_ref()
+                                .expect("a file that has not failed is open");
+                            for &(start, len, _, at) in &jobs[job - 1].parts {
+                                if let Err(e) = f.write_all_at(d.part(start, len), at) {
+                                    let _ = fs::remove_file(&open.tmp);
+                                    return Err(Error::io(&task.dest, e));
+                                }
+                                progress.read(len as u64);
                             }
-                            progress.read(d.len() as u64);
                         }
                         Err(e) => {
                             open.failed = true;
