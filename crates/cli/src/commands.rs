@@ -905,6 +905,7 @@ pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
         // like a database restored on its own, never renamed over a live one.
         db_placer: Some(Arc::new(SqlitePlacer {
             busy_timeout: Duration::from_secs(30),
+            full_check: a.integrity_check,
         })),
         ..Default::default()
     };
@@ -1036,15 +1037,26 @@ fn restore_database(
                 f.message.clone(),
             )));
         }
-        place_restored(&scratch.join(name), &target, Duration::from_secs(30))
-            .map_err(|e| anyhow!(e))
+        let record = snap
+            .sources
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.node.database.as_deref());
+        place_restored(
+            &scratch.join(name),
+            &target,
+            Duration::from_secs(30),
+            record,
+            a.integrity_check,
+        )
+        .map_err(|e| anyhow!(e))
     })();
     let _ = std::fs::remove_dir_all(&scratch);
     let placed = result?;
     let secs = started.elapsed().as_secs_f64();
     if g.json {
         g.print_json(&json!({
-            "snapshot_id": id, "database": name, "target": target, "integrity_check": "ok",
+            "snapshot_id": id, "database": name, "target": target, "check": placed.check,
             "replaced_live": placed.replaced_live, "safety_snapshot": safety,
             "removed_stale": placed.removed_stale, "duration_secs": secs,
         }));
@@ -1056,10 +1068,11 @@ fn restore_database(
             );
         }
         println!(
-            "restored database {name} from snapshot {} to {} in {}: integrity_check ok{}",
+            "restored database {name} from snapshot {} to {} in {}: {} ok{}",
             id.short(),
             target.display(),
             ui::secs(secs),
+            placed.check,
             if placed.replaced_live {
                 "; open connections now see the restored data"
             } else {

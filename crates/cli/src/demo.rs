@@ -285,6 +285,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
             force: false,
             no_owner: false,
             globals: false,
+            integrity_check: false,
         },
     )?;
     if code != exit::OK {

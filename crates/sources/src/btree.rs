@@ -146,6 +146,35 @@ pub fn table_roots(conn: &Connection) -> rusqlite::Result<Vec<TableRoot>> {
     rows.collect()
 }
 
+/// An index b-tree to walk: its name, table and root page, and whether it
+/// holds one entry per row of its table (it is not partial).
+#[derive(Debug, Clone)]
+pub struct IndexRoot {
+    pub name: String,
+    pub table: String,
+    pub root: u32,
+    pub every_row: bool,
+}
+
+/// The indexes of the schema with pages of their own. An index whose SQL
+/// has a `WHERE` may be partial; its entries are not counted against rows.
+pub fn index_roots(conn: &Connection) -> rusqlite::Result<Vec<IndexRoot>> {
+    let mut stmt = conn.prepare(
+        "SELECT name, tbl_name, rootpage, coalesce(sql, '') FROM sqlite_schema
+         WHERE type = 'index' AND rootpage > 0 ORDER BY name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let sql: String = r.get(3)?;
+        Ok(IndexRoot {
+            name: r.get(0)?,
+            table: r.get(1)?,
+            root: r.get(2)?,
+            every_row: !sql.to_ascii_uppercase().contains("WHERE"),
+        })
+    })?;
+    rows.collect()
+}
+
 /// Facts from page 1 that every walk needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Geometry {
@@ -184,7 +213,18 @@ pub struct Walker<'p> {
     overflow: Vec<u8>,
 }
 
+/// A SQLite varint at `at`: its value and length.
+#[inline(always)]
 fn varint(b: &[u8], at: usize) -> Option<(u64, usize)> {
+    match b.get(at) {
+        Some(&x) if x < 0x80 => Some((x as u64, 1)),
+        Some(_) => varint_long(b, at),
+        None => None,
+    }
+}
+
+#[inline(never)]
+fn varint_long(b: &[u8], at: usize) -> Option<(u64, usize)> {
     let mut v: u64 = 0;
     for i in 0..9 {
         let byte = *b.get(at + i)?;
@@ -208,22 +248,19 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 /// Bytes of a record value of serial type `t`.
+#[inline(always)]
 fn serial_len(t: u64) -> u64 {
-    match t {
-        0 | 8 | 9 => 0,
-        1 => 1,
-        2 => 2,
-        3 => 3,
-        4 => 4,
-        5 => 6,
-        6 | 7 => 8,
-        10 | 11 => 0, // reserved; rejected by the caller
-        n => (n - 12) / 2,
+    const SMALL: [u64; 12] = [0, 1, 2, 3, 4, 6, 8, 8, 0, 0, 0, 0];
+    if t < 12 {
+        SMALL[t as usize]
+    } else {
+        (t - 12) / 2
     }
 }
 
 /// Checks that a record's header describes exactly `payload_len` bytes,
 /// when the whole header lies in `local`.
+#[inline]
 fn check_record(local: &[u8], payload_len: u64) -> Result<(), String> {
     let (hlen, n) = varint(local, 0).ok_or("record header cut short")?;
     if hlen < n as u64 || hlen > payload_len {
@@ -234,15 +271,25 @@ fn check_record(local: &[u8], payload_len: u64) -> Result<(), String> {
     if hlen as usize > local.len() {
         return Ok(()); // header spills to overflow pages; not checked
     }
+    let header = &local[..hlen as usize];
     let mut at = n;
     let mut body = 0u64;
-    while at < hlen as usize {
-        let (t, k) = varint(&local[..hlen as usize], at).ok_or("record header cut short")?;
-        if t == 10 || t == 11 {
-            return Err(format!("reserved serial type {t} in a record"));
-        }
+    let mut reserved = false;
+    while at < header.len() {
+        let b = header[at];
+        let t = if b < 0x80 {
+            at += 1;
+            b as u64
+        } else {
+            let (t, k) = varint_long(header, at).ok_or("record header cut short")?;
+            at += k;
+            t
+        };
+        reserved |= t == 10 || t == 11;
         body += serial_len(t);
-        at += k;
+    }
+    if reserved {
+        return Err("reserved serial type in a record".into());
     }
     if hlen + body != payload_len {
         return Err(format!(
@@ -284,6 +331,16 @@ impl<'p> Walker<'p> {
 
     /// Rows and row sum of the table whose b-tree starts at `root`.
     pub fn table(&mut self, root: u32) -> Result<RowSum, String> {
+        self.walk(root, true)
+    }
+
+    /// Entries of the index whose b-tree starts at `root`, its structure
+    /// checked like a table's; nothing is hashed.
+    pub fn entries(&mut self, root: u32) -> Result<u64, String> {
+        self.walk(root, false).map(|s| s.rows)
+    }
+
+    fn walk(&mut self, root: u32, hash: bool) -> Result<RowSum, String> {
         let mut sum = RowSum::default();
         let mut last_rowid: Option<i64> = None;
         // Pages still to visit, right-most last, so rowids come in order.
@@ -353,7 +410,7 @@ impl<'p> Walker<'p> {
                     NO_ROWID_SEED
                 };
                 let h = self
-                    .payload_hash(at, plen, is_table, seed)
+                    .payload_hash(at, plen, is_table, seed, hash)
                     .map_err(|e| format!("page {pgno}: cell {i}: {e}"))?;
                 sum.rows += 1;
                 sum.sum = sum.sum.wrapping_add(h);
@@ -376,6 +433,7 @@ impl<'p> Walker<'p> {
         plen: u64,
         is_table: bool,
         seed: u64,
+        hash: bool,
     ) -> Result<u128, String> {
         let u = self.geo.usable as u64;
         let x = if is_table {
@@ -400,7 +458,11 @@ impl<'p> Walker<'p> {
         let head = &self.page[at..at + local];
         check_record(head, plen)?;
         if local as u64 == plen {
-            return Ok(xxh3_128_with_seed(head, seed));
+            return Ok(if hash {
+                xxh3_128_with_seed(head, seed)
+            } else {
+                0
+            });
         }
         if at + local + 4 > self.geo.usable {
             return Err("overflow pointer runs off the page".into());
