@@ -1022,6 +1022,9 @@ fn restore_database(
     }
     let scratch = parent.join(format!(".ledgervault-restore-{}", std::process::id()));
     opts.include = vec![name.to_string()];
+    // The image lands in the private scratch folder as a plain file and is
+    // checked once, by place_restored below (a placer here checked it twice).
+    opts.db_placer = None;
     let result = (|| -> Result<ledgervault_sources::Placed> {
         let s = engine::restore(
             repo,

@@ -148,7 +148,7 @@ fn live_backups(mode: &str) {
             .unwrap();
         assert_eq!(bal, OPENING - moved + got);
         // The recorded row counts match the restored image.
-        let snap = e.json(&["cat", "snapshot", &id]);
+        let snap = e.json(&["cat", "snapshot", id]);
         let tables = snap["sources"][0]["node"]["database"]["tables"]
             .as_array()
             .unwrap()

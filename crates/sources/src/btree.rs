@@ -489,6 +489,71 @@ impl<'p> Walker<'p> {
     }
 }
 
+/// Walks the b-trees rooted at `trees` (each a root page and whether to
+/// hash it, as a table, or only count it, as an index) in the image file at
+/// `path`, on up to `threads` threads, each reading the file on its own. A
+/// page reached from two trees is found however the trees were shared out:
+/// the threads' records of pages seen are merged at the end.
+pub fn walk_file(
+    path: &Path,
+    page_size: u32,
+    trees: &[(u32, bool)],
+    threads: usize,
+) -> Result<Vec<Result<RowSum, String>>, String> {
+    let geo = Geometry::read(&mut FilePages::open(path, page_size)?, page_size)?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(vec![None; trees.len()]);
+    let seen: Vec<Result<Vec<u64>, String>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.clamp(1, trees.len().max(1)))
+            .map(|_| {
+                s.spawn(|| -> Result<Vec<u64>, String> {
+                    let mut pages = FilePages::open(path, page_size)?;
+                    let mut w = Walker::new(&mut pages, geo);
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(root, hash)) = trees.get(i) else {
+                            break;
+                        };
+                        let r = w.walk(root, hash);
+                        results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+                    }
+                    Ok(w.seen)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a walker thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut all: Vec<u64> = Vec::new();
+    for set in seen {
+        let set = set?;
+        if all.is_empty() {
+            all = set;
+            continue;
+        }
+        for (k, (a, b)) in all.iter_mut().zip(&set).enumerate() {
+            // Page 1 (bit 1 of word 0) is marked by every walker.
+            let both = *a & *b & if k == 0 { !0b10 } else { !0 };
+            if both != 0 {
+                let pgno = k as u64 * 64 + both.trailing_zeros() as u64;
+                return Err(format!("page {pgno} is reached from two b-trees"));
+            }
+            *a |= *b;
+        }
+    }
+    Ok(results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("not walked".into())))
+        .collect())
+}
+
 /// A table's name and its rows, or the damage that stopped its walk.
 pub type TableOutcome = (String, Result<RowSum, String>);
 
@@ -613,6 +678,36 @@ mod tests {
             "{d:?}"
         );
         assert!(d[1].1.is_ok(), "the other table is still digested: {d:?}");
+    }
+
+    #[test]
+    fn a_page_shared_by_two_trees_is_found_on_any_number_of_threads() {
+        let (_d, path) = db_with(
+            "CREATE TABLE a (id INTEGER PRIMARY KEY, t TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+             INSERT INTO a SELECT i, printf('%.*c', 200, 'x') FROM n;",
+        );
+        let c = Connection::open(&path).unwrap();
+        let root: u32 = c
+            .query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE name = 'a'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        drop(c);
+        let once = walk_file(&path, 4096, &[(root, true)], 2).unwrap();
+        assert_eq!(once[0].as_ref().unwrap().rows, 3000);
+        for threads in [1, 2] {
+            let twice = walk_file(&path, 4096, &[(root, true), (root, false)], threads);
+            let found = match twice {
+                Err(e) => e.contains("two b-trees"),
+                Ok(r) => r
+                    .iter()
+                    .any(|r| r.as_ref().is_err_and(|e| e.contains("reached twice"))),
+            };
+            assert!(found, "{threads} thread(s)");
+        }
     }
 
     #[test]

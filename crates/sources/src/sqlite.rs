@@ -663,14 +663,18 @@ pub fn check_restored(
         .map_err(|e| sql_err(path, e))?;
     let tables = btree::table_roots(&conn).map_err(|e| sql_err(path, e))?;
     let indexes = btree::index_roots(&conn).map_err(|e| sql_err(path, e))?;
-    let mut pages = btree::FilePages::open(path, page_size)?;
-    let geo = btree::Geometry::read(&mut pages, page_size).map_err(bad)?;
-    let mut walker = btree::Walker::new(&mut pages, geo);
+    let trees: Vec<(u32, bool)> = tables
+        .iter()
+        .map(|t| (t.root, true))
+        .chain(indexes.iter().map(|i| (i.root, false)))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut walked = btree::walk_file(path, page_size, &trees, threads)
+        .map_err(bad)?
+        .into_iter();
     let mut rows = std::collections::HashMap::new();
-    for t in &tables {
-        let sum = walker
-            .table(t.root)
-            .map_err(|e| bad(format!("table {}: {e}", t.name)))?;
+    for (t, sum) in tables.iter().zip(walked.by_ref()) {
+        let sum = sum.map_err(|e| bad(format!("table {}: {e}", t.name)))?;
         match record.tables.iter().find(|r| r.name == t.name) {
             Some(r) if r.rows == sum.rows && r.digest == sum.digest() => {}
             Some(r) => {
@@ -694,10 +698,8 @@ pub fn check_restored(
     {
         return Err(bad(format!("table {} is missing", r.name)));
     }
-    for i in &indexes {
-        let entries = walker
-            .entries(i.root)
-            .map_err(|e| bad(format!("index {}: {e}", i.name)))?;
+    for (i, sum) in indexes.iter().zip(walked) {
+        let entries = sum.map_err(|e| bad(format!("index {}: {e}", i.name)))?.rows;
         match rows.get(i.table.as_str()) {
             Some(&n) if i.every_row && n != entries => {
                 return Err(bad(format!(
