@@ -115,6 +115,8 @@ fn live_backups(mode: &str) {
             .assert()
             .success()
             .stdout(predicate::str::contains(said));
+        // SQLite's own full check agrees with ledgervault's.
+        ledgervault_sources::integrity_check(&target).unwrap();
         let c = Connection::open(&target).unwrap();
         let (sum, n): (i64, i64) = c
             .query_row("SELECT sum(balance), count(*) FROM accounts", [], |r| {
