@@ -125,8 +125,6 @@ fn capture_thread(
     start: mpsc::SyncSender<Result<Start, String>>,
     pages: mpsc::SyncSender<Result<Vec<u8>, String>>,
 ) -> Result<DatabaseInfo, String> {
-    // Opened before the read transaction starts; see digest_on_same_snapshot.
-    let side = open_side(path, timeout);
     let opened = (|| -> Result<(Connection, u32, u64, String), String> {
         let conn = open_for_reading(path).map_err(|e| sql_err(path, e))?;
         conn.busy_timeout(timeout).map_err(|e| sql_err(path, e))?;
@@ -171,19 +169,41 @@ fn capture_thread(
     let mut spool = if wal { None } else { Spool::create().ok() };
     // In WAL mode a second connection, pinned to this transaction's snapshot,
     // digests the tables while the pages stream.
-    let side = if wal {
-        digest_on_same_snapshot(&conn, side)
+    // In WAL mode with no frames in the WAL, this transaction reads the
+    // database file alone, and SQLite lets no checkpoint write into the file
+    // while such a reader lives (a checkpoint must first lock the reader's
+    // read-mark 0 exclusively); writers' commits go to the WAL. So the file
+    // itself holds exactly this transaction's view until COMMIT, and both the
+    // pages and the digests are read straight from it, in large reads, with
+    // no pager in between.
+    let stable_file = wal && !has_wal_frames(&conn);
+    let side = if stable_file {
+        digest_file_async(&conn, path, page_size)
+    } else if wal {
+        digest_on_same_snapshot(&conn, path, timeout)
     } else {
         None
     };
-    let mut streamed = match spool.as_mut() {
-        Some(sp) => read_pages(&conn, path, page_size, &mut |batch| {
-            sp.file
-                .write_all(&batch)
-                .map_err(|e| format!("{SPOOL_ERROR}: {e}"))
-        }),
-        None => Err(SPOOL_ERROR.to_string()),
+    let mut streamed = if stable_file {
+        spool = None;
+        read_file_pages(path, page_size, page_count, &mut |batch| {
+            pages
+                .send(Ok(batch))
+                .map_err(|_| "capture abandoned".to_string())
+        })
+    } else {
+        Err(String::new())
     };
+    if !stable_file {
+        streamed = match spool.as_mut() {
+            Some(sp) => read_pages(&conn, path, page_size, &mut |batch| {
+                sp.file
+                    .write_all(&batch)
+                    .map_err(|e| format!("{SPOOL_ERROR}: {e}"))
+            }),
+            None => Err(SPOOL_ERROR.to_string()),
+        };
+    }
     if streamed.as_ref().is_err_and(|e| e.starts_with(SPOOL_ERROR)) {
         // No spool (or it could not be written, say for lack of space):
         // stream directly, holding the transaction until the pages are read.
@@ -357,80 +377,99 @@ fn feed_from_spool(
     Ok(())
 }
 
-/// A second connection, opened before the capture's read transaction
-/// starts, that will digest the tables over the same view.
-struct SideConn {
-    conn: Connection,
-    /// `PRAGMA data_version` before the capture's transaction began.
-    version: i64,
+/// Whether the WAL holds frames this read transaction may read: SQLite
+/// hands out a snapshot only then.
+fn has_wal_frames(conn: &Connection) -> bool {
+    use rusqlite::ffi;
+    let mut snap: *mut ffi::sqlite3_snapshot = std::ptr::null_mut();
+    // SAFETY: `conn` is a valid connection with an open read transaction;
+    // the snapshot is freed at once.
+    unsafe {
+        if ffi::sqlite3_snapshot_get(conn.handle(), c"main".as_ptr(), &mut snap) == ffi::SQLITE_OK {
+            ffi::sqlite3_snapshot_free(snap);
+            true
+        } else {
+            false
+        }
+    }
 }
 
-fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+/// Reads `page_count` pages straight from the database file, in order, in
+/// batches; only for a file that holds the transaction's view (see
+/// `capture_thread`).
+fn read_file_pages(
+    path: &Path,
+    page_size: u32,
+    page_count: u64,
+    sink: &mut dyn FnMut(Vec<u8>) -> Result<(), String>,
+) -> Result<u64, String> {
+    use std::os::unix::fs::FileExt;
+    let f = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let batch_pages = PAGES_PER_BATCH as u64 * 4;
+    let mut done = 0u64;
+    while done < page_count {
+        let n = batch_pages.min(page_count - done);
+        let mut batch = vec![0u8; (n * page_size as u64) as usize];
+        f.read_exact_at(&mut batch, done * page_size as u64)
+            .map_err(|e| format!("{}: page {}: {e}", path.display(), done + 1))?;
+        sink(batch)?;
+        done += n;
+    }
+    Ok(done)
 }
 
-/// Opens the side connection; call before the capture's `BEGIN`.
-fn open_side(path: &Path, timeout: Duration) -> Option<SideConn> {
-    let conn = open_for_reading(path).ok()?;
-    conn.busy_timeout(timeout).ok()?;
-    conn.execute_batch("PRAGMA cache_size = -16384").ok()?;
-    // A read makes the pager note the database's current version.
-    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .ok()?;
-    let version = data_version(&conn).ok()?;
-    Some(SideConn { conn, version })
+/// Digests the tables of the file-backed view (see `capture_thread`) on a
+/// thread of its own; the table list comes from `conn`'s transaction.
+fn digest_file_async(
+    conn: &Connection,
+    path: &Path,
+    page_size: u32,
+) -> Option<JoinHandle<DatabaseInfo>> {
+    let roots = btree::table_roots(conn).ok()?;
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("sqlite-digest".into())
+        .spawn(move || {
+            let mut info = DatabaseInfo::default();
+            match btree::FilePages::open(&path, page_size) {
+                Ok(mut pages) => stats_from_roots(&mut pages, page_size, &roots, &mut info),
+                Err(e) => info.problems.push(e),
+            }
+            info
+        })
+        .ok()
 }
 
-/// Starts digesting the tables on the side connection, reading exactly the
-/// view `conn`'s open read transaction sees. When the WAL holds frames, the
-/// side connection opens `conn`'s snapshot. When it holds none (everything
-/// was checkpointed), SQLite has no snapshot to share; the capture's reader
-/// then reads the database file alone and keeps checkpoints from changing
-/// it, so the side connection sees the same view as long as nothing was
-/// committed since it was opened, which `PRAGMA data_version` tells. `None`
-/// when neither holds (a commit raced in); the caller then digests on
+/// Starts digesting the tables on a second connection that reads exactly the
+/// snapshot `conn`'s open read transaction sees (the WAL holds frames).
+/// `None` when SQLite cannot share the snapshot; the caller then digests on
 /// `conn` after the pages.
 fn digest_on_same_snapshot(
     conn: &Connection,
-    side: Option<SideConn>,
+    path: &Path,
+    timeout: Duration,
 ) -> Option<JoinHandle<DatabaseInfo>> {
     use rusqlite::ffi;
-    let SideConn {
-        conn: other,
-        version,
-    } = side?;
-    other.execute_batch("BEGIN").ok()?;
+    let other = open_for_reading(path).ok()?;
+    other.busy_timeout(timeout).ok()?;
+    other
+        .execute_batch("PRAGMA cache_size = -16384; BEGIN")
+        .ok()?;
     let mut snap: *mut ffi::sqlite3_snapshot = std::ptr::null_mut();
     // SAFETY: both handles are valid open connections owned by this thread;
     // `conn` has an open read transaction on "main", `other` has none yet;
     // the snapshot is freed right after use and never shared.
-    let shared = unsafe {
+    let opened = unsafe {
         let schema = c"main".as_ptr();
-        if ffi::sqlite3_snapshot_get(conn.handle(), schema, &mut snap) == ffi::SQLITE_OK {
-            let rc = ffi::sqlite3_snapshot_open(other.handle(), schema, snap);
-            ffi::sqlite3_snapshot_free(snap);
-            Some(rc == ffi::SQLITE_OK)
-        } else {
-            None
+        if ffi::sqlite3_snapshot_get(conn.handle(), schema, &mut snap) != ffi::SQLITE_OK {
+            return None;
         }
+        let rc = ffi::sqlite3_snapshot_open(other.handle(), schema, snap);
+        ffi::sqlite3_snapshot_free(snap);
+        rc == ffi::SQLITE_OK
     };
-    match shared {
-        Some(true) => {}
-        Some(false) => return None,
-        None => {
-            // No frames to share: start the side's read transaction and
-            // check that no commit came between.
-            other
-                .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .ok()?;
-            if data_version(&other).ok()? != version {
-                return None;
-            }
-        }
+    if !opened {
+        return None;
     }
     std::thread::Builder::new()
         .name("sqlite-digest".into())
@@ -485,7 +524,16 @@ fn stats_from_pages(
         Ok(r) => r,
         Err(e) => return info.problems.push(format!("cannot list tables: {e}")),
     };
-    match btree::digest_tables(pages, page_size, &roots) {
+    stats_from_roots(pages, page_size, &roots, info)
+}
+
+fn stats_from_roots(
+    pages: &mut dyn btree::Pages,
+    page_size: u32,
+    roots: &[btree::TableRoot],
+    info: &mut DatabaseInfo,
+) {
+    match btree::digest_tables(pages, page_size, roots) {
         Ok(tables) => {
             for (name, r) in tables {
                 match r {
@@ -856,68 +904,78 @@ impl ledgervault_repo::DbOpener for SqliteOpener {
 mod tests {
     use super::*;
 
-    /// A WAL-mode database with two rows. With `checkpointed` its last
-    /// connection is closed, which checkpoints and removes the WAL, as a
-    /// nightly backup usually finds a firm database.
-    fn wal_db(dir: &Path, checkpointed: bool) -> (PathBuf, Option<Connection>) {
-        let path = dir.join("t.db");
+    #[test]
+    fn a_second_connection_digests_the_same_snapshot_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
         let w = Connection::open(&path).unwrap();
         w.execute_batch(
             "PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);",
         )
         .unwrap();
-        if checkpointed {
-            drop(w);
-            assert!(!companion(&path, "-wal").exists());
-            return (path, None);
-        }
-        (path, Some(w))
-    }
-
-    fn begin_capture(path: &Path) -> Connection {
-        let conn = open_for_reading(path).unwrap();
+        let conn = open_for_reading(&path).unwrap();
         conn.execute_batch("BEGIN").unwrap();
         let n: i64 = conn
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2);
-        conn
+        assert!(has_wal_frames(&conn));
+        // A commit after the snapshot must not be seen by the digest.
+        w.execute("INSERT INTO t VALUES (3)", []).unwrap();
+        let side = digest_on_same_snapshot(&conn, &path, Duration::from_secs(5))
+            .expect("the snapshot is shared");
+        let info = side.join().unwrap();
+        assert_eq!(info.tables[0].rows, 2, "{info:?}");
     }
 
+    /// With an empty WAL the capture reads the file itself: commits and
+    /// checkpoint attempts during the capture must not reach the image.
     #[test]
-    fn a_second_connection_digests_the_same_snapshot_in_wal_mode() {
-        for checkpointed in [false, true] {
-            let dir = tempfile::tempdir().unwrap();
-            let (path, _w) = wal_db(dir.path(), checkpointed);
-            let side = open_side(&path, Duration::from_secs(5));
-            let conn = begin_capture(&path);
-            let side = digest_on_same_snapshot(&conn, side).expect("the view is shared");
-            let info = side.join().unwrap();
-            assert_eq!(info.tables[0].rows, 2, "{info:?}");
-        }
-    }
+    fn an_empty_wal_capture_reads_the_file_and_nothing_committed_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000)
+             INSERT INTO t SELECT i, printf('%.*c', 100, 'a') FROM n;",
+        )
+        .unwrap();
+        drop(c); // the last connection checkpoints and removes the WAL
+        assert!(!companion(&path, "-wal").exists());
+        let before = fs::read(&path).unwrap();
+        let mut want = DatabaseInfo::default();
+        file_table_stats(&path, &mut want);
 
-    #[test]
-    fn a_commit_after_the_capture_began_is_never_digested() {
-        for checkpointed in [false, true] {
-            let dir = tempfile::tempdir().unwrap();
-            let (path, _w) = wal_db(dir.path(), checkpointed);
-            let side = open_side(&path, Duration::from_secs(5));
-            let conn = begin_capture(&path);
-            Connection::open(&path)
-                .unwrap()
-                .execute("INSERT INTO t VALUES (3)", [])
-                .unwrap();
-            match digest_on_same_snapshot(&conn, side) {
-                // With frames in the WAL the snapshot itself is shared.
-                Some(t) => {
-                    assert!(!checkpointed, "an empty WAL has no snapshot to share");
-                    assert_eq!(t.join().unwrap().tables[0].rows, 2);
-                }
-                // Without, the side connection would see the commit: refused.
-                None => assert!(checkpointed, "a WAL with frames shares its snapshot"),
-            }
+        let mut cap = SqliteCapture::start(&path, &SqliteOptions::default()).unwrap();
+        // 22 MB: far more than the capture sends ahead before it is read.
+        assert!(before.len() > 16 << 20);
+        // Another process rewrites every row and tries every checkpoint
+        // while the capture has read nothing yet.
+        let w = Connection::open(&path).unwrap();
+        w.execute_batch("UPDATE t SET v = 'changed'; INSERT INTO t (v) VALUES ('new');")
+            .unwrap();
+        for mode in ["PASSIVE", "FULL", "RESTART", "TRUNCATE"] {
+            let _ = w.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
         }
+        let mut image = Vec::new();
+        cap.read_to_end(&mut image).unwrap();
+        let info = Box::new(cap).finish().unwrap();
+        assert!(
+            image == before,
+            "the image is the file as it was when the capture began"
+        );
+        assert_eq!(info.tables, want.tables);
+        assert_eq!(info.tables[0].rows, 200000);
+        // And the writer's work is there once the capture has ended.
+        drop(w);
+        let n: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM t WHERE v = 'changed'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(n, 200000);
     }
 
     #[test]
