@@ -40,7 +40,7 @@ pub trait Pages {
 /// The pages of a database file nobody writes to meanwhile: a spool copy, a
 /// restored image.
 pub struct FilePages {
-    file: fs::File,
+    file: std::sync::Arc<fs::File>,
     page_size: usize,
     count: u32,
 }
@@ -48,10 +48,14 @@ pub struct FilePages {
 impl FilePages {
     pub fn open(path: &Path, page_size: u32) -> Result<FilePages, String> {
         let file = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let len = file
-            .metadata()
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .len();
+        FilePages::from_file(std::sync::Arc::new(file), page_size)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Reads through a descriptor the caller keeps (the live database's,
+    /// which must outlive SQLite's connection to it).
+    pub fn from_file(file: std::sync::Arc<fs::File>, page_size: u32) -> Result<FilePages, String> {
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
         let page_size = page_size as usize;
         Ok(FilePages {
             file,

@@ -125,6 +125,13 @@ fn capture_thread(
     start: mpsc::SyncSender<Result<Start, String>>,
     pages: mpsc::SyncSender<Result<Vec<u8>, String>>,
 ) -> Result<DatabaseInfo, String> {
+    // Our own descriptor of the live database file, when its pages are read
+    // straight from it. Closing any descriptor of a file drops every POSIX
+    // lock this process holds on it, SQLite's included, and without its
+    // shared lock another process's last connection could checkpoint into
+    // the file while we read it. So every copy of it stays open until the
+    // connection below is closed: declared first, it is dropped last.
+    let mut db_file: Option<std::sync::Arc<fs::File>> = None;
     let opened = (|| -> Result<(Connection, u32, u64, String), String> {
         let conn = open_for_reading(path).map_err(|e| sql_err(path, e))?;
         conn.busy_timeout(timeout).map_err(|e| sql_err(path, e))?;
@@ -176,17 +183,20 @@ fn capture_thread(
     // itself holds exactly this transaction's view until COMMIT, and both the
     // pages and the digests are read straight from it, in large reads, with
     // no pager in between.
-    let stable_file = wal && !has_wal_frames(&conn);
-    let side = if stable_file {
-        digest_file_async(&conn, path, page_size)
+    if wal && !has_wal_frames(&conn) {
+        db_file = fs::File::open(path).ok().map(std::sync::Arc::new);
+    }
+    let stable_file = db_file.is_some();
+    let side = if let Some(f) = &db_file {
+        digest_file_async(&conn, f.clone(), page_size)
     } else if wal {
         digest_on_same_snapshot(&conn, path, timeout)
     } else {
         None
     };
-    let mut streamed = if stable_file {
+    let mut streamed = if let Some(f) = &db_file {
         spool = None;
-        read_file_pages(path, page_size, page_count, &mut |batch| {
+        read_file_pages(f, path, page_size, page_count, &mut |batch| {
             pages
                 .send(Ok(batch))
                 .map_err(|_| "capture abandoned".to_string())
@@ -253,6 +263,8 @@ fn capture_thread(
         _ => table_stats(&conn, &mut info),
     }
     let _ = conn.execute_batch("COMMIT");
+    drop(conn);
+    drop(db_file);
     Ok(info)
 }
 
@@ -398,13 +410,13 @@ fn has_wal_frames(conn: &Connection) -> bool {
 /// batches; only for a file that holds the transaction's view (see
 /// `capture_thread`).
 fn read_file_pages(
+    f: &fs::File,
     path: &Path,
     page_size: u32,
     page_count: u64,
     sink: &mut dyn FnMut(Vec<u8>) -> Result<(), String>,
 ) -> Result<u64, String> {
     use std::os::unix::fs::FileExt;
-    let f = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let batch_pages = PAGES_PER_BATCH as u64 * 4;
     let mut done = 0u64;
     while done < page_count {
@@ -422,19 +434,16 @@ fn read_file_pages(
 /// thread of its own; the table list comes from `conn`'s transaction.
 fn digest_file_async(
     conn: &Connection,
-    path: &Path,
+    file: std::sync::Arc<fs::File>,
     page_size: u32,
 ) -> Option<JoinHandle<DatabaseInfo>> {
     let roots = btree::table_roots(conn).ok()?;
-    let path = path.to_path_buf();
+    let mut pages = btree::FilePages::from_file(file, page_size).ok()?;
     std::thread::Builder::new()
         .name("sqlite-digest".into())
         .spawn(move || {
             let mut info = DatabaseInfo::default();
-            match btree::FilePages::open(&path, page_size) {
-                Ok(mut pages) => stats_from_roots(&mut pages, page_size, &roots, &mut info),
-                Err(e) => info.problems.push(e),
-            }
+            stats_from_roots(&mut pages, page_size, &roots, &mut info);
             info
         })
         .ok()
