@@ -175,18 +175,16 @@ fn capture_thread(
     // spool can be made, the pages stream directly, holding the lock.)
     let mut spool = if wal { None } else { Spool::create().ok() };
     // In WAL mode a second connection, pinned to this transaction's snapshot,
-    // digests the tables while the pages stream.
-    // In WAL mode with no frames in the WAL, this transaction reads the
-    // database file alone, and SQLite lets no checkpoint write into the file
-    // while such a reader lives (a checkpoint must first lock the reader's
-    // read-mark 0 exclusively); writers' commits go to the WAL. So the file
-    // itself holds exactly this transaction's view until COMMIT, and both the
-    // pages and the digests are read straight from it, in large reads, with
-    // no pager in between.
+    // digests the tables while the pages stream. With no frames in the WAL,
+    // though, this transaction reads the database file alone, and SQLite lets
+    // no checkpoint write into the file while such a reader lives (a
+    // checkpoint must first lock the reader's read-mark 0 exclusively);
+    // writers' commits go to the WAL. So the file itself holds exactly this
+    // transaction's view until COMMIT, and both the pages and the digests are
+    // read straight from it, in large reads, with no pager in between.
     if wal && !has_wal_frames(&conn) {
         db_file = fs::File::open(path).ok().map(std::sync::Arc::new);
     }
-    let stable_file = db_file.is_some();
     let side = if let Some(f) = &db_file {
         digest_file_async(&conn, f.clone(), page_size)
     } else if wal {
@@ -194,26 +192,19 @@ fn capture_thread(
     } else {
         None
     };
-    let mut streamed = if let Some(f) = &db_file {
-        spool = None;
-        read_file_pages(f, path, page_size, page_count, &mut |batch| {
+    let mut streamed = match (&db_file, spool.as_mut()) {
+        (Some(f), _) => read_file_pages(f, path, page_size, page_count, &mut |batch| {
             pages
                 .send(Ok(batch))
                 .map_err(|_| "capture abandoned".to_string())
-        })
-    } else {
-        Err(String::new())
+        }),
+        (None, Some(sp)) => read_pages(&conn, path, page_size, &mut |batch| {
+            sp.file
+                .write_all(&batch)
+                .map_err(|e| format!("{SPOOL_ERROR}: {e}"))
+        }),
+        (None, None) => Err(SPOOL_ERROR.to_string()),
     };
-    if !stable_file {
-        streamed = match spool.as_mut() {
-            Some(sp) => read_pages(&conn, path, page_size, &mut |batch| {
-                sp.file
-                    .write_all(&batch)
-                    .map_err(|e| format!("{SPOOL_ERROR}: {e}"))
-            }),
-            None => Err(SPOOL_ERROR.to_string()),
-        };
-    }
     if streamed.as_ref().is_err_and(|e| e.starts_with(SPOOL_ERROR)) {
         // No spool (or it could not be written, say for lack of space):
         // stream directly, holding the transaction until the pages are read.
