@@ -184,9 +184,9 @@ fn decode(repo: &Repository, job: &Job) -> Result<Decoded> {
         .read_range(&path, job.frame_offset, job.sealed_len as u64)?;
     let frame = open_frame(repo.keys(), &sealed, job.raw_len, &path)?;
     // A blob used at several places (an empty page) is verified once.
-    let mut verified: Option<(u32, Id)> = None;
+    let mut verified: Option<(u32, u32, Id)> = None;
     for &(start, len, id, _) in &job.parts {
-        if verified == Some((start, id)) {
+        if verified == Some((start, len, id)) {
             continue;
         }
         let data = frame
@@ -198,7 +198,7 @@ fn decode(repo: &Repository, job: &Job) -> Result<Decoded> {
                 format!("blob {} does not match its id", id.short()),
             ));
         }
-        verified = Some((start, id));
+        verified = Some((start, len, id));
     }
     Ok(Decoded { frame })
 }
