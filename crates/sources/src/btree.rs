@@ -338,12 +338,8 @@ impl<'p> Walker<'p> {
         self.walk(root, true)
     }
 
-    /// Entries of the index whose b-tree starts at `root`, its structure
-    /// checked like a table's; nothing is hashed.
-    pub fn entries(&mut self, root: u32) -> Result<u64, String> {
-        self.walk(root, false).map(|s| s.rows)
-    }
-
+    /// Walks the b-tree at `root`; with `hash` false (an index) entries are
+    /// counted and checked, not hashed.
     fn walk(&mut self, root: u32, hash: bool) -> Result<RowSum, String> {
         let mut sum = RowSum::default();
         let mut last_rowid: Option<i64> = None;
