@@ -264,6 +264,19 @@ impl Writer<'_> {
         self.put_id(kind, id, data)
     }
 
+    /// Like [`put_id`](Writer::put_id), copying `data` only when it is new.
+    fn put_borrowed(
+        &mut self,
+        kind: BlobKind,
+        id: Id,
+        data: &[u8],
+    ) -> std::result::Result<Id, Closed> {
+        if self.index.contains(&id) || self.pending.contains(&id) {
+            return Ok(id);
+        }
+        self.put_id(kind, id, data.to_vec())
+    }
+
     /// Like [`put`](Writer::put) with the id already computed.
     fn put_id(&mut self, kind: BlobKind, id: Id, data: Vec<u8>) -> std::result::Result<Id, Closed> {
         if self.index.contains(&id) || !self.pending.insert(id) {
@@ -517,18 +530,18 @@ impl Walker<'_, '_> {
                 Ok(Some(c)) => {
                     size += c.len() as u64;
                     self.progress.read(c.len() as u64);
-                    let id = self.writer.keys.blob_id(&c);
+                    let id = self.writer.keys.blob_id(c);
                     if let Some(w) = watch.as_deref_mut() {
                         let i = ids.len();
                         w.pages += 1;
                         if w.parent.get(i) != Some(&id) {
                             w.changed += 1;
-                            if looks_random(&c) {
+                            if looks_random(c) {
                                 w.changed_random += 1;
                             }
                         }
                     }
-                    ids.push(self.writer.put_id(BlobKind::Data, id, c)?);
+                    ids.push(self.writer.put_borrowed(BlobKind::Data, id, c)?);
                 }
                 Ok(None) => break,
                 Err(e) => return Ok(Err(e)),

@@ -131,8 +131,10 @@ impl<R: Read> Chunker<R> {
         Ok(())
     }
 
-    /// The next chunk, or `None` at the end of the stream.
-    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+    /// The next chunk, or `None` at the end of the stream. It is borrowed
+    /// from the chunker's buffer: most chunks of a nightly backup are
+    /// already stored, and only new ones need a copy of their own.
+    pub fn next_chunk(&mut self) -> io::Result<Option<&[u8]>> {
         let need = match self.kind {
             ChunkerKind::ContentDefined { params, .. } => params.max_size as usize,
             ChunkerKind::Fixed { size } => size as usize,
@@ -160,7 +162,7 @@ impl<R: Read> Chunker<R> {
                 cut
             }
         };
-        let chunk = self.buf[self.start..self.start + len].to_vec();
+        let chunk = &self.buf[self.start..self.start + len];
         self.start += len;
         Ok(Some(chunk))
     }
@@ -184,7 +186,7 @@ mod tests {
         let mut c = Chunker::new(data, kind);
         let mut out = vec![];
         while let Some(ch) = c.next_chunk().unwrap() {
-            out.push(ch);
+            out.push(ch.to_vec());
         }
         out
     }
@@ -212,7 +214,7 @@ mod tests {
             // Cutting does not depend on how the reader delivers bytes.
             let mut t = Chunker::new(Trickle(&data), kind);
             let mut again = vec![];
-            while let Some(c) = t.next_chunk().unwrap() { again.push(c); }
+            while let Some(c) = t.next_chunk().unwrap() { again.push(c.to_vec()); }
             prop_assert_eq!(again, cs);
         }
 

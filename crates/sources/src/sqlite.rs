@@ -63,6 +63,8 @@ impl Default for SqliteOptions {
 /// A capture in progress; read it to its end, then call `finish`.
 pub struct SqliteCapture {
     pages: mpsc::Receiver<Result<Vec<u8>, String>>,
+    /// Batches read to their end go back to the capture thread for reuse.
+    spent: mpsc::SyncSender<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
     page_size: u32,
@@ -93,15 +95,17 @@ impl SqliteCapture {
     pub fn start(path: &Path, opts: &SqliteOptions) -> Result<SqliteCapture, String> {
         let (start_tx, start_rx) = mpsc::sync_channel::<Result<Start, String>>(1);
         let (page_tx, page_rx) = mpsc::sync_channel(4);
+        let (spent_tx, spent_rx) = mpsc::sync_channel(4);
         let path: PathBuf = path.to_path_buf();
         let timeout = opts.busy_timeout;
         let thread = std::thread::Builder::new()
             .name("sqlite-capture".into())
-            .spawn(move || capture_thread(&path, timeout, start_tx, page_tx))
+            .spawn(move || capture_thread(&path, timeout, start_tx, page_tx, spent_rx))
             .map_err(|e| e.to_string())?;
         match start_rx.recv() {
             Ok(Ok(s)) => Ok(SqliteCapture {
                 pages: page_rx,
+                spent: spent_tx,
                 buf: Vec::new(),
                 pos: 0,
                 page_size: s.page_size,
@@ -124,6 +128,7 @@ fn capture_thread(
     timeout: Duration,
     start: mpsc::SyncSender<Result<Start, String>>,
     pages: mpsc::SyncSender<Result<Vec<u8>, String>>,
+    spent: mpsc::Receiver<Vec<u8>>,
 ) -> Result<DatabaseInfo, String> {
     // Our own descriptor of the live database file, when its pages are read
     // straight from it. Closing any descriptor of a file drops every POSIX
@@ -193,7 +198,7 @@ fn capture_thread(
         None
     };
     let mut streamed = match (&db_file, spool.as_mut()) {
-        (Some(f), _) => read_file_pages(f, path, page_size, page_count, &mut |batch| {
+        (Some(f), _) => read_file_pages(f, path, page_size, page_count, &spent, &mut |batch| {
             pages
                 .send(Ok(batch))
                 .map_err(|_| "capture abandoned".to_string())
@@ -405,6 +410,7 @@ fn read_file_pages(
     path: &Path,
     page_size: u32,
     page_count: u64,
+    spare: &mpsc::Receiver<Vec<u8>>,
     sink: &mut dyn FnMut(Vec<u8>) -> Result<(), String>,
 ) -> Result<u64, String> {
     use std::os::unix::fs::FileExt;
@@ -412,7 +418,13 @@ fn read_file_pages(
     let mut done = 0u64;
     while done < page_count {
         let n = batch_pages.min(page_count - done);
-        let mut batch = vec![0u8; (n * page_size as u64) as usize];
+        let len = (n * page_size as u64) as usize;
+        // A batch the reader is done with, else a new one: fresh memory
+        // costs a page fault and zeroing per 4 KiB.
+        let mut batch = match spare.try_recv() {
+            Ok(b) if b.len() == len => b,
+            _ => vec![0u8; len],
+        };
         f.read_exact_at(&mut batch, done * page_size as u64)
             .map_err(|e| format!("{}: page {}: {e}", path.display(), done + 1))?;
         sink(batch)?;
@@ -607,7 +619,9 @@ impl Read for SqliteCapture {
         while self.pos == self.buf.len() {
             match self.pages.recv() {
                 Ok(Ok(b)) => {
-                    self.buf = b;
+                    let spent = std::mem::replace(&mut self.buf, b);
+                    // Never blocks: when the capture thread has enough, it is dropped.
+                    let _ = self.spent.try_send(spent);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(io::Error::other(e)),
