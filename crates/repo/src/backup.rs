@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::chunker::{Chunker, ChunkerKind};
+use crate::chunker::{Chunker, ChunkerKind, SharedChunk};
 use crate::chunkmap::{self, ChunkMap, LayerKind, MapLayer};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
@@ -236,11 +236,60 @@ pub struct BackupSummary {
     pub stale_locks: Vec<String>,
 }
 
-type FrameJob = Vec<(BlobKind, Id, Vec<u8>)>;
+/// A blob's bytes on their way to a sealing worker: its own copy, or a
+/// large chunk still in the chunker's buffer.
+enum BlobBytes {
+    Owned(Vec<u8>),
+    Shared(SharedChunk),
+}
+
+impl AsRef<[u8]> for BlobBytes {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            BlobBytes::Owned(v) => v,
+            BlobBytes::Shared(c) => c.as_ref(),
+        }
+    }
+}
+
+type FrameJob = Vec<(BlobKind, Id, BlobBytes)>;
 
 struct PackerOut {
     packs: u64,
     bytes: u64,
+}
+
+/// Buffers the uploaders hand back to the sealing workers once a pack is
+/// written. Frames are about a megabyte each; allocating every one afresh
+/// faulted in (and zeroed) new pages. Bounded, so returns cannot pin
+/// memory without limit.
+#[derive(Clone)]
+struct Spares {
+    tx: Sender<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
+}
+
+impl Spares {
+    /// Buffers smaller than this are not worth keeping.
+    const MIN: usize = 32 * 1024;
+
+    fn new(keep: usize) -> Self {
+        let (tx, rx) = bounded(keep);
+        Spares { tx, rx }
+    }
+
+    /// An empty buffer, reused when one is spare.
+    fn take(&self) -> Vec<u8> {
+        self.rx.try_recv().unwrap_or_default()
+    }
+
+    /// Keeps `buf` for reuse if there is room; drops it otherwise.
+    fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() >= Self::MIN {
+            buf.clear();
+            let _ = self.tx.try_send(buf);
+        }
+    }
 }
 
 /// The sending end of the pipeline, owned by the walker.
@@ -261,32 +310,44 @@ struct Closed;
 impl Writer<'_> {
     fn put(&mut self, kind: BlobKind, data: Vec<u8>) -> std::result::Result<Id, Closed> {
         let id = self.keys.blob_id(&data);
-        self.put_id(kind, id, data)
+        self.put_id(kind, id, BlobBytes::Owned(data))
     }
 
-    /// Like [`put_id`](Writer::put_id), copying `data` only when it is new.
-    fn put_borrowed(
+    /// Stores a chunk with its id already computed when it is new. A large
+    /// chunk travels in the chunker's buffer; a small one is copied, since
+    /// it waits in a group and would hold that buffer longer.
+    fn put_chunk(
         &mut self,
         kind: BlobKind,
         id: Id,
-        data: &[u8],
+        chunk: SharedChunk,
     ) -> std::result::Result<Id, Closed> {
         if self.index.contains(&id) || self.pending.contains(&id) {
             return Ok(id);
         }
-        self.put_id(kind, id, data.to_vec())
+        let bytes = if chunk.as_ref().len() >= FRAME_TARGET {
+            BlobBytes::Shared(chunk)
+        } else {
+            BlobBytes::Owned(chunk.as_ref().to_vec())
+        };
+        self.put_id(kind, id, bytes)
     }
 
-    /// Like [`put`](Writer::put) with the id already computed.
-    fn put_id(&mut self, kind: BlobKind, id: Id, data: Vec<u8>) -> std::result::Result<Id, Closed> {
+    fn put_id(
+        &mut self,
+        kind: BlobKind,
+        id: Id,
+        data: BlobBytes,
+    ) -> std::result::Result<Id, Closed> {
         if self.index.contains(&id) || !self.pending.insert(id) {
             return Ok(id);
         }
-        self.bytes_new += data.len() as u64;
-        if data.len() >= FRAME_TARGET {
+        let len = data.as_ref().len();
+        self.bytes_new += len as u64;
+        if len >= FRAME_TARGET {
             self.send(vec![(kind, id, data)])?;
         } else {
-            self.group_len += data.len();
+            self.group_len += len;
             self.group.push((kind, id, data));
             if self.group_len >= FRAME_TARGET {
                 self.flush()?;
@@ -318,9 +379,12 @@ fn worker(
     mut sealer: FrameSealer,
     jobs: Receiver<FrameJob>,
     out: Sender<(Vec<u8>, FrameEntry)>,
+    spares: Spares,
 ) {
     for job in jobs {
-        if out.send(sealer.seal(&keys, &job)).is_err() {
+        let sealed = sealer.seal_into(&keys, &job, spares.take());
+        drop(job); // lets the chunker reuse its buffer sooner
+        if out.send(sealed).is_err() {
             return;
         }
     }
@@ -348,6 +412,7 @@ fn uploader(
     repo: &Repository,
     packs: Receiver<PackBuilder>,
     progress: &dyn Progress,
+    spares: Spares,
 ) -> Result<PackerOut> {
     let mut unindexed: Vec<PackRecord> = Vec::new();
     let mut out = PackerOut { packs: 0, bytes: 0 };
@@ -360,7 +425,9 @@ fn uploader(
         out.bytes += pack.size;
         progress.stored(pack.size);
         drop(parts);
-        drop(pack.parts);
+        for part in pack.parts {
+            spares.give(part);
+        }
         release_freed_memory();
         unindexed.push(PackRecord {
             id: pack.id,
@@ -541,7 +608,8 @@ impl Walker<'_, '_> {
                             }
                         }
                     }
-                    ids.push(self.writer.put_borrowed(BlobKind::Data, id, c)?);
+                    let chunk = ch.share_last();
+                    ids.push(self.writer.put_chunk(BlobKind::Data, id, chunk)?);
                 }
                 Ok(None) => break,
                 Err(e) => return Ok(Err(e)),
@@ -850,6 +918,8 @@ pub fn backup(
         .collect::<Result<Vec<_>>>()?;
     let (job_tx, job_rx) = bounded::<FrameJob>(threads * 2);
     let (frame_tx, frame_rx) = bounded(threads * 2);
+    // A few spare frame buffers; more measured no faster and held more memory.
+    let frame_spares = Spares::new(4);
     let cdc = ChunkerKind::ContentDefined {
         params: repo.config().chunker,
         seed: keys.chunker_seed(),
@@ -875,9 +945,10 @@ pub fn backup(
     let (walk_result, packer_result) = std::thread::scope(|scope| {
         for (i, sealer) in sealers.into_iter().enumerate() {
             let (k, rx, tx) = (keys.clone(), job_rx.clone(), frame_tx.clone());
+            let spares = frame_spares.clone();
             std::thread::Builder::new()
                 .name(format!("seal-{i}"))
-                .spawn_scoped(scope, move || worker(k, sealer, rx, tx))
+                .spawn_scoped(scope, move || worker(k, sealer, rx, tx, spares))
                 .expect("spawn worker thread");
         }
         drop(job_rx);
@@ -891,10 +962,10 @@ pub fn backup(
         // has already written, so no index ever runs ahead of its packs.
         let uploaders: Vec<_> = (0..UPLOADERS)
             .map(|i| {
-                let rx = pack_rx.clone();
+                let (rx, spares) = (pack_rx.clone(), frame_spares.clone());
                 std::thread::Builder::new()
                     .name(format!("uploader-{i}"))
-                    .spawn_scoped(scope, move || uploader(repo, rx, progress))
+                    .spawn_scoped(scope, move || uploader(repo, rx, progress, spares))
                     .expect("spawn uploader thread")
             })
             .collect();

@@ -8,12 +8,17 @@
 //!   pages, aligned to page boundaries, so a changed page changes exactly one
 //!   chunk.
 //!
-//! The CDC chunker reads into one large buffer and cuts chunks out of it,
-//! copying each chunk once. A cut is only taken when at least `max` bytes
-//! follow the chunk's start (or the stream ended), which makes it identical to
-//! the cut a chunker holding the whole stream in memory would make.
+//! The CDC chunker reads into one large buffer and lends chunks out of it.
+//! A chunk that must outlive the next call (a new one, on its way to the
+//! sealing threads) is [shared](Chunker::share_last) rather than copied: the
+//! buffer is reference-counted, and while chunks hold it the chunker reads
+//! on into another. A cut is only taken when at least `max` bytes follow the
+//! chunk's start (or the stream ended), which makes it identical to the cut
+//! a chunker holding the whole stream in memory would make.
 
 use std::io::{self, Read};
+use std::ops::Range;
+use std::sync::Arc;
 
 use fastcdc::v2020::{FastCDC, Normalization};
 use serde::{Deserialize, Serialize};
@@ -78,14 +83,34 @@ pub enum ChunkerKind {
     Fixed { size: u32 },
 }
 
+/// A chunk that shares the chunker's buffer instead of owning a copy.
+#[derive(Clone)]
+pub struct SharedChunk {
+    buf: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+impl AsRef<[u8]> for SharedChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+/// Buffers a chunker keeps for reuse once the chunks sharing them are gone.
+const SPARE_BUFFERS: usize = 2;
+
 /// Cuts a reader into chunks. Call [`next_chunk`](Chunker::next_chunk) until
 /// it returns `None`.
 pub struct Chunker<R> {
     reader: R,
     kind: ChunkerKind,
-    buf: Vec<u8>,
+    buf: Arc<Vec<u8>>,
+    /// Earlier buffers; reused when no chunk holds them any more.
+    spare: Vec<Arc<Vec<u8>>>,
     start: usize,
     end: usize,
+    /// Where the chunk last returned lies in `buf`.
+    last: Range<usize>,
     eof: bool,
     /// Bytes read from the reader so far.
     pub bytes_read: u64,
@@ -102,9 +127,11 @@ impl<R: Read> Chunker<R> {
         Chunker {
             reader,
             kind,
-            buf: vec![0; cap],
+            buf: Arc::new(vec![0; cap]),
+            spare: Vec::new(),
             start: 0,
             end: 0,
+            last: 0..0,
             eof: false,
             bytes_read: 0,
         }
@@ -112,13 +139,35 @@ impl<R: Read> Chunker<R> {
 
     /// Reads until the buffer is full or the stream ends.
     fn fill(&mut self) -> io::Result<()> {
+        if Arc::get_mut(&mut self.buf).is_none() {
+            // Shared chunks still point into this buffer: go on in another,
+            // taking the unread tail along.
+            let mut next = match self
+                .spare
+                .iter_mut()
+                .position(|b| Arc::get_mut(b).is_some())
+            {
+                Some(i) => self.spare.swap_remove(i),
+                None => Arc::new(vec![0; self.buf.len()]),
+            };
+            let tail = self.end - self.start;
+            Arc::get_mut(&mut next).expect("unshared buffer")[..tail]
+                .copy_from_slice(&self.buf[self.start..self.end]);
+            let old = std::mem::replace(&mut self.buf, next);
+            if self.spare.len() < SPARE_BUFFERS {
+                self.spare.push(old);
+            }
+            self.end = tail;
+            self.start = 0;
+        }
+        let buf = Arc::get_mut(&mut self.buf).expect("unshared buffer");
         if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
+            buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        while !self.eof && self.end < self.buf.len() {
-            match self.reader.read(&mut self.buf[self.end..]) {
+        while !self.eof && self.end < buf.len() {
+            match self.reader.read(&mut buf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     self.end += n;
@@ -162,9 +211,18 @@ impl<R: Read> Chunker<R> {
                 cut
             }
         };
-        let chunk = &self.buf[self.start..self.start + len];
+        self.last = self.start..self.start + len;
         self.start += len;
-        Ok(Some(chunk))
+        Ok(Some(&self.buf[self.last.clone()]))
+    }
+
+    /// The chunk [`next_chunk`](Chunker::next_chunk) returned last, as a
+    /// handle that may outlive the chunker and travel to other threads.
+    pub fn share_last(&self) -> SharedChunk {
+        SharedChunk {
+            buf: self.buf.clone(),
+            range: self.last.clone(),
+        }
     }
 }
 
@@ -225,6 +283,37 @@ mod tests {
             prop_assert_eq!(cs.concat(), data);
             for c in &cs[..cs.len().saturating_sub(1)] {
                 prop_assert_eq!(c.len(), size as usize);
+            }
+        }
+    }
+
+    #[test]
+    fn shared_chunks_keep_their_bytes() {
+        // Shared chunks must survive the chunker reading on into further
+        // buffers, and a buffer is only reused once no kept chunk points
+        // into it. 3.5 MiB crosses the 1 MiB buffer several times.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut data = vec![0u8; 3 << 20 | 1 << 19];
+        rng.fill(&mut data[..]);
+        let kind = ChunkerKind::ContentDefined {
+            params: small(),
+            seed: 5,
+        };
+        let expected = chunks(&data, kind);
+        for keep_every in [1, 2, 3, 1000] {
+            let mut c = Chunker::new(&data[..], kind);
+            let mut kept = vec![];
+            let mut i = 0;
+            while c.next_chunk().unwrap().is_some() {
+                let shared = c.share_last();
+                if i % keep_every == 0 {
+                    kept.push((i, shared));
+                }
+                i += 1;
+            }
+            assert_eq!(i, expected.len());
+            for (i, k) in kept {
+                assert_eq!(k.as_ref(), &expected[i][..], "chunk {i}");
             }
         }
     }

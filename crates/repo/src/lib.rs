@@ -58,7 +58,7 @@ pub use backup::{
     FileError, PathFilter, DEFAULT_SUSPECT_SHARE,
 };
 pub use check::{check, CheckReport, ReadData};
-pub use chunker::{CdcParams, Chunker, ChunkerKind};
+pub use chunker::{CdcParams, Chunker, ChunkerKind, SharedChunk};
 pub use chunkmap::{ChunkMap, LayerKind, MapLayer};
 pub use config::{RepoConfig, CONFIG_PATH};
 pub use copy::{copy, CopiedSnapshot, CopyOptions, CopyReport};

@@ -326,21 +326,40 @@ impl FrameSealer {
 
     /// Returns the sealed frame and its table entry. The plaintext is
     /// compressed straight into the buffer that is then encrypted in place.
-    pub fn seal(
+    pub fn seal<B: AsRef<[u8]>>(
         &mut self,
         keys: &Keys,
-        blobs: &[(BlobKind, Id, Vec<u8>)],
+        blobs: &[(BlobKind, Id, B)],
+    ) -> (Vec<u8>, FrameEntry) {
+        self.seal_into(keys, blobs, Vec::new())
+    }
+
+    /// Like [`seal`](Self::seal), writing the frame into `buf` (whatever it
+    /// holds is dropped). A backup hands back buffers of frames already
+    /// written, so sealing reuses memory that is already mapped.
+    pub fn seal_into<B: AsRef<[u8]>>(
+        &mut self,
+        keys: &Keys,
+        blobs: &[(BlobKind, Id, B)],
+        mut buf: Vec<u8>,
     ) -> (Vec<u8>, FrameEntry) {
         let raw: std::borrow::Cow<[u8]> = if blobs.len() == 1 {
-            std::borrow::Cow::Borrowed(&blobs[0].2)
+            std::borrow::Cow::Borrowed(blobs[0].2.as_ref())
         } else {
-            let mut all = Vec::with_capacity(blobs.iter().map(|b| b.2.len()).sum());
+            let mut all = Vec::with_capacity(blobs.iter().map(|b| b.2.as_ref().len()).sum());
             for b in blobs {
-                all.extend_from_slice(&b.2);
+                all.extend_from_slice(b.2.as_ref());
             }
             std::borrow::Cow::Owned(all)
         };
-        let mut buf = vec![0u8; crate::crypto::NONCE_LEN];
+        buf.clear();
+        buf.reserve(
+            crate::crypto::NONCE_LEN
+                + 1
+                + zstd::zstd_safe::compress_bound(raw.len())
+                + crate::crypto::TAG_LEN,
+        );
+        buf.resize(crate::crypto::NONCE_LEN, 0);
         compress::compress_into(&mut self.compressor, &raw, &mut buf);
         let sealed = keys.seal_prefixed(FRAME_AAD, buf);
         let entry = FrameEntry {
@@ -351,7 +370,7 @@ impl FrameSealer {
                 .map(|(kind, id, d)| BlobEntry {
                     kind: *kind,
                     id: *id,
-                    len: d.len() as u32,
+                    len: d.as_ref().len() as u32,
                 })
                 .collect(),
         };
