@@ -247,7 +247,7 @@ fn kill_9_during_an_import_leaves_the_target_unchanged() {
     let before = rows_of(&target, "IS NOT NULL");
     let bin = assert_cmd::cargo::cargo_bin("ledgervault");
     let mut landed = 0;
-    for delay in [300u64, 700, 1200, 1800, 2600] {
+    for delay in [50u64, 150, 300, 700, 1200, 1800, 2600] {
         fs::copy(&pristine, &target).unwrap();
         let mut child = StdCommand::new(&bin)
             .args([
