@@ -313,24 +313,26 @@ impl Writer<'_> {
         self.put_id(kind, id, BlobBytes::Owned(data))
     }
 
-    /// Stores a chunk with its id already computed when it is new. A large
-    /// chunk travels in the chunker's buffer; a small one is copied, since
-    /// it waits in a group and would hold that buffer longer.
+    /// Whether a blob with this id is stored or on its way.
+    fn has(&self, id: &Id) -> bool {
+        self.index.contains(id) || self.pending.contains(id)
+    }
+
+    /// Stores a chunk with its id already computed. A large chunk travels
+    /// in the chunker's buffer; a small one is copied, since it waits in a
+    /// group and would hold that buffer longer.
     fn put_chunk(
         &mut self,
         kind: BlobKind,
         id: Id,
         chunk: SharedChunk,
-    ) -> std::result::Result<Id, Closed> {
-        if self.index.contains(&id) || self.pending.contains(&id) {
-            return Ok(id);
-        }
+    ) -> std::result::Result<(), Closed> {
         let bytes = if chunk.as_ref().len() >= FRAME_TARGET {
             BlobBytes::Shared(chunk)
         } else {
             BlobBytes::Owned(chunk.as_ref().to_vec())
         };
-        self.put_id(kind, id, bytes)
+        self.put_id(kind, id, bytes).map(|_| ())
     }
 
     fn put_id(
@@ -608,8 +610,11 @@ impl Walker<'_, '_> {
                             }
                         }
                     }
-                    let chunk = ch.share_last();
-                    ids.push(self.writer.put_chunk(BlobKind::Data, id, chunk)?);
+                    // Only a new chunk needs a handle of its own.
+                    if !self.writer.has(&id) {
+                        self.writer.put_chunk(BlobKind::Data, id, ch.share_last())?;
+                    }
+                    ids.push(id);
                 }
                 Ok(None) => break,
                 Err(e) => return Ok(Err(e)),
