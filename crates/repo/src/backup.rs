@@ -41,8 +41,15 @@ use crate::snapshot::{
 const PACKS_PER_INDEX: usize = 4;
 /// Packs written at once (a slow fsync or upload does not stall sealing).
 const UPLOADERS: usize = 2;
-/// Chunks smaller than this are grouped with their neighbours into one frame.
-const FRAME_TARGET: usize = 64 * 1024;
+/// Chunks smaller than this are grouped with their neighbours into one
+/// frame; larger ones are a frame of their own, and travel to the sealing
+/// workers in the chunker's buffer rather than copied.
+const SHARE_MIN: usize = 64 * 1024;
+/// A group of small chunks (database pages, small files) is sealed once it
+/// holds this much. zstd level 1 ran 30% faster on the sample firm's pages
+/// in 1 MiB frames than in 64 KiB ones (475 against 365 MB/s, per-frame
+/// setup and table building amortised), and compressed 1.6% smaller.
+const GROUP_TARGET: usize = 1024 * 1024;
 
 /// What to back up.
 pub enum BackupSource {
@@ -327,7 +334,7 @@ impl Writer<'_> {
         id: Id,
         chunk: SharedChunk,
     ) -> std::result::Result<(), Closed> {
-        let bytes = if chunk.as_ref().len() >= FRAME_TARGET {
+        let bytes = if chunk.as_ref().len() >= SHARE_MIN {
             BlobBytes::Shared(chunk)
         } else {
             BlobBytes::Owned(chunk.as_ref().to_vec())
@@ -346,12 +353,12 @@ impl Writer<'_> {
         }
         let len = data.as_ref().len();
         self.bytes_new += len as u64;
-        if len >= FRAME_TARGET {
+        if len >= SHARE_MIN {
             self.send(vec![(kind, id, data)])?;
         } else {
             self.group_len += len;
             self.group.push((kind, id, data));
-            if self.group_len >= FRAME_TARGET {
+            if self.group_len >= GROUP_TARGET {
                 self.flush()?;
             }
         }
