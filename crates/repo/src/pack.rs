@@ -314,16 +314,22 @@ pub(crate) fn check_version(found: u32, object: &str) -> Result<()> {
 }
 
 /// Seals frames: compresses a run of blobs as one zstd frame and seals it.
-/// Holds a reusable compression context; make one per thread.
+/// Holds a reusable compression context and the buffer a run of blobs is
+/// gathered in (a fresh megabyte per frame was mapped, faulted in and
+/// unmapped each time); make one per thread.
 pub struct FrameSealer {
     compressor: zstd::bulk::Compressor<'static>,
+    gathered: Vec<u8>,
 }
 
 impl FrameSealer {
     pub fn new(level: i32) -> Result<FrameSealer> {
         let compressor = zstd::bulk::Compressor::new(level)
             .map_err(|e| Error::Invalid(format!("zstd level {level}: {e}")))?;
-        Ok(FrameSealer { compressor })
+        Ok(FrameSealer {
+            compressor,
+            gathered: Vec::new(),
+        })
     }
 
     /// Returns the sealed frame and its table entry. The plaintext is
@@ -345,14 +351,14 @@ impl FrameSealer {
         blobs: &[(BlobKind, Id, B)],
         mut buf: Vec<u8>,
     ) -> (Vec<u8>, FrameEntry) {
-        let raw: std::borrow::Cow<[u8]> = if blobs.len() == 1 {
-            std::borrow::Cow::Borrowed(blobs[0].2.as_ref())
+        let raw: &[u8] = if blobs.len() == 1 {
+            blobs[0].2.as_ref()
         } else {
-            let mut all = Vec::with_capacity(blobs.iter().map(|b| b.2.as_ref().len()).sum());
+            self.gathered.clear();
             for b in blobs {
-                all.extend_from_slice(b.2.as_ref());
+                self.gathered.extend_from_slice(b.2.as_ref());
             }
-            std::borrow::Cow::Owned(all)
+            &self.gathered
         };
         buf.clear();
         buf.reserve(
@@ -362,7 +368,7 @@ impl FrameSealer {
                 + crate::crypto::TAG_LEN,
         );
         buf.resize(crate::crypto::NONCE_LEN, 0);
-        compress::compress_into(&mut self.compressor, &raw, &mut buf);
+        compress::compress_into(&mut self.compressor, raw, &mut buf);
         let sealed = keys.seal_prefixed(FRAME_AAD, buf);
         let entry = FrameEntry {
             sealed_len: sealed.len() as u32,
