@@ -225,7 +225,11 @@ fn one_client_from_a_full_firm_snapshot_leaves_the_others_byte_identical() {
 }
 
 /// Kills an import with SIGKILL at moments spread over its run: the target
-/// is always either unchanged or wholly imported.
+/// is always either unchanged or wholly imported. The client has a
+/// cross-client link, so the config nullifies links and the import really
+/// writes; the kill moments are fractions of a timed run without a kill, and
+/// at least two must land inside the import proper: after its safety
+/// snapshot of the target was saved, before the import committed.
 #[test]
 fn kill_9_during_an_import_leaves_the_target_unchanged() {
     let e = Env::with_repo();
@@ -241,18 +245,26 @@ fn kill_9_during_an_import_leaves_the_target_unchanged() {
         ])
         .assert()
         .success();
+    let config = e.root.join("links.toml");
+    fs::write(&config, "[client]\ndefault_link = \"nullify\"\n").unwrap();
     let target = firm(&e, "target.db", 3, 3_000_000, 9);
     let pristine = e.root.join("pristine.db");
     fs::copy(&target, &pristine).unwrap();
     let before = rows_of(&target, "IS NOT NULL");
     let bin = assert_cmd::cargo::cargo_bin("ledgervault");
-    let mut landed = 0;
-    for delay in [50u64, 150, 300, 700, 1200, 1800, 2600] {
+    let reset = || {
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let _ = fs::remove_file(format!("{}{suffix}", target.display()));
+        }
         fs::copy(&pristine, &target).unwrap();
-        let mut child = StdCommand::new(&bin)
+    };
+    let import = || {
+        StdCommand::new(&bin)
             .args([
                 "client",
                 "restore",
+                "-c",
+                config.to_str().unwrap(),
                 "latest",
                 "--client",
                 "1",
@@ -267,32 +279,54 @@ fn kill_9_during_an_import_leaves_the_target_unchanged() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
-        let finished = child.try_wait().unwrap().is_some();
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let c = Connection::open(&target).unwrap();
-        let ok: String = c
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(ok, "ok");
-        let moved: i64 = c
+            .unwrap()
+    };
+    let moved = || -> i64 {
+        Connection::open(&target)
+            .unwrap()
             .query_row(
                 "SELECT count(*) FROM clients WHERE code = 'MOVED'",
                 [],
                 |r| r.get(0),
             )
+            .unwrap()
+    };
+    // The unkilled run: it succeeds, and its length sets the kill moments.
+    reset();
+    let started = std::time::Instant::now();
+    let status = import().wait().unwrap();
+    let full = started.elapsed();
+    assert!(status.success(), "the import without a kill failed");
+    assert_eq!(moved(), 1);
+    let snapshots = || e.json(&["snapshots"]).as_array().unwrap().len();
+    let mut landed = 0;
+    let mut mid_import = 0;
+    for tenth in [1u32, 2, 4, 5, 6, 7, 8, 9] {
+        reset();
+        let had = snapshots();
+        let mut child = import();
+        std::thread::sleep(full * tenth / 10);
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let safety_saved = snapshots() > had;
+        let c = Connection::open(&target).unwrap();
+        let ok: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
+        assert_eq!(ok, "ok");
         drop(c);
-        if moved == 0 {
+        if moved() == 0 {
             assert_eq!(
                 rows_of(&target, "IS NOT NULL"),
                 before,
-                "killed at {delay} ms"
+                "killed at {tenth}/10 of {full:?}"
             );
             if !finished {
                 landed += 1;
+                if safety_saved {
+                    mid_import += 1;
+                }
             }
         } else {
             assert!(ledgervault_samplefirm::unbalanced_clients(
@@ -302,7 +336,14 @@ fn kill_9_during_an_import_leaves_the_target_unchanged() {
             .is_empty());
         }
     }
-    assert!(landed >= 1, "no kill landed during an import");
+    assert!(
+        landed >= 3,
+        "only {landed} kills landed during an import of {full:?}"
+    );
+    assert!(
+        mid_import >= 2,
+        "fewer than 2 kills landed after the safety snapshot ({landed} landed, run of {full:?})"
+    );
 }
 
 #[test]
