@@ -5,7 +5,6 @@ mod common;
 use std::fs;
 use std::path::Path;
 use std::process::{Command as StdCommand, Stdio};
-use std::time::Duration;
 
 use common::{one_line_error, Env};
 use predicates::prelude::*;
