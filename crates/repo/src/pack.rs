@@ -315,8 +315,8 @@ pub(crate) fn check_version(found: u32, object: &str) -> Result<()> {
 
 /// Seals frames: compresses a run of blobs as one zstd frame and seals it.
 /// Holds a reusable compression context and the buffer a run of blobs is
-/// gathered in (a fresh megabyte per frame was mapped, faulted in and
-/// unmapped each time); make one per thread.
+/// gathered in (rather than a fresh allocation per frame); make one per
+/// thread.
 pub struct FrameSealer {
     compressor: zstd::bulk::Compressor<'static>,
     gathered: Vec<u8>,
