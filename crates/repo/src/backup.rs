@@ -604,6 +604,44 @@ impl Walker<'_, '_> {
         let mut ch = Chunker::new(reader, kind);
         let mut ids = Vec::new();
         let mut size = 0u64;
+        if let ChunkerKind::Fixed { size: chunk } = kind {
+            // Pages come in runs, hashed side by side.
+            let chunk = chunk as usize;
+            let mut run_ids = Vec::with_capacity(crate::chunker::FIXED_RUN);
+            loop {
+                let run = match ch.next_run() {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let run_len = run.len();
+                run_ids.clear();
+                self.writer.keys.blob_ids_of_run(run, chunk, &mut run_ids);
+                for (k, &id) in run_ids.iter().enumerate() {
+                    let at = k * chunk..((k + 1) * chunk).min(run_len);
+                    let len = at.len();
+                    size += len as u64;
+                    self.progress.read(len as u64);
+                    if let Some(w) = watch.as_deref_mut() {
+                        let i = ids.len();
+                        w.pages += 1;
+                        if w.parent.get(i) != Some(&id) {
+                            w.changed += 1;
+                            if looks_random(&ch.last_run()[at.clone()]) {
+                                w.changed_random += 1;
+                            }
+                        }
+                    }
+                    if !self.writer.has(&id) {
+                        self.writer
+                            .put_chunk(BlobKind::Data, id, ch.share_in_run(at))?;
+                    }
+                    ids.push(id);
+                }
+            }
+            self.summary.bytes += size;
+            return Ok(Ok((ids, size)));
+        }
         loop {
             match ch.next_chunk() {
                 Ok(Some(c)) => {

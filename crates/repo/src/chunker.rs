@@ -99,6 +99,10 @@ impl AsRef<[u8]> for SharedChunk {
 /// Buffers a chunker keeps for reuse once the chunks sharing them are gone.
 const SPARE_BUFFERS: usize = 2;
 
+/// Chunks in one run of fixed chunking: as many pages as BLAKE3 hashes side
+/// by side.
+pub const FIXED_RUN: usize = crate::idbatch::LANES;
+
 /// Cuts a reader into chunks. Call [`next_chunk`](Chunker::next_chunk) until
 /// it returns `None`.
 pub struct Chunker<R> {
@@ -122,7 +126,8 @@ impl<R: Read> Chunker<R> {
             ChunkerKind::ContentDefined { params, .. } => {
                 (params.max_size as usize * 4).max(1 << 20)
             }
-            ChunkerKind::Fixed { size } => size as usize,
+            // Room for a run of pages, hashed side by side (see `next_run`).
+            ChunkerKind::Fixed { size } => size as usize * FIXED_RUN,
         };
         Chunker {
             reader,
@@ -216,6 +221,42 @@ impl<R: Read> Chunker<R> {
         Ok(Some(&self.buf[self.last.clone()]))
     }
 
+    /// Fixed chunking: the next run of up to [`FIXED_RUN`] chunks, as one
+    /// slice of whole chunks (the last of the stream may be short), or
+    /// `None` at the end. Chunk `i` of the run starts at `i * size`; share
+    /// one with [`share_in_run`](Chunker::share_in_run).
+    pub fn next_run(&mut self) -> io::Result<Option<&[u8]>> {
+        let ChunkerKind::Fixed { size } = self.kind else {
+            panic!("next_run is for fixed chunking");
+        };
+        let need = size as usize * FIXED_RUN;
+        if self.end - self.start < need && !self.eof {
+            self.fill()?;
+        }
+        let len = (self.end - self.start).min(need);
+        if len == 0 {
+            return Ok(None);
+        }
+        self.last = self.start..self.start + len;
+        self.start += len;
+        Ok(Some(&self.buf[self.last.clone()]))
+    }
+
+    /// The run [`next_run`](Chunker::next_run) returned last.
+    pub fn last_run(&self) -> &[u8] {
+        &self.buf[self.last.clone()]
+    }
+
+    /// Part `range` of the run [`next_run`](Chunker::next_run) returned
+    /// last, as a shared handle.
+    pub fn share_in_run(&self, range: Range<usize>) -> SharedChunk {
+        assert!(range.end <= self.last.len(), "inside the last run");
+        SharedChunk {
+            buf: self.buf.clone(),
+            range: self.last.start + range.start..self.last.start + range.end,
+        }
+    }
+
     /// The chunk [`next_chunk`](Chunker::next_chunk) returned last, as a
     /// handle that may outlive the chunker and travel to other threads.
     pub fn share_last(&self) -> SharedChunk {
@@ -283,6 +324,33 @@ mod tests {
             prop_assert_eq!(cs.concat(), data);
             for c in &cs[..cs.len().saturating_sub(1)] {
                 prop_assert_eq!(c.len(), size as usize);
+            }
+        }
+
+        #[test]
+        fn fixed_runs_are_whole_chunks_and_shares_keep_their_bytes(
+            data in proptest::collection::vec(any::<u8>(), 0..200_000),
+            size in prop::sample::select(vec![512u32, 1024, 4096, 8192]),
+        ) {
+            let s = size as usize;
+            let mut ch = Chunker::new(io::Cursor::new(&data), ChunkerKind::Fixed { size });
+            let mut seen = Vec::new();
+            let mut kept = Vec::new();
+            let mut short = false;
+            while let Some(run) = ch.next_run().unwrap() {
+                prop_assert!(!short, "only the last run may end in a short chunk");
+                prop_assert!(run.len() <= s * FIXED_RUN);
+                short = run.len() % s != 0;
+                let run = run.to_vec();
+                prop_assert_eq!(ch.last_run(), &run[..]);
+                seen.extend_from_slice(&run);
+                // Keep one chunk of each run past later reads.
+                let end = s.min(run.len());
+                kept.push((ch.share_in_run(0..end), run[..end].to_vec()));
+            }
+            prop_assert_eq!(seen, data);
+            for (shared, bytes) in kept {
+                prop_assert_eq!(shared.as_ref(), &bytes[..]);
             }
         }
     }

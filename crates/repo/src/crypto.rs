@@ -17,6 +17,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
 use crate::id::Id;
+use crate::idbatch::BatchHasher;
 
 /// Bytes of nonce at the start of every sealed box.
 pub const NONCE_LEN: usize = 24;
@@ -61,6 +62,7 @@ impl std::fmt::Debug for MasterKey {
 pub struct Keys {
     aead: XChaCha20Poly1305,
     id_key: [u8; 32],
+    ids: BatchHasher,
     chunker_seed: u64,
 }
 
@@ -85,6 +87,7 @@ impl Keys {
         Keys {
             aead: XChaCha20Poly1305::new(&seal.into()),
             id_key,
+            ids: BatchHasher::new(id_key),
             // Zero would mean "unseeded" to the chunker; never use it.
             chunker_seed: u64::from_le_bytes(s) | 1,
         }
@@ -93,6 +96,16 @@ impl Keys {
     /// The content id of a plaintext blob: keyed BLAKE3.
     pub fn blob_id(&self, data: &[u8]) -> Id {
         Id(*blake3::keyed_hash(&self.id_key, data).as_bytes())
+    }
+
+    /// The content ids of each `size`-byte chunk of `run`, in order (the
+    /// last may be short; an empty run is one empty blob), appended to
+    /// `out`: the same ids as [`blob_id`](Self::blob_id) of each, several
+    /// hashed side by side.
+    pub fn blob_ids_of_run(&self, run: &[u8], size: usize, out: &mut Vec<Id>) {
+        let mut raw = Vec::with_capacity(run.len().div_ceil(size.max(1)));
+        self.ids.hash_run(run, size, &mut raw);
+        out.extend(raw.into_iter().map(Id));
     }
 
     /// Seed for the content-defined chunker's gear table.

@@ -35,6 +35,7 @@ mod fault;
 #[doc(hidden)]
 pub mod fuzz;
 mod id;
+mod idbatch;
 mod index;
 mod keyfile;
 mod lock;

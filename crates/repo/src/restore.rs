@@ -20,6 +20,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use crate::backup::FileError;
+use crate::chunker::FIXED_RUN;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::Index;
@@ -185,20 +186,44 @@ fn decode(repo: &Repository, job: &Job) -> Result<Decoded> {
     let frame = open_frame(repo.keys(), &sealed, job.raw_len, &path)?;
     // A blob used at several places (an empty page) is verified once.
     let mut verified: Option<(u32, u32, Id)> = None;
-    for &(start, len, id, _) in &job.parts {
+    let parts = &job.parts;
+    let mut ids = Vec::with_capacity(FIXED_RUN);
+    let mut i = 0;
+    while i < parts.len() {
+        let (start, len, id, _) = parts[i];
         if verified == Some((start, len, id)) {
+            i += 1;
             continue;
         }
-        let data = frame
-            .get(start as usize..(start as usize).saturating_add(len as usize))
-            .ok_or_else(|| Error::corrupt(&path, "blob lies outside its frame"))?;
-        if repo.keys().blob_id(data) != id {
-            return Err(Error::corrupt(
-                &path,
-                format!("blob {} does not match its id", id.short()),
-            ));
+        // Blobs of one size lying end to end in the frame (database pages)
+        // are hashed side by side, up to a run at a time.
+        let mut k = 1;
+        while k < FIXED_RUN
+            && parts.get(i + k).is_some_and(|&(s, l, _, _)| {
+                len > 0 && l == len && s as u64 == start as u64 + k as u64 * len as u64
+            })
+        {
+            k += 1;
         }
-        verified = Some((start, len, id));
+        let data = frame
+            .get(start as usize..(start as usize).saturating_add(k * len as usize))
+            .ok_or_else(|| Error::corrupt(&path, "blob lies outside its frame"))?;
+        ids.clear();
+        repo.keys().blob_ids_of_run(data, len as usize, &mut ids);
+        if ids.len() != k {
+            return Err(Error::corrupt(&path, "blob lies outside its frame"));
+        }
+        for (&(_, _, want, _), got) in parts[i..i + k].iter().zip(&ids) {
+            if *got != want {
+                return Err(Error::corrupt(
+                    &path,
+                    format!("blob {} does not match its id", want.short()),
+                ));
+            }
+        }
+        let (s, l, last, _) = parts[i + k - 1];
+        verified = Some((s, l, last));
+        i += k;
     }
     Ok(Decoded { frame })
 }
