@@ -165,6 +165,28 @@ fn fault_injection(backend: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
     }))
 }
 
+/// A repository found and its password read, not yet unlocked.
+pub(crate) struct Opener {
+    backend: Arc<dyn Backend>,
+    password: Vec<u8>,
+    append_only: bool,
+    retry_lock: Option<Duration>,
+}
+
+impl Opener {
+    /// Unlocks the repository (derives the key from the password).
+    pub fn open(self) -> Result<Repository> {
+        let mut repo = Repository::open(self.backend, &self.password)?;
+        if self.append_only {
+            repo.set_append_only();
+        }
+        if let Some(wait) = self.retry_lock {
+            repo.set_lock_wait(wait);
+        }
+        Ok(repo)
+    }
+}
+
 impl Globals {
     /// The configuration file's settings (defaults without one).
     pub fn config(&self) -> Result<crate::config::Config> {
@@ -211,18 +233,28 @@ impl Globals {
     /// Opens the repository, taking its password from `env` when no
     /// password file is given (a second repository has its own variable).
     pub fn open_with(&self, env: &str, what: &str) -> Result<Repository> {
+        self.opener_with(env, what)?.open()
+    }
+
+    /// The first half of [`open`](Self::open): finds the repository and
+    /// reads the password (asking for it if need be), leaving the slow part,
+    /// the key derivation, to [`Opener::open`], so that work which needs no
+    /// keys (starting database captures) can run meanwhile.
+    pub fn opener(&self) -> Result<Opener> {
+        self.opener_with("LEDGERVAULT_PASSWORD", "repository password")
+    }
+
+    fn opener_with(&self, env: &str, what: &str) -> Result<Opener> {
         let backend = self.backend()?;
         // Fail on a missing repository before asking for a password.
         Repository::read_config(backend.as_ref())?;
-        let pw = read_secret(self.password_file.as_deref(), env, what, false)?;
-        let mut repo = Repository::open(backend, &pw)?;
-        if self.append_only {
-            repo.set_append_only();
-        }
-        if let Some(wait) = self.retry_lock {
-            repo.set_lock_wait(wait);
-        }
-        Ok(repo)
+        let password = read_secret(self.password_file.as_deref(), env, what, false)?;
+        Ok(Opener {
+            backend,
+            password,
+            append_only: self.append_only,
+            retry_lock: self.retry_lock,
+        })
     }
 
     /// A shared lock for reading snapshot data (see `engine::read_lock`);
@@ -410,7 +442,9 @@ fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::Back
     if a.globals && !paths.iter().any(|(p, _)| is_pg(p)) {
         return Err(usage("--globals needs a PostgreSQL database to back up"));
     }
-    let repo = g.open()?;
+    // The password is read first, then the databases' captures start (their
+    // table digests run on threads of their own) while the key is derived.
+    let opener = g.opener()?;
     let timeout = Duration::from_secs(a.db_timeout);
     let mut suspect = Vec::new();
     let sources: Vec<BackupSource> = match &a.stdin_name {
@@ -451,6 +485,7 @@ fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::Back
             v
         }
     };
+    let repo = opener.open()?;
     let mut opts = BackupOptions {
         tags: a.tags.clone(),
         reason: a.reason.clone(),
