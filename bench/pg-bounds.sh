@@ -33,22 +33,10 @@ need restic restic
 need /usr/bin/time time
 need zstd zstd
 need xz xz-utils
-compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need psql postgresql
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-
 cargo build --release -q -p ledgervault-cli
 LV=$PWD/target/release/ledgervault
 
-as_server() { if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi; }
-mkdir -p "$WORK/pg"
-[ "$(id -u)" = 0 ] && chown nobody "$WORK/pg"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-as_server "$PGBIN/initdb" -D "$WORK/pg/data" -U bench --auth=trust --no-locale -E UTF8 --no-sync >/dev/null
-as_server "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w \
-  -o "-p $PORT -c listen_addresses=127.0.0.1 -k $WORK/pg -c shared_buffers=256MB -c max_wal_size=4GB" start >/dev/null
-trap 'as_server "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m fast -w stop >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
-export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=bench
-URL="postgres://bench@127.0.0.1:$PORT"
+pg_start
 sql() { "$PGBIN/psql" -XAtq -v ON_ERROR_STOP=1 -c "$1" bench; }
 
 "$PGBIN/createdb" bench
