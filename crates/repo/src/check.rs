@@ -14,13 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rand::seq::SliceRandom;
 
 use crate::backend::BackendErrorKind;
-use crate::chunker::FIXED_RUN;
 use crate::envelope::FileKind;
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::{Index, PackRecord};
 use crate::keyfile::{KeyFile, KEYS_DIR};
-use crate::pack::{open_frame, read_header, PACK_PREFIX_LEN};
+use crate::pack::{open_frame, read_header, verify_blobs, BlobMismatch, PACK_PREFIX_LEN};
 use crate::progress::Progress;
 use crate::repository::{id_from_path, pack_path, Repository};
 use crate::snapshot::NodeKind;
@@ -264,29 +263,13 @@ fn check_pack(repo: &Repository, rec: &PackRecord) -> std::result::Result<(), St
     for f in &frames {
         let sealed = &bytes[off..off + f.sealed_len as usize];
         let plain = open_frame(repo.keys(), sealed, f.raw_len, &path).map_err(|e| e.to_string())?;
-        // Blobs lie end to end; runs of one size (database pages) are
-        // hashed side by side.
-        let mut inner = 0usize;
-        let mut ids = Vec::with_capacity(FIXED_RUN);
-        for run in f.blobs.chunk_by(|a, b| a.len == b.len && a.len > 0) {
-            for group in run.chunks(FIXED_RUN) {
-                let len = group[0].len as usize;
-                let span = len * group.len();
-                let data = plain
-                    .get(inner..inner + span)
-                    .ok_or_else(|| format!("{path}: a blob lies outside its frame"))?;
-                ids.clear();
-                repo.keys().blob_ids_of_run(data, len, &mut ids);
-                if let Some(b) = group.iter().zip(&ids).find(|(b, got)| **got != b.id) {
-                    return Err(format!(
-                        "{path}: blob {} does not match its id",
-                        b.0.id.short()
-                    ));
-                }
-                if ids.len() != group.len() {
-                    return Err(format!("{path}: a blob lies outside its frame"));
-                }
-                inner += span;
+        match verify_blobs(repo.keys(), &plain, &f.blobs) {
+            Ok(()) => {}
+            Err(BlobMismatch::Outside) => {
+                return Err(format!("{path}: a blob lies outside its frame"))
+            }
+            Err(BlobMismatch::Wrong(id)) => {
+                return Err(format!("{path}: blob {} does not match its id", id.short()))
             }
         }
         off += f.sealed_len as usize;

@@ -386,6 +386,46 @@ impl FrameSealer {
     }
 }
 
+/// Why a frame's blobs did not check out.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BlobMismatch {
+    /// The frame table puts a blob past the end of the plaintext.
+    Outside,
+    /// This blob's bytes do not hash to its id.
+    Wrong(Id),
+}
+
+/// Checks every blob of an opened frame (`plain`, blobs end to end in
+/// `blobs`' order) against its id. Runs of blobs of one size (database
+/// pages) are hashed side by side.
+pub(crate) fn verify_blobs(
+    keys: &Keys,
+    plain: &[u8],
+    blobs: &[BlobEntry],
+) -> std::result::Result<(), BlobMismatch> {
+    let mut inner = 0usize;
+    let mut ids = Vec::with_capacity(crate::chunker::FIXED_RUN);
+    for run in blobs.chunk_by(|a, b| a.len == b.len && a.len > 0) {
+        for group in run.chunks(crate::chunker::FIXED_RUN) {
+            let len = group[0].len as usize;
+            let span = len * group.len();
+            let data = plain
+                .get(inner..inner + span)
+                .ok_or(BlobMismatch::Outside)?;
+            ids.clear();
+            keys.blob_ids_of_run(data, len, &mut ids);
+            if ids.len() != group.len() {
+                return Err(BlobMismatch::Outside);
+            }
+            if let Some((b, _)) = group.iter().zip(&ids).find(|(b, got)| **got != b.id) {
+                return Err(BlobMismatch::Wrong(b.id));
+            }
+            inner += span;
+        }
+    }
+    Ok(())
+}
+
 /// Opens one sealed frame and returns its plaintext.
 pub fn open_frame(keys: &Keys, sealed: &[u8], raw_len: u32, object: &str) -> Result<Vec<u8>> {
     let plain = keys

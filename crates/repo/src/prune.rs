@@ -32,7 +32,9 @@ use crate::envelope::FileKind;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{Index, PackRecord};
-use crate::pack::{open_frame, BlobKind, FrameSealer, PackBuilder, PACK_PREFIX_LEN};
+use crate::pack::{
+    open_frame, verify_blobs, BlobKind, BlobMismatch, FrameSealer, PackBuilder, PACK_PREFIX_LEN,
+};
 use crate::progress::Progress;
 use crate::repository::{id_from_path, pack_path, Repository};
 use crate::snapshot::{Node, NodeKind};
@@ -277,17 +279,27 @@ pub fn prune(
             // Authenticate before copying anything: damaged data is never
             // spread into new packs, and the original stays.
             let plain = open_frame(repo.keys(), sealed, fr.raw_len, &path)?;
+            match verify_blobs(repo.keys(), &plain, &fr.blobs) {
+                Ok(()) => {}
+                Err(BlobMismatch::Outside) => {
+                    return Err(Error::corrupt(
+                        &path,
+                        "a blob lies outside its frame; prune stops",
+                    ))
+                }
+                Err(BlobMismatch::Wrong(id)) => {
+                    return Err(Error::corrupt(
+                        &path,
+                        format!("blob {} does not match its id; prune stops", id.short()),
+                    ))
+                }
+            }
             let mut inner = 0usize;
             let mut blobs = Vec::new();
             for (b, &w) in fr.blobs.iter().zip(&wanted) {
+                // In bounds: verify_blobs checked every blob's place.
                 let data = &plain[inner..inner + b.len as usize];
                 inner += b.len as usize;
-                if repo.keys().blob_id(data) != b.id {
-                    return Err(Error::corrupt(
-                        &path,
-                        format!("blob {} does not match its id; prune stops", b.id.short()),
-                    ));
-                }
                 if w {
                     blobs.push((b.kind, b.id, data.to_vec()));
                 }

@@ -30,7 +30,7 @@ use crate::envelope::FileKind;
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::{Index, PackRecord};
-use crate::pack::{open_frame, read_header, BlobKind, FrameEntry, PACK_PREFIX_LEN};
+use crate::pack::{open_frame, read_header, verify_blobs, BlobKind, FrameEntry, PACK_PREFIX_LEN};
 use crate::progress::Progress;
 use crate::prune::Repacker;
 use crate::repository::{id_from_path, pack_path, Repository};
@@ -201,14 +201,7 @@ pub fn repair_index(
                 .get(off..end)
                 .and_then(|sealed| {
                     let plain = open_frame(repo.keys(), sealed, f.raw_len, &path).ok()?;
-                    let mut inner = 0usize;
-                    for b in &f.blobs {
-                        let data = plain.get(inner..inner + b.len as usize)?;
-                        if repo.keys().blob_id(data) != b.id {
-                            return None;
-                        }
-                        inner += b.len as usize;
-                    }
+                    verify_blobs(repo.keys(), &plain, &f.blobs).ok()?;
                     Some(sealed.to_vec())
                 })
                 .map(|sealed| (f.clone(), sealed));
