@@ -225,6 +225,9 @@ impl<R: Read> Chunker<R> {
     /// slice of whole chunks (the last of the stream may be short), or
     /// `None` at the end. Chunk `i` of the run starts at `i * size`; share
     /// one with [`share_in_run`](Chunker::share_in_run).
+    ///
+    /// # Panics
+    /// If the chunker is content-defined.
     pub fn next_run(&mut self) -> io::Result<Option<&[u8]>> {
         let ChunkerKind::Fixed { size } = self.kind else {
             panic!("next_run is for fixed chunking");
@@ -249,6 +252,9 @@ impl<R: Read> Chunker<R> {
 
     /// Part `range` of the run [`next_run`](Chunker::next_run) returned
     /// last, as a shared handle.
+    ///
+    /// # Panics
+    /// If `range` reaches past that run.
     pub fn share_in_run(&self, range: Range<usize>) -> SharedChunk {
         assert!(range.end <= self.last.len(), "inside the last run");
         SharedChunk {
