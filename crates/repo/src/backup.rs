@@ -607,7 +607,6 @@ impl Walker<'_, '_> {
         if let ChunkerKind::Fixed { size: chunk } = kind {
             // Pages come in runs, hashed side by side.
             let chunk = chunk as usize;
-            let mut run_ids = Vec::with_capacity(crate::chunker::FIXED_RUN);
             loop {
                 let run = match ch.next_run() {
                     Ok(Some(r)) => r,
@@ -615,61 +614,57 @@ impl Walker<'_, '_> {
                     Err(e) => return Ok(Err(e)),
                 };
                 let run_len = run.len();
-                run_ids.clear();
-                self.writer.keys.blob_ids_of_run(run, chunk, &mut run_ids);
-                for (k, &id) in run_ids.iter().enumerate() {
+                let run_ids = self.writer.keys.blob_ids_of_run(run, chunk);
+                for (k, id) in run_ids.into_iter().enumerate() {
                     let at = k * chunk..((k + 1) * chunk).min(run_len);
-                    let len = at.len();
-                    size += len as u64;
-                    self.progress.read(len as u64);
-                    if let Some(w) = watch.as_deref_mut() {
-                        let i = ids.len();
-                        w.pages += 1;
-                        if w.parent.get(i) != Some(&id) {
-                            w.changed += 1;
-                            if looks_random(&ch.last_run()[at.clone()]) {
-                                w.changed_random += 1;
-                            }
-                        }
-                    }
-                    if !self.writer.has(&id) {
-                        self.writer
-                            .put_chunk(BlobKind::Data, id, ch.share_in_run(at))?;
-                    }
-                    ids.push(id);
+                    size += at.len() as u64;
+                    let bytes = &ch.last()[at.clone()];
+                    self.take_chunk(id, bytes, || ch.share_in_run(at), &mut watch, &mut ids)?;
                 }
             }
-            self.summary.bytes += size;
-            return Ok(Ok((ids, size)));
-        }
-        loop {
-            match ch.next_chunk() {
-                Ok(Some(c)) => {
-                    size += c.len() as u64;
-                    self.progress.read(c.len() as u64);
-                    let id = self.writer.keys.blob_id(c);
-                    if let Some(w) = watch.as_deref_mut() {
-                        let i = ids.len();
-                        w.pages += 1;
-                        if w.parent.get(i) != Some(&id) {
-                            w.changed += 1;
-                            if looks_random(c) {
-                                w.changed_random += 1;
-                            }
-                        }
+        } else {
+            loop {
+                match ch.next_chunk() {
+                    Ok(Some(c)) => {
+                        size += c.len() as u64;
+                        let id = self.writer.keys.blob_id(c);
+                        self.take_chunk(id, ch.last(), || ch.share_last(), &mut watch, &mut ids)?;
                     }
-                    // Only a new chunk needs a handle of its own.
-                    if !self.writer.has(&id) {
-                        self.writer.put_chunk(BlobKind::Data, id, ch.share_last())?;
-                    }
-                    ids.push(id);
+                    Ok(None) => break,
+                    Err(e) => return Ok(Err(e)),
                 }
-                Ok(None) => break,
-                Err(e) => return Ok(Err(e)),
             }
         }
         self.summary.bytes += size;
         Ok(Ok((ids, size)))
+    }
+
+    /// One chunk of a stream, with its id: progress, the entropy watch, and
+    /// storing it when new (`share` makes its handle, only then).
+    fn take_chunk(
+        &mut self,
+        id: Id,
+        bytes: &[u8],
+        share: impl FnOnce() -> SharedChunk,
+        watch: &mut Option<&mut EntropyWatch<'_>>,
+        ids: &mut Vec<Id>,
+    ) -> std::result::Result<(), Closed> {
+        self.progress.read(bytes.len() as u64);
+        if let Some(w) = watch.as_deref_mut() {
+            w.pages += 1;
+            if w.parent.get(ids.len()) != Some(&id) {
+                w.changed += 1;
+                if looks_random(bytes) {
+                    w.changed_random += 1;
+                }
+            }
+        }
+        // Only a new chunk needs a handle of its own.
+        if !self.writer.has(&id) {
+            self.writer.put_chunk(BlobKind::Data, id, share())?;
+        }
+        ids.push(id);
+        Ok(())
     }
 
     /// Captures a database into an image node; its chunk map is a delta on

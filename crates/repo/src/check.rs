@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::index::{Index, PackRecord};
 use crate::keyfile::{KeyFile, KEYS_DIR};
-use crate::pack::{open_frame, read_header, verify_blobs, BlobMismatch, PACK_PREFIX_LEN};
+use crate::pack::{open_frame, read_header, verify_blobs, PACK_PREFIX_LEN};
 use crate::progress::Progress;
 use crate::repository::{id_from_path, pack_path, Repository};
 use crate::snapshot::NodeKind;
@@ -263,15 +263,7 @@ fn check_pack(repo: &Repository, rec: &PackRecord) -> std::result::Result<(), St
     for f in &frames {
         let sealed = &bytes[off..off + f.sealed_len as usize];
         let plain = open_frame(repo.keys(), sealed, f.raw_len, &path).map_err(|e| e.to_string())?;
-        match verify_blobs(repo.keys(), &plain, &f.blobs) {
-            Ok(()) => {}
-            Err(BlobMismatch::Outside) => {
-                return Err(format!("{path}: a blob lies outside its frame"))
-            }
-            Err(BlobMismatch::Wrong(id)) => {
-                return Err(format!("{path}: blob {} does not match its id", id.short()))
-            }
-        }
+        verify_blobs(repo.keys(), &plain, &f.blobs).map_err(|m| format!("{path}: {m}"))?;
         off += f.sealed_len as usize;
     }
     Ok(())

@@ -245,8 +245,9 @@ impl<R: Read> Chunker<R> {
         Ok(Some(&self.buf[self.last.clone()]))
     }
 
-    /// The run [`next_run`](Chunker::next_run) returned last.
-    pub fn last_run(&self) -> &[u8] {
+    /// What [`next_chunk`](Chunker::next_chunk) or
+    /// [`next_run`](Chunker::next_run) returned last.
+    pub fn last(&self) -> &[u8] {
         &self.buf[self.last.clone()]
     }
 
@@ -348,7 +349,7 @@ mod tests {
                 prop_assert!(run.len() <= s * FIXED_RUN);
                 short = run.len() % s != 0;
                 let run = run.to_vec();
-                prop_assert_eq!(ch.last_run(), &run[..]);
+                prop_assert_eq!(ch.last(), &run[..]);
                 seen.extend_from_slice(&run);
                 // Keep one chunk of each run past later reads.
                 let end = s.min(run.len());

@@ -99,13 +99,12 @@ impl Keys {
     }
 
     /// The content ids of each `size`-byte chunk of `run`, in order (the
-    /// last may be short; an empty run is one empty blob), appended to
-    /// `out`: the same ids as [`blob_id`](Self::blob_id) of each, several
-    /// hashed side by side.
-    pub fn blob_ids_of_run(&self, run: &[u8], size: usize, out: &mut Vec<Id>) {
+    /// last may be short; an empty run is one empty blob): the same ids as
+    /// [`blob_id`](Self::blob_id) of each, several hashed side by side.
+    pub fn blob_ids_of_run(&self, run: &[u8], size: usize) -> Vec<Id> {
         let mut raw = Vec::with_capacity(run.len().div_ceil(size.max(1)));
         self.ids.hash_run(run, size, &mut raw);
-        out.extend(raw.into_iter().map(Id));
+        raw.into_iter().map(Id).collect()
     }
 
     /// Seed for the content-defined chunker's gear table.

@@ -395,6 +395,33 @@ pub(crate) enum BlobMismatch {
     Wrong(Id),
 }
 
+impl std::fmt::Display for BlobMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobMismatch::Outside => f.write_str("a blob lies outside its frame"),
+            BlobMismatch::Wrong(id) => write!(f, "blob {} does not match its id", id.short()),
+        }
+    }
+}
+
+/// Checks that `data`, cut into `len`-byte blobs, holds exactly the blobs
+/// `want` names, hashing them side by side.
+pub(crate) fn verify_run(
+    keys: &Keys,
+    data: &[u8],
+    len: usize,
+    want: impl ExactSizeIterator<Item = Id>,
+) -> std::result::Result<(), BlobMismatch> {
+    let got = keys.blob_ids_of_run(data, len);
+    if got.len() != want.len() {
+        return Err(BlobMismatch::Outside);
+    }
+    match want.zip(got).find(|(w, g)| w != g) {
+        Some((w, _)) => Err(BlobMismatch::Wrong(w)),
+        None => Ok(()),
+    }
+}
+
 /// Checks every blob of an opened frame (`plain`, blobs end to end in
 /// `blobs`' order) against its id. Runs of blobs of one size (database
 /// pages) are hashed side by side.
@@ -404,7 +431,6 @@ pub(crate) fn verify_blobs(
     blobs: &[BlobEntry],
 ) -> std::result::Result<(), BlobMismatch> {
     let mut inner = 0usize;
-    let mut ids = Vec::with_capacity(crate::chunker::FIXED_RUN);
     for run in blobs.chunk_by(|a, b| a.len == b.len && a.len > 0) {
         for group in run.chunks(crate::chunker::FIXED_RUN) {
             let len = group[0].len as usize;
@@ -412,14 +438,7 @@ pub(crate) fn verify_blobs(
             let data = plain
                 .get(inner..inner + span)
                 .ok_or(BlobMismatch::Outside)?;
-            ids.clear();
-            keys.blob_ids_of_run(data, len, &mut ids);
-            if ids.len() != group.len() {
-                return Err(BlobMismatch::Outside);
-            }
-            if let Some((b, _)) = group.iter().zip(&ids).find(|(b, got)| **got != b.id) {
-                return Err(BlobMismatch::Wrong(b.id));
-            }
+            verify_run(keys, data, len, group.iter().map(|b| b.id))?;
             inner += span;
         }
     }

@@ -32,9 +32,7 @@ use crate::envelope::FileKind;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{Index, PackRecord};
-use crate::pack::{
-    open_frame, verify_blobs, BlobKind, BlobMismatch, FrameSealer, PackBuilder, PACK_PREFIX_LEN,
-};
+use crate::pack::{open_frame, verify_blobs, BlobKind, FrameSealer, PackBuilder, PACK_PREFIX_LEN};
 use crate::progress::Progress;
 use crate::repository::{id_from_path, pack_path, Repository};
 use crate::snapshot::{Node, NodeKind};
@@ -279,21 +277,8 @@ pub fn prune(
             // Authenticate before copying anything: damaged data is never
             // spread into new packs, and the original stays.
             let plain = open_frame(repo.keys(), sealed, fr.raw_len, &path)?;
-            match verify_blobs(repo.keys(), &plain, &fr.blobs) {
-                Ok(()) => {}
-                Err(BlobMismatch::Outside) => {
-                    return Err(Error::corrupt(
-                        &path,
-                        "a blob lies outside its frame; prune stops",
-                    ))
-                }
-                Err(BlobMismatch::Wrong(id)) => {
-                    return Err(Error::corrupt(
-                        &path,
-                        format!("blob {} does not match its id; prune stops", id.short()),
-                    ))
-                }
-            }
+            verify_blobs(repo.keys(), &plain, &fr.blobs)
+                .map_err(|m| Error::corrupt(&path, format!("{m}; prune stops")))?;
             let mut inner = 0usize;
             let mut blobs = Vec::new();
             for (b, &w) in fr.blobs.iter().zip(&wanted) {

@@ -24,7 +24,7 @@ use crate::chunker::FIXED_RUN;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::Index;
-use crate::pack::open_frame;
+use crate::pack::{open_frame, verify_run, BlobMismatch};
 use crate::progress::Progress;
 use crate::repository::{pack_path, Repository};
 use crate::snapshot::{Node, NodeKind, Snapshot};
@@ -187,7 +187,6 @@ fn decode(repo: &Repository, job: &Job) -> Result<Decoded> {
     // A blob used at several places (an empty page) is verified once.
     let mut verified: Option<(u32, u32, Id)> = None;
     let parts = &job.parts;
-    let mut ids = Vec::with_capacity(FIXED_RUN);
     let mut i = 0;
     while i < parts.len() {
         let (start, len, id, _) = parts[i];
@@ -205,22 +204,18 @@ fn decode(repo: &Repository, job: &Job) -> Result<Decoded> {
         {
             k += 1;
         }
-        let data = frame
+        frame
             .get(start as usize..(start as usize).saturating_add(k * len as usize))
-            .ok_or_else(|| Error::corrupt(&path, "blob lies outside its frame"))?;
-        ids.clear();
-        repo.keys().blob_ids_of_run(data, len as usize, &mut ids);
-        if ids.len() != k {
-            return Err(Error::corrupt(&path, "blob lies outside its frame"));
-        }
-        for (&(_, _, want, _), got) in parts[i..i + k].iter().zip(&ids) {
-            if *got != want {
-                return Err(Error::corrupt(
-                    &path,
-                    format!("blob {} does not match its id", want.short()),
-                ));
-            }
-        }
+            .ok_or(BlobMismatch::Outside)
+            .and_then(|data| {
+                verify_run(
+                    repo.keys(),
+                    data,
+                    len as usize,
+                    parts[i..i + k].iter().map(|p| p.2),
+                )
+            })
+            .map_err(|m| Error::corrupt(&path, m.to_string()))?;
         let (s, l, last, _) = parts[i + k - 1];
         verified = Some((s, l, last));
         i += k;
