@@ -503,7 +503,7 @@ pub struct RestoreArgs {
     pub target: PathBuf,
     /// Restore only this path as `ls` shows it, and what is beneath it (repeatable)
     #[arg(long, value_name = "PATH")]
-    pub include: Vec<String>,
+    pub include: Vec<PathBuf>,
     /// Worker threads (default: one per core)
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,

@@ -356,7 +356,7 @@ fn restore_into(
     dir: &Path,
 ) -> Result<()> {
     let opts = RestoreOptions {
-        include: include.to_vec(),
+        include: include.iter().map(Into::into).collect(),
         ..Default::default()
     };
     let s = engine::restore(repo, id, snap, dir, &opts, &engine::NoProgress)?;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use ledgervault_backends::LocalBackend;
 use ledgervault_repo::{
-    self as engine, Backend, BackupOptions, BackupSource, Error, FileKind, Id, InitOptions,
-    KdfParams, NodeKind, ReadData, Repository, RestoreOptions, Snapshot,
+    self as engine, escape_bytes, Backend, BackupOptions, BackupSource, Error, FileKind, Id,
+    InitOptions, KdfParams, NodeKind, ReadData, Repository, RestoreOptions, Snapshot,
 };
 use ledgervault_sources::{
     is_sqlite, place_restored, SqliteCapture, SqliteOpener, SqliteOptions, SqlitePlacer,
@@ -872,6 +872,19 @@ pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
     })
 }
 
+/// Puts `bytes` in `row[key]` losslessly: the text when it is UTF-8;
+/// otherwise the escaped text people see, and `<key>_bytes` with the hex of
+/// the bytes themselves.
+fn lossless_json(row: &mut serde_json::Value, key: &str, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => row[key] = json!(text),
+        Err(_) => {
+            row[key] = json!(escape_bytes(bytes));
+            row[format!("{key}_bytes")] = json!(hex::encode(bytes));
+        }
+    }
+}
+
 fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
     let repo = g.open()?;
     let _lock = g.read_lock(&repo, "ls")?;
@@ -879,12 +892,15 @@ fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
     let index = repo.load_index()?;
     let mut rows = Vec::new();
     for src in &snap.sources {
-        let mut stack = vec![(src.node.clone(), format!("/{}", src.name))];
+        // Paths are bytes: names need not be UTF-8.
+        let mut stack = vec![(src.node.clone(), format!("/{}", src.name).into_bytes())];
         while let Some((node, path)) = stack.pop() {
             if let (NodeKind::Dir, Some(t)) = (node.kind, node.subtree) {
                 let tree = repo.load_tree(&index, &t)?;
                 for c in tree.nodes.into_iter().rev() {
-                    let p = format!("{path}/{}", c.name);
+                    let mut p = path.clone();
+                    p.push(b'/');
+                    p.extend_from_slice(c.name.as_bytes());
                     stack.push((c, p));
                 }
             }
@@ -894,7 +910,15 @@ fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
     if g.json {
         g.print_json(&serde_json::Value::Array(
             rows.iter()
-                .map(|(p, n)| json!({"path": p, "type": n.kind, "size": n.size, "mode": n.mode, "mtime": n.mtime, "target": n.target}))
+                .map(|(p, n)| {
+                    let mut row =
+                        json!({"type": n.kind, "size": n.size, "mode": n.mode, "mtime": n.mtime});
+                    lossless_json(&mut row, "path", p);
+                    if let Some(t) = &n.target {
+                        lossless_json(&mut row, "target", t.as_bytes());
+                    }
+                    row
+                })
                 .collect(),
         ));
     } else {
@@ -915,14 +939,18 @@ fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
                             .to_string()
                     })
                     .unwrap_or_default();
-                let link = n.target.map(|t| format!(" -> {t}")).unwrap_or_default();
+                let link = n
+                    .target
+                    .map(|t| format!(" -> {}", t.display()))
+                    .unwrap_or_default();
                 println!(
-                    "{kind:<6} {:>6o} {:>12} {mtime:<16} {p}{link}",
+                    "{kind:<6} {:>6o} {:>12} {mtime:<16} {}{link}",
                     n.mode.unwrap_or(0) & 0o7777,
-                    n.size
+                    n.size,
+                    escape_bytes(&p),
                 );
             } else {
-                println!("{p}");
+                println!("{}", escape_bytes(&p));
             }
         }
     }
@@ -957,7 +985,12 @@ pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
     let selected: Vec<&engine::Source> = snap
         .sources
         .iter()
-        .filter(|s| a.include.is_empty() || a.include.iter().any(|i| i.trim_matches('/') == s.name))
+        .filter(|s| {
+            a.include.is_empty()
+                || a.include
+                    .iter()
+                    .any(|i| i.to_string_lossy().trim_matches('/') == s.name)
+        })
         .collect();
     if a.include.len() <= 1 && selected.len() == 1 && selected[0].node.kind == NodeKind::DbImage {
         let name = selected[0].name.clone();
@@ -1056,7 +1089,7 @@ fn restore_database(
         }
     }
     let scratch = parent.join(format!(".ledgervault-restore-{}", std::process::id()));
-    opts.include = vec![name.to_string()];
+    opts.include = vec![name.into()];
     // The image lands in the private scratch folder as a plain file and is
     // checked once, by place_restored below (a placer here checked it twice).
     opts.db_placer = None;

@@ -55,7 +55,12 @@ pub fn restore(
         .sources
         .iter()
         .filter(|s| is_pg_source(s))
-        .filter(|s| a.include.is_empty() || a.include.iter().any(|i| i.trim_matches('/') == s.name))
+        .filter(|s| {
+            a.include.is_empty()
+                || a.include
+                    .iter()
+                    .any(|i| i.to_string_lossy().trim_matches('/') == s.name)
+        })
         .collect();
     let src = match dumps.as_slice() {
         [one] => *one,

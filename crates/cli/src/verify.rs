@@ -225,7 +225,7 @@ fn drill(
         include: selected
             .iter()
             .filter(|s| !crate::pg::is_pg_source(s))
-            .map(|s| s.name.clone())
+            .map(|s| s.name.clone().into())
             .collect(),
         ..Default::default()
     };

@@ -876,4 +876,77 @@ fn restoring_a_folder_over_a_live_database_is_safe() {
         .unwrap();
     assert_eq!(ok, "ok");
     assert_eq!(sum(&fresh), ACCOUNTS * OPENING);
+    // Nothing of the restore is left beside the database (its temporary
+    // image, nor the -wal and -shm that reading a WAL-mode image makes).
+    let left: Vec<String> = fs::read_dir(&books)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("lv-restore"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_database_is_never_placed_through_a_link_in_the_target() {
+    let e = Env::with_repo();
+    let books = e.root.join("books");
+    fs::create_dir_all(&books).unwrap();
+    make_ledger(&books.join("ledger.db"), "wal");
+    e.cmd()
+        .args(["backup", "-q", books.to_str().unwrap()])
+        .assert()
+        .success();
+    // Another firm's live database outside the target, and links to it
+    // where the restore puts the database, for each mode of the restore.
+    let outside = e.root.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let victim = outside.join("victim.db");
+    make_ledger(&victim, "delete");
+    Connection::open(&victim)
+        .unwrap()
+        .execute("UPDATE accounts SET balance = 1", [])
+        .unwrap();
+    let before = fs::read(&victim).unwrap();
+    for (i, through_folder) in [false, true].into_iter().enumerate() {
+        let target = e.root.join(format!("out{i}"));
+        if through_folder {
+            // target/books itself is a link to the outside folder, which
+            // holds a ledger.db.
+            fs::create_dir_all(&target).unwrap();
+            fs::copy(&victim, outside.join("ledger.db")).unwrap();
+            std::os::unix::fs::symlink(&outside, target.join("books")).unwrap();
+        } else {
+            fs::create_dir_all(target.join("books")).unwrap();
+            std::os::unix::fs::symlink(&victim, target.join("books/ledger.db")).unwrap();
+        }
+        e.cmd()
+            .args([
+                "restore",
+                "-q",
+                "latest",
+                "--target",
+                target.to_str().unwrap(),
+            ])
+            .assert()
+            .success();
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            before,
+            "the outside database is untouched"
+        );
+        if through_folder {
+            assert_eq!(fs::read(outside.join("ledger.db")).unwrap(), before);
+        }
+        let placed = target.join("books/ledger.db");
+        assert!(fs::symlink_metadata(&placed).unwrap().is_file());
+        assert!(!fs::symlink_metadata(target.join("books"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let c = Connection::open(&placed).unwrap();
+        let total: i64 = c
+            .query_row("SELECT sum(balance) FROM accounts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(total, ACCOUNTS * OPENING);
+    }
 }

@@ -30,6 +30,7 @@ use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{Index, PackRecord};
+use crate::name::FsName;
 use crate::pack::{BlobKind, FrameEntry, FrameSealer, PackBuilder};
 use crate::progress::Progress;
 use crate::repository::{pack_path as pack_path_for, Repository};
@@ -488,7 +489,7 @@ struct Walker<'w, 'a> {
     root: PathBuf,
     /// Databases this folder held in its latest earlier snapshot, by path
     /// relative to the folder.
-    earlier_dbs: Option<&'w HashMap<String, EarlierDb>>,
+    earlier_dbs: Option<&'w HashMap<PathBuf, EarlierDb>>,
 }
 
 /// A database image found inside a folder in an earlier snapshot.
@@ -507,7 +508,7 @@ fn find_folder_dbs(
     index: &Index,
     snaps: &[(Id, Snapshot)],
     sources: &[BackupSource],
-) -> HashMap<String, HashMap<String, EarlierDb>> {
+) -> HashMap<String, HashMap<PathBuf, EarlierDb>> {
     let folders: Vec<String> = sources
         .iter()
         .filter_map(|s| match s {
@@ -533,7 +534,7 @@ fn find_folder_dbs(
             continue;
         };
         let mut dbs = HashMap::new();
-        let mut stack = vec![(root, String::new())];
+        let mut stack = vec![(root, PathBuf::new())];
         while let Some((node, rel)) = stack.pop() {
             match (node.kind, node.subtree) {
                 (NodeKind::Dir, Some(t)) => {
@@ -542,15 +543,13 @@ fn find_folder_dbs(
                         continue;
                     };
                     for c in tree.nodes {
-                        let r = if rel.is_empty() {
-                            c.name.clone()
-                        } else {
-                            format!("{rel}/{}", c.name)
-                        };
-                        stack.push((c, r));
+                        if c.name.unsafe_reason().is_none() {
+                            let r = rel.join(c.name.as_os_str());
+                            stack.push((c, r));
+                        }
                     }
                 }
-                (NodeKind::DbImage, _) if !rel.is_empty() => {
+                (NodeKind::DbImage, _) if !rel.as_os_str().is_empty() => {
                     let map = node
                         .chunk_map
                         .as_ref()
@@ -764,7 +763,7 @@ impl Walker<'_, '_> {
         })
     }
 
-    fn walk(&mut self, path: &Path, name: String) -> std::result::Result<Walk, Closed> {
+    fn walk(&mut self, path: &Path, name: FsName) -> std::result::Result<Walk, Closed> {
         let md = match fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => return Ok(self.fail(path, e)),
@@ -787,10 +786,10 @@ impl Walker<'_, '_> {
                 return Ok(Walk::Skipped);
             }
             node.kind = NodeKind::Dir;
-            let mut entries: Vec<(String, PathBuf)> = match fs::read_dir(path) {
+            let mut entries: Vec<(FsName, PathBuf)> = match fs::read_dir(path) {
                 Ok(rd) => rd
                     .filter_map(|e| e.ok())
-                    .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                    .map(|e| (FsName::from(e.file_name()), e.path()))
                     .collect(),
                 Err(e) => return Ok(self.fail(path, e)),
             };
@@ -815,7 +814,7 @@ impl Walker<'_, '_> {
         } else if ft.is_symlink() {
             node.kind = NodeKind::Symlink;
             match fs::read_link(path) {
-                Ok(t) => node.target = Some(t.to_string_lossy().into_owned()),
+                Ok(t) => node.target = Some(FsName::from(t.into_os_string())),
                 Err(e) => return Ok(self.fail(path, e)),
             }
         } else if ft.is_file() {
@@ -823,7 +822,7 @@ impl Walker<'_, '_> {
             let earlier = path
                 .strip_prefix(&self.root)
                 .ok()
-                .and_then(|r| self.earlier_dbs?.get(r.to_string_lossy().as_ref()));
+                .and_then(|r| self.earlier_dbs?.get(r));
             if let Some(opener) = self.opener.filter(|o| o.is_database(path)) {
                 let parent = earlier.and_then(|e| e.map.as_ref());
                 return match opener.open(path) {
@@ -1139,7 +1138,7 @@ fn walk_sources(
     writer: &mut Writer<'_>,
     sources: Vec<BackupSource>,
     parents: &HashMap<String, (ChunkMap, Vec<Id>)>,
-    folder_dbs: &HashMap<String, HashMap<String, EarlierDb>>,
+    folder_dbs: &HashMap<String, HashMap<PathBuf, EarlierDb>>,
     (cdc, dump_cdc): (ChunkerKind, ChunkerKind),
     opts: &BackupOptions,
     progress: &dyn Progress,
@@ -1171,7 +1170,7 @@ fn walk_sources(
                 let shown = fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
                 w.root = p.clone();
                 w.earlier_dbs = folder_dbs.get(&shown.display().to_string());
-                match w.walk(&p, name.clone())? {
+                match w.walk(&p, FsName::from(name.as_str()))? {
                     Walk::Node(node) => Some(Source {
                         name,
                         kind: SourceKind::Path,

@@ -27,11 +27,14 @@ mod chunker;
 mod chunkmap;
 mod compress;
 mod config;
+mod confine;
 mod copy;
 mod crypto;
 mod envelope;
 mod error;
 mod fault;
+#[doc(hidden)]
+pub mod forge;
 #[doc(hidden)]
 pub mod fuzz;
 mod id;
@@ -40,6 +43,7 @@ mod index;
 mod keyfile;
 mod lock;
 mod marks;
+mod name;
 mod pack;
 mod progress;
 mod prune;
@@ -71,6 +75,7 @@ pub use id::Id;
 pub use index::Index;
 pub use lock::{list_locks, lock, read_lock, remove_locks, FoundLock, LockGuard, LockInfo};
 pub use marks::{Mark, MarkKind, SnapshotState};
+pub use name::{escape_bytes, FsName};
 pub use progress::{NoProgress, Progress};
 pub use prune::{prune, PruneOptions, PruneReport};
 pub use repair::{
@@ -82,7 +87,7 @@ pub use restore::{node_reader, restore, DbPlacer, NodeReader, RestoreOptions, Re
 pub use retention::{forget, plan, Decision, ForgetOptions, ForgetReport, Guards, Policy};
 pub use snapshot::{
     DatabaseInfo, Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary,
-    TableStat, Tree,
+    TableStat, Tree, SNAPSHOT_VERSION,
 };
 pub use stats::{growth_now, human_size, stats, Growth, RepoStats, SourceStat};
 

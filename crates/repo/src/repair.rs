@@ -485,7 +485,7 @@ impl Rewriter<'_> {
                 let mut nodes = Vec::new();
                 for n in &tree.nodes {
                     let mut under = Vec::new();
-                    let kept = self.node(n, &n.name, &mut under)?;
+                    let kept = self.node(n, &n.name.display(), &mut under)?;
                     lost.extend(under);
                     if let Some(n) = kept {
                         nodes.push(n);

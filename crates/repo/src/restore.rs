@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -21,9 +21,14 @@ use std::time::Instant;
 
 use crate::backup::FileError;
 use crate::chunker::FIXED_RUN;
+use crate::confine::{
+    create_temp, is_link, path_bytes, remove_in, rename_in, set_meta_fd, symlink_in, DirError,
+    Target,
+};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::Index;
+use crate::name::{escape_bytes, FsName};
 use crate::pack::{open_frame, verify_run, BlobMismatch};
 use crate::progress::Progress;
 use crate::repository::{pack_path, Repository};
@@ -50,7 +55,7 @@ pub trait DbPlacer: Send + Sync {
 pub struct RestoreOptions {
     /// Restore only these paths (as `ls` prints them, e.g. `docs/2026`), and
     /// everything beneath them. Empty means everything.
-    pub include: Vec<String>,
+    pub include: Vec<PathBuf>,
     pub threads: usize,
     /// Places database images; `None` renames them like other files (right
     /// for a fresh folder).
@@ -115,7 +120,10 @@ impl Decoded {
 /// A file to write.
 struct FileTask {
     node: Node,
-    dest: PathBuf,
+    /// Its folder, an index into the folders made.
+    folder: usize,
+    name: FsName,
+    /// Its path below the target, for people.
     rel: String,
     /// Index of its last job; files without content have none.
     jobs: usize,
@@ -283,16 +291,24 @@ impl std::io::Read for NodeReader<'_> {
 struct Walk<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    include: Vec<String>,
+    target: &'a Target,
+    include: Vec<Vec<u8>>,
     failed: Vec<FileError>,
     files: Vec<FileTask>,
     jobs: Vec<Job>,
-    /// Folders and their nodes, parents first; metadata is set at the end.
-    dirs: Vec<(PathBuf, Node)>,
+    /// Every folder made, as components below the target; the first is the
+    /// target itself.
+    folders: Vec<Vec<FsName>>,
+    /// Selected folders (an index into `folders`) and their nodes, parents
+    /// first; their metadata is set at the end.
+    dirs: Vec<(usize, Node)>,
     links: u64,
 }
 
 /// Restores `snap` under `target`, each source in `target/<source name>`.
+///
+/// Nothing is written outside `target`: below it no link is followed (see
+/// the `confine` module for the rule).
 pub fn restore(
     repo: &Repository,
     snapshot_id: Id,
@@ -303,25 +319,35 @@ pub fn restore(
 ) -> Result<RestoreSummary> {
     let started = Instant::now();
     let index = repo.load_index()?;
-    fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
-    let include: Vec<String> = opts
+    let target = Target::open(target).map_err(|e| Error::io(target, e))?;
+    let include: Vec<Vec<u8>> = opts
         .include
         .iter()
-        .map(|p| p.trim_matches('/').to_string())
+        .map(|p| trim_slashes(path_bytes(p)).to_vec())
         .filter(|p| !p.is_empty())
         .collect();
     let mut w = Walk {
         repo,
         index: &index,
+        target: &target,
         include,
         failed: Vec::new(),
         files: Vec::new(),
         jobs: Vec::new(),
+        folders: vec![Vec::new()],
         dirs: Vec::new(),
         links: 0,
     };
     for src in &snap.sources {
-        w.node(&src.node, &target.join(&src.name), &src.name)?;
+        let name = FsName::from(src.name.as_str());
+        if let Some(why) = name.unsafe_reason() {
+            w.failed.push(FileError {
+                path: name.display(),
+                message: format!("refusing a source with {why} (a damaged or forged snapshot)"),
+            });
+            continue;
+        }
+        w.node(&src.node, 0, &[name])?;
     }
     if !w.include.is_empty()
         && w.files.is_empty()
@@ -332,12 +358,18 @@ pub fn restore(
         return Err(Error::NotFound(format!(
             "nothing in snapshot {} matches {}",
             snapshot_id.short(),
-            w.include.join(", ")
+            w.include
+                .iter()
+                .map(|p| escape_bytes(p))
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     progress.start(Some(w.files.iter().map(|f| f.node.size).sum()));
     let (files, bytes) = write_files(
         repo,
+        &target,
+        &w.folders,
         &w.files,
         &w.jobs,
         opts.threads.max(1),
@@ -345,8 +377,11 @@ pub fn restore(
         progress,
         &mut w.failed,
     )?;
-    for (dir, node) in w.dirs.iter().rev() {
-        set_meta(dir, node);
+    for (folder, node) in w.dirs.iter().rev() {
+        // A folder replaced by a link since it was made gets nothing.
+        if let Ok(fd) = target.dir(&w.folders[*folder], false) {
+            set_meta_fd(&fd, node.mode, node.mtime);
+        }
     }
     progress.finish();
     Ok(RestoreSummary {
@@ -359,34 +394,74 @@ pub fn restore(
     })
 }
 
+fn trim_slashes(mut b: &[u8]) -> &[u8] {
+    while let [b'/', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b'/'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// `a/b/c` of components, as bytes.
+fn joined(path: &[FsName]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, c) in path.iter().enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(c.as_bytes());
+    }
+    out
+}
+
 impl Walk<'_> {
     /// Whether `rel` is selected: it is inside an include path, or is a
     /// directory on the way to one.
-    fn wanted(&self, rel: &str) -> (bool, bool) {
+    fn wanted(&self, rel: &[u8]) -> (bool, bool) {
         if self.include.is_empty() {
             return (true, true);
         }
-        let inside = self
-            .include
-            .iter()
-            .any(|p| rel == p || rel.starts_with(&format!("{p}/")));
-        let ancestor = self
-            .include
-            .iter()
-            .any(|p| p.starts_with(&format!("{rel}/")));
+        let under = |long: &[u8], short: &[u8]| {
+            long.len() > short.len() && long.starts_with(short) && long[short.len()] == b'/'
+        };
+        let inside = self.include.iter().any(|p| rel == p || under(rel, p));
+        let ancestor = self.include.iter().any(|p| under(p, rel));
         (inside, inside || ancestor)
     }
 
-    fn node(&mut self, node: &Node, dest: &Path, rel: &str) -> Result<()> {
-        let (inside, visit) = self.wanted(rel);
+    /// Plans `node`, whose path below the target is `path` (its last
+    /// component is its name) and whose folder is `parent`.
+    fn node(&mut self, node: &Node, parent: usize, path: &[FsName]) -> Result<()> {
+        let rel_bytes = joined(path);
+        let (inside, visit) = self.wanted(&rel_bytes);
         if !visit {
             return Ok(());
         }
+        let rel = escape_bytes(&rel_bytes);
+        let name = path.last().expect("a node has a name");
         match node.kind {
             NodeKind::Dir => {
-                fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
+                if let Err(e) = self.target.dir(path, true) {
+                    if let DirError::Io(p, e) = &e {
+                        if e.raw_os_error() == Some(libc::ENOSPC) {
+                            return Err(Error::io(
+                                p,
+                                std::io::Error::from_raw_os_error(libc::ENOSPC),
+                            ));
+                        }
+                    }
+                    self.failed.push(FileError {
+                        path: format!("{rel}/"),
+                        message: e.to_string(),
+                    });
+                    return Ok(());
+                }
+                let folder = self.folders.len();
+                self.folders.push(path.to_vec());
                 if inside {
-                    self.dirs.push((dest.to_path_buf(), node.clone()));
+                    self.dirs.push((folder, node.clone()));
                 }
                 let tree = match node.subtree.map(|id| self.repo.load_tree(self.index, &id)) {
                     Some(Ok(t)) => t,
@@ -401,40 +476,38 @@ impl Walk<'_> {
                     }
                     None => Default::default(),
                 };
+                let mut child_path = path.to_vec();
                 for child in &tree.nodes {
-                    if child.name.is_empty()
-                        || child.name == "."
-                        || child.name == ".."
-                        || child.name.contains('/')
-                    {
+                    if let Some(why) = child.name.unsafe_reason() {
                         self.failed.push(FileError {
-                            path: format!("{rel}/{}", child.name),
-                            message: "refusing an unsafe file name".into(),
+                            path: format!("{rel}/{}", child.name.display()),
+                            message: format!(
+                                "refusing an entry with {why} (a damaged or forged tree)"
+                            ),
                         });
                         continue;
                     }
-                    self.node(
-                        child,
-                        &dest.join(&child.name),
-                        &format!("{rel}/{}", child.name),
-                    )?;
+                    child_path.push(child.name.clone());
+                    self.node(child, folder, &child_path)?;
+                    child_path.pop();
                 }
             }
             NodeKind::Symlink if inside => {
-                let _ = fs::remove_file(dest);
                 let target = node.target.clone().unwrap_or_default();
-                match std::os::unix::fs::symlink(&target, dest) {
+                let made = self
+                    .target
+                    .dir(&self.folders[parent], false)
+                    .map_err(|e| e.to_string())
+                    .and_then(|dir| symlink_in(&dir, name, &target).map_err(|e| e.to_string()));
+                match made {
                     Ok(()) => self.links += 1,
                     Err(e) => self.failed.push(FileError {
-                        path: rel.to_string(),
-                        message: e.to_string(),
+                        path: rel,
+                        message: e,
                     }),
                 }
             }
             NodeKind::File | NodeKind::Stream | NodeKind::DbImage if inside => {
-                if let Some(parent) = dest.parent() {
-                    fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-                }
                 let file = self.files.len();
                 let planned = self
                     .repo
@@ -445,15 +518,16 @@ impl Walk<'_> {
                 match planned {
                     Ok(jobs) => self.files.push(FileTask {
                         node: node.clone(),
-                        dest: dest.to_path_buf(),
-                        rel: rel.to_string(),
+                        folder: parent,
+                        name: name.clone(),
+                        rel,
                         jobs,
                     }),
                     Err(e) => {
                         // Undo the jobs planned before the missing blob.
                         self.jobs.retain(|j| j.file != file);
                         self.failed.push(FileError {
-                            path: rel.to_string(),
+                            path: rel,
                             message: e.to_string(),
                         });
                     }
@@ -472,19 +546,10 @@ struct Ahead {
     stop: bool,
 }
 
-/// The temporary name a file is written under.
-fn temp_path(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(format!(".{name}.lv-restore-{}", std::process::id()))
-}
-
 /// The file being written.
 struct Open {
     file: Option<fs::File>,
-    tmp: PathBuf,
+    tmp: FsName,
     /// Set once a frame failed: the rest of the file's frames are skipped.
     failed: bool,
     /// Bytes written since writeback was last started.
@@ -541,8 +606,11 @@ fn start_writeback(f: &fs::File) {
 }
 
 /// Runs the frame pipeline over all files; returns files and bytes written.
+#[allow(clippy::too_many_arguments)]
 fn write_files(
     repo: &Repository,
+    target: &Target,
+    folders: &[Vec<FsName>],
     files: &[FileTask],
     jobs: &[Job],
     threads: usize,
@@ -585,20 +653,35 @@ fn write_files(
         let result = (|| -> Result<(u64, u64)> {
             let (mut done, mut bytes) = (0u64, 0u64);
             let mut job = 0usize;
+            // The folder of the file being written, held open: files come
+            // folder by folder, so each folder is opened about once.
+            let mut held: Option<(usize, std::os::fd::OwnedFd)> = None;
             for (fi, task) in files.iter().enumerate() {
-                let tmp = temp_path(&task.dest);
-                let file = match fs::File::create(&tmp) {
-                    Ok(f) => Some(f),
-                    Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                        return Err(Error::io(&tmp, e))
+                if held.as_ref().map(|h| h.0) != Some(task.folder) {
+                    held = None;
+                    match target.dir(&folders[task.folder], false) {
+                        Ok(fd) => held = Some((task.folder, fd)),
+                        Err(e) => failed.push(FileError {
+                            path: task.rel.clone(),
+                            message: e.to_string(),
+                        }),
                     }
-                    Err(e) => {
+                }
+                let dir = held.as_ref().map(|h| &h.1);
+                let (file, tmp) = match dir.map(create_temp) {
+                    Some(Ok((f, tmp))) => (Some(f), tmp),
+                    Some(Err(e)) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                        return Err(Error::io(target.path_of(&folders[task.folder]), e))
+                    }
+                    Some(Err(e)) => {
                         failed.push(FileError {
                             path: task.rel.clone(),
-                            message: Error::io(&tmp, e).to_string(),
+                            message: Error::io(target.path_of(&folders[task.folder]), e)
+                                .to_string(),
                         });
-                        None
+                        (None, FsName::default())
                     }
+                    None => (None, FsName::default()),
                 };
                 let mut open = Open {
                     failed: file.is_none(),
@@ -629,8 +712,15 @@ fn write_files(
                                 .expect("a file that has not failed is open");
                             let parts = &jobs[job - 1].parts;
                             if let Err(e) = write_parts(f, &d, parts, &mut open.unflushed) {
-                                let _ = fs::remove_file(&open.tmp);
-                                return Err(Error::io(&task.dest, e));
+                                if let Some(dir) = dir {
+                                    let _ = remove_in(dir, &open.tmp);
+                                }
+                                return Err(Error::io(
+                                    target
+                                        .path_of(&folders[task.folder])
+                                        .join(task.name.as_os_str()),
+                                    e,
+                                ));
                             }
                             progress.read(parts.iter().map(|p| p.1 as u64).sum());
                         }
@@ -643,35 +733,29 @@ fn write_files(
                         }
                     }
                 }
-                let file = match open.file {
-                    Some(f) if !open.failed => f,
-                    _ => {
-                        let _ = fs::remove_file(&open.tmp);
-                        continue;
+                let (Some(dir), Some(file), false) = (dir, open.file, open.failed) else {
+                    if let Some(dir) = dir {
+                        let _ = remove_in(dir, &open.tmp);
                     }
+                    continue;
                 };
-                if let Some(mode) = task.node.mode {
-                    let _ = file.set_permissions(fs::Permissions::from_mode(mode & 0o7777));
-                }
-                if let Some(t) = task.node.mtime {
-                    let _ = file.set_modified(t.into());
-                }
+                set_meta_fd(&file, task.node.mode, task.node.mtime);
                 let placed = match placer.filter(|_| task.node.kind == NodeKind::DbImage) {
                     Some(p) => {
                         // The placer may read the file back: it must be complete on disk.
                         let synced = file.sync_all();
                         drop(file);
                         synced.map_err(|e| e.to_string()).and_then(|_| {
-                            p.place(&open.tmp, &task.dest, task.node.database.as_deref())
+                            place_db(target, &folders[task.folder], dir, task, &open.tmp, p)
                         })
                     }
                     None => {
                         drop(file);
-                        fs::rename(&open.tmp, &task.dest).map_err(|e| e.to_string())
+                        rename_in(dir, &open.tmp, &task.name).map_err(|e| e.to_string())
                     }
                 };
                 if let Err(e) = placed {
-                    let _ = fs::remove_file(&open.tmp);
+                    let _ = remove_in(dir, &open.tmp);
                     failed.push(FileError {
                         path: task.rel.clone(),
                         message: e,
@@ -690,11 +774,28 @@ fn write_files(
     })
 }
 
-fn set_meta(dest: &Path, node: &Node) {
-    if let Some(mode) = node.mode {
-        let _ = fs::set_permissions(dest, fs::Permissions::from_mode(mode & 0o7777));
+/// Hands a restored database image to the placer, which works by path
+/// (SQLite opens files by name). A link where the database goes is replaced
+/// first, like any file's, and the folders on the way are checked to be the
+/// ones held open, so the placer never writes through a link.
+fn place_db(
+    target: &Target,
+    folder: &[FsName],
+    dir: &std::os::fd::OwnedFd,
+    task: &FileTask,
+    tmp: &FsName,
+    placer: &dyn DbPlacer,
+) -> std::result::Result<(), String> {
+    if is_link(dir, &task.name) {
+        remove_in(dir, &task.name).map_err(|e| e.to_string())?;
     }
-    if let (Some(t), Ok(f)) = (node.mtime, fs::File::open(dest)) {
-        let _ = f.set_modified(t.into());
-    }
+    target
+        .still_confined(folder, dir)
+        .map_err(|e| e.to_string())?;
+    let base = target.path_of(folder);
+    placer.place(
+        &base.join(tmp.as_os_str()),
+        &base.join(task.name.as_os_str()),
+        task.node.database.as_deref(),
+    )
 }

@@ -13,7 +13,12 @@ use serde::{Deserialize, Serialize};
 use crate::chunkmap::ChunkMap;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::FORMAT_VERSION;
+use crate::name::FsName;
+
+/// Version of snapshot documents. 2: names and link targets in trees may be
+/// byte strings (`{"bytes":"<hex>"}`) when they are not UTF-8. Version 1
+/// (every name a string) still reads.
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// The type of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +36,8 @@ pub enum NodeKind {
 /// One entry of a tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
-    pub name: String,
+    /// The entry's name, byte-exact (see [`FsName`]).
+    pub name: FsName,
     #[serde(rename = "type")]
     pub kind: NodeKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,7 +55,7 @@ pub struct Node {
     pub subtree: Option<Id>,
     /// Link target (symlinks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub target: Option<FsName>,
     /// Page size of a database image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_size: Option<u32>,
@@ -62,7 +68,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(name: impl Into<String>, kind: NodeKind) -> Node {
+    pub fn new(name: impl Into<FsName>, kind: NodeKind) -> Node {
         Node {
             name: name.into(),
             kind,
@@ -217,7 +223,16 @@ impl Snapshot {
         let v: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| decode_error(object, e))?;
         let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
-        crate::pack::check_version(version.min(u32::MAX as u64) as u32, object)?;
+        let version = version.min(u32::MAX as u64) as u32;
+        if version > SNAPSHOT_VERSION {
+            return Err(Error::NewerFormat {
+                what: object.to_string(),
+                found: version,
+                supported: SNAPSHOT_VERSION,
+                program: env!("CARGO_PKG_VERSION"),
+            });
+        }
+        crate::pack::check_version(version.min(1), object)?;
         serde_json::from_value(v).map_err(|e| decode_error(object, e))
     }
 
@@ -242,7 +257,7 @@ impl Snapshot {
 
     pub fn new_now(sources: Vec<Source>, tags: Vec<String>, reason: Option<String>) -> Snapshot {
         Snapshot {
-            version: FORMAT_VERSION,
+            version: SNAPSHOT_VERSION,
             time: Utc::now(),
             host: crate::host_name(),
             user: crate::user_name(),

@@ -824,10 +824,28 @@ pub fn place_restored(
         check,
         ..Placed::default()
     };
-    if target.exists() {
+    // A link where the database goes is never written through: the
+    // restore replaces it, and SQLite is told not to follow one either.
+    let existing = fs::symlink_metadata(target).ok();
+    if existing
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_symlink())
+    {
+        return Err(format!(
+            "{}: is a symbolic link; a database is never placed through one",
+            target.display()
+        ));
+    }
+    if existing.is_some() {
         let src = Connection::open_with_flags(restored, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| sql_err(restored, e))?;
-        let mut dst = Connection::open(target).map_err(|e| sql_err(target, e))?;
+        let mut dst = Connection::open_with_flags(
+            target,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql_err(target, e))?;
         dst.busy_timeout(busy_timeout)
             .map_err(|e| sql_err(target, e))?;
         {
@@ -852,7 +870,12 @@ pub fn place_restored(
         }
         drop(dst);
         drop(src);
+        // Reading the image (a WAL-mode one) may have made its own -wal and
+        // -shm beside it; they go with it.
         let _ = fs::remove_file(restored);
+        for suffix in ["-wal", "-shm"] {
+            let _ = fs::remove_file(companion(restored, suffix));
+        }
         placed.replaced_live = true;
     } else {
         for suffix in ["-wal", "-shm", "-journal"] {
