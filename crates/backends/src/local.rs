@@ -82,6 +82,7 @@ impl LocalBackend {
                 out.push(ObjectInfo {
                     path: child,
                     size: md.len(),
+                    modified: md.modified().ok(),
                 });
             }
         }

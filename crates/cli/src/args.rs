@@ -361,6 +361,10 @@ pub struct PruneArgs {
     /// Print what would be deleted and repacked, and change nothing
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// Never delete or repack a pack written less than this long ago: it may
+    /// belong to a backup still running (`0s` only when none can be)
+    #[arg(long, default_value = "30min", value_name = "DURATION", value_parser = parse_wait)]
+    pub min_pack_age: std::time::Duration,
 }
 
 fn parse_percent_or_zero(s: &str) -> Result<f64, String> {

@@ -713,6 +713,18 @@ pub(crate) fn run_backup(
             "ledgervault: warning: {c} changed while it was being read; the copy stored may mix old and new content, and the next backup takes it again"
         );
     }
+    if s.weak_packs > 0 && !g.quiet {
+        eprintln!(
+            "ledgervault: warning: {} pack(s) are missing, truncated or found damaged; this backup stored again the {} blob(s) it needed from them, so its snapshot restores. `ledgervault check` and `repair` deal with older snapshots",
+            s.weak_packs, s.blobs_stored_again
+        );
+    }
+    if s.packs_adopted > 0 && !g.quiet {
+        eprintln!(
+            "ledgervault: note: {} pack(s) left by an interrupted backup were checked and reused",
+            s.packs_adopted
+        );
+    }
     if g.json {
         g.print_json(&json!({
             "snapshot_id": s.snapshot_id,
@@ -722,6 +734,7 @@ pub(crate) fn run_backup(
             "errors": s.errors,
             "changed": s.changed,
             "suspect": s.suspect,
+            "weak_packs": s.weak_packs, "blobs_stored_again": s.blobs_stored_again, "packs_adopted": s.packs_adopted,
             "warning": growth_warning,
             "repository": {"snapshots": stats.snapshots, "stored_bytes": stats.stored, "free_bytes": stats.free, "days_until_full": days_until_full},
         }));

@@ -60,6 +60,7 @@ pub fn forget(g: &Globals, a: ForgetArgs) -> Result<i32> {
             &PruneArgs {
                 repack_threshold: 10.0,
                 dry_run: false,
+                min_pack_age: engine::STALE_AFTER,
             },
         )?)
     } else {
@@ -137,6 +138,7 @@ fn run_prune(g: &Globals, repo: &Repository, a: &PruneArgs) -> Result<engine::Pr
     let opts = PruneOptions {
         repack_threshold: a.repack_threshold / 100.0,
         dry_run: a.dry_run,
+        min_pack_age: a.min_pack_age,
         ..Default::default()
     };
     let bar = Bar::new(g.quiet || a.dry_run, "repack");
@@ -150,8 +152,18 @@ fn run_prune(g: &Globals, repo: &Repository, a: &PruneArgs) -> Result<engine::Pr
         );
         println!(
             "packs: {} kept, {} {verb}deleted, {} {verb}repacked, {} left by interrupted backups {verb}deleted",
-            r.packs_kept, r.packs_deleted, r.packs_repacked, r.packs_unindexed
+            r.packs_kept,
+            r.packs_deleted,
+            r.packs_repacked,
+            r.packs_unindexed
         );
+        if r.packs_too_young > 0 {
+            println!(
+                "{} pack(s) written less than {} ago kept whatever their use (a backup may still be writing them; --min-pack-age)",
+                r.packs_too_young,
+                ui::secs(opts.min_pack_age.as_secs_f64())
+            );
+        }
         if r.dry_run {
             println!(
                 "dry run: about {} would be freed; nothing was changed",

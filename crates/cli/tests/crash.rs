@@ -184,7 +184,7 @@ fn prune_interrupted_at_every_step() {
     let steps = at_every_step(
         &f.e,
         "prune",
-        &["prune", "--repack-threshold", "0"],
+        &["prune", "--repack-threshold", "0", "--min-pack-age", "0s"],
         &f.base,
         &|| {},
         &|w| earlier_snapshots_intact(&f, w),

@@ -378,7 +378,7 @@ fn kill_9_during_prune_loses_nothing() {
         fs::remove_dir_all(&e.repo).unwrap();
         copy_dir(&pristine, &e.repo);
         let mut child = StdCommand::new(&bin)
-            .args(["prune", "--repack-threshold", "0"])
+            .args(["prune", "--repack-threshold", "0", "--min-pack-age", "0s"])
             .env("LEDGERVAULT_REPOSITORY", &e.repo)
             .env("LEDGERVAULT_PASSWORD_FILE", &e.pw)
             .stdout(Stdio::null())
@@ -409,8 +409,11 @@ fn kill_9_during_prune_loses_nothing() {
             wanted,
             "killed after {stage} changes"
         );
-        e.cmd().args(["prune", "-q"]).assert().success();
-        let again = e.json(&["prune", "--dry-run"]);
+        e.cmd()
+            .args(["prune", "-q", "--min-pack-age", "0s"])
+            .assert()
+            .success();
+        let again = e.json(&["prune", "--dry-run", "--min-pack-age", "0s"]);
         assert_eq!(again["packs_deleted"], 0, "killed after {stage} changes");
         assert_eq!(again["packs_unindexed"], 0, "killed after {stage} changes");
         e.cmd().args(["check"]).assert().success();

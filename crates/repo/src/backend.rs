@@ -19,6 +19,8 @@ pub struct ObjectInfo {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was last written, when the storage says.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// What kind of failure a backend reports; callers branch on it.
@@ -151,11 +153,20 @@ pub trait Backend: Send + Sync + 'static {
 /// machine needs storage that enforces it, see the README.)
 pub struct AppendOnlyBackend {
     inner: std::sync::Arc<dyn Backend>,
+    /// Lock files this session wrote: the only objects it may delete.
+    own_locks: Mutex<std::collections::HashSet<String>>,
 }
 
 impl AppendOnlyBackend {
     pub fn new(inner: std::sync::Arc<dyn Backend>) -> Self {
-        AppendOnlyBackend { inner }
+        AppendOnlyBackend {
+            inner,
+            own_locks: Mutex::new(Default::default()),
+        }
+    }
+
+    fn own_locks(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.own_locks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn may_write(&self, path: &str) -> BackendResult<()> {
@@ -189,20 +200,35 @@ impl Backend for AppendOnlyBackend {
     }
     fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
         self.may_write(path)?;
-        self.inner.write(path, data)
+        self.inner.write(path, data)?;
+        if path.starts_with("locks/") {
+            self.own_locks().insert(path.to_string());
+        }
+        Ok(())
     }
     fn write_parts(&self, path: &str, parts: &[&[u8]]) -> BackendResult<()> {
         self.may_write(path)?;
-        self.inner.write_parts(path, parts)
+        self.inner.write_parts(path, parts)?;
+        if path.starts_with("locks/") {
+            self.own_locks().insert(path.to_string());
+        }
+        Ok(())
     }
     fn delete(&self, path: &str) -> BackendResult<()> {
-        if path.starts_with("locks/") {
+        // Its own locks only: another process's lock, stale or not, may
+        // guard a backup in flight, and removing it would let a prune
+        // delete that backup's packs.
+        if path.starts_with("locks/") && self.own_locks().remove(path) {
             return self.inner.delete(path);
         }
         Err(BackendError::new(
             BackendErrorKind::PermissionDenied,
             path,
-            "not deleted: this session is append-only",
+            if path.starts_with("locks/") {
+                "not deleted: an append-only session removes only the locks it took itself; removing another's needs a full-access key"
+            } else {
+                "not deleted: this session is append-only"
+            },
         ))
     }
     fn free_space(&self) -> Option<u64> {
@@ -213,7 +239,7 @@ impl Backend for AppendOnlyBackend {
 /// A backend held in memory, for tests and for wrapping by test backends.
 #[derive(Default)]
 pub struct MemoryBackend {
-    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    objects: Mutex<BTreeMap<String, (Vec<u8>, std::time::SystemTime)>>,
 }
 
 impl MemoryBackend {
@@ -221,7 +247,9 @@ impl MemoryBackend {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (Vec<u8>, std::time::SystemTime)>> {
         // A panic while holding the lock cannot leave the map half-updated:
         // each operation is a single insert or remove.
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
@@ -238,9 +266,10 @@ impl Backend for MemoryBackend {
             .lock()
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| ObjectInfo {
+            .map(|(k, (v, t))| ObjectInfo {
                 path: k.clone(),
                 size: v.len() as u64,
+                modified: Some(*t),
             })
             .collect())
     }
@@ -248,13 +277,13 @@ impl Backend for MemoryBackend {
     fn read(&self, path: &str) -> BackendResult<Vec<u8>> {
         self.lock()
             .get(path)
-            .cloned()
+            .map(|(v, _)| v.clone())
             .ok_or_else(|| BackendError::new(BackendErrorKind::NotFound, path, "not found"))
     }
 
     fn read_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
         let objects = self.lock();
-        let data = objects
+        let (data, _) = objects
             .get(path)
             .ok_or_else(|| BackendError::new(BackendErrorKind::NotFound, path, "not found"))?;
         let end = offset.checked_add(len).filter(|&e| e <= data.len() as u64);
@@ -265,7 +294,10 @@ impl Backend for MemoryBackend {
     }
 
     fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
-        self.lock().insert(path.to_string(), data.to_vec());
+        self.lock().insert(
+            path.to_string(),
+            (data.to_vec(), std::time::SystemTime::now()),
+        );
         Ok(())
     }
 

@@ -245,6 +245,14 @@ pub struct BackupSummary {
     pub suspect: Vec<String>,
     /// Locks of dead or silent processes that were ignored.
     pub stale_locks: Vec<String>,
+    /// Packs left without an index (an interrupted backup, a full disk)
+    /// that this backup checked and indexed, and so reused.
+    pub packs_adopted: usize,
+    /// Packs the index lists that are missing, truncated or recorded as
+    /// damaged; nothing is deduplicated against them.
+    pub weak_packs: usize,
+    /// Blobs that were only in such packs and that this backup stored again.
+    pub blobs_stored_again: u64,
 }
 
 /// A blob's bytes on their way to a sealing worker: its own copy, or a
@@ -268,6 +276,7 @@ type FrameJob = Vec<(BlobKind, Id, BlobBytes)>;
 struct PackerOut {
     packs: u64,
     bytes: u64,
+    ids: Vec<Id>,
 }
 
 /// Buffers the uploaders hand back to the sealing workers once a pack is
@@ -308,6 +317,11 @@ struct Writer<'a> {
     keys: Arc<Keys>,
     index: &'a Index,
     pending: HashSet<Id>,
+    /// Packs holding blobs this backup deduplicated against: they must all
+    /// still exist when the snapshot is written.
+    used_packs: HashSet<Id>,
+    /// Blobs the index knew only in a missing or damaged pack, stored again.
+    stored_again: u64,
     group: FrameJob,
     group_len: usize,
     jobs: Option<Sender<FrameJob>>,
@@ -324,9 +338,27 @@ impl Writer<'_> {
         self.put_id(kind, id, BlobBytes::Owned(data))
     }
 
-    /// Whether a blob with this id is stored or on its way.
+    /// Whether a blob with this id is stored soundly or on its way.
     fn has(&self, id: &Id) -> bool {
-        self.index.contains(id) || self.pending.contains(id)
+        self.index.is_sound(id) || self.pending.contains(id)
+    }
+
+    /// Deduplicates against the index: true (and the pack noted as used)
+    /// when the blob is in a sound pack.
+    fn dedup(&mut self, id: &Id) -> bool {
+        match self.index.get(id) {
+            Some(loc) if self.index.is_sound(id) => {
+                self.used_packs.insert(loc.pack);
+                true
+            }
+            Some(_) => {
+                if !self.pending.contains(id) {
+                    self.stored_again += 1;
+                }
+                false
+            }
+            None => false,
+        }
     }
 
     /// Stores a chunk with its id already computed. A large chunk travels
@@ -352,7 +384,7 @@ impl Writer<'_> {
         id: Id,
         data: BlobBytes,
     ) -> std::result::Result<Id, Closed> {
-        if self.index.contains(&id) || !self.pending.insert(id) {
+        if self.dedup(&id) || !self.pending.insert(id) {
             return Ok(id);
         }
         let len = data.as_ref().len();
@@ -428,7 +460,11 @@ fn uploader(
     spares: Spares,
 ) -> Result<PackerOut> {
     let mut unindexed: Vec<PackRecord> = Vec::new();
-    let mut out = PackerOut { packs: 0, bytes: 0 };
+    let mut out = PackerOut {
+        packs: 0,
+        bytes: 0,
+        ids: Vec::new(),
+    };
     for builder in packs {
         let pack = builder.finish(repo.keys());
         let parts: Vec<&[u8]> = pack.parts.iter().map(|p| p.as_slice()).collect();
@@ -436,6 +472,7 @@ fn uploader(
             .write_parts(&pack_path_for(&pack.id), &parts)?;
         out.packs += 1;
         out.bytes += pack.size;
+        out.ids.push(pack.id);
         progress.stored(pack.size);
         drop(parts);
         for part in pack.parts {
@@ -732,6 +769,14 @@ impl Walker<'_, '_> {
         chunk_size: u32,
         parent: Option<&(ChunkMap, Vec<Id>)>,
     ) -> std::result::Result<ChunkMap, Closed> {
+        // A delta reuses the parent's layers: only when each is soundly
+        // stored (and then its pack must outlive this backup).
+        let parent = parent.filter(|(m, _)| {
+            m.layers
+                .iter()
+                .flat_map(|l| &l.blobs)
+                .all(|b| self.writer.dedup(b))
+        });
         let (mut layers, kind, entries, blobs) =
             match chunkmap::plan(ids, parent.map(|(m, p)| (m, p.as_slice())), chunk_size) {
                 chunkmap::Plan::Delta(changes) => (
@@ -866,6 +911,28 @@ impl Walker<'_, '_> {
     }
 }
 
+/// Indexes the packs on storage that no index lists, after checking each
+/// whole (name, header, every blob id), so their data is reused instead of
+/// stored again. An interrupted backup or a full disk leaves such packs;
+/// one that does not check out is left alone (prune removes it later).
+fn adopt_unindexed(repo: &Repository, index: &mut Index) -> Result<usize> {
+    let mut adopted = Vec::new();
+    for (id, _) in index.unindexed() {
+        if let Ok(rec) = crate::check::read_verified_pack(repo, &id, None) {
+            adopted.push(rec);
+        }
+    }
+    if adopted.is_empty() {
+        return Ok(0);
+    }
+    // Only in an index file of its own is an adopted pack found by others.
+    repo.write_index(&adopted)?;
+    for rec in &adopted {
+        index.add_pack(rec);
+    }
+    Ok(adopted.len())
+}
+
 /// The chunk maps of the latest snapshot of each database path, resolved.
 /// A parent whose map cannot be read is skipped: the next map is then full.
 fn find_parents(
@@ -931,7 +998,8 @@ pub fn backup(
         ));
     }
     let lock = crate::lock::lock(repo, false, "backup")?;
-    let index = repo.load_index()?;
+    let mut index = repo.load_index()?;
+    let packs_adopted = adopt_unindexed(repo, &mut index)?;
     let db_paths: HashSet<&str> = sources
         .iter()
         .filter_map(|s| match s {
@@ -1022,6 +1090,8 @@ pub fn backup(
             keys: keys.clone(),
             index: &index,
             pending: HashSet::new(),
+            used_packs: HashSet::new(),
+            stored_again: 0,
             group: Vec::new(),
             group_len: 0,
             jobs: Some(job_tx),
@@ -1038,30 +1108,41 @@ pub fn backup(
         );
         let walked = walked.and_then(|w| writer.flush().map(|_| w));
         writer.jobs = None; // close the pipeline so the stages drain and stop
-        let mut packed = Ok(PackerOut { packs: 0, bytes: 0 });
+        let mut packed = Ok(PackerOut {
+            packs: 0,
+            bytes: 0,
+            ids: Vec::new(),
+        });
         for u in uploaders {
             let r = u
                 .join()
                 .unwrap_or_else(|_| Err(Error::Invalid("an uploader thread panicked".into())));
             packed = match (packed, r) {
-                (Ok(a), Ok(b)) => Ok(PackerOut {
-                    packs: a.packs + b.packs,
-                    bytes: a.bytes + b.bytes,
-                }),
+                (Ok(mut a), Ok(b)) => {
+                    a.ids.extend(b.ids);
+                    Ok(PackerOut {
+                        packs: a.packs + b.packs,
+                        bytes: a.bytes + b.bytes,
+                        ids: a.ids,
+                    })
+                }
                 (Err(e), _) | (_, Err(e)) => Err(e),
             };
         }
-        (walked.map(|w| (w, writer.bytes_new)), packed)
+        let used = std::mem::take(&mut writer.used_packs);
+        let again = writer.stored_again;
+        (walked.map(|w| (w, writer.bytes_new, used, again)), packed)
     });
     let packed = packer_result?;
-    let ((src_list, errors, mut suspect, changed), bytes_new) = match walk_result {
-        Ok(w) => w,
-        Err(Closed) => {
-            return Err(Error::Invalid(
-                "backup pipeline stopped unexpectedly".into(),
-            ))
-        }
-    };
+    let ((src_list, errors, mut suspect, changed), bytes_new, mut used_packs, stored_again) =
+        match walk_result {
+            Ok(w) => w,
+            Err(Closed) => {
+                return Err(Error::Invalid(
+                    "backup pipeline stopped unexpectedly".into(),
+                ))
+            }
+        };
 
     if src_list.is_empty() {
         let why = errors
@@ -1083,9 +1164,28 @@ pub fn backup(
         duration_ms: started.elapsed().as_millis() as u64,
         errors: errors.len() as u64,
     };
+    // The proof that the snapshot restores as far as storage goes: every
+    // pack it relies on, old or new, is there now. A prune run while this
+    // backup's lock was gone (removed by hand, or not refreshed in time)
+    // could have deleted some; then no snapshot is written.
+    used_packs.extend(packed.ids.iter().copied());
+    let present = repo.list_packs()?;
+    let vanished: Vec<&Id> = used_packs
+        .iter()
+        .filter(|p| !present.contains_key(p))
+        .collect();
+    if !vanished.is_empty() {
+        return Err(Error::corrupt(
+            format!("{} pack(s), e.g. {}", vanished.len(), pack_path_for(vanished[0])),
+            "vanished while this backup ran (a prune after its lock was removed?); no snapshot was written, so none claims data that is gone. Run the backup again: it stores that data anew",
+        ));
+    }
     let snapshot_id = repo.save_snapshot(&snap)?;
     progress.finish();
     Ok(BackupSummary {
+        packs_adopted,
+        weak_packs: index.weak_packs().len(),
+        blobs_stored_again: stored_again,
         snapshot_id,
         files: snap.sources.iter().map(|s| s.summary.files).sum(),
         dirs: snap.sources.iter().map(|s| s.summary.dirs).sum(),

@@ -119,11 +119,11 @@ pub fn check(
     for (id, rec) in &records {
         match stored.get(id) {
             None => r.errors.push(format!(
-                "{}: listed in the index but missing",
+                "{}: listed in the index but missing (the next backup stores again what it held)",
                 pack_path(id)
             )),
             Some(&size) if size != rec.size => r.errors.push(format!(
-                "{}: {} bytes on storage, the index says {} (truncated or replaced)",
+                "{}: {} bytes on storage, the index says {} (truncated or replaced; the next backup stores again what it held)",
                 pack_path(id),
                 size,
                 rec.size
@@ -134,7 +134,7 @@ pub fn check(
     let unindexed = stored.keys().filter(|id| !records.contains_key(id)).count();
     if unindexed > 0 {
         r.warnings.push(format!(
-            "{unindexed} pack(s) are in no index (left by an interrupted backup; they hold no snapshot's data)"
+            "{unindexed} pack(s) are in no index (left by an interrupted backup; they hold no snapshot's data): the next backup checks them and reuses their data"
         ));
     }
 
@@ -240,23 +240,59 @@ pub fn check(
     });
     found.sort_by_key(|(i, _)| *i);
     r.packs_read += to_read.len();
+    // Damaged packs are recorded, so the next backup stores again the data
+    // it meets that they held instead of deduplicating against them.
+    let damaged: Vec<Id> = found
+        .iter()
+        .filter(|(i, e)| *i != usize::MAX && !e.ends_with(": missing"))
+        .map(|(i, _)| to_read[*i])
+        .collect();
+    if !damaged.is_empty() {
+        let unrecorded = damaged
+            .iter()
+            .filter(|id| repo.record_damaged(id, "check").is_err())
+            .count();
+        r.warnings.push(if unrecorded == 0 {
+            format!(
+                "{} damaged pack(s) recorded: the next backup stores again, and says so, the data it meets that they held; `ledgervault repair index` salvages the rest",
+                damaged.len()
+            )
+        } else {
+            format!(
+                "{unrecorded} of {} damaged pack(s) could not be recorded (read-only storage?): until they are, backups deduplicate against them; run `ledgervault repair index` where the repository is writable",
+                damaged.len()
+            )
+        });
+    }
     r.errors.extend(found.into_iter().map(|(_, e)| e));
     progress.finish();
     Ok(r)
 }
 
 fn check_pack(repo: &Repository, rec: &PackRecord) -> std::result::Result<(), String> {
-    let path = pack_path(&rec.id);
+    read_verified_pack(repo, &rec.id, Some(rec)).map(|_| ())
+}
+
+/// Reads pack `id` whole and proves it: its bytes hash to its name, its
+/// header authenticates (and equals `expected`'s frame table when given),
+/// every frame authenticates and every blob matches its id. Returns its
+/// record.
+pub(crate) fn read_verified_pack(
+    repo: &Repository,
+    id: &Id,
+    expected: Option<&PackRecord>,
+) -> std::result::Result<PackRecord, String> {
+    let path = pack_path(id);
     let bytes = match repo.backend().read(&path) {
         Ok(b) => b,
         Err(e) if e.kind == BackendErrorKind::NotFound => return Err(format!("{path}: missing")),
         Err(e) => return Err(e.to_string()),
     };
-    if Id::of_object(&bytes) != rec.id {
+    if Id::of_object(&bytes) != *id {
         return Err(format!("{path}: content does not match its name (damaged)"));
     }
     let frames = read_header(repo.keys(), &bytes, &path).map_err(|e| e.to_string())?;
-    if frames != rec.frames {
+    if expected.is_some_and(|rec| frames != rec.frames) {
         return Err(format!("{path}: header differs from the index"));
     }
     let mut off = PACK_PREFIX_LEN as usize;
@@ -266,7 +302,11 @@ fn check_pack(repo: &Repository, rec: &PackRecord) -> std::result::Result<(), St
         verify_blobs(repo.keys(), &plain, &f.blobs).map_err(|m| format!("{path}: {m}"))?;
         off += f.sealed_len as usize;
     }
-    Ok(())
+    Ok(PackRecord {
+        id: *id,
+        size: bytes.len() as u64,
+        frames,
+    })
 }
 
 #[cfg(test)]

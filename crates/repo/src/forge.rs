@@ -55,3 +55,9 @@ pub fn store_data(repo: &Repository, bytes: &[u8]) -> Result<Id> {
 pub fn save_snapshot(repo: &Repository, snap: &Snapshot) -> Result<Id> {
     repo.save_snapshot(snap)
 }
+
+/// Writes a lock file as given (another process's, a dead one's); returns
+/// its path.
+pub fn write_lock(repo: &Repository, info: &crate::lock::LockInfo) -> Result<String> {
+    crate::lock::write_lock(repo.backend().as_ref(), repo.keys(), info)
+}

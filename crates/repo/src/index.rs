@@ -69,16 +69,69 @@ pub struct BlobLocation {
     pub len: u32,
 }
 
+/// Why a pack the index lists cannot be relied on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weakness {
+    /// Not on storage.
+    Missing,
+    /// On storage with another size than the index says (truncated).
+    WrongSize,
+    /// `check` or a restore found damage in it (a `damaged/` record).
+    Damaged,
+}
+
 /// The in-memory index of all blobs.
+///
+/// Packs known to be missing, truncated or damaged are *weak*: a blob found
+/// in a weak pack and in a sound one is read from the sound one, and
+/// [`Index::is_sound`] tells a backup which blobs it must store again.
 #[derive(Default)]
 pub struct Index {
     blobs: HashMap<Id, BlobLocation>,
     packs: HashMap<Id, u64>,
+    weak: HashMap<Id, Weakness>,
+    /// Packs on storage, with their sizes, when the index was built against
+    /// a listing.
+    present: Option<HashMap<Id, u64>>,
 }
 
 impl Index {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Builds the index of `records`, checked against `present` (the packs
+    /// on storage and their sizes) and `damaged` (packs found damaged).
+    pub fn checked(
+        records: impl IntoIterator<Item = PackRecord>,
+        present: HashMap<Id, u64>,
+        damaged: &std::collections::HashSet<Id>,
+    ) -> Index {
+        let mut index = Index::new();
+        let mut weak_records = Vec::new();
+        for p in records {
+            let weakness = match present.get(&p.id) {
+                None => Some(Weakness::Missing),
+                Some(&size) if size != p.size => Some(Weakness::WrongSize),
+                _ if damaged.contains(&p.id) => Some(Weakness::Damaged),
+                _ => None,
+            };
+            match weakness {
+                Some(w) => {
+                    index.weak.insert(p.id, w);
+                    weak_records.push(p);
+                }
+                None => index.add_pack(&p),
+            }
+        }
+        // Weak packs last, so a blob also stored in a sound pack is read
+        // from there; what only a weak pack holds is still found (and its
+        // read fails with what is wrong with the pack).
+        for p in &weak_records {
+            index.add_pack(p);
+        }
+        index.present = Some(present);
+        index
     }
 
     /// Adds every blob of a pack. A blob stored twice keeps its first location.
@@ -109,6 +162,33 @@ impl Index {
 
     pub fn contains(&self, id: &Id) -> bool {
         self.blobs.contains_key(id)
+    }
+
+    /// Whether the blob is stored in a pack that is present, whole and not
+    /// known to be damaged: what a backup may deduplicate against.
+    pub fn is_sound(&self, id: &Id) -> bool {
+        self.blobs
+            .get(id)
+            .is_some_and(|l| !self.weak.contains_key(&l.pack))
+    }
+
+    /// Packs that cannot be relied on, and why.
+    pub fn weak_packs(&self) -> &HashMap<Id, Weakness> {
+        &self.weak
+    }
+
+    /// Packs on storage that no index lists (left by an interrupted
+    /// backup), when the index was built against a listing.
+    pub fn unindexed(&self) -> Vec<(Id, u64)> {
+        let mut out: Vec<(Id, u64)> = self
+            .present
+            .iter()
+            .flatten()
+            .filter(|(id, _)| !self.packs.contains_key(id))
+            .map(|(id, size)| (*id, *size))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Packs known to the index, with their sizes.

@@ -73,7 +73,9 @@ pub use error::{Error, Result};
 pub use fault::{FaultOn, FaultyBackend};
 pub use id::Id;
 pub use index::Index;
-pub use lock::{list_locks, lock, read_lock, remove_locks, FoundLock, LockGuard, LockInfo};
+pub use lock::{
+    list_locks, lock, read_lock, remove_locks, FoundLock, LockGuard, LockInfo, STALE_AFTER,
+};
 pub use marks::{Mark, MarkKind, SnapshotState};
 pub use name::{escape_bytes, FsName};
 pub use progress::{NoProgress, Progress};

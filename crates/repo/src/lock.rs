@@ -131,9 +131,17 @@ pub fn list_locks(repo: &Repository) -> Result<Vec<FoundLock>> {
 }
 
 /// Removes stale locks (or all locks with `all`); returns what was removed.
+///
+/// Needs a full-access key: a lock, even one that looks stale, may guard a
+/// backup still running, and removing it lets a prune delete that backup's
+/// packs. An append-only session removes only the locks it took itself.
 pub fn remove_locks(repo: &Repository, all: bool) -> Result<Vec<FoundLock>> {
+    let found = list_locks(repo)?;
+    if found.iter().any(|l| all || l.stale.is_some()) {
+        repo.ensure_may_delete("removing another process's lock")?;
+    }
     let mut removed = Vec::new();
-    for l in list_locks(repo)? {
+    for l in found {
         if all || l.stale.is_some() {
             repo.backend().delete(&format!("locks/{}", l.id))?;
             removed.push(l);
@@ -157,7 +165,7 @@ pub struct LockGuard {
     pub stale: Vec<FoundLock>,
 }
 
-fn write_lock(backend: &dyn Backend, keys: &Keys, info: &LockInfo) -> Result<String> {
+pub(crate) fn write_lock(backend: &dyn Backend, keys: &Keys, info: &LockInfo) -> Result<String> {
     let bytes = seal_file(
         keys,
         FileKind::Lock,

@@ -52,6 +52,11 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// zstd level for resealed frames.
     pub compression_level: i32,
+    /// Packs written less than this long ago are never deleted or
+    /// repacked, indexed or not: they may belong to a backup still running
+    /// whose lock was removed or could not be refreshed. Defaults to the
+    /// lock staleness window; zero turns the rule off.
+    pub min_pack_age: std::time::Duration,
 }
 
 impl Default for PruneOptions {
@@ -60,6 +65,7 @@ impl Default for PruneOptions {
             repack_threshold: 0.10,
             dry_run: false,
             compression_level: 1,
+            min_pack_age: crate::lock::STALE_AFTER,
         }
     }
 }
@@ -75,8 +81,12 @@ pub struct PruneReport {
     pub packs_kept: usize,
     pub packs_deleted: usize,
     pub packs_repacked: usize,
-    /// Packs on storage that no index lists (from interrupted backups).
+    /// Packs on storage that no index lists (from interrupted backups),
+    /// old enough to delete.
     pub packs_unindexed: usize,
+    /// Packs that would have been deleted or repacked but were written
+    /// less than `min_pack_age` ago, so were kept.
+    pub packs_too_young: usize,
     pub packs_written: usize,
     pub index_files_before: usize,
     pub index_files_written: usize,
@@ -162,12 +172,35 @@ pub fn prune(
     drop(seen_packs);
 
     // 2. Judge the packs.
-    let present: HashMap<Id, u64> = repo
-        .backend()
-        .list("data/")?
-        .into_iter()
+    let listing = repo.backend().list("data/")?;
+    let present: HashMap<Id, u64> = listing
+        .iter()
         .filter_map(|o| id_from_path(&o.path).map(|id| (id, o.size)))
         .collect();
+    let now = std::time::SystemTime::now();
+    let young: HashSet<Id> = listing
+        .iter()
+        .filter(|o| {
+            !opts.min_pack_age.is_zero()
+                && o.modified
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_none_or(|age| age < opts.min_pack_age)
+        })
+        .filter_map(|o| id_from_path(&o.path))
+        .collect();
+    drop(listing);
+    // A blob is claimed by the first pack holding it: sound packs first,
+    // so a copy that a backup stored again (after its pack went missing or
+    // was found damaged) is the one kept.
+    let damaged = repo.damaged_packs()?;
+    records.sort_by_key(|p| {
+        let weak = match present.get(&p.id) {
+            None => 2,
+            Some(&size) if size != p.size || damaged.contains(&p.id) => 1,
+            _ => 0,
+        };
+        weak
+    });
     // Each used blob is claimed by the first pack holding it; other copies
     // count as unused.
     let mut fates = Vec::with_capacity(records.len());
@@ -198,7 +231,12 @@ pub fn prune(
             continue;
         }
         let unused = 1.0 - used_raw as f64 / total_raw.max(1) as f64;
-        fates.push(if !any_used {
+        fates.push(if young.contains(&p.id) {
+            if !any_used || (unused > opts.repack_threshold && used_raw < total_raw) {
+                report.packs_too_young += 1;
+            }
+            Fate::Keep
+        } else if !any_used {
             Fate::Delete
         } else if unused > opts.repack_threshold && used_raw < total_raw {
             Fate::Repack
@@ -219,6 +257,10 @@ pub fn prune(
         .filter(|(id, _)| !listed.contains(id))
         .map(|(id, s)| (*id, *s))
         .collect();
+    let (young_unindexed, unindexed): (Vec<_>, Vec<_>) = unindexed
+        .into_iter()
+        .partition(|(id, _)| young.contains(id));
+    report.packs_too_young += young_unindexed.len();
     report.packs_before = present.len();
     report.packs_unindexed = unindexed.len();
     report.bytes_before = present.values().sum::<u64>() + index_sizes.values().sum::<u64>();
@@ -335,6 +377,7 @@ pub fn prune(
         repo.backend().delete(&pack_path(id))?;
         report.bytes_deleted += size;
     }
+    repo.forget_damaged_gone()?;
     progress.finish();
     report.duration_secs = started.elapsed().as_secs_f64();
     Ok(report)

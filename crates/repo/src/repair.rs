@@ -286,6 +286,8 @@ pub fn repair_index(
         backend.delete(&pack_path(id))?;
         report.packs_removed += 1;
     }
+    // Damage records of the packs just removed have served their purpose.
+    repo.forget_damaged_gone()?;
     Ok(report)
 }
 

@@ -75,6 +75,10 @@ pub fn pack_path(id: &Id) -> String {
     format!("data/{}/{}", &h[..2], h)
 }
 
+/// Folder of damage records: `damaged/<pack id>`, one per pack that `check`
+/// or a restore found damaged.
+pub const DAMAGED_DIR: &str = "damaged/";
+
 fn object_path(kind: FileKind, id: &Id) -> String {
     format!("{}{}", kind.dir(), id)
 }
@@ -334,16 +338,71 @@ impl Repository {
             .collect())
     }
 
-    /// Loads every index file into memory. A damaged index file is an error
-    /// that names it (`check` reports all of them instead).
+    /// Loads every index file into memory, checked against the packs on
+    /// storage and the packs recorded as damaged (see [`Index::checked`]):
+    /// a blob stored twice is read from a sound pack. A damaged index file
+    /// is an error that names it (`check` reports all of them instead).
     pub fn load_index(&self) -> Result<Index> {
-        let mut index = Index::new();
+        // The listing comes first: a pack written after it (by a backup
+        // running now) is then only "missing" if an index listing it was
+        // read, which makes its blobs weak, never wrongly sound.
+        let present = self.list_packs()?;
+        let damaged = self.damaged_packs()?;
+        let mut records = Vec::new();
         for id in self.list_ids(FileKind::Index)? {
-            for p in self.read_index_file(&id)? {
-                index.add_pack(&p);
+            records.extend(self.read_index_file(&id)?);
+        }
+        Ok(Index::checked(records, present, &damaged))
+    }
+
+    /// The packs on storage and their sizes.
+    pub fn list_packs(&self) -> Result<std::collections::HashMap<Id, u64>> {
+        Ok(self
+            .backend
+            .list("data/")?
+            .into_iter()
+            .filter_map(|o| id_from_path(&o.path).map(|id| (id, o.size)))
+            .collect())
+    }
+
+    /// Packs that `check` or a restore recorded as damaged (`damaged/<id>`).
+    pub fn damaged_packs(&self) -> Result<std::collections::HashSet<Id>> {
+        Ok(self
+            .backend
+            .list(DAMAGED_DIR)?
+            .into_iter()
+            .filter_map(|o| id_from_path(&o.path))
+            .collect())
+    }
+
+    /// Records that `pack` holds damaged data, so that the next backup
+    /// stores again what it held instead of deduplicating against it.
+    /// `by` is the operation that found it. Already recorded is fine.
+    pub fn record_damaged(&self, pack: &Id, by: &str) -> Result<()> {
+        let path = format!("{DAMAGED_DIR}{pack}");
+        match self.backend.read_range(&path, 0, 0) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind == BackendErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let body = serde_json::json!({ "found": chrono::Utc::now(), "by": by });
+        self.backend
+            .write(&path, &serde_json::to_vec(&body).expect("json"))?;
+        Ok(())
+    }
+
+    /// Removes damage records of packs no longer on storage (after prune or
+    /// repair deleted them); returns how many.
+    pub fn forget_damaged_gone(&self) -> Result<usize> {
+        let present = self.list_packs()?;
+        let mut n = 0;
+        for id in self.damaged_packs()? {
+            if !present.contains_key(&id) {
+                self.backend.delete(&format!("{DAMAGED_DIR}{id}"))?;
+                n += 1;
             }
         }
-        Ok(index)
+        Ok(n)
     }
 
     /// Writes an index file for `packs`; returns its id and size.
@@ -437,19 +496,26 @@ impl Repository {
         let sealed =
             self.backend
                 .read_range(&path, loc.frame_offset, loc.frame_sealed_len as u64)?;
-        let frame = open_frame(&self.keys, &sealed, loc.frame_raw_len, &path)?;
-        let start = loc.offset as usize;
-        let data = frame
-            .get(start..start + loc.len as usize)
-            .ok_or_else(|| Error::corrupt(&path, "blob lies outside its frame"))?
-            .to_vec();
-        if self.keys.blob_id(&data) != *id {
-            return Err(Error::corrupt(
-                &path,
-                format!("blob {} does not match its id", id.short()),
-            ));
+        let read = open_frame(&self.keys, &sealed, loc.frame_raw_len, &path).and_then(|frame| {
+            let start = loc.offset as usize;
+            let data = frame
+                .get(start..start + loc.len as usize)
+                .ok_or_else(|| Error::corrupt(&path, "blob lies outside its frame"))?
+                .to_vec();
+            if self.keys.blob_id(&data) != *id {
+                return Err(Error::corrupt(
+                    &path,
+                    format!("blob {} does not match its id", id.short()),
+                ));
+            }
+            Ok(data)
+        });
+        if read.is_err() {
+            // Damage seen is recorded for the next backup (best effort:
+            // the storage may be read-only).
+            let _ = self.record_damaged(&loc.pack, "read");
         }
-        Ok(data)
+        read
     }
 
     /// Resolves a database image's chunk map into its chunk ids.

@@ -187,6 +187,16 @@ fn plan_file(
 
 /// Reads a frame and verifies every blob of the job it holds.
 fn decode(repo: &Repository, job: &Job) -> Result<Decoded> {
+    let decoded = decode_unrecorded(repo, job);
+    if let Err(Error::Corrupt { .. }) = &decoded {
+        // Recorded so the next backup stores that data again rather than
+        // deduplicating against it (best effort: storage may be read-only).
+        let _ = repo.record_damaged(&job.pack, "restore");
+    }
+    decoded
+}
+
+fn decode_unrecorded(repo: &Repository, job: &Job) -> Result<Decoded> {
     let path = pack_path(&job.pack);
     let sealed = repo
         .backend()

@@ -4,10 +4,20 @@
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ledgervault_backends::LocalBackend;
 use ledgervault_repo::*;
 use ledgervault_testkit::{fixtures, FaultOn, FaultyBackend};
+
+/// Prune options for these tests: no backup runs beside them, so packs
+/// are judged whatever their age.
+fn no_age() -> PruneOptions {
+    PruneOptions {
+        min_pack_age: Duration::ZERO,
+        ..Default::default()
+    }
+}
 
 const FAST_KDF: KdfParams = KdfParams {
     memory_kib: 64,
@@ -140,6 +150,7 @@ fn forget_then_prune_frees_space_and_keeps_what_remains_restorable() {
         &repo,
         &PruneOptions {
             dry_run: true,
+            min_pack_age: Duration::ZERO,
             ..Default::default()
         },
         &NoProgress,
@@ -157,6 +168,7 @@ fn forget_then_prune_frees_space_and_keeps_what_remains_restorable() {
         &repo,
         &PruneOptions {
             dry_run: true,
+            min_pack_age: Duration::ZERO,
             ..Default::default()
         },
         &NoProgress,
@@ -165,7 +177,7 @@ fn forget_then_prune_frees_space_and_keeps_what_remains_restorable() {
     assert!(dry.packs_deleted + dry.packs_repacked > 0, "{dry:?}");
     assert_eq!(stored(backend.as_ref(), "data/"), before);
 
-    let r = prune(&repo, &PruneOptions::default(), &NoProgress).unwrap();
+    let r = prune(&repo, &no_age(), &NoProgress).unwrap();
     assert!(r.packs_deleted + r.packs_repacked > 0, "{r:?}");
     let after = stored(backend.as_ref(), "data/");
     // The last generation holds 6 of the 12 distinct files written.
@@ -177,7 +189,7 @@ fn forget_then_prune_frees_space_and_keeps_what_remains_restorable() {
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 
     // A second prune has nothing left to do.
-    let again = prune(&repo, &PruneOptions::default(), &NoProgress).unwrap();
+    let again = prune(&repo, &no_age(), &NoProgress).unwrap();
     assert_eq!(
         again.packs_deleted + again.packs_repacked + again.packs_unindexed,
         0
@@ -200,6 +212,7 @@ fn partly_used_packs_are_repacked_above_the_threshold_only() {
         &PruneOptions {
             repack_threshold: 1.0,
             dry_run: true,
+            min_pack_age: Duration::ZERO,
             ..Default::default()
         },
         &NoProgress,
@@ -210,6 +223,7 @@ fn partly_used_packs_are_repacked_above_the_threshold_only() {
         &repo,
         &PruneOptions {
             repack_threshold: 0.0,
+            min_pack_age: Duration::ZERO,
             ..Default::default()
         },
         &NoProgress,
@@ -248,6 +262,7 @@ fn a_prune_failing_at_any_write_or_delete_loses_nothing() {
             let frepo = Repository::open(faulty.clone(), b"pw").unwrap();
             let opts = PruneOptions {
                 repack_threshold: 0.0,
+                min_pack_age: Duration::ZERO,
                 ..Default::default()
             };
             let result = prune(&frepo, &opts, &NoProgress);
@@ -302,7 +317,7 @@ fn an_append_only_session_cannot_delete_or_overwrite() {
     // full-access key.
     let e = forget_err(&ao);
     assert!(matches!(e, Error::AppendOnly(_)), "{e}");
-    let e = prune(&ao, &PruneOptions::default(), &NoProgress).unwrap_err();
+    let e = prune(&ao, &no_age(), &NoProgress).unwrap_err();
     assert!(matches!(e, Error::AppendOnly(_)), "{e}");
     let first = repo.list_keys().unwrap()[0].id.to_hex();
     assert!(matches!(ao.remove_key(&first), Err(Error::AppendOnly(_))));
