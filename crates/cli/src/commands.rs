@@ -284,8 +284,7 @@ impl Globals {
 
 fn read_secret(file: Option<&Path>, env: &str, what: &str, confirm: bool) -> Result<Vec<u8>> {
     if let Some(f) = file {
-        let s = std::fs::read(f)
-            .with_context(|| format!("cannot read the password file {}", f.display()))?;
+        let s = crate::redact::read_limited(f, crate::redact::SECRET_FILE_LIMIT, "password file")?;
         let s = s.strip_suffix(b"\n").unwrap_or(&s);
         let s = s.strip_suffix(b"\r").unwrap_or(s);
         if s.is_empty() {

@@ -313,7 +313,9 @@ impl<'a> Daemon<'a> {
                 if !self.clock.sleep_until(self.clock.now() + delay) {
                     return Ok(false);
                 }
-                delay = delay * 2;
+                // Doubling, but never past a day (or the configured delay,
+                // if longer), so many retries cannot overflow the clock.
+                delay = (delay * 2).min(self.retry_delay.max(chrono::Duration::days(1)));
                 continue;
             }
             let drill_failed = job.kind == JobKind::Verify
@@ -385,7 +387,9 @@ impl<'a> Daemon<'a> {
             .and_then(|j| j.pointer("/repository/days_until_full"))
             .and_then(|d| d.as_f64())
         {
-            let left = chrono::Duration::seconds((days * 86400.0) as i64);
+            // Clamped: a repository that barely grows reports a figure
+            // beyond what a Duration holds.
+            let left = chrono::Duration::seconds((days.clamp(0.0, 1e6) * 86400.0) as i64);
             let key = format!("full:{}", job.name);
             if left < self.full_within {
                 self.alert(

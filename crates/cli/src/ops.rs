@@ -253,7 +253,7 @@ fn location_status(
         Ok(r) => r,
         Err(e) => {
             warnings.push(format!("{name}: cannot open: {e:#}"));
-            return json!({"name": name, "location": g.repo, "error": format!("{e:#}")});
+            return json!({"name": name, "location": g.repo.as_deref().map(crate::redact::url), "error": format!("{e:#}")});
         }
     };
     let inner = |warnings: &mut Vec<String>| -> Result<serde_json::Value> {
@@ -286,6 +286,7 @@ fn location_status(
                 .iter()
                 .filter_map(|(id, _)| states.get(id).and_then(|st| st.drill_passed))
                 .max();
+            let shown = crate::redact::url(given);
             sources.push(json!({
                 "source": shown,
                 "latest_snapshot": latest.map(|(id, _)| id.short()),
@@ -474,7 +475,10 @@ pub fn config_check(g: &Globals) -> Result<i32> {
                         .to_string(),
                 ),
                 Ok(_) => {}
-                Err(e) => problems.push(format!("repository {}: {e:#}", r.path.get_ref())),
+                Err(e) => problems.push(format!(
+                    "repository {}: {e:#}",
+                    crate::redact::url(r.path.get_ref())
+                )),
             }
         }
     } else {

@@ -721,3 +721,67 @@ fn a_damaged_only_key_file_is_named_not_called_a_wrong_password() {
     let err = one_line_error(&out.stderr);
     assert!(err.contains("keys/") && err.contains("damaged"), "{err}");
 }
+
+#[test]
+fn outside_input_is_bounded_and_numbers_are_range_checked() {
+    let e = Env::with_repo();
+    // An endless password file is refused after a few KiB, not read whole.
+    let out = e
+        .cmd()
+        .args(["snapshots", "--password-file", "/dev/zero"])
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_line_error(&out.stderr);
+    assert!(
+        err.contains("/dev/zero") && err.contains("larger than 4 KiB"),
+        "{err}"
+    );
+    // So is an endless config file.
+    let out = e
+        .cmd()
+        .args(["-c", "/dev/zero", "config", "check"])
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line_error(&out.stderr).contains("larger than"));
+
+    // Numbers that would overflow the date arithmetic are usage errors
+    // naming the option, on the command line and in the config file.
+    for args in [
+        &["forget", "--protect-days", "4294967295", "-n"][..],
+        &["backup", "--db-timeout", "18446744073709551615", "x"][..],
+    ] {
+        let out = e.cmd().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(args[1]) && !err.contains("internal error"),
+            "{err}"
+        );
+    }
+    let cfg = e.root.join("lv.toml");
+    for (text, key) in [
+        (
+            "[forget]\nprotect_days = 4294967295\n",
+            "forget.protect_days",
+        ),
+        ("[daemon]\nretries = 4294967295\n", "daemon.retries"),
+    ] {
+        fs::write(&cfg, text).unwrap();
+        let out = e
+            .cmd()
+            .args(["-c", cfg.to_str().unwrap(), "forget", "-n"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(one_line_error(&out.stderr).contains(key), "{text}");
+    }
+    // The largest accepted value works.
+    e.cmd()
+        .args(["forget", "--protect-days", "36500", "-n"])
+        .assert()
+        .success();
+}

@@ -514,3 +514,55 @@ fn the_daemon_runs_for_a_minute() {
         "{status}"
     );
 }
+
+#[test]
+fn webhook_secrets_never_show_in_output_json_or_the_daemon_log() {
+    let s = Site::new();
+    let down = HttpReceiver::start(500);
+    // One secret in the path, one in the query of a URL without a path
+    // (which splitting on `/` once let through).
+    let with_path = format!(
+        "http://hookuser:p%2Fw0rd@127.0.0.1:{}/hook/path-token?x=1",
+        down.port
+    );
+    let query_only = format!("http://127.0.0.1:{}?token=query-token", down.port);
+    s.write_config(&format!(
+        "[[alerts.webhook]]\nurl = \"{with_path}\"\n\n[[alerts.webhook]]\nurl = \"{query_only}\"\n"
+    ));
+    let secrets = ["hookuser", "p%2Fw0rd", "path-token", "query-token"];
+    let out = s.lv().args(["--json", "alert", "test"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains("HTTP 500") && shown.contains("127.0.0.1"),
+        "{shown}"
+    );
+    for secret in secrets {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+
+    // The daemon logs the undelivered alert of a failing job.
+    fs::rename(s.p("nas"), s.p("nas-away")).unwrap();
+    let out = s.lv().args(["daemon", "--once"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("alert not delivered"), "{log}");
+    for secret in secrets {
+        assert!(!log.contains(secret), "{secret} in {log}");
+    }
+
+    // A password with a bare `/`: no parser can tell host from password,
+    // so the config is refused and nothing of the URL is shown.
+    s.write_config("[[alerts.webhook]]\nurl = \"https://ann:pa/ss@hooks.example/x?token=t0k\"\n");
+    let out = s.lv().args(["config", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_line_error(&out.stderr);
+    assert!(err.contains("alerts.webhook[0]"), "{err}");
+    assert!(
+        !err.contains("pa/ss") && !err.contains("t0k") && !err.contains("ann"),
+        "{err}"
+    );
+}
