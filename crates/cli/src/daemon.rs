@@ -200,7 +200,22 @@ impl<'a> Daemon<'a> {
             if STOP.load(Ordering::SeqCst) {
                 return Ok(false);
             }
-            if self.is_due(job, self.clock.now())? && !self.run_job(job)? {
+            if !self.is_due(job, self.clock.now())? {
+                continue;
+            }
+            // A drill or a prune before the first backup has nothing to
+            // work on (and a drill would "fail" on an empty repository);
+            // they stay due and run after the first good backup.
+            if matches!(job.kind, JobKind::Verify | JobKind::Prune)
+                && self.history.last_success("backup")?.is_none()
+            {
+                (self.log)(&format!(
+                    "{}: waiting for the first successful backup",
+                    job.name
+                ));
+                continue;
+            }
+            if !self.run_job(job)? {
                 return Ok(false);
             }
         }
@@ -508,10 +523,12 @@ impl ProcessRunner<'_> {
             }
             JobKind::Prune => {
                 let Some(key) = repo.and_then(|r| r.maintenance_password_file.as_ref()) else {
+                    // Whatever key password_file opens, the daemon forgets
+                    // and prunes only with the maintenance key.
                     return Err(
-                        "forget and prune need a person: no maintenance_password_file is \
-                                configured, so the daemon holds only an append-only key. Run \
-                                `ledgervault -c FILE forget --prune`."
+                        "forget and prune need a person: the daemon forgets and prunes only \
+                         with [repository] maintenance_password_file, and none is configured. \
+                         Run `ledgervault -c FILE forget --prune`."
                             .into(),
                     );
                 };
@@ -941,6 +958,48 @@ mod tests {
     }
 
     #[test]
+    fn no_drill_or_prune_before_the_first_good_backup() {
+        // A fresh install whose backups fail for a day: only backups run.
+        let s = setup("2026-11-02T01:00:00Z", "2026-11-03T01:30:00Z");
+        run(
+            &s,
+            &[
+                ("backup", "daily at 02:00"),
+                ("verify", "daily at 05:00"),
+                ("prune", "daily at 06:00"),
+            ],
+            &[("backup", vec![exit::WRONG_PASSWORD; 2])],
+            chrono::Duration::seconds(30),
+            0,
+        );
+        let ran: Vec<String> = names(&s).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(ran, ["backup", "backup"]);
+        // Once a backup succeeds (02:59 on the 3rd), the drill and the prune
+        // that waited run at once.
+        let s2 = Setup {
+            clock: Rc::new(FakeClock {
+                now: Cell::new(t("2026-11-03T02:59:00Z")),
+                end: t("2026-11-03T03:10:00Z"),
+            }),
+            ..s
+        };
+        s2.runs.borrow_mut().clear();
+        run(
+            &s2,
+            &[
+                ("backup", "daily at 03:00"),
+                ("verify", "daily at 05:00"),
+                ("prune", "daily at 06:00"),
+            ],
+            &[],
+            chrono::Duration::seconds(30),
+            0,
+        );
+        let ran: Vec<String> = names(&s2).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(ran, ["backup", "verify", "prune"]);
+    }
+
+    #[test]
     fn the_backup_job_uses_an_append_only_session_and_prune_needs_a_key() {
         let cfg = Config::parse(
             "[repository]\npath = \"/r\"\npassword_file = \"/k\"\n",
@@ -952,7 +1011,14 @@ mod tests {
         let backup = r.args(&js[0]).unwrap();
         assert!(backup.contains(&"--append-only".to_string()), "{backup:?}");
         let prune = js.iter().find(|j| j.kind == JobKind::Prune).unwrap();
-        assert!(r.args(prune).unwrap_err().contains("need a person"));
+        let why = r.args(prune).unwrap_err();
+        assert!(why.contains("need a person"), "{why}");
+        // It cannot know the key is append-only (it may be full-access):
+        // it names what is missing instead.
+        assert!(
+            !why.contains("append-only") && why.contains("maintenance_password_file"),
+            "{why}"
+        );
 
         let cfg = Config::parse(
             "[repository]\npath = \"/r\"\npassword_file = \"/k\"\nmaintenance_password_file = \"/full\"\n",
