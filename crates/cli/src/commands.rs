@@ -244,6 +244,13 @@ impl Globals {
         )
     }
 
+    /// Reads the repository's config file (no password needed): whether
+    /// the storage answers at all.
+    pub fn probe_config(&self) -> Result<()> {
+        Repository::read_config(self.backend()?.as_ref())?;
+        Ok(())
+    }
+
     pub fn open(&self) -> Result<Repository> {
         self.open_with("LEDGERVAULT_PASSWORD", "repository password")
     }

@@ -179,6 +179,15 @@ pub struct DaemonConfig {
     pub retry_delay: Option<String>,
     /// The run history (default: beside the config file, `NAME.history.sqlite`).
     pub history: Option<PathBuf>,
+    /// A backup still running after this is killed, recorded as failed and
+    /// alerted (default `6h`).
+    pub backup_timeout: Option<String>,
+    /// The same for each copy (default `6h`).
+    pub copy_timeout: Option<String>,
+    /// The same for the restore drill (default `4h`).
+    pub verify_timeout: Option<String>,
+    /// The same for forget and prune (default `12h`).
+    pub prune_timeout: Option<String>,
 }
 
 /// `[verify]`: restore drills.
@@ -340,6 +349,22 @@ impl Config {
         ] {
             if let Some(w) = v {
                 parse_duration(w).map_err(|e| anyhow!("config file {file}: {key}: {e}"))?;
+            }
+        }
+        let d = &self.daemon;
+        for (key, v) in [
+            ("daemon.backup_timeout", &d.backup_timeout),
+            ("daemon.copy_timeout", &d.copy_timeout),
+            ("daemon.verify_timeout", &d.verify_timeout),
+            ("daemon.prune_timeout", &d.prune_timeout),
+        ] {
+            if let Some(w) = v {
+                let t = parse_duration(w).map_err(|e| anyhow!("config file {file}: {key}: {e}"))?;
+                if t < chrono::Duration::seconds(1) || t > chrono::Duration::days(30) {
+                    return Err(anyhow!(
+                        "config file {file}: {key} must be between 1s and 30d, not {w:?}"
+                    ));
+                }
             }
         }
         let s = &self.schedule;

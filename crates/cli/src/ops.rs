@@ -249,6 +249,10 @@ fn location_status(
     g: &Globals,
     warnings: &mut Vec<String>,
 ) -> serde_json::Value {
+    if let Err(why) = probe(g, PROBE_TIMEOUT) {
+        warnings.push(format!("{name}: {why}"));
+        return json!({"name": name, "location": g.repo.as_deref().map(crate::redact::url), "error": why});
+    }
     let repo = match g.open() {
         Ok(r) => r,
         Err(e) => {
@@ -314,6 +318,29 @@ fn location_status(
             warnings.push(format!("{name}: {e:#}"));
             json!({"name": name, "location": repo.backend().location(), "error": format!("{e:#}")})
         }
+    }
+}
+
+/// How long `status` waits for a location to answer at all.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Reads the location's config file on a thread, so storage that hangs (a
+/// dead hard-mounted NAS) costs `status` seconds, not forever. Errors other
+/// than silence are left to opening it, which names them.
+fn probe(g: &Globals, wait: std::time::Duration) -> std::result::Result<(), String> {
+    let g = g.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The thread is left behind if the storage never answers; the process
+    // ends without it.
+    std::thread::spawn(move || {
+        let _ = tx.send(g.probe_config());
+    });
+    match rx.recv_timeout(wait) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "did not answer within {}s (storage hung or unreachable?); not checked",
+            wait.as_secs()
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -566,3 +566,100 @@ fn webhook_secrets_never_show_in_output_json_or_the_daemon_log() {
         "{err}"
     );
 }
+
+/// Storage that hangs (here: the repository's config file is a FIFO, so
+/// opening it blocks forever, as on a dead hard-mounted NAS): each job is
+/// killed at its timeout, recorded and alerted, and `status` answers in
+/// seconds, naming what it could not reach.
+#[test]
+fn hung_storage_times_out_jobs_and_status_still_answers() {
+    let s = Site::new();
+    let hook = HttpReceiver::start(200);
+    s.write_config(&format!(
+        "backup_timeout = \"2s\"\ncopy_timeout = \"2s\"\n\n[[alerts.webhook]]\nurl = \"{}\"\n",
+        hook.url("/hook")
+    ));
+    let config = s.p("primary/config");
+    fs::rename(&config, s.p("primary-config")).unwrap();
+    let fifo = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+
+    let started = std::time::Instant::now();
+    let out = s
+        .lv()
+        .args(["daemon", "--once"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let rows = history_rows(&s.p("ledgervault.history.sqlite"));
+    for job in ["backup", "copy:nas"] {
+        let runs: Vec<_> = rows.iter().filter(|r| r.0 == job).collect();
+        assert_eq!(runs.len(), 1, "{job} retried or not run: {rows:?}");
+        assert_eq!(runs[0].1, "failed", "{rows:?}");
+    }
+    let messages = history_messages(&s.p("ledgervault.history.sqlite"));
+    assert!(
+        messages.iter().any(|m| m.contains("timed out after 2s")),
+        "{messages:?}"
+    );
+    let posts = hook.inbox.wait_for(2, Duration::from_secs(10));
+    let timed_out = posts.iter().filter(|p| p.contains("timed out")).count();
+    assert_eq!(timed_out, 2, "{posts:?}");
+    // No killed job is left behind: nothing still holds the FIFO open.
+    let lsof = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c {}",
+            config.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&lsof.stdout).trim(), "0");
+
+    let started = std::time::Instant::now();
+    let out = s
+        .lv()
+        .args(["--json", "status"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("primary: did not answer within 3s"),
+        "{warnings}"
+    );
+    // The copy location, on working storage, is still reported.
+    assert_eq!(v["locations"][1]["name"], "nas");
+    assert!(v["locations"][1].get("error").is_none(), "{v}");
+}
+
+fn history_messages(path: &Path) -> Vec<String> {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let mut st = db.prepare("SELECT message FROM runs").unwrap();
+    st.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
