@@ -42,10 +42,19 @@ impl AlertsConfig {
             }
         }
         for (i, w) in self.webhook.iter().enumerate() {
-            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
-                return Err(format!(
-                    "alerts.webhook[{i}]: the url must be http:// or https://"
-                ));
+            match url::Url::parse(&w.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "alerts.webhook[{i}]: the url must be http:// or https://"
+                    ))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "alerts.webhook[{i}]: the url {} is not valid: {e}",
+                        crate::redact::webhook(&w.url)
+                    ))
+                }
             }
         }
         Ok(())
@@ -121,18 +130,10 @@ impl std::fmt::Debug for WebhookChannel {
     /// Webhook URLs carry their secret in the path: show only the host.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookChannel")
-            .field("url", &redact_url(&self.url))
+            .field("url", &crate::redact::webhook(&self.url))
             .field("format", &self.format)
             .finish()
     }
-}
-
-/// `https://hooks.example.com/***`: scheme and host only.
-pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let host = rest.split('/').next().unwrap_or("");
-    let host = host.rsplit('@').next().unwrap_or(host);
-    format!("{scheme}://{host}/***")
 }
 
 /// What an alert is about.
@@ -195,7 +196,10 @@ pub fn send(cfg: &AlertsConfig, alert: &Alert) -> Vec<String> {
     }
     for w in &cfg.webhook {
         if let Err(err) = send_webhook(w, alert) {
-            failed.push(format!("webhook {}: {err:#}", redact_url(&w.url)));
+            failed.push(format!(
+                "webhook {}: {err:#}",
+                crate::redact::webhook(&w.url)
+            ));
         }
     }
     failed
@@ -224,8 +228,11 @@ fn send_email(c: &EmailChannel, alert: &Alert) -> Result<()> {
         t = t.port(p);
     }
     if let (Some(user), Some(file)) = (&c.username, &c.password_file) {
-        let pw = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
+        let pw = crate::redact::read_limited_string(
+            file,
+            crate::redact::SECRET_FILE_LIMIT,
+            "SMTP password file",
+        )?;
         t = t.credentials(Credentials::new(user.clone(), pw.trim_end().to_string()));
     }
     t.timeout(Some(Duration::from_secs(20)))
@@ -268,14 +275,6 @@ mod tests {
 
     #[test]
     fn webhook_urls_are_redacted() {
-        assert_eq!(
-            redact_url("https://hooks.slack.com/services/T000/B000/XXXX"),
-            "https://hooks.slack.com/***"
-        );
-        assert_eq!(
-            redact_url("http://user:pw@127.0.0.1:8080/hook"),
-            "http://127.0.0.1:8080/***"
-        );
         let c: AlertsConfig =
             toml::from_str("[[webhook]]\nurl = \"https://h.example/secret-token\"\n").unwrap();
         assert!(!format!("{c:?}").contains("secret-token"));

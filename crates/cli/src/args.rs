@@ -288,8 +288,8 @@ pub struct BackupArgs {
     /// consistently (prefix a path with sqlite: to force capture)
     #[arg(long)]
     pub no_db_detect: bool,
-    /// Seconds to wait for a database locked by another process
-    #[arg(long, default_value_t = 30)]
+    /// Seconds to wait for a database locked by another process (at most 86400)
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub db_timeout: u64,
     /// With a PostgreSQL database: also back up the server's roles and
     /// tablespaces (pg_dumpall --globals-only; needs a superuser)
@@ -323,8 +323,8 @@ pub struct ForgetArgs {
     /// Keep every snapshot with this tag (repeatable)
     #[arg(long = "keep-tag", value_name = "TAG")]
     pub keep_tags: Vec<String>,
-    /// Keep protected and reason-labelled snapshots younger than this many days
-    #[arg(long, value_name = "DAYS")]
+    /// Keep protected and reason-labelled snapshots younger than this many days (at most 36500)
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=crate::config::MAX_PROTECT_DAYS as i64))]
     pub protect_days: Option<u32>,
     /// Print the plan (what is kept, by which rule, and what goes) and change nothing
     #[arg(long, short = 'n')]
@@ -412,8 +412,8 @@ pub struct GuardArgs {
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
-    /// Seconds to wait for a database locked by another process
-    #[arg(long, default_value_t = 30)]
+    /// Seconds to wait for a database locked by another process (at most 86400)
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub db_timeout: u64,
     /// With a PostgreSQL database: also back up the server's roles and
     /// tablespaces (pg_dumpall --globals-only; needs a superuser)

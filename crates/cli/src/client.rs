@@ -456,7 +456,7 @@ fn restore(
         r.client_from,
         r.label,
         from.short(),
-        ledgervault_postgres::redact(&into.to_string_lossy()),
+        crate::redact::url(&into.to_string_lossy()),
         r.client_to,
         r.mode
     );

@@ -29,6 +29,12 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         Some(Error::Locked(_)) => exit::LOCKED,
         Some(Error::WrongPassword) => exit::WRONG_PASSWORD,
         Some(Error::Corrupt { .. }) => exit::DAMAGED,
+        // A pack the index names is gone: data is missing, not unreachable.
+        Some(Error::Backend(b))
+            if b.kind == engine::BackendErrorKind::NotFound && b.path.starts_with("data/") =>
+        {
+            exit::DAMAGED
+        }
         Some(Error::AppendOnly(_)) => exit::APPEND_ONLY,
         _ if e.downcast_ref::<UsageError>().is_some() => exit::USAGE,
         _ => match e.downcast_ref::<ledgervault_postgres::Error>() {
@@ -206,6 +212,18 @@ impl Globals {
                 )))
             }
         };
+        // An empty path would mean the current folder: never what was meant.
+        if path.trim().is_empty() {
+            return Err(usage(
+                "the repository path is empty: give a folder with --repo PATH",
+            ));
+        }
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_dir()) {
+            bail!(
+                "the repository path {} is a file, not a repository folder",
+                crate::redact::url(repo)
+            );
+        }
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
         fault_injection(backend)
     }
@@ -224,6 +242,13 @@ impl Globals {
             "repository password",
             confirm,
         )
+    }
+
+    /// Reads the repository's config file (no password needed): whether
+    /// the storage answers at all.
+    pub fn probe_config(&self) -> Result<()> {
+        Repository::read_config(self.backend()?.as_ref())?;
+        Ok(())
     }
 
     pub fn open(&self) -> Result<Repository> {
@@ -284,8 +309,7 @@ impl Globals {
 
 fn read_secret(file: Option<&Path>, env: &str, what: &str, confirm: bool) -> Result<Vec<u8>> {
     if let Some(f) = file {
-        let s = std::fs::read(f)
-            .with_context(|| format!("cannot read the password file {}", f.display()))?;
+        let s = crate::redact::read_limited(f, crate::redact::SECRET_FILE_LIMIT, "password file")?;
         let s = s.strip_suffix(b"\n").unwrap_or(&s);
         let s = s.strip_suffix(b"\r").unwrap_or(s);
         if s.is_empty() {
@@ -699,8 +723,16 @@ pub(crate) fn run_backup(
     let growth = engine::growth_now(repo)?;
     let days_until_full = growth.as_ref().and_then(|gr| gr.days_until_full);
     let growth_warning = growth.and_then(|gr| gr.warning(stats.free));
-    for l in &s.stale_locks {
-        eprintln!("ledgervault: warning: stale lock ignored: {l}; `ledgervault unlock` removes it");
+    // One line however many: a crash test leaves dozens.
+    match s.stale_locks.as_slice() {
+        [] => {}
+        [one] => eprintln!(
+            "ledgervault: warning: stale lock ignored: {one}; `ledgervault unlock` removes it"
+        ),
+        [first, ..] => eprintln!(
+            "ledgervault: warning: {} stale locks ignored (the first: {first}); `ledgervault unlock` removes them",
+            s.stale_locks.len()
+        ),
     }
     for e in &s.errors {
         eprintln!(

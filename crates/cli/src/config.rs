@@ -26,7 +26,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use ledgervault_repo::Policy;
 use serde::Deserialize;
 pub use toml::Spanned;
@@ -147,7 +147,7 @@ impl std::fmt::Debug for SourceConfig {
     /// A PostgreSQL URL shows without its password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SourceConfig")
-            .field("path", &ledgervault_postgres::redact(self.path.get_ref()))
+            .field("path", &crate::redact::url(self.path.get_ref()))
             .field("exclude", &self.exclude)
             .field("include", &self.include)
             .finish()
@@ -179,6 +179,15 @@ pub struct DaemonConfig {
     pub retry_delay: Option<String>,
     /// The run history (default: beside the config file, `NAME.history.sqlite`).
     pub history: Option<PathBuf>,
+    /// A backup still running after this is killed, recorded as failed and
+    /// alerted (default `6h`).
+    pub backup_timeout: Option<String>,
+    /// The same for each copy (default `6h`).
+    pub copy_timeout: Option<String>,
+    /// The same for the restore drill (default `4h`).
+    pub verify_timeout: Option<String>,
+    /// The same for forget and prune (default `12h`).
+    pub prune_timeout: Option<String>,
 }
 
 /// `[verify]`: restore drills.
@@ -204,10 +213,7 @@ impl std::fmt::Debug for VerifyConfig {
             .field("scratch", &self.scratch)
             .field(
                 "scratch_postgres",
-                &self
-                    .scratch_postgres
-                    .as_deref()
-                    .map(ledgervault_postgres::redact),
+                &self.scratch_postgres.as_deref().map(crate::redact::url),
             )
             .field("checks", &self.checks)
             .finish()
@@ -251,14 +257,24 @@ pub struct BackupConfig {
     pub suspect_share: Option<f64>,
 }
 
+/// The longest `protect_days` (100 years): further would overflow the
+/// date arithmetic and means "forever" anyway.
+pub const MAX_PROTECT_DAYS: u32 = 36_500;
+/// The most retries of a daemon job: with the delay doubling, more would
+/// mean waiting years.
+pub const MAX_RETRIES: u32 = 20;
+
 impl Config {
     /// Loads `path`, or the defaults when no file is configured.
     pub fn load(path: Option<&Path>) -> Result<Config> {
         let Some(path) = path else {
             return Ok(Config::default());
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        let text = crate::redact::read_limited_string(
+            path,
+            crate::redact::CONFIG_FILE_LIMIT,
+            "config file",
+        )?;
         Self::parse(&text, path)
     }
 
@@ -303,6 +319,20 @@ impl Config {
                 ));
             }
         }
+        if let Some(d) = self.forget.protect_days {
+            if d > MAX_PROTECT_DAYS {
+                return Err(anyhow!(
+                    "config file {file}: forget.protect_days must be at most {MAX_PROTECT_DAYS} (100 years), not {d}"
+                ));
+            }
+        }
+        if let Some(r) = self.daemon.retries {
+            if r > MAX_RETRIES {
+                return Err(anyhow!(
+                    "config file {file}: daemon.retries must be at most {MAX_RETRIES}, not {r}"
+                ));
+            }
+        }
         for (i, check) in self.verify.checks.iter().enumerate() {
             if check.name.trim().is_empty() || check.sql.trim().is_empty() {
                 return Err(anyhow!(
@@ -319,6 +349,22 @@ impl Config {
         ] {
             if let Some(w) = v {
                 parse_duration(w).map_err(|e| anyhow!("config file {file}: {key}: {e}"))?;
+            }
+        }
+        let d = &self.daemon;
+        for (key, v) in [
+            ("daemon.backup_timeout", &d.backup_timeout),
+            ("daemon.copy_timeout", &d.copy_timeout),
+            ("daemon.verify_timeout", &d.verify_timeout),
+            ("daemon.prune_timeout", &d.prune_timeout),
+        ] {
+            if let Some(w) = v {
+                let t = parse_duration(w).map_err(|e| anyhow!("config file {file}: {key}: {e}"))?;
+                if t < chrono::Duration::seconds(1) || t > chrono::Duration::days(30) {
+                    return Err(anyhow!(
+                        "config file {file}: {key} must be between 1s and 30d, not {w:?}"
+                    ));
+                }
             }
         }
         let s = &self.schedule;
@@ -366,7 +412,10 @@ impl Config {
                     "{}",
                     self.at(
                         &l.path,
-                        format!("{what} {p}: no ledgervault repository there")
+                        format!(
+                            "{what} {}: no ledgervault repository there",
+                            crate::redact::url(p)
+                        )
                     )
                 ));
             }
@@ -397,7 +446,7 @@ impl Config {
             if let Err(e) = std::fs::symlink_metadata(p) {
                 out.push(format!(
                     "{}",
-                    self.at(&src.path, format!("source {p}: {e}"))
+                    self.at(&src.path, format!("source {}: {e}", crate::redact::url(p)))
                 ));
             }
         }

@@ -10,8 +10,14 @@
 //! file lock beside the run history keeps a second daemon on the same
 //! config from starting.
 //!
+//! No job hangs the daemon: each has a timeout (`[daemon] backup_timeout`
+//! and the like), after which its whole process group is killed, the run
+//! recorded as failed and an alert sent. While a job runs, the daemon
+//! wakes on the watch schedule to run the dead man's switch, so silence is
+//! reported whatever a job is doing.
+//!
 //! Time comes from a [`Clock`], and jobs run through a [`Runner`], so the
-//! tests drive schedules, outages and failures without waiting.
+//! tests drive schedules, outages, failures and hung jobs without waiting.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -41,6 +47,33 @@ pub struct Job {
     pub name: String,
     pub kind: JobKind,
     pub schedule: Schedule,
+    /// An attempt still running after this is killed and counts as failed.
+    pub timeout: chrono::Duration,
+}
+
+/// The default timeouts: far beyond a normal night (the sample firm's
+/// backup takes minutes), short enough that a hung disk is reported the
+/// same morning.
+pub const DEFAULT_TIMEOUTS: [(&str, &str); 4] = [
+    ("backup", "6h"),
+    ("copy", "6h"),
+    ("verify", "4h"),
+    ("prune", "12h"),
+];
+
+fn timeout_of(cfg: &Config, kind: &str) -> chrono::Duration {
+    let d = &cfg.daemon;
+    let set = match kind {
+        "backup" => &d.backup_timeout,
+        "copy" => &d.copy_timeout,
+        "verify" => &d.verify_timeout,
+        _ => &d.prune_timeout,
+    };
+    let default = DEFAULT_TIMEOUTS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or("6h", |(_, v)| v);
+    cfg.duration(set, default)
 }
 
 /// The jobs a config asks for: backup, one copy per location, verify, and
@@ -51,23 +84,27 @@ pub fn jobs(cfg: &Config) -> Vec<Job> {
         name: "backup".into(),
         kind: JobKind::Backup,
         schedule: cfg.schedule_of(&s.backup, "daily at 02:00"),
+        timeout: timeout_of(cfg, "backup"),
     }];
     for c in &cfg.copy {
         out.push(Job {
             name: format!("copy:{}", c.name),
             kind: JobKind::Copy(c.name.clone()),
             schedule: cfg.schedule_of(&c.schedule, "daily at 03:00"),
+            timeout: timeout_of(cfg, "copy"),
         });
     }
     out.push(Job {
         name: "verify".into(),
         kind: JobKind::Verify,
         schedule: cfg.schedule_of(&s.verify, "daily at 05:00"),
+        timeout: timeout_of(cfg, "verify"),
     });
     out.push(Job {
         name: "prune".into(),
         kind: JobKind::Prune,
         schedule: cfg.schedule_of(&s.prune, "weekly on sunday at 06:00"),
+        timeout: timeout_of(cfg, "prune"),
     });
     out
 }
@@ -83,11 +120,35 @@ pub struct Attempt {
     pub error: String,
     /// Set when the job was not run at all (it needs a person).
     pub skipped: Option<String>,
+    /// Set when it ran past its timeout and was killed.
+    pub timed_out: bool,
 }
 
-/// Runs one attempt of a job.
+/// Starts attempts of jobs.
 pub trait Runner {
-    fn run(&mut self, job: &Job) -> Attempt;
+    /// Starts one attempt of `job`; it runs until waited for or killed.
+    fn start(&mut self, job: &Job) -> Box<dyn Running>;
+}
+
+/// One attempt under way.
+pub trait Running {
+    /// Waits until the attempt ends (its result) or `until` comes (`None`).
+    fn wait_until(&mut self, until: DateTime<Utc>) -> Option<Attempt>;
+    /// Ends the attempt now (every process it started) and returns what it
+    /// reported so far.
+    fn kill(&mut self) -> Attempt;
+}
+
+/// An attempt that ended before it started (skipped, or could not start).
+struct Ended(Attempt);
+
+impl Running for Ended {
+    fn wait_until(&mut self, _: DateTime<Utc>) -> Option<Attempt> {
+        Some(self.0.clone())
+    }
+    fn kill(&mut self) -> Attempt {
+        self.0.clone()
+    }
 }
 
 /// The daemon's time.
@@ -200,7 +261,22 @@ impl<'a> Daemon<'a> {
             if STOP.load(Ordering::SeqCst) {
                 return Ok(false);
             }
-            if self.is_due(job, self.clock.now())? && !self.run_job(job)? {
+            if !self.is_due(job, self.clock.now())? {
+                continue;
+            }
+            // A drill or a prune before the first backup has nothing to
+            // work on (and a drill would "fail" on an empty repository);
+            // they stay due and run after the first good backup.
+            if matches!(job.kind, JobKind::Verify | JobKind::Prune)
+                && self.history.last_success("backup")?.is_none()
+            {
+                (self.log)(&format!(
+                    "{}: waiting for the first successful backup",
+                    job.name
+                ));
+                continue;
+            }
+            if !self.run_job(job)? {
                 return Ok(false);
             }
         }
@@ -228,7 +304,7 @@ impl<'a> Daemon<'a> {
         for attempt in 1..=self.retries + 1 {
             let started = self.clock.now();
             (self.log)(&format!("{}: starting (attempt {attempt})", job.name));
-            let a = self.runner.run(job);
+            let a = self.attempt(job, started)?;
             let finished = self.clock.now();
             let mut run = Run {
                 job: job.name.clone(),
@@ -253,10 +329,12 @@ impl<'a> Daemon<'a> {
             if let Some(j) = &a.json {
                 fill_figures(&mut run, j);
             }
+            // A job that hung would hang again: not retried.
             let temporary = matches!(
                 a.exit_code,
                 Some(exit::ERROR | exit::NO_REPOSITORY | exit::LOCKED) | None
-            ) && !STOP.load(Ordering::SeqCst);
+            ) && !a.timed_out
+                && !STOP.load(Ordering::SeqCst);
             let last = attempt > self.retries;
             match a.exit_code {
                 Some(exit::OK) => {
@@ -288,6 +366,18 @@ impl<'a> Daemon<'a> {
                     run.outcome = Outcome::Failed;
                     run.message = format!("restore drill failed: {}", a.error);
                 }
+                _ if a.timed_out => {
+                    run.outcome = Outcome::Failed;
+                    run.message = format!(
+                        "timed out after {} and was stopped (is the storage hung?){}",
+                        human_duration(job.timeout),
+                        if a.error.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; its last words: {}", a.error)
+                        }
+                    );
+                }
                 _ => {
                     run.outcome = Outcome::Failed;
                     run.message = if a.error.is_empty() {
@@ -313,7 +403,9 @@ impl<'a> Daemon<'a> {
                 if !self.clock.sleep_until(self.clock.now() + delay) {
                     return Ok(false);
                 }
-                delay = delay * 2;
+                // Doubling, but never past a day (or the configured delay,
+                // if longer), so many retries cannot overflow the clock.
+                delay = (delay * 2).min(self.retry_delay.max(chrono::Duration::days(1)));
                 continue;
             }
             let drill_failed = job.kind == JobKind::Verify
@@ -334,6 +426,42 @@ impl<'a> Daemon<'a> {
             return Ok(true);
         }
         Ok(true)
+    }
+
+    /// Runs one attempt of `job` to its end or its timeout. Meanwhile the
+    /// watch runs on its own schedule, so a hung job cannot silence the
+    /// dead man's switch.
+    fn attempt(&mut self, job: &Job, started: DateTime<Utc>) -> Result<Attempt> {
+        let mut running = self.runner.start(job);
+        let deadline = started + job.timeout;
+        let mut next_watch = self.next_watch(started);
+        loop {
+            if let Some(a) = running.wait_until(deadline.min(next_watch)) {
+                return Ok(a);
+            }
+            let now = self.clock.now();
+            if now >= deadline {
+                (self.log)(&format!(
+                    "{}: still running after {}: stopping it",
+                    job.name,
+                    human_duration(job.timeout)
+                ));
+                let mut a = running.kill();
+                a.timed_out = true;
+                return Ok(a);
+            }
+            if now >= next_watch {
+                self.watch(now)?;
+                next_watch = self.next_watch(now);
+            }
+        }
+    }
+
+    fn next_watch(&self, after: DateTime<Utc>) -> DateTime<Utc> {
+        self.watch
+            .next_after(&after.with_timezone(&Local))
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(after + chrono::Duration::hours(1))
     }
 
     /// Alerts that follow from one run's result.
@@ -385,7 +513,9 @@ impl<'a> Daemon<'a> {
             .and_then(|j| j.pointer("/repository/days_until_full"))
             .and_then(|d| d.as_f64())
         {
-            let left = chrono::Duration::seconds((days * 86400.0) as i64);
+            // Clamped: a repository that barely grows reports a figure
+            // beyond what a Duration holds.
+            let left = chrono::Duration::seconds((days.clamp(0.0, 1e6) * 86400.0) as i64);
             let key = format!("full:{}", job.name);
             if left < self.full_within {
                 self.alert(
@@ -406,8 +536,9 @@ impl<'a> Daemon<'a> {
 
     /// The dead man's switch: no successful backup within the window.
     pub fn watch(&mut self, now: DateTime<Utc>) -> Result<()> {
-        let since = match self.history.last_success("backup")? {
-            Some(r) => r.finished,
+        let last = self.history.last_success("backup")?.map(|r| r.finished);
+        let since = match last {
+            Some(t) => t,
             None => self
                 .history
                 .first_start()?
@@ -416,16 +547,26 @@ impl<'a> Daemon<'a> {
         };
         if now - since > self.no_backup_within {
             let hours = (now - since).num_hours();
+            let (summary, detail) = match last {
+                Some(t) => (
+                    format!("no successful backup for {hours} hours"),
+                    format!("The last successful backup finished at {}.", t.to_rfc3339()),
+                ),
+                None => (
+                    "no backup has ever succeeded".to_string(),
+                    format!(
+                        "No scheduled backup has succeeded since the daemon first ran, at {} \
+                         ({hours} hours ago).",
+                        since.to_rfc3339()
+                    ),
+                ),
+            };
             self.alert(
                 Some(("no_backup", self.no_backup_within)),
                 Alert::new(
                     AlertKind::NoRecentBackup,
-                    format!("no successful backup for {hours} hours"),
-                    format!(
-                        "The last successful backup finished at {}. Check the daemon's log and \
-                         `ledgervault -c FILE status`.",
-                        since.to_rfc3339()
-                    ),
+                    summary,
+                    format!("{detail} Check the daemon's log and `ledgervault -c FILE status`."),
                 ),
             )?;
         }
@@ -504,10 +645,12 @@ impl ProcessRunner<'_> {
             }
             JobKind::Prune => {
                 let Some(key) = repo.and_then(|r| r.maintenance_password_file.as_ref()) else {
+                    // Whatever key password_file opens, the daemon forgets
+                    // and prunes only with the maintenance key.
                     return Err(
-                        "forget and prune need a person: no maintenance_password_file is \
-                                configured, so the daemon holds only an append-only key. Run \
-                                `ledgervault -c FILE forget --prune`."
+                        "forget and prune need a person: the daemon forgets and prunes only \
+                         with [repository] maintenance_password_file, and none is configured. \
+                         Run `ledgervault -c FILE forget --prune`."
                             .into(),
                     );
                 };
@@ -524,57 +667,132 @@ impl ProcessRunner<'_> {
 }
 
 impl Runner for ProcessRunner<'_> {
-    fn run(&mut self, job: &Job) -> Attempt {
+    fn start(&mut self, job: &Job) -> Box<dyn Running> {
+        let ended = |a: Attempt| -> Box<dyn Running> { Box::new(Ended(a)) };
         let args = match self.args(job) {
             Ok(a) => a,
             Err(why) => {
-                return Attempt {
+                return ended(Attempt {
                     skipped: Some(why),
                     ..Attempt::default()
-                }
+                })
             }
         };
         let exe = match std::env::current_exe() {
             Ok(e) => e,
             Err(e) => {
-                return Attempt {
+                return ended(Attempt {
                     error: format!("cannot find the ledgervault program: {e}"),
                     ..Attempt::default()
-                }
+                })
             }
         };
         let mut cmd = std::process::Command::new(exe);
         cmd.args(&args)
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .env_remove("LEDGERVAULT_REPOSITORY")
             .env_remove("LEDGERVAULT_PASSWORD_FILE");
         // Its own process group: a Ctrl-C meant for the daemon lets the
-        // running job finish instead of killing it.
+        // running job finish instead of killing it, and a timeout kills
+        // the job with everything it started (pg_dump, psql).
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        match cmd.output() {
-            Ok(out) => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let error = stderr
-                    .lines()
-                    .rev()
-                    .find(|l| l.contains("error:") || l.contains("ALARM") || l.contains("FAILED"))
-                    .or_else(|| stderr.lines().last())
-                    .unwrap_or("")
-                    .trim()
-                    .trim_start_matches("ledgervault: ")
-                    .to_string();
-                Attempt {
-                    exit_code: out.status.code(),
-                    json: serde_json::from_slice(&out.stdout).ok(),
-                    error,
-                    skipped: None,
-                }
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let out = child.stdout.take().map(|o| read_on_thread(o, 16 << 20));
+                let err = child.stderr.take().map(|e| read_on_thread(e, 1 << 20));
+                Box::new(ChildRun { child, out, err })
             }
-            Err(e) => Attempt {
+            Err(e) => ended(Attempt {
                 error: format!("cannot start ledgervault: {e}"),
                 ..Attempt::default()
-            },
+            }),
         }
+    }
+}
+
+/// Reads a child's output on a thread (so a full pipe never blocks it),
+/// keeping at most `limit` bytes.
+fn read_on_thread(
+    mut r: impl std::io::Read + Send + 'static,
+    limit: u64,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let _ = r.by_ref().take(limit).read_to_end(&mut buf);
+        // Drain the rest, so the child is never stuck on a full pipe.
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+        buf
+    })
+}
+
+/// A job running as a child process.
+struct ChildRun {
+    child: std::process::Child,
+    out: Option<std::thread::JoinHandle<Vec<u8>>>,
+    err: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl ChildRun {
+    fn attempt(&mut self, status: Option<std::process::ExitStatus>) -> Attempt {
+        let take = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            h.and_then(|h| h.join().ok()).unwrap_or_default()
+        };
+        let stdout = take(self.out.take());
+        let stderr = take(self.err.take());
+        let stderr = String::from_utf8_lossy(&stderr);
+        let error = stderr
+            .lines()
+            .rev()
+            .find(|l| l.contains("error:") || l.contains("ALARM") || l.contains("FAILED"))
+            .or_else(|| stderr.lines().last())
+            .unwrap_or("")
+            .trim()
+            .trim_start_matches("ledgervault: ")
+            .to_string();
+        Attempt {
+            exit_code: status.and_then(|s| s.code()),
+            json: serde_json::from_slice(&stdout).ok(),
+            error,
+            skipped: None,
+            timed_out: false,
+        }
+    }
+}
+
+impl Running for ChildRun {
+    fn wait_until(&mut self, until: DateTime<Utc>) -> Option<Attempt> {
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(self.attempt(Some(status))),
+                Ok(None) => {}
+                Err(e) => {
+                    return Some(Attempt {
+                        error: format!("cannot wait for the job: {e}"),
+                        ..Attempt::default()
+                    })
+                }
+            }
+            let left = (until - Utc::now()).to_std().unwrap_or_default();
+            if left.is_zero() {
+                return None;
+            }
+            std::thread::sleep(left.min(std::time::Duration::from_millis(100)));
+        }
+    }
+
+    fn kill(&mut self) -> Attempt {
+        // The child leads its own process group (see `start`).
+        if let Ok(pgid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on a process group we created.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+        let status = self.child.wait().ok();
+        self.attempt(status)
     }
 }
 
@@ -654,26 +872,65 @@ mod tests {
         runs: Runs,
     }
 
+    /// The exit code that makes a scripted job hang until killed.
+    const HANG: i32 = -1;
+
     impl Runner for Script {
-        fn run(&mut self, job: &Job) -> Attempt {
+        fn start(&mut self, job: &Job) -> Box<dyn Running> {
             let start = self.clock.now();
             let code = match self.codes.get_mut(&job.name) {
                 Some(v) if !v.is_empty() => v.remove(0),
                 _ => 0,
             };
-            self.clock.now.set(start + self.takes);
+            let finish = if code == HANG {
+                DateTime::<Utc>::MAX_UTC
+            } else {
+                start + self.takes
+            };
             self.runs
                 .borrow_mut()
-                .push((job.name.clone(), start, self.clock.now()));
-            Attempt {
-                exit_code: Some(code),
-                json: Some(serde_json::json!({"snapshot_id": "abc", "bytes_read": 10})),
-                error: if code == 0 {
-                    String::new()
-                } else {
-                    format!("error: code {code}")
+                .push((job.name.clone(), start, finish));
+            Box::new(FakeRun {
+                clock: self.clock.clone(),
+                finish,
+                attempt: Attempt {
+                    exit_code: Some(code),
+                    json: Some(serde_json::json!({"snapshot_id": "abc", "bytes_read": 10})),
+                    error: if code == 0 {
+                        String::new()
+                    } else {
+                        format!("error: code {code}")
+                    },
+                    skipped: None,
+                    timed_out: false,
                 },
-                skipped: None,
+            })
+        }
+    }
+
+    /// A scripted attempt: ends at `finish` in fake time.
+    struct FakeRun {
+        clock: Rc<FakeClock>,
+        finish: DateTime<Utc>,
+        attempt: Attempt,
+    }
+
+    impl Running for FakeRun {
+        fn wait_until(&mut self, until: DateTime<Utc>) -> Option<Attempt> {
+            let now = self.clock.now();
+            if self.finish <= until {
+                self.clock.now.set(self.finish.max(now));
+                Some(self.attempt.clone())
+            } else {
+                self.clock.now.set(until.max(now));
+                None
+            }
+        }
+        fn kill(&mut self) -> Attempt {
+            Attempt {
+                exit_code: None,
+                error: "killed".into(),
+                ..Attempt::default()
             }
         }
     }
@@ -740,6 +997,7 @@ mod tests {
                         other => JobKind::Copy(other.to_string()),
                     },
                     schedule: Schedule::parse(sch).unwrap(),
+                    timeout: chrono::Duration::hours(4),
                 })
                 .collect(),
             watch: Schedule::parse("hourly").unwrap(),
@@ -898,6 +1156,9 @@ mod tests {
         // 3rd (26 hours, on the hourly watch) and again 26 hours later.
         assert_eq!(silent.len(), 2, "{silent:?}");
         assert_eq!(silent[0].time, t("2026-11-03T04:00:00Z"));
+        // None ever succeeded: the alert says so, not "the last finished at".
+        assert_eq!(silent[0].summary, "no backup has ever succeeded");
+        assert!(!silent[0].detail.contains("last successful"), "{silent:?}");
         assert_eq!(silent[1].time, t("2026-11-04T06:00:00Z"));
     }
 
@@ -937,6 +1198,91 @@ mod tests {
     }
 
     #[test]
+    fn a_hung_job_is_stopped_recorded_and_alerted_and_the_watch_goes_on() {
+        // The backup hangs at 02:00 on the 2nd (a dead NAS); its timeout is
+        // 4 hours. The last good backup finished at 02:00:30 on the 1st.
+        let s = setup("2026-11-01T01:00:00Z", "2026-11-02T09:00:00Z");
+        run(
+            &s,
+            &[("backup", "daily at 02:00")],
+            &[("backup", vec![0, 0, HANG])],
+            chrono::Duration::seconds(30),
+            3,
+        );
+        let h = History::open(&s.history).unwrap();
+        let all = h.recent(10).unwrap();
+        let last = &all[0];
+        assert_eq!(last.outcome, Outcome::Failed);
+        assert_eq!(last.started, t("2026-11-02T02:00:00Z"));
+        assert_eq!(last.finished, t("2026-11-02T06:00:00Z"));
+        assert!(
+            last.message.contains("timed out after 4h"),
+            "{}",
+            last.message
+        );
+        // Not retried: it would hang again.
+        assert_eq!(s.runs.borrow().len(), 3);
+        let alerts = s.alerts.borrow();
+        let kinds: Vec<_> = alerts.iter().map(|a| (a.kind, a.time)).collect();
+        // While it hung, the hourly watch still ran: on the first watch
+        // more than 26 hours after the last good backup, at 05:00 on the
+        // 2nd, the switch tripped; the job was stopped at 06:00.
+        assert_eq!(
+            kinds,
+            vec![
+                (AlertKind::NoRecentBackup, t("2026-11-02T05:00:00Z")),
+                (AlertKind::JobFailed, t("2026-11-02T06:00:00Z")),
+            ]
+        );
+        assert!(alerts[0]
+            .summary
+            .contains("no successful backup for 26 hours"));
+        assert!(alerts[1].detail.contains("timed out"), "{:?}", alerts[1]);
+    }
+
+    #[test]
+    fn no_drill_or_prune_before_the_first_good_backup() {
+        // A fresh install whose backups fail for a day: only backups run.
+        let s = setup("2026-11-02T01:00:00Z", "2026-11-03T01:30:00Z");
+        run(
+            &s,
+            &[
+                ("backup", "daily at 02:00"),
+                ("verify", "daily at 05:00"),
+                ("prune", "daily at 06:00"),
+            ],
+            &[("backup", vec![exit::WRONG_PASSWORD; 2])],
+            chrono::Duration::seconds(30),
+            0,
+        );
+        let ran: Vec<String> = names(&s).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(ran, ["backup", "backup"]);
+        // Once a backup succeeds (02:59 on the 3rd), the drill and the prune
+        // that waited run at once.
+        let s2 = Setup {
+            clock: Rc::new(FakeClock {
+                now: Cell::new(t("2026-11-03T02:59:00Z")),
+                end: t("2026-11-03T03:10:00Z"),
+            }),
+            ..s
+        };
+        s2.runs.borrow_mut().clear();
+        run(
+            &s2,
+            &[
+                ("backup", "daily at 03:00"),
+                ("verify", "daily at 05:00"),
+                ("prune", "daily at 06:00"),
+            ],
+            &[],
+            chrono::Duration::seconds(30),
+            0,
+        );
+        let ran: Vec<String> = names(&s2).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(ran, ["backup", "verify", "prune"]);
+    }
+
+    #[test]
     fn the_backup_job_uses_an_append_only_session_and_prune_needs_a_key() {
         let cfg = Config::parse(
             "[repository]\npath = \"/r\"\npassword_file = \"/k\"\n",
@@ -948,7 +1294,14 @@ mod tests {
         let backup = r.args(&js[0]).unwrap();
         assert!(backup.contains(&"--append-only".to_string()), "{backup:?}");
         let prune = js.iter().find(|j| j.kind == JobKind::Prune).unwrap();
-        assert!(r.args(prune).unwrap_err().contains("need a person"));
+        let why = r.args(prune).unwrap_err();
+        assert!(why.contains("need a person"), "{why}");
+        // It cannot know the key is append-only (it may be full-access):
+        // it names what is missing instead.
+        assert!(
+            !why.contains("append-only") && why.contains("maintenance_password_file"),
+            "{why}"
+        );
 
         let cfg = Config::parse(
             "[repository]\npath = \"/r\"\npassword_file = \"/k\"\nmaintenance_password_file = \"/full\"\n",

@@ -239,7 +239,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
         bail!("the first backup did not complete");
     }
 
-    let day = ledgervault_samplefirm::simulate_day(&db, a.seed + 1, 0.05)
+    let day = ledgervault_samplefirm::simulate_day(&db, a.seed.wrapping_add(1), 0.05)
         .context("cannot simulate a day of work")?;
     let journal = docs.join("clients/002 Birchwood Bakery LLC/general-journal-2026.csv");
     let mut text = fs::read_to_string(&journal)?;

@@ -20,6 +20,7 @@ mod filter;
 mod history;
 mod ops;
 mod pg;
+mod redact;
 mod retention;
 mod schedule;
 mod ui;

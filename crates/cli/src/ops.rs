@@ -249,11 +249,15 @@ fn location_status(
     g: &Globals,
     warnings: &mut Vec<String>,
 ) -> serde_json::Value {
+    if let Err(why) = probe(g, PROBE_TIMEOUT) {
+        warnings.push(format!("{name}: {why}"));
+        return json!({"name": name, "location": g.repo.as_deref().map(crate::redact::url), "error": why});
+    }
     let repo = match g.open() {
         Ok(r) => r,
         Err(e) => {
             warnings.push(format!("{name}: cannot open: {e:#}"));
-            return json!({"name": name, "location": g.repo, "error": format!("{e:#}")});
+            return json!({"name": name, "location": g.repo.as_deref().map(crate::redact::url), "error": format!("{e:#}")});
         }
     };
     let inner = |warnings: &mut Vec<String>| -> Result<serde_json::Value> {
@@ -286,6 +290,7 @@ fn location_status(
                 .iter()
                 .filter_map(|(id, _)| states.get(id).and_then(|st| st.drill_passed))
                 .max();
+            let shown = crate::redact::url(given);
             sources.push(json!({
                 "source": shown,
                 "latest_snapshot": latest.map(|(id, _)| id.short()),
@@ -313,6 +318,29 @@ fn location_status(
             warnings.push(format!("{name}: {e:#}"));
             json!({"name": name, "location": repo.backend().location(), "error": format!("{e:#}")})
         }
+    }
+}
+
+/// How long `status` waits for a location to answer at all.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Reads the location's config file on a thread, so storage that hangs (a
+/// dead hard-mounted NAS) costs `status` seconds, not forever. Errors other
+/// than silence are left to opening it, which names them.
+fn probe(g: &Globals, wait: std::time::Duration) -> std::result::Result<(), String> {
+    let g = g.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The thread is left behind if the storage never answers; the process
+    // ends without it.
+    std::thread::spawn(move || {
+        let _ = tx.send(g.probe_config());
+    });
+    match rx.recv_timeout(wait) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "did not answer within {}s (storage hung or unreachable?); not checked",
+            wait.as_secs()
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -474,7 +502,10 @@ pub fn config_check(g: &Globals) -> Result<i32> {
                         .to_string(),
                 ),
                 Ok(_) => {}
-                Err(e) => problems.push(format!("repository {}: {e:#}", r.path.get_ref())),
+                Err(e) => problems.push(format!(
+                    "repository {}: {e:#}",
+                    crate::redact::url(r.path.get_ref())
+                )),
             }
         }
     } else {

@@ -721,3 +721,177 @@ fn a_damaged_only_key_file_is_named_not_called_a_wrong_password() {
     let err = one_line_error(&out.stderr);
     assert!(err.contains("keys/") && err.contains("damaged"), "{err}");
 }
+
+#[test]
+fn outside_input_is_bounded_and_numbers_are_range_checked() {
+    let e = Env::with_repo();
+    // An endless password file is refused after a few KiB, not read whole.
+    let out = e
+        .cmd()
+        .args(["snapshots", "--password-file", "/dev/zero"])
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_line_error(&out.stderr);
+    assert!(
+        err.contains("/dev/zero") && err.contains("larger than 4 KiB"),
+        "{err}"
+    );
+    // So is an endless config file.
+    let out = e
+        .cmd()
+        .args(["-c", "/dev/zero", "config", "check"])
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line_error(&out.stderr).contains("larger than"));
+
+    // Numbers that would overflow the date arithmetic are usage errors
+    // naming the option, on the command line and in the config file.
+    for args in [
+        &["forget", "--protect-days", "4294967295", "-n"][..],
+        &["backup", "--db-timeout", "18446744073709551615", "x"][..],
+    ] {
+        let out = e.cmd().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(args[1]) && !err.contains("internal error"),
+            "{err}"
+        );
+    }
+    let cfg = e.root.join("lv.toml");
+    for (text, key) in [
+        (
+            "[forget]\nprotect_days = 4294967295\n",
+            "forget.protect_days",
+        ),
+        ("[daemon]\nretries = 4294967295\n", "daemon.retries"),
+    ] {
+        fs::write(&cfg, text).unwrap();
+        let out = e
+            .cmd()
+            .args(["-c", cfg.to_str().unwrap(), "forget", "-n"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(one_line_error(&out.stderr).contains(key), "{text}");
+    }
+    // The largest accepted value works.
+    e.cmd()
+        .args(["forget", "--protect-days", "36500", "-n"])
+        .assert()
+        .success();
+}
+
+/// An immutable copy (read-only storage) is checkable: no lock file, a note.
+#[test]
+fn a_read_only_repository_can_be_checked() {
+    let e = Env::with_repo();
+    let books = e.data("books", 100_000, 2);
+    e.cmd()
+        .args(["-q", "backup", books.to_str().unwrap()])
+        .assert()
+        .success();
+    let bin = assert_cmd::cargo::cargo_bin("ledgervault");
+    let script = format!(
+        r#"set -u
+mount --bind "$REPO" "$REPO" && mount -o remount,bind,ro "$REPO" || exit 90
+touch "$REPO/probe" 2>/dev/null && exit 91
+"{bin}" check --read-data >"$ROOT/check.out" 2>"$ROOT/check.err" || exit 92
+"#,
+        bin = bin.display(),
+    );
+    let status = in_private_namespace(&e, &script);
+    let err = fs::read_to_string(e.root.join("check.err")).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "check failed: {err}");
+    let out = fs::read_to_string(e.root.join("check.out")).unwrap();
+    assert!(out.contains("no errors were found"), "{out}");
+    assert!(
+        one_line_error(err.as_bytes()).contains("checked without one"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_repository_paths_are_refused_before_anything_is_written() {
+    let e = Env::new();
+    let work = e.root.join("work");
+    fs::create_dir(&work).unwrap();
+    // An empty path would have meant the current folder.
+    for args in [&["-r", "", "init"][..], &["-r", "", "snapshots"][..]] {
+        let out = e
+            .cmd()
+            .env_remove("LEDGERVAULT_REPOSITORY")
+            .current_dir(&work)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(one_line_error(&out.stderr).contains("repository path is empty"));
+    }
+    assert_eq!(
+        fs::read_dir(&work).unwrap().count(),
+        0,
+        "init wrote into the current folder"
+    );
+    // A regular file: the error names it.
+    let file = e.root.join("not-a-folder");
+    fs::write(&file, "x").unwrap();
+    for cmd in ["init", "snapshots"] {
+        let out = e.cmd_for(&file, &e.pw).arg(cmd).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        let err = one_line_error(&out.stderr);
+        assert!(
+            err.contains(file.to_str().unwrap()) && err.contains("is a file"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn ls_with_missing_data_exits_4() {
+    let e = Env::with_repo();
+    let books = e.data("books", 50_000, 3);
+    e.cmd()
+        .args(["-q", "backup", books.to_str().unwrap()])
+        .assert()
+        .success();
+    for pack in objects(&e.repo.join("data")) {
+        fs::remove_file(pack).unwrap();
+    }
+    let out = e.cmd().args(["ls", "latest"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    one_line_error(&out.stderr);
+}
+
+#[test]
+fn many_stale_locks_make_one_warning() {
+    let e = Env::with_repo();
+    let books = e.data("books", 20_000, 4);
+    // Three backups die right after writing their lock, as in a power cut.
+    for _ in 0..3 {
+        let out = e
+            .cmd()
+            .env("LEDGERVAULT_FAULT_INJECTION", "stop:write:1")
+            .args(["-q", "backup", books.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(99));
+    }
+    assert_eq!(objects(&e.repo.join("locks")).len(), 3);
+    let out = e
+        .cmd()
+        .args(["-q", "backup", books.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = one_line_error(&out.stderr);
+    assert!(err.contains("3 stale locks ignored"), "{err}");
+    let out = e.cmd().arg("check").output().unwrap();
+    assert!(out.status.success());
+    let err = one_line_error(&out.stderr);
+    assert!(err.contains("3 stale locks"), "{err}");
+}

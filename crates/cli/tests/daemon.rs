@@ -514,3 +514,152 @@ fn the_daemon_runs_for_a_minute() {
         "{status}"
     );
 }
+
+#[test]
+fn webhook_secrets_never_show_in_output_json_or_the_daemon_log() {
+    let s = Site::new();
+    let down = HttpReceiver::start(500);
+    // One secret in the path, one in the query of a URL without a path
+    // (which splitting on `/` once let through).
+    let with_path = format!(
+        "http://hookuser:p%2Fw0rd@127.0.0.1:{}/hook/path-token?x=1",
+        down.port
+    );
+    let query_only = format!("http://127.0.0.1:{}?token=query-token", down.port);
+    s.write_config(&format!(
+        "[[alerts.webhook]]\nurl = \"{with_path}\"\n\n[[alerts.webhook]]\nurl = \"{query_only}\"\n"
+    ));
+    let secrets = ["hookuser", "p%2Fw0rd", "path-token", "query-token"];
+    let out = s.lv().args(["--json", "alert", "test"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains("HTTP 500") && shown.contains("127.0.0.1"),
+        "{shown}"
+    );
+    for secret in secrets {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+
+    // The daemon logs the undelivered alert of a failing job.
+    fs::rename(s.p("nas"), s.p("nas-away")).unwrap();
+    let out = s.lv().args(["daemon", "--once"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("alert not delivered"), "{log}");
+    for secret in secrets {
+        assert!(!log.contains(secret), "{secret} in {log}");
+    }
+
+    // A password with a bare `/`: no parser can tell host from password,
+    // so the config is refused and nothing of the URL is shown.
+    s.write_config("[[alerts.webhook]]\nurl = \"https://ann:pa/ss@hooks.example/x?token=t0k\"\n");
+    let out = s.lv().args(["config", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_line_error(&out.stderr);
+    assert!(err.contains("alerts.webhook[0]"), "{err}");
+    assert!(
+        !err.contains("pa/ss") && !err.contains("t0k") && !err.contains("ann"),
+        "{err}"
+    );
+}
+
+/// Storage that hangs (here: the repository's config file is a FIFO, so
+/// opening it blocks forever, as on a dead hard-mounted NAS): each job is
+/// killed at its timeout, recorded and alerted, and `status` answers in
+/// seconds, naming what it could not reach.
+#[test]
+fn hung_storage_times_out_jobs_and_status_still_answers() {
+    let s = Site::new();
+    let hook = HttpReceiver::start(200);
+    s.write_config(&format!(
+        "backup_timeout = \"2s\"\ncopy_timeout = \"2s\"\n\n[[alerts.webhook]]\nurl = \"{}\"\n",
+        hook.url("/hook")
+    ));
+    let config = s.p("primary/config");
+    fs::rename(&config, s.p("primary-config")).unwrap();
+    let fifo = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+
+    let started = std::time::Instant::now();
+    let out = s
+        .lv()
+        .args(["daemon", "--once"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let rows = history_rows(&s.p("ledgervault.history.sqlite"));
+    for job in ["backup", "copy:nas"] {
+        let runs: Vec<_> = rows.iter().filter(|r| r.0 == job).collect();
+        assert_eq!(runs.len(), 1, "{job} retried or not run: {rows:?}");
+        assert_eq!(runs[0].1, "failed", "{rows:?}");
+    }
+    let messages = history_messages(&s.p("ledgervault.history.sqlite"));
+    assert!(
+        messages.iter().any(|m| m.contains("timed out after 2s")),
+        "{messages:?}"
+    );
+    let posts = hook.inbox.wait_for(2, Duration::from_secs(10));
+    let timed_out = posts.iter().filter(|p| p.contains("timed out")).count();
+    assert_eq!(timed_out, 2, "{posts:?}");
+    // No killed job is left behind: nothing still holds the FIFO open.
+    let lsof = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c {}",
+            config.display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&lsof.stdout).trim(), "0");
+
+    let started = std::time::Instant::now();
+    let out = s
+        .lv()
+        .args(["--json", "status"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("primary: did not answer within 3s"),
+        "{warnings}"
+    );
+    // The copy location, on working storage, is still reported.
+    assert_eq!(v["locations"][1]["name"], "nas");
+    assert!(v["locations"][1].get("error").is_none(), "{v}");
+}
+
+fn history_messages(path: &Path) -> Vec<String> {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let mut st = db.prepare("SELECT message FROM runs").unwrap();
+    st.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}

@@ -64,41 +64,46 @@ impl std::fmt::Display for PgTarget {
     }
 }
 
-/// Removes the password from anything that looks like a connection URL, for
-/// messages that echo what the user typed.
+/// Removes the password and the query values from anything that looks like
+/// a connection URL, for messages that echo what the user typed. The URL is
+/// taken apart by the `url` crate; one it cannot parse (a `/` in the
+/// password, several hosts) shows as `postgres://***`.
 pub fn redact(url: &str) -> String {
     if !is_pg_url(url) {
         return url.to_string();
     }
-    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-    let (auth_end, _) = rest
-        .char_indices()
-        .find(|(_, c)| *c == '/' || *c == '?')
-        .unwrap_or((rest.len(), ' '));
-    let (authority, tail) = rest.split_at(auth_end);
-    let tail = redact_query(tail);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{tail}")
-        }
-        None => format!("{scheme}://{authority}{tail}"),
+    let scheme = url.split_once("://").map_or("postgres", |(s, _)| s);
+    let hidden = || format!("{scheme}://***");
+    let Ok(mut u) = url::Url::parse(url) else {
+        return hidden();
+    };
+    if u.password().is_some() && u.set_password(Some("***")).is_err() {
+        return hidden();
     }
+    if u.query().is_some() {
+        let keys: Vec<String> = u.query_pairs().map(|(k, _)| format!("{k}=***")).collect();
+        u.set_query(Some(&keys.join("&")));
+    }
+    if u.fragment().is_some() {
+        u.set_fragment(Some("***"));
+    }
+    u.to_string()
 }
 
-fn redact_query(tail: &str) -> String {
-    let Some((path, query)) = tail.split_once('?') else {
-        return tail.to_string();
-    };
-    let parts: Vec<String> = query
-        .split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => kv.to_string(),
-        })
-        .collect();
-    format!("{path}?{}", parts.join("&"))
+/// Service and password files: far beyond any real one, far below trouble.
+const SETTINGS_FILE_LIMIT: u64 = 1 << 20;
+
+/// Reads a libpq settings file, or `None` when it is missing, unreadable
+/// or larger than [`SETTINGS_FILE_LIMIT`].
+fn read_settings_file(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(SETTINGS_FILE_LIMIT + 1)
+        .read_to_string(&mut text)
+        .ok()?;
+    (text.len() as u64 <= SETTINGS_FILE_LIMIT).then_some(text)
 }
 
 fn encode(s: &str) -> String {
@@ -444,7 +449,7 @@ fn read_service(name: &str, env: &Env) -> Result<Vec<(String, String)>> {
         files.push("/etc/postgresql-common/pg_service.conf".into());
     }
     for f in &files {
-        let Ok(text) = std::fs::read_to_string(f) else {
+        let Some(text) = read_settings_file(f) else {
             continue;
         };
         let mut in_service = false;
@@ -493,7 +498,7 @@ fn pgpass_lookup(env: &Env, host: &str, port: u16, db: &str, user: &str) -> Opti
             return None;
         }
     }
-    let text = std::fs::read_to_string(&file).ok()?;
+    let text = read_settings_file(&file)?;
     let host = if host.starts_with('/') {
         "localhost"
     } else {
@@ -573,8 +578,10 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(
             redact("postgres://ann:hunter2@h:5/db?password=x&sslmode=disable"),
-            "postgres://ann:***@h:5/db?password=***&sslmode=disable"
+            "postgres://ann:***@h:5/db?password=***&sslmode=***"
         );
+        // A `/` in the password: no parser can tell where it ends.
+        assert_eq!(redact("postgres://ann:pa/ss@h/db"), "postgres://***");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact("/plain/path"), "/plain/path");
     }

@@ -58,13 +58,27 @@ pub fn check(
     read_data: ReadData,
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
-    let lock = crate::lock::lock(repo, false, "check")?;
+    // Read-only storage (an archive disk, an immutable copy) takes no lock
+    // file; nothing can prune it either, so it is checked without one.
+    let lock = crate::lock::read_lock(repo, "check")?;
     let mut r = CheckReport::default();
-    for l in &lock.stale {
-        r.warnings.push(format!(
-            "stale lock: {}; `ledgervault unlock` removes it",
-            l.describe()
-        ));
+    match &lock {
+        None => r
+            .warnings
+            .push("cannot write a lock file (read-only storage?); checked without one".into()),
+        // One line however many: a crash test leaves dozens.
+        Some(lock) => match lock.stale.as_slice() {
+            [] => {}
+            [one] => r.warnings.push(format!(
+                "stale lock: {}; `ledgervault unlock` removes it",
+                one.describe()
+            )),
+            [first, ..] => r.warnings.push(format!(
+                "{} stale locks (the first: {}); `ledgervault unlock` removes them",
+                lock.stale.len(),
+                first.describe()
+            )),
+        },
     }
     let backend = repo.backend();
 
