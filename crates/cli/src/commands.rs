@@ -458,11 +458,21 @@ fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::Back
         )
         .collect();
     let is_pg = |p: &Path| p.to_str().is_some_and(ledgervault_postgres::is_pg_url);
+    // A source that is gone is an error, unless an earlier snapshot holds
+    // it: then it was renamed away or deleted since, which is the
+    // ransomware alarm (checked once the repository is open).
+    let mut gone: Vec<(PathBuf, std::io::Error)> = Vec::new();
     for (p, _) in &paths {
         if !is_pg(p) {
-            std::fs::symlink_metadata(p).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+            if let Err(e) = std::fs::symlink_metadata(p) {
+                gone.push((p.clone(), e));
+            }
         }
     }
+    let paths: Vec<(PathBuf, bool)> = paths
+        .into_iter()
+        .filter(|(p, _)| !gone.iter().any(|(q, _)| q == p))
+        .collect();
     if a.globals && !paths.iter().any(|(p, _)| is_pg(p)) {
         return Err(usage("--globals needs a PostgreSQL database to back up"));
     }
@@ -510,15 +520,37 @@ fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::Back
         }
     };
     let repo = opener.open()?;
+    if !gone.is_empty() {
+        let (snaps, _) = repo.snapshots()?;
+        for (p, e) in gone {
+            let abs = std::path::absolute(&p).unwrap_or_else(|_| p.clone());
+            let shown = abs.display().to_string();
+            let had = snaps
+                .iter()
+                .rev()
+                .find(|(_, s)| !s.is_suspect() && s.sources.iter().any(|x| x.path == shown));
+            match had {
+                Some((id, _)) => suspect.push(format!(
+                    "{shown}: was backed up in snapshot {} and is gone (renamed away or deleted)",
+                    id.short()
+                )),
+                None => return Err(anyhow!("{}: {e}", p.display())),
+            }
+        }
+        if sources.is_empty() {
+            return Err(anyhow!(
+                "ALARM: every source is gone: {}",
+                suspect.join("; ")
+            ));
+        }
+    }
     let mut opts = BackupOptions {
         tags: a.tags.clone(),
         reason: a.reason.clone(),
         compression_level: a.compression,
         ..Default::default()
     };
-    if let Some(share) = config.backup.suspect_share {
-        opts.suspect_share = share;
-    }
+    opts.guard = config.backup.guard();
     if from_config {
         opts.filter = crate::filter::SourceFilters::from_config(&config.source)?;
     }
@@ -584,7 +616,10 @@ pub(crate) fn safety_snapshot(
         ..g.clone()
     };
     let (s, code) = run_backup(&quiet, repo, sources, opts)?;
-    if code != exit::OK {
+    // A suspect safety snapshot holds everything (the data that is about to
+    // be replaced may well be what an attack left: that is why it is being
+    // restored); only one that could not read it all stops the restore.
+    if code != exit::OK && code != exit::SUSPECT {
         bail!(
             "the safety snapshot of {what} is not clean (exit code {code}); nothing was restored"
         );

@@ -253,8 +253,46 @@ pub struct ForgetConfig {
 #[serde(deny_unknown_fields)]
 pub struct BackupConfig {
     /// Share of a database's pages that may turn into random-looking bytes
-    /// since the last backup before the snapshot is marked suspect.
+    /// (no longer database pages) since the last backup before the snapshot
+    /// is marked suspect.
     pub suspect_share: Option<f64>,
+    /// Share of a database's rows that may vanish since the last backup.
+    pub rows_lost_share: Option<f64>,
+    /// Fewer suspicious documents than this never raise the alarm.
+    pub min_files: Option<u64>,
+    /// Share of a folder's documents of a known format that may change
+    /// into something else (a `.pdf` that is no longer a PDF).
+    pub broken_share: Option<f64>,
+    /// Share of a folder's files that may be renamed to a new extension.
+    pub renamed_share: Option<f64>,
+    /// Share of a folder's files that may be deleted.
+    pub deleted_share: Option<f64>,
+}
+
+impl BackupConfig {
+    /// The guard's thresholds: these values over the defaults.
+    pub fn guard(&self) -> ledgervault_repo::GuardOptions {
+        let mut g = ledgervault_repo::GuardOptions::default();
+        if let Some(v) = self.suspect_share {
+            g.page_share = v;
+        }
+        if let Some(v) = self.rows_lost_share {
+            g.rows_lost_share = v;
+        }
+        if let Some(v) = self.min_files {
+            g.min_files = v;
+        }
+        if let Some(v) = self.broken_share {
+            g.broken_share = v;
+        }
+        if let Some(v) = self.renamed_share {
+            g.renamed_share = v;
+        }
+        if let Some(v) = self.deleted_share {
+            g.deleted_share = v;
+        }
+        g
+    }
 }
 
 /// The longest `protect_days` (100 years): further would overflow the
@@ -312,11 +350,19 @@ impl Config {
 
     fn validate(&self) -> Result<()> {
         let file = self.file_name();
-        if let Some(s) = self.backup.suspect_share {
-            if !(s > 0.0 && s <= 1.0) {
-                return Err(anyhow!(
-                    "config file {file}: backup.suspect_share must be above 0 and at most 1, not {s}"
-                ));
+        for (key, v) in [
+            ("suspect_share", self.backup.suspect_share),
+            ("rows_lost_share", self.backup.rows_lost_share),
+            ("broken_share", self.backup.broken_share),
+            ("renamed_share", self.backup.renamed_share),
+            ("deleted_share", self.backup.deleted_share),
+        ] {
+            if let Some(s) = v {
+                if !(s > 0.0 && s <= 1.0) {
+                    return Err(anyhow!(
+                        "config file {file}: backup.{key} must be above 0 and at most 1, not {s}"
+                    ));
+                }
             }
         }
         if let Some(d) = self.forget.protect_days {

@@ -28,6 +28,7 @@ use crate::chunker::{Chunker, ChunkerKind, SharedChunk};
 use crate::chunkmap::{self, ChunkMap, LayerKind, MapLayer};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
+use crate::guard::{EarlierFiles, FolderWatch, GuardOptions, SUSPECT_MIN_PAGES};
 use crate::id::Id;
 use crate::index::{Index, PackRecord};
 use crate::name::FsName;
@@ -127,9 +128,8 @@ pub struct BackupOptions {
     pub exclude: Vec<PathBuf>,
     /// Captures databases found in folders; `None` backs them up as files.
     pub db_opener: Option<std::sync::Arc<dyn DbOpener>>,
-    /// A database image is suspect when at least this share of its pages
-    /// changed into random-looking bytes since its parent (ransomware).
-    pub suspect_share: f64,
+    /// Thresholds of the ransomware guard (see the `guard` module).
+    pub guard: GuardOptions,
     /// Suspect findings made before the backup (a database given as such
     /// that is no longer one); they are stored with the snapshot.
     pub suspect: Vec<String>,
@@ -153,7 +153,7 @@ impl std::fmt::Debug for BackupOptions {
             .field("threads", &self.threads)
             .field("exclude", &self.exclude)
             .field("db_detection", &self.db_opener.is_some())
-            .field("suspect_share", &self.suspect_share)
+            .field("guard", &self.guard)
             .field("filter", &self.filter.is_some())
             .finish()
     }
@@ -170,46 +170,15 @@ impl Default for BackupOptions {
                 .unwrap_or(2),
             exclude: Vec::new(),
             db_opener: None,
-            suspect_share: DEFAULT_SUSPECT_SHARE,
+            guard: GuardOptions::default(),
             suspect: Vec::new(),
             filter: None,
         }
     }
 }
 
-/// Default of [`BackupOptions::suspect_share`]: a normal day of work changes
-/// a few percent of a firm database's pages, and into text, not noise.
-pub const DEFAULT_SUSPECT_SHARE: f64 = 0.10;
-
-/// Below this many random-looking changed pages nothing is suspect, so a
-/// tiny database with one new attachment does not raise the alarm.
-const SUSPECT_MIN_PAGES: u64 = 16;
-
-/// Whether a page looks like encrypted or random bytes: its byte entropy is
-/// above 7.5 bits per byte. Database pages of text and numbers sit far
-/// below (4 to 6); random 4 KiB pages sit near 7.95.
-pub fn looks_random(page: &[u8]) -> bool {
-    if page.len() < 1024 {
-        return false;
-    }
-    let mut hist = [0u32; 256];
-    for &b in page {
-        hist[b as usize] += 1;
-    }
-    let n = page.len() as f64;
-    let entropy: f64 = hist
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = c as f64 / n;
-            -p * p.log2()
-        })
-        .sum();
-    entropy > 7.5
-}
-
-/// Counts pages of a database image that changed since its parent and now
-/// look random.
+/// Counts pages of a database image that changed since its parent and are
+/// now noise (random-looking and no longer well-formed pages).
 struct EntropyWatch<'p> {
     parent: &'p [Id],
     pages: u64,
@@ -520,13 +489,14 @@ struct Walker<'w, 'a> {
     changed: Vec<String>,
     /// Ransomware-like findings.
     suspect: Vec<String>,
-    suspect_share: f64,
+    guard: &'w GuardOptions,
     summary: SourceSummary,
     /// The source path as given, to name files relative to it.
     root: PathBuf,
-    /// Databases this folder held in its latest earlier snapshot, by path
-    /// relative to the folder.
-    earlier_dbs: Option<&'w HashMap<PathBuf, EarlierDb>>,
+    /// What this folder held in its latest earlier snapshot.
+    earlier: Option<&'w EarlierFolder>,
+    /// What the walk of a folder source saw, for the guard.
+    watch: FolderWatch,
 }
 
 /// A database image found inside a folder in an earlier snapshot.
@@ -534,18 +504,29 @@ struct EarlierDb {
     snapshot: Id,
     /// Its chunk map, resolved (the parent of tonight's image).
     map: Option<(ChunkMap, Vec<Id>)>,
+    /// What its capture recorded then.
+    info: Option<Box<DatabaseInfo>>,
+}
+
+/// A folder source's latest earlier (unsuspected) snapshot: its databases
+/// and its files, by path relative to the folder.
+#[derive(Default)]
+struct EarlierFolder {
+    dbs: HashMap<PathBuf, EarlierDb>,
+    files: EarlierFiles,
 }
 
 /// For each folder source, the database images its latest earlier
 /// (unsuspected) snapshot holds, by path relative to the folder, so a
 /// database found in a folder gets a delta map and the ransomware checks
 /// like one named on the command line.
-fn find_folder_dbs(
+fn find_earlier_folders(
     repo: &Repository,
     index: &Index,
     snaps: &[(Id, Snapshot)],
     sources: &[BackupSource],
-) -> HashMap<String, HashMap<PathBuf, EarlierDb>> {
+    with_dbs: bool,
+) -> HashMap<String, EarlierFolder> {
     let folders: Vec<String> = sources
         .iter()
         .filter_map(|s| match s {
@@ -570,7 +551,8 @@ fn find_folder_dbs(
         let Some((snapshot, root)) = earlier else {
             continue;
         };
-        let mut dbs = HashMap::new();
+        let mut found = EarlierFolder::default();
+        found.files.snapshot = snapshot.short();
         let mut stack = vec![(root, PathBuf::new())];
         while let Some((node, rel)) = stack.pop() {
             match (node.kind, node.subtree) {
@@ -587,16 +569,31 @@ fn find_folder_dbs(
                     }
                 }
                 (NodeKind::DbImage, _) if !rel.as_os_str().is_empty() => {
-                    let map = node
-                        .chunk_map
-                        .as_ref()
-                        .and_then(|m| repo.resolve_map(index, m).ok().map(|ids| (m.clone(), ids)));
-                    dbs.insert(rel, EarlierDb { snapshot, map });
+                    // Only resolved when a database can be captured again.
+                    let map =
+                        node.chunk_map.as_ref().filter(|_| with_dbs).and_then(|m| {
+                            repo.resolve_map(index, m).ok().map(|ids| (m.clone(), ids))
+                        });
+                    found.files.files.insert(rel.clone(), (None, node.size));
+                    found.dbs.insert(
+                        rel,
+                        EarlierDb {
+                            snapshot,
+                            map,
+                            info: node.database,
+                        },
+                    );
+                }
+                (NodeKind::File, _) if !rel.as_os_str().is_empty() => {
+                    found
+                        .files
+                        .files
+                        .insert(rel, (node.content.first().copied(), node.size));
                 }
                 _ => {}
             }
         }
-        out.insert(folder, dbs);
+        out.insert(folder, found);
     }
     out
 }
@@ -690,7 +687,7 @@ impl Walker<'_, '_> {
             w.pages += 1;
             if w.parent.get(ids.len()) != Some(&id) {
                 w.changed += 1;
-                if looks_random(bytes) {
+                if crate::guard::page_is_noise(bytes, ids.len()) {
                     w.changed_random += 1;
                 }
             }
@@ -711,6 +708,7 @@ impl Walker<'_, '_> {
         path: &Path,
         mut capture: Box<dyn DbCapture>,
         parent: Option<&(ChunkMap, Vec<Id>)>,
+        earlier_info: Option<(&DatabaseInfo, String)>,
     ) -> std::result::Result<Walk, Closed> {
         let chunk_size = capture.page_size();
         let mut watch = parent.map(|(_, ids)| EntropyWatch {
@@ -736,11 +734,20 @@ impl Walker<'_, '_> {
                         path.display()
                     ));
                 }
+                if let Some((before, snapshot)) = earlier_info {
+                    self.suspect.extend(crate::guard::database_findings(
+                        &path.display().to_string(),
+                        before,
+                        &info,
+                        &snapshot,
+                        self.guard,
+                    ));
+                }
                 if let Some(w) = &watch {
                     let share = w.changed_random as f64 / w.pages.max(1) as f64;
-                    if w.changed_random >= SUSPECT_MIN_PAGES && share >= self.suspect_share {
+                    if w.changed_random >= SUSPECT_MIN_PAGES && share >= self.guard.page_share {
                         self.suspect.push(format!(
-                            "{}: {:.0}% of its pages ({} of {}) changed into random-looking bytes since the last backup, as when ransomware encrypts a file",
+                            "{}: {:.0}% of its pages ({} of {}) changed into random-looking bytes that are no longer database pages since the last backup, as when ransomware encrypts a file",
                             path.display(),
                             share * 100.0,
                             w.changed_random,
@@ -759,6 +766,32 @@ impl Walker<'_, '_> {
             (Err(e), _) => Ok(self.fail(path, e)),
             (_, Err(e)) => Ok(self.fail(path, e)),
         }
+    }
+
+    /// The guard's findings for a folder source once walked: databases gone
+    /// from it, documents broken, renamed or deleted in large numbers.
+    fn folder_findings(&mut self, shown: &str) {
+        if let Some(e) = self.earlier {
+            let mut gone: Vec<&PathBuf> = e
+                .dbs
+                .keys()
+                .filter(|r| !self.watch.seen.contains(*r))
+                .collect();
+            gone.sort();
+            for r in gone {
+                self.suspect.push(format!(
+                    "{}: was a database in snapshot {} and is gone (renamed away or deleted)",
+                    self.root.join(r).display(),
+                    e.files.snapshot
+                ));
+            }
+        }
+        self.suspect.extend(crate::guard::folder_findings(
+            shown,
+            self.earlier.map(|e| &e.files),
+            &self.watch,
+            self.guard,
+        ));
     }
 
     /// Stores the chunk map of an image: a delta on its parent's map when
@@ -864,15 +897,28 @@ impl Walker<'_, '_> {
             }
         } else if ft.is_file() {
             self.progress.file(path);
-            let earlier = path
-                .strip_prefix(&self.root)
-                .ok()
-                .and_then(|r| self.earlier_dbs?.get(r));
+            let rel = path.strip_prefix(&self.root).ok().map(Path::to_path_buf);
+            if let Some(r) = &rel {
+                self.watch.seen.insert(r.clone());
+            }
+            let earlier = rel
+                .as_ref()
+                .and_then(|r| self.earlier.map(|e| &e.dbs)?.get(r));
             if let Some(opener) = self.opener.filter(|o| o.is_database(path)) {
                 let parent = earlier.and_then(|e| e.map.as_ref());
+                let before = earlier.and_then(|e| Some((e.info.as_deref()?, e.snapshot.short())));
                 return match opener.open(path) {
-                    Ok(capture) => self.db_node(node, path, capture, parent),
-                    Err(e) => Ok(self.fail(path, e)),
+                    Ok(capture) => self.db_node(node, path, capture, parent, before),
+                    Err(e) => {
+                        if let Some(e0) = earlier {
+                            self.suspect.push(format!(
+                                "{}: was a database in snapshot {} and can no longer be read ({e})",
+                                path.display(),
+                                e0.snapshot.short()
+                            ));
+                        }
+                        Ok(self.fail(path, e))
+                    }
                 };
             }
             if let (Some(e), Some(_)) = (earlier, self.opener) {
@@ -891,6 +937,23 @@ impl Walker<'_, '_> {
                     node.content = ids;
                     node.size = size;
                     self.summary.files += 1;
+                    // A document that changed since the earlier snapshot is
+                    // judged by what its name promises (its first bytes,
+                    // still in the page cache).
+                    let changed = match (&rel, self.earlier) {
+                        (Some(r), Some(e)) => e.files.changed(r, node.content.first(), size),
+                        _ => false,
+                    };
+                    if let Some(fits) =
+                        crate::guard::matches_its_name(path, &head_of(path, changed))
+                    {
+                        self.watch.known += 1;
+                        if changed && !fits {
+                            self.watch
+                                .broken
+                                .push(rel.clone().unwrap_or_else(|| path.to_path_buf()));
+                        }
+                    }
                     // Size or mtime moved while reading: say so (the copy
                     // may be torn), but keep it: it is the best there is.
                     let after = fs::symlink_metadata(path).ok();
@@ -909,6 +972,18 @@ impl Walker<'_, '_> {
         }
         Ok(Walk::Node(node))
     }
+}
+
+/// The first bytes of a file that changed (empty when it did not, or on
+/// error), for the guard's format check.
+fn head_of(path: &Path, changed: bool) -> Vec<u8> {
+    let mut head = Vec::new();
+    if changed {
+        if let Ok(f) = fs::File::open(path) {
+            let _ = f.take(4096).read_to_end(&mut head);
+        }
+    }
+    head
 }
 
 /// Indexes the packs on storage that no index lists, after checking each
@@ -956,6 +1031,31 @@ fn find_parents(
             if let Some(map) = &src.node.chunk_map {
                 if let Ok(ids) = repo.resolve_map(index, map) {
                     found.insert(src.path.clone(), (map.clone(), ids));
+                }
+            }
+        }
+        if found.len() == paths.len() {
+            break;
+        }
+    }
+    found
+}
+
+/// What the latest earlier (unsuspected) snapshot recorded of each database
+/// named as a source, and that snapshot's short id.
+fn find_earlier_infos(
+    snaps: &[(Id, Snapshot)],
+    paths: &HashSet<&str>,
+) -> HashMap<String, (Box<DatabaseInfo>, String)> {
+    let mut found = HashMap::new();
+    for (id, snap) in snaps.iter().rev().filter(|(_, s)| !s.is_suspect()) {
+        for src in &snap.sources {
+            if src.kind == SourceKind::Database
+                && paths.contains(src.path.as_str())
+                && !found.contains_key(&src.path)
+            {
+                if let Some(info) = &src.node.database {
+                    found.insert(src.path.clone(), (info.clone(), id.short()));
                 }
             }
         }
@@ -1021,11 +1121,9 @@ pub fn backup(
         repo.snapshots()?.0
     };
     let parents = find_parents(repo, &index, &earlier, &db_paths);
-    let folder_dbs = if opts.db_opener.is_some() {
-        find_folder_dbs(repo, &index, &earlier, &sources)
-    } else {
-        HashMap::new()
-    };
+    let earlier_dbs = find_earlier_infos(&earlier, &db_paths);
+    let folder_dbs =
+        find_earlier_folders(repo, &index, &earlier, &sources, opts.db_opener.is_some());
     let keys = repo.keys().clone();
     let threads = opts.threads.max(1);
     let sealers = (0..threads)
@@ -1100,8 +1198,11 @@ pub fn backup(
         let walked = walk_sources(
             &mut writer,
             sources,
-            &parents,
-            &folder_dbs,
+            &Earlier {
+                parents: &parents,
+                dbs: &earlier_dbs,
+                folders: &folder_dbs,
+            },
             (cdc, dump_cdc),
             opts,
             progress,
@@ -1201,6 +1302,16 @@ pub fn backup(
     })
 }
 
+/// What earlier snapshots hold of this backup's sources.
+struct Earlier<'a> {
+    /// Chunk maps of databases named as sources, resolved.
+    parents: &'a HashMap<String, (ChunkMap, Vec<Id>)>,
+    /// What was recorded of databases named as sources, and in which snapshot.
+    dbs: &'a HashMap<String, (Box<DatabaseInfo>, String)>,
+    /// What each folder source held.
+    folders: &'a HashMap<String, EarlierFolder>,
+}
+
 /// Sources, unreadable files and suspect findings of a walk.
 type Walked = (Vec<Source>, Vec<FileError>, Vec<String>, Vec<String>);
 
@@ -1237,8 +1348,7 @@ fn lost_databases(snaps: &[(Id, Snapshot)], sources: &[Source]) -> Vec<String> {
 fn walk_sources(
     writer: &mut Writer<'_>,
     sources: Vec<BackupSource>,
-    parents: &HashMap<String, (ChunkMap, Vec<Id>)>,
-    folder_dbs: &HashMap<String, HashMap<PathBuf, EarlierDb>>,
+    earlier: &Earlier<'_>,
     (cdc, dump_cdc): (ChunkerKind, ChunkerKind),
     opts: &BackupOptions,
     progress: &dyn Progress,
@@ -1259,18 +1369,23 @@ fn walk_sources(
             errors: Vec::new(),
             changed: Vec::new(),
             suspect: Vec::new(),
-            suspect_share: opts.suspect_share,
+            guard: &opts.guard,
             summary: SourceSummary::default(),
             root: PathBuf::new(),
-            earlier_dbs: None,
+            earlier: None,
+            watch: FolderWatch::default(),
         };
         let entry = match src {
             BackupSource::Path(p) => {
                 let name = source_name(&p, &taken);
                 let shown = fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
                 w.root = p.clone();
-                w.earlier_dbs = folder_dbs.get(&shown.display().to_string());
-                match w.walk(&p, FsName::from(name.as_str()))? {
+                w.earlier = earlier.folders.get(&shown.display().to_string());
+                let walked = w.walk(&p, FsName::from(name.as_str()))?;
+                if matches!(&walked, Walk::Node(n) if n.kind == NodeKind::Dir) {
+                    w.folder_findings(&shown.display().to_string());
+                }
+                match walked {
                     Walk::Node(node) => Some(Source {
                         name,
                         kind: SourceKind::Path,
@@ -1318,11 +1433,20 @@ fn walk_sources(
                 let stored = w.store_stream(&mut dump, dump_cdc)?;
                 match (stored, dump.finish()) {
                     (Ok((ids, size)), Ok(info)) => {
+                        if let Some((before, snap)) = earlier.dbs.get(&path) {
+                            w.suspect.extend(crate::guard::database_findings(
+                                &path,
+                                before,
+                                &info,
+                                snap,
+                                &opts.guard,
+                            ));
+                        }
                         let mut node = Node::new(name.clone(), NodeKind::Stream);
                         // A chunk map, as for images: a night's snapshot
                         // lists only the chunks that changed (chunk size 0:
                         // content-defined, sizes vary).
-                        node.chunk_map = Some(w.store_map(&ids, 0, parents.get(&path))?);
+                        node.chunk_map = Some(w.store_map(&ids, 0, earlier.parents.get(&path))?);
                         node.size = size;
                         node.mtime = Some(chrono::Utc::now());
                         node.mode = Some(0o600);
@@ -1355,7 +1479,17 @@ fn walk_sources(
                 let mut node = Node::new(name.clone(), NodeKind::DbImage);
                 node.mtime = Some(chrono::Utc::now());
                 node.mode = Some(0o600);
-                match w.db_node(node, Path::new(&path), capture, parents.get(&path))? {
+                let before = earlier
+                    .dbs
+                    .get(&path)
+                    .map(|(info, snap)| (info.as_ref(), snap.clone()));
+                match w.db_node(
+                    node,
+                    Path::new(&path),
+                    capture,
+                    earlier.parents.get(&path),
+                    before,
+                )? {
                     Walk::Node(node) => Some(Source {
                         name,
                         kind: SourceKind::Database,

@@ -37,6 +37,7 @@ mod fault;
 pub mod forge;
 #[doc(hidden)]
 pub mod fuzz;
+mod guard;
 mod id;
 mod idbatch;
 mod index;
@@ -59,8 +60,8 @@ pub use backend::{
     MemoryBackend, ObjectInfo,
 };
 pub use backup::{
-    backup, looks_random, BackupOptions, BackupSource, BackupSummary, DbCapture, DbDump, DbOpener,
-    FileError, PathFilter, DEFAULT_SUSPECT_SHARE,
+    backup, BackupOptions, BackupSource, BackupSummary, DbCapture, DbDump, DbOpener, FileError,
+    PathFilter,
 };
 pub use check::{check, CheckReport, ReadData};
 pub use chunker::{CdcParams, Chunker, ChunkerKind, SharedChunk};
@@ -71,6 +72,7 @@ pub use crypto::KdfParams;
 pub use envelope::FileKind;
 pub use error::{Error, Result};
 pub use fault::{FaultOn, FaultyBackend};
+pub use guard::{looks_random, well_formed_page, GuardOptions, DEFAULT_SUSPECT_SHARE};
 pub use id::Id;
 pub use index::Index;
 pub use lock::{

@@ -1,0 +1,505 @@
+//! The ransomware guard: what makes a snapshot suspect.
+//!
+//! A backup compares what it reads with the latest earlier (unsuspected)
+//! snapshot of the same source and raises the alarm when the data looks
+//! attacked rather than worked on:
+//!
+//! - **Database pages turned to noise.** A changed page counts only when it
+//!   is random-looking *and* no longer a well-formed page: a b-tree page
+//!   with a valid header and cell pointers, or an overflow or freelist page
+//!   whose first word is a plausible page number. A healthy database full
+//!   of hashes, tokens or compressed blobs changes pages into other
+//!   well-formed pages, which never count.
+//! - **A database that is no longer itself**: gone from its folder, no
+//!   longer readable, most of its rows gone, or none of its tables left.
+//! - **Documents that stopped being what their name says** (a `.pdf` that
+//!   is not a PDF, a `.docx` that is not a zip, a `.csv` turned to noise),
+//!   **mass renames to a new extension**, and **mass deletion**.
+//!
+//! Every threshold is in [`GuardOptions`]; the defaults are documented in
+//! the README with exactly what is and is not detected.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use crate::snapshot::DatabaseInfo;
+
+/// Thresholds of the guard.
+#[derive(Debug, Clone)]
+pub struct GuardOptions {
+    /// A database image is suspect when at least this share of its pages
+    /// turned into random-looking bytes that are no longer well-formed pages.
+    pub page_share: f64,
+    /// A database is suspect when it lost at least this share of its rows
+    /// (and had at least [`GuardOptions::min_rows`]).
+    pub rows_lost_share: f64,
+    pub min_rows: u64,
+    /// Documents: nothing below this many files counts.
+    pub min_files: u64,
+    /// Share of a folder's documents of a known format that changed and no
+    /// longer are that format.
+    pub broken_share: f64,
+    /// Share of the folder's earlier files renamed to a new extension.
+    pub renamed_share: f64,
+    /// Share of the folder's earlier files deleted.
+    pub deleted_share: f64,
+}
+
+impl Default for GuardOptions {
+    fn default() -> Self {
+        GuardOptions {
+            page_share: DEFAULT_SUSPECT_SHARE,
+            rows_lost_share: 0.5,
+            min_rows: 100,
+            min_files: 10,
+            broken_share: 0.25,
+            renamed_share: 0.25,
+            deleted_share: 0.5,
+        }
+    }
+}
+
+/// Default of [`GuardOptions::page_share`]: a normal day of work changes a
+/// few percent of a firm database's pages, and into text, not noise.
+pub const DEFAULT_SUSPECT_SHARE: f64 = 0.10;
+
+/// Below this many noise pages nothing is suspect, so a tiny database
+/// with one new attachment does not raise the alarm.
+pub(crate) const SUSPECT_MIN_PAGES: u64 = 16;
+
+/// Whether bytes look like encrypted or random data: their byte entropy is
+/// above 7.5 bits per byte. Database pages of text and numbers sit far
+/// below (4 to 6); random 4 KiB pages sit near 7.95.
+pub fn looks_random(page: &[u8]) -> bool {
+    if page.len() < 1024 {
+        return false;
+    }
+    entropy(page) > 7.5
+}
+
+fn entropy(bytes: &[u8]) -> f64 {
+    let mut hist = [0u32; 256];
+    for &b in bytes {
+        hist[b as usize] += 1;
+    }
+    let n = bytes.len() as f64;
+    hist.iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Largest page number an overflow or freelist page may point to: a 256
+/// GiB database of 4 KiB pages. Random bytes pass this by chance about
+/// once in 64.
+const MAX_PAGE_NO: u32 = 1 << 26;
+
+/// Whether `page` (number `index`, from 0) is a well-formed SQLite page: a
+/// b-tree page whose header, cell count, content area and every cell
+/// pointer are consistent; or an overflow / freelist page whose first word
+/// is a plausible page number. Random bytes pass the b-tree test with a
+/// probability far below one in a million, and the other about once in 64.
+pub fn well_formed_page(page: &[u8], index: usize) -> bool {
+    let off = if index == 0 { 100 } else { 0 };
+    if page.len() < off + 12 {
+        return false;
+    }
+    let be16 = |at: usize| u16::from_be_bytes([page[at], page[at + 1]]) as usize;
+    let be32 = |at: usize| u32::from_be_bytes([page[at], page[at + 1], page[at + 2], page[at + 3]]);
+    let kind = page[off];
+    if matches!(kind, 2 | 5 | 10 | 13) {
+        let header = if matches!(kind, 2 | 5) { 12 } else { 8 };
+        let cells = be16(off + 3);
+        let content = match be16(off + 5) {
+            0 => 65536,
+            c => c,
+        };
+        let pointers_end = off + header + 2 * cells;
+        let freeblock = be16(off + 1);
+        let plausible = page[off + 7] <= 60
+            && pointers_end <= page.len()
+            && content >= pointers_end
+            && content <= page.len()
+            && (freeblock == 0 || (freeblock >= pointers_end && freeblock < page.len()))
+            && (header == 8 || be32(off + 8) != 0)
+            && (0..cells).all(|i| {
+                let p = be16(off + header + 2 * i);
+                p >= content && p < page.len()
+            });
+        if plausible {
+            return true;
+        }
+    }
+    // Overflow page (next page, then payload) or freelist trunk (next
+    // trunk, leaf count, leaves).
+    index != 0 && be32(0) < MAX_PAGE_NO
+}
+
+/// Whether a changed database page counts as turned to noise.
+pub(crate) fn page_is_noise(page: &[u8], index: usize) -> bool {
+    looks_random(page) && !well_formed_page(page, index)
+}
+
+/// What a file's name promises about its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Pdf,
+    Zip,
+    Ole,
+    Png,
+    Jpeg,
+    Gif,
+    Tiff,
+    Text,
+}
+
+fn format_of(path: &Path) -> Option<Format> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "pdf" => Format::Pdf,
+        "docx" | "xlsx" | "pptx" | "docm" | "xlsm" | "odt" | "ods" | "odp" | "zip" | "epub" => {
+            Format::Zip
+        }
+        "doc" | "xls" | "ppt" | "msg" => Format::Ole,
+        "png" => Format::Png,
+        "jpg" | "jpeg" => Format::Jpeg,
+        "gif" => Format::Gif,
+        "tif" | "tiff" => Format::Tiff,
+        "txt" | "csv" | "tsv" | "qif" | "ofx" | "qfx" | "iif" | "xml" | "json" | "html" | "htm"
+        | "md" | "log" | "rtf" => Format::Text,
+        _ => return None,
+    })
+}
+
+/// Whether `head` (a file's first bytes, up to a few KiB) is what the
+/// file's name says; `None` when the name promises nothing we know.
+pub(crate) fn matches_its_name(path: &Path, head: &[u8]) -> Option<bool> {
+    let f = format_of(path)?;
+    if head.is_empty() {
+        return Some(true);
+    }
+    Some(match f {
+        Format::Pdf => head.windows(5).take(1024).any(|w| w == b"%PDF-"),
+        Format::Zip => head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06"),
+        Format::Ole => head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]),
+        Format::Png => head.starts_with(b"\x89PNG"),
+        Format::Jpeg => head.starts_with(&[0xFF, 0xD8, 0xFF]),
+        Format::Gif => head.starts_with(b"GIF8"),
+        Format::Tiff => head.starts_with(b"II*\0") || head.starts_with(b"MM\0*"),
+        Format::Text => looks_like_text(head),
+    })
+}
+
+/// Text: UTF-8 (or a legacy 8-bit encoding) with few control bytes and no
+/// run of noise. Encrypted bytes have ~12% control bytes and entropy ~8.
+fn looks_like_text(head: &[u8]) -> bool {
+    let controls = head
+        .iter()
+        .filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0c))
+        .count();
+    let few_controls = controls * 100 <= head.len() * 2;
+    few_controls && !(head.len() >= 512 && entropy(head) > 7.2)
+}
+
+/// Findings about one database against its earlier record.
+pub(crate) fn database_findings(
+    shown: &str,
+    before: &DatabaseInfo,
+    now: &DatabaseInfo,
+    snapshot: &str,
+    opts: &GuardOptions,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let rows = |d: &DatabaseInfo| d.tables.iter().map(|t| t.rows).sum::<u64>();
+    let (r0, r1) = (rows(before), rows(now));
+    if r0 >= opts.min_rows && (r1 as f64) <= r0 as f64 * (1.0 - opts.rows_lost_share) {
+        out.push(format!(
+            "{shown}: lost {:.0}% of its rows since snapshot {snapshot} ({r0} → {r1}), as when a database is wiped or replaced",
+            100.0 * (r0 - r1.min(r0)) as f64 / r0 as f64
+        ));
+    }
+    let names = |d: &DatabaseInfo| {
+        d.tables
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<HashSet<_>>()
+    };
+    let (t0, t1) = (names(before), names(now));
+    if !t0.is_empty() && t0.intersection(&t1).next().is_none() {
+        out.push(format!(
+            "{shown}: is a different database than in snapshot {snapshot}: none of its {} tables are left",
+            t0.len()
+        ));
+    }
+    out
+}
+
+/// What a folder source held in its latest earlier snapshot.
+#[derive(Default)]
+pub(crate) struct EarlierFiles {
+    pub snapshot: String,
+    /// Regular files and databases, by path relative to the folder, with
+    /// what tells whether they changed: their first content id and size.
+    pub files: HashMap<PathBuf, (Option<crate::id::Id>, u64)>,
+}
+
+impl EarlierFiles {
+    /// Whether `rel` was there before with other content: only such a file
+    /// can have "stopped being" what its name says.
+    pub fn changed(&self, rel: &Path, first: Option<&crate::id::Id>, size: u64) -> bool {
+        self.files
+            .get(rel)
+            .is_some_and(|(f, s)| f.as_ref() != first || *s != size)
+    }
+}
+
+/// Counts made while walking a folder source.
+#[derive(Default)]
+pub(crate) struct FolderWatch {
+    /// Files (and databases) seen, relative to the folder.
+    pub seen: HashSet<PathBuf>,
+    /// Files of a known format seen.
+    pub known: u64,
+    /// Files that changed and are no longer their named format.
+    pub broken: Vec<PathBuf>,
+}
+
+/// Findings about a folder source against its earlier snapshot.
+pub(crate) fn folder_findings(
+    shown: &str,
+    earlier: Option<&EarlierFiles>,
+    watch: &FolderWatch,
+    opts: &GuardOptions,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let over = |n: usize, of: u64, share: f64| {
+        n as u64 >= opts.min_files.max(1) && n as f64 >= share * of as f64
+    };
+    if over(watch.broken.len(), watch.known, opts.broken_share) {
+        out.push(format!(
+            "{shown}: {} of {} documents changed into something their name says they are not (e.g. {}), as when ransomware encrypts files",
+            watch.broken.len(),
+            watch.known,
+            examples(&watch.broken)
+        ));
+    }
+    let Some(before) = earlier else {
+        return out;
+    };
+    let total = before.files.len() as u64;
+    let deleted: Vec<&PathBuf> = before
+        .files
+        .keys()
+        .filter(|p| !watch.seen.contains(*p))
+        .collect();
+    let added: Vec<&PathBuf> = watch
+        .seen
+        .iter()
+        .filter(|p| !before.files.contains_key(*p))
+        .collect();
+    // Renamed to a new extension: "a.pdf" became "a.pdf.locked" or "a.locked".
+    let gone_stems: HashSet<PathBuf> = deleted.iter().map(|p| p.with_extension("")).collect();
+    let gone: HashSet<&PathBuf> = deleted.iter().copied().collect();
+    let mut renamed: HashMap<String, u64> = HashMap::new();
+    for p in &added {
+        let stem = p.with_extension("");
+        if gone.contains(&stem) || gone_stems.contains(&stem) {
+            let ext = p
+                .extension()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            *renamed.entry(ext).or_default() += 1;
+        }
+    }
+    let renamed_total: u64 = renamed.values().sum();
+    if over(renamed_total as usize, total, opts.renamed_share) {
+        let mut exts: Vec<(&String, &u64)> = renamed.iter().collect();
+        exts.sort_by(|a, b| b.1.cmp(a.1));
+        out.push(format!(
+            "{shown}: {renamed_total} of {total} files were renamed to a new extension since snapshot {} (mostly .{}), as when ransomware encrypts files",
+            before.snapshot,
+            exts[0].0
+        ));
+    }
+    if over(deleted.len(), total, opts.deleted_share) {
+        out.push(format!(
+            "{shown}: {} of {total} files were deleted since snapshot {} (e.g. {})",
+            deleted.len(),
+            before.snapshot,
+            examples(&deleted.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>())
+        ));
+    }
+    out
+}
+
+fn examples(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .take(3)
+        .map(|p| crate::name::escape_bytes(p.as_os_str().as_encoded_bytes()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngCore;
+
+    fn random(n: usize) -> Vec<u8> {
+        let mut v = vec![0; n];
+        rand::thread_rng().fill_bytes(&mut v);
+        v
+    }
+
+    #[test]
+    fn random_pages_are_noise_and_real_leaf_pages_of_random_values_are_not() {
+        let mut noise = 0;
+        for _ in 0..2000 {
+            let page = random(4096);
+            if page_is_noise(&page, 3) {
+                noise += 1;
+            }
+        }
+        // Only those whose first word happens to be a small page number
+        // pass as overflow pages (about 1 in 64).
+        assert!(noise > 1900, "{noise}");
+        // A table leaf page whose cells hold random 32-byte tokens: random
+        // bytes, well-formed page.
+        let mut page = random(4096);
+        let cells = 100usize;
+        page[0] = 13;
+        page[1..3].copy_from_slice(&0u16.to_be_bytes());
+        page[3..5].copy_from_slice(&(cells as u16).to_be_bytes());
+        let content = 8 + 2 * cells + 16;
+        page[5..7].copy_from_slice(&(content as u16).to_be_bytes());
+        page[7] = 0;
+        for i in 0..cells {
+            let p = (content + i * 39) as u16;
+            page[8 + 2 * i..10 + 2 * i].copy_from_slice(&p.to_be_bytes());
+        }
+        assert!(looks_random(&page), "the page is random-looking");
+        assert!(well_formed_page(&page, 3));
+        assert!(!page_is_noise(&page, 3));
+        // An overflow page of random payload.
+        let mut overflow = random(4096);
+        overflow[..4].copy_from_slice(&1234u32.to_be_bytes());
+        assert!(!page_is_noise(&overflow, 7));
+    }
+
+    #[test]
+    fn documents_are_judged_by_what_their_name_promises() {
+        let p = Path::new;
+        assert_eq!(matches_its_name(p("a.pdf"), b"%PDF-1.7\n..."), Some(true));
+        assert_eq!(matches_its_name(p("a.PDF"), &random(4096)), Some(false));
+        assert_eq!(matches_its_name(p("b.xlsx"), b"PK\x03\x04rest"), Some(true));
+        assert_eq!(matches_its_name(p("b.xlsx"), &random(64)), Some(false));
+        assert_eq!(
+            matches_its_name(p("c.csv"), b"date,amount\n2026-01-01,5\n"),
+            Some(true)
+        );
+        assert_eq!(matches_its_name(p("c.csv"), &random(4096)), Some(false));
+        assert_eq!(matches_its_name(p("d.bin"), &random(4096)), None);
+        assert_eq!(matches_its_name(p("noext"), b""), None);
+        // Latin-1 text is still text.
+        assert_eq!(
+            matches_its_name(p("e.txt"), b"r\xe9sum\xe9 \xe0 jour\n"),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn databases_that_lost_their_rows_or_their_tables_are_named() {
+        let t = |name: &str, rows| crate::snapshot::TableStat {
+            name: name.into(),
+            rows,
+            digest: String::new(),
+        };
+        let before = DatabaseInfo {
+            tables: vec![t("accounts", 200), t("entries", 5000)],
+            ..Default::default()
+        };
+        let o = GuardOptions::default();
+        let same = DatabaseInfo {
+            tables: vec![t("accounts", 201), t("entries", 5100)],
+            ..Default::default()
+        };
+        assert!(database_findings("db", &before, &same, "s", &o).is_empty());
+        let wiped = DatabaseInfo {
+            tables: vec![t("accounts", 200), t("entries", 0)],
+            ..Default::default()
+        };
+        assert_eq!(database_findings("db", &before, &wiped, "s", &o).len(), 1);
+        let other = DatabaseInfo {
+            tables: vec![t("notes", 9000)],
+            ..Default::default()
+        };
+        let f = database_findings("db", &before, &other, "s", &o);
+        assert!(f.iter().any(|x| x.contains("different database")), "{f:?}");
+        let empty = DatabaseInfo::default();
+        assert_eq!(database_findings("db", &before, &empty, "s", &o).len(), 2);
+    }
+
+    #[test]
+    fn renames_deletions_and_broken_documents_need_a_large_share() {
+        let o = GuardOptions::default();
+        let before = EarlierFiles {
+            snapshot: "s1".into(),
+            files: (0..100)
+                .map(|i| (PathBuf::from(format!("d/f{i}.pdf")), (None, 1)))
+                .collect(),
+        };
+        // A normal day: 3 new files, 2 deleted, 2 edited.
+        let mut w = FolderWatch {
+            seen: (2..103)
+                .map(|i| PathBuf::from(format!("d/f{i}.pdf")))
+                .collect(),
+            ..Default::default()
+        };
+        w.known = 101;
+        assert!(folder_findings("share", Some(&before), &w, &o).is_empty());
+        // 60 renamed to .locked (appended).
+        let w = FolderWatch {
+            seen: (0..100)
+                .map(|i| {
+                    PathBuf::from(if i < 60 {
+                        format!("d/f{i}.pdf.locked")
+                    } else {
+                        format!("d/f{i}.pdf")
+                    })
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let f = folder_findings("share", Some(&before), &w, &o);
+        assert!(
+            f.iter()
+                .any(|x| x.contains("renamed") && x.contains(".locked")),
+            "{f:?}"
+        );
+        // 60 deleted.
+        let w = FolderWatch {
+            seen: (60..100)
+                .map(|i| PathBuf::from(format!("d/f{i}.pdf")))
+                .collect(),
+            ..Default::default()
+        };
+        let f = folder_findings("share", Some(&before), &w, &o);
+        assert!(f.iter().any(|x| x.contains("deleted")), "{f:?}");
+        // 30 of 100 documents broken; and only 5 (below the minimum).
+        let mut w = FolderWatch {
+            seen: before.files.keys().cloned().collect(),
+            ..Default::default()
+        };
+        w.known = 100;
+        w.broken = (0..30)
+            .map(|i| PathBuf::from(format!("d/f{i}.pdf")))
+            .collect();
+        assert_eq!(folder_findings("share", Some(&before), &w, &o).len(), 1);
+        w.broken.truncate(5);
+        assert!(folder_findings("share", Some(&before), &w, &o).is_empty());
+    }
+}
