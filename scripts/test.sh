@@ -12,6 +12,10 @@ find_missing() {
   # PostgreSQL tests start their own server (initdb + pg_ctl) and use
   # pg_dump, psql and pgbench.
   have_postgres || missing+=(postgresql postgresql-client)
+  # The GnuCash test drives GnuCash itself through its Python bindings
+  # (Debian's python3 with python3-gnucash, and the SQLite driver of libdbi).
+  { /usr/bin/python3 -c "import gnucash" >/dev/null 2>&1 && compgen -G "/usr/lib/*/dbd/libdbdsqlite3.so" >/dev/null; } ||
+    missing+=(gnucash python3-gnucash libdbd-sqlite3)
 }
 find_missing
 if ((${#missing[@]})); then
@@ -28,7 +32,7 @@ if ((${#missing[@]})); then
     made_policy=1
   fi
   installed=0
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" || installed=$?
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" || installed=$?
   if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
   if [ "$installed" -ne 0 ]; then
     # A package's configure step can fail in a container without an init

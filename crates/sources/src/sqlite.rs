@@ -130,6 +130,24 @@ fn capture_thread(
     pages: mpsc::SyncSender<Result<Vec<u8>, String>>,
     spent: mpsc::Receiver<Vec<u8>>,
 ) -> Result<DatabaseInfo, String> {
+    // Rollback-journal mode: first try to copy without taking any lock a
+    // writer could meet (see `optimistic`).
+    if let Some((sp, page_size)) = optimistic::capture(path, timeout) {
+        if start.send(Ok(Start { page_size })).is_err() {
+            return Err("capture abandoned".into());
+        }
+        let mut info = DatabaseInfo {
+            engine: "sqlite".into(),
+            page_size,
+            journal_mode: "delete".into(),
+            ..Default::default()
+        };
+        let fed = feed_from_spool(&sp, &pages, &mut info);
+        if let Err(e) = &fed {
+            let _ = pages.send(Err(e.clone()));
+        }
+        return fed.map(|()| info);
+    }
     // Our own descriptor of the live database file, when its pages are read
     // straight from it. Closing any descriptor of a file drops every POSIX
     // lock this process holds on it, SQLite's included, and without its
@@ -1015,6 +1033,75 @@ mod tests {
         assert_eq!(n, 200000);
     }
 
+    /// The optimistic copy of a rollback-journal database is refused while
+    /// a writer holds EXCLUSIVE or a hot journal lies beside it, and taken
+    /// (byte for byte the file) when all is quiet. The locks are another
+    /// process's: POSIX locks of this process would not show.
+    #[test]
+    fn an_optimistic_copy_is_only_kept_when_no_commit_can_have_overlapped_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("book.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = DELETE; CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+             INSERT INTO t SELECT i, 'entry ' || i FROM n;",
+        )
+        .unwrap();
+        drop(c);
+        let (sp, page_size) = optimistic::capture(&path, Duration::from_secs(1)).unwrap();
+        assert_eq!(page_size, 4096);
+        assert_eq!(fs::read(&sp.path).unwrap(), fs::read(&path).unwrap());
+
+        // Another process holds EXCLUSIVE (in the middle of a commit).
+        let holder = |sql: &str| {
+            let script = format!(
+                "import sqlite3, time\nc = sqlite3.connect({:?}, isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\n{sql}\nprint('held', flush=True)\ntime.sleep(3)\n",
+                path.to_str().unwrap()
+            );
+            let mut child = std::process::Command::new("python3")
+                .args(["-c", &script])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = [0u8; 5];
+            child
+                .stdout
+                .as_mut()
+                .unwrap()
+                .read_exact(&mut line)
+                .unwrap();
+            child
+        };
+        let mut child = holder("c.execute(\"UPDATE t SET v = 'x' WHERE id < 100\")");
+        let started = std::time::Instant::now();
+        assert!(optimistic::capture(&path, Duration::from_millis(300)).is_none());
+        assert!(started.elapsed() < Duration::from_secs(2));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Killed before its commit wrote anything: its journal has no
+        // magic yet (SQLite writes it at the commit's sync), the file is
+        // untouched, and the copy is good, as SQLite itself would judge.
+        assert!(companion(&path, "-journal").exists());
+        let (sp, _) = optimistic::capture(&path, Duration::from_millis(200)).unwrap();
+        assert_eq!(fs::read(&sp.path).unwrap(), fs::read(&path).unwrap());
+        // A journal with its magic and no writer's lock is hot (a crash in
+        // the middle of writing the file): refused.
+        let mut hot = vec![0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
+        hot.resize(512, 0);
+        fs::write(companion(&path, "-journal"), &hot).unwrap();
+        assert!(optimistic::capture(&path, Duration::from_millis(200)).is_none());
+        fs::remove_file(companion(&path, "-journal")).unwrap();
+        assert!(optimistic::capture(&path, Duration::from_millis(200)).is_some());
+        // A WAL database is not for this path.
+        let w = dir.path().join("wal.db");
+        Connection::open(&w)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x);")
+            .unwrap();
+        assert!(optimistic::capture(&w, Duration::from_millis(100)).is_none());
+    }
+
     #[test]
     fn a_restored_image_is_checked_against_the_record() {
         let dir = tempfile::tempdir().unwrap();
@@ -1048,5 +1135,177 @@ mod tests {
         fewer.tables.clear();
         let e = check_restored(&path, Some(&fewer), false).unwrap_err();
         assert!(e.contains("table t was not in the backup"), "{e}");
+    }
+}
+
+/// Capture of a rollback-journal database without a lock.
+///
+/// In rollback-journal mode a reader's SHARED lock keeps a writer from
+/// committing; an application that gives SQLite no busy timeout (GnuCash)
+/// then sees its commit fail with "database is locked". So such a database
+/// is first copied optimistically: read straight from the file, taking no
+/// lock, and the copy kept only when SQLite's own evidence proves that no
+/// commit overlapped it. The rule, checked before and after the copy:
+///
+/// - no process holds a PENDING or EXCLUSIVE lock (a write lock on the
+///   pending byte or the shared range, seen with `F_GETLK`, which takes
+///   nothing): SQLite writes to the database file only under EXCLUSIVE;
+/// - no journal holds a transaction to roll back (a hot journal);
+/// - the header's file change counter, the file's size, modification time
+///   and inode are the same before and after. Every commit in this mode
+///   increments the counter, and writes page 1, where it lives, before any
+///   other page (pages are written in page order), so a commit whose
+///   writes reached the file during the copy changed the counter by the
+///   time of the second check, or still holds EXCLUSIVE then. A write that
+///   was later undone (a cache spill rolled back) moved the modification
+///   time.
+///
+/// When a check fails the copy is thrown away and tried again after a
+/// short, jittered pause, a bounded number of times; then the caller falls
+/// back to a read transaction, held only while the pages are copied.
+mod optimistic {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileExt, MetadataExt};
+
+    /// SQLite's lock bytes (see os_unix.c): PENDING, then RESERVED, then
+    /// the 510-byte SHARED range.
+    const PENDING_BYTE: i64 = 0x4000_0000;
+    const LOCK_SPAN: i64 = 512;
+    /// Journal header magic.
+    const JOURNAL_MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
+    const ATTEMPTS: u32 = 40;
+
+    /// What must not change while the copy is made.
+    #[derive(PartialEq, Eq, Debug)]
+    struct State {
+        counter: u32,
+        size: u64,
+        mtime: (i64, i64),
+        ctime: (i64, i64),
+        ino: u64,
+    }
+
+    /// The image in a spool, and the page size; `None` when the database is
+    /// not in rollback-journal mode or no clean copy could be made.
+    pub(super) fn capture(path: &Path, timeout: Duration) -> Option<(Spool, u32)> {
+        let f = fs::File::open(path).ok()?;
+        let mut head = [0u8; 100];
+        f.read_exact_at(&mut head, 0).ok()?;
+        // Bytes 18-19: 1 = rollback journal, 2 = WAL.
+        if &head[..16] != HEADER || head[18] != 1 || head[19] != 1 {
+            return None;
+        }
+        let page_size = match u16::from_be_bytes([head[16], head[17]]) {
+            1 => 65536,
+            n if n >= 512 && n.is_power_of_two() => n as u32,
+            _ => return None,
+        };
+        let deadline = std::time::Instant::now() + timeout.min(Duration::from_secs(30));
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                if std::time::Instant::now() >= deadline {
+                    break;
+                }
+                let jitter = rand_below(20) as u64;
+                std::thread::sleep(Duration::from_millis(
+                    5 + 5 * attempt.min(8) as u64 + jitter,
+                ));
+            }
+            let Some(before) = quiet_state(&f, path) else {
+                continue;
+            };
+            let Ok(mut sp) = Spool::create() else {
+                return None;
+            };
+            if copy(&f, &mut sp.file, before.size).is_err() {
+                continue;
+            }
+            let Some(after) = quiet_state(&f, path) else {
+                continue;
+            };
+            if before == after && before.size % page_size as u64 == 0 && before.size > 0 {
+                return Some((sp, page_size));
+            }
+        }
+        None
+    }
+
+    /// The state of a database no writer is writing to, or `None` when one
+    /// may be (a PENDING or EXCLUSIVE lock, or a hot journal).
+    fn quiet_state(f: &fs::File, path: &Path) -> Option<State> {
+        if write_locked(f, PENDING_BYTE, 1)? || write_locked(f, PENDING_BYTE + 2, LOCK_SPAN - 2)? {
+            return None;
+        }
+        if journal_may_be_hot(f, path)? {
+            return None;
+        }
+        let mut head = [0u8; 28];
+        f.read_exact_at(&mut head, 0).ok()?;
+        let md = f.metadata().ok()?;
+        Some(State {
+            counter: u32::from_be_bytes([head[24], head[25], head[26], head[27]]),
+            size: md.len(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+            ino: md.ino(),
+        })
+    }
+
+    /// Whether another process holds a write lock on any byte of the range
+    /// (`F_GETLK` with a read lock: only write locks conflict; nothing is
+    /// taken). `None` when the question cannot be asked.
+    fn write_locked(f: &fs::File, start: i64, len: i64) -> Option<bool> {
+        // SAFETY: a zeroed flock is a valid value; fcntl F_GETLK only fills it.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_RDLCK as _;
+        fl.l_whence = libc::SEEK_SET as _;
+        fl.l_start = start as _;
+        fl.l_len = len as _;
+        // SAFETY: a valid descriptor and a valid flock structure.
+        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
+        if r != 0 {
+            return None;
+        }
+        Some(fl.l_type as i32 != libc::F_UNLCK)
+    }
+
+    /// A journal whose header is valid while no RESERVED lock is held is
+    /// hot: a writer died and SQLite would roll it back first. (A live
+    /// writer's journal comes with its RESERVED lock.)
+    fn journal_may_be_hot(f: &fs::File, path: &Path) -> Option<bool> {
+        let journal = companion(path, "-journal");
+        let mut magic = [0u8; 8];
+        match fs::File::open(&journal) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(false),
+            Err(_) => None,
+            Ok(j) => {
+                if j.read_exact_at(&mut magic, 0).is_err() || magic != JOURNAL_MAGIC {
+                    return Some(false);
+                }
+                // RESERVED is the byte after PENDING.
+                Some(!write_locked(f, PENDING_BYTE + 1, 1)?)
+            }
+        }
+    }
+
+    fn copy(from: &fs::File, to: &mut fs::File, size: u64) -> io::Result<()> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        to.set_len(0)?;
+        while at < size {
+            let n = buf.len().min((size - at) as usize);
+            from.read_exact_at(&mut buf[..n], at)?;
+            to.write_all_at(&buf[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn rand_below(n: u32) -> u32 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::time::Instant::now().elapsed().as_nanos() as u64);
+        (h.finish() % n as u64) as u32
     }
 }
