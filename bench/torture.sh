@@ -169,6 +169,49 @@ else
   row "corruption" "see $WORK/damage.log" FAILED "$(since "$t")"
 fi
 
+# ---------------------------------------------------------------- hostile files
+t=$(now)
+if cargo_part hostile hostile -p ledgervault-testkit --test hostile &&
+  cargo test -q --locked -p ledgervault-cli --test sqlite never_placed_through_a_link >>"$WORK/hostile.log" 2>&1; then
+  row "hostile trees and targets" "forged trees (link then folder of one name, '..', '/', NUL, empty names, forged source names), links to outside at every depth of the target, a link swapped in mid-restore, a database placed through a link, arbitrary byte names round-trip ($(passed "$WORK/hostile.log") tests): nothing written outside" held "$(since "$t")"
+else
+  row "hostile trees and targets" "see $WORK/hostile.log" FAILED "$(since "$t")"
+fi
+
+# ---------------------------------------------------------------- lost packs, locks
+t=$(now)
+if cargo_part claims claims -p ledgervault-testkit --test claims; then
+  row "lost packs, stolen locks" "a pack deleted, a pack damaged (found by check or a restore), index files lost, packs deleted mid-backup by a prune without the lock, unlock by an append-only key, prune of young packs ($(passed "$WORK/claims.log") tests): every snapshot reported saved restores" held "$(since "$t")"
+else
+  row "lost packs, stolen locks" "see $WORK/claims.log" FAILED "$(since "$t")"
+fi
+
+# ---------------------------------------------------------------- ransomware
+t=$(now)
+if cargo_part ransomware guard -p ledgervault-cli --test guard &&
+  cargo test -q --locked -p ledgervault-cli --test sqlite ransomware >>"$WORK/guard.log" 2>&1; then
+  row "ransomware variants" "databases encrypted (whole, after page 1, 40% of pages), renamed away, replaced by an empty one; documents encrypted in place, renamed to .crypt, deleted en masse; no false alarm on random tokens or a normal week ($(passed "$WORK/guard.log") tests)" held "$(since "$t")"
+else
+  row "ransomware variants" "see $WORK/guard.log" FAILED "$(since "$t")"
+fi
+
+# ---------------------------------------------------------------- the application
+t=$(now)
+if cargo_part gnucash gnucash -p ledgervault-cli --test gnucash; then
+  row "GnuCash committing" "GnuCash (python3-gnucash) commits in a tight loop during repeated backups: no failed commit, every snapshot holds the book, every restored book opens and balances" held "$(since "$t")"
+else
+  row "GnuCash committing" "see $WORK/gnucash.log" FAILED "$(since "$t")"
+fi
+
+# ---------------------------------------------------------------- hung storage, secrets
+t=$(now)
+if cargo_part hung daemon -p ledgervault-cli --test daemon -- hung_storage webhook_secrets &&
+  cargo test -q --locked -p ledgervault-cli --test cli -- outside_input_is_bounded read_only_repository >>"$WORK/daemon.log" 2>&1; then
+  row "hung storage, secrets, bounds" "a repository on a FIFO that never answers: jobs time out, are killed and alerted, status answers; webhook tokens and passwords never shown; /dev/zero as password or config file refused; huge numbers refused; a read-only repository checks ($(passed "$WORK/daemon.log") tests)" held "$(since "$t")"
+else
+  row "hung storage, secrets, bounds" "see $WORK/daemon.log" FAILED "$(since "$t")"
+fi
+
 # ---------------------------------------------------------------- resources
 t=$(now)
 if cargo_part resources full -p ledgervault-cli --test cli a_full_disk &&
