@@ -145,6 +145,8 @@ pub enum AlertKind {
     DrillFailed,
     DestinationFull,
     NoRecentBackup,
+    /// The repository's storage did not answer the watch's probe.
+    StorageUnreachable,
     Test,
 }
 

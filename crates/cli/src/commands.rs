@@ -199,7 +199,7 @@ impl Globals {
         crate::config::Config::load(self.config.as_deref())
     }
 
-    fn backend(&self) -> Result<Arc<dyn Backend>> {
+    pub(crate) fn backend(&self) -> Result<Arc<dyn Backend>> {
         let repo = self.repo.as_deref().ok_or_else(|| {
             usage("no repository given: use --repo PATH or set LEDGERVAULT_REPOSITORY")
         })?;

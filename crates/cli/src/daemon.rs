@@ -200,7 +200,14 @@ pub struct Daemon<'a> {
     /// when no backup ever succeeded).
     pub started: DateTime<Utc>,
     pub log: &'a mut dyn FnMut(&str),
+    /// Asks the primary repository's storage for its free bytes, within a
+    /// few seconds; run by the watch, on its own timer, whatever a job is
+    /// doing. `Err` when it did not answer; `Ok(None)` when it cannot say.
+    pub disk: Option<Box<dyn Fn() -> DiskReading + 'a>>,
 }
+
+/// What a storage probe found: free bytes, or why there is no answer.
+pub type DiskReading = std::result::Result<Option<u64>, String>;
 
 impl<'a> Daemon<'a> {
     pub fn from_config(
@@ -224,6 +231,7 @@ impl<'a> Daemon<'a> {
             no_backup_within: cfg.duration(&cfg.alerts.no_backup_within, "26h"),
             full_within: cfg.duration(&cfg.alerts.full_within, "30d"),
             log,
+            disk: None,
         }
     }
 
@@ -534,8 +542,70 @@ impl<'a> Daemon<'a> {
         Ok(())
     }
 
-    /// The dead man's switch: no successful backup within the window.
+    /// The watch: the dead man's switch (no successful backup within the
+    /// window), then the storage itself (answering, and not filling up).
     pub fn watch(&mut self, now: DateTime<Utc>) -> Result<()> {
+        self.dead_mans_switch(now)?;
+        self.check_disk(now)
+    }
+
+    /// Free space on the repository's storage against how fast backups
+    /// have grown it over the last week; storage that does not answer.
+    fn check_disk(&mut self, now: DateTime<Utc>) -> Result<()> {
+        let Some(probe) = &self.disk else {
+            return Ok(());
+        };
+        match probe() {
+            Err(why) => self.alert(
+                Some(("storage_silent", chrono::Duration::days(1))),
+                Alert::new(
+                    AlertKind::StorageUnreachable,
+                    format!("backup storage does not answer: {why}"),
+                    "The repository's storage did not answer the daemon's check. A dead or \
+                     hard-mounted network share makes every backup hang; check the NAS or \
+                     the mount.",
+                ),
+            ),
+            Ok(None) => Ok(()),
+            Ok(Some(free)) => {
+                self.history.clear_alert("storage_silent")?;
+                let week = now - chrono::Duration::days(7);
+                let added: u64 = self
+                    .history
+                    .recent(500)?
+                    .iter()
+                    .filter(|r| r.job == "backup" && r.outcome.succeeded() && r.finished > week)
+                    .map(|r| r.bytes_added)
+                    .sum();
+                if added == 0 {
+                    return Ok(());
+                }
+                let per_day = added as f64 / 7.0;
+                let days = free as f64 / per_day;
+                let left = chrono::Duration::seconds((days.clamp(0.0, 1e6) * 86400.0) as i64);
+                if left < self.full_within {
+                    self.alert(
+                        Some(("full:watch", chrono::Duration::days(1))),
+                        Alert::new(
+                            AlertKind::DestinationFull,
+                            format!("backup disk full in about {days:.0} days"),
+                            format!(
+                                "{} free, and backups added {} in the last week. Add space, \
+                                 or tighten the retention policy and prune.",
+                                crate::ui::size(free),
+                                crate::ui::size(added)
+                            ),
+                        ),
+                    )
+                } else {
+                    self.history.clear_alert("full:watch")
+                }
+            }
+        }
+    }
+
+    /// The dead man's switch: no successful backup within the window.
+    fn dead_mans_switch(&mut self, now: DateTime<Utc>) -> Result<()> {
         let last = self.history.last_success("backup")?.map(|r| r.finished);
         let since = match last {
             Some(t) => t,
@@ -945,6 +1015,8 @@ mod tests {
         clock: Rc<FakeClock>,
         runs: Runs,
         alerts: Rc<RefCell<Vec<Alert>>>,
+        /// The storage probe the next daemon gets.
+        disk: RefCell<Option<Box<dyn Fn() -> DiskReading>>>,
     }
 
     fn setup(start: &str, end: &str) -> Setup {
@@ -958,6 +1030,7 @@ mod tests {
             }),
             runs: Rc::default(),
             alerts: Rc::default(),
+            disk: RefCell::new(None),
         }
     }
 
@@ -1011,6 +1084,7 @@ mod tests {
             full_within: chrono::Duration::days(30),
             started: s.clock.now(),
             log: &mut log,
+            disk: s.disk.borrow_mut().take(),
         };
         d.run_forever().unwrap();
     }
@@ -1021,6 +1095,70 @@ mod tests {
             .iter()
             .map(|(n, a, _)| (n.clone(), *a))
             .collect()
+    }
+
+    /// The watch asks the storage itself, on its own timer: storage that
+    /// does not answer is alerted (while the backup job hangs on it), and
+    /// a disk that fills at the week's rate within `full_within` is too.
+    #[test]
+    fn the_watch_checks_the_storage_whatever_the_jobs_do() {
+        let s = setup("2026-11-02T12:00:00Z", "2026-11-03T00:00:00Z");
+        *s.disk.borrow_mut() = Some(Box::new(|| Err("did not answer within 3s".into())));
+        run(&s, &[], &[], chrono::Duration::minutes(5), 0);
+        let alerts = s.alerts.borrow().clone();
+        let silent: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.kind == AlertKind::StorageUnreachable)
+            .collect();
+        assert_eq!(silent.len(), 1, "once a day: {alerts:?}");
+        assert!(silent[0].summary.contains("does not answer"));
+
+        // A week of nightly backups adding 1 GB each; 10 GB free: full in
+        // about 10 days, within the 30-day warning.
+        let s = setup("2026-11-02T00:00:00Z", "2026-11-09T12:00:00Z");
+        let h = History::open(&s.history).unwrap();
+        for day in 2..9 {
+            let at = t(&format!("2026-11-0{day}T01:00:00Z"));
+            h.record(&crate::history::Run {
+                job: "backup".into(),
+                started: at,
+                finished: at,
+                attempt: 1,
+                outcome: crate::history::Outcome::Ok,
+                exit_code: Some(0),
+                message: String::new(),
+                bytes_read: 0,
+                bytes_added: 1_000_000_000,
+                bytes_stored: 0,
+                snapshot: None,
+            })
+            .unwrap();
+        }
+        drop(h);
+        *s.disk.borrow_mut() = Some(Box::new(|| Ok(Some(10_000_000_000))));
+        run(&s, &[], &[], chrono::Duration::minutes(5), 0);
+        let full: Vec<_> = s
+            .alerts
+            .borrow()
+            .iter()
+            .filter(|a| a.kind == AlertKind::DestinationFull)
+            .cloned()
+            .collect();
+        assert!(!full.is_empty(), "{:?}", s.alerts.borrow());
+        assert!(
+            full[0].summary.contains("about 10 days"),
+            "{}",
+            full[0].summary
+        );
+        // Plenty of room: nothing.
+        let s2 = setup("2026-11-09T12:00:00Z", "2026-11-09T18:00:00Z");
+        *s2.disk.borrow_mut() = Some(Box::new(|| Ok(Some(10_000_000_000_000))));
+        run(&s2, &[], &[], chrono::Duration::minutes(5), 0);
+        assert!(s2
+            .alerts
+            .borrow()
+            .iter()
+            .all(|a| a.kind != AlertKind::DestinationFull));
     }
 
     #[test]

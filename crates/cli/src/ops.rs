@@ -142,6 +142,8 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> Result<i32> {
     let mut notify = |al: &Alert| alert::send(&cfg.alerts, al);
     let mut log = |m: &str| log_line(m);
     let mut d = Daemon::from_config(&cfg, history, &clock, &mut runner, &mut notify, &mut log);
+    let primary = g.clone();
+    d.disk = Some(Box::new(move || disk_probe(&primary, PROBE_TIMEOUT)));
     if a.once {
         d.run_due()?;
         return Ok(exit::OK);
@@ -342,6 +344,26 @@ fn probe(g: &Globals, wait: std::time::Duration) -> std::result::Result<(), Stri
         )),
         _ => Ok(()),
     }
+}
+
+/// The primary repository's free space, asked on a thread like [`probe`]:
+/// `Err` when the storage does not answer within `wait`.
+fn disk_probe(g: &Globals, wait: std::time::Duration) -> daemon::DiskReading {
+    let g = g.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let free = g.backend().ok().and_then(|b| {
+            ledgervault_repo::Repository::read_config(b.as_ref()).ok()?;
+            b.free_space()
+        });
+        let _ = tx.send(free);
+    });
+    rx.recv_timeout(wait).map_err(|_| {
+        format!(
+            "did not answer within {}s (storage hung or unreachable?)",
+            wait.as_secs()
+        )
+    })
 }
 
 pub fn status(g: &Globals) -> Result<i32> {

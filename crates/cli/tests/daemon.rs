@@ -613,9 +613,16 @@ fn hung_storage_times_out_jobs_and_status_still_answers() {
         messages.iter().any(|m| m.contains("timed out after 2s")),
         "{messages:?}"
     );
-    let posts = hook.inbox.wait_for(2, Duration::from_secs(10));
+    let posts = hook.inbox.wait_for(3, Duration::from_secs(10));
     let timed_out = posts.iter().filter(|p| p.contains("timed out")).count();
     assert_eq!(timed_out, 2, "{posts:?}");
+    // The watch asked the storage itself, and said it does not answer.
+    assert!(
+        posts
+            .iter()
+            .any(|p| p.contains("backup storage does not answer")),
+        "{posts:?}"
+    );
     // No killed job is left behind: nothing still holds the FIFO open.
     let lsof = std::process::Command::new("sh")
         .arg("-c")
