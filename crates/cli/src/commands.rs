@@ -908,10 +908,16 @@ pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
         );
         for (id, s) in &all {
             let local = s.time.with_timezone(&chrono::Local);
-            let srcs: Vec<&str> = s.sources.iter().map(|x| x.path.as_str()).collect();
+            // Paths, reasons and tags come from outside: one line each,
+            // whatever they hold.
+            let srcs: Vec<String> = s
+                .sources
+                .iter()
+                .map(|x| escape_bytes(x.path.as_bytes()))
+                .collect();
             let mut last = srcs.join(", ");
             if let Some(r) = &s.reason {
-                last = format!("{last}  ({r})");
+                last = format!("{last}  ({})", escape_bytes(r.as_bytes()));
             }
             let st = states.get(id).unwrap_or(&none);
             println!(
@@ -922,7 +928,7 @@ pub(crate) fn snapshots(g: &Globals) -> Result<i32> {
                 ui::size(s.size()),
                 flags(s, st),
                 verified(st),
-                s.tags.join(","),
+                escape_bytes(s.tags.join(",").as_bytes()),
                 last
             );
         }

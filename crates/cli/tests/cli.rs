@@ -895,3 +895,48 @@ fn many_stale_locks_make_one_warning() {
     let err = one_line_error(&out.stderr);
     assert!(err.contains("3 stale locks"), "{err}");
 }
+
+/// No name can fake an extra line in a listing, and `--json` carries every
+/// name losslessly, also those that are not UTF-8.
+#[test]
+fn listings_escape_names_and_json_keeps_their_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let e = Env::with_repo();
+    let share = e.root.join("share");
+    fs::create_dir_all(&share).unwrap();
+    let names: Vec<&[u8]> = vec![
+        b"evil\nfake-entry.txt",
+        b"r\xe9sum\xe9.doc",
+        b"tab\there",
+        b"\x1b[2Jclear",
+    ];
+    for n in &names {
+        fs::write(share.join(OsStr::from_bytes(n)), b"x").unwrap();
+    }
+    e.cmd()
+        .args(["backup", "-q", share.to_str().unwrap()])
+        .assert()
+        .success();
+    let out = e.cmd().args(["ls", "latest"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    // The folder and its four files: five lines, whatever the names hold.
+    assert_eq!(text.lines().count(), 5, "{text}");
+    assert!(text.contains("/share/evil\\nfake-entry.txt"), "{text}");
+    assert!(text.contains("r\\xe9sum\\xe9.doc"), "{text}");
+    assert!(!text.contains('\u{1b}') && !text.contains('\t'), "{text}");
+    let json = e.json(&["ls", "latest"]);
+    let rows = json.as_array().unwrap();
+    let latin1 = rows
+        .iter()
+        .find(|r| r["path_bytes"].is_string())
+        .expect("the Latin-1 name carries its bytes");
+    assert_eq!(
+        hex::decode(latin1["path_bytes"].as_str().unwrap()).unwrap(),
+        b"/share/r\xe9sum\xe9.doc"
+    );
+    assert!(rows
+        .iter()
+        .any(|r| r["path"] == "/share/evil\nfake-entry.txt"));
+}

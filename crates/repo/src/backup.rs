@@ -610,7 +610,7 @@ fn mtime_of(md: &fs::Metadata) -> Option<chrono::DateTime<chrono::Utc>> {
 impl Walker<'_, '_> {
     fn fail(&mut self, path: &Path, e: impl std::fmt::Display) -> Walk {
         self.errors.push(FileError {
-            path: path.display().to_string(),
+            path: crate::name::shown(path),
             message: e.to_string(),
         });
         self.summary.errors += 1;
@@ -731,12 +731,12 @@ impl Walker<'_, '_> {
                 if let Some(p) = info.problems.first() {
                     self.suspect.push(format!(
                         "{}: no longer a valid database ({p})",
-                        path.display()
+                        crate::name::shown(path)
                     ));
                 }
                 if let Some((before, snapshot)) = earlier_info {
                     self.suspect.extend(crate::guard::database_findings(
-                        &path.display().to_string(),
+                        &crate::name::shown(path),
                         before,
                         &info,
                         &snapshot,
@@ -748,7 +748,7 @@ impl Walker<'_, '_> {
                     if w.changed_random >= SUSPECT_MIN_PAGES && share >= self.guard.page_share {
                         self.suspect.push(format!(
                             "{}: {:.0}% of its pages ({} of {}) changed into random-looking bytes that are no longer database pages since the last backup, as when ransomware encrypts a file",
-                            path.display(),
+                            crate::name::shown(path),
                             share * 100.0,
                             w.changed_random,
                             w.pages
@@ -781,7 +781,7 @@ impl Walker<'_, '_> {
             for r in gone {
                 self.suspect.push(format!(
                     "{}: was a database in snapshot {} and is gone (renamed away or deleted)",
-                    self.root.join(r).display(),
+                    crate::name::shown(&self.root.join(r)),
                     e.files.snapshot
                 ));
             }
@@ -913,7 +913,7 @@ impl Walker<'_, '_> {
                         if let Some(e0) = earlier {
                             self.suspect.push(format!(
                                 "{}: was a database in snapshot {} and can no longer be read ({e})",
-                                path.display(),
+                                crate::name::shown(path),
                                 e0.snapshot.short()
                             ));
                         }
@@ -924,7 +924,7 @@ impl Walker<'_, '_> {
             if let (Some(e), Some(_)) = (earlier, self.opener) {
                 self.suspect.push(format!(
                     "{}: was a database in snapshot {} and is no longer a valid one (its header is gone: encrypted or overwritten?)",
-                    path.display(),
+                    crate::name::shown(path),
                     e.snapshot.short()
                 ));
             }
@@ -961,7 +961,7 @@ impl Walker<'_, '_> {
                         a.len() == size && mtime_of(a) == node.mtime && a.len() == md.len()
                     });
                     if !same {
-                        self.changed.push(path.display().to_string());
+                        self.changed.push(crate::name::shown(path));
                     }
                 }
                 Err(e) => return Ok(self.fail(path, e)),

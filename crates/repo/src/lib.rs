@@ -79,7 +79,7 @@ pub use lock::{
     list_locks, lock, read_lock, remove_locks, FoundLock, LockGuard, LockInfo, STALE_AFTER,
 };
 pub use marks::{Mark, MarkKind, SnapshotState};
-pub use name::{escape_bytes, FsName};
+pub use name::{escape_bytes, shown, FsName};
 pub use progress::{NoProgress, Progress};
 pub use prune::{prune, PruneOptions, PruneReport};
 pub use repair::{

@@ -170,6 +170,11 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// A path for people, escaped like a name (see [`escape_bytes`]).
+pub fn shown(path: &std::path::Path) -> String {
+    escape_bytes(path.as_os_str().as_bytes())
+}
+
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(c,
