@@ -28,49 +28,7 @@ pub fn webhook(text: &str) -> String {
 }
 
 fn shown(text: &str, hide_path: bool) -> String {
-    let Some((scheme, _)) = text.split_once("://") else {
-        return text.to_string();
-    };
-    if scheme.is_empty()
-        || !scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    {
-        return text.to_string();
-    }
-    let Ok(mut u) = url::Url::parse(text) else {
-        return format!("{scheme}://***");
-    };
-    let keep_user = matches!(u.scheme(), "postgres" | "postgresql");
-    if u.password().is_some() {
-        // Setting the password fails only for URLs that cannot have one
-        // (no host); those fall back to hiding everything.
-        if u.set_password(Some("***")).is_err() {
-            return format!("{scheme}://***");
-        }
-    }
-    if !u.username().is_empty() && !keep_user && u.set_username("***").is_err() {
-        return format!("{scheme}://***");
-    }
-    if hide_path {
-        u.set_path("/***");
-    }
-    if u.query().is_some() {
-        let pairs: Vec<String> = u
-            .query_pairs()
-            .map(|(k, _)| {
-                format!(
-                    "{}=***",
-                    url::form_urlencoded::byte_serialize(k.as_bytes()).collect::<String>()
-                )
-            })
-            .collect();
-        u.set_query(Some(&pairs.join("&")));
-    }
-    if u.fragment().is_some() {
-        u.set_fragment(Some("***"));
-    }
-    u.to_string()
+    ledgervault_repo::redact_url(text, hide_path)
 }
 
 /// Password files and the like: a few KiB is plenty.

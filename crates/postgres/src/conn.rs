@@ -72,22 +72,7 @@ pub fn redact(url: &str) -> String {
     if !is_pg_url(url) {
         return url.to_string();
     }
-    let scheme = url.split_once("://").map_or("postgres", |(s, _)| s);
-    let hidden = || format!("{scheme}://***");
-    let Ok(mut u) = url::Url::parse(url) else {
-        return hidden();
-    };
-    if u.password().is_some() && u.set_password(Some("***")).is_err() {
-        return hidden();
-    }
-    if u.query().is_some() {
-        let keys: Vec<String> = u.query_pairs().map(|(k, _)| format!("{k}=***")).collect();
-        u.set_query(Some(&keys.join("&")));
-    }
-    if u.fragment().is_some() {
-        u.set_fragment(Some("***"));
-    }
-    u.to_string()
+    ledgervault_repo::redact_url(url, false)
 }
 
 /// Service and password files: far beyond any real one, far below trouble.

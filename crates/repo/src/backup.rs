@@ -307,9 +307,10 @@ impl Writer<'_> {
         self.put_id(kind, id, BlobBytes::Owned(data))
     }
 
-    /// Whether a blob with this id is stored soundly or on its way.
-    fn has(&self, id: &Id) -> bool {
-        self.index.is_sound(id) || self.pending.contains(id)
+    /// Whether a blob with this id is on its way or stored soundly (then
+    /// its pack is noted as one the snapshot relies on).
+    fn has(&mut self, id: &Id) -> bool {
+        self.pending.contains(id) || self.dedup(id)
     }
 
     /// Deduplicates against the index: true (and the pack noted as used)
@@ -763,8 +764,22 @@ impl Walker<'_, '_> {
                 self.summary.files += 1;
                 Ok(Walk::Node(node))
             }
-            (Err(e), _) => Ok(self.fail(path, e)),
-            (_, Err(e)) => Ok(self.fail(path, e)),
+            (stored, finished) => {
+                let e = match (stored, finished) {
+                    (Err(e), _) => e.to_string(),
+                    (_, Err(e)) => e,
+                    _ => unreachable!("both succeeded above"),
+                };
+                // A database that was captured before and cannot be now is
+                // what encryption looks like, not only a read error.
+                if let Some((_, snapshot)) = &earlier_info {
+                    self.suspect.push(format!(
+                        "{}: was a database in snapshot {snapshot} and can no longer be read ({e})",
+                        crate::name::shown(path)
+                    ));
+                }
+                Ok(self.fail(path, e))
+            }
         }
     }
 

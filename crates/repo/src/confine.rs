@@ -240,14 +240,16 @@ pub(crate) fn symlink_in(dir: &OwnedFd, name: &FsName, target: &FsName) -> io::R
 /// Sets mode and modification time on an open handle (a folder's or a
 /// file's), never through a path. Failures are ignored, as a restore by a
 /// user who does not own the files cannot set them and the data matters
-/// more.
+/// more. The set-user-id and set-group-id bits are never restored: a tree
+/// is input anyone with a key can write, and a forged one restored by root
+/// must not make a setuid-root program.
 pub(crate) fn set_meta_fd(
     fd: impl AsFd,
     mode: Option<u32>,
     mtime: Option<chrono::DateTime<chrono::Utc>>,
 ) {
     if let Some(m) = mode {
-        let _ = rfs::fchmod(&fd, Mode::from_raw_mode((m & 0o7777) as _));
+        let _ = rfs::fchmod(&fd, Mode::from_raw_mode((m & 0o1777) as _));
     }
     if let Some(t) = mtime {
         let ts = Timespec {

@@ -184,7 +184,12 @@ pub(crate) fn matches_its_name(path: &Path, head: &[u8]) -> Option<bool> {
     Some(match f {
         Format::Pdf => head.windows(5).take(1024).any(|w| w == b"%PDF-"),
         Format::Zip => head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06"),
-        Format::Ole => head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1]),
+        // Old Office names also carry HTML, SpreadsheetML, RTF or CSV that
+        // banks and accounting programs export under them.
+        Format::Ole => {
+            head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1])
+                || looks_like_text(head)
+        }
         Format::Png => head.starts_with(b"\x89PNG"),
         Format::Jpeg => head.starts_with(&[0xFF, 0xD8, 0xFF]),
         Format::Gif => head.starts_with(b"GIF8"),
@@ -196,12 +201,54 @@ pub(crate) fn matches_its_name(path: &Path, head: &[u8]) -> Option<bool> {
 /// Text: UTF-8 (or a legacy 8-bit encoding) with few control bytes and no
 /// run of noise. Encrypted bytes have ~12% control bytes and entropy ~8.
 fn looks_like_text(head: &[u8]) -> bool {
+    if let Some(units) = utf16_units(head) {
+        // UTF-16 text (what Windows PowerShell writes by default): judge its
+        // characters, not its bytes.
+        let bad = units
+            .iter()
+            .filter(|&&u| u < 0x20 && !matches!(u, 0x0a | 0x0d | 0x09 | 0x0c))
+            .count();
+        return bad * 100 <= units.len().max(1) * 2;
+    }
     let controls = head
         .iter()
         .filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x0c))
         .count();
     let few_controls = controls * 100 <= head.len() * 2;
     few_controls && !(head.len() >= 512 && entropy(head) > 7.2)
+}
+
+/// The 16-bit units of `head` when it is UTF-16 text: a byte-order mark,
+/// or (without one) NUL in every other byte, as ASCII in UTF-16 has.
+fn utf16_units(head: &[u8]) -> Option<Vec<u16>> {
+    let (body, little) = match head {
+        [0xFF, 0xFE, rest @ ..] => (rest, true),
+        [0xFE, 0xFF, rest @ ..] => (rest, false),
+        _ if head.len() >= 16 => {
+            let odd_nul = head.iter().skip(1).step_by(2).filter(|&&b| b == 0).count();
+            let even_nul = head.iter().step_by(2).filter(|&&b| b == 0).count();
+            let half = head.len() / 2;
+            if odd_nul * 10 >= half * 9 && even_nul * 10 <= half {
+                (head, true)
+            } else if even_nul * 10 >= half * 9 && odd_nul * 10 <= half {
+                (head, false)
+            } else {
+                return None;
+            }
+        }
+        _ => return None,
+    };
+    Some(
+        body.chunks_exact(2)
+            .map(|c| {
+                if little {
+                    u16::from_le_bytes([c[0], c[1]])
+                } else {
+                    u16::from_be_bytes([c[0], c[1]])
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Findings about one database against its earlier record.
@@ -408,6 +455,25 @@ mod tests {
         assert_eq!(
             matches_its_name(p("e.txt"), b"r\xe9sum\xe9 \xe0 jour\n"),
             Some(true)
+        );
+        // UTF-16 text (with and without a byte-order mark), as Windows
+        // PowerShell writes it.
+        let utf16: Vec<u8> = "date,amount\r\n2026-11-30,42.00\r\n"
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect();
+        assert_eq!(matches_its_name(p("f.csv"), &utf16), Some(true));
+        let mut bom = vec![0xFF, 0xFE];
+        bom.extend(&utf16);
+        assert_eq!(matches_its_name(p("f.csv"), &bom), Some(true));
+        // An ".xls" that is really HTML, as banks export.
+        assert_eq!(
+            matches_its_name(p("statement.xls"), b"<html><table><tr><td>1</td></tr>"),
+            Some(true)
+        );
+        assert_eq!(
+            matches_its_name(p("statement.xls"), &random(4096)),
+            Some(false)
         );
     }
 

@@ -48,6 +48,7 @@ mod name;
 mod pack;
 mod progress;
 mod prune;
+mod redact;
 mod repair;
 mod repository;
 mod restore;
@@ -82,6 +83,7 @@ pub use marks::{Mark, MarkKind, SnapshotState};
 pub use name::{escape_bytes, shown, FsName};
 pub use progress::{NoProgress, Progress};
 pub use prune::{prune, PruneOptions, PruneReport};
+pub use redact::redact_url;
 pub use repair::{
     repair_index, repair_snapshots, DamagedPack, RepairIndexReport, RepairOptions,
     RepairSnapshotsReport, RepairedSnapshot,

@@ -854,7 +854,14 @@ pub fn place_restored(
             target.display()
         ));
     }
-    if existing.is_some() {
+    // A file with other hard links shares its content with names elsewhere:
+    // writing into it would change them too. It is replaced by a rename,
+    // which leaves the other names as they were.
+    let shared_inode = existing.as_ref().is_some_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.nlink() > 1
+    });
+    if existing.is_some() && !shared_inode {
         let src = Connection::open_with_flags(restored, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| sql_err(restored, e))?;
         let mut dst = Connection::open_with_flags(
@@ -1151,14 +1158,21 @@ mod tests {
 ///   pending byte or the shared range, seen with `F_GETLK`, which takes
 ///   nothing): SQLite writes to the database file only under EXCLUSIVE;
 /// - no journal holds a transaction to roll back (a hot journal);
-/// - the header's file change counter, the file's size, modification time
-///   and inode are the same before and after. Every commit in this mode
+/// - the header's page size and journal-mode bytes, its file change
+///   counter, and the file's size, modification and change times and inode
+///   (by path) are the same before and after. Every commit in this mode
 ///   increments the counter, and writes page 1, where it lives, before any
 ///   other page (pages are written in page order), so a commit whose
 ///   writes reached the file during the copy changed the counter by the
 ///   time of the second check, or still holds EXCLUSIVE then. A write that
 ///   was later undone (a cache spill rolled back) moved the modification
-///   time.
+///   time, unless it fell in the same tick of the filesystem's clock as
+///   the write before it: on local Linux filesystems that tick is a few
+///   milliseconds, and a spill needs a transaction larger than the writer's
+///   page cache.
+///
+/// Only on local filesystems: on network ones (NFS, SMB) and FUSE a read
+/// without a lock skips cache revalidation and timestamps may be coarse.
 ///
 /// When a check fails the copy is thrown away and tried again after a
 /// short, jittered pause, a bounded number of times; then the caller falls
@@ -1179,6 +1193,9 @@ mod optimistic {
     /// What must not change while the copy is made.
     #[derive(PartialEq, Eq, Debug)]
     struct State {
+        /// Page size and the journal-mode bytes (16..20): a switch to WAL
+        /// during the attempts must not pass.
+        mode: [u8; 4],
         counter: u32,
         size: u64,
         mtime: (i64, i64),
@@ -1190,6 +1207,9 @@ mod optimistic {
     /// not in rollback-journal mode or no clean copy could be made.
     pub(super) fn capture(path: &Path, timeout: Duration) -> Option<(Spool, u32)> {
         let f = fs::File::open(path).ok()?;
+        if !on_local_disk(&f) {
+            return None;
+        }
         let mut head = [0u8; 100];
         f.read_exact_at(&mut head, 0).ok()?;
         // Bytes 18-19: 1 = rollback journal, 2 = WAL.
@@ -1242,8 +1262,13 @@ mod optimistic {
         }
         let mut head = [0u8; 28];
         f.read_exact_at(&mut head, 0).ok()?;
-        let md = f.metadata().ok()?;
+        if head[18] != 1 || head[19] != 1 {
+            return None;
+        }
+        // By path: a file renamed over the database shows as another inode.
+        let md = fs::metadata(path).ok()?;
         Some(State {
+            mode: [head[16], head[17], head[18], head[19]],
             counter: u32::from_be_bytes([head[24], head[25], head[26], head[27]]),
             size: md.len(),
             mtime: (md.mtime(), md.mtime_nsec()),
@@ -1287,6 +1312,31 @@ mod optimistic {
                 Some(!write_locked(f, PENDING_BYTE + 1, 1)?)
             }
         }
+    }
+
+    /// Whether the file lives on a local filesystem. On network ones (NFS,
+    /// SMB/CIFS) and FUSE, reading without a lock also skips the client's
+    /// cache revalidation and their timestamps may be coarse, so the rule's
+    /// evidence is not to be trusted there; the locked path is used.
+    fn on_local_disk(f: &fs::File) -> bool {
+        // SAFETY: a zeroed statfs is a valid value; fstatfs fills it.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid descriptor and out-pointer.
+        if unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) } != 0 {
+            return false;
+        }
+        const NFS: i64 = 0x6969;
+        const SMB: i64 = 0x517B;
+        const SMB2: i64 = 0xFE53_4D42;
+        const CIFS: i64 = 0xFF53_4D42;
+        const FUSE: i64 = 0x6573_5546;
+        const CODA: i64 = 0x7375_7245;
+        const AFS: i64 = 0x5346_414F;
+        const CEPH: i64 = 0x00C3_6400;
+        !matches!(
+            st.f_type as i64,
+            NFS | SMB | SMB2 | CIFS | FUSE | CODA | AFS | CEPH
+        )
     }
 
     fn copy(from: &fs::File, to: &mut fs::File, size: u64) -> io::Result<()> {

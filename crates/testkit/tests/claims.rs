@@ -324,6 +324,52 @@ fn a_backup_whose_packs_vanish_while_it_runs_writes_no_snapshot() {
     assert_restores(&repo, &sum.snapshot_id, &s.src, &s.root.join("out"));
 }
 
+/// Only the packs of unchanged file data vanish (the folder's tree is new
+/// tonight): the proof must cover data deduplicated against old packs, not
+/// only trees and maps.
+#[test]
+fn a_backup_whose_old_data_packs_vanish_writes_no_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("share");
+    fs::create_dir_all(&src).unwrap();
+    let mut old = vec![0u8; 1_000_000];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut old);
+    fs::write(src.join("old.bin"), &old).unwrap();
+    let repo_dir = dir.path().join("repo");
+    Repository::init(
+        Arc::new(LocalBackend::new(&repo_dir)),
+        b"pw",
+        &InitOptions {
+            pack_size: 256 * 1024,
+            kdf: FAST_KDF,
+        },
+    )
+    .unwrap();
+    let first = backup_of(&open(&repo_dir), &src).unwrap();
+    fs::write(src.join("new.bin"), b"tonight's new file").unwrap();
+    let inner: Arc<dyn Backend> = Arc::new(LocalBackend::new(&repo_dir));
+    let old_packs = inner
+        .list("data/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    let backend = Arc::new(PruneMidway {
+        inner,
+        old: old_packs,
+        done: AtomicBool::new(false),
+    });
+    let e = backup_of(&open_on(backend.clone()), &src).unwrap_err();
+    assert!(backend.done.load(Ordering::SeqCst));
+    assert!(
+        e.to_string().contains("vanished while this backup ran"),
+        "{e}"
+    );
+    let repo = open(&repo_dir);
+    assert_eq!(repo.snapshots().unwrap().0.len(), 1);
+    assert_eq!(repo.snapshots().unwrap().0[0].0, first.snapshot_id);
+}
+
 #[test]
 fn prune_never_deletes_a_young_pack_indexed_or_not() {
     let s = setup();

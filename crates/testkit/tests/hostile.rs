@@ -363,6 +363,24 @@ fn folder_modes_are_never_applied_through_a_link() {
     assert_eq!(md.permissions().mode() & 0o7777, 0o777);
 }
 
+#[test]
+fn setuid_and_setgid_bits_of_a_forged_tree_are_never_restored() {
+    let s = scene();
+    let r = repo();
+    let mut f = file(&r, "tool", b"#!/bin/sh\n");
+    f.mode = Some(0o6755);
+    let mut d = dir(&r, "bin", vec![f]);
+    d.mode = Some(0o3775);
+    let root = dir(&r, "share", vec![d]);
+    let (id, snap) = snapshot_of(&r, "share", root);
+    let sum = restore_into(&r, id, &snap, &s.target);
+    assert!(sum.failed.is_empty(), "{:?}", sum.failed);
+    let mode = |p: &str| fs::metadata(s.target.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("share/bin/tool"), 0o755);
+    // The sticky bit is harmless and kept; set-group-id is not.
+    assert_eq!(mode("share/bin"), 0o1775);
+}
+
 fn backup_dir(r: &Repository, src: &Path) -> (Id, Snapshot) {
     let sum = backup(
         r,
