@@ -806,10 +806,27 @@ struct ChildRun {
 }
 
 impl ChildRun {
-    fn attempt(&mut self, status: Option<std::process::ExitStatus>) -> Attempt {
+    /// What the attempt reported. With `deadline`, output readers still
+    /// blocked then (a killed job stuck in the kernel keeps its pipes open)
+    /// are left behind rather than waited for.
+    fn attempt(
+        &mut self,
+        status: Option<std::process::ExitStatus>,
+        deadline: Option<std::time::Instant>,
+    ) -> Attempt {
         let take = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
-            h.and_then(|h| h.join().ok()).unwrap_or_default()
+            let h = h?;
+            if let Some(d) = deadline {
+                while !h.is_finished() && std::time::Instant::now() < d {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                if !h.is_finished() {
+                    return None;
+                }
+            }
+            h.join().ok()
         };
+        let take = |h| take(h).unwrap_or_default();
         let stdout = take(self.out.take());
         let stderr = take(self.err.take());
         let stderr = String::from_utf8_lossy(&stderr);
@@ -836,7 +853,7 @@ impl Running for ChildRun {
     fn wait_until(&mut self, until: DateTime<Utc>) -> Option<Attempt> {
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return Some(self.attempt(Some(status))),
+                Ok(Some(status)) => return Some(self.attempt(Some(status), None)),
                 Ok(None) => {}
                 Err(e) => {
                     return Some(Attempt {
@@ -861,8 +878,52 @@ impl Running for ChildRun {
                 libc::kill(-pgid, libc::SIGKILL);
             }
         }
-        let status = self.child.wait().ok();
-        self.attempt(status)
+        // A process stuck in the kernel (a dead disk) may not die at once:
+        // waiting is bounded, so the daemon and its watch go on.
+        let deadline = std::time::Instant::now() + KILL_WAIT;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100))
+                }
+                _ => break None,
+            }
+        };
+        self.attempt(status, Some(deadline))
+    }
+}
+
+/// How long a killed job may take to die before the daemon goes on without
+/// waiting for it.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl ChildRun {
+    #[cfg(test)]
+    fn spawn_for_test(cmd: &mut std::process::Command) -> ChildRun {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        let mut child = cmd
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut o = child.stdout.take().unwrap();
+        let mut e = child.stderr.take().unwrap();
+        ChildRun {
+            child,
+            out: Some(std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = o.read_to_end(&mut v);
+                v
+            })),
+            err: Some(std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = e.read_to_end(&mut v);
+                v
+            })),
+        }
     }
 }
 
@@ -1095,6 +1156,28 @@ mod tests {
             .iter()
             .map(|(n, a, _)| (n.clone(), *a))
             .collect()
+    }
+
+    /// Killing a hung job never blocks the daemon, even when something
+    /// outside the job's process group keeps its output pipe open (as a
+    /// process stuck in the kernel would).
+    #[test]
+    fn killing_a_job_is_bounded() {
+        // The job starts a grandchild in a group of its own (which the kill
+        // does not reach) that holds stdout for a minute.
+        let mut run = ChildRun::spawn_for_test(
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg("setsid sleep 60 & sleep 60"),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let _ = run.kill();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+        let _ = std::process::Command::new("pkill")
+            .args(["-f", "^sleep 60$"])
+            .status();
     }
 
     /// The watch asks the storage itself, on its own timer: storage that

@@ -244,6 +244,42 @@ WantedBy=timers.target
     Ok(exit::OK)
 }
 
+/// The longest `status` waits for one location's figures, after it
+/// answered the probe: storage that answers the config read and then hangs
+/// on listing, or a source share that hangs, costs this, not forever.
+const STATUS_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// [`location_status`] on a thread of its own, given [`STATUS_LIMIT`].
+fn location_status_bounded(
+    cfg: &std::sync::Arc<Config>,
+    name: &str,
+    g: &Globals,
+    warnings: &mut Vec<String>,
+) -> serde_json::Value {
+    let (cfg2, name2, g2) = (cfg.clone(), name.to_string(), g.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Left behind if the storage never answers; the process ends without it.
+    std::thread::spawn(move || {
+        let mut w = Vec::new();
+        let v = location_status(&cfg2, &name2, &g2, &mut w);
+        let _ = tx.send((v, w));
+    });
+    match rx.recv_timeout(STATUS_LIMIT) {
+        Ok((v, w)) => {
+            warnings.extend(w);
+            v
+        }
+        Err(_) => {
+            let why = format!(
+                "did not finish within {}s (storage or a source hung?); not checked",
+                STATUS_LIMIT.as_secs()
+            );
+            warnings.push(format!("{name}: {why}"));
+            json!({"name": name, "location": g.repo.as_deref().map(crate::redact::url), "error": why})
+        }
+    }
+}
+
 /// One location's figures for `status`.
 fn location_status(
     cfg: &Config,
@@ -367,7 +403,7 @@ fn disk_probe(g: &Globals, wait: std::time::Duration) -> daemon::DiskReading {
 }
 
 pub fn status(g: &Globals) -> Result<i32> {
-    let cfg = required_config(g, "status")?;
+    let cfg = std::sync::Arc::new(required_config(g, "status")?);
     let now = Utc::now();
     let mut warnings = Vec::new();
     let history = match cfg.history_path() {
@@ -418,11 +454,11 @@ pub fn status(g: &Globals) -> Result<i32> {
     }
     let mut locations = Vec::new();
     if cfg.repository.is_some() || g.repo.is_some() {
-        locations.push(location_status(&cfg, "primary", g, &mut warnings));
+        locations.push(location_status_bounded(&cfg, "primary", g, &mut warnings));
     }
     for c in &cfg.copy {
         let lg = location(g, &cfg, Some(&c.name), None);
-        locations.push(location_status(&cfg, &c.name, &lg, &mut warnings));
+        locations.push(location_status_bounded(&cfg, &c.name, &lg, &mut warnings));
     }
     if g.json {
         let recent = match &history {
