@@ -427,6 +427,10 @@ pub enum ClientCommand {
     List {
         /// The firm database
         db: PathBuf,
+        /// Also prove, table by table, that every row is one client's, several clients'
+        /// (cross-client), shared, or the firm's own, or say which belong to nobody
+        #[arg(long)]
+        check: bool,
     },
     /// Store one client's rows in the repository (a snapshot tagged with the client)
     Backup {
@@ -455,6 +459,10 @@ pub enum ClientCommand {
         /// Replace the client's rows in the target (only if nothing outside it references them)
         #[arg(long)]
         replace: bool,
+        /// With --replace: the key of the target's client to replace when it is not the
+        /// archive's own (the dry run names it)
+        #[arg(long, value_name = "KEY", requires = "replace")]
+        replace_other: Option<String>,
         /// Set a column of the client's row, e.g. --set code=C0999 (repeatable)
         #[arg(long = "set", value_name = "COLUMN=VALUE")]
         set: Vec<String>,

@@ -24,7 +24,7 @@ pub const ARCHIVE_TAG: &str = "client-archive";
 pub fn run(g: &Globals, cmd: ClientCommand) -> Result<i32> {
     let config = g.config()?.client;
     match cmd {
-        ClientCommand::List { db } => list(g, &db, &config),
+        ClientCommand::List { db, check } => list(g, &db, check, &config),
         ClientCommand::Backup { db, client, tags } => backup(g, &db, &client, tags, &config),
         ClientCommand::Restore {
             snapshot,
@@ -32,10 +32,15 @@ pub fn run(g: &Globals, cmd: ClientCommand) -> Result<i32> {
             into,
             as_new,
             replace,
+            replace_other,
             set,
             dry_run,
             database,
         } => {
+            let replace_other = replace_other.map(|k| match k.parse::<i64>() {
+                Ok(i) => Value::Int(i),
+                Err(_) => Value::Text(k),
+            });
             let mode = if replace {
                 Mode::Replace
             } else if as_new {
@@ -63,6 +68,7 @@ pub fn run(g: &Globals, cmd: ClientCommand) -> Result<i32> {
                 &into,
                 mode,
                 set,
+                replace_other,
                 dry_run,
                 database.as_deref(),
                 &config,
@@ -97,18 +103,51 @@ fn open_map(db: &dyn Db, config: &TenantConfig, path: &Path) -> Result<TenantMap
     TenantMap::build(db, config).with_context(|| format!("{}", path.display()))
 }
 
-fn list(g: &Globals, path: &Path, config: &TenantConfig) -> Result<i32> {
+fn list(g: &Globals, path: &Path, check: bool, config: &TenantConfig) -> Result<i32> {
     let (db, _, _) = open_db(path, false)?;
     let map = open_map(db.as_ref(), config, path)?;
     let clients = list_clients(db.as_ref(), &map)?;
+    let parts = ledgervault_tenant::partition(db.as_ref(), &map)?;
+    let unowned: Vec<(&str, u64)> = parts
+        .iter()
+        .filter(|p| p.unowned > 0)
+        .map(|p| (p.table.as_str(), p.unowned))
+        .collect();
+    let broken: Vec<&str> = parts
+        .iter()
+        .filter(|p| !p.adds_up())
+        .map(|p| p.table.as_str())
+        .collect();
     if g.json {
         g.print_json(&json!({
             "root": map.root().name,
             "owned_tables": map.owned.iter().map(|o| &o.name).collect::<Vec<_>>(),
             "shared_tables": map.shared.iter().map(|s| json!({"table": s.name, "natural_key": s.natural_key})).collect::<Vec<_>>(),
             "clients": clients,
+            "unowned_rows": unowned.iter().map(|(t, n)| json!({"table": t, "rows": n})).collect::<Vec<_>>(),
+            "partition": if check { json!(parts) } else { json!(null) },
+            "adds_up": broken.is_empty(),
         }));
     } else {
+        if check {
+            println!(
+                "{:<28} {:>6} {:>10} {:>9} {:>8} {:>8}",
+                "Table", "Kind", "Rows", "Clients'", "Cross", "Nobody"
+            );
+            for p in &parts {
+                let own: u64 = p.exclusive.values().sum();
+                println!(
+                    "{:<28} {:>6} {:>10} {:>9} {:>8} {:>8}{}",
+                    p.table,
+                    p.kind,
+                    p.total,
+                    own,
+                    p.cross_client,
+                    p.unowned,
+                    if p.adds_up() { "" } else { "  DOES NOT ADD UP" }
+                );
+            }
+        }
         println!("{:>8}  {:>10}  Client", "Key", "Rows");
         for c in &clients {
             println!(
@@ -130,6 +169,20 @@ fn list(g: &Globals, path: &Path, config: &TenantConfig) -> Result<i32> {
             map.root().name,
             map.owned.len(),
         );
+        for (t, n) in &unowned {
+            println!(
+                "{t}: {n} row(s) belong to no client (no key on any route leads to one); they are in no client's archive"
+            );
+        }
+        if check && broken.is_empty() {
+            println!("check: every row of every table is accounted for exactly once");
+        }
+    }
+    if !broken.is_empty() {
+        bail!(
+            "the rows of {} do not add up to their clients', cross-client, and unowned rows",
+            broken.join(", ")
+        );
     }
     Ok(exit::OK)
 }
@@ -147,7 +200,20 @@ fn backup(
     let map = open_map(db.as_ref(), config, path)?;
     let (key, label) = find_client(db.as_ref(), &map, spec)?;
     let archive = export(db.as_ref(), &map, &key, engine_name)?;
+    // Rows that belong to no client are in no archive: said, not silent.
+    let unowned: Vec<(String, u64)> = ledgervault_tenant::partition(db.as_ref(), &map)?
+        .into_iter()
+        .filter(|p| p.unowned > 0)
+        .map(|p| (p.table, p.unowned))
+        .collect();
     drop(db);
+    if !g.quiet {
+        for (t, n) in &unowned {
+            eprintln!(
+                "ledgervault: note: {t}: {n} row(s) belong to no client and are in no client's archive (`client list --check` shows every table)"
+            );
+        }
+    }
     let export_secs = started.elapsed().as_secs_f64();
     let bytes = archive.encode();
     tags.extend([
@@ -176,6 +242,7 @@ fn backup(
             "snapshot_id": s.snapshot_id, "client": key, "label": label,
             "rows": archive.rows(), "tables": archive.tables.len(),
             "links": archive.links, "export_secs": export_secs,
+            "unowned_rows": unowned.iter().map(|(t, n)| json!({"table": t, "rows": n})).collect::<Vec<_>>(),
         }));
     } else if !g.quiet {
         println!(
@@ -377,6 +444,7 @@ fn restore(
     into: &Path,
     mode: Mode,
     set: Vec<(String, Value)>,
+    replace_other: Option<Value>,
     dry_run: bool,
     database: Option<&str>,
     config: &TenantConfig,
@@ -400,7 +468,7 @@ fn restore(
         .map(|c| (c.name, c.sql))
         .collect();
     // Refusals that need no work come before the safety snapshot.
-    ledgervault_tenant::preflight(target, &map, config, &archive, mode)?;
+    ledgervault_tenant::preflight(target, &map, config, &archive, mode, replace_other.as_ref())?;
     let mut safety = None;
     if !dry_run {
         // A safety snapshot of the target first, as before any restore over
@@ -432,6 +500,7 @@ fn restore(
         dry_run,
         set,
         invariants,
+        replace_other,
     };
     let r = import(target, &map, config, &archive, &opts)?;
     let secs = started.elapsed().as_secs_f64();
@@ -460,10 +529,16 @@ fn restore(
         r.client_to,
         r.mode
     );
-    if r.replaced_rows > 0 {
+    if let Some(old) = &r.replaced {
+        let per: Vec<String> = old.rows.iter().map(|(t, n)| format!("{t} {n}")).collect();
         println!(
-            "  replaced: {} rows of the old client deleted first",
-            r.replaced_rows
+            "  {} client {} ({}), found by {}: {} rows ({})",
+            if r.dry_run { "would delete" } else { "deleted" },
+            old.key,
+            old.label,
+            old.found_by,
+            r.replaced_rows,
+            per.join(", ")
         );
     }
     for t in &r.tables {

@@ -735,3 +735,64 @@ fn guard_around_risky_work_on_postgres_prints_a_rollback_that_works() {
         "the rollback put the books back"
     );
 }
+
+/// A company table keyed by UUID, with entries reaching it through a
+/// bill or an invoice: `--client NAME` finds a company whatever its key's
+/// type, and `client list --check` accounts for every row on PostgreSQL.
+#[test]
+fn uuid_keyed_companies_are_found_by_name_and_every_route_counts() {
+    let pg = PgServer::start();
+    let e = Env::with_repo();
+    pg.createdb("multi");
+    pg.psql(
+        "multi",
+        "CREATE TABLE company (id uuid PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE invoice (id serial PRIMARY KEY, company_id uuid NOT NULL REFERENCES company(id));
+         CREATE TABLE bill (id serial PRIMARY KEY, company_id uuid NOT NULL REFERENCES company(id));
+         CREATE TABLE line (id serial PRIMARY KEY, invoice_id int REFERENCES invoice(id),
+                            bill_id int REFERENCES bill(id), amount int NOT NULL);
+         INSERT INTO company VALUES ('6f1c1a8e-7d4b-4a4e-9a59-3b0c2e1f0a01', 'Acme Ltd'),
+                                    ('0b5d5e2a-1c3f-4f7e-8a2d-9e4b6c7d8e02', 'Beta GmbH');
+         INSERT INTO invoice (company_id) SELECT id FROM company, generate_series(1, 3);
+         INSERT INTO bill (company_id) SELECT id FROM company, generate_series(1, 2);
+         INSERT INTO line (invoice_id, amount) SELECT id, 10 FROM invoice;
+         INSERT INTO line (bill_id, amount) SELECT id, -5 FROM bill;",
+    );
+    let url = pg.url("multi");
+    let cfg = e.root.join("client.toml");
+    std::fs::write(&cfg, "[client]\nroot = \"company\"\n").unwrap();
+    let c = cfg.to_str().unwrap();
+    let (code, list, err) = run(&e, &pg, &["-c", c, "client", "list", "--check", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(list["adds_up"], true, "{list}");
+    let acme = list["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == "Acme Ltd")
+        .unwrap()
+        .clone();
+    // 3 invoice lines and 2 bill lines.
+    assert_eq!(acme["rows"]["line"], 5, "{acme}");
+    let (code, b, err) = run(
+        &e,
+        &pg,
+        &["-c", c, "client", "backup", &url, "--client", "Acme Ltd"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(b["rows"], 1 + 3 + 2 + 5, "{b}");
+    let (code, _, err) = run(
+        &e,
+        &pg,
+        &[
+            "-c",
+            c,
+            "client",
+            "backup",
+            &url,
+            "--client",
+            "0b5d5e2a-1c3f-4f7e-8a2d-9e4b6c7d8e02",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+}

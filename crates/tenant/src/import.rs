@@ -37,6 +37,20 @@ pub struct ImportOptions {
     pub set: Vec<(String, Value)>,
     /// Accounting invariants: (name, query returning offending rows).
     pub invariants: Vec<(String, String)>,
+    /// With [`Mode::Replace`]: the key of a client in the target that is
+    /// not the archive's own but is to be replaced anyway.
+    pub replace_other: Option<Value>,
+}
+
+/// The client a replace deletes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplacedClient {
+    pub key: Value,
+    pub label: String,
+    /// How it was recognised.
+    pub found_by: String,
+    /// Its rows per table, before the delete.
+    pub rows: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +91,8 @@ pub struct ImportReport {
     pub links: Vec<LinkPlan>,
     /// Rows of the replaced client deleted first.
     pub replaced_rows: u64,
+    /// Which client was (or would be) deleted first.
+    pub replaced: Option<ReplacedClient>,
     /// Checks run before commit, each "name: ok".
     pub verified: Vec<String>,
     /// Seconds per step.
@@ -93,6 +109,7 @@ pub fn preflight(
     config: &TenantConfig,
     archive: &Archive,
     mode: Mode,
+    replace_other: Option<&Value>,
 ) -> Result<()> {
     check_schema(map, archive)?;
     let failing: Vec<&Link> = archive
@@ -103,12 +120,30 @@ pub fn preflight(
     if !failing.is_empty() {
         return Err(links_error(&failing));
     }
-    if mode == Mode::New {
-        if let Some((_, by)) = existing_client(db, map, archive)? {
-            return Err(exists_error(archive, &by));
+    match (existing_client(db, map, config, archive)?, mode) {
+        (Found::Ambiguous(why), Mode::New | Mode::Replace) => Err(ambiguous_error(archive, &why)),
+        (Found::Own(_, by), Mode::New) => Err(exists_error(archive, &[by])),
+        (Found::Other(k, by), Mode::Replace) if replace_other != Some(&k) => {
+            Err(other_error(&k, &by))
         }
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+fn other_error(k: &Value, by: &str) -> Error {
+    refused(format!(
+        "--replace: the target's client {k} is not the archive's own ({by}). To replace it anyway, give --replace-other {}; to add the archive's client beside it, --as-new",
+        k.plain()
+    ))
+}
+
+fn ambiguous_error(archive: &Archive, why: &[String]) -> Error {
+    refused(format!(
+        "client {} ({}) cannot be told apart in the target: {}. Set [client] client_key to the columns that identify a client (a tax number)",
+        archive.client,
+        archive.label,
+        why.join("; ")
+    ))
 }
 
 fn links_error(failing: &[&Link]) -> Error {
@@ -130,13 +165,29 @@ fn exists_error(archive: &Archive, found_by: &[String]) -> Error {
     ))
 }
 
-/// The target's key of the archive's client, if it is there (same key, or
-/// the same value in a unique column), and how it was found.
+/// Whether the archive's client is in the target, and how that is known.
+#[derive(Debug, Clone)]
+enum Found {
+    Absent,
+    /// The archive's own client: (key in the target, how it was found).
+    Own(Value, String),
+    /// Another client holds the archive's key (another firm's company, or
+    /// this client changed beyond recognition): replacing it needs
+    /// `replace_other`.
+    Other(Value, String),
+    /// More than one client could be meant.
+    Ambiguous(Vec<String>),
+}
+
+/// Finds the archive's client in the target by its configured identity
+/// (`client_key`, a tax number) or by its key; never by another unique
+/// column, which may be incidental and belong to another client.
 fn existing_client(
     db: &dyn Db,
     map: &TenantMap,
+    config: &TenantConfig,
     archive: &Archive,
-) -> Result<Option<(Value, Vec<String>)>> {
+) -> Result<Found> {
     let root = map.root();
     let root_key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
     let root_rows = &archive.tables[0];
@@ -144,42 +195,107 @@ fn existing_client(
         .rows
         .first()
         .ok_or_else(|| Error::Archive("the archive has no client row".into()))?;
-    // A client is recognised by its unique columns (a client code) when the
-    // table has any: the same key in another firm is another client. Only
-    // without them does the key itself say who it is.
-    let mut probes: Vec<(String, Value)> = Vec::new();
-    for u in db.unique_keys(&root.name)? {
-        if let [c] = u.as_slice() {
-            if let Some(i) = root_rows.col(c) {
-                probes.push((c.clone(), root_row[i].clone()));
-            }
+    let cols: Vec<String> = root.columns.iter().map(|c| c.name.clone()).collect();
+    let select = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    let ki = cols.iter().position(|c| *c == root_key).unwrap_or(0);
+    let by_key = rows(
+        db,
+        &format!(
+            "SELECT {select} FROM {} WHERE {} = {}",
+            ident(&root.name),
+            ident(&root_key),
+            db.param(1)
+        ),
+        std::slice::from_ref(&archive.client),
+    )?
+    .into_iter()
+    .next();
+    let label = |r: &[Value]| crate::label_of(&cols, r, &r[ki]);
+    if let Some(nk) = config.client_key.as_ref().filter(|k| !k.is_empty()) {
+        let mut values = Vec::new();
+        for c in nk {
+            let i = root_rows.col(c).ok_or_else(|| {
+                refused(format!(
+                    "[client] client_key names {}.{c}, which the archive does not have",
+                    root.name
+                ))
+            })?;
+            values.push(root_row[i].clone());
         }
-    }
-    if probes.is_empty() {
-        probes.push((root_key.clone(), archive.client.clone()));
-    }
-    let mut existing: Option<Value> = None;
-    let mut found_by = Vec::new();
-    for (c, v) in &probes {
-        let found = rows(
+        let cond = nk
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} {} {}", ident(c), db.same_as(), db.param(i + 1)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let matches = rows(
             db,
-            &format!(
-                "SELECT {} FROM {} WHERE {} = {}",
-                ident(&root_key),
-                ident(&root.name),
-                ident(c),
-                db.param(1)
-            ),
-            std::slice::from_ref(v),
+            &format!("SELECT {select} FROM {} WHERE {cond}", ident(&root.name)),
+            &values,
         )?;
-        if let Some(r) = found.into_iter().next() {
-            found_by.push(format!("{}.{c} = {v}", root.name));
-            if existing.is_none() {
-                existing = Some(r[0].clone());
-            }
-        }
+        let shown = format!(
+            "{}.{} = {}",
+            root.name,
+            nk.join("+"),
+            values
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("+")
+        );
+        return Ok(match (matches.as_slice(), by_key) {
+            ([], None) => Found::Absent,
+            ([], Some(r)) => Found::Other(
+                r[ki].clone(),
+                format!(
+                    "key {} belongs to {} {:?}, whose {} differs",
+                    archive.client,
+                    root.name,
+                    label(&r),
+                    nk.join("+")
+                ),
+            ),
+            ([m], Some(r)) if r[ki] != m[ki] => Found::Ambiguous(vec![
+                format!("{shown} is client {} ({:?})", m[ki], label(m)),
+                format!("key {} is client {:?}", archive.client, label(&r)),
+            ]),
+            ([m], _) => Found::Own(m[ki].clone(), shown),
+            (many, _) => Found::Ambiguous(vec![format!(
+                "{shown} matches {} clients ({})",
+                many.len(),
+                many.iter()
+                    .map(|m| format!("{} {:?}", m[ki], label(m)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )]),
+        });
     }
-    Ok(existing.map(|e| (e, found_by)))
+    // No configured identity: the key, and only when the client's row is
+    // the archive's, column for column, is it surely the same client.
+    let Some(r) = by_key else {
+        return Ok(Found::Absent);
+    };
+    let same = root_rows
+        .columns
+        .iter()
+        .zip(root_row)
+        .all(|(c, v)| cols.iter().position(|x| x == c).is_some_and(|i| &r[i] == v));
+    Ok(if same {
+        Found::Own(
+            r[ki].clone(),
+            format!("{}.{root_key} = {}", root.name, archive.client),
+        )
+    } else {
+        Found::Other(
+            r[ki].clone(),
+            format!(
+                "key {} belongs to {} {:?}, whose row differs from the archive's",
+                archive.client,
+                root.name,
+                label(&r)
+            ),
+        )
+    })
 }
 
 fn check_schema(map: &TenantMap, archive: &Archive) -> Result<()> {
@@ -289,16 +405,59 @@ fn run(
 
     // The books' state before, so an import is judged only on what it adds.
     let mut timer = Timer::new();
-    let found = existing_client(db, map, archive)?;
+    let found = existing_client(db, map, config, archive)?;
     let mut replaced_rows = 0;
+    let mut replaced = None;
     let mut kept_refs: KeptRefs = Vec::new();
     timer.lap("find the client");
-    match (&found, opts.mode) {
-        (Some((_, by)), Mode::New) => return Err(exists_error(archive, by)),
-        (Some((k, _)), Mode::Replace) => {
-            (replaced_rows, kept_refs) = delete_client(db, map, archive, k)?
+    let to_replace = match (&found, opts.mode) {
+        (Found::Ambiguous(why), Mode::New | Mode::Replace) => {
+            return Err(ambiguous_error(archive, why))
         }
-        _ => {}
+        (Found::Own(_, by), Mode::New) => {
+            return Err(exists_error(archive, std::slice::from_ref(by)))
+        }
+        (Found::Own(k, by), Mode::Replace) => Some((k, by)),
+        (Found::Other(k, by), Mode::Replace) => {
+            if opts.replace_other.as_ref() != Some(k) {
+                return Err(other_error(k, by));
+            }
+            Some((k, by))
+        }
+        _ => None,
+    };
+    if let Some((k, by)) = to_replace {
+        // Named, with its rows, before anything is deleted.
+        let mut per_table = BTreeMap::new();
+        for o in &map.owned {
+            let n = client_columns(db, map, o, k, &o.pk)?.rows.len() as u64;
+            if n > 0 {
+                per_table.insert(o.name.clone(), n);
+            }
+        }
+        let cols: Vec<String> = root.columns.iter().map(|c| c.name.clone()).collect();
+        let root_key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
+        let label = rows(
+            db,
+            &format!(
+                "SELECT {} FROM {} WHERE {} = {}",
+                cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", "),
+                ident(&root.name),
+                ident(&root_key),
+                db.param(1)
+            ),
+            std::slice::from_ref(k),
+        )?
+        .first()
+        .map(|r| crate::label_of(&cols, r, k))
+        .unwrap_or_else(|| k.plain());
+        replaced = Some(ReplacedClient {
+            key: k.clone(),
+            label,
+            found_by: by.clone(),
+            rows: per_table,
+        });
+        (replaced_rows, kept_refs) = delete_client(db, map, archive, k)?;
     }
 
     timer.lap("replace: check and delete");
@@ -675,6 +834,7 @@ fn run(
         shared: shared_plans,
         links: link_plans,
         replaced_rows,
+        replaced,
         verified,
         timings: timer.laps,
     })
@@ -925,12 +1085,15 @@ fn delete_client(
             .map(|c| format!("x.{}", ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
-        let (from, _) = map.ownership_sql(db, &k.ref_table);
+        let own = map.owned_rows_sql(db, &k.ref_table, true);
         let sql = format!(
-            "SELECT {select}, x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} {from})",
+            "{with} SELECT {select}, x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} FROM {ref_table} t0 WHERE {owned})",
+            with = own.with,
             col = ident(&k.column),
             table = ident(&k.table),
             refcol = ident(&k.ref_column),
+            ref_table = ident(&k.ref_table),
+            owned = own.contains(&target.pk),
         );
         let mut outside = Vec::new();
         let own = own_pks.get(k.table.as_str());

@@ -40,8 +40,9 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Version of the archive format.
-pub const ARCHIVE_VERSION: u32 = 1;
+/// Version of the archive format. 2: `counts` per table (and rows on every
+/// route of keys); version 1 archives still read.
+pub const ARCHIVE_VERSION: u32 = 2;
 
 /// A table's rows in an archive.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -107,6 +108,10 @@ pub struct Archive {
     /// Shared rows the client's rows point to.
     pub shared: Vec<TableRows>,
     pub links: Vec<Link>,
+    /// Rows per owned table, as counted when exported; an archive whose
+    /// rows differ from these is refused. Empty in version 1 archives.
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
 }
 
 impl Archive {
@@ -140,12 +145,24 @@ impl Archive {
                 "format version {version}, written by a newer ledgervault"
             )));
         }
-        serde_json::from_value(v).map_err(|e| Error::Archive(e.to_string()))
+        let a: Archive = serde_json::from_value(v).map_err(|e| Error::Archive(e.to_string()))?;
+        for t in &a.tables {
+            if let Some(&n) = a.counts.get(&t.table) {
+                if n != t.rows.len() as u64 {
+                    return Err(Error::Archive(format!(
+                        "table {} holds {} rows, its count says {n}: the archive is incomplete or altered",
+                        t.table,
+                        t.rows.len()
+                    )));
+                }
+            }
+        }
+        Ok(a)
     }
 }
 
 /// The label of a root row: its `name`, `code` or key.
-fn label_of(root_cols: &[String], row: &[Value], key: &Value) -> String {
+pub(crate) fn label_of(root_cols: &[String], row: &[Value], key: &Value) -> String {
     for want in ["name", "code", "title"] {
         if let Some(i) = root_cols.iter().position(|c| c.eq_ignore_ascii_case(want)) {
             return row[i].plain();
@@ -197,21 +214,115 @@ pub fn list_clients(db: &dyn Db, map: &TenantMap) -> Result<Vec<ClientInfo>> {
         });
     }
     for o in &map.owned[1..] {
-        let (from, expr) = map.ownership_sql(db, &o.name);
-        // Drop the WHERE: count every client's rows at once.
-        let from = from.split(" WHERE ").next().unwrap_or(&from).to_string();
+        // Every client's rows at once, a cross-client row counted for each
+        // client it belongs to.
+        let (with, pairs, _) = map.client_pairs_sql(db, &o.name);
         for r in rows(
             db,
-            &format!("SELECT {expr}, count(*) {from} GROUP BY {expr}"),
+            &format!("{with} SELECT ck, count(*) FROM ({pairs}) x GROUP BY ck"),
             &[],
         )? {
-            if let (Some(&i), Value::Int(n)) = (by_key.get(&r[0]), &r[1]) {
+            let k = clients
+                .iter()
+                .position(|c| c.key.plain() == r[0].plain())
+                .and_then(|i| by_key.get(&clients[i].key));
+            if let (Some(&i), Value::Int(n)) = (k, &r[1]) {
                 clients[i].rows.insert(o.name.clone(), *n as u64);
                 clients[i].total_rows += *n as u64;
             }
         }
     }
     Ok(clients)
+}
+
+/// How one table's rows divide between clients.
+#[derive(Debug, Clone, Serialize)]
+pub struct TablePartition {
+    pub table: String,
+    /// `owned`, `shared` (referenced by clients' rows, belonging to none),
+    /// or `firm` (neither: the firm's own settings).
+    pub kind: &'static str,
+    /// Every row of the table, counted on its own.
+    pub total: u64,
+    /// Rows that belong to exactly one client, per client key.
+    pub exclusive: BTreeMap<String, u64>,
+    /// Rows that belong to two clients or more (cross-client rows).
+    pub cross_client: u64,
+    /// Rows of an owned table that no route leads from to any client.
+    pub unowned: u64,
+}
+
+impl TablePartition {
+    /// Whether every row is accounted for exactly once.
+    pub fn adds_up(&self) -> bool {
+        let owned: u64 = self.exclusive.values().sum();
+        match self.kind {
+            "owned" => owned + self.cross_client + self.unowned == self.total,
+            _ => true,
+        }
+    }
+}
+
+/// Every table of the database, its rows divided between clients: each
+/// client's own, rows two clients share, and rows no client reaches. The
+/// total is counted separately, so `adds_up` proves the division.
+pub fn partition(db: &dyn Db, map: &TenantMap) -> Result<Vec<TablePartition>> {
+    let count = |sql: &str| -> Result<u64> {
+        Ok(match rows(db, sql, &[])?.first().and_then(|r| r.first()) {
+            Some(Value::Int(n)) => *n as u64,
+            _ => 0,
+        })
+    };
+    let mut out = Vec::new();
+    for t in db.tables()? {
+        let total = count(&format!("SELECT count(*) FROM {}", ident(&t)))?;
+        let Some(o) = map.owned(&t) else {
+            out.push(TablePartition {
+                kind: if map.shared(&t).is_some() {
+                    "shared"
+                } else {
+                    "firm"
+                },
+                table: t,
+                total,
+                exclusive: BTreeMap::new(),
+                cross_client: 0,
+                unowned: 0,
+            });
+            continue;
+        };
+        // Client keys come as text: `min` over them works for every type.
+        let (with, pairs, pk) = map.client_pairs_sql(db, &o.name);
+        let pk = pk.join(", ");
+        let pairs = format!("({pairs}) y");
+        let mut exclusive = BTreeMap::new();
+        for r in rows(
+            db,
+            &format!(
+                "{with} SELECT ck, count(*) FROM (SELECT {pk}, min(ck) AS ck FROM {pairs} GROUP BY {pk} HAVING count(*) = 1) x GROUP BY ck"
+            ),
+            &[],
+        )? {
+            if let Value::Int(n) = r[1] {
+                exclusive.insert(r[0].plain(), n as u64);
+            }
+        }
+        let cross = count(&format!(
+            "{with} SELECT count(*) FROM (SELECT {pk} FROM {pairs} GROUP BY {pk} HAVING count(*) > 1) x"
+        ))?;
+        let reached = count(&format!(
+            "{with} SELECT count(*) FROM (SELECT DISTINCT {pk} FROM {pairs}) x"
+        ))?;
+        out.push(TablePartition {
+            table: t,
+            kind: "owned",
+            total,
+            exclusive,
+            cross_client: cross,
+            unowned: total.saturating_sub(reached),
+        });
+    }
+    Ok(out)
 }
 
 /// Finds a client by key or by a name/code column value.
@@ -221,41 +332,32 @@ pub fn find_client(db: &dyn Db, map: &TenantMap, spec: &str) -> Result<(Value, S
     let cols: Vec<String> = root.columns.iter().map(|c| c.name.clone()).collect();
     let select = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     let ki = cols.iter().position(|c| *c == key).unwrap_or(0);
-    // An integer key is looked up only by a number: engines with strict
-    // types (PostgreSQL) refuse to compare it with text.
-    let mut candidates: Vec<Value> = Vec::new();
-    if let Ok(i) = spec.parse::<i64>() {
-        candidates.push(Value::Int(i));
-    }
-    if root.int_pk.is_none() {
-        candidates.push(Value::Text(spec.into()));
-    }
-    for c in &candidates {
-        let found = rows(
-            db,
-            &format!(
-                "SELECT {select} FROM {} WHERE {} = {}",
-                ident(&root.name),
-                ident(&key),
-                db.param(1)
-            ),
-            std::slice::from_ref(c),
-        )?;
-        if let Some(r) = found.first() {
-            return Ok((r[ki].clone(), label_of(&cols, r, &r[ki])));
-        }
+    // The key compared as text, whatever its type (an integer, a UUID):
+    // engines with strict types (PostgreSQL) refuse to compare a uuid
+    // column with a name, but every key casts to text.
+    let found = rows(
+        db,
+        &format!(
+            "SELECT {select} FROM {} WHERE CAST({} AS TEXT) = {}",
+            ident(&root.name),
+            ident(&key),
+            db.param(1)
+        ),
+        &[Value::Text(spec.into())],
+    )?;
+    if let Some(r) = found.first() {
+        return Ok((r[ki].clone(), label_of(&cols, r, &r[ki])));
     }
     // By a text column: name, code, …
     let mut matches = Vec::new();
-    for col in root
-        .columns
-        .iter()
-        .filter(|c| c.decl_type.contains("TEXT") || c.decl_type.contains("CHAR"))
-    {
+    for col in root.columns.iter().filter(|c| {
+        let t = c.decl_type.to_ascii_uppercase();
+        t.contains("TEXT") || t.contains("CHAR") || t.contains("UUID")
+    }) {
         for r in rows(
             db,
             &format!(
-                "SELECT {select} FROM {} WHERE {} = {}",
+                "SELECT {select} FROM {} WHERE CAST({} AS TEXT) = {}",
                 ident(&root.name),
                 ident(&col.name),
                 db.param(1)
@@ -294,7 +396,7 @@ fn client_columns(
     key: &Value,
     cols: &[String],
 ) -> Result<TableRows> {
-    let (from, _) = map.ownership_sql(db, &o.name);
+    let own = map.owned_rows_sql(db, &o.name, true);
     let select = cols
         .iter()
         .map(|c| format!("t0.{}", ident(c)))
@@ -305,9 +407,17 @@ fn client_columns(
             .map(|c| format!("t0.{}", ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
+    // Reached by some route, and either at home with this client or
+    // homeless (see `TenantMap::home_sql`).
+    let (from, home) = map.home_sql(&o.name);
     let rs = rows(
         db,
-        &format!("SELECT {select} {from} ORDER BY {order}"),
+        &format!(
+            "{} SELECT {select} {from} WHERE {} AND ({home} IS NULL OR {home} = {}) ORDER BY {order}",
+            own.with,
+            own.contains(&o.pk),
+            db.param(1)
+        ),
         std::slice::from_ref(key),
     )?;
     Ok(TableRows {
@@ -325,7 +435,7 @@ fn owner_of(
     column: &str,
     value: &Value,
 ) -> Result<Option<Value>> {
-    let (from, expr) = map.ownership_sql(db, table);
+    let (from, expr) = map.primary_route_sql(db, table);
     let from = from.split(" WHERE ").next().unwrap_or(&from).to_string();
     let r = rows(
         db,
@@ -460,6 +570,10 @@ fn export_in_snapshot(db: &dyn Db, map: &TenantMap, key: &Value, engine: &str) -
         created: chrono::Utc::now(),
         fingerprint: fingerprint(&schema),
         schema,
+        counts: tables
+            .iter()
+            .map(|t| (t.table.clone(), t.rows.len() as u64))
+            .collect(),
         tables,
         shared,
         links,

@@ -65,6 +65,12 @@ pub struct TenantConfig {
     pub default_link: LinkPolicy,
     #[serde(default)]
     pub missing_shared: MissingShared,
+    /// The client's own identity in the root table, across firms: columns
+    /// such as a tax number. The client in a target is found by these, or
+    /// else by its key; never by another unique column, which may be
+    /// incidental (a position code) and name another client.
+    #[serde(default)]
+    pub client_key: Option<Vec<String>>,
 }
 
 impl TenantConfig {
@@ -82,8 +88,14 @@ pub struct Owned {
     pub name: String,
     /// 0 for the root.
     pub depth: u32,
-    /// The key leading towards the root (none for the root).
+    /// The key leading towards the root by the shortest path (none for the
+    /// root): the route used to name "the" client of a row in messages.
     pub owner: Option<ForeignKey>,
+    /// Every key from this table to an owned table (itself included): each
+    /// is a route to a client. A row belongs to every client that any chain
+    /// of routes reaches, whatever keys on other routes hold (NULL or not).
+    #[serde(default)]
+    pub routes: Vec<ForeignKey>,
     pub columns: Vec<Column>,
     /// The single integer primary key column, when the table has one; its
     /// values can be remapped.
@@ -195,6 +207,7 @@ impl TenantMap {
             name: root.clone(),
             depth: 0,
             owner: None,
+            routes: Vec::new(),
             int_pk: int_pk(&columns[&root]),
             pk: pk_columns(&columns[&root]),
             columns: columns[&root].clone(),
@@ -229,6 +242,7 @@ impl TenantMap {
                         name: t.clone(),
                         depth,
                         owner: Some(k.clone()),
+                        routes: Vec::new(),
                         int_pk: int_pk(&columns[t]),
                         pk: pk_columns(&columns[t]),
                         columns: columns[t].clone(),
@@ -239,6 +253,23 @@ impl TenantMap {
                 break;
             }
             owned.extend(level);
+        }
+        // Every key between owned tables is a route, except the columns the
+        // config names as links (a reference to another client's row that
+        // does not make the row that client's too).
+        let names: Vec<String> = owned.iter().map(|o| o.name.clone()).collect();
+        for o in owned.iter_mut().skip(1) {
+            o.routes = keys
+                .iter()
+                .filter(|k| {
+                    k.table == o.name
+                        && names.contains(&k.ref_table)
+                        && !config
+                            .links
+                            .contains_key(&format!("{}.{}", k.table, k.column))
+                })
+                .cloned()
+                .collect();
         }
         let owned_names: Vec<&str> = owned.iter().map(|o| o.name.as_str()).collect();
         let mut shared = Vec::new();
@@ -295,9 +326,11 @@ impl TenantMap {
     }
 
     /// `FROM` and `WHERE` clauses selecting `table`'s rows (alias `t0`)
-    /// that belong to the client whose root key is parameter 1, and the
-    /// expression of the root key of each row.
-    pub fn ownership_sql(&self, db: &dyn Db, table: &str) -> (String, String) {
+    /// that reach the client whose root key is parameter 1 along the
+    /// shortest route alone, and the expression of that client's key: only
+    /// for naming "the" client of a row in a message. Which rows belong to a
+    /// client is [`TenantMap::owned_rows_sql`]'s to say.
+    pub fn primary_route_sql(&self, db: &dyn Db, table: &str) -> (String, String) {
         let path = self.path(table);
         if path.len() == 1 {
             let root = self.root();
@@ -327,6 +360,229 @@ impl TenantMap {
         (format!("{from} WHERE {expr} = {}", db.param(1)), expr)
     }
 
+    /// The owned tables in an order where every route's parent comes
+    /// before its child (self-routes aside); where routes form a cycle
+    /// between tables, the shallower table goes first and the routes that
+    /// would point forward are not followed (rows reachable only through
+    /// them show as unowned in [`crate::partition`]).
+    fn route_order(&self) -> Vec<usize> {
+        let n = self.owned.len();
+        let idx = |name: &str| self.owned.iter().position(|o| o.name == name);
+        let mut placed = vec![false; n];
+        let mut order = Vec::with_capacity(n);
+        while order.len() < n {
+            let ready = (0..n).filter(|&i| !placed[i]).find(|&i| {
+                self.owned[i].routes.iter().all(|r| {
+                    r.ref_table == self.owned[i].name || idx(&r.ref_table).is_none_or(|j| placed[j])
+                })
+            });
+            let next = ready.unwrap_or_else(|| {
+                (0..n)
+                    .filter(|&i| !placed[i])
+                    .min_by_key(|&i| (self.owned[i].depth, self.owned[i].name.clone()))
+                    .expect("a table is left")
+            });
+            placed[next] = true;
+            order.push(next);
+        }
+        order
+    }
+
+    /// SQL naming, for `table`, which of its rows belong to which client:
+    /// one common table expression per owned table on the way (`WITH
+    /// RECURSIVE o0 (...), o1 (...) ...`), each the union over every route
+    /// of the rows whose key matches a row of the parent's expression, and
+    /// a recursive term for routes into the table itself. The expression
+    /// for `table` has its primary key columns and `ck`, the client key;
+    /// with `one_client`, only client parameter 1's rows.
+    pub fn owned_rows_sql(&self, db: &dyn Db, table: &str, one_client: bool) -> OwnedSql {
+        let order = self.route_order();
+        let pos: HashMap<&str, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(p, &i)| (self.owned[i].name.as_str(), p))
+            .collect();
+        let target = pos[table];
+        // Which tables lead to `table`: walk its routes back to the root.
+        let mut needed = vec![false; order.len()];
+        let mut stack = vec![target];
+        while let Some(p) = stack.pop() {
+            if needed[p] {
+                continue;
+            }
+            needed[p] = true;
+            for r in &self.owned[order[p]].routes {
+                if let Some(&q) = pos.get(r.ref_table.as_str()) {
+                    if q < p {
+                        stack.push(q);
+                    }
+                }
+            }
+        }
+        // The columns each expression carries: its primary key, then every
+        // column a needed route points at.
+        let mut carried: Vec<Vec<String>> =
+            order.iter().map(|&i| self.owned[i].pk.clone()).collect();
+        for p in (0..order.len()).filter(|&p| needed[p]) {
+            for r in &self.owned[order[p]].routes {
+                if let Some(&q) = pos.get(r.ref_table.as_str()) {
+                    if q <= p && needed[q] && !carried[q].contains(&r.ref_column) {
+                        carried[q].push(r.ref_column.clone());
+                    }
+                }
+            }
+        }
+        let alias = |q: usize, col: &str| {
+            format!(
+                "c{}",
+                carried[q].iter().position(|c| c == col).expect("carried")
+            )
+        };
+        let mut ctes = Vec::new();
+        for p in (0..order.len()).filter(|&p| needed[p]) {
+            let o = &self.owned[order[p]];
+            let names: Vec<String> = (0..carried[p].len())
+                .map(|i| format!("c{i}"))
+                .chain(std::iter::once("ck".into()))
+                .collect();
+            let cols = |t: &str| {
+                carried[p]
+                    .iter()
+                    .map(|c| format!("{t}.{}", ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut terms = Vec::new();
+            if p == 0 {
+                let key = o.int_pk.clone().unwrap_or_else(|| o.pk[0].clone());
+                let filter = if one_client {
+                    format!(" WHERE t.{} = {}", ident(&key), db.param(1))
+                } else {
+                    String::new()
+                };
+                terms.push(format!(
+                    "SELECT {}, t.{} FROM {} t{filter}",
+                    cols("t"),
+                    ident(&key),
+                    ident(&o.name)
+                ));
+            }
+            let mut recursive = Vec::new();
+            for r in &o.routes {
+                let Some(&q) = pos.get(r.ref_table.as_str()) else {
+                    continue;
+                };
+                if q > p || !needed[q] {
+                    continue;
+                }
+                let term = format!(
+                    "SELECT {}, s.ck FROM {} t JOIN o{q} s ON t.{} = s.{}",
+                    cols("t"),
+                    ident(&o.name),
+                    ident(&r.column),
+                    alias(q, &r.ref_column)
+                );
+                if q == p {
+                    recursive.push(term);
+                } else {
+                    terms.push(term);
+                }
+            }
+            if terms.is_empty() {
+                // Reachable only through routes not followed: no rows.
+                terms.push(format!(
+                    "SELECT {}, NULL FROM {} t WHERE 1 = 0",
+                    cols("t"),
+                    ident(&o.name)
+                ));
+            }
+            terms.extend(recursive);
+            ctes.push(format!(
+                "o{p} ({}) AS ({})",
+                names.join(", "),
+                terms.join(" UNION ")
+            ));
+        }
+        let pk = (0..self.owned[order[target]].pk.len())
+            .map(|i| format!("c{i}"))
+            .collect();
+        OwnedSql {
+            with: format!("WITH RECURSIVE {}", ctes.join(", ")),
+            cte: format!("o{target}"),
+            pk,
+        }
+    }
+
+    /// `FROM` clause (alias `t0`, left joins along the shortest route) and
+    /// the expression of each row's *home* client: the client its shortest
+    /// route leads to, or NULL where a key on that route is NULL. A row with
+    /// a home belongs to that client alone (a key on another route that
+    /// points at another client's row is a cross-client link, not a second
+    /// owner); a row without one belongs to every client another route
+    /// leads to.
+    pub fn home_sql(&self, table: &str) -> (String, String) {
+        let path = self.path(table);
+        let mut from = format!("FROM {} t0", ident(table));
+        if path.len() == 1 {
+            let root = self.root();
+            let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
+            return (from, format!("t0.{}", ident(&key)));
+        }
+        for (i, step) in path[..path.len() - 2].iter().enumerate() {
+            let k = step.owner.as_ref().expect("non-root tables have an owner");
+            from.push_str(&format!(
+                " LEFT JOIN {} t{} ON t{i}.{} = t{}.{}",
+                ident(&k.ref_table),
+                i + 1,
+                ident(&k.column),
+                i + 1,
+                ident(&k.ref_column)
+            ));
+        }
+        let last = path.len() - 2;
+        let k = path[last].owner.as_ref().expect("owner");
+        (from, format!("t{last}.{}", ident(&k.column)))
+    }
+
+    /// A statement prefix and a `SELECT` of `table`'s rows paired with each
+    /// client they belong to: `(c0.. = primary key, ck = client key as
+    /// text)`, a row with a home once (its home), a row without one once per
+    /// client that reaches it. See [`TenantMap::owned_rows_sql`] and
+    /// [`TenantMap::home_sql`].
+    pub fn client_pairs_sql(&self, db: &dyn Db, table: &str) -> (String, String, Vec<String>) {
+        let own = self.owned_rows_sql(db, table, false);
+        let o = self.owned(table).expect("an owned table");
+        let (from, home) = self.home_sql(table);
+        let hk: Vec<String> =
+            o.pk.iter()
+                .enumerate()
+                .map(|(i, c)| format!("t0.{} AS p{i}", ident(c)))
+                .collect();
+        let with = format!(
+            "{}, h AS (SELECT {}, {home} AS home {from})",
+            own.with,
+            hk.join(", ")
+        );
+        let on = own
+            .pk
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("h.p{i} = o.{a}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let cols = own
+            .pk
+            .iter()
+            .map(|a| format!("o.{a}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let pairs = format!(
+            "SELECT DISTINCT {cols}, CAST(o.ck AS TEXT) AS ck FROM {} o JOIN h ON {on} WHERE h.home IS NULL OR h.home = o.ck",
+            own.cte
+        );
+        (with, pairs, own.pk)
+    }
+
     /// Canonical description of the tables a client archive touches, for
     /// fingerprints and schema comparison.
     pub fn schema(&self) -> Vec<TableSchema> {
@@ -339,6 +595,31 @@ impl TenantMap {
                     .map(|s| TableSchema::of(&s.name, &s.columns)),
             )
             .collect()
+    }
+}
+
+/// See [`TenantMap::owned_rows_sql`].
+#[derive(Debug, Clone)]
+pub struct OwnedSql {
+    /// `WITH RECURSIVE …`, to put before the statement.
+    pub with: String,
+    /// The expression naming the table's rows: primary key columns `pk`
+    /// and the client key `ck`.
+    pub cte: String,
+    pub pk: Vec<String>,
+}
+
+impl OwnedSql {
+    /// `EXISTS (…)`: row alias `t0` of the table is one of the expression's.
+    pub fn contains(&self, pk_cols: &[String]) -> String {
+        let on = self
+            .pk
+            .iter()
+            .zip(pk_cols)
+            .map(|(a, c)| format!("o.{a} = t0.{}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!("EXISTS (SELECT 1 FROM {} o WHERE {on})", self.cte)
     }
 }
 

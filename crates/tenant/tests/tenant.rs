@@ -83,6 +83,7 @@ fn opts(mode: Mode) -> ImportOptions {
             "every journal entry balances".into(),
             "SELECT entry_id FROM journal_lines GROUP BY entry_id HAVING sum(debit_cents) != sum(credit_cents)".into(),
         )],
+        replace_other: None,
     }
 }
 
@@ -142,9 +143,17 @@ fn import_into_another_firm_remaps_colliding_keys_and_self_references() {
     let b_db = firm(dir.path(), "b.db", 4, 9);
     let a = archive(&a_db, PLAIN);
     let others: Vec<Vec<TableRows>> = (1..=4).map(|k| client_tables(&b_db, k)).collect();
-    // Same client code in the other firm: refused without --as-new.
+    // Another firm's client holds the same key: it is another client (its
+    // row differs), so a plain import goes ahead with new keys, and stops
+    // at the code that other client already uses, changing nothing.
+    let before_b = contents(&b_db);
     let e = run_import(&b_db, &a, &TenantConfig::default(), opts(Mode::New)).unwrap_err();
-    assert!(e.to_string().contains("already exists"), "{e}");
+    assert!(e.to_string().contains("clients.code"), "{e}");
+    assert_eq!(contents(&b_db), before_b);
+    // And --replace never deletes that other client without being told.
+    let e = run_import(&b_db, &a, &TenantConfig::default(), opts(Mode::Replace)).unwrap_err();
+    assert!(e.to_string().contains("--replace-other"), "{e}");
+    assert_eq!(contents(&b_db), before_b);
     let mut o = opts(Mode::AsNew);
     o.set = vec![("code".into(), Value::Text("MOVED-3".into()))];
     let r = run_import(&b_db, &a, &TenantConfig::default(), o).unwrap();
@@ -516,6 +525,7 @@ fn a_configured_schema_with_counters_and_virtual_keys() {
             dry_run: false,
             set: vec![],
             invariants: vec![],
+            replace_other: None,
         },
     )
     .unwrap();

@@ -1,0 +1,314 @@
+//! Ownership is complete and identity is the client's own, on schemas the
+//! sample firm does not have: several routes of keys to the client with
+//! NULLs on some, text keys, a client table without a `clients` name, and
+//! another firm whose company holds the same key.
+
+use std::path::Path;
+
+use ledgervault_tenant::sql::{rows, Db, Sqlite, Value};
+use ledgervault_tenant::*;
+
+/// A multi-company ledger in the shape of the one that lost rows: line
+/// items reach the company through an invoice or a bill, the other key
+/// NULL; payments through an invoice; a company tree (parent company) that
+/// must not merge companies; a line with neither key (unowned); settings
+/// of the firm (no company at all).
+const SCHEMA: &str = "
+CREATE TABLE company (id TEXT PRIMARY KEY, name TEXT NOT NULL, tax_no TEXT, position_code TEXT UNIQUE,
+                      parent_id TEXT REFERENCES company(id));
+CREATE TABLE invoice (id INTEGER PRIMARY KEY, company_id TEXT NOT NULL REFERENCES company(id), no TEXT);
+CREATE TABLE bill (id INTEGER PRIMARY KEY, company_id TEXT NOT NULL REFERENCES company(id), no TEXT);
+CREATE TABLE line_item (id INTEGER PRIMARY KEY, invoice_id INTEGER REFERENCES invoice(id),
+                        bill_id INTEGER REFERENCES bill(id), amount INTEGER NOT NULL);
+CREATE INDEX line_item_invoice ON line_item (invoice_id);
+CREATE TABLE payment (id INTEGER PRIMARY KEY, invoice_id INTEGER NOT NULL REFERENCES invoice(id), amount INTEGER);
+CREATE TABLE settings (k TEXT PRIMARY KEY, v TEXT);
+";
+
+fn ledger(path: &Path, companies: &[(&str, &str, &str, &str)]) {
+    // An empty file is an empty SQLite database.
+    std::fs::write(path, b"").unwrap();
+    let db = Sqlite::open_write(path).unwrap();
+    for stmt in SCHEMA.split(';').filter(|s| !s.trim().is_empty()) {
+        db.execute(stmt, &[]).unwrap();
+    }
+    db.execute("INSERT INTO settings VALUES ('currency', 'EUR')", &[])
+        .unwrap();
+    let mut id = 0i64;
+    for (n, (key, name, tax, pos)) in companies.iter().enumerate() {
+        db.execute(
+            "INSERT INTO company (id, name, tax_no, position_code) VALUES (?1, ?2, ?3, ?4)",
+            &[
+                Value::Text(key.to_string()),
+                Value::Text(name.to_string()),
+                Value::Text(tax.to_string()),
+                Value::Text(pos.to_string()),
+            ],
+        )
+        .unwrap();
+        for i in 0..4 {
+            id += 1;
+            db.execute(
+                "INSERT INTO invoice (id, company_id, no) VALUES (?1, ?2, ?3)",
+                &[
+                    Value::Int(id),
+                    Value::Text(key.to_string()),
+                    Value::Text(format!("INV-{i}")),
+                ],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO bill (id, company_id, no) VALUES (?1, ?2, ?3)",
+                &[
+                    Value::Int(id),
+                    Value::Text(key.to_string()),
+                    Value::Text(format!("BILL-{i}")),
+                ],
+            )
+            .unwrap();
+            for j in 0..3 {
+                // Invoice lines, then bill lines: the other key NULL.
+                db.execute(
+                    "INSERT INTO line_item (invoice_id, bill_id, amount) VALUES (?1, NULL, ?2)",
+                    &[Value::Int(id), Value::Int(100 * (n as i64 + 1) + j)],
+                )
+                .unwrap();
+                db.execute(
+                    "INSERT INTO line_item (invoice_id, bill_id, amount) VALUES (NULL, ?1, ?2)",
+                    &[Value::Int(id), Value::Int(-50 - j)],
+                )
+                .unwrap();
+            }
+            db.execute(
+                "INSERT INTO payment (invoice_id, amount) VALUES (?1, 10)",
+                &[Value::Int(id)],
+            )
+            .unwrap();
+        }
+    }
+    // A line of nobody's (both keys NULL).
+    db.execute(
+        "INSERT INTO line_item (invoice_id, bill_id, amount) VALUES (NULL, NULL, 1)",
+        &[],
+    )
+    .unwrap();
+}
+
+fn config() -> TenantConfig {
+    TenantConfig {
+        root: Some("company".into()),
+        ..Default::default()
+    }
+}
+
+fn count(path: &Path, sql: &str) -> i64 {
+    let db = Sqlite::open_read(path).unwrap();
+    match rows(&db, sql, &[]).unwrap()[0][0] {
+        Value::Int(n) => n,
+        ref v => panic!("{v:?}"),
+    }
+}
+
+const FIRM: [(&str, &str, &str, &str); 3] = [
+    ("c-alpha", "Alpha Ltd", "TAX-1", "1.1"),
+    ("c-beta", "Beta GmbH", "TAX-2", "1.2"),
+    ("c-gamma", "Gamma SA", "TAX-3", "1.3"),
+];
+
+#[test]
+fn rows_on_every_route_are_the_clients_and_the_partition_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("firm.db");
+    ledger(&p, &FIRM);
+    let db = Sqlite::open_read(&p).unwrap();
+    let map = TenantMap::build(&db, &config()).unwrap();
+    let a = export(&db, &map, &Value::Text("c-beta".into()), "sqlite").unwrap();
+    let lines = a.tables.iter().find(|t| t.table == "line_item").unwrap();
+    // 4 invoices and 4 bills of 3 lines each: 24, half with invoice_id NULL.
+    assert_eq!(lines.rows.len(), 24, "every route counts");
+    let payments = a.tables.iter().find(|t| t.table == "payment").unwrap();
+    assert_eq!(payments.rows.len(), 4);
+    // The archive records its counts, and refuses to be read short.
+    assert_eq!(a.counts["line_item"], 24);
+    let back = Archive::decode(&a.encode()).unwrap();
+    assert_eq!(back.counts, a.counts);
+    let mut short = a.clone();
+    short.tables[3].rows.pop();
+    let e = Archive::decode(&short.encode()).unwrap_err();
+    assert!(e.to_string().contains("incomplete or altered"), "{e}");
+
+    // Every row of every table is accounted for: each company's, shared,
+    // and the one line nobody owns, named as such.
+    let parts = partition(&db, &map).unwrap();
+    for p in &parts {
+        assert!(p.adds_up(), "{p:?}");
+    }
+    let line = parts.iter().find(|p| p.table == "line_item").unwrap();
+    assert_eq!(line.total, 73);
+    assert_eq!(line.unowned, 1);
+    assert_eq!(line.cross_client, 0);
+    assert_eq!(line.exclusive.values().sum::<u64>(), 72);
+    assert_eq!(line.exclusive["c-beta"], 24);
+    let settings = parts.iter().find(|p| p.table == "settings").unwrap();
+    assert_eq!(settings.kind, "firm");
+    // The listing agrees.
+    let list = list_clients(&db, &map).unwrap();
+    let beta = list
+        .iter()
+        .find(|c| c.key == Value::Text("c-beta".into()))
+        .unwrap();
+    assert_eq!(beta.rows["line_item"], 24);
+    drop(db);
+
+    // Round trip: delete Beta entirely, import the archive: identical.
+    let before = count(&p, "SELECT count(*) FROM line_item");
+    let w = Sqlite::open_write(&p).unwrap();
+    let map = TenantMap::build(&w, &config()).unwrap();
+    let r = import(
+        &w,
+        &map,
+        &config(),
+        &a,
+        &ImportOptions {
+            mode: Mode::Replace,
+            dry_run: false,
+            set: vec![],
+            invariants: vec![],
+            replace_other: None,
+        },
+    )
+    .unwrap();
+    assert!(r.committed);
+    let replaced = r.replaced.expect("the client is named");
+    assert_eq!(replaced.key, Value::Text("c-beta".into()));
+    assert_eq!(replaced.rows["line_item"], 24, "{replaced:?}");
+    drop(w);
+    assert_eq!(count(&p, "SELECT count(*) FROM line_item"), before);
+    assert_eq!(
+        count(&p, "SELECT count(*) FROM line_item l JOIN bill b ON b.id = l.bill_id WHERE b.company_id = 'c-beta'"),
+        12
+    );
+}
+
+#[test]
+fn the_client_is_found_by_its_own_identity_never_by_an_incidental_unique_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.db");
+    ledger(&src, &FIRM);
+    let db = Sqlite::open_read(&src).unwrap();
+    let map = TenantMap::build(&db, &config()).unwrap();
+    let a = export(&db, &map, &Value::Text("c-alpha".into()), "sqlite").unwrap();
+    drop(db);
+    let replace = |other: Option<&str>| ImportOptions {
+        mode: Mode::Replace,
+        dry_run: false,
+        set: vec![],
+        invariants: vec![],
+        replace_other: other.map(|k| Value::Text(k.into())),
+    };
+
+    // Another firm where Alpha's position code "1.1" belongs to Delta, and
+    // Alpha itself is absent: Delta is never taken for Alpha.
+    let other = dir.path().join("other.db");
+    ledger(
+        &other,
+        &[
+            ("c-delta", "Delta BV", "TAX-9", "1.1"),
+            ("c-echo", "Echo AB", "TAX-8", "2.1"),
+        ],
+    );
+    let w = Sqlite::open_write(&other).unwrap();
+    let map = TenantMap::build(&w, &config()).unwrap();
+    let delta_before = count(
+        &other,
+        "SELECT count(*) FROM invoice WHERE company_id = 'c-delta'",
+    );
+    let e = import(&w, &map, &config(), &a, &replace(None)).unwrap_err();
+    // Nothing matched Alpha, so nothing is deleted; the position code then
+    // collides on insert and the whole import is undone.
+    assert!(e.to_string().contains("position_code"), "{e}");
+    drop(w);
+    assert_eq!(
+        count(
+            &other,
+            "SELECT count(*) FROM invoice WHERE company_id = 'c-delta'"
+        ),
+        delta_before
+    );
+
+    // A firm where Alpha's key belongs to another company: --replace
+    // refuses, naming it, unless told which to replace.
+    let same_key = dir.path().join("same-key.db");
+    ledger(&same_key, &[("c-alpha", "Zeta Inc", "TAX-7", "9.9")]);
+    let w = Sqlite::open_write(&same_key).unwrap();
+    let map = TenantMap::build(&w, &config()).unwrap();
+    let e = import(&w, &map, &config(), &a, &replace(None)).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("--replace-other c-alpha") && msg.contains("Zeta Inc"),
+        "{msg}"
+    );
+    let r = import(&w, &map, &config(), &a, &replace(Some("c-alpha"))).unwrap();
+    assert!(r.committed);
+    assert_eq!(r.replaced.unwrap().label, "Zeta Inc");
+    drop(w);
+    assert_eq!(
+        count(
+            &same_key,
+            "SELECT count(*) FROM company WHERE name = 'Alpha Ltd'"
+        ),
+        1
+    );
+
+    // With a configured identity (the tax number): found by it whatever
+    // its key; ambiguous when the key names another company.
+    let mut cfg = config();
+    cfg.client_key = Some(vec!["tax_no".into()]);
+    let renamed = dir.path().join("renamed.db");
+    ledger(
+        &renamed,
+        &[
+            ("c-a1", "Alpha Ltd (new ERP)", "TAX-1", "7.7"),
+            ("c-other", "Other", "TAX-5", "7.8"),
+        ],
+    );
+    let w = Sqlite::open_write(&renamed).unwrap();
+    let map = TenantMap::build(&w, &cfg).unwrap();
+    let mut dry = replace(None);
+    dry.dry_run = true;
+    let r = import(&w, &map, &cfg, &a, &dry).unwrap();
+    let old = r.replaced.expect("named in the dry run");
+    assert_eq!(old.key, Value::Text("c-a1".into()));
+    assert!(old.found_by.contains("tax_no"), "{}", old.found_by);
+    drop(w);
+    let ambiguous = dir.path().join("ambiguous.db");
+    ledger(
+        &ambiguous,
+        &[
+            ("c-alpha", "Not Alpha", "TAX-4", "1.0"),
+            ("c-x", "Alpha", "TAX-1", "1.5"),
+        ],
+    );
+    let w = Sqlite::open_write(&ambiguous).unwrap();
+    let map = TenantMap::build(&w, &cfg).unwrap();
+    let before = count(&ambiguous, "SELECT count(*) FROM invoice");
+    let e = import(&w, &map, &cfg, &a, &replace(Some("c-alpha"))).unwrap_err();
+    assert!(e.to_string().contains("cannot be told apart"), "{e}");
+    drop(w);
+    assert_eq!(count(&ambiguous, "SELECT count(*) FROM invoice"), before);
+}
+
+#[test]
+fn clients_with_text_keys_are_found_by_key_or_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("firm.db");
+    ledger(&p, &FIRM);
+    let db = Sqlite::open_read(&p).unwrap();
+    let map = TenantMap::build(&db, &config()).unwrap();
+    let (k, label) = find_client(&db, &map, "Gamma SA").unwrap();
+    assert_eq!(k, Value::Text("c-gamma".into()));
+    assert_eq!(label, "Gamma SA");
+    let (k, _) = find_client(&db, &map, "c-beta").unwrap();
+    assert_eq!(k, Value::Text("c-beta".into()));
+    assert!(find_client(&db, &map, "nobody").is_err());
+}
