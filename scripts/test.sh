@@ -46,4 +46,17 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# Real accounting applications from PyPI for the per-client tests
+# (crates/cli/tests/apps.rs), pinned, in a virtual environment of their own.
+venv=target/venv-apps
+if ! "$venv/bin/python" -c "import python_accounting, sqlalchemy, psycopg2" >/dev/null 2>&1; then
+  mkdir -p target
+  python3 -m venv "$venv"
+  # python-accounting declares MySQL drivers that neither SQLite nor
+  # PostgreSQL needs (and that do not build without MySQL's headers).
+  "$venv/bin/pip" install -q --no-deps python-accounting==2.0.0
+  "$venv/bin/pip" install -q SQLAlchemy==2.1.9 python-dateutil==2.9.0.post0 six==1.17.0 \
+    typing_extensions==4.16.0 psycopg2-binary==2.9.13
+fi
+
 cargo test --workspace --locked "$@"

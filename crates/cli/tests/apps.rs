@@ -1,0 +1,153 @@
+//! One client's books out of a real, open-source, multi-company accounting
+//! application: python-accounting (PyPI), its database made and filled by
+//! the application itself (`tests/apps/python_accounting_firm.py`), on
+//! SQLite and on PostgreSQL. One company is damaged, then restored from its
+//! client archive with `--replace`; the application must then compute the
+//! same reports for it as before the damage, and the same for the others.
+//!
+//! `scripts/test.sh` makes the Python environment (`target/venv-apps`);
+//! without it this test fails, saying so (it is never skipped).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Env;
+use ledgervault_testkit::pg::PgServer;
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("LEDGERVAULT_APPS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/venv-apps/bin/python")
+        });
+    assert!(
+        p.exists(),
+        "{}: missing; `bash scripts/test.sh` makes it (python-accounting from PyPI)",
+        p.display()
+    );
+    p
+}
+
+fn app(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/python_accounting_firm.py");
+    let out = Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python-accounting {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The application's own reports for every entity.
+fn reports(url: &str, ids: &[String]) -> Vec<String> {
+    ids.iter().map(|id| app(&["report", url, id])).collect()
+}
+
+fn damage_restore_and_compare(e: &Env, url: &str, db_arg: &str, damage: &dyn Fn()) {
+    app(&["make", url]);
+    let list: serde_json::Value = serde_json::from_str(&app(&["list", url])).unwrap();
+    let ids: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 4);
+    let cfg = e.root.join("client.toml");
+    std::fs::write(&cfg, "[client]\nroot = \"entity\"\n").unwrap();
+    let lv = |args: &[&str]| {
+        let mut cmd = e.cmd();
+        if let Ok(pw) = std::env::var("PGPASSWORD") {
+            cmd.env("PGPASSWORD", pw);
+        }
+        let out = cmd.arg("-c").arg(&cfg).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Every row of the application's tables is accounted for.
+    let (code, out, err) = lv(&["--json", "client", "list", "--check", db_arg]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["adds_up"], true, "{v}");
+    assert_eq!(v["clients"].as_array().unwrap().len(), 4);
+
+    let before = reports(url, &ids);
+    let (code, _, err) = lv(&[
+        "client",
+        "backup",
+        db_arg,
+        "--client",
+        "Birch & Sons Carpentry",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    damage();
+    let damaged = reports(url, &ids);
+    assert_ne!(
+        damaged[1], before[1],
+        "the damage shows in the application's reports"
+    );
+    let (code, out, err) = lv(&[
+        "client",
+        "restore",
+        "latest",
+        "--client",
+        &ids[1],
+        "--into",
+        db_arg,
+        "--replace",
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("deleted client"), "{out}");
+    let after = reports(url, &ids);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            after[i], before[i],
+            "entity {id}: the application's reports"
+        );
+    }
+}
+
+#[test]
+fn a_company_of_python_accounting_restored_on_sqlite_reports_as_before() {
+    let e = Env::with_repo();
+    let db = e.root.join("firm.db");
+    let url = format!("sqlite:///{}", db.display());
+    let damage = || {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "UPDATE line_item SET amount = amount * 3 WHERE entity_id = 333;
+             DELETE FROM ledger WHERE entity_id = 333 AND id % 5 = 0;",
+        )
+        .unwrap();
+    };
+    damage_restore_and_compare(&e, &url, db.to_str().unwrap(), &damage);
+}
+
+#[test]
+fn a_company_of_python_accounting_restored_on_postgres_reports_as_before() {
+    let pg = PgServer::start();
+    pg.createdb("pa");
+    let e = Env::with_repo();
+    let lv_url = pg.url("pa");
+    let sa_url = lv_url.replacen("postgres://", "postgresql://", 1);
+    let damage = || {
+        pg.psql(
+            "pa",
+            "UPDATE line_item SET amount = amount * 3 WHERE entity_id = 333;
+             DELETE FROM ledger WHERE entity_id = 333 AND id % 5 = 0;",
+        );
+    };
+    // The server's password reaches ledgervault through the environment.
+    std::env::set_var("PGPASSWORD", &pg.password);
+    damage_restore_and_compare(&e, &sa_url, &lv_url, &damage);
+}
