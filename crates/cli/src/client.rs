@@ -568,6 +568,26 @@ fn restore(
     for l in &r.links {
         println!("  link {}: {:?}, {}", l.link, l.policy, l.action);
     }
+    for c in &r.unique_conflicts {
+        let shown = |v: &[ledgervault_tenant::sql::Value]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        println!(
+            "  unique {}.{} = {} (the target's row {} holds it): {:?} -> {}",
+            c.table,
+            c.columns.join("+"),
+            shown(&c.value),
+            shown(&c.existing),
+            c.rule,
+            c.resolved
+                .as_deref()
+                .map(shown)
+                .unwrap_or_else(|| "unresolved".into())
+        );
+    }
     for v in &r.verified {
         println!("  verified: {v}");
     }

@@ -93,6 +93,8 @@ pub struct ImportReport {
     pub replaced_rows: u64,
     /// Which client was (or would be) deleted first.
     pub replaced: Option<ReplacedClient>,
+    /// Unique values the target already held, and how each was resolved.
+    pub unique_conflicts: Vec<UniqueConflict>,
     /// Checks run before commit, each "name: ok".
     pub verified: Vec<String>,
     /// Seconds per step.
@@ -600,6 +602,30 @@ fn run(
                 };
                 m.insert(Value::Int(id), Value::Int(to));
             }
+        } else if let Some(pk) = key_col(o) {
+            // A text or UUID key: regenerated in the same form where it is
+            // taken, and everywhere with --as-new.
+            let i = t.col(&pk).expect("pk column");
+            let values: Vec<Value> = t.rows.iter().map(|r| r[i].clone()).collect();
+            let taken: HashSet<Value> = existing_values(db, &t.table, &pk, &values)?
+                .into_iter()
+                .collect();
+            let mut used: HashSet<Value> = taken.clone();
+            used.extend(values.iter().cloned());
+            let m = key_maps.entry(t.table.clone()).or_default();
+            for v in values {
+                let Value::Text(old) = &v else {
+                    m.insert(v.clone(), v);
+                    continue;
+                };
+                if !(taken.contains(&v) || opts.mode == Mode::AsNew) {
+                    m.insert(v.clone(), v.clone());
+                    continue;
+                }
+                let new = fresh_text_key(db, &t.table, &pk, old, &mut used)?;
+                plan.remapped += 1;
+                m.insert(v, Value::Text(new));
+            }
         }
         table_plans.push(plan);
     }
@@ -658,8 +684,8 @@ fn run(
         return Err(links_error(&failing));
     }
 
-    // Insert, mapping every key.
-    let mut expected: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    // Map every row first: keys, shared references, cut links, --set.
+    let mut mapped_tables: Vec<Vec<Vec<Value>>> = Vec::with_capacity(archive.tables.len());
     for t in &archive.tables {
         let o = map.owned(&t.table).expect("checked above");
         let pk_idx: Vec<usize> = o.pk.iter().filter_map(|c| t.col(c)).collect();
@@ -668,7 +694,7 @@ fn run(
             .columns
             .iter()
             .map(|c| {
-                if o.int_pk.as_deref() == Some(c.as_str()) {
+                if key_col(o).as_deref() == Some(c.as_str()) {
                     return key_maps.get(&t.table);
                 }
                 let k = map
@@ -677,7 +703,7 @@ fn run(
                     .find(|k| k.table == t.table && &k.column == c)?;
                 if map
                     .owned(&k.ref_table)
-                    .is_some_and(|r| r.int_pk.as_deref() == Some(k.ref_column.as_str()))
+                    .is_some_and(|r| key_col(r).as_deref() == Some(k.ref_column.as_str()))
                 {
                     key_maps.get(&k.ref_table)
                 } else {
@@ -685,15 +711,13 @@ fn run(
                 }
             })
             .collect();
-        let sql = insert_sql(db, &t.table, &t.columns);
-        let mut mapped_rows = Vec::with_capacity(t.rows.len());
-        let mut max_id = 0i64;
         // Columns of this table with links to cut.
         let cut: Vec<bool> = t
             .columns
             .iter()
             .map(|c| nullify.iter().any(|(nt, nc, _)| *nt == t.table && nc == c))
             .collect();
+        let mut out = Vec::with_capacity(t.rows.len());
         for r in &t.rows {
             let mut v = Vec::with_capacity(r.len());
             for (i, val) in r.iter().enumerate() {
@@ -721,16 +745,34 @@ fn run(
                     v[i] = val.clone();
                 }
             }
+            out.push(v);
+        }
+        mapped_tables.push(out);
+    }
+
+    // Unique values the target already holds: every one listed before a
+    // row is written, resolved by the configured rule or refused.
+    let unique_plans = plan_uniques(db, map, config, archive, &mut mapped_tables)?;
+    timer.lap("unique values");
+
+    // Insert.
+    let mut expected: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for (t, rows_out) in archive.tables.iter().zip(&mapped_tables) {
+        let o = map.owned(&t.table).expect("checked above");
+        let sql = insert_sql(db, &t.table, &t.columns);
+        let mut mapped_rows = Vec::with_capacity(t.rows.len());
+        let mut max_id = 0i64;
+        for v in rows_out {
             if let Some(pk) = &o.int_pk {
                 if let Some(Value::Int(id)) = t.col(pk).map(|i| &v[i]) {
                     max_id = max_id.max(*id);
                 }
             }
-            db.execute(&sql, &v).map_err(|e| match e {
+            db.execute(&sql, v).map_err(|e| match e {
                 Error::Db(m) => refused(format!("inserting into {}: {m}", t.table)),
                 other => other,
             })?;
-            mapped_rows.push(encoded(&v));
+            mapped_rows.push(encoded(v));
         }
         if o.int_pk.is_some() && max_id > 0 {
             db.raise_counter(&t.table, max_id)?;
@@ -835,6 +877,7 @@ fn run(
         links: link_plans,
         replaced_rows,
         replaced,
+        unique_conflicts: unique_plans,
         verified,
         timings: timer.laps,
     })
@@ -957,6 +1000,263 @@ fn existing_values(db: &dyn Db, table: &str, column: &str, values: &[Value]) -> 
         })?;
     }
     Ok(out)
+}
+
+/// A unique value of an imported row that the target already holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct UniqueConflict {
+    pub table: String,
+    pub columns: Vec<String>,
+    pub value: Vec<Value>,
+    /// The primary key of the target's row that holds it.
+    pub existing: Vec<Value>,
+    pub rule: UniqueRule,
+    /// The value given instead, when the rule found one.
+    pub resolved: Option<Vec<Value>>,
+}
+
+/// What to do with an imported unique value the target already holds
+/// (`[client.unique_rules]`, `"table.column" = "suffix"`).
+pub use crate::map::UniqueRule;
+
+/// Finds every unique value of the mapped rows that the target already
+/// holds (or that two imported rows share), applies the configured rule to
+/// each, and refuses, listing all of them, when any is left unresolved.
+fn plan_uniques(
+    db: &dyn Db,
+    map: &TenantMap,
+    config: &TenantConfig,
+    archive: &Archive,
+    mapped: &mut [Vec<Vec<Value>>],
+) -> Result<Vec<UniqueConflict>> {
+    let mut out = Vec::new();
+    for (ti, t) in archive.tables.iter().enumerate() {
+        let o = map.owned(&t.table).expect("checked above");
+        for u in db.unique_keys(&t.table)? {
+            if u == o.pk {
+                continue;
+            }
+            let Some(idx) = u.iter().map(|c| t.col(c)).collect::<Option<Vec<usize>>>() else {
+                continue;
+            };
+            let rule = if let [c] = u.as_slice() {
+                config.unique_rule(&t.table, c)
+            } else {
+                UniqueRule::Fail
+            };
+            let cond = u
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{} = {}", ident(c), db.param(i + 1)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let pk_sel = o.pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "SELECT {pk_sel} FROM {} WHERE {cond} LIMIT 1",
+                ident(&t.table)
+            );
+            let mut seen: HashSet<Vec<Value>> = HashSet::new();
+            for r in mapped[ti].iter_mut() {
+                let value: Vec<Value> = idx.iter().map(|&i| r[i].clone()).collect();
+                if value.contains(&Value::Null) {
+                    continue;
+                }
+                let existing = rows(db, &sql, &value)?.into_iter().next();
+                let dup = !seen.insert(value.clone());
+                if existing.is_none() && !dup {
+                    continue;
+                }
+                let resolved = match (&rule, idx.as_slice()) {
+                    (UniqueRule::Fail, _) | (_, [_, _, ..]) | (_, []) => None,
+                    (rule, [i]) => {
+                        let new = resolve_unique(db, &t.table, &u[0], &r[*i], rule, &seen)?;
+                        if let Some(n) = &new {
+                            r[*i] = n.clone();
+                            seen.insert(vec![n.clone()]);
+                        }
+                        new.map(|n| vec![n])
+                    }
+                };
+                out.push(UniqueConflict {
+                    table: t.table.clone(),
+                    columns: u.clone(),
+                    value,
+                    existing: existing.unwrap_or_default(),
+                    rule,
+                    resolved,
+                });
+            }
+        }
+    }
+    let unresolved: Vec<String> = out
+        .iter()
+        .filter(|c| c.resolved.is_none())
+        .map(|c| {
+            format!(
+                "{}.{} = {} (held by the target's row {})",
+                c.table,
+                c.columns.join("+"),
+                c.value
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+                if c.existing.is_empty() {
+                    "another imported row".to_string()
+                } else {
+                    c.existing
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join("+")
+                }
+            )
+        })
+        .collect();
+    if !unresolved.is_empty() {
+        return Err(refused(format!(
+            "{} unique value(s) the target already holds: {}{}; set a rule per column in [client.unique_rules] (suffix, regenerate, next_at_level), or --set a new value on the client's row",
+            unresolved.len(),
+            unresolved.iter().take(8).cloned().collect::<Vec<_>>().join("; "),
+            if unresolved.len() > 8 { "; …" } else { "" }
+        )));
+    }
+    Ok(out)
+}
+
+/// A free value for `column` of `table` in place of `old`, by `rule`.
+fn resolve_unique(
+    db: &dyn Db,
+    table: &str,
+    column: &str,
+    old: &Value,
+    rule: &UniqueRule,
+    seen: &HashSet<Vec<Value>>,
+) -> Result<Option<Value>> {
+    let free = |v: &Value| -> Result<bool> {
+        Ok(!seen.contains(&vec![v.clone()]) && !row_exists(db, table, column, v)?)
+    };
+    Ok(match (rule, old) {
+        (UniqueRule::Fail, _) => None,
+        (UniqueRule::Suffix, Value::Text(t)) => {
+            let mut n = 2u64;
+            loop {
+                let v = Value::Text(format!("{t}-{n}"));
+                if free(&v)? {
+                    break Some(v);
+                }
+                n += 1;
+            }
+        }
+        (UniqueRule::Regenerate, Value::Text(t)) if is_uuid(t) => {
+            let mut v = Value::Text(random_uuid());
+            while !free(&v)? {
+                v = Value::Text(random_uuid());
+            }
+            Some(v)
+        }
+        (UniqueRule::Regenerate | UniqueRule::Suffix | UniqueRule::NextAtLevel, Value::Int(_)) => {
+            let m = next_id(db, table, column, 0)?;
+            let mut v = Value::Int(m);
+            while !free(&v)? {
+                if let Value::Int(i) = v {
+                    v = Value::Int(i + 1);
+                }
+            }
+            Some(v)
+        }
+        (UniqueRule::Regenerate, Value::Text(_)) => {
+            resolve_unique(db, table, column, old, &UniqueRule::Suffix, seen)?
+        }
+        (UniqueRule::NextAtLevel, Value::Text(t)) => {
+            // "1.2.7" -> the next free "1.2.N" (same width); "40010" -> the
+            // next free number of the same width.
+            let (prefix, last) = match t.rfind(['.', '-', '/', ':']) {
+                Some(i) => (&t[..=i], &t[i + 1..]),
+                None => ("", t.as_str()),
+            };
+            if last.is_empty() || !last.bytes().all(|b| b.is_ascii_digit()) {
+                return resolve_unique(db, table, column, old, &UniqueRule::Suffix, seen);
+            }
+            let width = last.len();
+            let mut n: u64 = last.parse().unwrap_or(0);
+            loop {
+                n += 1;
+                let v = Value::Text(format!("{prefix}{n:0width$}"));
+                if free(&v)? {
+                    break Some(v);
+                }
+            }
+        }
+        _ => None,
+    })
+}
+
+/// The single key column of an owned table whose values can be given new
+/// ones (an integer, a UUID or a text key); `None` for composite keys.
+fn key_col(o: &crate::map::Owned) -> Option<String> {
+    match o.pk.as_slice() {
+        [c] if c != "rowid" => Some(c.clone()),
+        _ => None,
+    }
+}
+
+/// A new key in the form of `old`: a UUID (same case) when `old` is one,
+/// else `old` with `-2`, `-3`, … appended; free in `table` and not in
+/// `used` (which it joins).
+fn fresh_text_key(
+    db: &dyn Db,
+    table: &str,
+    column: &str,
+    old: &str,
+    used: &mut HashSet<Value>,
+) -> Result<String> {
+    for n in 2u64.. {
+        let candidate = if is_uuid(old) {
+            let u = random_uuid();
+            if old.chars().any(|c| c.is_ascii_uppercase()) {
+                u.to_ascii_uppercase()
+            } else {
+                u
+            }
+        } else {
+            format!("{old}-{n}")
+        };
+        let v = Value::Text(candidate.clone());
+        if used.contains(&v) || row_exists(db, table, column, &v)? {
+            continue;
+        }
+        used.insert(v);
+        return Ok(candidate);
+    }
+    unreachable!("some suffix is free")
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// A random version-4 UUID, lowercase.
+fn random_uuid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// The next free id of `table` above `above`.

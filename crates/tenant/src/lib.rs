@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-pub use import::{import, preflight, ImportOptions, ImportReport, Mode};
+pub use import::{import, preflight, ImportOptions, ImportReport, Mode, UniqueConflict};
 use map::{fingerprint, TableSchema};
-pub use map::{LinkPolicy, MissingShared, TenantConfig, TenantMap};
+pub use map::{LinkPolicy, MissingShared, TenantConfig, TenantMap, UniqueRule};
 use sql::{ident, rows, Db, Value};
 
 /// Errors of per-client work; each is one line a person can act on.

@@ -71,9 +71,37 @@ pub struct TenantConfig {
     /// incidental (a position code) and name another client.
     #[serde(default)]
     pub client_key: Option<Vec<String>>,
+    /// What to do with an imported unique value the target already holds,
+    /// per column: `"table.column" = "suffix"`.
+    #[serde(default)]
+    pub unique_rules: BTreeMap<String, UniqueRule>,
+}
+
+/// What to do with an imported unique value the target already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UniqueRule {
+    /// Refuse the import, listing every such value (the default).
+    #[default]
+    Fail,
+    /// A UUID gets a new UUID, an integer the next free number, text a
+    /// suffix.
+    Regenerate,
+    /// `-2`, `-3`, … appended until free.
+    Suffix,
+    /// The next free code at the same level of a hierarchical code
+    /// (`1.2.7` → `1.2.8`, same width), or the next free number.
+    NextAtLevel,
 }
 
 impl TenantConfig {
+    pub fn unique_rule(&self, table: &str, column: &str) -> UniqueRule {
+        self.unique_rules
+            .get(&format!("{table}.{column}"))
+            .copied()
+            .unwrap_or_default()
+    }
+
     pub fn link_policy(&self, table: &str, column: &str) -> LinkPolicy {
         self.links
             .get(&format!("{table}.{column}"))

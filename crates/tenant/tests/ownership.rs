@@ -312,3 +312,114 @@ fn clients_with_text_keys_are_found_by_key_or_name() {
     assert_eq!(k, Value::Text("c-beta".into()));
     assert!(find_client(&db, &map, "nobody").is_err());
 }
+
+#[test]
+fn text_and_uuid_keys_are_regenerated_and_unique_codes_planned_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("firm.db");
+    // One firm with text keys, one with UUID keys.
+    ledger(&p, &FIRM);
+    let u = dir.path().join("uuid.db");
+    ledger(
+        &u,
+        &[
+            (
+                "6f1c1a8e-7d4b-4a4e-9a59-3b0c2e1f0a01",
+                "Acme Ltd",
+                "T1",
+                "10.01",
+            ),
+            (
+                "0b5d5e2a-1c3f-4f7e-8a2d-9e4b6c7d8e02",
+                "Beta GmbH",
+                "T2",
+                "10.02",
+            ),
+        ],
+    );
+    let as_new = |dry_run: bool| ImportOptions {
+        mode: Mode::AsNew,
+        dry_run,
+        set: vec![],
+        invariants: vec![],
+        replace_other: None,
+    };
+    for (path, key) in [
+        (&p, "c-alpha"),
+        (&u, "6f1c1a8e-7d4b-4a4e-9a59-3b0c2e1f0a01"),
+    ] {
+        let db = Sqlite::open_read(path).unwrap();
+        let map = TenantMap::build(&db, &config()).unwrap();
+        let a = export(&db, &map, &Value::Text(key.into()), "sqlite").unwrap();
+        drop(db);
+        let companies = count(path, "SELECT count(*) FROM company");
+        // Beside itself in the same firm: the position code is the
+        // original's. Without a rule, every such value is listed and
+        // nothing is written.
+        let w = Sqlite::open_write(path).unwrap();
+        let map = TenantMap::build(&w, &config()).unwrap();
+        let e = import(&w, &map, &config(), &a, &as_new(false)).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("company.position_code"), "{msg}");
+        assert!(msg.contains("unique_rules"), "{msg}");
+        drop(w);
+        assert_eq!(count(path, "SELECT count(*) FROM company"), companies);
+        // With the next code at the same level: planned in the dry run,
+        // then imported with a new key of the same form.
+        let mut cfg = config();
+        cfg.unique_rules
+            .insert("company.position_code".into(), UniqueRule::NextAtLevel);
+        let w = Sqlite::open_write(path).unwrap();
+        let map = TenantMap::build(&w, &cfg).unwrap();
+        let plan = import(&w, &map, &cfg, &a, &as_new(true)).unwrap();
+        assert_eq!(
+            plan.unique_conflicts.len(),
+            1,
+            "{:?}",
+            plan.unique_conflicts
+        );
+        let r = import(&w, &map, &cfg, &a, &as_new(false)).unwrap();
+        assert!(r.committed);
+        assert_eq!(
+            r.unique_conflicts[0].resolved,
+            plan.unique_conflicts[0].resolved
+        );
+        let Value::Text(new_key) = &r.client_to else {
+            panic!("{:?}", r.client_to)
+        };
+        assert_ne!(new_key, key);
+        if key.len() == 36 {
+            assert_eq!(new_key.len(), 36, "a UUID stays a UUID: {new_key}");
+            assert_eq!(new_key.as_bytes()[14], b'4');
+        } else {
+            assert_eq!(new_key, "c-alpha-2");
+        }
+        drop(w);
+        assert_eq!(count(path, "SELECT count(*) FROM company"), companies + 1);
+        let lines = |k: &str| {
+            count(
+                path,
+                &format!(
+                    "SELECT count(*) FROM line_item l LEFT JOIN invoice i ON i.id = l.invoice_id LEFT JOIN bill b ON b.id = l.bill_id WHERE coalesce(i.company_id, b.company_id) = '{k}'"
+                ),
+            )
+        };
+        assert_eq!(lines(new_key), 24);
+        assert_eq!(lines(key), 24, "the original is untouched");
+        let code: String = {
+            let db = Sqlite::open_read(path).unwrap();
+            match &rows(
+                &db,
+                &format!("SELECT position_code FROM company WHERE id = '{new_key}'"),
+                &[],
+            )
+            .unwrap()[0][0]
+            {
+                Value::Text(t) => t.clone(),
+                v => panic!("{v:?}"),
+            }
+        };
+        let want = if key.len() == 36 { "10.03" } else { "1.4" };
+        assert_eq!(code, want);
+    }
+}
