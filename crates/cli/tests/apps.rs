@@ -151,3 +151,86 @@ fn a_company_of_python_accounting_restored_on_postgres_reports_as_before() {
     std::env::set_var("PGPASSWORD", &pg.password);
     damage_restore_and_compare(&e, &sa_url, &lv_url, &damage);
 }
+
+/// A restore drill on a schema it was never told about recognises the
+/// application's double entry (a side column and an amount per ledger
+/// line), passes on the real books, and names the transaction a damaged
+/// line unbalances.
+#[test]
+fn a_drill_recognises_python_accountings_double_entry() {
+    let e = Env::with_repo();
+    let db = e.root.join("books.db");
+    app(&["make", &format!("sqlite:///{}", db.display())]);
+    let lv = |args: &[&str]| {
+        let out = e.cmd().args(args).output().unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = lv(&["backup", "-q", db.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = lv(&["verify", "latest"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(
+            "every transaction of ledger nets to zero (amount signed by entry_type, by transaction_id)"
+        ),
+        "{out}"
+    );
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE ledger SET amount = amount + 1 WHERE id = (SELECT min(id) FROM ledger)",
+            [],
+        )
+        .unwrap();
+    let (code, out) = lv(&["backup", "-q", db.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = lv(&["verify", "latest"]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("transaction of ledger"),
+        "{out}"
+    );
+}
+
+/// The same recognition in a drill of the application's PostgreSQL
+/// database (a scratch database on the same server).
+#[test]
+fn a_postgres_drill_recognises_python_accountings_double_entry() {
+    let pg = PgServer::start();
+    pg.createdb("pa");
+    let e = Env::with_repo();
+    let url = pg.url("pa");
+    std::env::set_var("PGPASSWORD", &pg.password);
+    app(&["make", &url.replacen("postgres://", "postgresql://", 1)]);
+    let lv = |args: &[&str]| {
+        let out = e
+            .cmd()
+            .env("PGPASSWORD", &pg.password)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = lv(&["backup", "-q", &url]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = lv(&["verify", "latest"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("every transaction of ledger nets to zero (amount signed by entry_type, by transaction_id)"),
+        "{out}"
+    );
+}

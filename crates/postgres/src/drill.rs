@@ -7,7 +7,10 @@ use std::io::Read;
 use std::time::Instant;
 
 use ledgervault_repo::DatabaseInfo;
-use ledgervault_sources::drill::{compare_tables, CheckOutcome, SqlCheck, SAMPLE_ROWS};
+use ledgervault_sources::drill::{
+    compare_tables, double_entry_checks, quoted, CheckOutcome, LedgerProbe, SqlCheck, TableShape,
+    SAMPLE_ROWS,
+};
 use ledgervault_tenant::sql::Db;
 
 use crate::conn::PgTarget;
@@ -75,7 +78,32 @@ fn run_drill(
 
     let db = PgDb::connect(at)?;
     let tables = db.tables().map_err(|e| Error::Query(e.to_string()))?;
-    for c in checks {
+    // Double entry wherever it is recognised, on tables no given check
+    // already covers.
+    let covered: Vec<String> = checks
+        .iter()
+        .filter_map(|c| c.needs.first().map(|(t, _)| t.clone()))
+        .filter(|t| tables.iter().any(|x| x.eq_ignore_ascii_case(t)))
+        .collect();
+    let shapes: Vec<TableShape> = tables
+        .iter()
+        .map(|t| TableShape {
+            name: t.clone(),
+            columns: db
+                .columns(t)
+                .map(|cs| cs.into_iter().map(|c| (c.name, c.decl_type)).collect())
+                .unwrap_or_default(),
+            references: db
+                .foreign_keys(t)
+                .map(|ks| ks.into_iter().map(|k| (k.column, k.ref_table)).collect())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let detected: Vec<SqlCheck> = double_entry_checks(&shapes, &Probe(&db))
+        .into_iter()
+        .filter(|d| !d.needs.iter().any(|(t, _)| covered.contains(t)))
+        .collect();
+    for c in checks.iter().chain(&detected) {
         let columns_of = |t: &str| -> Vec<String> {
             if !tables.iter().any(|x| x.eq_ignore_ascii_case(t)) {
                 return Vec::new();
@@ -131,4 +159,39 @@ pub fn redigest(at: &PgTarget) -> Result<Vec<ledgervault_repo::TableStat>> {
         .map_err(|e| Error::Tool(format!("pg_dump of {at}: {e}")))?;
     let info = ledgervault_repo::DbDump::finish(Box::new(dump)).map_err(Error::Tool)?;
     Ok(info.tables)
+}
+
+/// The double-entry detector's questions, asked of a PostgreSQL database.
+struct Probe<'a>(&'a PgDb);
+
+impl LedgerProbe for Probe<'_> {
+    fn distinct(&self, table: &str, column: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let sql = format!(
+            "SELECT DISTINCT CAST({c} AS TEXT) FROM {t} WHERE {c} IS NOT NULL LIMIT 8",
+            c = quoted(column),
+            t = quoted(table)
+        );
+        let _ = self.0.query(&sql, &[], &mut |r| {
+            out.extend(r.first().map(|v| v.plain()));
+            Ok(())
+        });
+        out
+    }
+
+    fn balanced(&self, sql: &str) -> Option<(u64, u64, u64)> {
+        let mut got = None;
+        self.0
+            .query(sql, &[], &mut |r| {
+                let n = |i: usize| {
+                    r.get(i)
+                        .and_then(|v| v.plain().parse::<f64>().ok())
+                        .unwrap_or(0.0) as u64
+                };
+                got = Some((n(0), n(1), n(2)));
+                Ok(())
+            })
+            .ok()?;
+        got
+    }
 }

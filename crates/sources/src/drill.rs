@@ -138,6 +138,270 @@ pub fn builtin_checks() -> Vec<SqlCheck> {
     ]
 }
 
+/// One table of a database, as the double-entry detector sees it.
+#[derive(Debug, Clone, Default)]
+pub struct TableShape {
+    pub name: String,
+    /// `(name, declared type)`.
+    pub columns: Vec<(String, String)>,
+    /// `(column, referenced table)`.
+    pub references: Vec<(String, String)>,
+}
+
+/// The words of a name: split at `_`, `-`, spaces and lower-to-upper case
+/// changes, lowercased (`entryType` → `entry`, `type`).
+fn words(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for ch in name.chars() {
+        if ch == '_' || ch == '-' || ch == ' ' {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if ch.is_uppercase() && prev_lower && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        prev_lower = ch.is_lowercase();
+        cur.extend(ch.to_lowercase());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn has_word(name: &str, any: &[&str]) -> bool {
+    words(name).iter().any(|w| any.contains(&w.as_str()))
+}
+
+fn numeric(decl: &str) -> bool {
+    let t = decl.to_ascii_uppercase();
+    t.is_empty()
+        || ["INT", "REAL", "NUM", "DEC", "FLOA", "DOUB", "MONEY"]
+            .iter()
+            .any(|k| t.contains(k))
+}
+
+pub fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Words that name a transaction (the group whose lines must net to zero).
+const TRANSACTION_WORDS: &[&str] = &[
+    "transaction",
+    "transactions",
+    "entry",
+    "entries",
+    "journal",
+    "journals",
+    "move",
+    "moves",
+    "voucher",
+    "vouchers",
+    "batch",
+    "txn",
+    "tx",
+];
+
+/// Checks that every transaction of a double-entry ledger nets to zero, on
+/// schemas never seen before. A *lines* table is one with a column that
+/// points to (or is named for) a transaction, and either
+///
+/// - a debit and a credit column (`debit`, `dr`, `credit`, `cr` among the
+///   words of their names, numeric);
+/// - a numeric amount (`amount`, `value`) and a side column (`type`,
+///   `side`, `dc`, `direction`) whose values are only debit and credit
+///   (`D`/`C`, `DR`/`CR`, `DEBIT`/`CREDIT`, any case), asked of the data
+///   through `distinct_values`; or
+/// - a signed numeric amount beside a reference to an account.
+///
+/// A shape is only a hint: the table is taken for a ledger when its data
+/// says so too, when at least 90% of its transactions (and at least two)
+/// net to zero. Invoice lines, opening balances and the like, whose groups
+/// do not net to zero, are not ledgers and get no check; a ledger with a
+/// few broken transactions is one, and the check names them.
+///
+/// Every such table gives one check, named with what was recognised; the
+/// sums allow for rounding of binary fractions (10⁻⁶). A transaction that
+/// nets to zero also keeps every client's trial balance at zero, whatever
+/// table says which client a transaction is.
+pub fn double_entry_checks(tables: &[TableShape], data: &dyn LedgerProbe) -> Vec<SqlCheck> {
+    let mut out = Vec::new();
+    for t in tables {
+        // A table named for transactions is their header, not their lines.
+        if words(&t.name)
+            .last()
+            .is_some_and(|w| TRANSACTION_WORDS.contains(&w.as_str()))
+        {
+            continue;
+        }
+        let group = t
+            .references
+            .iter()
+            .find(|(_, rt)| has_word(rt, TRANSACTION_WORDS))
+            .map(|(c, _)| c.clone())
+            .or_else(|| {
+                t.columns
+                    .iter()
+                    .find(|(c, _)| {
+                        let w = words(c);
+                        w.len() >= 2
+                            && TRANSACTION_WORDS.contains(&w[w.len() - 2].as_str())
+                            && ["id", "guid", "uuid", "no", "ref", "number"]
+                                .contains(&w[w.len() - 1].as_str())
+                    })
+                    .map(|(c, _)| c.clone())
+            });
+        let Some(g) = group else { continue };
+        let num = |words_: &[&str]| {
+            t.columns
+                .iter()
+                .find(|(c, ty)| numeric(ty) && has_word(c, words_))
+                .map(|(c, _)| c.clone())
+        };
+        let (g_q, l_q) = (quoted(&g), quoted(&t.name));
+        let (net, how) = if let (Some(d), Some(c)) = (num(&["debit", "dr"]), num(&["credit", "cr"]))
+        {
+            (
+                format!("coalesce({}, 0) - coalesce({}, 0)", quoted(&d), quoted(&c)),
+                format!("{d} against {c}"),
+            )
+        } else if let Some(a) = num(&["amount", "value", "amt"]) {
+            let side = t
+                .columns
+                .iter()
+                .filter(|(c, _)| {
+                    has_word(c, &["type", "side", "dc", "direction", "drcr", "sign"]) && c != &a
+                })
+                .find(|(c, _)| {
+                    let vals = data.distinct(&t.name, c);
+                    !vals.is_empty()
+                        && vals.iter().all(|v| {
+                            ["d", "c", "dr", "cr", "debit", "credit"]
+                                .contains(&v.trim().to_ascii_lowercase().as_str())
+                        })
+                })
+                .map(|(c, _)| c.clone());
+            match side {
+                Some(sc) => (
+                    format!(
+                        "CASE WHEN lower(CAST({s} AS TEXT)) IN ('d', 'dr', 'debit') THEN {a} ELSE -{a} END",
+                        s = quoted(&sc),
+                        a = quoted(&a)
+                    ),
+                    format!("{a} signed by {sc}"),
+                ),
+                None if t
+                    .references
+                    .iter()
+                    .any(|(c, rt)| has_word(rt, &["account", "accounts"]) || has_word(c, &["account"])) =>
+                {
+                    (quoted(&a), format!("signed {a}"))
+                }
+                None => continue,
+            }
+        } else {
+            continue;
+        };
+        // The data must agree: transactions of two lines or more on average,
+        // and nine in ten netting to zero.
+        let balanced = data.balanced(&format!(
+            "SELECT count(*), sum(CASE WHEN abs(n) <= 0.000001 THEN 1 ELSE 0 END), sum(k) FROM (SELECT sum({net}) AS n, count(*) AS k FROM {l_q} WHERE {g_q} IS NOT NULL GROUP BY {g_q}) x"
+        ));
+        match balanced {
+            Some((groups, zero, lines))
+                if groups >= 2 && zero * 10 >= groups * 9 && lines * 2 >= groups * 3 => {}
+            _ => continue,
+        }
+        out.push(SqlCheck {
+            name: format!(
+                "every transaction of {} nets to zero ({how}, by {g})",
+                t.name
+            ),
+            sql: format!(
+                "SELECT {g_q} AS \"transaction\", sum({net}) AS net FROM {l_q} WHERE {g_q} IS NOT NULL GROUP BY {g_q} HAVING abs(sum({net})) > 0.000001"
+            ),
+            needs: vec![(t.name.clone(), vec![g.clone()])],
+            origin: format!("double entry recognised in {} ({how}, grouped by {g})", t.name),
+        });
+    }
+    out
+}
+
+/// What the double-entry detector asks of a database's data.
+pub trait LedgerProbe {
+    /// Up to 8 distinct values of a column, as text.
+    fn distinct(&self, table: &str, column: &str) -> Vec<String>;
+    /// Runs `SELECT groups, zero_groups, lines …`: how many groups, how
+    /// many net to zero, how many lines; `None` when the query fails.
+    fn balanced(&self, sql: &str) -> Option<(u64, u64, u64)>;
+}
+
+impl LedgerProbe for Connection {
+    fn distinct(&self, table: &str, column: &str) -> Vec<String> {
+        sqlite_distinct(self, table, column)
+    }
+
+    fn balanced(&self, sql: &str) -> Option<(u64, u64, u64)> {
+        self.query_row(sql, [], |r| {
+            let n = |i: usize| -> rusqlite::Result<u64> {
+                Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0) as u64)
+            };
+            Ok((n(0)?, n(1)?, n(2)?))
+        })
+        .ok()
+    }
+}
+
+/// The shapes of every table of a SQLite database.
+pub fn sqlite_shapes(conn: &Connection) -> Vec<TableShape> {
+    let names: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .unwrap_or_default();
+    names
+        .into_iter()
+        .map(|name| {
+            let columns = conn
+                .prepare("SELECT name, type FROM pragma_table_info(?1)")
+                .and_then(|mut s| {
+                    s.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
+                .unwrap_or_default();
+            let references = conn
+                .prepare("SELECT \"from\", \"table\" FROM pragma_foreign_key_list(?1)")
+                .and_then(|mut s| {
+                    s.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
+                .unwrap_or_default();
+            TableShape {
+                name,
+                columns,
+                references,
+            }
+        })
+        .collect()
+}
+
+/// Up to 8 distinct values of a column, as text (for the detector).
+pub fn sqlite_distinct(conn: &Connection, table: &str, column: &str) -> Vec<String> {
+    let sql = format!(
+        "SELECT DISTINCT CAST({} AS TEXT) FROM {} WHERE {} IS NOT NULL LIMIT 8",
+        quoted(column),
+        quoted(table),
+        quoted(column)
+    );
+    conn.prepare(&sql)
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .unwrap_or_default()
+}
+
 /// The outcome of one check.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckOutcome {
@@ -377,8 +641,18 @@ pub fn drill_sqlite(
         out.push(compare_tables(info, restored_digests(&conn, path, info)));
     }
 
-    // Accounting invariants.
-    for c in checks {
+    // Accounting invariants: the given ones, then double entry wherever it
+    // is recognised (tables a given check already covers aside).
+    let covered: Vec<String> = checks
+        .iter()
+        .filter(|c| c.applies(|t| column_names(&conn, t)))
+        .filter_map(|c| c.needs.first().map(|(t, _)| t.clone()))
+        .collect();
+    let detected: Vec<SqlCheck> = double_entry_checks(&sqlite_shapes(&conn), &conn)
+        .into_iter()
+        .filter(|d| !d.needs.iter().any(|(t, _)| covered.contains(t)))
+        .collect();
+    for c in checks.iter().chain(&detected) {
         if !c.applies(|t| column_names(&conn, t)) {
             continue;
         }
@@ -401,4 +675,88 @@ pub fn drill_sqlite(
         });
     }
     out
+}
+
+#[cfg(test)]
+mod double_entry_tests {
+    use super::*;
+
+    fn shapes(sql: &str) -> (Connection, Vec<TableShape>) {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        c.execute_batch(sql).unwrap();
+        let s = sqlite_shapes(&c);
+        (c, s)
+    }
+
+    fn run(c: &Connection, checks: &[SqlCheck]) -> Vec<u64> {
+        checks
+            .iter()
+            .map(|k| no_rows(c, &k.sql).unwrap().0)
+            .collect()
+    }
+
+    #[test]
+    fn three_layouts_are_recognised_and_an_unbalanced_transaction_is_found() {
+        // Debit and credit columns, a side column with an amount (as
+        // python-accounting), and a signed amount beside an account.
+        let (c, s) = shapes(
+            "CREATE TABLE acct (id INTEGER PRIMARY KEY);
+             CREATE TABLE Txn (id INTEGER PRIMARY KEY);
+             CREATE TABLE moveLine (id INTEGER PRIMARY KEY, move_id INTEGER REFERENCES Txn(id),
+                                    Debit NUMERIC, Credit NUMERIC);
+             CREATE TABLE ledger (id INTEGER PRIMARY KEY, transaction_id INTEGER, entry_type TEXT,
+                                  amount DECIMAL(13,4));
+             CREATE TABLE posting (id INTEGER PRIMARY KEY, voucher_no TEXT,
+                                   account_id INTEGER REFERENCES acct(id), value REAL);
+             CREATE TABLE invoice_lines (id INTEGER PRIMARY KEY, invoice_id INTEGER, amount INTEGER);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12)
+             INSERT INTO moveLine (move_id, Debit, Credit) SELECT i, i * 10, 0 FROM n
+                 UNION ALL SELECT i, 0, i * 10 FROM n;
+             UPDATE moveLine SET Credit = 4 WHERE move_id = 2 AND Credit > 0;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12)
+             INSERT INTO ledger (transaction_id, entry_type, amount) SELECT i, 'DEBIT', 2.5 FROM n
+                 UNION ALL SELECT i, 'CREDIT', 2.5 FROM n;
+             INSERT INTO ledger (transaction_id, entry_type, amount) VALUES (8, 'DEBIT', 1);
+             INSERT INTO posting (voucher_no, account_id, value) VALUES ('V1', 1, 0.1), ('V1', 1, 0.2),
+                 ('V1', 1, -0.3), ('V2', 1, 1.5), ('V2', 1, -1.5);",
+        );
+        let checks = double_entry_checks(&s, &c);
+        let names: Vec<&str> = checks.iter().map(|k| k.origin.as_str()).collect();
+        assert_eq!(checks.len(), 3, "{names:?}");
+        assert!(
+            names[0].contains("ledger") && names[0].contains("entry_type"),
+            "{names:?}"
+        );
+        assert!(names[1].contains("moveLine") && names[1].contains("Debit against Credit"));
+        assert!(names[2].contains("posting") && names[2].contains("signed value"));
+        // Transaction 2 of moveLine and 8 of ledger do not balance; the
+        // posting's binary fractions (0.1 + 0.2 - 0.3) do.
+        assert_eq!(run(&c, &checks), vec![1, 1, 0]);
+    }
+
+    #[test]
+    fn tables_that_are_not_ledgers_give_no_check() {
+        let (c, s) = shapes(
+            "CREATE TABLE invoices (id INTEGER PRIMARY KEY, total INTEGER);
+             CREATE TABLE invoice_lines (id INTEGER PRIMARY KEY, invoice_id INTEGER REFERENCES invoices(id), amount INTEGER, type TEXT);
+             CREATE TABLE payments (id INTEGER PRIMARY KEY, transaction_ref TEXT, amount INTEGER, kind TEXT);
+             INSERT INTO invoice_lines VALUES (1, 1, 5, 'service');
+             INSERT INTO payments VALUES (1, 'T', 5, 'card');
+             -- Lines of sales: an account and a transaction each, amounts all
+             -- positive: shaped like a ledger, and not one.
+             CREATE TABLE accounts (id INTEGER PRIMARY KEY);
+             CREATE TABLE transactions (id INTEGER PRIMARY KEY);
+             CREATE TABLE sale_lines (id INTEGER PRIMARY KEY, transaction_id INTEGER REFERENCES transactions(id),
+                                      account_id INTEGER REFERENCES accounts(id), amount INTEGER);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20)
+             INSERT INTO sale_lines (transaction_id, account_id, amount) SELECT i, 1, 100 + i FROM n;",
+        );
+        let checks = double_entry_checks(&s, &c);
+        assert!(
+            checks.is_empty(),
+            "{:?}",
+            checks.iter().map(|k| &k.origin).collect::<Vec<_>>()
+        );
+    }
 }
