@@ -1385,15 +1385,18 @@ fn delete_client(
             .map(|c| format!("x.{}", ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
+        // The client's rows as export takes them: reached, and at home
+        // with the client or homeless.
         let own = map.owned_rows_sql(db, &k.ref_table, true);
+        let (hfrom, home) = map.home_sql(&k.ref_table);
         let sql = format!(
-            "{with} SELECT {select}, x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} FROM {ref_table} t0 WHERE {owned})",
+            "{with} SELECT {select}, x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} {hfrom} WHERE {owned} AND ({home} IS NULL OR {home} = {p1}))",
             with = own.with,
             col = ident(&k.column),
             table = ident(&k.table),
             refcol = ident(&k.ref_column),
-            ref_table = ident(&k.ref_table),
             owned = own.contains(&target.pk),
+            p1 = db.param(1),
         );
         let mut outside = Vec::new();
         let own = own_pks.get(k.table.as_str());

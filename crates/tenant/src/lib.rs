@@ -481,13 +481,8 @@ fn export_in_snapshot(db: &dyn Db, map: &TenantMap, key: &Value, engine: &str) -
             continue;
         };
         let Some(ci) = t.col(&k.column) else { continue };
-        let is_owner = map
-            .owned(&k.table)
-            .and_then(|o| o.owner.as_ref())
-            .is_some_and(|ok| ok == k);
-        if is_owner {
-            continue;
-        }
+        // Every key is checked, the shortest route's too: a homeless row
+        // (reached another way) may point outside the client with it.
         if let Some(target) = tables.iter().find(|x| x.table == k.ref_table) {
             let set = present
                 .entry((k.ref_table.clone(), k.ref_column.clone()))

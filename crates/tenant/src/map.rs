@@ -496,6 +496,11 @@ impl TenantMap {
                 ));
             }
             let mut recursive = Vec::new();
+            // A row is followed further only when it is the client's own:
+            // at home with it, or homeless. A chain through another
+            // client's row (an intercompany link) does not make the rows
+            // beyond it this client's.
+            let (hfrom, home) = self.home_sql(&o.name);
             for r in &o.routes {
                 let Some(&q) = pos.get(r.ref_table.as_str()) else {
                     continue;
@@ -504,9 +509,8 @@ impl TenantMap {
                     continue;
                 }
                 let term = format!(
-                    "SELECT {}, s.ck FROM {} t JOIN o{q} s ON t.{} = s.{}",
-                    cols("t"),
-                    ident(&o.name),
+                    "SELECT {}, s.ck {hfrom} JOIN o{q} s ON t0.{} = s.{} WHERE {home} IS NULL OR {home} = s.ck",
+                    cols("t0"),
                     ident(&r.column),
                     alias(q, &r.ref_column)
                 );

@@ -1,0 +1,324 @@
+//! Generated schemas: random graphs of foreign keys with nullable keys,
+//! several routes to the client, self-references, integer, UUID and text
+//! keys, and unique columns that are not keys. For each: every row of a
+//! client is exported, a replace in the same firm gives back every table
+//! byte for byte, and an import beside another firm's clients brings every
+//! row of the client while the other clients stay exactly as they were.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ledgervault_tenant::sql::{ident, rows, Db, Sqlite, Value};
+use ledgervault_tenant::*;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum KeyKind {
+    Int,
+    Text,
+    Uuid,
+}
+
+#[derive(Debug, Clone)]
+struct Table {
+    key: KeyKind,
+    /// Parents (earlier tables, 0 = the client table); each key nullable.
+    parents: Vec<usize>,
+    /// Points at itself (a tree).
+    tree: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Shape {
+    root_key: KeyKind,
+    tables: Vec<Table>,
+    /// Per table, per row: for each parent, which row (or None), and the
+    /// tree parent (or None).
+    seed: u64,
+}
+
+fn key_kind() -> impl Strategy<Value = KeyKind> {
+    prop_oneof![Just(KeyKind::Int), Just(KeyKind::Text), Just(KeyKind::Uuid)]
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    (key_kind(), 1usize..5, any::<u64>()).prop_flat_map(|(root_key, n, seed)| {
+        let tables = (0..n)
+            .map(|i| {
+                (
+                    key_kind(),
+                    proptest::collection::btree_set(0..=i, 1..=2.min(i + 1)),
+                    any::<bool>(),
+                )
+                    .prop_map(|(key, parents, tree)| Table {
+                        key,
+                        parents: parents.into_iter().collect(),
+                        tree,
+                    })
+            })
+            .collect::<Vec<_>>();
+        (Just(root_key), tables, Just(seed)).prop_map(|(root_key, tables, seed)| Shape {
+            root_key,
+            tables,
+            seed,
+        })
+    })
+}
+
+fn decl(k: &KeyKind) -> &'static str {
+    match k {
+        KeyKind::Int => "INTEGER",
+        KeyKind::Text | KeyKind::Uuid => "TEXT",
+    }
+}
+
+/// A key value of the given kind, distinct per (table, n, firm).
+fn key_value(k: &KeyKind, table: usize, n: u64, firm: u64) -> Value {
+    match k {
+        KeyKind::Int => Value::Int((firm * 1000 + n) as i64 + 1),
+        KeyKind::Text => Value::Text(format!("t{table}-f{firm}-{n}")),
+        KeyKind::Uuid => {
+            let h = blake3::hash(format!("{table}/{n}/{firm}").as_bytes()).to_hex();
+            let h = h.as_str();
+            Value::Text(format!(
+                "{}-{}-4{}-8{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[13..16],
+                &h[17..20],
+                &h[20..32]
+            ))
+        }
+    }
+}
+
+/// Makes a firm database of `shape`, with `clients` clients; `firm` makes
+/// its keys differ from another firm's.
+fn make(path: &Path, s: &Shape, clients: u64, firm: u64) {
+    std::fs::write(path, b"").unwrap();
+    let db = Sqlite::open_write(path).unwrap();
+    db.execute(
+        &format!(
+            "CREATE TABLE firm_client (id {} PRIMARY KEY, name TEXT NOT NULL, code TEXT UNIQUE)",
+            decl(&s.root_key)
+        ),
+        &[],
+    )
+    .unwrap();
+    for (i, t) in s.tables.iter().enumerate() {
+        let mut cols = vec![format!("id {} PRIMARY KEY", decl(&t.key))];
+        for &p in &t.parents {
+            let (pt, pk) = if p == 0 {
+                ("firm_client".to_string(), &s.root_key)
+            } else {
+                (format!("t{}", p - 1), &s.tables[p - 1].key)
+            };
+            cols.push(format!("p{p} {} REFERENCES {pt}(id)", decl(pk)));
+        }
+        if t.tree {
+            cols.push(format!("up {} REFERENCES t{i}(id)", decl(&t.key)));
+        }
+        cols.push("code TEXT UNIQUE".into());
+        cols.push("amount INTEGER NOT NULL".into());
+        db.execute(&format!("CREATE TABLE t{i} ({})", cols.join(", ")), &[])
+            .unwrap();
+    }
+    db.begin_write().unwrap();
+    let mut rng = s.seed ^ firm.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut keys: Vec<Vec<Value>> = Vec::new();
+    let mut root = Vec::new();
+    for c in 0..clients {
+        let k = key_value(&s.root_key, 0, c, firm);
+        db.execute(
+            "INSERT INTO firm_client (id, name, code) VALUES (?1, ?2, ?3)",
+            &[
+                k.clone(),
+                Value::Text(format!("Client {firm}-{c}")),
+                // Codes repeat across firms: a unique value to plan for.
+                Value::Text(format!("C{c}")),
+            ],
+        )
+        .unwrap();
+        root.push(k);
+    }
+    keys.push(root);
+    for (i, t) in s.tables.iter().enumerate() {
+        let mut mine: Vec<Value> = Vec::new();
+        let n = 3 + next() % 6;
+        for r in 0..n {
+            let k = key_value(&t.key, i + 1, r, firm);
+            let mut cols = vec!["id".to_string()];
+            let mut vals = vec![k.clone()];
+            for &p in &t.parents {
+                cols.push(format!("p{p}"));
+                // Mostly a parent row, sometimes NULL (another route, or
+                // nobody's row).
+                let parents = &keys[p];
+                vals.push(if next() % 4 == 0 || parents.is_empty() {
+                    Value::Null
+                } else {
+                    parents[(next() % parents.len() as u64) as usize].clone()
+                });
+            }
+            if t.tree {
+                cols.push("up".into());
+                vals.push(if mine.is_empty() || next() % 2 == 0 {
+                    Value::Null
+                } else {
+                    mine[(next() % mine.len() as u64) as usize].clone()
+                });
+            }
+            cols.push("code".into());
+            vals.push(Value::Text(format!("K{i}-{r}")));
+            cols.push("amount".into());
+            vals.push(Value::Int((next() % 1000) as i64));
+            let ph: Vec<String> = (1..=vals.len()).map(|j| format!("?{j}")).collect();
+            db.execute(
+                &format!(
+                    "INSERT INTO t{i} ({}) VALUES ({})",
+                    cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", "),
+                    ph.join(", ")
+                ),
+                &vals,
+            )
+            .unwrap();
+            mine.push(k);
+        }
+        keys.push(mine);
+    }
+    db.commit().unwrap();
+}
+
+/// Links that leave the client are kept in the same firm (the rows they
+/// point to are there) and cut in another.
+fn config_with(link: LinkPolicy) -> TenantConfig {
+    let mut c = TenantConfig {
+        root: Some("firm_client".into()),
+        default_link: link,
+        ..Default::default()
+    };
+    c.unique_rules
+        .insert("firm_client.code".into(), UniqueRule::Suffix);
+    for i in 0..8 {
+        c.unique_rules
+            .insert(format!("t{i}.code"), UniqueRule::Suffix);
+    }
+    c
+}
+
+fn config() -> TenantConfig {
+    config_with(LinkPolicy::Keep)
+}
+
+fn contents(path: &Path) -> BTreeMap<String, Vec<Vec<Value>>> {
+    let db = Sqlite::open_read(path).unwrap();
+    db.tables()
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            let r = rows(&db, &format!("SELECT * FROM {} ORDER BY 1", ident(&t)), &[]).unwrap();
+            (t, r)
+        })
+        .collect()
+}
+
+fn export_of(path: &Path, key: &Value) -> Archive {
+    let db = Sqlite::open_read(path).unwrap();
+    let map = TenantMap::build(&db, &config()).unwrap();
+    export(&db, &map, key, "sqlite").unwrap()
+}
+
+fn import_into(path: &Path, a: &Archive, mode: Mode, link: LinkPolicy) -> Result<ImportReport> {
+    let db = Sqlite::open_write(path).unwrap();
+    let cfg = config_with(link);
+    let map = TenantMap::build(&db, &cfg).unwrap();
+    import(
+        &db,
+        &map,
+        &cfg,
+        a,
+        &ImportOptions {
+            mode,
+            dry_run: false,
+            set: vec![],
+            invariants: vec![],
+            replace_other: None,
+        },
+    )
+}
+
+fn amount(a: &Archive) -> i64 {
+    a.tables
+        .iter()
+        .filter(|t| t.table != "firm_client")
+        .map(|t| {
+            let i = t.col("amount").unwrap();
+            t.rows
+                .iter()
+                .map(|r| match r[i] {
+                    Value::Int(v) => v,
+                    _ => 0,
+                })
+                .sum::<i64>()
+        })
+        .sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_owned_row_arrives_and_other_clients_stay(s in shape()) {
+        let dir = tempfile::tempdir().unwrap();
+        let a_db = dir.path().join("a.db");
+        make(&a_db, &s, 3, 0);
+        let db = Sqlite::open_read(&a_db).unwrap();
+        let map = TenantMap::build(&db, &config()).unwrap();
+        // The partition adds up on every table.
+        for p in partition(&db, &map).unwrap() {
+            prop_assert!(p.adds_up(), "{p:?}");
+        }
+        drop(db);
+        let key = key_value(&s.root_key, 0, 1, 0);
+        let a = export_of(&a_db, &key);
+        for t in &a.tables {
+            prop_assert_eq!(a.counts[&t.table], t.rows.len() as u64);
+        }
+
+        // Replace in the same firm: every table byte for byte as before.
+        let before = contents(&a_db);
+        let r = import_into(&a_db, &a, Mode::Replace, LinkPolicy::Keep);
+        prop_assert!(r.as_ref().is_ok_and(|r| r.committed), "{:?}", r);
+        prop_assert_eq!(contents(&a_db), before);
+
+        // Beside another firm's clients: the client's rows all arrive, its
+        // totals too, and the other clients are exactly as they were.
+        let b_db = dir.path().join("b.db");
+        make(&b_db, &s, 2, 1);
+        let others: Vec<Archive> = (0..2)
+            .map(|c| export_of(&b_db, &key_value(&s.root_key, 0, c, 1)))
+            .collect();
+        let r = import_into(&b_db, &a, Mode::AsNew, LinkPolicy::Nullify);
+        prop_assert!(r.as_ref().is_ok_and(|r| r.committed), "{:?}", r);
+        let r = r.unwrap();
+        let moved = export_of(&b_db, &r.client_to);
+        for t in &a.tables {
+            prop_assert_eq!(
+                moved.counts.get(&t.table).copied().unwrap_or(0),
+                t.rows.len() as u64,
+                "table {}", t.table
+            );
+        }
+        prop_assert_eq!(amount(&moved), amount(&a));
+        for (c, before) in others.iter().enumerate() {
+            let now = export_of(&b_db, &key_value(&s.root_key, 0, c as u64, 1));
+            prop_assert_eq!(&now.tables, &before.tables, "client {}", c);
+        }
+    }
+}
