@@ -756,7 +756,16 @@ fn uuid_keyed_companies_are_found_by_name_and_every_route_counts() {
          INSERT INTO invoice (company_id) SELECT id FROM company, generate_series(1, 3);
          INSERT INTO bill (company_id) SELECT id FROM company, generate_series(1, 2);
          INSERT INTO line (invoice_id, amount) SELECT id, 10 FROM invoice;
-         INSERT INTO line (bill_id, amount) SELECT id, -5 FROM bill;",
+         INSERT INTO line (bill_id, amount) SELECT id, -5 FROM bill;
+         -- Two keys of a table into itself: one recursive term on PostgreSQL.
+         ALTER TABLE line ADD COLUMN reversal_of int REFERENCES line(id),
+                          ADD COLUMN matched_with int REFERENCES line(id);
+         UPDATE line l SET reversal_of = (SELECT max(p.id) FROM line p JOIN invoice pi ON pi.id = p.invoice_id
+             JOIN invoice li ON li.id = l.invoice_id WHERE pi.company_id = li.company_id AND p.id < l.id)
+             WHERE l.invoice_id IS NOT NULL;
+         UPDATE line l SET matched_with = (SELECT min(p.id) FROM line p JOIN invoice pi ON pi.id = p.invoice_id
+             JOIN invoice li ON li.id = l.invoice_id WHERE pi.company_id = li.company_id AND p.id > l.id)
+             WHERE l.invoice_id IS NOT NULL;",
     );
     let url = pg.url("multi");
     let cfg = e.root.join("client.toml");

@@ -240,6 +240,7 @@ impl Db for PgDb {
              CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos) \
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
              WHERE i.indisunique AND NOT i.indisprimary AND i.indpred IS NULL \
+               AND i.indexprs IS NULL \
                AND c.relname = $1 AND n.nspname = ANY (current_schemas(false)) \
              ORDER BY i.indexrelid, k.pos",
             &[Value::Text(table.into())],

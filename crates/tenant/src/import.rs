@@ -125,7 +125,9 @@ pub fn preflight(
     match (existing_client(db, map, config, archive)?, mode) {
         (Found::Ambiguous(why), Mode::New | Mode::Replace) => Err(ambiguous_error(archive, &why)),
         (Found::Own(_, by), Mode::New) => Err(exists_error(archive, &[by])),
-        (Found::Other(k, by), Mode::Replace) if replace_other != Some(&k) => {
+        (Found::Other(k, by), Mode::Replace)
+            if replace_other.map(|v| v.plain()) != Some(k.plain()) =>
+        {
             Err(other_error(&k, &by))
         }
         _ => Ok(()),
@@ -213,6 +215,7 @@ fn existing_client(
     .into_iter()
     .next();
     let label = |r: &[Value]| crate::label_of(&cols, r, &r[ki]);
+    let mut natural = None;
     if let Some(nk) = config.client_key.as_ref().filter(|k| !k.is_empty()) {
         let mut values = Vec::new();
         for c in nk {
@@ -224,10 +227,17 @@ fn existing_client(
             })?;
             values.push(root_row[i].clone());
         }
+        // A client without its identity (a NULL tax number) is recognised
+        // by key and row alone: NULL names nobody.
+        if !values.contains(&Value::Null) {
+            natural = Some((nk, values));
+        }
+    }
+    if let Some((nk, values)) = natural {
         let cond = nk
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("{} {} {}", ident(c), db.same_as(), db.param(i + 1)))
+            .map(|(i, c)| format!("{} = {}", ident(c), db.param(i + 1)))
             .collect::<Vec<_>>()
             .join(" AND ");
         let matches = rows(
@@ -421,7 +431,7 @@ fn run(
         }
         (Found::Own(k, by), Mode::Replace) => Some((k, by)),
         (Found::Other(k, by), Mode::Replace) => {
-            if opts.replace_other.as_ref() != Some(k) {
+            if opts.replace_other.as_ref().map(|v| v.plain()) != Some(k.plain()) {
                 return Err(other_error(k, by));
             }
             Some((k, by))
@@ -1368,14 +1378,20 @@ fn delete_client(
         {
             continue;
         }
-        // Values the archive restores under the same key stay valid.
-        let comes_back: HashSet<Value> = archive
-            .tables
-            .iter()
-            .find(|t| t.table == k.ref_table)
-            .and_then(|t| t.col(&k.ref_column).map(|i| (t, i)))
-            .map(|(t, i)| t.rows.iter().map(|r| r[i].clone()).collect())
-            .unwrap_or_default();
+        // Values the archive restores under the same key stay valid; only
+        // when the client being replaced is the archive's own key space
+        // (same client key): another firm's values name other rows.
+        let comes_back: HashSet<Value> = if key.plain() != archive.client.plain() {
+            HashSet::new()
+        } else {
+            archive
+                .tables
+                .iter()
+                .find(|t| t.table == k.ref_table)
+                .and_then(|t| t.col(&k.ref_column).map(|i| (t, i)))
+                .map(|(t, i)| t.rows.iter().map(|r| r[i].clone()).collect())
+                .unwrap_or_default()
+        };
         let pk: Vec<String> = match map.owned(&k.table) {
             Some(o) => o.pk.clone(),
             None => vec!["rowid".into()],

@@ -325,6 +325,46 @@ pub fn partition(db: &dyn Db, map: &TenantMap) -> Result<Vec<TablePartition>> {
     Ok(out)
 }
 
+/// Rows per owned table that belong to no client (cheaper than
+/// [`partition`]: two counts per table).
+pub fn unowned_rows(db: &dyn Db, map: &TenantMap) -> Result<Vec<(String, u64)>> {
+    let count = |sql: &str| -> Result<u64> {
+        Ok(match rows(db, sql, &[])?.first().and_then(|r| r.first()) {
+            Some(Value::Int(n)) => *n as u64,
+            _ => 0,
+        })
+    };
+    let mut out = Vec::new();
+    for o in &map.owned[1..] {
+        let total = count(&format!("SELECT count(*) FROM {}", ident(&o.name)))?;
+        let (with, pairs, pk) = map.client_pairs_sql(db, &o.name);
+        let reached = count(&format!(
+            "{with} SELECT count(*) FROM (SELECT DISTINCT {} FROM ({pairs}) y) x",
+            pk.join(", ")
+        ))?;
+        if total > reached {
+            out.push((o.name.clone(), total - reached));
+        }
+    }
+    Ok(out)
+}
+
+/// One client's rows per owned table, counted the way export reads them.
+pub fn client_row_counts(
+    db: &dyn Db,
+    map: &TenantMap,
+    key: &Value,
+) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for o in &map.owned {
+        let n = client_columns(db, map, o, key, &o.pk)?.rows.len() as u64;
+        if n > 0 {
+            out.insert(o.name.clone(), n);
+        }
+    }
+    Ok(out)
+}
+
 /// Finds a client by key or by a name/code column value.
 pub fn find_client(db: &dyn Db, map: &TenantMap, spec: &str) -> Result<(Value, String)> {
     let root = map.root();

@@ -75,6 +75,11 @@ pub struct TenantConfig {
     /// per column: `"table.column" = "suffix"`.
     #[serde(default)]
     pub unique_rules: BTreeMap<String, UniqueRule>,
+    /// The key that says a row's home client, per table, where a table has
+    /// several keys at the same distance from the client table (a company
+    /// and a counterpart company): `"entries" = "company_id"`.
+    #[serde(default)]
+    pub owner_keys: BTreeMap<String, String>,
 }
 
 /// What to do with an imported unique value the target already holds.
@@ -249,20 +254,34 @@ impl TenantMap {
                 if known.contains(t) {
                     continue;
                 }
-                // Among keys into the previous level, an indexed one makes
-                // "this client's rows" a lookup instead of a scan.
+                // The shortest route says a row's home client. A configured
+                // owner key decides; else a NOT NULL key (a row must have
+                // one, as it must have its client), then an indexed one,
+                // never a column configured as a link.
                 let candidates: Vec<&ForeignKey> = keys
                     .iter()
                     .filter(|k| {
                         &k.table == t
+                            && !config
+                                .links
+                                .contains_key(&format!("{}.{}", k.table, k.column))
                             && owned
                                 .iter()
                                 .any(|o| o.name == k.ref_table && o.depth == depth - 1)
                     })
                     .collect();
+                let not_null =
+                    |k: &&&ForeignKey| columns[t].iter().any(|c| c.name == k.column && c.not_null);
                 let owner = candidates
                     .iter()
-                    .find(|k| indexed[t].contains(&k.column))
+                    .find(|k| config.owner_keys.get(t.as_str()) == Some(&k.column))
+                    .or_else(|| {
+                        candidates
+                            .iter()
+                            .find(|k| not_null(k) && indexed[t].contains(&k.column))
+                    })
+                    .or_else(|| candidates.iter().find(not_null))
+                    .or_else(|| candidates.iter().find(|k| indexed[t].contains(&k.column)))
                     .or(candidates.first())
                     .copied();
                 if let Some(k) = owner {
@@ -495,7 +514,7 @@ impl TenantMap {
                     ident(&o.name)
                 ));
             }
-            let mut recursive = Vec::new();
+            let mut self_routes: Vec<&ForeignKey> = Vec::new();
             // A row is followed further only when it is the client's own:
             // at home with it, or homeless. A chain through another
             // client's row (an intercompany link) does not make the rows
@@ -508,27 +527,46 @@ impl TenantMap {
                 if q > p || !needed[q] {
                     continue;
                 }
-                let term = format!(
+                if q == p {
+                    self_routes.push(r);
+                    continue;
+                }
+                terms.push(format!(
                     "SELECT {}, s.ck {hfrom} JOIN o{q} s ON t0.{} = s.{} WHERE {home} IS NULL OR {home} = s.ck",
                     cols("t0"),
                     ident(&r.column),
                     alias(q, &r.ref_column)
-                );
-                if q == p {
-                    recursive.push(term);
-                } else {
-                    terms.push(term);
-                }
-            }
-            if terms.is_empty() {
-                // Reachable only through routes not followed: no rows.
-                terms.push(format!(
-                    "SELECT {}, NULL FROM {} t WHERE 1 = 0",
-                    cols("t"),
-                    ident(&o.name)
                 ));
             }
-            terms.extend(recursive);
+            if terms.is_empty() {
+                // Reachable only through routes not followed: no rows (a
+                // client key of the root's type, so the types agree).
+                let rk = self
+                    .root()
+                    .int_pk
+                    .clone()
+                    .unwrap_or_else(|| self.root().pk[0].clone());
+                terms.push(format!(
+                    "SELECT {}, r.{} FROM {} t0, {} r WHERE 1 = 0",
+                    cols("t0"),
+                    ident(&rk),
+                    ident(&o.name),
+                    ident(&self.root().name)
+                ));
+            }
+            // Every route into the table itself in one recursive term:
+            // PostgreSQL allows a single one.
+            if !self_routes.is_empty() {
+                let on = self_routes
+                    .iter()
+                    .map(|r| format!("t0.{} = s.{}", ident(&r.column), alias(p, &r.ref_column)))
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                terms.push(format!(
+                    "SELECT {}, s.ck {hfrom} JOIN o{p} s ON {on} WHERE {home} IS NULL OR {home} = s.ck",
+                    cols("t0")
+                ));
+            }
             ctes.push(format!(
                 "o{p} ({}) AS ({})",
                 names.join(", "),

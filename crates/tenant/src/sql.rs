@@ -383,27 +383,30 @@ impl Db for Sqlite {
     }
 
     fn unique_keys(&self, table: &str) -> Result<Vec<Vec<String>>> {
+        // Partial indexes are unique only where their condition holds, and
+        // an expression's column has no name: neither is a plain unique
+        // column set, so neither is listed.
         let idx = rows(
             self,
-            "SELECT name FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND origin != 'pk' ORDER BY name",
+            "SELECT name FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND origin != 'pk' AND partial = 0 ORDER BY name",
             &[Value::Text(table.into())],
         )?;
         let mut out = Vec::new();
         for i in idx {
             let Value::Text(name) = &i[0] else { continue };
-            let cols: Vec<String> = rows(
+            let cols: Vec<Option<String>> = rows(
                 self,
                 "SELECT name FROM pragma_index_info(?1) ORDER BY seqno",
                 &[Value::Text(name.clone())],
             )?
             .into_iter()
-            .filter_map(|r| match r.into_iter().next() {
+            .map(|r| match r.into_iter().next() {
                 Some(Value::Text(t)) => Some(t),
                 _ => None,
             })
             .collect();
-            if !cols.is_empty() {
-                out.push(cols);
+            if !cols.is_empty() && cols.iter().all(Option::is_some) {
+                out.push(cols.into_iter().flatten().collect());
             }
         }
         Ok(out)

@@ -281,6 +281,30 @@ fn the_client_is_found_by_its_own_identity_never_by_an_incidental_unique_column(
     assert_eq!(old.key, Value::Text("c-a1".into()));
     assert!(old.found_by.contains("tax_no"), "{}", old.found_by);
     drop(w);
+    // An archive whose tax number is NULL never matches another company
+    // whose tax number is NULL too.
+    let nulls = dir.path().join("nulls.db");
+    ledger(&nulls, &FIRM);
+    let w = Sqlite::open_write(&nulls).unwrap();
+    w.execute("UPDATE company SET tax_no = NULL", &[]).unwrap();
+    drop(w);
+    let db = Sqlite::open_read(&nulls).unwrap();
+    let map = TenantMap::build(&db, &cfg).unwrap();
+    let a_null = export(&db, &map, &Value::Text("c-alpha".into()), "sqlite").unwrap();
+    drop(db);
+    let other = dir.path().join("other-nulls.db");
+    ledger(&other, &[("c-zulu", "Zulu", "TAX-0", "3.1")]);
+    let w = Sqlite::open_write(&other).unwrap();
+    w.execute("UPDATE company SET tax_no = NULL", &[]).unwrap();
+    let map = TenantMap::build(&w, &cfg).unwrap();
+    let r = import(&w, &map, &cfg, &a_null, &replace(None)).unwrap();
+    assert!(r.replaced.is_none(), "Zulu is not Alpha: {:?}", r.replaced);
+    drop(w);
+    assert_eq!(
+        count(&other, "SELECT count(*) FROM company WHERE name = 'Zulu'"),
+        1
+    );
+
     let ambiguous = dir.path().join("ambiguous.db");
     ledger(
         &ambiguous,
