@@ -49,7 +49,7 @@ fi
 # Real accounting applications from PyPI for the per-client tests
 # (crates/cli/tests/apps.rs), pinned, in a virtual environment of their own.
 venv=target/venv-apps
-if ! "$venv/bin/python" -c "import python_accounting, sqlalchemy, psycopg2" >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c "import python_accounting, sqlalchemy, psycopg2, trytond, proteus, psycopg" >/dev/null 2>&1; then
   mkdir -p target
   python3 -m venv "$venv"
   # python-accounting declares MySQL drivers that neither SQLite nor
@@ -57,6 +57,10 @@ if ! "$venv/bin/python" -c "import python_accounting, sqlalchemy, psycopg2" >/de
   "$venv/bin/pip" install -q --no-deps python-accounting==2.0.0
   "$venv/bin/pip" install -q SQLAlchemy==2.1.9 python-dateutil==2.9.0.post0 six==1.17.0 \
     typing_extensions==4.16.0 psycopg2-binary==2.9.13
+  # Tryton with its accounting and invoicing modules.
+  "$venv/bin/pip" install -q trytond==8.2.1 trytond-account==8.2.1 trytond-account-invoice==8.2.0 \
+    trytond-company==8.2.0 trytond-party==8.2.0 trytond-currency==8.2.0 \
+    trytond-account-payment==8.2.0 proteus==8.2.0 'psycopg[binary,pool]==3.3.9' psycopg-pool==3.3.3
 fi
 
 cargo test --workspace --locked "$@"
