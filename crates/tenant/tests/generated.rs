@@ -1,6 +1,6 @@
 //! Generated schemas: random graphs of foreign keys with nullable keys,
-//! several routes to the client, self-references, integer, UUID and text
-//! keys, and unique columns that are not keys. For each: every row of a
+//! several routes to the client, self-references, cycles between tables,
+//! integer, UUID and text keys, and unique columns that are not keys. For each: every row of a
 //! client is exported, a replace in the same firm gives back every table
 //! byte for byte, and an import beside another firm's clients brings every
 //! row of the client while the other clients stay exactly as they were.
@@ -26,6 +26,8 @@ struct Table {
     parents: Vec<usize>,
     /// Points at itself (a tree).
     tree: bool,
+    /// A nullable key to a later table: a cycle between tables.
+    back: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,11 +51,13 @@ fn shape() -> impl Strategy<Value = Shape> {
                     key_kind(),
                     proptest::collection::btree_set(0..=i, 1..=2.min(i + 1)),
                     any::<bool>(),
+                    proptest::option::of(0..n),
                 )
-                    .prop_map(|(key, parents, tree)| Table {
+                    .prop_map(move |(key, parents, tree, back)| Table {
                         key,
                         parents: parents.into_iter().collect(),
                         tree,
+                        back: back.filter(|&b| b > i),
                     })
             })
             .collect::<Vec<_>>();
@@ -191,6 +195,28 @@ fn make(path: &Path, s: &Shape, clients: u64, firm: u64) {
             mine.push(k);
         }
         keys.push(mine);
+    }
+    // Keys back to later tables, closing cycles between tables.
+    for (i, t) in s.tables.iter().enumerate() {
+        let Some(j) = t.back else { continue };
+        db.execute(
+            &format!(
+                "ALTER TABLE t{i} ADD COLUMN back {} REFERENCES t{j}(id)",
+                decl(&s.tables[j].key)
+            ),
+            &[],
+        )
+        .unwrap();
+        for k in keys[i + 1].clone() {
+            if next() % 3 == 0 {
+                let target = keys[j + 1][(next() % keys[j + 1].len() as u64) as usize].clone();
+                db.execute(
+                    &format!("UPDATE t{i} SET back = ?1 WHERE id = ?2"),
+                    &[target, k],
+                )
+                .unwrap();
+            }
+        }
     }
     db.commit().unwrap();
 }
