@@ -1098,6 +1098,32 @@ fn plan_uniques(
             }
         }
     }
+    // A value that changed is carried into every imported column that
+    // refers to it by value (a code used as a key elsewhere).
+    let mut changed: HashMap<(String, String), HashMap<Value, Value>> = HashMap::new();
+    for c in &out {
+        if let (Some(new), [col]) = (&c.resolved, c.columns.as_slice()) {
+            changed
+                .entry((c.table.clone(), col.clone()))
+                .or_default()
+                .insert(c.value[0].clone(), new[0].clone());
+        }
+    }
+    if !changed.is_empty() {
+        for (ti, t) in archive.tables.iter().enumerate() {
+            for k in map.keys.iter().filter(|k| k.table == t.table) {
+                let Some(m) = changed.get(&(k.ref_table.clone(), k.ref_column.clone())) else {
+                    continue;
+                };
+                let Some(i) = t.col(&k.column) else { continue };
+                for r in mapped[ti].iter_mut() {
+                    if let Some(n) = m.get(&r[i]) {
+                        r[i] = n.clone();
+                    }
+                }
+            }
+        }
+    }
     let unresolved: Vec<String> = out
         .iter()
         .filter(|c| c.resolved.is_none())

@@ -447,3 +447,68 @@ fn text_and_uuid_keys_are_regenerated_and_unique_codes_planned_before_writing() 
         assert_eq!(code, want);
     }
 }
+
+/// A unique code given a new value is carried into the rows that refer to
+/// it by value.
+#[test]
+fn a_changed_code_is_carried_into_rows_that_refer_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("codes.db");
+    std::fs::write(&p, b"").unwrap();
+    let db = Sqlite::open_write(&p).unwrap();
+    for stmt in [
+        "CREATE TABLE company (id INTEGER PRIMARY KEY, name TEXT)",
+        "CREATE TABLE acct (id INTEGER PRIMARY KEY, company_id INTEGER NOT NULL REFERENCES company(id), code TEXT UNIQUE NOT NULL)",
+        "CREATE TABLE entry (id INTEGER PRIMARY KEY, acct_code TEXT NOT NULL REFERENCES acct(code), amount INTEGER)",
+        "INSERT INTO company VALUES (1, 'One'), (2, 'Two')",
+        "INSERT INTO acct VALUES (1, 1, '1000'), (2, 1, '4000'), (3, 2, '2000')",
+        "INSERT INTO entry VALUES (1, '1000', 5), (2, '4000', -5), (3, '2000', 7)",
+    ] {
+        db.execute(stmt, &[]).unwrap();
+    }
+    drop(db);
+    let mut cfg = TenantConfig {
+        root: Some("company".into()),
+        ..Default::default()
+    };
+    cfg.unique_rules
+        .insert("acct.code".into(), UniqueRule::Suffix);
+    let db = Sqlite::open_read(&p).unwrap();
+    let map = TenantMap::build(&db, &cfg).unwrap();
+    let a = export(&db, &map, &Value::Int(1), "sqlite").unwrap();
+    assert_eq!(a.counts["entry"], 2);
+    drop(db);
+    let w = Sqlite::open_write(&p).unwrap();
+    let map = TenantMap::build(&w, &cfg).unwrap();
+    let r = import(
+        &w,
+        &map,
+        &cfg,
+        &a,
+        &ImportOptions {
+            mode: Mode::AsNew,
+            dry_run: false,
+            set: vec![],
+            invariants: vec![],
+            replace_other: None,
+        },
+    )
+    .unwrap();
+    assert!(r.committed);
+    drop(w);
+    // The copy's entries point at the copy's accounts, not the original's.
+    assert_eq!(
+        count(
+            &p,
+            "SELECT count(*) FROM entry e JOIN acct a ON a.code = e.acct_code WHERE a.code LIKE '%-2'"
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            &p,
+            "SELECT count(*) FROM entry WHERE acct_code IN ('1000', '4000')"
+        ),
+        2
+    );
+}
