@@ -154,6 +154,7 @@ fn list(g: &Globals, path: &Path, check: bool, config: &TenantConfig) -> Result<
             "shared_tables": map.shared.iter().map(|s| json!({"table": s.name, "natural_key": s.natural_key})).collect::<Vec<_>>(),
             "clients": clients,
             "unowned_rows": unowned.iter().map(|(t, n)| json!({"table": t, "rows": n})).collect::<Vec<_>>(),
+            "unfollowed_keys": map.unfollowed,
             "partition": if check { json!(parts) } else { json!(null) },
             "adds_up": if check { json!(broken.is_empty()) } else { json!(null) },
         }));
@@ -203,6 +204,9 @@ fn list(g: &Globals, path: &Path, check: bool, config: &TenantConfig) -> Result<
                 "{t}: {n} row(s) belong to no client (no key on any route leads to one); they are in no client's archive"
             );
         }
+        for u in &map.unfollowed {
+            println!("note: {u}");
+        }
         if check && broken.is_empty() {
             println!("check: every row of every table is accounted for exactly once");
         }
@@ -233,6 +237,9 @@ fn backup(
     let unowned = ledgervault_tenant::unowned_rows(db.as_ref(), &map)?;
     drop(db);
     if !g.quiet {
+        for u in &map.unfollowed {
+            eprintln!("ledgervault: note: {u}");
+        }
         for (t, n) in &unowned {
             eprintln!(
                 "ledgervault: note: {t}: {n} row(s) belong to no client and are in no client's archive (`client list --check` shows every table)"

@@ -205,6 +205,30 @@ impl Db for PgDb {
             .collect())
     }
 
+    fn composite_keys(&self, table: &str) -> TResult<Vec<(Vec<String>, String)>> {
+        let rows = self.strings(
+            "SELECT k.conname, pc.relname, a.attname \
+             FROM pg_constraint k \
+             JOIN pg_class c ON c.oid = k.conrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_class pc ON pc.oid = k.confrelid \
+             CROSS JOIN LATERAL unnest(k.conkey) WITH ORDINALITY AS u(attnum, pos) \
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum \
+             WHERE k.contype = 'f' AND cardinality(k.conkey) > 1 \
+               AND c.relname = $1 AND n.nspname = ANY (current_schemas(false)) \
+             ORDER BY k.conname, u.pos",
+            &[Value::Text(table.into())],
+        )?;
+        let mut out: Vec<(String, Vec<String>, String)> = Vec::new();
+        for r in rows {
+            match out.last_mut() {
+                Some((name, cols, _)) if *name == r[0] => cols.push(r[2].clone()),
+                _ => out.push((r[0].clone(), vec![r[2].clone()], r[1].clone())),
+            }
+        }
+        Ok(out.into_iter().map(|(_, c, t)| (c, t)).collect())
+    }
+
     fn foreign_keys(&self, table: &str) -> TResult<Vec<ForeignKey>> {
         let rows = self.strings(
             "SELECT a.attname, pc.relname, pa.attname \

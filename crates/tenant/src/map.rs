@@ -154,6 +154,9 @@ pub struct TenantMap {
     pub shared: Vec<Shared>,
     /// Every single-column foreign key, declared and virtual.
     pub keys: Vec<ForeignKey>,
+    /// Keys of several columns into an owned table, not followed: each as
+    /// one line naming the table, its columns and the table it points to.
+    pub unfollowed: Vec<String>,
 }
 
 fn int_pk(cols: &[Column]) -> Option<String> {
@@ -341,10 +344,22 @@ impl TenantMap {
                 columns: columns[t].clone(),
             });
         }
+        let mut unfollowed = Vec::new();
+        for t in &tables {
+            for (cols, rt) in db.composite_keys(t)? {
+                if owned_names.contains(&rt.as_str()) {
+                    unfollowed.push(format!(
+                        "{t}({}) points to {rt} with a key of several columns, which is not followed: rows reached only that way are in no archive, and the key is not rewritten by --as-new",
+                        cols.join(", ")
+                    ));
+                }
+            }
+        }
         Ok(TenantMap {
             owned,
             shared,
             keys,
+            unfollowed,
         })
     }
 

@@ -172,6 +172,11 @@ pub trait Db {
     fn foreign_keys(&self, table: &str) -> Result<Vec<ForeignKey>>;
     /// Column sets with a UNIQUE constraint (primary key excluded).
     fn unique_keys(&self, table: &str) -> Result<Vec<Vec<String>>>;
+    /// Foreign keys of several columns, which the tenant map does not
+    /// follow: (columns, referenced table), so they can be named.
+    fn composite_keys(&self, _table: &str) -> Result<Vec<(Vec<String>, String)>> {
+        Ok(Vec::new())
+    }
     /// Runs a query, calling `row` for each result row.
     fn query(
         &self,
@@ -341,6 +346,27 @@ impl Db for Sqlite {
             },
         )?;
         Ok(out)
+    }
+
+    fn composite_keys(&self, table: &str) -> Result<Vec<(Vec<String>, String)>> {
+        let rs = rows(
+            self,
+            "SELECT id, \"table\", \"from\" FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
+            &[Value::Text(table.into())],
+        )?;
+        let mut out: Vec<(Value, Vec<String>, String)> = Vec::new();
+        for r in rs {
+            let t = |v: &Value| v.plain();
+            match out.last_mut() {
+                Some((id, cols, _)) if *id == r[0] => cols.push(t(&r[2])),
+                _ => out.push((r[0].clone(), vec![t(&r[2])], t(&r[1]))),
+            }
+        }
+        Ok(out
+            .into_iter()
+            .filter(|(_, cols, _)| cols.len() > 1)
+            .map(|(_, cols, rt)| (cols, rt))
+            .collect())
     }
 
     fn foreign_keys(&self, table: &str) -> Result<Vec<ForeignKey>> {

@@ -512,3 +512,30 @@ fn a_changed_code_is_carried_into_rows_that_refer_to_it() {
         2
     );
 }
+
+/// A key of several columns into a client's table is not followed, and
+/// the map says so by name instead of leaving its rows out silently.
+#[test]
+fn keys_of_several_columns_are_named_not_silently_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("composite.db");
+    std::fs::write(&p, b"").unwrap();
+    let db = Sqlite::open_write(&p).unwrap();
+    for stmt in [
+        "CREATE TABLE company (id INTEGER PRIMARY KEY, name TEXT)",
+        "CREATE TABLE acct (company_id INTEGER NOT NULL REFERENCES company(id), code TEXT NOT NULL, PRIMARY KEY (company_id, code))",
+        "CREATE TABLE entry (id INTEGER PRIMARY KEY, company_id INTEGER, acct_code TEXT, FOREIGN KEY (company_id, acct_code) REFERENCES acct(company_id, code))",
+    ] {
+        db.execute(stmt, &[]).unwrap();
+    }
+    let map = TenantMap::build(&db, &config_for("company")).unwrap();
+    assert_eq!(map.unfollowed.len(), 1, "{:?}", map.unfollowed);
+    assert!(map.unfollowed[0].starts_with("entry(company_id, acct_code) points to acct"));
+}
+
+fn config_for(root: &str) -> TenantConfig {
+    TenantConfig {
+        root: Some(root.into()),
+        ..Default::default()
+    }
+}
