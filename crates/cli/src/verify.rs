@@ -155,6 +155,7 @@ pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
         a.scratch_server
             .as_deref()
             .or(config.verify.scratch_postgres.as_deref()),
+        config.client.root.as_deref(),
     )?;
     // Remove the restored copy now, not at exit: it may be the whole firm.
     let scratch_path = scratch.path().to_path_buf();
@@ -217,6 +218,7 @@ fn drill(
     threads: Option<u32>,
     custom: &[CustomCheck],
     scratch_server: Option<&str>,
+    client_table: Option<&str>,
 ) -> Result<DrillReport> {
     let started_at = Utc::now();
     let started = Instant::now();
@@ -265,8 +267,13 @@ fn drill(
             checks.extend(custom_checks(custom, &src.name));
             let t = Instant::now();
             let mut reader = engine::node_reader(repo, &index, &src.node)?;
-            let d =
-                ledgervault_postgres::drill::drill_postgres(&server, &mut reader, &info, &checks)?;
+            let d = ledgervault_postgres::drill::drill_postgres(
+                &server,
+                &mut reader,
+                &info,
+                &checks,
+                client_table,
+            )?;
             restore_secs += d
                 .outcomes
                 .first()
@@ -334,7 +341,7 @@ fn drill(
                 .unwrap_or_default();
             let mut checks = builtin.clone();
             checks.extend(custom_checks(custom, &name));
-            let outcomes = drill_sqlite(&file, node.database.as_deref(), &checks);
+            let outcomes = drill_sqlite(&file, node.database.as_deref(), &checks, client_table);
             reports.push(DbReport {
                 path,
                 checks: outcomes,

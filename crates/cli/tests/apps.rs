@@ -161,8 +161,12 @@ fn a_drill_recognises_python_accountings_double_entry() {
     let e = Env::with_repo();
     let db = e.root.join("books.db");
     app(&["make", &format!("sqlite:///{}", db.display())]);
+    // With the clients' table configured, each entity's trial balance is
+    // checked too.
+    let cfg = e.root.join("client.toml");
+    std::fs::write(&cfg, "[client]\nroot = \"entity\"\n").unwrap();
     let lv = |args: &[&str]| {
-        let out = e.cmd().args(args).output().unwrap();
+        let out = e.cmd().arg("-c").arg(&cfg).args(args).output().unwrap();
         (
             out.status.code(),
             format!(
@@ -180,6 +184,10 @@ fn a_drill_recognises_python_accountings_double_entry() {
         out.contains(
             "every transaction of ledger nets to zero (amount signed by entry_type, by transaction_id)"
         ),
+        "{out}"
+    );
+    assert!(
+        out.contains("each client's trial balance in ledger nets to zero (amount signed by entry_type, by entity_id)"),
         "{out}"
     );
     rusqlite::Connection::open(&db)

@@ -33,10 +33,11 @@ pub fn drill_postgres(
     dump: &mut dyn Read,
     recorded: &DatabaseInfo,
     checks: &[SqlCheck],
+    client_table: Option<&str>,
 ) -> Result<Drill> {
     with_scratch_database(server, "drill", &recorded.settings, |at, major| {
         Ok(Drill {
-            outcomes: run_drill(at, major, dump, recorded, checks)?,
+            outcomes: run_drill(at, major, dump, recorded, checks, client_table)?,
             server: server.server(),
             scratch: at.dbname.clone(),
         })
@@ -49,6 +50,7 @@ fn run_drill(
     dump: &mut dyn Read,
     recorded: &DatabaseInfo,
     checks: &[SqlCheck],
+    client_table: Option<&str>,
 ) -> Result<Vec<CheckOutcome>> {
     let mut out = Vec::new();
     let t = Instant::now();
@@ -99,7 +101,7 @@ fn run_drill(
                 .unwrap_or_default(),
         })
         .collect();
-    let detected: Vec<SqlCheck> = double_entry_checks(&shapes, &Probe(&db))
+    let detected: Vec<SqlCheck> = double_entry_checks(&shapes, &Probe(&db), client_table)
         .into_iter()
         .filter(|d| !d.needs.iter().any(|(t, _)| covered.contains(t)))
         .collect();

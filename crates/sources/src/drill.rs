@@ -232,7 +232,18 @@ const TRANSACTION_WORDS: &[&str] = &[
 /// transaction column is NULL are not checked. A transaction that nets to
 /// zero keeps every client's trial balance at zero when a transaction
 /// belongs to one client.
-pub fn double_entry_checks(tables: &[TableShape], data: &dyn LedgerProbe) -> Vec<SqlCheck> {
+pub fn double_entry_checks(
+    tables: &[TableShape],
+    data: &dyn LedgerProbe,
+    client_table: Option<&str>,
+) -> Vec<SqlCheck> {
+    // The clients' table: the configured one, else `clients` or `client`.
+    let client_table: Option<String> = client_table.map(str::to_string).or_else(|| {
+        tables
+            .iter()
+            .map(|t| t.name.clone())
+            .find(|n| n == "clients" || n == "client")
+    });
     let mut out = Vec::new();
     for t in tables {
         // A table named for transactions that other tables point to is
@@ -333,6 +344,28 @@ pub fn double_entry_checks(tables: &[TableShape], data: &dyn LedgerProbe) -> Vec
             Some((groups, zero, lines))
                 if groups >= 2 && zero * 2 >= groups && lines * 2 >= groups * 3 => {}
             _ => continue,
+        }
+        // Lines that name their client: each client's trial balance too
+        // (a transaction may balance while a line sits with the wrong
+        // client).
+        if let Some(cc) = client_table.as_ref().and_then(|ct| {
+            t.references
+                .iter()
+                .find(|(_, rt)| rt == ct)
+                .map(|(c, _)| c.clone())
+        }) {
+            let c_q = quoted(&cc);
+            out.push(SqlCheck {
+                name: format!(
+                    "each client's trial balance in {} nets to zero ({how}, by {cc})",
+                    t.name
+                ),
+                sql: format!(
+                    "SELECT {c_q} AS client, sum({net}) AS net FROM {l_q} WHERE {c_q} IS NOT NULL GROUP BY {c_q} HAVING abs(sum({net})) > 0.000001"
+                ),
+                needs: vec![(t.name.clone(), vec![cc.clone()])],
+                origin: format!("double entry recognised in {} ({how}, by client {cc})", t.name),
+            });
         }
         out.push(SqlCheck {
             name: format!(
@@ -607,6 +640,7 @@ pub fn drill_sqlite(
     path: &Path,
     recorded: Option<&DatabaseInfo>,
     checks: &[SqlCheck],
+    client_table: Option<&str>,
 ) -> Vec<CheckOutcome> {
     let mut out = Vec::new();
     let t = Instant::now();
@@ -665,7 +699,7 @@ pub fn drill_sqlite(
         .filter(|c| c.applies(|t| column_names(&conn, t)))
         .filter_map(|c| c.needs.first().map(|(t, _)| t.clone()))
         .collect();
-    let detected: Vec<SqlCheck> = double_entry_checks(&sqlite_shapes(&conn), &conn)
+    let detected: Vec<SqlCheck> = double_entry_checks(&sqlite_shapes(&conn), &conn, client_table)
         .into_iter()
         .filter(|d| !d.needs.iter().any(|(t, _)| covered.contains(t)))
         .collect();
@@ -744,7 +778,7 @@ mod double_entry_tests {
              INSERT INTO gl_entries (voucher_no, debit_account_id, credit_account_id, debit, credit) VALUES
                  ('A', 1, 2, 5, 0), ('A', 1, 2, 0, 5), ('B', 1, 2, 7, 0), ('B', 1, 2, 0, 6);",
         );
-        let checks = double_entry_checks(&s, &c);
+        let checks = double_entry_checks(&s, &c, None);
         let names: Vec<&str> = checks.iter().map(|k| k.origin.as_str()).collect();
         assert_eq!(checks.len(), 4, "{names:?}");
         assert!(
@@ -780,7 +814,7 @@ mod double_entry_tests {
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20)
              INSERT INTO sale_lines (transaction_id, account_id, amount) SELECT i, 1, 100 + i FROM n;",
         );
-        let checks = double_entry_checks(&s, &c);
+        let checks = double_entry_checks(&s, &c, None);
         assert!(
             checks.is_empty(),
             "{:?}",
