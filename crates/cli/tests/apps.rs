@@ -30,19 +30,33 @@ fn python() -> PathBuf {
     p
 }
 
-fn app(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/python_accounting_firm.py");
+/// Runs one of the application scripts in `tests/apps`; returns the last
+/// line it printed (its JSON answer).
+fn run_script(script: &str, what: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/apps")
+        .join(script);
     let out = Command::new(python())
-        .arg(script)
+        .arg(path)
         .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "python-accounting {args:?}: {}",
+        "{what} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn app(args: &[&str]) -> String {
+    run_script("python_accounting_firm.py", "python-accounting", args)
 }
 
 /// The application's own reports for every entity.
@@ -244,23 +258,7 @@ fn a_postgres_drill_recognises_python_accountings_double_entry() {
 }
 
 fn tryton(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/tryton_firm.py");
-    let out = Command::new(python())
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "Tryton {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string()
+    run_script("tryton_firm.py", "Tryton", args)
 }
 
 /// Tryton (trytond 8.2 with its accounting and invoicing modules, from

@@ -475,12 +475,13 @@ fn owner_of(
     column: &str,
     value: &Value,
 ) -> Result<Option<Value>> {
-    let (from, expr) = map.primary_route_sql(db, table);
-    let from = from.split(" WHERE ").next().unwrap_or(&from).to_string();
+    // The home client along the shortest route; a row without one names
+    // no client.
+    let (from, expr) = map.home_sql(table);
     let r = rows(
         db,
         &format!(
-            "SELECT {expr} {from} WHERE t0.{} = {} LIMIT 1",
+            "SELECT {expr} {from} WHERE t0.{} = {} AND {expr} IS NOT NULL LIMIT 1",
             ident(column),
             db.param(1)
         ),

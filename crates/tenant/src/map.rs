@@ -387,41 +387,6 @@ impl TenantMap {
         out
     }
 
-    /// `FROM` and `WHERE` clauses selecting `table`'s rows (alias `t0`)
-    /// that reach the client whose root key is parameter 1 along the
-    /// shortest route alone, and the expression of that client's key: only
-    /// for naming "the" client of a row in a message. Which rows belong to a
-    /// client is [`TenantMap::owned_rows_sql`]'s to say.
-    pub fn primary_route_sql(&self, db: &dyn Db, table: &str) -> (String, String) {
-        let path = self.path(table);
-        if path.len() == 1 {
-            let root = self.root();
-            let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
-            let expr = format!("t0.{}", ident(&key));
-            return (
-                format!("FROM {} t0 WHERE {expr} = {}", ident(table), db.param(1)),
-                expr,
-            );
-        }
-        let mut from = format!("FROM {} t0", ident(table));
-        // Join each step's parent, up to (not including) the root.
-        for (i, step) in path[..path.len() - 2].iter().enumerate() {
-            let k = step.owner.as_ref().expect("non-root tables have an owner");
-            from.push_str(&format!(
-                " JOIN {} t{} ON t{i}.{} = t{}.{}",
-                ident(&k.ref_table),
-                i + 1,
-                ident(&k.column),
-                i + 1,
-                ident(&k.ref_column)
-            ));
-        }
-        let last = path.len() - 2;
-        let k = path[last].owner.as_ref().expect("owner");
-        let expr = format!("t{last}.{}", ident(&k.column));
-        (format!("{from} WHERE {expr} = {}", db.param(1)), expr)
-    }
-
     /// The owned tables in an order where every route's parent comes
     /// before its child (self-routes aside); where routes form a cycle
     /// between tables, the shallower table goes first and the routes that

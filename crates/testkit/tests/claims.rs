@@ -125,18 +125,28 @@ fn packs(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The biggest pack: it holds file data, not only trees.
+fn biggest_pack(dir: &Path) -> PathBuf {
+    packs(dir)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap()
+}
+
+/// Damages a file the way a failing disk does: one bit, size unchanged.
+fn flip_a_byte(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[100] ^= 0x40;
+    fs::write(path, &bytes).unwrap();
+}
+
 #[test]
 fn data_of_a_deleted_pack_is_stored_again_and_the_snapshot_restores() {
     let s = setup();
     let repo = open(&s.repo_dir);
     backup_of(&repo, &s.src).unwrap();
-    let all = packs(&s.repo_dir);
     // Delete one data pack (the biggest: file data, not only trees).
-    let victim = all
-        .iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
-    fs::remove_file(victim).unwrap();
+    fs::remove_file(biggest_pack(&s.repo_dir)).unwrap();
 
     // Three nightly backups of the unchanged share: each must restore.
     for night in 0..3 {
@@ -163,14 +173,7 @@ fn data_that_check_found_damaged_is_stored_again() {
     let s = setup();
     let repo = open(&s.repo_dir);
     backup_of(&repo, &s.src).unwrap();
-    let all = packs(&s.repo_dir);
-    let victim = all
-        .iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut bytes = fs::read(victim).unwrap();
-    bytes[100] ^= 0x40;
-    fs::write(victim, &bytes).unwrap();
+    flip_a_byte(&biggest_pack(&s.repo_dir));
 
     // Without check, nothing is known: the damage is found by check, which
     // records it and says that the next backup stores the data again.
@@ -200,14 +203,7 @@ fn a_restore_that_meets_damage_records_it_for_the_next_backup() {
     let s = setup();
     let repo = open(&s.repo_dir);
     let first = backup_of(&repo, &s.src).unwrap();
-    let all = packs(&s.repo_dir);
-    let victim = all
-        .iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut bytes = fs::read(victim).unwrap();
-    bytes[100] ^= 0x40;
-    fs::write(victim, &bytes).unwrap();
+    flip_a_byte(&biggest_pack(&s.repo_dir));
     let (id, snap) = repo.find_snapshot(&first.snapshot_id.to_hex()).unwrap();
     let sum = restore(
         &repo,
