@@ -582,8 +582,14 @@ fn restore(
                 format!(", {} keys remapped (taken in the target)", t.remapped)
             } else {
                 String::new()
-            }
+            },
         );
+        if t.reused > 0 {
+            println!(
+                "  {:<24} {:>8} of them already there, identical and used by nothing: kept as they are",
+                "", t.reused
+            );
+        }
     }
     for s in &r.shared {
         println!(

@@ -59,6 +59,10 @@ pub struct TablePlan {
     pub rows: u64,
     /// Rows whose key had to change because it was taken.
     pub remapped: u64,
+    /// Rows of a parent of extensions already in the target, identical
+    /// and extended by nothing (left behind when their extending rows
+    /// were deleted): taken as they are instead of copied under new keys.
+    pub reused: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -566,10 +570,14 @@ fn run(
     }
 
     timer.lap("shared rows");
-    // Key maps for owned tables with an integer key.
+    // Key maps for owned tables with an integer key. Parents of
+    // extensions come first: an extending row's key is its parent's.
+    let order = write_order(map, archive);
+    let mut reused: HashMap<String, HashSet<Value>> = HashMap::new();
     let mut key_maps: HashMap<String, HashMap<Value, Value>> = HashMap::new();
     let mut table_plans = Vec::new();
-    for t in &archive.tables {
+    for &ti in &order {
+        let t = &archive.tables[ti];
         let o = map.owned(&t.table).ok_or_else(|| {
             refused(format!(
                 "{} does not belong to clients in the target",
@@ -580,8 +588,29 @@ fn run(
             table: t.table.clone(),
             rows: t.rows.len() as u64,
             remapped: 0,
+            reused: 0,
         };
-        if let Some(pk) = &o.int_pk {
+        let reuse = left_behind(db, map, o, t)?;
+        plan.reused = reuse.len() as u64;
+        let parent = key_col(o).and_then(|pk| {
+            map.owned.iter().find_map(|p| {
+                p.extended_by
+                    .iter()
+                    .any(|e| e.table == o.name && e.column == pk)
+                    .then(|| (pk.clone(), key_maps.get(&p.name).cloned()))
+            })
+        });
+        if let Some((pk, Some(pm))) = parent {
+            let i = t.col(&pk).expect("pk column");
+            let m = key_maps.entry(t.table.clone()).or_default();
+            for r in &t.rows {
+                let to = pm.get(&r[i]).cloned().unwrap_or_else(|| r[i].clone());
+                if to != r[i] {
+                    plan.remapped += 1;
+                }
+                m.insert(r[i].clone(), to);
+            }
+        } else if let Some(pk) = &o.int_pk {
             let i = t.col(pk).expect("pk column");
             let ids: Vec<i64> = t
                 .rows
@@ -595,6 +624,7 @@ fn run(
             let values: Vec<Value> = ids.iter().map(|&i| Value::Int(i)).collect();
             let taken: HashSet<i64> = existing_values(db, &t.table, pk, &values)?
                 .into_iter()
+                .filter(|v| !reuse.contains(v))
                 .filter_map(|v| match v {
                     Value::Int(v) => Some(v),
                     _ => None,
@@ -619,6 +649,7 @@ fn run(
             let values: Vec<Value> = t.rows.iter().map(|r| r[i].clone()).collect();
             let taken: HashSet<Value> = existing_values(db, &t.table, &pk, &values)?
                 .into_iter()
+                .filter(|v| !reuse.contains(v))
                 .collect();
             let mut used: HashSet<Value> = taken.clone();
             used.extend(values.iter().cloned());
@@ -637,8 +668,18 @@ fn run(
                 m.insert(v, Value::Text(new));
             }
         }
+        if !reuse.is_empty() {
+            reused.insert(t.table.clone(), reuse);
+        }
         table_plans.push(plan);
     }
+    table_plans.sort_by_key(|p| {
+        archive
+            .tables
+            .iter()
+            .position(|t| t.table == p.table)
+            .unwrap_or(usize::MAX)
+    });
     let client_to = key_maps
         .get(&root.name)
         .and_then(|m| m.get(&archive.client))
@@ -767,12 +808,22 @@ fn run(
 
     // Insert.
     let mut expected: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    for (t, rows_out) in archive.tables.iter().zip(&mapped_tables) {
+    for &ti in &order {
+        let (t, rows_out) = (&archive.tables[ti], &mapped_tables[ti]);
         let o = map.owned(&t.table).expect("checked above");
         let sql = insert_sql(db, &t.table, &t.columns);
         let mut mapped_rows = Vec::with_capacity(t.rows.len());
         let mut max_id = 0i64;
+        let reuse = reused.get(&t.table);
+        let key_at = key_col(o).and_then(|c| t.col(&c));
         for v in rows_out {
+            if let (Some(reuse), Some(i)) = (reuse, key_at) {
+                if reuse.contains(&v[i]) {
+                    // Already there, identical: counted and verified below.
+                    mapped_rows.push(encoded(v));
+                    continue;
+                }
+            }
             if let Some(pk) = &o.int_pk {
                 if let Some(Value::Int(id)) = t.col(pk).map(|i| &v[i]) {
                     max_id = max_id.max(*id);
@@ -1228,6 +1279,85 @@ fn resolve_unique(
     })
 }
 
+/// For the parent of extensions `o`: the archive's keys whose row is in
+/// the target, identical column for column, and extended or referenced by
+/// no row at all. Such rows are what a deletion of their extending rows
+/// left behind (python-accounting's `recyclable` after its ledger rows
+/// were deleted); they are taken as they are rather than duplicated under
+/// new keys, which would change the ids of a client restored into its own
+/// firm. Empty for every other table.
+fn left_behind(
+    db: &dyn Db,
+    map: &TenantMap,
+    o: &crate::map::Owned,
+    t: &TableRows,
+) -> Result<HashSet<Value>> {
+    let mut out = HashSet::new();
+    let (Some(pk), true) = (key_col(o), o.owner.is_none() && !o.extended_by.is_empty()) else {
+        return Ok(out);
+    };
+    let Some(i) = t.col(&pk) else {
+        return Ok(out);
+    };
+    let unreferenced = map
+        .keys
+        .iter()
+        .filter(|k| k.ref_table == o.name && k.ref_column == pk)
+        .map(|k| {
+            format!(
+                "NOT EXISTS (SELECT 1 FROM {} x WHERE x.{} = p.{})",
+                ident(&k.table),
+                ident(&k.column),
+                ident(&pk)
+            )
+        })
+        .collect::<Vec<_>>();
+    let cols = t
+        .columns
+        .iter()
+        .map(|c| format!("p.{}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let by_key: HashMap<&Value, &Vec<Value>> = t.rows.iter().map(|r| (&r[i], r)).collect();
+    let keys: Vec<Value> = t.rows.iter().map(|r| r[i].clone()).collect();
+    for chunk in keys.chunks(BATCH) {
+        let mut cond = vec![format!(
+            "p.{} IN ({})",
+            ident(&pk),
+            placeholders(db, chunk.len())
+        )];
+        cond.extend(unreferenced.iter().cloned());
+        let sql = format!(
+            "SELECT {cols} FROM {} p WHERE {}",
+            ident(&o.name),
+            cond.join(" AND ")
+        );
+        for r in rows(db, &sql, chunk)? {
+            if by_key.get(&r[i]).is_some_and(|a| **a == r) {
+                out.insert(r[i].clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The order in which the archive's tables are keyed and written: the
+/// parents of extensions first (the last found, the top of a chain of
+/// extensions, first of all), then the archive's order.
+fn write_order(map: &TenantMap, archive: &Archive) -> Vec<usize> {
+    let rank = |table: &str| -> i64 {
+        match map.owned.iter().position(|o| o.name == table) {
+            Some(i) if !map.owned[i].extended_by.is_empty() && map.owned[i].owner.is_none() => {
+                -(i as i64) - 1
+            }
+            _ => 0,
+        }
+    };
+    let mut order: Vec<usize> = (0..archive.tables.len()).collect();
+    order.sort_by_key(|&i| rank(&archive.tables[i].table));
+    order
+}
+
 /// The single key column of an owned table whose values can be given new
 /// ones (an integer, a UUID or a text key); `None` for composite keys.
 fn key_col(o: &crate::map::Owned) -> Option<String> {
@@ -1430,15 +1560,14 @@ fn delete_client(
         // The client's rows as export takes them: reached, and at home
         // with the client or homeless.
         let own = map.owned_rows_sql(db, &k.ref_table, true);
-        let (hfrom, home) = map.home_sql(&k.ref_table);
+        let (hfrom, at_home) = map.at_home_sql(&k.ref_table, &db.param(1));
         let sql = format!(
-            "{with} SELECT {select}, x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} {hfrom} WHERE {owned} AND ({home} IS NULL OR {home} = {p1}))",
+            "{with} SELECT {select}, x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} {hfrom} WHERE {owned} AND {at_home})",
             with = own.with,
             col = ident(&k.column),
             table = ident(&k.table),
             refcol = ident(&k.ref_column),
             owned = own.contains(&target.pk),
-            p1 = db.param(1),
         );
         let mut outside = Vec::new();
         let own = own_pks.get(k.table.as_str());
@@ -1470,7 +1599,16 @@ fn delete_client(
         }
     }
     let mut n = 0;
-    for o in map.owned.iter().rev() {
+    // Children before parents: the owned tables backwards, then the
+    // parents of extensions in the order they were found.
+    let is_parent = |o: &&crate::map::Owned| !o.extended_by.is_empty() && o.owner.is_none();
+    let deletion = map
+        .owned
+        .iter()
+        .rev()
+        .filter(|o| !is_parent(o))
+        .chain(map.owned.iter().filter(is_parent));
+    for o in deletion {
         let t = &closure[&o.name];
         let idx: Vec<usize> = o.pk.iter().filter_map(|c| t.col(c)).collect();
         let cond =

@@ -449,14 +449,13 @@ fn client_columns(
             .join(", ");
     // Reached by some route, and either at home with this client or
     // homeless (see `TenantMap::home_sql`).
-    let (from, home) = map.home_sql(&o.name);
+    let (from, at_home) = map.at_home_sql(&o.name, &db.param(1));
     let rs = rows(
         db,
         &format!(
-            "{} SELECT {select} {from} WHERE {} AND ({home} IS NULL OR {home} = {}) ORDER BY {order}",
+            "{} SELECT {select} {from} WHERE {} AND {at_home} ORDER BY {order}",
             own.with,
             own.contains(&o.pk),
-            db.param(1)
         ),
         std::slice::from_ref(key),
     )?;
@@ -477,7 +476,9 @@ fn owner_of(
 ) -> Result<Option<Value>> {
     // The home client along the shortest route; a row without one names
     // no client.
-    let (from, expr) = map.home_sql(table);
+    let (from, Some(expr)) = map.home_sql(table) else {
+        return Ok(None);
+    };
     let r = rows(
         db,
         &format!(

@@ -129,6 +129,13 @@ pub struct Owned {
     /// of routes reaches, whatever keys on other routes hold (NULL or not).
     #[serde(default)]
     pub routes: Vec<ForeignKey>,
+    /// Keys from owned tables whose whole primary key is also a key to
+    /// this table's primary key: this table is the parent of a one-to-one
+    /// extension (joined-table inheritance, as ORMs such as SQLAlchemy and
+    /// Django lay it out), and each of its rows belongs to the client of
+    /// the row that extends it. Such a table has no owner key of its own.
+    #[serde(default)]
+    pub extended_by: Vec<ForeignKey>,
     pub columns: Vec<Column>,
     /// The single integer primary key column, when the table has one; its
     /// values can be remapped.
@@ -244,6 +251,7 @@ impl TenantMap {
             depth: 0,
             owner: None,
             routes: Vec::new(),
+            extended_by: Vec::new(),
             int_pk: int_pk(&columns[&root]),
             pk: pk_columns(&columns[&root]),
             columns: columns[&root].clone(),
@@ -293,6 +301,7 @@ impl TenantMap {
                         depth,
                         owner: Some(k.clone()),
                         routes: Vec::new(),
+                        extended_by: Vec::new(),
                         int_pk: int_pk(&columns[t]),
                         pk: pk_columns(&columns[t]),
                         columns: columns[t].clone(),
@@ -304,16 +313,62 @@ impl TenantMap {
             }
             owned.extend(level);
         }
+        // Parents of one-to-one extensions: a table whose primary key an
+        // owned table's whole primary key points at holds, in each row,
+        // part of that owned row, so it is owned through it (and, level by
+        // level, its own parents).
+        loop {
+            let mut found: Vec<Owned> = Vec::new();
+            for k in &keys {
+                let Some(child) = owned.iter().find(|o| o.name == k.table) else {
+                    continue;
+                };
+                if child.pk != [k.column.clone()]
+                    || k.ref_table == k.table
+                    || owned.iter().any(|o| o.name == k.ref_table)
+                    || pk_columns(&columns[&k.ref_table]) != [k.ref_column.clone()]
+                {
+                    continue;
+                }
+                let depth = child.depth + 1;
+                match found.iter_mut().find(|p| p.name == k.ref_table) {
+                    Some(p) => {
+                        p.extended_by.push(k.clone());
+                        p.depth = p.depth.max(depth);
+                    }
+                    None => found.push(Owned {
+                        name: k.ref_table.clone(),
+                        depth,
+                        owner: None,
+                        routes: Vec::new(),
+                        extended_by: vec![k.clone()],
+                        int_pk: int_pk(&columns[&k.ref_table]),
+                        pk: pk_columns(&columns[&k.ref_table]),
+                        columns: columns[&k.ref_table].clone(),
+                    }),
+                }
+            }
+            if found.is_empty() {
+                break;
+            }
+            owned.extend(found);
+        }
         // Every key between owned tables is a route, except the columns the
         // config names as links (a reference to another client's row that
-        // does not make the row that client's too).
+        // does not make the row that client's too) and the keys of
+        // extensions to their parents (followed the other way).
         let names: Vec<String> = owned.iter().map(|o| o.name.clone()).collect();
+        let extensions: Vec<ForeignKey> = owned
+            .iter()
+            .flat_map(|o| o.extended_by.iter().cloned())
+            .collect();
         for o in owned.iter_mut().skip(1) {
             o.routes = keys
                 .iter()
                 .filter(|k| {
                     k.table == o.name
                         && names.contains(&k.ref_table)
+                        && !extensions.contains(k)
                         && !config
                             .links
                             .contains_key(&format!("{}.{}", k.table, k.column))
@@ -399,9 +454,9 @@ impl TenantMap {
         let mut order = Vec::with_capacity(n);
         while order.len() < n {
             let ready = (0..n).filter(|&i| !placed[i]).find(|&i| {
-                self.owned[i].routes.iter().all(|r| {
-                    r.ref_table == self.owned[i].name || idx(&r.ref_table).is_none_or(|j| placed[j])
-                })
+                reach(&self.owned[i])
+                    .iter()
+                    .all(|r| r.from == self.owned[i].name || idx(&r.from).is_none_or(|j| placed[j]))
             });
             let next = ready.unwrap_or_else(|| {
                 (0..n)
@@ -438,8 +493,8 @@ impl TenantMap {
                 continue;
             }
             needed[p] = true;
-            for r in &self.owned[order[p]].routes {
-                if let Some(&q) = pos.get(r.ref_table.as_str()) {
+            for r in reach(&self.owned[order[p]]) {
+                if let Some(&q) = pos.get(r.from.as_str()) {
                     if q < p {
                         stack.push(q);
                     }
@@ -451,10 +506,10 @@ impl TenantMap {
         let mut carried: Vec<Vec<String>> =
             order.iter().map(|&i| self.owned[i].pk.clone()).collect();
         for p in (0..order.len()).filter(|&p| needed[p]) {
-            for r in &self.owned[order[p]].routes {
-                if let Some(&q) = pos.get(r.ref_table.as_str()) {
-                    if q <= p && needed[q] && !carried[q].contains(&r.ref_column) {
-                        carried[q].push(r.ref_column.clone());
+            for r in reach(&self.owned[order[p]]) {
+                if let Some(&q) = pos.get(r.from.as_str()) {
+                    if q <= p && needed[q] && !carried[q].contains(&r.from_column) {
+                        carried[q].push(r.from_column.clone());
                     }
                 }
             }
@@ -494,14 +549,14 @@ impl TenantMap {
                     ident(&o.name)
                 ));
             }
-            let mut self_routes: Vec<&ForeignKey> = Vec::new();
+            let mut self_routes: Vec<Reach> = Vec::new();
             // A row is followed further only when it is the client's own:
             // at home with it, or homeless. A chain through another
             // client's row (an intercompany link) does not make the rows
             // beyond it this client's.
-            let (hfrom, home) = self.home_sql(&o.name);
-            for r in &o.routes {
-                let Some(&q) = pos.get(r.ref_table.as_str()) else {
+            let (hfrom, at_home) = self.at_home_sql(&o.name, "s.ck");
+            for r in reach(o) {
+                let Some(&q) = pos.get(r.from.as_str()) else {
                     continue;
                 };
                 if q > p || !needed[q] {
@@ -512,10 +567,10 @@ impl TenantMap {
                     continue;
                 }
                 terms.push(format!(
-                    "SELECT {}, s.ck {hfrom} JOIN o{q} s ON t0.{} = s.{} WHERE {home} IS NULL OR {home} = s.ck",
+                    "SELECT {}, s.ck {hfrom} JOIN o{q} s ON t0.{} = s.{} WHERE {at_home}",
                     cols("t0"),
                     ident(&r.column),
-                    alias(q, &r.ref_column)
+                    alias(q, &r.from_column)
                 ));
             }
             if terms.is_empty() {
@@ -539,11 +594,11 @@ impl TenantMap {
             if !self_routes.is_empty() {
                 let on = self_routes
                     .iter()
-                    .map(|r| format!("t0.{} = s.{}", ident(&r.column), alias(p, &r.ref_column)))
+                    .map(|r| format!("t0.{} = s.{}", ident(&r.column), alias(p, &r.from_column)))
                     .collect::<Vec<_>>()
                     .join(" OR ");
                 terms.push(format!(
-                    "SELECT {}, s.ck {hfrom} JOIN o{p} s ON {on} WHERE {home} IS NULL OR {home} = s.ck",
+                    "SELECT {}, s.ck {hfrom} JOIN o{p} s ON {on} WHERE {at_home}",
                     cols("t0")
                 ));
             }
@@ -570,13 +625,19 @@ impl TenantMap {
     /// points at another client's row is a cross-client link, not a second
     /// owner); a row without one belongs to every client another route
     /// leads to.
-    pub fn home_sql(&self, table: &str) -> (String, String) {
+    ///
+    /// The parent of an extension has no route of its own, so no home: it
+    /// goes with the rows that extend it (`None`).
+    pub fn home_sql(&self, table: &str) -> (String, Option<String>) {
         let path = self.path(table);
         let mut from = format!("FROM {} t0", ident(table));
         if path.len() == 1 {
+            if path[0].depth > 0 {
+                return (from, None);
+            }
             let root = self.root();
             let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
-            return (from, format!("t0.{}", ident(&key)));
+            return (from, Some(format!("t0.{}", ident(&key))));
         }
         for (i, step) in path[..path.len() - 2].iter().enumerate() {
             let k = step.owner.as_ref().expect("non-root tables have an owner");
@@ -591,7 +652,17 @@ impl TenantMap {
         }
         let last = path.len() - 2;
         let k = path[last].owner.as_ref().expect("owner");
-        (from, format!("t{last}.{}", ident(&k.column)))
+        (from, Some(format!("t{last}.{}", ident(&k.column))))
+    }
+
+    /// [`TenantMap::home_sql`] as a `FROM` clause and a condition: the row
+    /// (alias `t0`) is at home with client `ck` (an SQL expression), or
+    /// has no home.
+    pub fn at_home_sql(&self, table: &str, ck: &str) -> (String, String) {
+        match self.home_sql(table) {
+            (from, Some(home)) => (from, format!("({home} IS NULL OR {home} = {ck})")),
+            (from, None) => (from, "1 = 1".into()),
+        }
     }
 
     /// A statement prefix and a `SELECT` of `table`'s rows paired with each
@@ -603,6 +674,11 @@ impl TenantMap {
         let own = self.owned_rows_sql(db, table, false);
         let o = self.owned(table).expect("an owned table");
         let (from, home) = self.home_sql(table);
+        // Without a home the row goes with every client that reaches it.
+        let (home, at_home) = match home {
+            Some(h) => (h, "WHERE h.home IS NULL OR h.home = o.ck"),
+            None => ("NULL".into(), ""),
+        };
         let hk: Vec<String> =
             o.pk.iter()
                 .enumerate()
@@ -627,7 +703,7 @@ impl TenantMap {
             .collect::<Vec<_>>()
             .join(", ");
         let pairs = format!(
-            "SELECT DISTINCT {cols}, CAST(o.ck AS TEXT) AS ck FROM {} o JOIN h ON {on} WHERE h.home IS NULL OR h.home = o.ck",
+            "SELECT DISTINCT {cols}, CAST(o.ck AS TEXT) AS ck FROM {} o JOIN h ON {on} {at_home}",
             own.cte
         );
         (with, pairs, own.pk)
@@ -646,6 +722,32 @@ impl TenantMap {
             )
             .collect()
     }
+}
+
+/// One way rows of an owned table are reached: a row whose `column`
+/// equals `from_column` of a reached row of table `from`.
+struct Reach {
+    from: String,
+    from_column: String,
+    column: String,
+}
+
+/// Every way `o`'s rows are reached: its routes, and, for the parent of
+/// extensions, the extending rows' keys.
+fn reach(o: &Owned) -> Vec<Reach> {
+    o.routes
+        .iter()
+        .map(|r| Reach {
+            from: r.ref_table.clone(),
+            from_column: r.ref_column.clone(),
+            column: r.column.clone(),
+        })
+        .chain(o.extended_by.iter().map(|e| Reach {
+            from: e.table.clone(),
+            from_column: e.column.clone(),
+            column: e.ref_column.clone(),
+        }))
+        .collect()
 }
 
 /// See [`TenantMap::owned_rows_sql`].

@@ -539,3 +539,190 @@ fn config_for(root: &str) -> TenantConfig {
         ..Default::default()
     }
 }
+
+/// Joined-table inheritance, as SQLAlchemy and Django lay it out: every
+/// object's id comes from one parent table that has no client column, and
+/// each child's primary key is also its key to that parent. A polymorphic
+/// reference (an id with no declared key) is configured as a virtual key to
+/// the parent. Moved into another firm whose ids overlap, the parent rows
+/// come with the client, children keep their parents' new ids, and every
+/// reference follows.
+#[test]
+fn parents_of_extensions_move_with_the_client_into_another_firm() {
+    const INHERIT: &str = "
+CREATE TABLE object (id INTEGER PRIMARY KEY, kind TEXT NOT NULL);
+CREATE TABLE firm_client (id INTEGER PRIMARY KEY REFERENCES object(id), name TEXT NOT NULL UNIQUE);
+CREATE TABLE doc (id INTEGER PRIMARY KEY REFERENCES object(id), client INTEGER NOT NULL REFERENCES firm_client(id), total INTEGER);
+CREATE TABLE doc_line (id INTEGER PRIMARY KEY REFERENCES object(id), doc INTEGER REFERENCES doc(id), client INTEGER NOT NULL REFERENCES firm_client(id), amount INTEGER);
+CREATE TABLE allocation (id INTEGER PRIMARY KEY, client INTEGER NOT NULL REFERENCES firm_client(id), target_id INTEGER, amount INTEGER);
+";
+    fn firm(path: &Path, names: &[&str]) {
+        std::fs::write(path, b"").unwrap();
+        let db = Sqlite::open_write(path).unwrap();
+        for stmt in INHERIT.split(';').filter(|s| !s.trim().is_empty()) {
+            db.execute(stmt, &[]).unwrap();
+        }
+        let mut next = 0i64;
+        let mut object = |kind: &str| {
+            next += 1;
+            db.execute(
+                "INSERT INTO object VALUES (?1, ?2)",
+                &[Value::Int(next), Value::Text(kind.into())],
+            )
+            .unwrap();
+            next
+        };
+        let mut inserts: Vec<(String, Vec<Value>)> = Vec::new();
+        for (n, name) in names.iter().enumerate() {
+            let c = object("client");
+            inserts.push((
+                "INSERT INTO firm_client VALUES (?1, ?2)".into(),
+                vec![Value::Int(c), Value::Text(name.to_string())],
+            ));
+            for d in 0..3 {
+                let doc = object("doc");
+                inserts.push((
+                    "INSERT INTO doc VALUES (?1, ?2, ?3)".into(),
+                    vec![Value::Int(doc), Value::Int(c), Value::Int(30 + d)],
+                ));
+                for l in 0..3 {
+                    let line = object("line");
+                    inserts.push((
+                        "INSERT INTO doc_line VALUES (?1, ?2, ?3, ?4)".into(),
+                        vec![
+                            Value::Int(line),
+                            Value::Int(doc),
+                            Value::Int(c),
+                            Value::Int(10 + d + l + n as i64),
+                        ],
+                    ));
+                }
+                inserts.push((
+                    "INSERT INTO allocation (client, target_id, amount) VALUES (?1, ?2, ?3)".into(),
+                    vec![Value::Int(c), Value::Int(doc), Value::Int(5)],
+                ));
+            }
+        }
+        for (sql, p) in inserts {
+            db.execute(&sql, &p).unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    firm(&a, &["Ash", "Birch", "Cedar"]);
+    firm(&b, &["Dogwood", "Elm"]);
+    let cfg = TenantConfig {
+        root: Some("firm_client".into()),
+        virtual_keys: [("allocation.target_id".to_string(), "object.id".to_string())]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let db = Sqlite::open_read(&a).unwrap();
+    let map = TenantMap::build(&db, &cfg).unwrap();
+    let parent = map.owned("object").expect("the parent table is owned");
+    assert_eq!(parent.extended_by.len(), 3, "{parent:?}");
+    // Every row of the parent is some client's: the partition adds up with
+    // nothing unowned.
+    for p in partition(&db, &map).unwrap() {
+        assert!(p.adds_up(), "{p:?}");
+        assert_eq!(p.unowned, 0, "{p:?}");
+        assert_eq!(p.cross_client, 0, "{p:?}");
+    }
+    let (key, _) = find_client(&db, &map, "Birch").unwrap();
+    let archive = export(&db, &map, &key, "sqlite").unwrap();
+    assert_eq!(archive.counts["object"], 1 + 3 + 9);
+    drop(db);
+
+    let before_b = |sql: &str| count(&b, sql);
+    let others = before_b("SELECT sum(amount) FROM doc_line");
+    let w = Sqlite::open_write(&b).unwrap();
+    let map_b = TenantMap::build(&w, &cfg).unwrap();
+    let r = import(
+        &w,
+        &map_b,
+        &cfg,
+        &archive,
+        &ImportOptions {
+            mode: Mode::New,
+            dry_run: false,
+            set: vec![],
+            invariants: vec![],
+            replace_other: None,
+        },
+    )
+    .unwrap();
+    assert!(r.committed);
+    drop(w);
+    // Birch's ids were taken in the other firm: each got a new parent row,
+    // and its children and references carry the new ids.
+    let object = r.tables.iter().find(|t| t.table == "object").unwrap();
+    assert_eq!(object.remapped, 13, "{r:?}");
+    assert_eq!(
+        count(
+            &b,
+            "SELECT count(*) FROM doc_line l JOIN object o ON o.id = l.id AND o.kind = 'line' \
+             JOIN doc d ON d.id = l.doc JOIN object od ON od.id = d.id AND od.kind = 'doc' \
+             JOIN firm_client c ON c.id = l.client AND c.id = d.client \
+             JOIN object oc ON oc.id = c.id AND oc.kind = 'client' WHERE c.name = 'Birch'"
+        ),
+        9
+    );
+    assert_eq!(
+        count(
+            &b,
+            "SELECT count(*) FROM allocation a JOIN doc d ON d.id = a.target_id AND d.client = a.client \
+             JOIN firm_client c ON c.id = a.client WHERE c.name = 'Birch'"
+        ),
+        3,
+        "the configured polymorphic reference follows the new ids"
+    );
+    assert_eq!(
+        count(
+            &b,
+            "SELECT sum(amount) FROM doc_line WHERE client IN (SELECT id FROM firm_client WHERE name <> 'Birch')"
+        ),
+        others,
+        "the other firm's own clients are untouched"
+    );
+    assert_eq!(count(&b, "SELECT count(*) FROM object"), 2 * 13 + 13);
+    let w = Sqlite::open_read(&b).unwrap();
+    assert!(w.fk_violations().unwrap().is_empty());
+    drop(w);
+
+    // Back in its own firm, after some of its lines were deleted (their
+    // parent rows left behind, extended by nothing): the parents are taken
+    // as they are, so the client keeps every id it had.
+    let objects = count(&a, "SELECT count(*) FROM object");
+    let w = Sqlite::open_write(&a).unwrap();
+    w.execute(
+        "DELETE FROM doc_line WHERE client = (SELECT id FROM firm_client WHERE name = 'Birch') AND id % 2 = 0",
+        &[],
+    )
+    .unwrap();
+    let map_a = TenantMap::build(&w, &cfg).unwrap();
+    let r = import(
+        &w,
+        &map_a,
+        &cfg,
+        &archive,
+        &ImportOptions {
+            mode: Mode::Replace,
+            dry_run: false,
+            set: vec![],
+            invariants: vec![],
+            replace_other: None,
+        },
+    )
+    .unwrap();
+    drop(w);
+    let object = r.tables.iter().find(|t| t.table == "object").unwrap();
+    assert_eq!(object.remapped, 0, "{r:?}");
+    assert!(object.reused > 0, "{r:?}");
+    assert_eq!(r.tables.iter().map(|t| t.remapped).sum::<u64>(), 0);
+    assert_eq!(count(&a, "SELECT count(*) FROM object"), objects);
+    assert_eq!(
+        count(&a, "SELECT count(*) FROM doc_line WHERE client = (SELECT id FROM firm_client WHERE name = 'Birch')"),
+        9
+    );
+}

@@ -4,10 +4,12 @@
 Every row is written through the library's own models, transactions and
 posting logic (SQLAlchemy ORM); nothing is inserted by hand.
 
-    python_accounting_firm.py make   DBURL            create tables + 4 entities
+    python_accounting_firm.py make   DBURL [other]    create tables + 4 entities
+                                                      (other: another firm, 3)
     python_accounting_firm.py list   DBURL            [{"id":..,"name":..}, ...]
     python_accounting_firm.py report DBURL ID|NAME    one JSON line of the
                                                       library's own reports
+    python_accounting_firm.py post   DBURL ID|NAME    one more journal entry
 DBURL: sqlite:////abs/path/firm.db or postgresql://user@127.0.0.1:PORT/db
 
 Deterministic: fixed seed, fixed names, fixed month/day. The library only
@@ -67,6 +69,13 @@ FIRMS = [
     ("Birch & Sons Carpentry", "EUR", "Euro", 3, 4),
     ("Cobalt IT Consulting", "GBP", "Pound Sterling", 5, 3),
     ("Delta Dental Practice", "USD", "US Dollars", 3, 3),
+]
+# Another firm's database (`make DBURL other`): other clients, other figures,
+# the same kinds of ids (so the two firms' ids overlap).
+OTHER_FIRM = [
+    ("Elm Street Florist", "USD", "US Dollars", 3, 3),
+    ("Fir Tree Nursery", "EUR", "Euro", 4, 2),
+    ("Gale Wind Energy", "USD", "US Dollars", 2, 3),
 ]
 
 
@@ -310,12 +319,13 @@ def make_entity(engine, idx, name, ccode, cname, n_clients, n_suppliers, rng):
         return entity.id
 
 
-def cmd_make(url):
+def cmd_make(url, which="firm"):
     engine = engine_for(url)
     Base.metadata.create_all(engine)
-    rng = random.Random(SEED)
+    rng = random.Random(SEED if which == "firm" else SEED + 1)
     ids = []
-    for idx, (name, cc, cn, nc, ns) in enumerate(FIRMS, start=1):
+    firms = FIRMS if which == "firm" else OTHER_FIRM
+    for idx, (name, cc, cn, nc, ns) in enumerate(firms, start=1):
         ids.append(make_entity(engine, idx, name, cc, cn, nc, ns, rng))
     print(json.dumps({"made": ids}))
 
@@ -380,14 +390,36 @@ def cmd_report(url, key):
         print(json.dumps(out, sort_keys=True))
 
 
+def cmd_post(url, key):
+    """Posts one more journal entry for the entity, through the library, so
+    that a test can prove the application keeps writing after a restore
+    (its ids and numbering still free)."""
+    engine = engine_for(url)
+    with get_session(engine) as session:
+        match = [e for e in entities(session) if str(e.id) == key or e.name == key]
+        if len(match) != 1:
+            sys.exit(f"no single entity matches {key!r}")
+        entity = session.entity = match[0]
+        accounts = session.scalars(
+            select(Account).filter(Account.entity_id == entity.id)
+            .order_by(Account.account_code)).all()
+        tx = post(session, entity, JournalEntry, "Posted after the restore",
+                  d(12, 1), accounts[0], [("Adjustment", accounts[1], "1", 1, None)])
+        session.commit()
+        print(json.dumps({"posted": tx.id, "transaction_no": tx.transaction_no}))
+
+
 def main(argv):
-    if len(argv) < 3 or argv[1] not in ("make", "list", "report") or \
-            (argv[1] == "report" and len(argv) != 4):
+    if len(argv) < 3 or argv[1] not in ("make", "list", "report", "post") or \
+            (argv[1] in ("report", "post") and len(argv) != 4) or \
+            (argv[1] == "make" and argv[3:] not in ([], ["other"])):
         sys.exit(__doc__)
     if argv[1] == "make":
-        cmd_make(argv[2])
+        cmd_make(argv[2], *argv[3:])
     elif argv[1] == "list":
         cmd_list(argv[2])
+    elif argv[1] == "post":
+        cmd_post(argv[2], argv[3])
     else:
         cmd_report(argv[2], argv[3])
 
