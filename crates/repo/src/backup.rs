@@ -623,8 +623,9 @@ impl Walker<'_, '_> {
         &mut self,
         reader: impl Read,
         kind: ChunkerKind,
+        hint: u64,
     ) -> std::result::Result<std::io::Result<(Vec<Id>, u64)>, Closed> {
-        self.store_watched(reader, kind, None)
+        self.store_watched(reader, kind, hint, None)
     }
 
     /// [`store_stream`](Walker::store_stream), counting changed pages that
@@ -633,9 +634,10 @@ impl Walker<'_, '_> {
         &mut self,
         reader: impl Read,
         kind: ChunkerKind,
+        hint: u64,
         mut watch: Option<&mut EntropyWatch<'_>>,
     ) -> std::result::Result<std::io::Result<(Vec<Id>, u64)>, Closed> {
-        let mut ch = Chunker::new(reader, kind);
+        let mut ch = Chunker::with_size_hint(reader, kind, hint);
         let mut ids = Vec::new();
         let mut size = 0u64;
         if let ChunkerKind::Fixed { size: chunk } = kind {
@@ -721,6 +723,7 @@ impl Walker<'_, '_> {
         let stored = self.store_watched(
             &mut capture,
             ChunkerKind::Fixed { size: chunk_size },
+            u64::MAX,
             watch.as_mut(),
         )?;
         let finished = capture.finish();
@@ -947,7 +950,7 @@ impl Walker<'_, '_> {
                 Ok(f) => f,
                 Err(e) => return Ok(self.fail(path, e)),
             };
-            match self.store_stream(f, self.cdc)? {
+            match self.store_stream(f, self.cdc, md.len())? {
                 Ok((ids, size)) => {
                     node.content = ids;
                     node.size = size;
@@ -1417,7 +1420,7 @@ fn walk_sources(
                 origin,
             } => {
                 let name = source_name(Path::new(&name), &taken);
-                match w.store_stream(reader, cdc)? {
+                match w.store_stream(reader, cdc, u64::MAX)? {
                     Ok((ids, size)) => {
                         let mut node = Node::new(name.clone(), NodeKind::Stream);
                         node.content = ids;
@@ -1445,7 +1448,7 @@ fn walk_sources(
                 mut dump,
             } => {
                 let name = source_name(Path::new(&name), &taken);
-                let stored = w.store_stream(&mut dump, dump_cdc)?;
+                let stored = w.store_stream(&mut dump, dump_cdc, u64::MAX)?;
                 match (stored, dump.finish()) {
                     (Ok((ids, size)), Ok(info)) => {
                         if let Some((before, snap)) = earlier.dbs.get(&path) {

@@ -118,17 +118,33 @@ pub struct Chunker<R> {
     eof: bool,
     /// Bytes read from the reader so far.
     pub bytes_read: u64,
+    /// The buffer's size for a stream of unknown length; a smaller one
+    /// grows to it when the stream turns out longer than announced.
+    full: usize,
 }
 
 impl<R: Read> Chunker<R> {
     pub fn new(reader: R, kind: ChunkerKind) -> Self {
-        let cap = match kind {
+        Self::with_size_hint(reader, kind, u64::MAX)
+    }
+
+    /// A chunker for a stream expected to hold `hint` bytes (a file's size):
+    /// its buffer is no larger than the stream, so a file costs what it
+    /// weighs, not what the largest chunk could (a freshly zeroed buffer of
+    /// four maximum chunks was most of the time a small file took). A
+    /// stream longer than announced is still read whole: the buffer grows.
+    pub fn with_size_hint(reader: R, kind: ChunkerKind, hint: u64) -> Self {
+        let full = match kind {
             ChunkerKind::ContentDefined { params, .. } => {
                 (params.max_size as usize * 4).max(1 << 20)
             }
             // Room for a run of pages, hashed side by side (see `next_run`).
             ChunkerKind::Fixed { size } => size as usize * FIXED_RUN,
         };
+        // One byte more than announced, so that one fill sees the end.
+        let cap = usize::try_from(hint)
+            .map_or(full, |h| h.saturating_add(1))
+            .min(full);
         Chunker {
             reader,
             kind,
@@ -139,6 +155,7 @@ impl<R: Read> Chunker<R> {
             last: 0..0,
             eof: false,
             bytes_read: 0,
+            full,
         }
     }
 
@@ -171,18 +188,24 @@ impl<R: Read> Chunker<R> {
             self.end -= self.start;
             self.start = 0;
         }
-        while !self.eof && self.end < buf.len() {
-            match self.reader.read(&mut buf[self.end..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => {
-                    self.end += n;
-                    self.bytes_read += n as u64;
+        loop {
+            while !self.eof && self.end < buf.len() {
+                match self.reader.read(&mut buf[self.end..]) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => {
+                        self.end += n;
+                        self.bytes_read += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
             }
+            if self.eof || buf.len() >= self.full {
+                return Ok(());
+            }
+            // Longer than announced: room for whole chunks after all.
+            buf.resize(self.full, 0);
         }
-        Ok(())
     }
 
     /// The next chunk, or `None` at the end of the stream. It is borrowed
@@ -310,7 +333,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn cdc_round_trip_and_bounds(data in proptest::collection::vec(any::<u8>(), 0..40000), seed in 1u64..) {
+        fn cdc_round_trip_and_bounds(data in proptest::collection::vec(any::<u8>(), 0..40000), seed in 1u64.., hint_pct in 0u32..200) {
             let kind = ChunkerKind::ContentDefined { params: small(), seed };
             let cs = chunks(&data, kind);
             prop_assert_eq!(cs.concat(), data.clone());
@@ -321,7 +344,14 @@ mod tests {
             let mut t = Chunker::new(Trickle(&data), kind);
             let mut again = vec![];
             while let Some(c) = t.next_chunk().unwrap() { again.push(c.to_vec()); }
-            prop_assert_eq!(again, cs);
+            prop_assert_eq!(again, cs.clone());
+            // Nor on the size it was told to expect, right or wrong (a
+            // file that grew or shrank while it was read).
+            let hint = (data.len() as u64 * hint_pct as u64) / 100;
+            let mut h = Chunker::with_size_hint(Trickle(&data), kind, hint);
+            let mut hinted = vec![];
+            while let Some(c) = h.next_chunk().unwrap() { hinted.push(c.to_vec()); }
+            prop_assert_eq!(hinted, cs);
         }
 
         #[test]
