@@ -16,7 +16,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use crate::backup::FileError;
@@ -109,7 +109,71 @@ struct Job {
 
 /// A decoded frame, every blob of the job verified against its id.
 struct Decoded {
-    frame: Vec<u8>,
+    frame: Arc<Vec<u8>>,
+}
+
+/// Frames decoded lately, shared by the workers: many small files' blobs
+/// share one frame, and each file is a job of its own, so without this a
+/// frame holding a hundred files was read and decompressed a hundred
+/// times. A frame being decoded is waited for, not decoded twice. Only
+/// authenticated frames are kept; every job still verifies its blobs.
+struct FrameCache {
+    frames: Mutex<FrameSlots>,
+}
+
+/// One frame's place in the cache: empty until a job has decoded it.
+type FrameSlot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
+
+#[derive(Default)]
+struct FrameSlots {
+    slots: HashMap<(Id, u64), FrameSlot>,
+    /// Oldest first, with each frame's decoded size.
+    order: std::collections::VecDeque<((Id, u64), usize)>,
+    bytes: usize,
+}
+
+/// Decoded bytes the cache keeps at most (the frame being used aside).
+const FRAME_CACHE_BYTES: usize = 32 << 20;
+
+impl FrameCache {
+    fn new() -> FrameCache {
+        FrameCache {
+            frames: Mutex::new(FrameSlots::default()),
+        }
+    }
+
+    /// The frame at `key`, decoded by `open` unless another job has it.
+    fn get(
+        &self,
+        key: (Id, u64),
+        raw_len: u32,
+        open: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Arc<Vec<u8>>> {
+        let slot = {
+            let mut f = self.frames.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = f.slots.get(&key) {
+                s.clone()
+            } else {
+                let s: FrameSlot = Arc::default();
+                f.slots.insert(key, s.clone());
+                f.order.push_back((key, raw_len as usize));
+                f.bytes += raw_len as usize;
+                while f.bytes > FRAME_CACHE_BYTES && f.order.len() > 1 {
+                    let (old, n) = f.order.pop_front().expect("not empty");
+                    f.slots.remove(&old);
+                    f.bytes -= n;
+                }
+                s
+            }
+        };
+        let mut held = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(frame) = held.as_ref() {
+            return Ok(frame.clone());
+        }
+        let frame = Arc::new(open()?);
+        *held = Some(frame.clone());
+        Ok(frame)
+    }
 }
 
 impl Decoded {
@@ -186,8 +250,8 @@ fn plan_file(
 }
 
 /// Reads a frame and verifies every blob of the job it holds.
-fn decode(repo: &Repository, job: &Job) -> Result<Decoded> {
-    let decoded = decode_unrecorded(repo, job);
+fn decode(repo: &Repository, job: &Job, cache: Option<&FrameCache>) -> Result<Decoded> {
+    let decoded = decode_unrecorded(repo, job, cache);
     if let Err(Error::Corrupt { .. }) = &decoded {
         // Recorded so the next backup stores that data again rather than
         // deduplicating against it (best effort: storage may be read-only).
@@ -196,12 +260,18 @@ fn decode(repo: &Repository, job: &Job) -> Result<Decoded> {
     decoded
 }
 
-fn decode_unrecorded(repo: &Repository, job: &Job) -> Result<Decoded> {
+fn decode_unrecorded(repo: &Repository, job: &Job, cache: Option<&FrameCache>) -> Result<Decoded> {
     let path = pack_path(&job.pack);
-    let sealed = repo
-        .backend()
-        .read_range(&path, job.frame_offset, job.sealed_len as u64)?;
-    let frame = open_frame(repo.keys(), &sealed, job.raw_len, &path)?;
+    let open = || -> Result<Vec<u8>> {
+        let sealed = repo
+            .backend()
+            .read_range(&path, job.frame_offset, job.sealed_len as u64)?;
+        open_frame(repo.keys(), &sealed, job.raw_len, &path)
+    };
+    let frame = match cache {
+        Some(c) => c.get((job.pack, job.frame_offset), job.raw_len, open)?,
+        None => Arc::new(open()?),
+    };
     // A blob used at several places (an empty page) is verified once.
     let mut verified: Option<(u32, u32, Id)> = None;
     let parts = &job.parts;
@@ -262,7 +332,9 @@ pub fn node_reader<'a>(repo: &'a Repository, index: &Index, node: &Node) -> Resu
         repo,
         jobs,
         next: 0,
-        buf: Decoded { frame: Vec::new() },
+        buf: Decoded {
+            frame: Arc::new(Vec::new()),
+        },
         part: 0,
         pos: 0,
     })
@@ -290,7 +362,7 @@ impl std::io::Read for NodeReader<'_> {
             let Some(job) = self.jobs.get(self.next) else {
                 return Ok(0);
             };
-            self.buf = decode(self.repo, job).map_err(std::io::Error::other)?;
+            self.buf = decode(self.repo, job, None).map_err(std::io::Error::other)?;
             self.next += 1;
             self.part = 0;
             self.pos = 0;
@@ -637,6 +709,7 @@ fn write_files(
     });
     let changed = Condvar::new();
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let frames = FrameCache::new();
 
     std::thread::scope(|s| {
         for _ in 0..threads.min(jobs.len()) {
@@ -654,7 +727,7 @@ fn write_files(
                         return;
                     }
                 }
-                let result = decode(repo, &jobs[i]);
+                let result = decode(repo, &jobs[i], Some(&frames));
                 lock().ready.insert(i, result);
                 changed.notify_all();
             });
