@@ -295,6 +295,14 @@ pub struct BackupArgs {
     /// tablespaces (pg_dumpall --globals-only; needs a superuser)
     #[arg(long)]
     pub globals: bool,
+    /// The snapshot whose entries tell unchanged files (default: the
+    /// latest of this host holding the same path)
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub parent: Option<String>,
+    /// Read every file, even those whose size, times and inode say they are
+    /// unchanged since the parent snapshot
+    #[arg(long, conflicts_with = "parent")]
+    pub force_reread: bool,
 }
 
 #[derive(Args, Debug)]
@@ -419,6 +427,14 @@ pub struct GuardArgs {
     /// tablespaces (pg_dumpall --globals-only; needs a superuser)
     #[arg(long)]
     pub globals: bool,
+    /// The snapshot whose entries tell unchanged files (default: the
+    /// latest of this host holding the same path)
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub parent: Option<String>,
+    /// Read every file, even those whose size, times and inode say they are
+    /// unchanged since the parent snapshot
+    #[arg(long, conflicts_with = "parent")]
+    pub force_reread: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -555,6 +555,10 @@ fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::Back
         opts.filter = crate::filter::SourceFilters::from_config(&config.source)?;
     }
     opts.suspect = suspect;
+    opts.force_reread = a.force_reread;
+    if let Some(spec) = &a.parent {
+        opts.parent = Some(repo.find_snapshot(spec)?.0);
+    }
     if let Some(t) = a.threads {
         opts.threads = t as usize;
     }
@@ -643,6 +647,8 @@ fn guard(g: &Globals, a: GuardArgs) -> Result<i32> {
         no_db_detect: false,
         db_timeout: a.db_timeout,
         globals: false,
+        parent: None,
+        force_reread: false,
     };
     let (repo, s, code) = backup_inner(g, &b)?;
     if code != exit::OK {
@@ -796,6 +802,7 @@ pub(crate) fn run_backup(
         g.print_json(&json!({
             "snapshot_id": s.snapshot_id,
             "files": s.files, "dirs": s.dirs,
+            "files_unchanged": s.files_unchanged, "bytes_unchanged": s.bytes_unchanged,
             "bytes_read": s.bytes_read, "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
             "duration_secs": s.duration_secs,
             "errors": s.errors,
@@ -810,8 +817,18 @@ pub(crate) fn run_backup(
             .free
             .map(|f| format!("; {} free on its disk", ui::size(f)))
             .unwrap_or_default();
+        let unchanged = if s.files_unchanged > 0 {
+            format!(
+                " ({} file{} unchanged, {}, not read)",
+                s.files_unchanged,
+                if s.files_unchanged == 1 { "" } else { "s" },
+                ui::size(s.bytes_unchanged)
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "snapshot {} saved: {} read, {} new, {} stored, {}. The repository holds {} snapshot{} in {}{free}.",
+            "snapshot {} saved: {} read{unchanged}, {} new, {} stored, {}. The repository holds {} snapshot{} in {}{free}.",
             s.snapshot_id.short(),
             ui::size(s.bytes_read),
             ui::size(s.bytes_new),

@@ -226,6 +226,8 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
         no_db_detect: false,
         db_timeout: 30,
         globals: false,
+        parent: None,
+        force_reread: false,
     };
     step(
         quiet,

@@ -136,6 +136,12 @@ pub struct BackupOptions {
     /// Include and exclude rules for what is found inside folders (the
     /// sources given are always taken).
     pub filter: Option<std::sync::Arc<dyn PathFilter>>,
+    /// The snapshot whose entries tell unchanged files (`--parent`); by
+    /// default, for each folder or file source, the latest snapshot of this
+    /// host that holds the same path.
+    pub parent: Option<Id>,
+    /// Read every file, trusting no earlier entry (`--force-reread`).
+    pub force_reread: bool,
 }
 
 /// Decides which files and folders found inside a source folder are backed up.
@@ -155,6 +161,8 @@ impl std::fmt::Debug for BackupOptions {
             .field("db_detection", &self.db_opener.is_some())
             .field("guard", &self.guard)
             .field("filter", &self.filter.is_some())
+            .field("parent", &self.parent)
+            .field("force_reread", &self.force_reread)
             .finish()
     }
 }
@@ -173,6 +181,8 @@ impl Default for BackupOptions {
             guard: GuardOptions::default(),
             suspect: Vec::new(),
             filter: None,
+            parent: None,
+            force_reread: false,
         }
     }
 }
@@ -198,6 +208,10 @@ pub struct FileError {
 pub struct BackupSummary {
     pub snapshot_id: Id,
     pub files: u64,
+    /// Files found unchanged since the parent snapshot, not read (see
+    /// [`BackupOptions::force_reread`]), and their bytes.
+    pub files_unchanged: u64,
+    pub bytes_unchanged: u64,
     pub dirs: u64,
     pub bytes_read: u64,
     pub bytes_new: u64,
@@ -498,6 +512,9 @@ struct Walker<'w, 'a> {
     earlier: Option<&'w EarlierFolder>,
     /// What the walk of a folder source saw, for the guard.
     watch: FolderWatch,
+    /// Where the parent snapshot's folders are read from (see
+    /// [`unchanged`]); `None` reads every file.
+    parent_repo: Option<&'w Repository>,
 }
 
 /// A database image found inside a folder in an earlier snapshot.
@@ -599,6 +616,9 @@ fn find_earlier_folders(
     out
 }
 
+// One per entry, moved straight into its tree: boxing would add an
+// allocation per file for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Walk {
     Node(Node),
     Skipped,
@@ -859,7 +879,14 @@ impl Walker<'_, '_> {
         })
     }
 
-    fn walk(&mut self, path: &Path, name: FsName) -> std::result::Result<Walk, Closed> {
+    /// Backs up `path` as `name`; `parent` is its entry in the parent
+    /// snapshot, when there is one.
+    fn walk(
+        &mut self,
+        path: &Path,
+        name: FsName,
+        parent: Option<&Node>,
+    ) -> std::result::Result<Walk, Closed> {
         let md = match fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => return Ok(self.fail(path, e)),
@@ -891,17 +918,35 @@ impl Walker<'_, '_> {
             };
             entries.sort();
             // Journals of databases found here are covered by their capture.
+            // Only an entry with a companion beside it needs its header read.
             if let Some(opener) = self.opener {
-                let skip: HashSet<PathBuf> = entries
-                    .iter()
-                    .filter(|(_, p)| opener.is_database(p))
-                    .flat_map(|(_, p)| opener.companions(p))
-                    .collect();
+                let present: HashSet<&PathBuf> = entries.iter().map(|(_, p)| p).collect();
+                let mut skip: HashSet<PathBuf> = HashSet::new();
+                for (_, p) in &entries {
+                    let c = opener.companions(p);
+                    if c.iter().any(|c| present.contains(c)) && opener.is_database(p) {
+                        skip.extend(c);
+                    }
+                }
                 entries.retain(|(_, p)| !skip.contains(p));
             }
+            // The parent's entries of this folder, in the same (sorted)
+            // order; an unreadable parent tree only means reading.
+            let before: Vec<Node> = match (self.parent_repo, parent) {
+                (Some(repo), Some(pn)) if pn.kind == NodeKind::Dir => pn
+                    .subtree
+                    .and_then(|t| repo.load_tree(self.writer.index, &t).ok())
+                    .map(|t| t.nodes)
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
             let mut tree = Tree::default();
             for (n, p) in entries {
-                if let Walk::Node(child) = self.walk(&p, n)? {
+                let was = before
+                    .binary_search_by(|b| b.name.cmp(&n))
+                    .ok()
+                    .map(|i| &before[i]);
+                if let Walk::Node(child) = self.walk(&p, n, was)? {
                     tree.nodes.push(child);
                 }
             }
@@ -922,6 +967,26 @@ impl Walker<'_, '_> {
             let earlier = rel
                 .as_ref()
                 .and_then(|r| self.earlier.map(|e| &e.dbs)?.get(r));
+            // An unchanged plain file is what it was: not a database.
+            if let Some(was) = parent.filter(|p| unchanged(p, &md)) {
+                if was.content.iter().all(|id| self.writer.dedup(id)) {
+                    node.content = was.content.clone();
+                    node.size = was.size;
+                    node.ctime = was.ctime;
+                    node.inode = was.inode;
+                    self.summary.files += 1;
+                    self.summary.files_unchanged += 1;
+                    self.summary.bytes += node.size;
+                    self.summary.bytes_unchanged += node.size;
+                    self.progress.read(node.size);
+                    // Counted for the guard like any document, as one
+                    // that did not change.
+                    if crate::guard::matches_its_name(path, &[]).is_some() {
+                        self.watch.known += 1;
+                    }
+                    return Ok(Walk::Node(node));
+                }
+            }
             if let Some(opener) = self.opener.filter(|o| o.is_database(path)) {
                 let parent = earlier.and_then(|e| e.map.as_ref());
                 let before = earlier.and_then(|e| Some((e.info.as_deref()?, e.snapshot.short())));
@@ -946,6 +1011,7 @@ impl Walker<'_, '_> {
                     e.snapshot.short()
                 ));
             }
+            (node.ctime, node.inode) = settled(&md);
             let f = match fs::File::open(path) {
                 Ok(f) => f,
                 Err(e) => return Ok(self.fail(path, e)),
@@ -990,6 +1056,47 @@ impl Walker<'_, '_> {
         }
         Ok(Walk::Node(node))
     }
+}
+
+/// Whether a file is what its entry `was` in the parent snapshot says,
+/// without reading it: same size, modification time, status change time
+/// and inode. The status change time is what makes this safe against
+/// tools that put a modification time back (`touch -d`, unpacking an
+/// archive, copying with times kept): the kernel sets it on every write,
+/// rename or change of mode, and no system call can set it to a chosen
+/// value. An entry without a change time (one taken by a version before
+/// 3, or one the file's times were too fresh to trust; see [`settled`])
+/// is never unchanged.
+fn unchanged(was: &Node, md: &fs::Metadata) -> bool {
+    was.kind == NodeKind::File
+        && was.ctime.is_some()
+        && was.size == md.len()
+        && was.mtime == mtime_of(md)
+        && was.ctime == ctime_of(md)
+        && was.inode == Some(md.ino())
+}
+
+/// The change time and inode to record for a file about to be read, or
+/// nothing when its times are too fresh to vouch for what is read. A file
+/// written within the last two seconds (or "in the future", after the
+/// clock went back) could change again within the same tick of a coarse
+/// clock (FAT and some network filesystems count in whole or even
+/// seconds) without its times moving; such an entry is read again next
+/// time, as git does with its racily clean index entries.
+fn settled(md: &fs::Metadata) -> (Option<chrono::DateTime<chrono::Utc>>, Option<u64>) {
+    const FRESH: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
+    let now = chrono::Utc::now();
+    let ctime = ctime_of(md);
+    let fresh = |t: Option<chrono::DateTime<chrono::Utc>>| t.is_none_or(|t| now - t < FRESH);
+    if fresh(mtime_of(md)) || fresh(ctime) {
+        (None, None)
+    } else {
+        (ctime, Some(md.ino()))
+    }
+}
+
+fn ctime_of(md: &fs::Metadata) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(md.ctime(), md.ctime_nsec() as u32)
 }
 
 /// The first bytes of a file that changed (empty when it did not, or on
@@ -1142,6 +1249,11 @@ pub fn backup(
     let earlier_dbs = find_earlier_infos(&earlier, &db_paths);
     let folder_dbs =
         find_earlier_folders(repo, &index, &earlier, &sources, opts.db_opener.is_some());
+    let roots = if opts.force_reread {
+        HashMap::new()
+    } else {
+        parent_roots(&earlier, &sources, opts.parent)?
+    };
     let keys = repo.keys().clone();
     let threads = opts.threads.max(1);
     let sealers = (0..threads)
@@ -1215,11 +1327,13 @@ pub fn backup(
         };
         let walked = walk_sources(
             &mut writer,
+            repo,
             sources,
             &Earlier {
                 parents: &parents,
                 dbs: &earlier_dbs,
                 folders: &folder_dbs,
+                roots: &roots,
             },
             (cdc, dump_cdc),
             opts,
@@ -1275,7 +1389,13 @@ pub fn backup(
     suspect.extend(lost_databases(&earlier, &src_list));
     let mut snap = Snapshot::new_now(src_list, opts.tags.clone(), opts.reason.clone());
     snap.suspect = suspect.clone();
-    let bytes_read = snap.size();
+    // What was read: the sources' bytes but for the unchanged files'.
+    let bytes_read = snap.size()
+        - snap
+            .sources
+            .iter()
+            .map(|s| s.summary.bytes_unchanged)
+            .sum::<u64>();
     snap.totals = SnapshotTotals {
         bytes_read,
         bytes_new,
@@ -1307,6 +1427,8 @@ pub fn backup(
         blobs_stored_again: stored_again,
         snapshot_id,
         files: snap.sources.iter().map(|s| s.summary.files).sum(),
+        files_unchanged: snap.sources.iter().map(|s| s.summary.files_unchanged).sum(),
+        bytes_unchanged: snap.sources.iter().map(|s| s.summary.bytes_unchanged).sum(),
         dirs: snap.sources.iter().map(|s| s.summary.dirs).sum(),
         bytes_read,
         bytes_new,
@@ -1328,6 +1450,50 @@ struct Earlier<'a> {
     dbs: &'a HashMap<String, (Box<DatabaseInfo>, String)>,
     /// What each folder source held.
     folders: &'a HashMap<String, EarlierFolder>,
+    /// Each folder or file source's entry in its parent snapshot.
+    roots: &'a HashMap<String, Node>,
+}
+
+/// Each folder or file source's entry in its parent snapshot: `parent`
+/// when given, else the latest snapshot of this host that holds the same
+/// path (a snapshot of another machine's disk says nothing of this one's
+/// inodes).
+fn parent_roots(
+    snaps: &[(Id, Snapshot)],
+    sources: &[BackupSource],
+    parent: Option<Id>,
+) -> Result<HashMap<String, Node>> {
+    let host = crate::host_name();
+    let candidates: Vec<&Snapshot> = match parent {
+        Some(id) => vec![snaps
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, s)| s)
+            .ok_or_else(|| Error::Invalid(format!("--parent {}: no such snapshot", id.short())))?],
+        None => snaps
+            .iter()
+            .rev()
+            .map(|(_, s)| s)
+            .filter(|s| s.host == host)
+            .collect(),
+    };
+    let mut out = HashMap::new();
+    for src in sources {
+        let BackupSource::Path(p) = src else { continue };
+        let Ok(path) = fs::canonicalize(p) else {
+            continue;
+        };
+        let path = path.display().to_string();
+        let found = candidates.iter().find_map(|s| {
+            s.sources
+                .iter()
+                .find(|x| x.kind == SourceKind::Path && x.path == path)
+        });
+        if let Some(x) = found {
+            out.insert(path, x.node.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Sources, unreadable files and suspect findings of a walk.
@@ -1365,6 +1531,7 @@ fn lost_databases(snaps: &[(Id, Snapshot)], sources: &[Source]) -> Vec<String> {
 
 fn walk_sources(
     writer: &mut Writer<'_>,
+    repo: &Repository,
     sources: Vec<BackupSource>,
     earlier: &Earlier<'_>,
     (cdc, dump_cdc): (ChunkerKind, ChunkerKind),
@@ -1392,6 +1559,7 @@ fn walk_sources(
             root: PathBuf::new(),
             earlier: None,
             watch: FolderWatch::default(),
+            parent_repo: Some(repo),
         };
         let entry = match src {
             BackupSource::Path(p) => {
@@ -1399,7 +1567,8 @@ fn walk_sources(
                 let shown = fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
                 w.root = p.clone();
                 w.earlier = earlier.folders.get(&shown.display().to_string());
-                let walked = w.walk(&p, FsName::from(name.as_str()))?;
+                let parent = earlier.roots.get(&shown.display().to_string());
+                let walked = w.walk(&p, FsName::from(name.as_str()), parent)?;
                 if matches!(&walked, Walk::Node(n) if n.kind == NodeKind::Dir) {
                     w.folder_findings(&shown.display().to_string());
                 }

@@ -35,6 +35,7 @@ mod error;
 mod fault;
 #[doc(hidden)]
 pub mod forge;
+mod frames;
 #[doc(hidden)]
 pub mod fuzz;
 mod guard;

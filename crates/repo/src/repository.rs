@@ -67,7 +67,14 @@ pub struct Repository {
     /// How long taking a lock keeps retrying while another process holds
     /// a conflicting one (zero: fail at once).
     lock_wait: std::time::Duration,
+    /// Frames `read_blob` decoded lately: trees are small and many share a
+    /// frame, so walking a snapshot would otherwise decompress each frame
+    /// once per tree.
+    frames: Arc<crate::frames::FrameCache>,
 }
+
+/// Decoded bytes `read_blob` keeps at most.
+const READ_FRAME_CACHE: usize = 16 << 20;
 
 /// The backend path of a pack.
 pub fn pack_path(id: &Id) -> String {
@@ -149,6 +156,7 @@ impl Repository {
             append_only: false,
             config_bytes,
             lock_wait: std::time::Duration::ZERO,
+            frames: Arc::new(crate::frames::FrameCache::new(READ_FRAME_CACHE)),
         })
     }
 
@@ -226,6 +234,7 @@ impl Repository {
                         append_only: false,
                         config_bytes,
                         lock_wait: std::time::Duration::ZERO,
+                        frames: Arc::new(crate::frames::FrameCache::new(READ_FRAME_CACHE)),
                     };
                     if kf.append_only {
                         repo.set_append_only();
@@ -493,10 +502,16 @@ impl Repository {
             )
         })?;
         let path = pack_path(&loc.pack);
-        let sealed =
-            self.backend
-                .read_range(&path, loc.frame_offset, loc.frame_sealed_len as u64)?;
-        let read = open_frame(&self.keys, &sealed, loc.frame_raw_len, &path).and_then(|frame| {
+        let open = || -> Result<Vec<u8>> {
+            let sealed =
+                self.backend
+                    .read_range(&path, loc.frame_offset, loc.frame_sealed_len as u64)?;
+            open_frame(&self.keys, &sealed, loc.frame_raw_len, &path)
+        };
+        let frame = self
+            .frames
+            .get((loc.pack, loc.frame_offset), loc.frame_raw_len, open);
+        let read = frame.and_then(|frame| {
             let start = loc.offset as usize;
             let data = frame
                 .get(start..start + loc.len as usize)

@@ -26,6 +26,7 @@ use crate::confine::{
     Target,
 };
 use crate::error::{Error, Result};
+use crate::frames::FrameCache;
 use crate::id::Id;
 use crate::index::Index;
 use crate::name::{escape_bytes, FsName};
@@ -112,75 +113,12 @@ struct Decoded {
     frame: Arc<Vec<u8>>,
 }
 
-/// Frames decoded lately, shared by the workers: many small files' blobs
-/// share one frame, and each file is a job of its own, so without this a
-/// frame holding a hundred files was read and decompressed a hundred
-/// times. A frame being decoded is waited for, not decoded twice. Only
-/// authenticated frames are kept; every job still verifies its blobs.
-struct FrameCache {
-    frames: Mutex<FrameSlots>,
-}
-
-/// One frame's place in the cache: empty until a job has decoded it.
-type FrameSlot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
-
-#[derive(Default)]
-struct FrameSlots {
-    slots: HashMap<(Id, u64), FrameSlot>,
-    /// Oldest first, with each frame's decoded size.
-    order: std::collections::VecDeque<((Id, u64), usize)>,
-    bytes: usize,
-}
-
-/// Decoded bytes the cache keeps at most (the frame being used aside).
-const FRAME_CACHE_BYTES: usize = 32 << 20;
-
-impl FrameCache {
-    fn new() -> FrameCache {
-        FrameCache {
-            frames: Mutex::new(FrameSlots::default()),
-        }
-    }
-
-    /// The frame at `key`, decoded by `open` unless another job has it.
-    fn get(
-        &self,
-        key: (Id, u64),
-        raw_len: u32,
-        open: impl FnOnce() -> Result<Vec<u8>>,
-    ) -> Result<Arc<Vec<u8>>> {
-        let slot = {
-            let mut f = self.frames.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(s) = f.slots.get(&key) {
-                s.clone()
-            } else {
-                let s: FrameSlot = Arc::default();
-                f.slots.insert(key, s.clone());
-                f.order.push_back((key, raw_len as usize));
-                f.bytes += raw_len as usize;
-                while f.bytes > FRAME_CACHE_BYTES && f.order.len() > 1 {
-                    let (old, n) = f.order.pop_front().expect("not empty");
-                    f.slots.remove(&old);
-                    f.bytes -= n;
-                }
-                s
-            }
-        };
-        let mut held = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(frame) = held.as_ref() {
-            return Ok(frame.clone());
-        }
-        let frame = Arc::new(open()?);
-        *held = Some(frame.clone());
-        Ok(frame)
-    }
-}
-
 impl Decoded {
     fn part(&self, start: u32, len: u32) -> &[u8] {
         &self.frame[start as usize..(start + len) as usize]
     }
 }
+
 /// A file to write.
 struct FileTask {
     node: Node,
@@ -192,6 +130,9 @@ struct FileTask {
     /// Index of its last job; files without content have none.
     jobs: usize,
 }
+
+/// Decoded bytes restore's frame cache keeps at most.
+const RESTORE_FRAME_CACHE: usize = 32 << 20;
 
 /// Frames decoded ahead of the writer, at most this many per thread.
 const AHEAD_PER_THREAD: usize = 4;
@@ -709,7 +650,7 @@ fn write_files(
     });
     let changed = Condvar::new();
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
-    let frames = FrameCache::new();
+    let frames = FrameCache::new(RESTORE_FRAME_CACHE);
 
     std::thread::scope(|s| {
         for _ in 0..threads.min(jobs.len()) {

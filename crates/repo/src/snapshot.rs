@@ -16,9 +16,11 @@ use crate::id::Id;
 use crate::name::FsName;
 
 /// Version of snapshot documents. 2: names and link targets in trees may be
-/// byte strings (`{"bytes":"<hex>"}`) when they are not UTF-8. Version 1
-/// (every name a string) still reads.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// byte strings (`{"bytes":"<hex>"}`) when they are not UTF-8. 3: file
+/// nodes carry `ctime` and `inode`, so a later backup can tell an unchanged
+/// file without reading it. Versions 1 and 2 still read (their files are
+/// read again once, having no `ctime`).
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// The type of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +46,14 @@ pub struct Node {
     pub mode: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtime: Option<DateTime<Utc>>,
+    /// Status change time of a file (version 3): with `mtime`, `size` and
+    /// `inode`, what tells the next backup that the file is unchanged and
+    /// need not be read (see `backup::unchanged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime: Option<DateTime<Utc>>,
+    /// Inode number of a file (version 3), for the same purpose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<u64>,
     /// Bytes of content (files, streams, images).
     #[serde(default)]
     pub size: u64,
@@ -74,6 +84,8 @@ impl Node {
             kind,
             mode: None,
             mtime: None,
+            ctime: None,
+            inode: None,
             size: 0,
             content: Vec::new(),
             subtree: None,
@@ -125,10 +137,20 @@ pub enum SourceKind {
     Database,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Counts for one source.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceSummary {
     pub files: u64,
+    /// Files found unchanged since the parent snapshot and not read
+    /// (their bytes are counted in `bytes` all the same).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub files_unchanged: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_unchanged: u64,
     pub dirs: u64,
     /// Bytes of content read.
     pub bytes: u64,
