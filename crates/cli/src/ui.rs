@@ -37,6 +37,8 @@ pub fn secs(s: f64) -> String {
 pub struct Bar {
     bar: Option<ProgressBar>,
     verb: &'static str,
+    /// Files begun so far.
+    files: std::sync::atomic::AtomicU64,
 }
 
 impl Bar {
@@ -49,6 +51,7 @@ impl Bar {
                 b
             }),
             verb,
+            files: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -87,8 +90,13 @@ impl Progress for Bar {
         }
     }
     fn file(&self, path: &Path) {
+        let n = self
+            .files
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         if let Some(b) = &self.bar {
-            b.set_message(path.display().to_string());
+            // Redrawn at the tick; a string per file is cheap next to a stat.
+            b.set_message(format!("{n} files  {}", path.display()));
         }
     }
     fn finish(&self) {

@@ -292,3 +292,36 @@ fn a_healthy_database_of_random_tokens_raises_no_alarm() {
     assert_eq!(code, 5, "{err}");
     assert!(!findings.is_empty());
 }
+
+/// A database whose header was encrypted raises the alarm, and raises it
+/// again every night while it stays as it is, although the file is then
+/// "unchanged" since the (suspect) snapshot before: the guard compares
+/// with the last good snapshot, and files it says were databases are
+/// always looked at. The same for documents deleted en masse.
+#[test]
+fn an_alarm_stands_while_the_damage_stays_unchanged() {
+    let (e, s) = fresh();
+    encrypt(&s.join("books.db"), 0);
+    for i in 0..10 {
+        fs::remove_file(s.join(format!("docs/letter-{i}.txt"))).unwrap();
+        fs::remove_file(s.join(format!("docs/payroll-{i}.csv"))).unwrap();
+        fs::remove_file(s.join(format!("docs/return-{i}.pdf"))).unwrap();
+    }
+    // Settled times: the next backups may take the encrypted file from
+    // their parent without reading it.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    for night in 0..2 {
+        let (code, findings, err) = backup(&e, &[s.to_str().unwrap()]);
+        assert_eq!(code, 5, "night {night}: {err}");
+        assert!(
+            findings.iter().any(|f| f.contains("no longer a valid one")),
+            "night {night}: {findings:?}"
+        );
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.contains("30 of 41 files were deleted")),
+            "night {night}: {findings:?}"
+        );
+    }
+}

@@ -28,7 +28,7 @@ use crate::chunker::{Chunker, ChunkerKind, SharedChunk};
 use crate::chunkmap::{self, ChunkMap, LayerKind, MapLayer};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
-use crate::guard::{EarlierFiles, FolderWatch, GuardOptions, SUSPECT_MIN_PAGES};
+use crate::guard::{FolderWatch, GuardOptions, SUSPECT_MIN_PAGES};
 use crate::id::Id;
 use crate::index::{Index, PackRecord};
 use crate::name::FsName;
@@ -305,8 +305,14 @@ struct Writer<'a> {
     used_packs: HashSet<Id>,
     /// Blobs the index knew only in a missing or damaged pack, stored again.
     stored_again: u64,
+    /// Small new blobs waiting to be compressed together as one frame: data
+    /// and trees apart, so that the trees of a folder walk share frames
+    /// (reading them back costs a few frames, not one frame of file data
+    /// per tree).
     group: FrameJob,
     group_len: usize,
+    trees: FrameJob,
+    trees_len: usize,
     jobs: Option<Sender<FrameJob>>,
     bytes_new: u64,
 }
@@ -375,22 +381,37 @@ impl Writer<'_> {
         self.bytes_new += len as u64;
         if len >= SHARE_MIN {
             self.send(vec![(kind, id, data)])?;
+        } else if kind == BlobKind::Tree {
+            self.trees_len += len;
+            self.trees.push((kind, id, data));
+            if self.trees_len >= GROUP_TARGET {
+                let g = std::mem::take(&mut self.trees);
+                self.trees_len = 0;
+                self.send(g)?;
+            }
         } else {
             self.group_len += len;
             self.group.push((kind, id, data));
             if self.group_len >= GROUP_TARGET {
-                self.flush()?;
+                let g = std::mem::take(&mut self.group);
+                self.group_len = 0;
+                self.send(g)?;
             }
         }
         Ok(id)
     }
 
     fn flush(&mut self) -> std::result::Result<(), Closed> {
-        if !self.group.is_empty() {
-            let g = std::mem::take(&mut self.group);
-            self.group_len = 0;
-            self.send(g)?;
+        for g in [
+            std::mem::take(&mut self.group),
+            std::mem::take(&mut self.trees),
+        ] {
+            if !g.is_empty() {
+                self.send(g)?;
+            }
         }
+        self.group_len = 0;
+        self.trees_len = 0;
         Ok(())
     }
 
@@ -508,54 +529,34 @@ struct Walker<'w, 'a> {
     summary: SourceSummary,
     /// The source path as given, to name files relative to it.
     root: PathBuf,
-    /// What this folder held in its latest earlier snapshot.
-    earlier: Option<&'w EarlierFolder>,
+    /// The folder source's latest earlier unsuspected snapshot, which the
+    /// guard compares with (walked beside the folder: see [`Walker::walk`]).
+    earlier_snapshot: Option<Id>,
     /// What the walk of a folder source saw, for the guard.
     watch: FolderWatch,
-    /// Where the parent snapshot's folders are read from (see
-    /// [`unchanged`]); `None` reads every file.
-    parent_repo: Option<&'w Repository>,
+    /// Where the parent's and the earlier snapshot's trees are read from.
+    repo: &'w Repository,
 }
 
-/// A database image found inside a folder in an earlier snapshot.
-struct EarlierDb {
-    snapshot: Id,
-    /// Its chunk map, resolved (the parent of tonight's image).
-    map: Option<(ChunkMap, Vec<Id>)>,
-    /// What its capture recorded then.
-    info: Option<Box<DatabaseInfo>>,
-}
-
-/// A folder source's latest earlier (unsuspected) snapshot: its databases
-/// and its files, by path relative to the folder.
-#[derive(Default)]
-struct EarlierFolder {
-    dbs: HashMap<PathBuf, EarlierDb>,
-    files: EarlierFiles,
-}
-
-/// For each folder source, the database images its latest earlier
-/// (unsuspected) snapshot holds, by path relative to the folder, so a
-/// database found in a folder gets a delta map and the ransomware checks
-/// like one named on the command line.
-fn find_earlier_folders(
-    repo: &Repository,
-    index: &Index,
+/// For each folder source, its root in the latest earlier unsuspected
+/// snapshot that holds it: the guard compares tonight's folder with it,
+/// folder by folder, and a database found inside gets its delta map and
+/// checks from it. Suspect snapshots do not count, so an alarm stands
+/// until a person clears it.
+fn earlier_roots(
     snaps: &[(Id, Snapshot)],
     sources: &[BackupSource],
-    with_dbs: bool,
-) -> HashMap<String, EarlierFolder> {
-    let folders: Vec<String> = sources
-        .iter()
-        .filter_map(|s| match s {
-            BackupSource::Path(p) if p.is_dir() => {
-                fs::canonicalize(p).ok().map(|c| c.display().to_string())
-            }
-            _ => None,
-        })
-        .collect();
+) -> HashMap<String, (Id, Node)> {
     let mut out = HashMap::new();
-    for folder in folders {
+    for src in sources {
+        let BackupSource::Path(p) = src else { continue };
+        if !p.is_dir() {
+            continue;
+        }
+        let Ok(folder) = fs::canonicalize(p) else {
+            continue;
+        };
+        let folder = folder.display().to_string();
         let earlier = snaps
             .iter()
             .rev()
@@ -566,52 +567,9 @@ fn find_earlier_folders(
                     .find(|x| x.kind == SourceKind::Path && x.path == folder)
                     .map(|x| (*id, x.node.clone()))
             });
-        let Some((snapshot, root)) = earlier else {
-            continue;
-        };
-        let mut found = EarlierFolder::default();
-        found.files.snapshot = snapshot.short();
-        let mut stack = vec![(root, PathBuf::new())];
-        while let Some((node, rel)) = stack.pop() {
-            match (node.kind, node.subtree) {
-                (NodeKind::Dir, Some(t)) => {
-                    // An unreadable tree only costs the delta for what is under it.
-                    let Ok(tree) = repo.load_tree(index, &t) else {
-                        continue;
-                    };
-                    for c in tree.nodes {
-                        if c.name.unsafe_reason().is_none() {
-                            let r = rel.join(c.name.as_os_str());
-                            stack.push((c, r));
-                        }
-                    }
-                }
-                (NodeKind::DbImage, _) if !rel.as_os_str().is_empty() => {
-                    // Only resolved when a database can be captured again.
-                    let map =
-                        node.chunk_map.as_ref().filter(|_| with_dbs).and_then(|m| {
-                            repo.resolve_map(index, m).ok().map(|ids| (m.clone(), ids))
-                        });
-                    found.files.files.insert(rel.clone(), (None, node.size));
-                    found.dbs.insert(
-                        rel,
-                        EarlierDb {
-                            snapshot,
-                            map,
-                            info: node.database,
-                        },
-                    );
-                }
-                (NodeKind::File, _) if !rel.as_os_str().is_empty() => {
-                    found
-                        .files
-                        .files
-                        .insert(rel, (node.content.first().copied(), node.size));
-                }
-                _ => {}
-            }
+        if let Some(e) = earlier {
+            out.insert(folder, e);
         }
-        out.insert(folder, found);
     }
     out
 }
@@ -806,30 +764,50 @@ impl Walker<'_, '_> {
         }
     }
 
-    /// The guard's findings for a folder source once walked: databases gone
-    /// from it, documents broken, renamed or deleted in large numbers.
+    /// The guard's findings for a folder source once walked: documents
+    /// broken, renamed or deleted in large numbers (databases gone from it
+    /// are named as the walk finds them).
     fn folder_findings(&mut self, shown: &str) {
-        if let Some(e) = self.earlier {
-            let mut gone: Vec<&PathBuf> = e
-                .dbs
-                .keys()
-                .filter(|r| !self.watch.seen.contains(*r))
-                .collect();
-            gone.sort();
-            for r in gone {
-                self.suspect.push(format!(
-                    "{}: was a database in snapshot {} and is gone (renamed away or deleted)",
-                    crate::name::shown(&self.root.join(r)),
-                    e.files.snapshot
-                ));
-            }
-        }
         self.suspect.extend(crate::guard::folder_findings(
             shown,
-            self.earlier.map(|e| &e.files),
             &self.watch,
             self.guard,
         ));
+    }
+
+    /// A folder of the earlier snapshot that is gone: each file under it
+    /// counts as deleted, and each database as gone.
+    fn gone_folder(&mut self, node: &Node, rel: &Path) {
+        let Some(t) = node.subtree else { return };
+        let Ok(tree) = self.repo.load_tree(self.writer.index, &t) else {
+            return;
+        };
+        for c in &tree.nodes {
+            if c.name.unsafe_reason().is_some() {
+                continue;
+            }
+            let r = rel.join(c.name.as_os_str());
+            match c.kind {
+                NodeKind::Dir => self.gone_folder(c, &r),
+                NodeKind::File | NodeKind::DbImage => {
+                    if c.kind == NodeKind::DbImage {
+                        self.gone_database(&r);
+                    }
+                    self.watch.deleted(r);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn gone_database(&mut self, rel: &Path) {
+        if let Some(snap) = self.earlier_snapshot {
+            self.suspect.push(format!(
+                "{}: was a database in snapshot {} and is gone (renamed away or deleted)",
+                crate::name::shown(&self.root.join(rel)),
+                snap.short()
+            ));
+        }
     }
 
     /// Stores the chunk map of an image: a delta on its parent's map when
@@ -879,13 +857,17 @@ impl Walker<'_, '_> {
         })
     }
 
-    /// Backs up `path` as `name`; `parent` is its entry in the parent
-    /// snapshot, when there is one.
+    /// Backs up `path` as `name`. `parent` is its entry in the parent
+    /// snapshot (what tells unchanged files), `earlier` its entry in the
+    /// snapshot the guard compares with; often the same. Both snapshots'
+    /// trees are read folder by folder beside the walk, so memory follows
+    /// the depth of the folder, not its number of files.
     fn walk(
         &mut self,
         path: &Path,
         name: FsName,
         parent: Option<&Node>,
+        earlier: Option<&Node>,
     ) -> std::result::Result<Walk, Closed> {
         let md = match fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -930,25 +912,70 @@ impl Walker<'_, '_> {
                 }
                 entries.retain(|(_, p)| !skip.contains(p));
             }
-            // The parent's entries of this folder, in the same (sorted)
-            // order; an unreadable parent tree only means reading.
-            let before: Vec<Node> = match (self.parent_repo, parent) {
-                (Some(repo), Some(pn)) if pn.kind == NodeKind::Dir => pn
-                    .subtree
-                    .and_then(|t| repo.load_tree(self.writer.index, &t).ok())
+            // The parent's and the earlier snapshot's entries of this
+            // folder, sorted like `entries`; an unreadable tree only means
+            // reading (or comparing with nothing).
+            let subtree = |n: Option<&Node>| n.filter(|n| n.kind == NodeKind::Dir)?.subtree;
+            let load = |t: Option<Id>| -> Vec<Node> {
+                t.and_then(|t| self.repo.load_tree(self.writer.index, &t).ok())
                     .map(|t| t.nodes)
-                    .unwrap_or_default(),
-                _ => Vec::new(),
+                    .unwrap_or_default()
             };
+            let before = load(subtree(parent));
+            let same = subtree(parent).is_some() && subtree(parent) == subtree(earlier);
+            let then_own = if same {
+                Vec::new()
+            } else {
+                load(subtree(earlier))
+            };
+            let then: &[Node] = if same { &before } else { &then_own };
+            let find = |nodes: &[Node], n: &FsName| -> Option<usize> {
+                nodes.binary_search_by(|b| b.name.cmp(n)).ok()
+            };
+            let rel_dir = path
+                .strip_prefix(&self.root)
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            // What went from this folder since the earlier snapshot.
+            let mut gone = Vec::new();
+            let mut before_files = 0u64;
+            if subtree(earlier).is_some() {
+                for t in then {
+                    let present = entries.binary_search_by(|(n, _)| n.cmp(&t.name)).is_ok();
+                    match t.kind {
+                        NodeKind::File | NodeKind::DbImage => {
+                            before_files += 1;
+                            if !present && t.name.unsafe_reason().is_none() {
+                                if t.kind == NodeKind::DbImage {
+                                    self.gone_database(&rel_dir.join(t.name.as_os_str()));
+                                }
+                                gone.push(PathBuf::from(t.name.as_os_str()));
+                            }
+                        }
+                        NodeKind::Dir if !present && t.name.unsafe_reason().is_none() => {
+                            self.gone_folder(t, &rel_dir.join(t.name.as_os_str()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let mut added = Vec::new();
             let mut tree = Tree::default();
             for (n, p) in entries {
-                let was = before
-                    .binary_search_by(|b| b.name.cmp(&n))
-                    .ok()
-                    .map(|i| &before[i]);
-                if let Walk::Node(child) = self.walk(&p, n, was)? {
+                let was = find(&before, &n).map(|i| &before[i]);
+                let then_at = find(then, &n);
+                if let Walk::Node(child) = self.walk(&p, n, was, then_at.map(|i| &then[i]))? {
+                    if subtree(earlier).is_some()
+                        && then_at.is_none()
+                        && matches!(child.kind, NodeKind::File | NodeKind::DbImage)
+                    {
+                        added.push(PathBuf::from(child.name.as_os_str()));
+                    }
                     tree.nodes.push(child);
                 }
+            }
+            if subtree(earlier).is_some() {
+                self.watch.folder(&rel_dir, before_files, &gone, &added);
             }
             self.summary.dirs += 1;
             node.subtree = Some(self.writer.put(BlobKind::Tree, tree.encode())?);
@@ -961,14 +988,11 @@ impl Walker<'_, '_> {
         } else if ft.is_file() {
             self.progress.file(path);
             let rel = path.strip_prefix(&self.root).ok().map(Path::to_path_buf);
-            if let Some(r) = &rel {
-                self.watch.seen.insert(r.clone());
-            }
-            let earlier = rel
-                .as_ref()
-                .and_then(|r| self.earlier.map(|e| &e.dbs)?.get(r));
-            // An unchanged plain file is what it was: not a database.
-            if let Some(was) = parent.filter(|p| unchanged(p, &md)) {
+            // The database this was in the earlier snapshot, if it was one.
+            let earlier_db = earlier.filter(|e| e.kind == NodeKind::DbImage);
+            // An unchanged plain file is what it was: not a database (and
+            // if the guard's snapshot says it was one, it is looked at).
+            if let Some(was) = parent.filter(|p| earlier_db.is_none() && unchanged(p, &md)) {
                 if was.content.iter().all(|id| self.writer.dedup(id)) {
                     node.content = was.content.clone();
                     node.size = was.size;
@@ -987,28 +1011,33 @@ impl Walker<'_, '_> {
                     return Ok(Walk::Node(node));
                 }
             }
+            let earlier_snap = self.earlier_snapshot.map(|s| s.short());
             if let Some(opener) = self.opener.filter(|o| o.is_database(path)) {
-                let parent = earlier.and_then(|e| e.map.as_ref());
-                let before = earlier.and_then(|e| Some((e.info.as_deref()?, e.snapshot.short())));
+                // Its chunk map then, resolved: the parent of tonight's image.
+                let map = earlier_db.and_then(|e| {
+                    let m = e.chunk_map.as_ref()?;
+                    let ids = self.repo.resolve_map(self.writer.index, m).ok()?;
+                    Some((m.clone(), ids))
+                });
+                let before =
+                    earlier_db.and_then(|e| Some((e.database.as_deref()?, earlier_snap.clone()?)));
                 return match opener.open(path) {
-                    Ok(capture) => self.db_node(node, path, capture, parent, before),
+                    Ok(capture) => self.db_node(node, path, capture, map.as_ref(), before),
                     Err(e) => {
-                        if let Some(e0) = earlier {
+                        if let (Some(_), Some(snap)) = (earlier_db, &earlier_snap) {
                             self.suspect.push(format!(
-                                "{}: was a database in snapshot {} and can no longer be read ({e})",
+                                "{}: was a database in snapshot {snap} and can no longer be read ({e})",
                                 crate::name::shown(path),
-                                e0.snapshot.short()
                             ));
                         }
                         Ok(self.fail(path, e))
                     }
                 };
             }
-            if let (Some(e), Some(_)) = (earlier, self.opener) {
+            if let (Some(_), Some(_), Some(snap)) = (earlier_db, self.opener, &earlier_snap) {
                 self.suspect.push(format!(
-                    "{}: was a database in snapshot {} and is no longer a valid one (its header is gone: encrypted or overwritten?)",
+                    "{}: was a database in snapshot {snap} and is no longer a valid one (its header is gone: encrypted or overwritten?)",
                     crate::name::shown(path),
-                    e.snapshot.short()
                 ));
             }
             (node.ctime, node.inode) = settled(&md);
@@ -1024,18 +1053,16 @@ impl Walker<'_, '_> {
                     // A document that changed since the earlier snapshot is
                     // judged by what its name promises (its first bytes,
                     // still in the page cache).
-                    let changed = match (&rel, self.earlier) {
-                        (Some(r), Some(e)) => e.files.changed(r, node.content.first(), size),
-                        _ => false,
-                    };
+                    let changed = earlier.is_some_and(|e| {
+                        e.content.first() != node.content.first() || e.size != size
+                    });
                     if let Some(fits) =
                         crate::guard::matches_its_name(path, &head_of(path, changed))
                     {
                         self.watch.known += 1;
                         if changed && !fits {
                             self.watch
-                                .broken
-                                .push(rel.clone().unwrap_or_else(|| path.to_path_buf()));
+                                .broken(rel.clone().unwrap_or_else(|| path.to_path_buf()));
                         }
                     }
                     // Size or mtime moved while reading: say so (the copy
@@ -1247,8 +1274,7 @@ pub fn backup(
     };
     let parents = find_parents(repo, &index, &earlier, &db_paths);
     let earlier_dbs = find_earlier_infos(&earlier, &db_paths);
-    let folder_dbs =
-        find_earlier_folders(repo, &index, &earlier, &sources, opts.db_opener.is_some());
+    let folders = earlier_roots(&earlier, &sources);
     let roots = if opts.force_reread {
         HashMap::new()
     } else {
@@ -1322,6 +1348,8 @@ pub fn backup(
             stored_again: 0,
             group: Vec::new(),
             group_len: 0,
+            trees: Vec::new(),
+            trees_len: 0,
             jobs: Some(job_tx),
             bytes_new: 0,
         };
@@ -1332,7 +1360,7 @@ pub fn backup(
             &Earlier {
                 parents: &parents,
                 dbs: &earlier_dbs,
-                folders: &folder_dbs,
+                folders: &folders,
                 roots: &roots,
             },
             (cdc, dump_cdc),
@@ -1448,8 +1476,9 @@ struct Earlier<'a> {
     parents: &'a HashMap<String, (ChunkMap, Vec<Id>)>,
     /// What was recorded of databases named as sources, and in which snapshot.
     dbs: &'a HashMap<String, (Box<DatabaseInfo>, String)>,
-    /// What each folder source held.
-    folders: &'a HashMap<String, EarlierFolder>,
+    /// Each folder source's root in its latest earlier unsuspected
+    /// snapshot, and that snapshot.
+    folders: &'a HashMap<String, (Id, Node)>,
     /// Each folder or file source's entry in its parent snapshot.
     roots: &'a HashMap<String, Node>,
 }
@@ -1557,18 +1586,25 @@ fn walk_sources(
             guard: &opts.guard,
             summary: SourceSummary::default(),
             root: PathBuf::new(),
-            earlier: None,
+            earlier_snapshot: None,
             watch: FolderWatch::default(),
-            parent_repo: Some(repo),
+            repo,
         };
         let entry = match src {
             BackupSource::Path(p) => {
                 let name = source_name(&p, &taken);
                 let shown = fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
                 w.root = p.clone();
-                w.earlier = earlier.folders.get(&shown.display().to_string());
+                let then = earlier.folders.get(&shown.display().to_string());
+                w.earlier_snapshot = then.map(|(id, _)| *id);
+                w.watch.snapshot = then.map(|(id, _)| id.short());
                 let parent = earlier.roots.get(&shown.display().to_string());
-                let walked = w.walk(&p, FsName::from(name.as_str()), parent)?;
+                let walked = w.walk(
+                    &p,
+                    FsName::from(name.as_str()),
+                    parent,
+                    then.map(|(_, n)| n),
+                )?;
                 if matches!(&walked, Walk::Node(n) if n.kind == NodeKind::Dir) {
                     w.folder_findings(&shown.display().to_string());
                 }

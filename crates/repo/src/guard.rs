@@ -284,99 +284,113 @@ pub(crate) fn database_findings(
     out
 }
 
-/// What a folder source held in its latest earlier snapshot.
-#[derive(Default)]
-pub(crate) struct EarlierFiles {
-    pub snapshot: String,
-    /// Regular files and databases, by path relative to the folder, with
-    /// what tells whether they changed: their first content id and size.
-    pub files: HashMap<PathBuf, (Option<crate::id::Id>, u64)>,
-}
-
-impl EarlierFiles {
-    /// Whether `rel` was there before with other content: only such a file
-    /// can have "stopped being" what its name says.
-    pub fn changed(&self, rel: &Path, first: Option<&crate::id::Id>, size: u64) -> bool {
-        self.files
-            .get(rel)
-            .is_some_and(|(f, s)| f.as_ref() != first || *s != size)
-    }
-}
-
-/// Counts made while walking a folder source.
+/// What the walk of a folder source found against the folder's latest
+/// earlier (unsuspected) snapshot, folder by folder as the walk goes (both
+/// trees side by side), so memory follows the depth of the folder, not the
+/// number of its files.
 #[derive(Default)]
 pub(crate) struct FolderWatch {
-    /// Files (and databases) seen, relative to the folder.
-    pub seen: HashSet<PathBuf>,
+    /// The earlier snapshot (short id); `None`: nothing to compare with.
+    pub snapshot: Option<String>,
     /// Files of a known format seen.
     pub known: u64,
     /// Files that changed and are no longer their named format.
-    pub broken: Vec<PathBuf>,
+    pub broken: u64,
+    broken_examples: Vec<PathBuf>,
+    /// Files (and databases) the earlier snapshot held in the folders
+    /// compared.
+    pub before: u64,
+    /// Of those, gone now.
+    pub deleted: u64,
+    deleted_examples: Vec<PathBuf>,
+    /// Files that appeared where a file of the same stem went, by their new
+    /// extension ("a.pdf" became "a.pdf.locked" or "a.locked").
+    pub renamed: HashMap<String, u64>,
+}
+
+const EXAMPLES: usize = 3;
+
+impl FolderWatch {
+    /// A document changed into something its name says it is not.
+    pub fn broken(&mut self, rel: PathBuf) {
+        self.broken += 1;
+        if self.broken_examples.len() < EXAMPLES {
+            self.broken_examples.push(rel);
+        }
+    }
+
+    /// A file of the earlier snapshot under a folder that is gone.
+    pub fn deleted(&mut self, rel: PathBuf) {
+        self.before += 1;
+        self.deleted += 1;
+        if self.deleted_examples.len() < EXAMPLES {
+            self.deleted_examples.push(rel);
+        }
+    }
+
+    /// One folder compared: `before` files were there in the earlier
+    /// snapshot, of which `gone` are not there now, and `added` are new.
+    pub fn folder(&mut self, dir: &Path, before: u64, gone: &[PathBuf], added: &[PathBuf]) {
+        self.before += before;
+        for g in gone {
+            self.deleted += 1;
+            if self.deleted_examples.len() < EXAMPLES {
+                self.deleted_examples.push(dir.join(g));
+            }
+        }
+        if gone.is_empty() || added.is_empty() {
+            return;
+        }
+        let gone_stems: HashSet<PathBuf> = gone.iter().map(|p| p.with_extension("")).collect();
+        let gone: HashSet<&PathBuf> = gone.iter().collect();
+        for p in added {
+            let stem = p.with_extension("");
+            if gone.contains(&stem) || gone_stems.contains(&stem) {
+                let ext = p
+                    .extension()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                *self.renamed.entry(ext).or_default() += 1;
+            }
+        }
+    }
 }
 
 /// Findings about a folder source against its earlier snapshot.
 pub(crate) fn folder_findings(
     shown: &str,
-    earlier: Option<&EarlierFiles>,
     watch: &FolderWatch,
     opts: &GuardOptions,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let over = |n: usize, of: u64, share: f64| {
-        n as u64 >= opts.min_files.max(1) && n as f64 >= share * of as f64
-    };
-    if over(watch.broken.len(), watch.known, opts.broken_share) {
+    let over =
+        |n: u64, of: u64, share: f64| n >= opts.min_files.max(1) && n as f64 >= share * of as f64;
+    if over(watch.broken, watch.known, opts.broken_share) {
         out.push(format!(
             "{shown}: {} of {} documents changed into something their name says they are not (e.g. {}), as when ransomware encrypts files",
-            watch.broken.len(),
+            watch.broken,
             watch.known,
-            examples(&watch.broken)
+            examples(&watch.broken_examples)
         ));
     }
-    let Some(before) = earlier else {
+    let Some(snapshot) = &watch.snapshot else {
         return out;
     };
-    let total = before.files.len() as u64;
-    let deleted: Vec<&PathBuf> = before
-        .files
-        .keys()
-        .filter(|p| !watch.seen.contains(*p))
-        .collect();
-    let added: Vec<&PathBuf> = watch
-        .seen
-        .iter()
-        .filter(|p| !before.files.contains_key(*p))
-        .collect();
-    // Renamed to a new extension: "a.pdf" became "a.pdf.locked" or "a.locked".
-    let gone_stems: HashSet<PathBuf> = deleted.iter().map(|p| p.with_extension("")).collect();
-    let gone: HashSet<&PathBuf> = deleted.iter().copied().collect();
-    let mut renamed: HashMap<String, u64> = HashMap::new();
-    for p in &added {
-        let stem = p.with_extension("");
-        if gone.contains(&stem) || gone_stems.contains(&stem) {
-            let ext = p
-                .extension()
-                .map(|e| e.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            *renamed.entry(ext).or_default() += 1;
-        }
-    }
-    let renamed_total: u64 = renamed.values().sum();
-    if over(renamed_total as usize, total, opts.renamed_share) {
-        let mut exts: Vec<(&String, &u64)> = renamed.iter().collect();
-        exts.sort_by(|a, b| b.1.cmp(a.1));
+    let total = watch.before;
+    let renamed_total: u64 = watch.renamed.values().sum();
+    if over(renamed_total, total, opts.renamed_share) {
+        let mut exts: Vec<(&String, &u64)> = watch.renamed.iter().collect();
+        exts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         out.push(format!(
-            "{shown}: {renamed_total} of {total} files were renamed to a new extension since snapshot {} (mostly .{}), as when ransomware encrypts files",
-            before.snapshot,
+            "{shown}: {renamed_total} of {total} files were renamed to a new extension since snapshot {snapshot} (mostly .{}), as when ransomware encrypts files",
             exts[0].0
         ));
     }
-    if over(deleted.len(), total, opts.deleted_share) {
+    if over(watch.deleted, total, opts.deleted_share) {
         out.push(format!(
-            "{shown}: {} of {total} files were deleted since snapshot {} (e.g. {})",
-            deleted.len(),
-            before.snapshot,
-            examples(&deleted.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>())
+            "{shown}: {} of {total} files were deleted since snapshot {snapshot} (e.g. {})",
+            watch.deleted,
+            examples(&watch.deleted_examples)
         ));
     }
     out
@@ -512,60 +526,64 @@ mod tests {
     #[test]
     fn renames_deletions_and_broken_documents_need_a_large_share() {
         let o = GuardOptions::default();
-        let before = EarlierFiles {
-            snapshot: "s1".into(),
-            files: (0..100)
-                .map(|i| (PathBuf::from(format!("d/f{i}.pdf")), (None, 1)))
-                .collect(),
+        let d = Path::new("d");
+        let names = |r: std::ops::Range<usize>, ext: &str| -> Vec<PathBuf> {
+            r.map(|i| PathBuf::from(format!("f{i}.{ext}"))).collect()
+        };
+        let watch = || FolderWatch {
+            snapshot: Some("s1".into()),
+            ..Default::default()
         };
         // A normal day: 3 new files, 2 deleted, 2 edited.
-        let mut w = FolderWatch {
-            seen: (2..103)
-                .map(|i| PathBuf::from(format!("d/f{i}.pdf")))
-                .collect(),
-            ..Default::default()
-        };
+        let mut w = watch();
+        w.folder(d, 100, &names(0..2, "pdf"), &names(100..103, "pdf"));
         w.known = 101;
-        assert!(folder_findings("share", Some(&before), &w, &o).is_empty());
+        assert!(folder_findings("share", &w, &o).is_empty());
         // 60 renamed to .locked (appended).
-        let w = FolderWatch {
-            seen: (0..100)
-                .map(|i| {
-                    PathBuf::from(if i < 60 {
-                        format!("d/f{i}.pdf.locked")
-                    } else {
-                        format!("d/f{i}.pdf")
-                    })
-                })
-                .collect(),
-            ..Default::default()
-        };
-        let f = folder_findings("share", Some(&before), &w, &o);
+        let mut w = watch();
+        let locked: Vec<PathBuf> = (0..60)
+            .map(|i| PathBuf::from(format!("f{i}.pdf.locked")))
+            .collect();
+        w.folder(d, 100, &names(0..60, "pdf"), &locked);
+        let f = folder_findings("share", &w, &o);
         assert!(
             f.iter()
                 .any(|x| x.contains("renamed") && x.contains(".locked")),
             "{f:?}"
         );
-        // 60 deleted.
-        let w = FolderWatch {
-            seen: (60..100)
-                .map(|i| PathBuf::from(format!("d/f{i}.pdf")))
-                .collect(),
-            ..Default::default()
-        };
-        let f = folder_findings("share", Some(&before), &w, &o);
-        assert!(f.iter().any(|x| x.contains("deleted")), "{f:?}");
+        // Renamed to a new extension in place of the old one.
+        let mut w = watch();
+        w.folder(d, 100, &names(0..60, "pdf"), &names(0..60, "crypt"));
+        let f = folder_findings("share", &w, &o);
+        assert!(f.iter().any(|x| x.contains("mostly .crypt")), "{f:?}");
+        // 60 deleted, some with their folder.
+        let mut w = watch();
+        w.folder(d, 80, &names(0..40, "pdf"), &[]);
+        for i in 0..20 {
+            w.deleted(PathBuf::from(format!("gone/f{i}.pdf")));
+        }
+        let f = folder_findings("share", &w, &o);
+        assert!(
+            f.iter().any(|x| x.contains("60 of 100 files were deleted")),
+            "{f:?}"
+        );
+        // Nothing earlier to compare with: no rename or deletion finding.
+        let mut w = FolderWatch::default();
+        w.folder(d, 100, &names(0..60, "pdf"), &[]);
+        assert!(folder_findings("share", &w, &o).is_empty());
         // 30 of 100 documents broken; and only 5 (below the minimum).
-        let mut w = FolderWatch {
-            seen: before.files.keys().cloned().collect(),
-            ..Default::default()
-        };
+        let mut w = watch();
+        w.folder(d, 100, &[], &[]);
         w.known = 100;
-        w.broken = (0..30)
-            .map(|i| PathBuf::from(format!("d/f{i}.pdf")))
-            .collect();
-        assert_eq!(folder_findings("share", Some(&before), &w, &o).len(), 1);
-        w.broken.truncate(5);
-        assert!(folder_findings("share", Some(&before), &w, &o).is_empty());
+        for i in 0..30 {
+            w.broken(PathBuf::from(format!("d/f{i}.pdf")));
+        }
+        assert_eq!(folder_findings("share", &w, &o).len(), 1);
+        let mut w = watch();
+        w.known = 100;
+        for i in 0..5 {
+            w.broken(PathBuf::from(format!("d/f{i}.pdf")));
+        }
+        assert!(folder_findings("share", &w, &o).is_empty());
     }
 }

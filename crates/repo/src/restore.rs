@@ -326,7 +326,19 @@ struct Walk<'a> {
     /// first; their metadata is set at the end.
     dirs: Vec<(usize, Node)>,
     links: u64,
+    /// Files planned so far, over every batch.
+    planned: u64,
+    /// How batches are written, and what they wrote.
+    threads: usize,
+    placer: Option<&'a dyn DbPlacer>,
+    progress: &'a dyn Progress,
+    written: (u64, u64),
 }
+
+/// Files planned before they are written, at most: memory stays flat
+/// however many files a snapshot holds (their nodes, names and frame
+/// plans wait here), while a batch is long enough to keep the workers busy.
+const FILE_BATCH: usize = 4096;
 
 /// Restores `snap` under `target`, each source in `target/<source name>`.
 ///
@@ -360,7 +372,19 @@ pub fn restore(
         folders: vec![Vec::new()],
         dirs: Vec::new(),
         links: 0,
+        planned: 0,
+        threads: opts.threads.max(1),
+        placer: opts.db_placer.as_deref(),
+        progress,
+        written: (0, 0),
     };
+    // The total is the sources' size as recorded; a partial restore's is
+    // not known before its walk, which now writes as it goes.
+    progress.start(if opts.include.is_empty() {
+        Some(snap.sources.iter().map(|s| s.summary.bytes).sum())
+    } else {
+        None
+    });
     for src in &snap.sources {
         let name = FsName::from(src.name.as_str());
         if let Some(why) = name.unsafe_reason() {
@@ -372,8 +396,9 @@ pub fn restore(
         }
         w.node(&src.node, 0, &[name])?;
     }
+    w.flush()?;
     if !w.include.is_empty()
-        && w.files.is_empty()
+        && w.planned == 0
         && w.dirs.is_empty()
         && w.links == 0
         && w.failed.is_empty()
@@ -388,18 +413,7 @@ pub fn restore(
                 .join(", ")
         )));
     }
-    progress.start(Some(w.files.iter().map(|f| f.node.size).sum()));
-    let (files, bytes) = write_files(
-        repo,
-        &target,
-        &w.folders,
-        &w.files,
-        &w.jobs,
-        opts.threads.max(1),
-        opts.db_placer.as_deref(),
-        progress,
-        &mut w.failed,
-    )?;
+    let (files, bytes) = w.written;
     for (folder, node) in w.dirs.iter().rev() {
         // A folder replaced by a link since it was made gets nothing.
         if let Ok(fd) = target.dir(&w.folders[*folder], false) {
@@ -440,6 +454,29 @@ fn joined(path: &[FsName]) -> Vec<u8> {
 }
 
 impl Walk<'_> {
+    /// Writes the files planned so far and forgets their plans.
+    fn flush(&mut self) -> Result<()> {
+        if self.files.is_empty() {
+            return Ok(());
+        }
+        let (files, bytes) = write_files(
+            self.repo,
+            self.target,
+            &self.folders,
+            &self.files,
+            &self.jobs,
+            self.threads,
+            self.placer,
+            self.progress,
+            &mut self.failed,
+        )?;
+        self.written.0 += files;
+        self.written.1 += bytes;
+        self.files.clear();
+        self.jobs.clear();
+        Ok(())
+    }
+
     /// Whether `rel` is selected: it is inside an include path, or is a
     /// directory on the way to one.
     fn wanted(&self, rel: &[u8]) -> (bool, bool) {
@@ -539,13 +576,19 @@ impl Walk<'_> {
                         plan_file(self.index, file, &content, &mut self.jobs, true)
                     });
                 match planned {
-                    Ok(jobs) => self.files.push(FileTask {
-                        node: node.clone(),
-                        folder: parent,
-                        name: name.clone(),
-                        rel,
-                        jobs,
-                    }),
+                    Ok(jobs) => {
+                        self.files.push(FileTask {
+                            node: node.clone(),
+                            folder: parent,
+                            name: name.clone(),
+                            rel,
+                            jobs,
+                        });
+                        self.planned += 1;
+                        if self.files.len() >= FILE_BATCH {
+                            self.flush()?;
+                        }
+                    }
                     Err(e) => {
                         // Undo the jobs planned before the missing blob.
                         self.jobs.retain(|j| j.file != file);
@@ -788,6 +831,7 @@ fn write_files(
                 }
                 done += 1;
                 bytes += task.node.size;
+                progress.file(Path::new(&task.rel));
             }
             Ok((done, bytes))
         })();
