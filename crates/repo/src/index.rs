@@ -69,6 +69,18 @@ pub struct BlobLocation {
     pub len: u32,
 }
 
+/// A [`BlobLocation`] as the index keeps it.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    pack: u32,
+    kind: BlobKind,
+    frame_sealed_len: u32,
+    frame_offset: u64,
+    frame_raw_len: u32,
+    offset: u32,
+    len: u32,
+}
+
 /// Why a pack the index lists cannot be relied on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Weakness {
@@ -87,7 +99,12 @@ pub enum Weakness {
 /// [`Index::is_sound`] tells a backup which blobs it must store again.
 #[derive(Default)]
 pub struct Index {
-    blobs: HashMap<Id, BlobLocation>,
+    blobs: HashMap<Id, Loc>,
+    /// Pack ids by number: a location names its pack by number, which
+    /// halves the index in memory (a million small files, a million
+    /// entries).
+    pack_ids: Vec<Id>,
+    pack_no: HashMap<Id, u32>,
     packs: HashMap<Id, u64>,
     weak: HashMap<Id, Weakness>,
     /// Packs on storage, with their sizes, when the index was built against
@@ -137,12 +154,21 @@ impl Index {
     /// Adds every blob of a pack. A blob stored twice keeps its first location.
     pub fn add_pack(&mut self, p: &PackRecord) {
         self.packs.insert(p.id, p.size);
+        let no = match self.pack_no.get(&p.id) {
+            Some(&n) => n,
+            None => {
+                let n = u32::try_from(self.pack_ids.len()).expect("fewer than 2^32 packs");
+                self.pack_ids.push(p.id);
+                self.pack_no.insert(p.id, n);
+                n
+            }
+        };
         let mut off = PACK_PREFIX_LEN;
         for f in &p.frames {
             let mut inner = 0u32;
             for b in &f.blobs {
-                self.blobs.entry(b.id).or_insert(BlobLocation {
-                    pack: p.id,
+                self.blobs.entry(b.id).or_insert(Loc {
+                    pack: no,
                     kind: b.kind,
                     frame_offset: off,
                     frame_sealed_len: f.sealed_len,
@@ -156,8 +182,16 @@ impl Index {
         }
     }
 
-    pub fn get(&self, id: &Id) -> Option<&BlobLocation> {
-        self.blobs.get(id)
+    pub fn get(&self, id: &Id) -> Option<BlobLocation> {
+        self.blobs.get(id).map(|l| BlobLocation {
+            pack: self.pack_ids[l.pack as usize],
+            kind: l.kind,
+            frame_offset: l.frame_offset,
+            frame_sealed_len: l.frame_sealed_len,
+            frame_raw_len: l.frame_raw_len,
+            offset: l.offset,
+            len: l.len,
+        })
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -169,7 +203,7 @@ impl Index {
     pub fn is_sound(&self, id: &Id) -> bool {
         self.blobs
             .get(id)
-            .is_some_and(|l| !self.weak.contains_key(&l.pack))
+            .is_some_and(|l| !self.weak.contains_key(&self.pack_ids[l.pack as usize]))
     }
 
     /// Packs that cannot be relied on, and why.

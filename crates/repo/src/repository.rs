@@ -357,11 +357,22 @@ impl Repository {
         // read, which makes its blobs weak, never wrongly sound.
         let present = self.list_packs()?;
         let damaged = self.damaged_packs()?;
-        let mut records = Vec::new();
-        for id in self.list_ids(FileKind::Index)? {
-            records.extend(self.read_index_file(&id)?);
+        // Index files are read one after the other into the index, so
+        // only one file's records are held beside it.
+        let ids = self.list_ids(FileKind::Index)?;
+        let mut failed = None;
+        let records = ids.iter().flat_map(|id| match self.read_index_file(id) {
+            Ok(r) => r,
+            Err(e) => {
+                failed.get_or_insert(e);
+                Vec::new()
+            }
+        });
+        let index = Index::checked(records, present, &damaged);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(index),
         }
-        Ok(Index::checked(records, present, &damaged))
     }
 
     /// The packs on storage and their sizes.
