@@ -325,3 +325,25 @@ fn an_alarm_stands_while_the_damage_stays_unchanged() {
         );
     }
 }
+
+/// Documents encrypted in place, names kept: the alarm stands the next
+/// night too, when the encrypted files are unchanged since the (suspect)
+/// snapshot before and could be taken from it unread.
+#[test]
+fn documents_encrypted_in_place_keep_raising_the_alarm() {
+    let (e, s) = fresh();
+    for i in 0..10 {
+        encrypt(&s.join(format!("docs/return-{i}.pdf")), 0);
+        encrypt(&s.join(format!("docs/letter-{i}.txt")), 0);
+        encrypt(&s.join(format!("docs/payroll-{i}.csv")), 0);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    for night in 0..2 {
+        let (code, findings, err) = backup(&e, &[s.to_str().unwrap()]);
+        assert_eq!(code, 5, "night {night}: {err}");
+        assert!(
+            findings.iter().any(|f| f.contains("their name says")),
+            "night {night}: {findings:?}"
+        );
+    }
+}

@@ -950,3 +950,47 @@ fn a_database_is_never_placed_through_a_link_in_the_target() {
         assert_eq!(total, ACCOUNTS * OPENING);
     }
 }
+
+/// A WAL database in a folder, first backed up as plain files
+/// (`--no-db-detect`), then with detection: its main file is unchanged
+/// since (the new commits are in the WAL alone), but it is never taken
+/// from the parent unread while its journal sits beside it, so the commits
+/// made in between are in the snapshot.
+#[test]
+fn a_database_with_its_journal_beside_it_is_never_taken_unread() {
+    let e = Env::with_repo();
+    let share = e.root.join("share");
+    fs::create_dir_all(&share).unwrap();
+    let db = share.join("books.db");
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+         CREATE TABLE entries (id INTEGER PRIMARY KEY, amount INTEGER);
+         INSERT INTO entries (amount) VALUES (1), (2), (3);",
+    )
+    .unwrap();
+    // Settled times, so the main file can vouch for itself.
+    std::thread::sleep(Duration::from_millis(2100));
+    e.cmd()
+        .args(["backup", "-q", "--no-db-detect"])
+        .arg(&share)
+        .assert()
+        .success();
+    c.execute_batch("INSERT INTO entries (amount) VALUES (4), (5);")
+        .unwrap();
+    assert!(share.join("books.db-wal").exists());
+    let out = e.json(&["backup", share.to_str().unwrap()]);
+    assert!(out["files_unchanged"].as_u64().is_some(), "{out}");
+    let target = e.root.join("out");
+    e.cmd()
+        .args(["restore", "-q", "latest", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    let n: i64 = Connection::open(target.join("share/books.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 5, "the commits in the WAL are in the snapshot");
+    drop(c);
+}

@@ -536,6 +536,8 @@ struct Walker<'w, 'a> {
     watch: FolderWatch,
     /// Where the parent's and the earlier snapshot's trees are read from.
     repo: &'w Repository,
+    /// Databases of the folder being walked whose journal sits beside them.
+    with_journal: HashSet<PathBuf>,
 }
 
 /// For each folder source, its root in the latest earlier unsuspected
@@ -573,6 +575,10 @@ fn earlier_roots(
     }
     out
 }
+
+/// How deep [`Walker::gone_folder`] follows a folder of the earlier
+/// snapshot that is gone.
+const MAX_GONE_DEPTH: usize = 256;
 
 // One per entry, moved straight into its tree: boxing would add an
 // allocation per file for nothing.
@@ -777,7 +783,11 @@ impl Walker<'_, '_> {
 
     /// A folder of the earlier snapshot that is gone: each file under it
     /// counts as deleted, and each database as gone.
-    fn gone_folder(&mut self, node: &Node, rel: &Path) {
+    fn gone_folder(&mut self, node: &Node, rel: &Path, depth: usize) {
+        // A forged snapshot could nest (or share) subtrees without end.
+        if depth > MAX_GONE_DEPTH {
+            return;
+        }
         let Some(t) = node.subtree else { return };
         let Ok(tree) = self.repo.load_tree(self.writer.index, &t) else {
             return;
@@ -788,7 +798,7 @@ impl Walker<'_, '_> {
             }
             let r = rel.join(c.name.as_os_str());
             match c.kind {
-                NodeKind::Dir => self.gone_folder(c, &r),
+                NodeKind::Dir => self.gone_folder(c, &r, depth + 1),
                 NodeKind::File | NodeKind::DbImage => {
                     if c.kind == NodeKind::DbImage {
                         self.gone_database(&r);
@@ -908,6 +918,10 @@ impl Walker<'_, '_> {
                     let c = opener.companions(p);
                     if c.iter().any(|c| present.contains(c)) && opener.is_database(p) {
                         skip.extend(c);
+                        // Its journal is not backed up: it is never taken
+                        // as an unchanged plain file (its last commits may
+                        // be in the journal alone).
+                        self.with_journal.insert(p.clone());
                     }
                 }
                 entries.retain(|(_, p)| !skip.contains(p));
@@ -953,7 +967,7 @@ impl Walker<'_, '_> {
                             }
                         }
                         NodeKind::Dir if !present && t.name.unsafe_reason().is_none() => {
-                            self.gone_folder(t, &rel_dir.join(t.name.as_os_str()));
+                            self.gone_folder(t, &rel_dir.join(t.name.as_os_str()), 0);
                         }
                         _ => {}
                     }
@@ -961,20 +975,47 @@ impl Walker<'_, '_> {
             }
             let mut added = Vec::new();
             let mut tree = Tree::default();
+            let comparing = subtree(earlier).is_some();
             for (n, p) in entries {
                 let was = find(&before, &n).map(|i| &before[i]);
-                let then_at = find(then, &n);
-                if let Walk::Node(child) = self.walk(&p, n, was, then_at.map(|i| &then[i]))? {
-                    if subtree(earlier).is_some()
-                        && then_at.is_none()
-                        && matches!(child.kind, NodeKind::File | NodeKind::DbImage)
-                    {
-                        added.push(PathBuf::from(child.name.as_os_str()));
+                let then_node = find(then, &n).map(|i| &then[i]);
+                let walked = self.walk(&p, n.clone(), was, then_node)?;
+                let now_kind = match &walked {
+                    Walk::Node(child) => Some(child.kind),
+                    // Not taken (filtered out, unreadable): what it is on disk.
+                    Walk::Skipped => fs::symlink_metadata(&p)
+                        .ok()
+                        .filter(|m| m.is_file())
+                        .map(|_| NodeKind::File),
+                };
+                let is_file =
+                    |k: Option<NodeKind>| matches!(k, Some(NodeKind::File | NodeKind::DbImage));
+                if comparing && n.unsafe_reason().is_none() {
+                    let name = PathBuf::from(n.as_os_str());
+                    match then_node.map(|t| t.kind) {
+                        // New here, as a file (read or not).
+                        None if is_file(now_kind) => added.push(name),
+                        // A folder then, something else or nothing now.
+                        Some(NodeKind::Dir) if now_kind != Some(NodeKind::Dir) => {
+                            let t = then_node.expect("matched");
+                            self.gone_folder(t, &rel_dir.join(&name), 0);
+                        }
+                        // A file then, not a file now (a folder, a link, or
+                        // not taken): gone, as if deleted.
+                        Some(k @ (NodeKind::File | NodeKind::DbImage)) if !is_file(now_kind) => {
+                            if k == NodeKind::DbImage {
+                                self.gone_database(&rel_dir.join(&name));
+                            }
+                            gone.push(name);
+                        }
+                        _ => {}
                     }
+                }
+                if let Walk::Node(child) = walked {
                     tree.nodes.push(child);
                 }
             }
-            if subtree(earlier).is_some() {
+            if comparing {
                 self.watch.folder(&rel_dir, before_files, &gone, &added);
             }
             self.summary.dirs += 1;
@@ -992,7 +1033,23 @@ impl Walker<'_, '_> {
             let earlier_db = earlier.filter(|e| e.kind == NodeKind::DbImage);
             // An unchanged plain file is what it was: not a database (and
             // if the guard's snapshot says it was one, it is looked at).
-            if let Some(was) = parent.filter(|p| earlier_db.is_none() && unchanged(p, &md)) {
+            // The guard's snapshot must agree with the parent: after an
+            // alarm the parent is the suspect snapshot, and a document
+            // encrypted in place must go on being judged against the last
+            // good one.
+            let agrees = |was: &Node| {
+                earlier
+                    .is_none_or(|e| e.size == was.size && e.content.first() == was.content.first())
+            };
+            let reusable = parent.filter(|p| {
+                earlier_db.is_none()
+                    && !self.with_journal.contains(path)
+                    && unchanged(p, &md)
+                    && agrees(p)
+                    && p.content.iter().all(|id| self.writer.index.is_sound(id))
+            });
+            if let Some(was) = reusable {
+                // Noted as relied on (every id is known sound).
                 if was.content.iter().all(|id| self.writer.dedup(id)) {
                     node.content = was.content.clone();
                     node.size = was.size;
@@ -1109,13 +1166,18 @@ fn unchanged(was: &Node, md: &fs::Metadata) -> bool {
 /// clock went back) could change again within the same tick of a coarse
 /// clock (FAT and some network filesystems count in whole or even
 /// seconds) without its times moving; such an entry is read again next
-/// time, as git does with its racily clean index entries.
+/// time, as git does with its racily clean index entries. Times in whole
+/// seconds (both with no nanoseconds) never vouch either: they come from a
+/// coarse filesystem or from a server whose clock is not this one's.
 fn settled(md: &fs::Metadata) -> (Option<chrono::DateTime<chrono::Utc>>, Option<u64>) {
     const FRESH: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
     let now = chrono::Utc::now();
     let ctime = ctime_of(md);
     let fresh = |t: Option<chrono::DateTime<chrono::Utc>>| t.is_none_or(|t| now - t < FRESH);
-    if fresh(mtime_of(md)) || fresh(ctime) {
+    // Whole seconds: a filesystem (or a server, whose clock is not ours)
+    // that keeps coarse times; no margin on our clock can vouch for them.
+    let coarse = md.mtime_nsec() == 0 && md.ctime_nsec() == 0;
+    if coarse || fresh(mtime_of(md)) || fresh(ctime) {
         (None, None)
     } else {
         (ctime, Some(md.ino()))
@@ -1492,6 +1554,9 @@ fn parent_roots(
     sources: &[BackupSource],
     parent: Option<Id>,
 ) -> Result<HashMap<String, Node>> {
+    if !sources.iter().any(|s| matches!(s, BackupSource::Path(_))) {
+        return Ok(HashMap::new());
+    }
     let host = crate::host_name();
     let candidates: Vec<&Snapshot> = match parent {
         Some(id) => vec![snaps
@@ -1589,6 +1654,7 @@ fn walk_sources(
             earlier_snapshot: None,
             watch: FolderWatch::default(),
             repo,
+            with_journal: HashSet::new(),
         };
         let entry = match src {
             BackupSource::Path(p) => {

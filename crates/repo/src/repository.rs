@@ -361,12 +361,15 @@ impl Repository {
         // only one file's records are held beside it.
         let ids = self.list_ids(FileKind::Index)?;
         let mut failed = None;
-        let records = ids.iter().flat_map(|id| match self.read_index_file(id) {
-            Ok(r) => r,
-            Err(e) => {
-                failed.get_or_insert(e);
-                Vec::new()
+        let records = ids.iter().flat_map(|id| {
+            if failed.is_some() {
+                // The load fails anyway: read nothing more.
+                return Vec::new();
             }
+            self.read_index_file(id).unwrap_or_else(|e| {
+                failed = Some(e);
+                Vec::new()
+            })
         });
         let index = Index::checked(records, present, &damaged);
         match failed {

@@ -152,7 +152,8 @@ pub struct SourceSummary {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub bytes_unchanged: u64,
     pub dirs: u64,
-    /// Bytes of content read.
+    /// Bytes of content the source holds: read, or taken unchanged from
+    /// the parent snapshot (`bytes_unchanged` of them).
     pub bytes: u64,
     /// Files that could not be read.
     pub errors: u64,
