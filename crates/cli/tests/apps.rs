@@ -229,6 +229,8 @@ fn move_into_another_firm(e: &Env, urls: (&str, &str), db_args: (&str, &str)) {
         .collect();
     let (code, out) = lv(&["client", "backup", db_args.0, "--client", name]);
     assert_eq!(code, Some(0), "{out}");
+    // The figures README's example gives (the fixture is deterministic).
+    assert!(out.contains("596 rows in 14 tables"), "{out}");
     let key = &list(urls.0)[1].0;
     let (code, out) = lv(&[
         "client",
@@ -253,6 +255,7 @@ fn move_into_another_firm(e: &Env, urls: (&str, &str), db_args: (&str, &str)) {
     assert_eq!(now.len(), 4, "{now:?}");
     let moved = now.iter().find(|(_, n)| n == name).expect("moved");
     assert_ne!(&moved.0, key, "its id was taken in the other firm");
+    assert_eq!(moved.0, "812", "README's example");
     assert_eq!(
         reports_without_ids(&app(&["report", urls.1, &moved.0])),
         reports_without_ids(&original),

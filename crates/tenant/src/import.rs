@@ -341,6 +341,8 @@ pub fn import(
     opts: &ImportOptions,
 ) -> Result<ImportReport> {
     check_schema(map, archive)?;
+    let upgraded = parents_as_owned(map, archive);
+    let archive = upgraded.as_ref().unwrap_or(archive);
     db.begin_write()?;
     match run(db, map, config, archive, opts) {
         Ok(mut r) if !opts.dry_run => {
@@ -408,6 +410,28 @@ fn sorted_digest(mut rs: Vec<Vec<u8>>) -> String {
         h.update(&r);
     }
     h.finalize().to_hex().to_string()
+}
+
+/// An archive written before parents of extensions were owned holds
+/// their rows as shared rows (python-accounting's `recyclable`): they are
+/// the client's own, and are restored as such. `None` when there are none.
+fn parents_as_owned(map: &TenantMap, archive: &Archive) -> Option<Archive> {
+    let is_parent = |t: &str| {
+        map.owned(t)
+            .is_some_and(|o| o.owner.is_none() && !o.extended_by.is_empty())
+    };
+    if !archive.shared.iter().any(|s| is_parent(&s.table)) {
+        return None;
+    }
+    let mut a = archive.clone();
+    let (moved, kept): (Vec<TableRows>, Vec<TableRows>) =
+        a.shared.into_iter().partition(|s| is_parent(&s.table));
+    a.shared = kept;
+    for m in moved {
+        a.counts.insert(m.table.clone(), m.rows.len() as u64);
+        a.tables.push(m);
+    }
+    Some(a)
 }
 
 fn run(
@@ -590,16 +614,8 @@ fn run(
             remapped: 0,
             reused: 0,
         };
-        let reuse = left_behind(db, map, o, t)?;
-        plan.reused = reuse.len() as u64;
-        let parent = key_col(o).and_then(|pk| {
-            map.owned.iter().find_map(|p| {
-                p.extended_by
-                    .iter()
-                    .any(|e| e.table == o.name && e.column == pk)
-                    .then(|| (pk.clone(), key_maps.get(&p.name).cloned()))
-            })
-        });
+        let mut reuse = left_behind(db, map, o, t)?;
+        let parent = key_follows(map, o).map(|(pk, p)| (pk, key_maps.get(&p).cloned()));
         if let Some((pk, Some(pm))) = parent {
             let i = t.col(&pk).expect("pk column");
             let m = key_maps.entry(t.table.clone()).or_default();
@@ -668,6 +684,13 @@ fn run(
                 m.insert(v, Value::Text(new));
             }
         }
+        // A row is taken as it is only if it keeps its key: not when the
+        // table its key follows gave that key a new value, nor with
+        // --as-new.
+        if let Some(m) = key_maps.get(&t.table) {
+            reuse.retain(|v| m.get(v) == Some(v));
+        }
+        plan.reused = reuse.len() as u64;
         if !reuse.is_empty() {
             reused.insert(t.table.clone(), reuse);
         }
@@ -803,7 +826,7 @@ fn run(
 
     // Unique values the target already holds: every one listed before a
     // row is written, resolved by the configured rule or refused.
-    let unique_plans = plan_uniques(db, map, config, archive, &mut mapped_tables)?;
+    let unique_plans = plan_uniques(db, map, config, archive, &mut mapped_tables, &reused)?;
     timer.lap("unique values");
 
     // Insert.
@@ -1089,10 +1112,15 @@ fn plan_uniques(
     config: &TenantConfig,
     archive: &Archive,
     mapped: &mut [Vec<Vec<Value>>],
+    reused: &HashMap<String, HashSet<Value>>,
 ) -> Result<Vec<UniqueConflict>> {
     let mut out = Vec::new();
     for (ti, t) in archive.tables.iter().enumerate() {
         let o = map.owned(&t.table).expect("checked above");
+        // Rows already in the target, taken as they are: their values are
+        // their own, not conflicts.
+        let kept = reused.get(&t.table);
+        let key_at = key_col(o).and_then(|c| t.col(&c));
         for u in db.unique_keys(&t.table)? {
             if u == o.pk {
                 continue;
@@ -1118,6 +1146,11 @@ fn plan_uniques(
             );
             let mut seen: HashSet<Vec<Value>> = HashSet::new();
             for r in mapped[ti].iter_mut() {
+                if let (Some(kept), Some(k)) = (kept, key_at) {
+                    if kept.contains(&r[k]) {
+                        continue;
+                    }
+                }
                 let value: Vec<Value> = idx.iter().map(|&i| r[i].clone()).collect();
                 if value.contains(&Value::Null) {
                     continue;
@@ -1341,20 +1374,54 @@ fn left_behind(
     Ok(out)
 }
 
-/// The order in which the archive's tables are keyed and written: the
-/// parents of extensions first (the last found, the top of a chain of
-/// extensions, first of all), then the archive's order.
+/// The owned table whose key an owned table's key follows, with that key
+/// column: a table whose single key column is also a one-column key to
+/// another owned table's key column (one-to-one extension, joined-table
+/// inheritance) takes that table's new keys, never keys of its own.
+fn key_follows(map: &TenantMap, o: &crate::map::Owned) -> Option<(String, String)> {
+    let pk = key_col(o)?;
+    map.keys.iter().find_map(|k| {
+        let to = map.owned(&k.ref_table)?;
+        (k.table == o.name
+            && k.column == pk
+            && k.ref_table != o.name
+            && key_col(to).as_deref() == Some(k.ref_column.as_str()))
+        .then(|| (pk.clone(), to.name.clone()))
+    })
+}
+
+/// The order in which the archive's tables are keyed and written: a table
+/// whose key follows another's (see [`key_follows`]) after that one, the
+/// top of a chain of extensions first; otherwise the archive's order.
 fn write_order(map: &TenantMap, archive: &Archive) -> Vec<usize> {
-    let rank = |table: &str| -> i64 {
-        match map.owned.iter().position(|o| o.name == table) {
-            Some(i) if !map.owned[i].extended_by.is_empty() && map.owned[i].owner.is_none() => {
-                -(i as i64) - 1
+    let follows: Vec<Option<usize>> = archive
+        .tables
+        .iter()
+        .map(|t| {
+            let (_, p) = key_follows(map, map.owned(&t.table)?)?;
+            archive.tables.iter().position(|x| x.table == p)
+        })
+        .collect();
+    let mut placed = vec![false; archive.tables.len()];
+    let mut order = Vec::with_capacity(archive.tables.len());
+    while order.len() < archive.tables.len() {
+        let before = order.len();
+        for i in 0..archive.tables.len() {
+            if !placed[i] && follows[i].is_none_or(|p| placed[p]) {
+                placed[i] = true;
+                order.push(i);
             }
-            _ => 0,
         }
-    };
-    let mut order: Vec<usize> = (0..archive.tables.len()).collect();
-    order.sort_by_key(|&i| rank(&archive.tables[i].table));
+        if order.len() == before {
+            // Keys that follow each other in a circle: archive order.
+            for (i, p) in placed.iter_mut().enumerate() {
+                if !*p {
+                    *p = true;
+                    order.push(i);
+                }
+            }
+        }
+    }
     order
 }
 
@@ -1548,21 +1615,23 @@ fn delete_client(
                 .map(|(t, i)| t.rows.iter().map(|r| r[i].clone()).collect())
                 .unwrap_or_default()
         };
+        // A row's key is selected only to tell the client's own rows; a
+        // table that is not owned has none of them (and may have no key at
+        // all: PostgreSQL has no rowid).
         let pk: Vec<String> = match map.owned(&k.table) {
             Some(o) => o.pk.clone(),
-            None => vec!["rowid".into()],
+            None => Vec::new(),
         };
         let select = pk
             .iter()
-            .map(|c| format!("x.{}", ident(c)))
-            .collect::<Vec<_>>()
-            .join(", ");
+            .map(|c| format!("x.{}, ", ident(c)))
+            .collect::<String>();
         // The client's rows as export takes them: reached, and at home
         // with the client or homeless.
         let own = map.owned_rows_sql(db, &k.ref_table, true);
         let (hfrom, at_home) = map.at_home_sql(&k.ref_table, &db.param(1));
         let sql = format!(
-            "{with} SELECT {select}, x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} {hfrom} WHERE {owned} AND {at_home})",
+            "{with} SELECT {select}x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} {hfrom} WHERE {owned} AND {at_home})",
             with = own.with,
             col = ident(&k.column),
             table = ident(&k.table),
@@ -1600,14 +1669,28 @@ fn delete_client(
     }
     let mut n = 0;
     // Children before parents: the owned tables backwards, then the
-    // parents of extensions in the order they were found.
+    // parents of extensions, each after every table whose key follows it.
     let is_parent = |o: &&crate::map::Owned| !o.extended_by.is_empty() && o.owner.is_none();
+    let mut parents: Vec<&crate::map::Owned> = map.owned.iter().filter(is_parent).collect();
+    let mut ordered: Vec<&crate::map::Owned> = Vec::new();
+    while !parents.is_empty() {
+        // A parent no remaining parent follows (extends) goes now.
+        let next = parents
+            .iter()
+            .position(|p| {
+                !parents
+                    .iter()
+                    .any(|q| key_follows(map, q).is_some_and(|(_, to)| to == p.name))
+            })
+            .unwrap_or(0);
+        ordered.push(parents.remove(next));
+    }
     let deletion = map
         .owned
         .iter()
         .rev()
         .filter(|o| !is_parent(o))
-        .chain(map.owned.iter().filter(is_parent));
+        .chain(ordered);
     for o in deletion {
         let t = &closure[&o.name];
         let idx: Vec<usize> = o.pk.iter().filter_map(|c| t.col(c)).collect();

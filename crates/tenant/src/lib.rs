@@ -103,7 +103,7 @@ pub struct Archive {
     pub created: chrono::DateTime<chrono::Utc>,
     pub schema: Vec<TableSchema>,
     pub fingerprint: String,
-    /// Owned tables, root first, parents before children.
+    /// Owned tables, in the order of the tenant map that wrote it.
     pub tables: Vec<TableRows>,
     /// Shared rows the client's rows point to.
     pub shared: Vec<TableRows>,

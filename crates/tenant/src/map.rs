@@ -122,7 +122,8 @@ pub struct Owned {
     /// 0 for the root.
     pub depth: u32,
     /// The key leading towards the root by the shortest path (none for the
-    /// root): the route used to name "the" client of a row in messages.
+    /// root and for parents of extensions): the route used to name "the"
+    /// client of a row in messages.
     pub owner: Option<ForeignKey>,
     /// Every key from this table to an owned table (itself included): each
     /// is a route to a client. A row belongs to every client that any chain
@@ -156,7 +157,9 @@ pub struct Shared {
 /// The tenant map of one database.
 #[derive(Debug, Clone)]
 pub struct TenantMap {
-    /// Owned tables, root first, parents before children.
+    /// Owned tables, root first, parents before children, then the
+    /// parents of extensions (which are written before their children:
+    /// see `import::write_order`).
     pub owned: Vec<Owned>,
     pub shared: Vec<Shared>,
     /// Every single-column foreign key, declared and virtual.
@@ -316,42 +319,56 @@ impl TenantMap {
         // Parents of one-to-one extensions: a table whose primary key an
         // owned table's whole primary key points at holds, in each row,
         // part of that owned row, so it is owned through it (and, level by
-        // level, its own parents).
+        // level, its own parents). Not a table the config calls shared (a
+        // natural key for it), nor through a key the config names as a link.
+        let is_parent = |o: &Owned| o.depth > 0 && o.owner.is_none();
         loop {
-            let mut found: Vec<Owned> = Vec::new();
+            let mut changed = false;
             for k in &keys {
                 let Some(child) = owned.iter().find(|o| o.name == k.table) else {
                     continue;
                 };
                 if child.pk != [k.column.clone()]
                     || k.ref_table == k.table
-                    || owned.iter().any(|o| o.name == k.ref_table)
                     || pk_columns(&columns[&k.ref_table]) != [k.ref_column.clone()]
+                    || config.natural_keys.contains_key(&k.ref_table)
+                    || config
+                        .links
+                        .contains_key(&format!("{}.{}", k.table, k.column))
                 {
                     continue;
                 }
                 let depth = child.depth + 1;
-                match found.iter_mut().find(|p| p.name == k.ref_table) {
-                    Some(p) => {
-                        p.extended_by.push(k.clone());
-                        p.depth = p.depth.max(depth);
+                match owned.iter_mut().find(|o| o.name == k.ref_table) {
+                    // A parent found before: one more child (another level,
+                    // or another branch of the hierarchy).
+                    Some(p) if is_parent(p) => {
+                        if !p.extended_by.contains(k) {
+                            p.extended_by.push(k.clone());
+                            p.depth = p.depth.max(depth);
+                            changed = true;
+                        }
                     }
-                    None => found.push(Owned {
-                        name: k.ref_table.clone(),
-                        depth,
-                        owner: None,
-                        routes: Vec::new(),
-                        extended_by: vec![k.clone()],
-                        int_pk: int_pk(&columns[&k.ref_table]),
-                        pk: pk_columns(&columns[&k.ref_table]),
-                        columns: columns[&k.ref_table].clone(),
-                    }),
+                    // Owned by a route of its own: a plain owned table.
+                    Some(_) => {}
+                    None => {
+                        owned.push(Owned {
+                            name: k.ref_table.clone(),
+                            depth,
+                            owner: None,
+                            routes: Vec::new(),
+                            extended_by: vec![k.clone()],
+                            int_pk: int_pk(&columns[&k.ref_table]),
+                            pk: pk_columns(&columns[&k.ref_table]),
+                            columns: columns[&k.ref_table].clone(),
+                        });
+                        changed = true;
+                    }
                 }
             }
-            if found.is_empty() {
+            if !changed {
                 break;
             }
-            owned.extend(found);
         }
         // Every key between owned tables is a route, except the columns the
         // config names as links (a reference to another client's row that
@@ -363,6 +380,12 @@ impl TenantMap {
             .flat_map(|o| o.extended_by.iter().cloned())
             .collect();
         for o in owned.iter_mut().skip(1) {
+            // A parent is reached only through the rows that extend it: a
+            // route of its own (a tree of objects) would let one client's
+            // row pull in another's.
+            if is_parent(o) {
+                continue;
+            }
             o.routes = keys
                 .iter()
                 .filter(|k| {

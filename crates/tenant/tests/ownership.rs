@@ -726,3 +726,162 @@ CREATE TABLE allocation (id INTEGER PRIMARY KEY, client INTEGER NOT NULL REFEREN
         9
     );
 }
+
+/// Two levels of inheritance, and a branch: `italian` extends
+/// `restaurant`, which extends `place`; `bar` extends `place` too. Only
+/// the leaves name their client. Every level is the client's, a place of
+/// another client that points at this client's place is not pulled in,
+/// a unique code of the parent is planned like any other, the hierarchy
+/// moves into another firm with every level on the same new id, and an
+/// archive of the old layout (parents as shared rows) still restores.
+#[test]
+fn hierarchies_of_extensions_move_whole() {
+    const SCHEMA: &str = "
+CREATE TABLE clients (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE place (id INTEGER PRIMARY KEY, city TEXT, uid TEXT UNIQUE, near_id INTEGER REFERENCES place(id));
+CREATE TABLE restaurant (id INTEGER PRIMARY KEY REFERENCES place(id), seats INTEGER);
+CREATE TABLE italian (id INTEGER PRIMARY KEY REFERENCES restaurant(id), client_id INTEGER NOT NULL REFERENCES clients(id), pasta TEXT);
+CREATE TABLE bar (id INTEGER PRIMARY KEY REFERENCES place(id), client_id INTEGER NOT NULL REFERENCES clients(id), beers INTEGER);
+";
+    fn firm(path: &Path, names: &[&str]) {
+        std::fs::write(path, b"").unwrap();
+        let db = Sqlite::open_write(path).unwrap();
+        for stmt in SCHEMA.split(';').filter(|s| !s.trim().is_empty()) {
+            db.execute(stmt, &[]).unwrap();
+        }
+        let mut id = 0i64;
+        let mut first_place = None;
+        for (c, name) in names.iter().enumerate() {
+            let c = c as i64 + 1;
+            db.execute(
+                "INSERT INTO clients VALUES (?1, ?2)",
+                &[Value::Int(c), Value::Text(name.to_string())],
+            )
+            .unwrap();
+            for k in 0..2 {
+                id += 1;
+                // Another client's bar may point at the first client's place.
+                let near = if c > 1 {
+                    first_place.map(Value::Int)
+                } else {
+                    None
+                };
+                db.execute(
+                    "INSERT INTO place VALUES (?1, ?2, ?3, NULL)",
+                    &[
+                        Value::Int(id),
+                        Value::Text(format!("city {k}")),
+                        Value::Text(format!("u{id}")),
+                    ],
+                )
+                .unwrap();
+                first_place.get_or_insert(id);
+                db.execute(
+                    "INSERT INTO restaurant VALUES (?1, ?2)",
+                    &[Value::Int(id), Value::Int(20 + k)],
+                )
+                .unwrap();
+                db.execute(
+                    "INSERT INTO italian VALUES (?1, ?2, 'carbonara')",
+                    &[Value::Int(id), Value::Int(c)],
+                )
+                .unwrap();
+                id += 1;
+                db.execute(
+                    "INSERT INTO place VALUES (?1, 'harbour', ?2, ?3)",
+                    &[
+                        Value::Int(id),
+                        Value::Text(format!("u{id}")),
+                        near.unwrap_or(Value::Null),
+                    ],
+                )
+                .unwrap();
+                db.execute(
+                    "INSERT INTO bar VALUES (?1, ?2, ?3)",
+                    &[Value::Int(id), Value::Int(c), Value::Int(5 + k)],
+                )
+                .unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    firm(&a, &["Ash", "Birch"]);
+    firm(&b, &["Cedar", "Dogwood", "Elm"]);
+    let mut cfg = config_for("clients");
+    cfg.unique_rules
+        .insert("place.uid".into(), UniqueRule::Suffix);
+    // The cross-client pointer of a place is a link: cut on import.
+    cfg.links
+        .insert("place.near_id".into(), LinkPolicy::Nullify);
+    let db = Sqlite::open_read(&a).unwrap();
+    let map = TenantMap::build(&db, &cfg).unwrap();
+    let place = map.owned("place").expect("owned through its children");
+    assert_eq!(place.extended_by.len(), 2, "{place:?}");
+    assert!(map.owned("restaurant").is_some());
+    for p in partition(&db, &map).unwrap() {
+        assert!(p.adds_up(), "{p:?}");
+        assert_eq!(p.unowned, 0, "{p:?}");
+        assert_eq!(p.cross_client, 0, "{p:?}");
+    }
+    let (key, _) = find_client(&db, &map, "Ash").unwrap();
+    let archive = export(&db, &map, &key, "sqlite").unwrap();
+    // Ash's two restaurants and two bars: four places, none of Birch's.
+    assert_eq!(archive.counts["place"], 4);
+    assert_eq!(archive.counts["restaurant"], 2);
+    drop(db);
+
+    // Into the other firm, whose ids and codes overlap.
+    let opts = ImportOptions {
+        mode: Mode::New,
+        dry_run: false,
+        set: vec![],
+        invariants: vec![],
+        replace_other: None,
+    };
+    let w = Sqlite::open_write(&b).unwrap();
+    let map_b = TenantMap::build(&w, &cfg).unwrap();
+    let r = import(&w, &map_b, &cfg, &archive, &opts).unwrap();
+    assert!(r.committed);
+    assert!(!r.unique_conflicts.is_empty(), "codes u1.. are taken there");
+    drop(w);
+    let whole = "SELECT count(*) FROM italian i JOIN restaurant r ON r.id = i.id JOIN place p ON p.id = r.id \
+                 JOIN clients c ON c.id = i.client_id WHERE c.name = 'Ash'";
+    assert_eq!(count(&b, whole), 2, "every level on the same new id");
+    assert_eq!(
+        count(&b, "SELECT count(*) FROM bar x JOIN place p ON p.id = x.id JOIN clients c ON c.id = x.client_id WHERE c.name = 'Ash'"),
+        2
+    );
+    assert!(Sqlite::open_read(&b)
+        .unwrap()
+        .fk_violations()
+        .unwrap()
+        .is_empty());
+
+    // An archive written before parents were owned held them as shared
+    // rows: it restores into a fresh copy of the firm all the same.
+    let mut old = archive.clone();
+    for t in ["place", "restaurant"] {
+        let i = old.tables.iter().position(|x| x.table == t).unwrap();
+        let moved = old.tables.remove(i);
+        old.counts.remove(t);
+        old.shared.push(moved);
+    }
+    let c = dir.path().join("c.db");
+    firm(&c, &["Fir"]);
+    let w = Sqlite::open_write(&c).unwrap();
+    let map_c = TenantMap::build(&w, &cfg).unwrap();
+    let r = import(&w, &map_c, &cfg, &old, &opts).unwrap();
+    assert!(r.committed);
+    drop(w);
+    assert_eq!(count(&c, &whole.replace("b.db", "c.db")), 2);
+
+    // A table the config gives a natural key stays shared: no parent.
+    let mut shared = cfg.clone();
+    shared
+        .natural_keys
+        .insert("place".into(), vec!["uid".into()]);
+    let db = Sqlite::open_read(&a).unwrap();
+    let m = TenantMap::build(&db, &shared).unwrap();
+    assert!(m.owned("place").is_none() && m.shared("place").is_some());
+}
