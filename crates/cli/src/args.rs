@@ -303,6 +303,10 @@ pub struct BackupArgs {
     /// unchanged since the parent snapshot
     #[arg(long, conflicts_with = "parent")]
     pub force_reread: bool,
+    /// Files of a folder announced to the kernel ahead of the one being
+    /// read, so a slow disk or network share has several in flight (0: off)
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub read_ahead: u32,
 }
 
 #[derive(Args, Debug)]
@@ -435,6 +439,10 @@ pub struct GuardArgs {
     /// unchanged since the parent snapshot
     #[arg(long, conflicts_with = "parent")]
     pub force_reread: bool,
+    /// Files of a folder announced to the kernel ahead of the one being
+    /// read, so a slow disk or network share has several in flight (0: off)
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub read_ahead: u32,
 }
 
 #[derive(Subcommand, Debug)]

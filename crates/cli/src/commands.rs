@@ -556,6 +556,7 @@ fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::Back
     }
     opts.suspect = suspect;
     opts.force_reread = a.force_reread;
+    opts.read_ahead = a.read_ahead as usize;
     if let Some(spec) = &a.parent {
         opts.parent = Some(repo.find_snapshot(spec)?.0);
     }
@@ -649,6 +650,7 @@ fn guard(g: &Globals, a: GuardArgs) -> Result<i32> {
         globals: false,
         parent: None,
         force_reread: false,
+        read_ahead: ledgervault_repo::READ_AHEAD as u32,
     };
     let (repo, s, code) = backup_inner(g, &b)?;
     if code != exit::OK {

@@ -228,6 +228,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
         globals: false,
         parent: None,
         force_reread: false,
+        read_ahead: ledgervault_repo::READ_AHEAD as u32,
     };
     step(
         quiet,

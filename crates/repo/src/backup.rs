@@ -142,6 +142,10 @@ pub struct BackupOptions {
     pub parent: Option<Id>,
     /// Read every file, trusting no earlier entry (`--force-reread`).
     pub force_reread: bool,
+    /// Files of a folder announced to the kernel ahead of the one being
+    /// read (`posix_fadvise(WILLNEED)` from a thread of their own), so that
+    /// a slow disk or a network share has several in flight; 0: none.
+    pub read_ahead: usize,
 }
 
 /// Decides which files and folders found inside a source folder are backed up.
@@ -163,6 +167,7 @@ impl std::fmt::Debug for BackupOptions {
             .field("filter", &self.filter.is_some())
             .field("parent", &self.parent)
             .field("force_reread", &self.force_reread)
+            .field("read_ahead", &self.read_ahead)
             .finish()
     }
 }
@@ -183,7 +188,48 @@ impl Default for BackupOptions {
             filter: None,
             parent: None,
             force_reread: false,
+            read_ahead: READ_AHEAD,
         }
+    }
+}
+
+/// Default of [`BackupOptions::read_ahead`].
+pub const READ_AHEAD: usize = 32;
+
+/// Bytes of a file announced ahead at most: enough for a small file whole,
+/// and for a large one the kernel's own readahead takes over once reading
+/// starts.
+const READ_AHEAD_BYTES: u64 = 4 << 20;
+
+/// The read-ahead thread: opens each announced file and asks the kernel
+/// to start reading it. Failures are of no consequence (the walker reads
+/// the file itself and reports what goes wrong).
+fn read_ahead(hints: Receiver<(PathBuf, u64)>) {
+    use std::os::unix::fs::OpenOptionsExt;
+    for (path, len) in hints {
+        let Ok(f) = fs::OpenOptions::new()
+            .read(true)
+            // Never through a link, never waiting on a pipe put in its place.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        else {
+            continue;
+        };
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a hint on a file descriptor `f` owns.
+            unsafe {
+                libc::posix_fadvise(
+                    f.as_raw_fd(),
+                    0,
+                    len.min(READ_AHEAD_BYTES) as libc::off_t,
+                    libc::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (f, len);
     }
 }
 
@@ -538,6 +584,10 @@ struct Walker<'w, 'a> {
     repo: &'w Repository,
     /// Databases of the folder being walked whose journal sits beside them.
     with_journal: HashSet<PathBuf>,
+    /// Where files about to be read are announced (see [`read_ahead`]).
+    ahead: Option<Sender<(PathBuf, u64)>>,
+    /// How many files ahead.
+    ahead_by: usize,
 }
 
 /// For each folder source, its root in the latest earlier unsuspected
@@ -878,8 +928,9 @@ impl Walker<'_, '_> {
         name: FsName,
         parent: Option<&Node>,
         earlier: Option<&Node>,
+        md: Option<fs::Metadata>,
     ) -> std::result::Result<Walk, Closed> {
-        let md = match fs::symlink_metadata(path) {
+        let md = match md.map(Ok).unwrap_or_else(|| fs::symlink_metadata(path)) {
             Ok(m) => m,
             Err(e) => return Ok(self.fail(path, e)),
         };
@@ -976,10 +1027,39 @@ impl Walker<'_, '_> {
             let mut added = Vec::new();
             let mut tree = Tree::default();
             let comparing = subtree(earlier).is_some();
-            for (n, p) in entries {
-                let was = find(&before, &n).map(|i| &before[i]);
-                let then_node = find(then, &n).map(|i| &then[i]);
-                let walked = self.walk(&p, n.clone(), was, then_node)?;
+            // Each entry is stat'ed once, here; files that will be read
+            // are announced a few entries ahead.
+            let metas: Vec<Option<fs::Metadata>> = entries
+                .iter()
+                .map(|(_, p)| fs::symlink_metadata(p).ok())
+                .collect();
+            let to_read: Vec<bool> = entries
+                .iter()
+                .zip(&metas)
+                .map(|((n, _), m)| {
+                    m.as_ref().is_some_and(|m| {
+                        m.is_file()
+                            && m.len() > 0
+                            && !find(&before, n).is_some_and(|i| unchanged(&before[i], m))
+                    })
+                })
+                .collect();
+            let announce = |w: &Walker<'_, '_>, j: usize| {
+                if let (Some(tx), true) = (&w.ahead, to_read.get(j) == Some(&true)) {
+                    let len = metas[j].as_ref().map_or(0, |m| m.len());
+                    // Never waits: a hint that does not fit is dropped.
+                    let _ = tx.try_send((entries[j].1.clone(), len));
+                }
+            };
+            for j in 0..self.ahead_by.min(entries.len()) {
+                announce(self, j);
+            }
+            for (i, ((n, p), md)) in entries.iter().zip(metas.iter()).enumerate() {
+                announce(self, i + self.ahead_by);
+                let was = find(&before, n).map(|i| &before[i]);
+                let then_node = find(then, n).map(|i| &then[i]);
+                let walked = self.walk(p, n.clone(), was, then_node, md.clone())?;
+                let (n, p) = (n.clone(), p.clone());
                 let now_kind = match &walked {
                     Walk::Node(child) => Some(child.kind),
                     // Not taken (filtered out, unreadable): what it is on disk.
@@ -1415,9 +1495,18 @@ pub fn backup(
             jobs: Some(job_tx),
             bytes_new: 0,
         };
+        let ahead = (opts.read_ahead > 0).then(|| {
+            let (tx, rx) = bounded::<(PathBuf, u64)>(opts.read_ahead);
+            std::thread::Builder::new()
+                .name("read-ahead".into())
+                .spawn_scoped(scope, move || read_ahead(rx))
+                .expect("spawn read-ahead thread");
+            tx
+        });
         let walked = walk_sources(
             &mut writer,
             repo,
+            ahead,
             sources,
             &Earlier {
                 parents: &parents,
@@ -1623,9 +1712,11 @@ fn lost_databases(snaps: &[(Id, Snapshot)], sources: &[Source]) -> Vec<String> {
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn walk_sources(
     writer: &mut Writer<'_>,
     repo: &Repository,
+    ahead: Option<Sender<(PathBuf, u64)>>,
     sources: Vec<BackupSource>,
     earlier: &Earlier<'_>,
     (cdc, dump_cdc): (ChunkerKind, ChunkerKind),
@@ -1655,6 +1746,8 @@ fn walk_sources(
             watch: FolderWatch::default(),
             repo,
             with_journal: HashSet::new(),
+            ahead: ahead.clone(),
+            ahead_by: opts.read_ahead,
         };
         let entry = match src {
             BackupSource::Path(p) => {
@@ -1670,6 +1763,7 @@ fn walk_sources(
                     FsName::from(name.as_str()),
                     parent,
                     then.map(|(_, n)| n),
+                    None,
                 )?;
                 if matches!(&walked, Walk::Node(n) if n.kind == NodeKind::Dir) {
                     w.folder_findings(&shown.display().to_string());
@@ -1818,5 +1912,37 @@ fn disk_usage(path: &Path) -> u64 {
         md.len()
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Read-ahead hints for what is not a plain file by the time they are
+    /// taken (a pipe, a link to one, something gone) never block: the
+    /// thread finishes as soon as its hints are.
+    #[test]
+    fn read_ahead_never_waits_on_what_is_not_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo on a path string we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink(&fifo, dir.path().join("link")).unwrap();
+        fs::write(dir.path().join("file"), b"data").unwrap();
+        let (tx, rx) = bounded(8);
+        for name in ["pipe", "link", "gone", "file"] {
+            tx.send((dir.path().join(name), 4)).unwrap();
+        }
+        drop(tx);
+        let (done_tx, done_rx) = bounded(1);
+        std::thread::spawn(move || {
+            read_ahead(rx);
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("read-ahead finished");
     }
 }

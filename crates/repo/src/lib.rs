@@ -63,7 +63,7 @@ pub use backend::{
 };
 pub use backup::{
     backup, BackupOptions, BackupSource, BackupSummary, DbCapture, DbDump, DbOpener, FileError,
-    PathFilter,
+    PathFilter, READ_AHEAD,
 };
 pub use check::{check, CheckReport, ReadData};
 pub use chunker::{CdcParams, Chunker, ChunkerKind, SharedChunk};
