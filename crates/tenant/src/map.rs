@@ -193,6 +193,22 @@ fn pk_columns(cols: &[Column]) -> Vec<String> {
     }
 }
 
+/// Whether `o`'s chain of owner keys ends at a parent of extensions (not
+/// at the client table).
+fn through_parent(owned: &[Owned], o: &Owned) -> bool {
+    let mut cur = o;
+    for _ in 0..owned.len() {
+        match &cur.owner {
+            None => return cur.depth > 0,
+            Some(k) => match owned.iter().find(|x| x.name == k.ref_table) {
+                Some(next) => cur = next,
+                None => return false,
+            },
+        }
+    }
+    false
+}
+
 impl TenantMap {
     /// Builds the map of `db` under `config`.
     pub fn build(db: &dyn Db, config: &TenantConfig) -> Result<TenantMap> {
@@ -369,6 +385,49 @@ impl TenantMap {
             if !changed {
                 break;
             }
+        }
+        // Tables that reach a client only through a parent of extensions
+        // (a log of objects): owned through it, level by level.
+        loop {
+            let mut level = Vec::new();
+            for t in &tables {
+                if owned.iter().any(|o| &o.name == t) {
+                    continue;
+                }
+                let owner = keys.iter().find(|k| {
+                    &k.table == t
+                        && !config
+                            .links
+                            .contains_key(&format!("{}.{}", k.table, k.column))
+                        && owned.iter().any(|o| {
+                            o.name == k.ref_table
+                                && (is_parent(o)
+                                    || o.owner.is_some()
+                                        && o.depth > 0
+                                        && through_parent(&owned, o))
+                        })
+                });
+                if let Some(k) = owner {
+                    let depth = owned
+                        .iter()
+                        .find(|o| o.name == k.ref_table)
+                        .map_or(1, |o| o.depth + 1);
+                    level.push(Owned {
+                        name: t.clone(),
+                        depth,
+                        owner: Some(k.clone()),
+                        routes: Vec::new(),
+                        extended_by: Vec::new(),
+                        int_pk: int_pk(&columns[t]),
+                        pk: pk_columns(&columns[t]),
+                        columns: columns[t].clone(),
+                    });
+                }
+            }
+            if level.is_empty() {
+                break;
+            }
+            owned.extend(level);
         }
         // Every key between owned tables is a route, except the columns the
         // config names as links (a reference to another client's row that
@@ -654,10 +713,12 @@ impl TenantMap {
     pub fn home_sql(&self, table: &str) -> (String, Option<String>) {
         let path = self.path(table);
         let mut from = format!("FROM {} t0", ident(table));
+        // A path that ends at a parent of extensions, not at the root: no
+        // home (the rows go with whatever client reaches them).
+        if path.last().is_some_and(|o| o.depth > 0) {
+            return (from, None);
+        }
         if path.len() == 1 {
-            if path[0].depth > 0 {
-                return (from, None);
-            }
             let root = self.root();
             let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
             return (from, Some(format!("t0.{}", ident(&key))));

@@ -742,6 +742,7 @@ CREATE TABLE place (id INTEGER PRIMARY KEY, city TEXT, uid TEXT UNIQUE, near_id 
 CREATE TABLE restaurant (id INTEGER PRIMARY KEY REFERENCES place(id), seats INTEGER);
 CREATE TABLE italian (id INTEGER PRIMARY KEY REFERENCES restaurant(id), client_id INTEGER NOT NULL REFERENCES clients(id), pasta TEXT);
 CREATE TABLE bar (id INTEGER PRIMARY KEY REFERENCES place(id), client_id INTEGER NOT NULL REFERENCES clients(id), beers INTEGER);
+CREATE TABLE review (id INTEGER PRIMARY KEY, place_id INTEGER NOT NULL REFERENCES place(id), stars INTEGER);
 ";
     fn firm(path: &Path, names: &[&str]) {
         std::fs::write(path, b"").unwrap();
@@ -801,6 +802,15 @@ CREATE TABLE bar (id INTEGER PRIMARY KEY REFERENCES place(id), client_id INTEGER
                     &[Value::Int(id), Value::Int(c), Value::Int(5 + k)],
                 )
                 .unwrap();
+                // A review of each place: it reaches the client only
+                // through the place, a parent.
+                for place in [id - 1, id] {
+                    db.execute(
+                        "INSERT INTO review (place_id, stars) VALUES (?1, ?2)",
+                        &[Value::Int(place), Value::Int(3 + c)],
+                    )
+                    .unwrap();
+                }
             }
         }
     }
@@ -829,6 +839,7 @@ CREATE TABLE bar (id INTEGER PRIMARY KEY REFERENCES place(id), client_id INTEGER
     // Ash's two restaurants and two bars: four places, none of Birch's.
     assert_eq!(archive.counts["place"], 4);
     assert_eq!(archive.counts["restaurant"], 2);
+    assert_eq!(archive.counts["review"], 4, "reached through its place");
     drop(db);
 
     // Into the other firm, whose ids and codes overlap.
@@ -857,6 +868,16 @@ CREATE TABLE bar (id INTEGER PRIMARY KEY REFERENCES place(id), client_id INTEGER
         .fk_violations()
         .unwrap()
         .is_empty());
+
+    assert_eq!(
+        count(
+            &b,
+            "SELECT count(*) FROM review r JOIN bar x ON x.id = r.place_id \
+             JOIN clients c ON c.id = x.client_id WHERE c.name = 'Ash' AND r.stars = 4"
+        ),
+        2,
+        "the reviews follow their places' new ids"
+    );
 
     // An archive written before parents were owned held them as shared
     // rows: it restores into a fresh copy of the firm all the same.
