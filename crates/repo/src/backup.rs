@@ -19,6 +19,7 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -193,6 +194,10 @@ impl Default for BackupOptions {
     }
 }
 
+/// The walker's end of the read-ahead thread: where files are announced,
+/// and how many announced files the thread has not closed yet.
+type Ahead = (Sender<(PathBuf, u64)>, Arc<AtomicUsize>);
+
 /// Default of [`BackupOptions::read_ahead`].
 pub const READ_AHEAD: usize = 32;
 
@@ -204,33 +209,39 @@ const READ_AHEAD_BYTES: u64 = 4 << 20;
 /// The read-ahead thread: opens each announced file and asks the kernel
 /// to start reading it. Failures are of no consequence (the walker reads
 /// the file itself and reports what goes wrong).
-fn read_ahead(hints: Receiver<(PathBuf, u64)>) {
-    use std::os::unix::fs::OpenOptionsExt;
+fn read_ahead(hints: Receiver<(PathBuf, u64)>, busy: Arc<AtomicUsize>) {
     for (path, len) in hints {
-        let Ok(f) = fs::OpenOptions::new()
-            .read(true)
-            // Never through a link, never waiting on a pipe put in its place.
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-        else {
-            continue;
-        };
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a hint on a file descriptor `f` owns.
-            unsafe {
-                libc::posix_fadvise(
-                    f.as_raw_fd(),
-                    0,
-                    len.min(READ_AHEAD_BYTES) as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
-                );
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = (f, len);
+        announced(&path, len);
+        busy.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Opens `path` and asks the kernel to read its first `len` bytes.
+fn announced(path: &Path, len: u64) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = fs::OpenOptions::new()
+        .read(true)
+        // Never through a link, never waiting on a pipe put in its place.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return;
+    };
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a hint on a file descriptor `f` owns.
+        unsafe {
+            libc::posix_fadvise(
+                f.as_raw_fd(),
+                0,
+                len.min(READ_AHEAD_BYTES) as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (f, len);
 }
 
 /// Counts pages of a database image that changed since its parent and are
@@ -584,8 +595,9 @@ struct Walker<'w, 'a> {
     repo: &'w Repository,
     /// Databases of the folder being walked whose journal sits beside them.
     with_journal: HashSet<PathBuf>,
-    /// Where files about to be read are announced (see [`read_ahead`]).
-    ahead: Option<Sender<(PathBuf, u64)>>,
+    /// Where files about to be read are announced (see [`read_ahead`]),
+    /// and how many announced files the thread has not yet closed.
+    ahead: Option<Ahead>,
     /// How many files ahead.
     ahead_by: usize,
 }
@@ -860,6 +872,16 @@ impl Walker<'_, '_> {
         }
     }
 
+    /// Waits until the read-ahead thread holds no file open (at most ten
+    /// seconds: a hint stuck on hung storage concerns another file).
+    fn read_ahead_idle(&self) {
+        let Some((_, busy)) = &self.ahead else { return };
+        let until = Instant::now() + std::time::Duration::from_secs(10);
+        while busy.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     fn gone_database(&mut self, rel: &Path) {
         if let Some(snap) = self.earlier_snapshot {
             self.suspect.push(format!(
@@ -929,6 +951,7 @@ impl Walker<'_, '_> {
         parent: Option<&Node>,
         earlier: Option<&Node>,
         md: Option<fs::Metadata>,
+        known_db: Option<bool>,
     ) -> std::result::Result<Walk, Closed> {
         let md = match md.map(Ok).unwrap_or_else(|| fs::symlink_metadata(path)) {
             Ok(m) => m,
@@ -1044,11 +1067,33 @@ impl Walker<'_, '_> {
                     })
                 })
                 .collect();
+            // Which of those are databases, asked once here: they are
+            // captured through SQLite, never announced (SQLite's locks
+            // belong to the process, and any other open and close of the
+            // file could drop them; a live database's writer then sees
+            // our reads race its commits).
+            let is_db: Vec<Option<bool>> = entries
+                .iter()
+                .zip(&to_read)
+                .map(|((_, p), &r)| match self.opener {
+                    Some(o) if r => Some(o.is_database(p)),
+                    None if r => Some(false),
+                    _ => None,
+                })
+                .collect();
+            let to_read: Vec<bool> = to_read
+                .iter()
+                .zip(&is_db)
+                .map(|(&r, d)| r && *d == Some(false))
+                .collect();
             let announce = |w: &Walker<'_, '_>, j: usize| {
-                if let (Some(tx), true) = (&w.ahead, to_read.get(j) == Some(&true)) {
+                if let (Some((tx, busy)), true) = (&w.ahead, to_read.get(j) == Some(&true)) {
                     let len = metas[j].as_ref().map_or(0, |m| m.len());
                     // Never waits: a hint that does not fit is dropped.
-                    let _ = tx.try_send((entries[j].1.clone(), len));
+                    busy.fetch_add(1, Ordering::SeqCst);
+                    if tx.try_send((entries[j].1.clone(), len)).is_err() {
+                        busy.fetch_sub(1, Ordering::SeqCst);
+                    }
                 }
             };
             for j in 0..self.ahead_by.min(entries.len()) {
@@ -1058,7 +1103,7 @@ impl Walker<'_, '_> {
                 announce(self, i + self.ahead_by);
                 let was = find(&before, n).map(|i| &before[i]);
                 let then_node = find(then, n).map(|i| &then[i]);
-                let walked = self.walk(p, n.clone(), was, then_node, md.clone())?;
+                let walked = self.walk(p, n.clone(), was, then_node, md.clone(), is_db[i])?;
                 let (n, p) = (n.clone(), p.clone());
                 let now_kind = match &walked {
                     Walk::Node(child) => Some(child.kind),
@@ -1149,7 +1194,10 @@ impl Walker<'_, '_> {
                 }
             }
             let earlier_snap = self.earlier_snapshot.map(|s| s.short());
-            if let Some(opener) = self.opener.filter(|o| o.is_database(path)) {
+            if let Some(opener) = self
+                .opener
+                .filter(|o| known_db.unwrap_or_else(|| o.is_database(path)))
+            {
                 // Its chunk map then, resolved: the parent of tonight's image.
                 let map = earlier_db.and_then(|e| {
                     let m = e.chunk_map.as_ref()?;
@@ -1158,6 +1206,11 @@ impl Walker<'_, '_> {
                 });
                 let before =
                     earlier_db.and_then(|e| Some((e.database.as_deref()?, earlier_snap.clone()?)));
+                // SQLite's locks belong to the process and any close of the
+                // file drops them: the read-ahead thread must be done with
+                // every file before a database is opened (it opens none
+                // afterwards while this capture runs).
+                self.read_ahead_idle();
                 return match opener.open(path) {
                     Ok(capture) => self.db_node(node, path, capture, map.as_ref(), before),
                     Err(e) => {
@@ -1497,11 +1550,13 @@ pub fn backup(
         };
         let ahead = (opts.read_ahead > 0).then(|| {
             let (tx, rx) = bounded::<(PathBuf, u64)>(opts.read_ahead);
+            let busy = Arc::new(AtomicUsize::new(0));
+            let b = busy.clone();
             std::thread::Builder::new()
                 .name("read-ahead".into())
-                .spawn_scoped(scope, move || read_ahead(rx))
+                .spawn_scoped(scope, move || read_ahead(rx, b))
                 .expect("spawn read-ahead thread");
-            tx
+            (tx, busy)
         });
         let walked = walk_sources(
             &mut writer,
@@ -1716,7 +1771,7 @@ fn lost_databases(snaps: &[(Id, Snapshot)], sources: &[Source]) -> Vec<String> {
 fn walk_sources(
     writer: &mut Writer<'_>,
     repo: &Repository,
-    ahead: Option<Sender<(PathBuf, u64)>>,
+    ahead: Option<Ahead>,
     sources: Vec<BackupSource>,
     earlier: &Earlier<'_>,
     (cdc, dump_cdc): (ChunkerKind, ChunkerKind),
@@ -1763,6 +1818,7 @@ fn walk_sources(
                     FsName::from(name.as_str()),
                     parent,
                     then.map(|(_, n)| n),
+                    None,
                     None,
                 )?;
                 if matches!(&walked, Walk::Node(n) if n.kind == NodeKind::Dir) {
@@ -1937,8 +1993,9 @@ mod tests {
         }
         drop(tx);
         let (done_tx, done_rx) = bounded(1);
+        let busy = Arc::new(AtomicUsize::new(4));
         std::thread::spawn(move || {
-            read_ahead(rx);
+            read_ahead(rx, busy);
             let _ = done_tx.send(());
         });
         done_rx
