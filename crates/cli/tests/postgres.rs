@@ -805,3 +805,77 @@ fn uuid_keyed_companies_are_found_by_name_and_every_route_counts() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+/// Joined-table inheritance on PostgreSQL: every object's id is a row of
+/// `object`, and a firm-level audit table with no primary key at all
+/// points at objects through a column configured as a link. A client is
+/// backed up and restored over itself with `--replace`: the references
+/// from outside the client are checked without any `rowid` (PostgreSQL has
+/// none), the objects come back under their ids, and the audit rows still
+/// point at rows that exist.
+#[test]
+fn a_client_of_an_inheritance_schema_is_replaced_on_postgres() {
+    let pg = PgServer::start();
+    let e = Env::with_repo();
+    pg.createdb("inh");
+    pg.psql(
+        "inh",
+        "CREATE TABLE object (id serial PRIMARY KEY, kind text NOT NULL);
+         CREATE TABLE clients (id int PRIMARY KEY REFERENCES object(id), name text NOT NULL UNIQUE);
+         CREATE TABLE doc (id int PRIMARY KEY REFERENCES object(id),
+                           client_id int NOT NULL REFERENCES clients(id), total int NOT NULL);
+         CREATE TABLE audit (note text, object_id int REFERENCES object(id));
+         INSERT INTO object (kind) SELECT 'client' FROM generate_series(1, 2);
+         INSERT INTO clients VALUES (1, 'Acme Ltd'), (2, 'Beta GmbH');
+         INSERT INTO object (kind) SELECT 'doc' FROM generate_series(1, 6);
+         INSERT INTO doc SELECT id, 1 + id % 2, 100 * id FROM object WHERE kind = 'doc';
+         INSERT INTO audit SELECT 'printed', id FROM object WHERE kind = 'doc';",
+    );
+    let url = pg.url("inh");
+    let cfg = e.root.join("client.toml");
+    std::fs::write(
+        &cfg,
+        "[client]\nroot = \"clients\"\n[client.links]\n\"audit.object_id\" = \"keep\"\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let (code, list, err) = run(&e, &pg, &["-c", c, "client", "list", "--check", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(list["adds_up"], true, "{list}");
+    let (code, b, err) = run(
+        &e,
+        &pg,
+        &["-c", c, "client", "backup", &url, "--client", "Acme Ltd"],
+    );
+    assert_eq!(code, 0, "{err}");
+    // The client, its three documents, and their four objects.
+    assert_eq!(b["rows"], 1 + 3 + 4, "{b}");
+    pg.psql("inh", "UPDATE doc SET total = 0 WHERE client_id = 1");
+    let (code, r, err) = run(
+        &e,
+        &pg,
+        &[
+            "-c",
+            c,
+            "client",
+            "restore",
+            "latest",
+            "--client",
+            "1",
+            "--into",
+            &url,
+            "--replace",
+        ],
+    );
+    assert_eq!(code, 0, "{err} {r}");
+    let totals = pg.psql(
+        "inh",
+        "SELECT string_agg(total::text, ' ' ORDER BY id) FROM doc WHERE client_id = 1",
+    );
+    assert_eq!(totals.trim(), "400 600 800", "the documents came back");
+    let dangling = pg.psql(
+        "inh",
+        "SELECT count(*) FROM audit a WHERE NOT EXISTS (SELECT 1 FROM object o WHERE o.id = a.object_id)",
+    );
+    assert_eq!(dangling.trim(), "0");
+}
