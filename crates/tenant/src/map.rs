@@ -107,6 +107,13 @@ impl TenantConfig {
             .unwrap_or_default()
     }
 
+    /// Whether `key`'s column is configured as a link: a reference that
+    /// never makes a row its target's client's.
+    pub fn is_link(&self, key: &ForeignKey) -> bool {
+        self.links
+            .contains_key(&format!("{}.{}", key.table, key.column))
+    }
+
     pub fn link_policy(&self, table: &str, column: &str) -> LinkPolicy {
         self.links
             .get(&format!("{table}.{column}"))
@@ -143,6 +150,27 @@ pub struct Owned {
     pub int_pk: Option<String>,
     /// Primary key columns (or `rowid`).
     pub pk: Vec<String>,
+}
+
+impl Owned {
+    /// Owned table `name` at `depth`, its home found through `owner`.
+    fn new(
+        name: &str,
+        depth: u32,
+        owner: Option<ForeignKey>,
+        columns: &HashMap<String, Vec<Column>>,
+    ) -> Owned {
+        Owned {
+            name: name.to_string(),
+            depth,
+            owner,
+            routes: Vec::new(),
+            extended_by: Vec::new(),
+            int_pk: int_pk(&columns[name]),
+            pk: pk_columns(&columns[name]),
+            columns: columns[name].clone(),
+        }
+    }
 }
 
 /// A table shared by clients.
@@ -265,16 +293,7 @@ impl TenantMap {
 
         // Breadth first from the root: each level owns the tables with a key
         // into the levels before it.
-        let mut owned: Vec<Owned> = vec![Owned {
-            name: root.clone(),
-            depth: 0,
-            owner: None,
-            routes: Vec::new(),
-            extended_by: Vec::new(),
-            int_pk: int_pk(&columns[&root]),
-            pk: pk_columns(&columns[&root]),
-            columns: columns[&root].clone(),
-        }];
+        let mut owned: Vec<Owned> = vec![Owned::new(&root, 0, None, &columns)];
         let mut depth = 0;
         loop {
             depth += 1;
@@ -292,9 +311,7 @@ impl TenantMap {
                     .iter()
                     .filter(|k| {
                         &k.table == t
-                            && !config
-                                .links
-                                .contains_key(&format!("{}.{}", k.table, k.column))
+                            && !config.is_link(k)
                             && owned
                                 .iter()
                                 .any(|o| o.name == k.ref_table && o.depth == depth - 1)
@@ -315,16 +332,7 @@ impl TenantMap {
                     .or(candidates.first())
                     .copied();
                 if let Some(k) = owner {
-                    level.push(Owned {
-                        name: t.clone(),
-                        depth,
-                        owner: Some(k.clone()),
-                        routes: Vec::new(),
-                        extended_by: Vec::new(),
-                        int_pk: int_pk(&columns[t]),
-                        pk: pk_columns(&columns[t]),
-                        columns: columns[t].clone(),
-                    });
+                    level.push(Owned::new(t, depth, Some(k.clone()), &columns));
                 }
             }
             if level.is_empty() {
@@ -348,9 +356,7 @@ impl TenantMap {
                     || k.ref_table == k.table
                     || pk_columns(&columns[&k.ref_table]) != [k.ref_column.clone()]
                     || config.natural_keys.contains_key(&k.ref_table)
-                    || config
-                        .links
-                        .contains_key(&format!("{}.{}", k.table, k.column))
+                    || config.is_link(k)
                 {
                     continue;
                 }
@@ -368,16 +374,9 @@ impl TenantMap {
                     // Owned by a route of its own: a plain owned table.
                     Some(_) => {}
                     None => {
-                        owned.push(Owned {
-                            name: k.ref_table.clone(),
-                            depth,
-                            owner: None,
-                            routes: Vec::new(),
-                            extended_by: vec![k.clone()],
-                            int_pk: int_pk(&columns[&k.ref_table]),
-                            pk: pk_columns(&columns[&k.ref_table]),
-                            columns: columns[&k.ref_table].clone(),
-                        });
+                        let mut parent = Owned::new(&k.ref_table, depth, None, &columns);
+                        parent.extended_by.push(k.clone());
+                        owned.push(parent);
                         changed = true;
                     }
                 }
@@ -396,9 +395,7 @@ impl TenantMap {
                 }
                 let owner = keys.iter().find(|k| {
                     &k.table == t
-                        && !config
-                            .links
-                            .contains_key(&format!("{}.{}", k.table, k.column))
+                        && !config.is_link(k)
                         && owned.iter().any(|o| {
                             o.name == k.ref_table
                                 && (is_parent(o)
@@ -412,16 +409,7 @@ impl TenantMap {
                         .iter()
                         .find(|o| o.name == k.ref_table)
                         .map_or(1, |o| o.depth + 1);
-                    level.push(Owned {
-                        name: t.clone(),
-                        depth,
-                        owner: Some(k.clone()),
-                        routes: Vec::new(),
-                        extended_by: Vec::new(),
-                        int_pk: int_pk(&columns[t]),
-                        pk: pk_columns(&columns[t]),
-                        columns: columns[t].clone(),
-                    });
+                    level.push(Owned::new(t, depth, Some(k.clone()), &columns));
                 }
             }
             if level.is_empty() {
@@ -451,9 +439,7 @@ impl TenantMap {
                     k.table == o.name
                         && names.contains(&k.ref_table)
                         && !extensions.contains(k)
-                        && !config
-                            .links
-                            .contains_key(&format!("{}.{}", k.table, k.column))
+                        && !config.is_link(k)
                 })
                 .cloned()
                 .collect();
