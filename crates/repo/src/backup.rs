@@ -1104,14 +1104,11 @@ impl Walker<'_, '_> {
                 let was = find(&before, n).map(|i| &before[i]);
                 let then_node = find(then, n).map(|i| &then[i]);
                 let walked = self.walk(p, n.clone(), was, then_node, md.clone(), is_db[i])?;
-                let (n, p) = (n.clone(), p.clone());
                 let now_kind = match &walked {
                     Walk::Node(child) => Some(child.kind),
-                    // Not taken (filtered out, unreadable): what it is on disk.
-                    Walk::Skipped => fs::symlink_metadata(&p)
-                        .ok()
-                        .filter(|m| m.is_file())
-                        .map(|_| NodeKind::File),
+                    // Not taken (filtered out, unreadable): what the folder's
+                    // pass saw on disk.
+                    Walk::Skipped => md.as_ref().filter(|m| m.is_file()).map(|_| NodeKind::File),
                 };
                 let is_file =
                     |k: Option<NodeKind>| matches!(k, Some(NodeKind::File | NodeKind::DbImage));
