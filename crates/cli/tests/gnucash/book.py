@@ -1,8 +1,11 @@
 """GnuCash itself, through its Python bindings, for ledgervault's tests.
 
     book.py create PATH            a new SQLite book with two accounts
-    book.py write PATH SECONDS     commit balanced transactions in a tight
-                                   loop; prints {"commits", "failures", "errors"}
+    book.py write PATH SECONDS [STOP]
+                                   commit balanced transactions in a tight
+                                   loop for at most SECONDS, or until the file
+                                   STOP exists; prints {"commits", "failures",
+                                   "errors"}
     book.py check PATH             opens the book read-only; prints
                                    {"transactions", "balance", "errors"}
 
@@ -10,6 +13,7 @@ A failed commit is one GnuCash itself reports: a backend error after the
 commit, or a "database is locked" / "commit" error in its log.
 """
 import json
+import os
 import sys
 import time
 
@@ -47,6 +51,7 @@ if mode == "create":
     print(json.dumps({"created": path}))
 elif mode == "write":
     seconds = float(sys.argv[3])
+    stop = sys.argv[4] if len(sys.argv) > 4 else None
     # The create step's session may leave GnuCash's own lock row behind.
     s = Session(uri, SessionOpenMode.SESSION_BREAK_LOCK)
     book = s.book
@@ -57,7 +62,7 @@ elif mode == "write":
     commits = failures = 0
     errors = []
     start = time.time()
-    while time.time() - start < seconds:
+    while time.time() - start < seconds and not (stop and os.path.exists(stop)):
         tx = Transaction(book)
         tx.BeginEdit()
         tx.SetCurrency(usd)
