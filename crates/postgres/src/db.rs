@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use ledgervault_tenant::sql::{Column, Db, ForeignKey, Value};
+use ledgervault_tenant::sql::{Column, CompositeKey, Db, ForeignKey, Value};
 use ledgervault_tenant::{Error as TError, Result as TResult};
 use postgres::types::Type;
 use postgres::{Client, SimpleQueryMessage};
@@ -205,28 +205,40 @@ impl Db for PgDb {
             .collect())
     }
 
-    fn composite_keys(&self, table: &str) -> TResult<Vec<(Vec<String>, String)>> {
+    fn composite_keys(&self, table: &str) -> TResult<Vec<CompositeKey>> {
         let rows = self.strings(
-            "SELECT k.conname, pc.relname, a.attname \
+            "SELECT k.conname, pc.relname, a.attname, pa.attname \
              FROM pg_constraint k \
              JOIN pg_class c ON c.oid = k.conrelid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_class pc ON pc.oid = k.confrelid \
-             CROSS JOIN LATERAL unnest(k.conkey) WITH ORDINALITY AS u(attnum, pos) \
+             CROSS JOIN LATERAL unnest(k.conkey, k.confkey) WITH ORDINALITY AS u(attnum, refnum, pos) \
              JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum \
+             JOIN pg_attribute pa ON pa.attrelid = k.confrelid AND pa.attnum = u.refnum \
              WHERE k.contype = 'f' AND cardinality(k.conkey) > 1 \
                AND c.relname = $1 AND n.nspname = ANY (current_schemas(false)) \
              ORDER BY k.conname, u.pos",
             &[Value::Text(table.into())],
         )?;
-        let mut out: Vec<(String, Vec<String>, String)> = Vec::new();
+        let mut out: Vec<(String, CompositeKey)> = Vec::new();
         for r in rows {
             match out.last_mut() {
-                Some((name, cols, _)) if *name == r[0] => cols.push(r[2].clone()),
-                _ => out.push((r[0].clone(), vec![r[2].clone()], r[1].clone())),
+                Some((name, k)) if *name == r[0] => {
+                    k.columns.push(r[2].clone());
+                    k.ref_columns.push(r[3].clone());
+                }
+                _ => out.push((
+                    r[0].clone(),
+                    CompositeKey {
+                        table: table.into(),
+                        columns: vec![r[2].clone()],
+                        ref_table: r[1].clone(),
+                        ref_columns: vec![r[3].clone()],
+                    },
+                )),
             }
         }
-        Ok(out.into_iter().map(|(_, c, t)| (c, t)).collect())
+        Ok(out.into_iter().map(|(_, k)| k).collect())
     }
 
     fn foreign_keys(&self, table: &str) -> TResult<Vec<ForeignKey>> {
@@ -251,6 +263,7 @@ impl Db for PgDb {
                 ref_table: r[1].clone(),
                 ref_column: r[2].clone(),
                 is_virtual: false,
+                part_of: None,
             })
             .collect())
     }
@@ -366,6 +379,38 @@ impl Db for PgDb {
                     col = ident(&fk.column),
                     rt = ident(&fk.ref_table),
                     rc = ident(&fk.ref_column),
+                );
+                self.query(&sql, &[], &mut |r| {
+                    out.push((
+                        t.clone(),
+                        r.into_iter().next().unwrap_or(Value::Null),
+                        fk.ref_table.clone(),
+                    ));
+                    Ok(())
+                })?;
+            }
+            // Keys of several columns hold when any column is NULL (MATCH
+            // SIMPLE, the default) or a row has all the values.
+            for fk in self.composite_keys(&t)? {
+                let key = pk.as_deref().map(ident).unwrap_or_else(|| "NULL".into());
+                let all_set = fk
+                    .columns
+                    .iter()
+                    .map(|c| format!("c.{} IS NOT NULL", ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                let same = fk
+                    .columns
+                    .iter()
+                    .zip(&fk.ref_columns)
+                    .map(|(c, r)| format!("p.{} = c.{}", ident(r), ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                let sql = format!(
+                    "SELECT c.{key} FROM {t} c WHERE {all_set} AND NOT EXISTS \
+                     (SELECT 1 FROM {rt} p WHERE {same})",
+                    t = ident(&t),
+                    rt = ident(&fk.ref_table),
                 );
                 self.query(&sql, &[], &mut |r| {
                     out.push((

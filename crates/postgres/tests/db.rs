@@ -98,3 +98,101 @@ fn introspection_and_values_round_trip() {
     assert_eq!(pg.psql("t", "SELECT nextval('child_id_seq')"), "42");
     assert!(db.fk_violations().unwrap().is_empty());
 }
+
+/// Keys of several columns on PostgreSQL: read with their referenced
+/// columns in the key's own order, checked by `fk_violations`, and a
+/// company whose rows reach it only through such keys moves into another
+/// firm's database with every key holding.
+#[test]
+fn keys_of_several_columns_are_read_checked_and_followed() {
+    use ledgervault_tenant::{
+        export, find_client, import, ImportOptions, Mode, TenantConfig, TenantMap,
+    };
+    const SCOPED: &str = "
+CREATE TABLE company (id serial PRIMARY KEY, name text NOT NULL UNIQUE);
+CREATE TABLE account (id serial PRIMARY KEY, company_id int NOT NULL REFERENCES company(id),
+                      code text NOT NULL, UNIQUE (id, company_id), UNIQUE (company_id, code));
+CREATE TABLE entry (id serial PRIMARY KEY, account_id int NOT NULL, co int NOT NULL, memo text,
+                    FOREIGN KEY (account_id, co) REFERENCES account(id, company_id));";
+    let pg = PgServer::start();
+    for (db, names) in [("a", ["Ash", "Birch"]), ("b", ["Dogwood", "Elm"])] {
+        pg.createdb(db);
+        let mut sql = SCOPED.to_string();
+        for (n, name) in names.iter().enumerate() {
+            let co = n + 1;
+            sql += &format!(
+                "INSERT INTO company (id, name) VALUES ({co}, '{name}');
+                 INSERT INTO account (id, company_id, code) VALUES ({a}, {co}, '1000'), ({b}, {co}, '4000');
+                 INSERT INTO entry (account_id, co, memo) VALUES ({a}, {co}, '{name} rent'), ({b}, {co}, '{name} sales');",
+                a = co * 10,
+                b = co * 10 + 1
+            );
+        }
+        sql += "SELECT setval('company_id_seq', 2); SELECT setval('account_id_seq', 30);";
+        pg.psql(db, &sql);
+    }
+    let a = PgDb::connect(&target(&pg, "a")).unwrap();
+    let keys = a.composite_keys("entry").unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].columns, vec!["account_id", "co"]);
+    assert_eq!(keys[0].ref_table, "account");
+    assert_eq!(keys[0].ref_columns, vec!["id", "company_id"]);
+
+    let cfg = TenantConfig {
+        root: Some("company".into()),
+        ..Default::default()
+    };
+    let map = TenantMap::build(&a, &cfg).unwrap();
+    assert!(map.owned("entry").is_some(), "{map:?}");
+    assert!(map.unfollowed.is_empty(), "{:?}", map.unfollowed);
+    let (key, _) = find_client(&a, &map, "Birch").unwrap();
+    let archive = export(&a, &map, &key, "postgres").unwrap();
+    assert_eq!(archive.counts["entry"], 2);
+    drop(a);
+
+    let b = PgDb::connect(&target(&pg, "b")).unwrap();
+    let map_b = TenantMap::build(&b, &cfg).unwrap();
+    let r = import(
+        &b,
+        &map_b,
+        &cfg,
+        &archive,
+        &ImportOptions {
+            mode: Mode::New,
+            dry_run: false,
+            set: vec![],
+            invariants: vec![],
+            replace_other: None,
+        },
+    )
+    .unwrap();
+    assert!(r.committed);
+    assert!(b.fk_violations().unwrap().is_empty());
+    let moved = pg.psql(
+        "b",
+        "SELECT string_agg(e.memo || ':' || a.code, ',' ORDER BY e.memo) FROM entry e \
+         JOIN account a ON a.id = e.account_id AND a.company_id = e.co \
+         JOIN company c ON c.id = e.co WHERE c.name = 'Birch'",
+    );
+    assert_eq!(moved, "Birch rent:1000,Birch sales:4000");
+    assert_eq!(
+        pg.psql(
+            "b",
+            "SELECT count(*) FROM entry e JOIN company c ON c.id = e.co WHERE c.name = 'Elm'"
+        ),
+        "2",
+        "the other firm's Elm keeps its entries"
+    );
+
+    // A violation of a key of several columns is found.
+    pg.psql(
+        "b",
+        "ALTER TABLE entry DISABLE TRIGGER ALL; \
+         INSERT INTO entry (account_id, co, memo) VALUES (20, 1, 'crossed'); \
+         ALTER TABLE entry ENABLE TRIGGER ALL;",
+    );
+    let bad = b.fk_violations().unwrap();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0].0, "entry");
+    assert_eq!(bad[0].2, "account");
+}

@@ -1194,12 +1194,29 @@ fn plan_uniques(
         }
     }
     if !changed.is_empty() {
+        // Single keys, and each column of a key of several columns.
+        let pairs: Vec<(&str, &str, &str, &str)> = map
+            .keys
+            .iter()
+            .map(|k| (&*k.table, &*k.column, &*k.ref_table, &*k.ref_column))
+            .chain(map.composites.iter().flat_map(|k| {
+                k.columns
+                    .iter()
+                    .zip(&k.ref_columns)
+                    .map(|(c, r)| (&*k.table, &**c, &*k.ref_table, &**r))
+            }))
+            .collect();
+        // A column is carried once, whichever key names it.
+        let mut carried: HashSet<(usize, usize)> = HashSet::new();
         for (ti, t) in archive.tables.iter().enumerate() {
-            for k in map.keys.iter().filter(|k| k.table == t.table) {
-                let Some(m) = changed.get(&(k.ref_table.clone(), k.ref_column.clone())) else {
+            for &(_, column, ref_table, ref_column) in pairs.iter().filter(|p| p.0 == t.table) {
+                let Some(m) = changed.get(&(ref_table.to_string(), ref_column.to_string())) else {
                     continue;
                 };
-                let Some(i) = t.col(&k.column) else { continue };
+                let Some(i) = t.col(column) else { continue };
+                if !carried.insert((ti, i)) {
+                    continue;
+                }
                 for r in mapped[ti].iter_mut() {
                     if let Some(n) = m.get(&r[i]) {
                         r[i] = n.clone();
@@ -1514,7 +1531,7 @@ fn check_foreign_keys(db: &dyn Db, map: &TenantMap, imported: &[TableRows]) -> R
         for k in map
             .keys
             .iter()
-            .filter(|k| k.table == got.table && !k.is_virtual)
+            .filter(|k| k.table == got.table && !k.is_virtual && k.part_of.is_none())
         {
             let Some(ci) = got.col(&k.column) else {
                 continue;
@@ -1539,6 +1556,47 @@ fn check_foreign_keys(db: &dyn Db, map: &TenantMap, imported: &[TableRows]) -> R
                     return Err(refused(format!(
                         "verification: {}.{} = {v} points to no row of {}",
                         k.table, k.column, k.ref_table
+                    )));
+                }
+            }
+        }
+        // Keys of several columns hold where a column is NULL (MATCH
+        // SIMPLE) or a row has all the values.
+        for k in map.composites.iter().filter(|k| k.table == got.table) {
+            let Some(idx) = k
+                .columns
+                .iter()
+                .map(|c| got.col(c))
+                .collect::<Option<Vec<usize>>>()
+            else {
+                continue;
+            };
+            let values: HashSet<Vec<&Value>> = got
+                .rows
+                .iter()
+                .map(|r| idx.iter().map(|&i| &r[i]).collect::<Vec<_>>())
+                .filter(|v| !v.contains(&&Value::Null))
+                .collect();
+            let cond = k
+                .ref_columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{} = {}", ident(c), db.param(i + 1)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let sql = format!("SELECT 1 FROM {} WHERE {cond} LIMIT 1", ident(&k.ref_table));
+            for v in values {
+                let params: Vec<Value> = v.iter().map(|x| (*x).clone()).collect();
+                if rows(db, &sql, &params)?.is_empty() {
+                    return Err(refused(format!(
+                        "verification: {} = ({}) points to no row of {}",
+                        k.name(),
+                        params
+                            .iter()
+                            .map(|x| x.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        k.ref_table
                     )));
                 }
             }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sql::{ident, Column, Db, ForeignKey};
+use crate::sql::{ident, Column, CompositeKey, Db, ForeignKey};
 use crate::{Error, Result};
 
 /// What to do with a link from a client's row to another client's row.
@@ -192,8 +192,14 @@ pub struct TenantMap {
     pub shared: Vec<Shared>,
     /// Every single-column foreign key, declared and virtual.
     pub keys: Vec<ForeignKey>,
-    /// Keys of several columns into an owned table, not followed: each as
-    /// one line naming the table, its columns and the table it points to.
+    /// Keys of several columns. Each column whose value alone names the
+    /// referenced row (the referenced column is unique, or is itself a key
+    /// to another table) is also in `keys`, with `part_of` set: ownership
+    /// follows it and the import rewrites it like any other key.
+    pub composites: Vec<CompositeKey>,
+    /// Keys of several columns into an owned table of which no column could
+    /// be followed: each as one line naming the table, its columns and the
+    /// table it points to.
     pub unfollowed: Vec<String>,
 }
 
@@ -288,7 +294,68 @@ impl TenantMap {
                 ref_table: rt,
                 ref_column: rc,
                 is_virtual: true,
+                part_of: None,
             });
+        }
+
+        // Keys of several columns, as single keys where a column's value
+        // alone names a row: `(company_id, account_id)` into `account(company_id, id)`
+        // gives `account_id -> account.id` (a unique column) and, when
+        // `account.company_id` is a key into `company`, `company_id ->
+        // company.id`. Level by level, so implied keys imply further ones.
+        let mut composites = Vec::new();
+        for t in &tables {
+            composites.extend(db.composite_keys(t)?);
+        }
+        let mut unique_alone: HashMap<String, Vec<String>> = HashMap::new();
+        for t in composites.iter().map(|k| &k.ref_table) {
+            if !unique_alone.contains_key(t) && columns.contains_key(t) {
+                let mut alone: Vec<String> = db
+                    .unique_keys(t)?
+                    .into_iter()
+                    .filter(|u| u.len() == 1)
+                    .flatten()
+                    .collect();
+                if let [pk] = pk_columns(&columns[t]).as_slice() {
+                    alone.push(pk.clone());
+                }
+                unique_alone.insert(t.clone(), alone);
+            }
+        }
+        loop {
+            let mut implied = Vec::new();
+            for ck in &composites {
+                for (c, r) in ck.columns.iter().zip(&ck.ref_columns) {
+                    let has_key = |k: &&ForeignKey| k.table == ck.table && &k.column == c;
+                    if keys.iter().any(|k| has_key(&k)) || implied.iter().any(|k| has_key(&k)) {
+                        continue;
+                    }
+                    let target = if unique_alone
+                        .get(&ck.ref_table)
+                        .is_some_and(|u| u.contains(r))
+                    {
+                        Some((ck.ref_table.clone(), r.clone()))
+                    } else {
+                        keys.iter()
+                            .find(|k| k.table == ck.ref_table && &k.column == r)
+                            .map(|k| (k.ref_table.clone(), k.ref_column.clone()))
+                    };
+                    if let Some((ref_table, ref_column)) = target {
+                        implied.push(ForeignKey {
+                            table: ck.table.clone(),
+                            column: c.clone(),
+                            ref_table,
+                            ref_column,
+                            is_virtual: false,
+                            part_of: Some(ck.name()),
+                        });
+                    }
+                }
+            }
+            if implied.is_empty() {
+                break;
+            }
+            keys.extend(implied);
         }
 
         // Breadth first from the root: each level owns the tables with a key
@@ -468,20 +535,23 @@ impl TenantMap {
             });
         }
         let mut unfollowed = Vec::new();
-        for t in &tables {
-            for (cols, rt) in db.composite_keys(t)? {
-                if owned_names.contains(&rt.as_str()) {
-                    unfollowed.push(format!(
-                        "{t}({}) points to {rt} with a key of several columns, which is not followed: rows reached only that way are in no archive, and the key is not rewritten by --as-new",
-                        cols.join(", ")
-                    ));
-                }
+        for ck in &composites {
+            let followed = keys
+                .iter()
+                .any(|k| k.part_of.as_deref() == Some(ck.name().as_str()));
+            if owned_names.contains(&ck.ref_table.as_str()) && !followed {
+                unfollowed.push(format!(
+                    "{} points to {} with a key of several columns none of which names a row alone: rows reached only that way are in no archive",
+                    ck.name(),
+                    ck.ref_table
+                ));
             }
         }
         Ok(TenantMap {
             owned,
             shared,
             keys,
+            composites,
             unfollowed,
         })
     }

@@ -155,6 +155,27 @@ pub struct ForeignKey {
     /// Declared in the config, not in the schema.
     #[serde(default)]
     pub is_virtual: bool,
+    /// Implied by a key of several columns, which this column is part of
+    /// (named as `table(columns)`): see `TenantMap::build`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_of: Option<String>,
+}
+
+/// A foreign key of several columns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompositeKey {
+    pub table: String,
+    pub columns: Vec<String>,
+    pub ref_table: String,
+    /// The referenced columns, in the order of `columns`.
+    pub ref_columns: Vec<String>,
+}
+
+impl CompositeKey {
+    /// `table(a, b)`, as messages name it.
+    pub fn name(&self) -> String {
+        format!("{}({})", self.table, self.columns.join(", "))
+    }
 }
 
 /// What the tenant logic needs from a database engine.
@@ -172,9 +193,8 @@ pub trait Db {
     fn foreign_keys(&self, table: &str) -> Result<Vec<ForeignKey>>;
     /// Column sets with a UNIQUE constraint (primary key excluded).
     fn unique_keys(&self, table: &str) -> Result<Vec<Vec<String>>>;
-    /// Foreign keys of several columns, which the tenant map does not
-    /// follow: (columns, referenced table), so they can be named.
-    fn composite_keys(&self, _table: &str) -> Result<Vec<(Vec<String>, String)>> {
+    /// Foreign keys of several columns.
+    fn composite_keys(&self, _table: &str) -> Result<Vec<CompositeKey>> {
         Ok(Vec::new())
     }
     /// Runs a query, calling `row` for each result row.
@@ -348,25 +368,48 @@ impl Db for Sqlite {
         Ok(out)
     }
 
-    fn composite_keys(&self, table: &str) -> Result<Vec<(Vec<String>, String)>> {
+    fn composite_keys(&self, table: &str) -> Result<Vec<CompositeKey>> {
         let rs = rows(
             self,
-            "SELECT id, \"table\", \"from\" FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
+            "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
             &[Value::Text(table.into())],
         )?;
-        let mut out: Vec<(Value, Vec<String>, String)> = Vec::new();
+        let mut out: Vec<(Value, CompositeKey)> = Vec::new();
         for r in rs {
             let t = |v: &Value| v.plain();
             match out.last_mut() {
-                Some((id, cols, _)) if *id == r[0] => cols.push(t(&r[2])),
-                _ => out.push((r[0].clone(), vec![t(&r[2])], t(&r[1]))),
+                Some((id, k)) if *id == r[0] => {
+                    k.columns.push(t(&r[2]));
+                    k.ref_columns.push(t(&r[3]));
+                }
+                _ => out.push((
+                    r[0].clone(),
+                    CompositeKey {
+                        table: table.into(),
+                        columns: vec![t(&r[2])],
+                        ref_table: t(&r[1]),
+                        ref_columns: vec![t(&r[3])],
+                    },
+                )),
             }
         }
-        Ok(out
-            .into_iter()
-            .filter(|(_, cols, _)| cols.len() > 1)
-            .map(|(_, cols, rt)| (cols, rt))
-            .collect())
+        let mut keys = Vec::new();
+        for (_, mut k) in out.into_iter().filter(|(_, k)| k.columns.len() > 1) {
+            if k.ref_columns.iter().all(|c| c.is_empty()) {
+                // REFERENCES t without columns: its primary key, in order.
+                let mut pk: Vec<Column> = self
+                    .columns(&k.ref_table)?
+                    .into_iter()
+                    .filter(|c| c.pk > 0)
+                    .collect();
+                pk.sort_by_key(|c| c.pk);
+                k.ref_columns = pk.into_iter().map(|c| c.name).collect();
+            }
+            if k.ref_columns.len() == k.columns.len() {
+                keys.push(k);
+            }
+        }
+        Ok(keys)
     }
 
     fn foreign_keys(&self, table: &str) -> Result<Vec<ForeignKey>> {
@@ -403,6 +446,7 @@ impl Db for Sqlite {
                 ref_table,
                 ref_column,
                 is_virtual: false,
+                part_of: None,
             });
         }
         Ok(out)

@@ -1,6 +1,8 @@
 //! Generated schemas: random graphs of foreign keys with nullable keys,
 //! several routes to the client, self-references, cycles between tables,
-//! integer, UUID and text keys, and unique columns that are not keys. For each: every row of a
+//! integer, UUID and text keys, keys of several columns (an earlier
+//! table's key and a column that is not unique), and unique columns that
+//! are not keys. For each: every row of a
 //! client is exported, a replace in the same firm gives back every table
 //! byte for byte, and an import beside another firm's clients brings every
 //! row of the client while the other clients stay exactly as they were.
@@ -28,6 +30,9 @@ struct Table {
     tree: bool,
     /// A nullable key to a later table: a cycle between tables.
     back: Option<usize>,
+    /// A key of two columns, `(cid, camount)`, to an earlier table's
+    /// `(id, amount)`.
+    composite: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,12 +57,14 @@ fn shape() -> impl Strategy<Value = Shape> {
                     proptest::collection::btree_set(0..=i, 1..=2.min(i + 1)),
                     any::<bool>(),
                     proptest::option::of(0..n),
+                    proptest::option::of(0..n),
                 )
-                    .prop_map(move |(key, parents, tree, back)| Table {
+                    .prop_map(move |(key, parents, tree, back, composite)| Table {
                         key,
                         parents: parents.into_iter().collect(),
                         tree,
                         back: back.filter(|&b| b > i),
+                        composite: composite.filter(|&c| c < i),
                     })
             })
             .collect::<Vec<_>>();
@@ -124,6 +131,16 @@ fn make(path: &Path, s: &Shape, clients: u64, firm: u64) {
         }
         cols.push("code TEXT UNIQUE".into());
         cols.push("amount INTEGER NOT NULL".into());
+        if let Some(j) = t.composite {
+            cols.push(format!("cid {}", decl(&s.tables[j].key)));
+            cols.push("camount INTEGER".into());
+            cols.push(format!(
+                "FOREIGN KEY (cid, camount) REFERENCES t{j}(id, amount)"
+            ));
+        }
+        if s.tables.iter().any(|o| o.composite == Some(i)) {
+            cols.push("UNIQUE (id, amount)".into());
+        }
         db.execute(&format!("CREATE TABLE t{i} ({})", cols.join(", ")), &[])
             .unwrap();
     }
@@ -136,6 +153,8 @@ fn make(path: &Path, s: &Shape, clients: u64, firm: u64) {
         rng
     };
     let mut keys: Vec<Vec<Value>> = Vec::new();
+    // Per table, per row: its amount.
+    let mut amounts: Vec<Vec<i64>> = Vec::new();
     let mut root = Vec::new();
     for c in 0..clients {
         let k = key_value(&s.root_key, 0, c, firm);
@@ -154,6 +173,7 @@ fn make(path: &Path, s: &Shape, clients: u64, firm: u64) {
     keys.push(root);
     for (i, t) in s.tables.iter().enumerate() {
         let mut mine: Vec<Value> = Vec::new();
+        let mut my_amounts = Vec::new();
         let n = 3 + next() % 6;
         for r in 0..n {
             let k = key_value(&t.key, i + 1, r, firm);
@@ -181,7 +201,22 @@ fn make(path: &Path, s: &Shape, clients: u64, firm: u64) {
             cols.push("code".into());
             vals.push(Value::Text(format!("K{i}-{r}")));
             cols.push("amount".into());
-            vals.push(Value::Int((next() % 1000) as i64));
+            let amount = (next() % 1000) as i64;
+            vals.push(Value::Int(amount));
+            if let Some(j) = t.composite {
+                // Mostly an earlier row's (key, amount), sometimes NULL.
+                let (ks, am) = (&keys[j + 1], &amounts[j]);
+                let (cid, camount) = if next() % 4 == 0 {
+                    (Value::Null, Value::Null)
+                } else {
+                    let x = (next() % ks.len() as u64) as usize;
+                    (ks[x].clone(), Value::Int(am[x]))
+                };
+                cols.push("cid".into());
+                vals.push(cid);
+                cols.push("camount".into());
+                vals.push(camount);
+            }
             let ph: Vec<String> = (1..=vals.len()).map(|j| format!("?{j}")).collect();
             db.execute(
                 &format!(
@@ -193,8 +228,10 @@ fn make(path: &Path, s: &Shape, clients: u64, firm: u64) {
             )
             .unwrap();
             mine.push(k);
+            my_amounts.push(amount);
         }
         keys.push(mine);
+        amounts.push(my_amounts);
     }
     // Keys back to later tables, closing cycles between tables.
     for (i, t) in s.tables.iter().enumerate() {
