@@ -7,7 +7,7 @@
 //! imported rows, the books' invariants) and only then commit. Any failure,
 //! or a dry run, rolls back: the database is exactly as before.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -1115,6 +1115,9 @@ fn plan_uniques(
     reused: &HashMap<String, HashSet<Value>>,
 ) -> Result<Vec<UniqueConflict>> {
     let mut out = Vec::new();
+    // Codes changed because a parent's code changed: (table, column, old, new).
+    let mut carried: Vec<(String, String, String, String)> = Vec::new();
+    let mut tree_columns: HashSet<(String, String)> = HashSet::new();
     for (ti, t) in archive.tables.iter().enumerate() {
         let o = map.owned(&t.table).expect("checked above");
         // Rows already in the target, taken as they are: their values are
@@ -1145,12 +1148,40 @@ fn plan_uniques(
                 ident(&t.table)
             );
             let mut seen: HashSet<Vec<Value>> = HashSet::new();
-            for r in mapped[ti].iter_mut() {
+            // A hierarchical code: parents first, and a parent's new code
+            // carried into its descendants' codes (original -> new).
+            let tree = match (&rule, idx.as_slice()) {
+                (UniqueRule::NextAtLevel, [i]) => Some(Tree::of(&mapped[ti], *i)),
+                _ => None,
+            };
+            let mut order: Vec<usize> = (0..mapped[ti].len()).collect();
+            if let (Some(_), [i]) = (&tree, idx.as_slice()) {
+                order.sort_by_key(|&r| match &mapped[ti][r][*i] {
+                    Value::Text(t) => t.len(),
+                    _ => 0,
+                });
+            }
+            let mut moved: Vec<(String, String)> = Vec::new();
+            if tree.is_some() {
+                tree_columns.insert((t.table.clone(), u[0].clone()));
+            }
+            for ri in order {
+                let r = &mut mapped[ti][ri];
                 if let (Some(kept), Some(k)) = (kept, key_at) {
                     if kept.contains(&r[k]) {
                         continue;
                     }
                 }
+                let original = match (&tree, idx.as_slice(), &r[idx[0]]) {
+                    (Some(tree), [i], Value::Text(old)) => {
+                        let old = old.clone();
+                        if let Some(new) = tree.carried(&moved, &old) {
+                            r[*i] = Value::Text(new);
+                        }
+                        Some(old)
+                    }
+                    _ => None,
+                };
                 let value: Vec<Value> = idx.iter().map(|&i| r[i].clone()).collect();
                 if value.contains(&Value::Null) {
                     continue;
@@ -1158,12 +1189,19 @@ fn plan_uniques(
                 let existing = rows(db, &sql, &value)?.into_iter().next();
                 let dup = !seen.insert(value.clone());
                 if existing.is_none() && !dup {
+                    if let (Some(old), Value::Text(now)) = (original, &value[0]) {
+                        if old != *now {
+                            carried.push((t.table.clone(), u[0].clone(), old.clone(), now.clone()));
+                            moved.push((old, now.clone()));
+                        }
+                    }
                     continue;
                 }
+                let level = tree.as_ref().map_or(0, |t| t.step);
                 let resolved = match (&rule, idx.as_slice()) {
                     (UniqueRule::Fail, _) | (_, [_, _, ..]) | (_, []) => None,
                     (rule, [i]) => {
-                        let new = resolve_unique(db, &t.table, &u[0], &r[*i], rule, &seen)?;
+                        let new = resolve_unique(db, &t.table, &u[0], &r[*i], rule, &seen, level)?;
                         if let Some(n) = &new {
                             r[*i] = n.clone();
                             seen.insert(vec![n.clone()]);
@@ -1171,6 +1209,12 @@ fn plan_uniques(
                         new.map(|n| vec![n])
                     }
                 };
+                if let (Some(old), Some([Value::Text(new)])) = (&original, resolved.as_deref()) {
+                    // References follow from the row's original code, even
+                    // when a parent's change was carried into it first.
+                    moved.push((old.clone(), new.clone()));
+                    carried.push((t.table.clone(), u[0].clone(), old.clone(), new.clone()));
+                }
                 out.push(UniqueConflict {
                     table: t.table.clone(),
                     columns: u.clone(),
@@ -1186,12 +1230,21 @@ fn plan_uniques(
     // refers to it by value (a code used as a key elsewhere).
     let mut changed: HashMap<(String, String), HashMap<Value, Value>> = HashMap::new();
     for c in &out {
+        if tree_columns.contains(&(c.table.clone(), c.columns[0].clone())) {
+            continue;
+        }
         if let (Some(new), [col]) = (&c.resolved, c.columns.as_slice()) {
             changed
                 .entry((c.table.clone(), col.clone()))
                 .or_default()
                 .insert(c.value[0].clone(), new[0].clone());
         }
+    }
+    for (table, column, old, new) in carried {
+        changed
+            .entry((table, column))
+            .or_default()
+            .insert(Value::Text(old), Value::Text(new));
     }
     if !changed.is_empty() {
         // Single keys, and each column of a key of several columns.
@@ -1269,6 +1322,7 @@ fn resolve_unique(
     old: &Value,
     rule: &UniqueRule,
     seen: &HashSet<Vec<Value>>,
+    level: usize,
 ) -> Result<Option<Value>> {
     let free = |v: &Value| -> Result<bool> {
         Ok(!seen.contains(&vec![v.clone()]) && !row_exists(db, table, column, v)?)
@@ -1303,23 +1357,45 @@ fn resolve_unique(
             Some(v)
         }
         (UniqueRule::Regenerate, Value::Text(_)) => {
-            resolve_unique(db, table, column, old, &UniqueRule::Suffix, seen)?
+            resolve_unique(db, table, column, old, &UniqueRule::Suffix, seen, 0)?
         }
         (UniqueRule::NextAtLevel, Value::Text(t)) => {
             // "1.2.7" -> the next free "1.2.N" (same width); "40010" -> the
-            // next free number of the same width.
-            let (prefix, last) = match t.rfind(['.', '-', '/', ':']) {
-                Some(i) => (&t[..=i], &t[i + 1..]),
-                None => ("", t.as_str()),
+            // next free number of the same width; a fixed-width path of
+            // steps ("00020003", steps of 4) -> the next free last step,
+            // counted in base 36 when the codes use letters.
+            let (prefix, last, fixed) = match t.rfind(['.', '-', '/', ':']) {
+                Some(i) => (&t[..=i], &t[i + 1..], false),
+                None if level > 0 && level < t.len() && t.len().is_multiple_of(level) => {
+                    (&t[..t.len() - level], &t[t.len() - level..], true)
+                }
+                None => ("", t.as_str(), level > 0),
             };
-            if last.is_empty() || !last.bytes().all(|b| b.is_ascii_digit()) {
-                return resolve_unique(db, table, column, old, &UniqueRule::Suffix, seen);
+            let radix = if last.bytes().any(|b| b.is_ascii_uppercase()) {
+                36
+            } else {
+                10
+            };
+            let ok = !last.is_empty()
+                && last
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || radix == 36 && b.is_ascii_uppercase());
+            if !ok {
+                if fixed {
+                    return Ok(None);
+                }
+                return resolve_unique(db, table, column, old, &UniqueRule::Suffix, seen, 0);
             }
             let width = last.len();
-            let mut n: u64 = last.parse().unwrap_or(0);
+            let mut n = u64::from_str_radix(last, radix).unwrap_or(0);
             loop {
                 n += 1;
-                let v = Value::Text(format!("{prefix}{n:0width$}"));
+                let step = to_radix(n, radix.into(), width);
+                if fixed && step.len() > width {
+                    // The level is full: no code of this form is free.
+                    break None;
+                }
+                let v = Value::Text(format!("{prefix}{step}"));
                 if free(&v)? {
                     break Some(v);
                 }
@@ -1327,6 +1403,73 @@ fn resolve_unique(
         }
         _ => None,
     })
+}
+
+/// `n` in base `radix` (10 or 36, upper-case letters), zero-padded to
+/// `width`.
+fn to_radix(mut n: u64, radix: u64, width: usize) -> String {
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut out = Vec::new();
+    while n > 0 {
+        out.push(DIGITS[(n % radix) as usize]);
+        n /= radix;
+    }
+    while out.len() < width {
+        out.push(b'0');
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII digits")
+}
+
+/// A column of hierarchical codes under `next_at_level`: a child's code
+/// is its parent's code followed by one more step ("1.2" then "1.2.7", or
+/// fixed-width steps as tree libraries store paths: "0002" then
+/// "00020007").
+struct Tree {
+    /// The width of one step when codes have no separators and their
+    /// lengths are multiples of it (at least 2, seen on two lengths);
+    /// 0 otherwise.
+    step: usize,
+}
+
+impl Tree {
+    fn of(rows: &[Vec<Value>], col: usize) -> Tree {
+        let lengths: BTreeSet<usize> = rows
+            .iter()
+            .filter_map(|r| match &r[col] {
+                Value::Text(t) if !t.contains(['.', '-', '/', ':']) => Some(t.len()),
+                _ => None,
+            })
+            .collect();
+        let gcd = |mut a: usize, mut b: usize| {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        };
+        let g = lengths.iter().fold(0, |g, &l| gcd(g, l));
+        Tree {
+            step: if lengths.len() >= 2 && g >= 2 { g } else { 0 },
+        }
+    }
+
+    /// `code` with the new code of its nearest moved ancestor in place of
+    /// the old one, if one moved.
+    fn carried(&self, moved: &[(String, String)], code: &str) -> Option<String> {
+        moved
+            .iter()
+            .filter(|(old, _)| {
+                code.len() > old.len()
+                    && code.starts_with(old.as_str())
+                    && if self.step > 0 && !old.contains(['.', '-', '/', ':']) {
+                        (code.len() - old.len()).is_multiple_of(self.step)
+                    } else {
+                        code[old.len()..].starts_with(['.', '-', '/', ':'])
+                    }
+            })
+            .max_by_key(|(old, _)| old.len())
+            .map(|(old, new)| format!("{new}{}", &code[old.len()..]))
+    }
 }
 
 /// For the parent of extensions `o`: the archive's keys whose row is in

@@ -706,6 +706,134 @@ fn keys_of_several_columns_that_cannot_be_followed_are_named() {
     assert!(map.owned("entry").is_none());
 }
 
+/// Tree paths as tree libraries store them (django-treebeard's
+/// materialized paths: fixed-width steps of four base-36 digits, unique
+/// across the whole table, so every company's accounts share one tree).
+/// Moved into another firm whose roots hold the same paths, the company's
+/// root gets the next free path at its level and every descendant's path
+/// follows it, so the tree stays a tree.
+#[test]
+fn tree_paths_move_with_their_root_at_the_next_free_place() {
+    const TREE: &str = "
+CREATE TABLE company (id INTEGER PRIMARY KEY, name TEXT NOT NULL, path TEXT NOT NULL UNIQUE);
+CREATE TABLE account (id INTEGER PRIMARY KEY, company_id INTEGER NOT NULL REFERENCES company(id),
+                      path TEXT NOT NULL UNIQUE, depth INTEGER NOT NULL, name TEXT NOT NULL);
+";
+    fn firm(path: &Path, companies: &[(&str, &str)]) {
+        std::fs::write(path, b"").unwrap();
+        let db = Sqlite::open_write(path).unwrap();
+        for stmt in TREE.split(';').filter(|s| !s.trim().is_empty()) {
+            db.execute(stmt, &[]).unwrap();
+        }
+        for (n, (name, root)) in companies.iter().enumerate() {
+            let co = Value::Int(n as i64 + 1);
+            db.execute(
+                "INSERT INTO company (id, name, path) VALUES (?1, ?2, ?3)",
+                &[
+                    co.clone(),
+                    Value::Text(name.to_string()),
+                    Value::Text(root.to_string()),
+                ],
+            )
+            .unwrap();
+            for (step, label) in [
+                ("", "root"),
+                ("0001", "assets"),
+                ("00010001", "cash"),
+                ("00010002", "bank"),
+                ("0002", "liabilities"),
+                ("000A", "equity"),
+                ("000A0001", "retained"),
+            ] {
+                db.execute(
+                    "INSERT INTO account (company_id, path, depth, name) VALUES (?1, ?2, ?3, ?4)",
+                    &[
+                        co.clone(),
+                        Value::Text(format!("{root}{step}")),
+                        Value::Int(((root.len() + step.len()) / 4) as i64),
+                        Value::Text(format!("{name} {label}")),
+                    ],
+                )
+                .unwrap();
+            }
+        }
+    }
+    // Each account of a company: its name, depth and path below the root,
+    // and whether its parent's path is an account of the same company.
+    let tree = |path: &Path, company: &str| -> Vec<Vec<Value>> {
+        let db = Sqlite::open_read(path).unwrap();
+        rows(
+            &db,
+            "SELECT a.name, a.depth, substr(a.path, length(c.path) + 1), \
+                    length(a.path) = 4 OR EXISTS (SELECT 1 FROM account p WHERE p.company_id = a.company_id \
+                        AND p.path = substr(a.path, 1, length(a.path) - 4)), \
+                    length(a.path) = 4 * a.depth AND substr(a.path, 1, 4) = c.path \
+             FROM account a JOIN company c ON c.id = a.company_id WHERE c.name = ?1 ORDER BY a.name",
+            &[Value::Text(company.into())],
+        )
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    firm(&a, &[("Ash", "0001"), ("Birch", "000Z")]);
+    firm(&b, &[("Dogwood", "000Z"), ("Elm", "0010"), ("Fir", "0001")]);
+    let original = tree(&a, "Birch");
+    assert_eq!(original.len(), 7);
+    for r in &original {
+        assert_eq!((&r[3], &r[4]), (&Value::Int(1), &Value::Int(1)), "{r:?}");
+    }
+    let mut cfg = config_for("company");
+    for t in ["company.path", "account.path"] {
+        cfg.unique_rules.insert(t.into(), UniqueRule::NextAtLevel);
+    }
+    let db = Sqlite::open_read(&a).unwrap();
+    let map = TenantMap::build(&db, &cfg).unwrap();
+    let (key, _) = find_client(&db, &map, "Birch").unwrap();
+    let archive = export(&db, &map, &key, "sqlite").unwrap();
+    drop(db);
+    let others: Vec<_> = ["Dogwood", "Elm", "Fir"].map(|c| tree(&b, c)).to_vec();
+    let w = Sqlite::open_write(&b).unwrap();
+    let map_b = TenantMap::build(&w, &cfg).unwrap();
+    let r = import(
+        &w,
+        &map_b,
+        &cfg,
+        &archive,
+        &ImportOptions {
+            mode: Mode::New,
+            dry_run: false,
+            set: vec![],
+            invariants: vec![],
+            replace_other: None,
+        },
+    )
+    .unwrap();
+    assert!(r.committed);
+    drop(w);
+    // Only the roots collided ("000Z" is Dogwood's): in base 36 the next
+    // free root after "000Z" is "0011", as "0010" is Elm's.
+    let conflicts: Vec<(String, Vec<Value>)> = r
+        .unique_conflicts
+        .iter()
+        .map(|c| (c.table.clone(), c.resolved.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        conflicts,
+        vec![
+            ("company".to_string(), vec![Value::Text("0011".into())]),
+            ("account".to_string(), vec![Value::Text("0011".into())]),
+        ]
+    );
+    assert_eq!(tree(&b, "Birch"), original, "the tree moved whole");
+    assert_eq!(
+        count(&b, "SELECT count(*) FROM account WHERE path LIKE '0011%'"),
+        7
+    );
+    for (c, before) in ["Dogwood", "Elm", "Fir"].iter().zip(&others) {
+        assert_eq!(&tree(&b, c), before, "{c}");
+    }
+}
+
 fn config_for(root: &str) -> TenantConfig {
     TenantConfig {
         root: Some(root.into()),
