@@ -63,4 +63,15 @@ if ! "$venv/bin/python" -c "import python_accounting, sqlalchemy, psycopg2, tryt
     trytond-account-payment==8.2.0 proteus==8.2.0 'psycopg[binary,pool]==3.3.9' psycopg-pool==3.3.3
 fi
 
+# django-ledger (PyPI), a multi-entity double-entry ledger for Django, in a
+# virtual environment of its own (Django 5.2 LTS: Django 6 needs Python 3.12).
+djvenv=target/venv-django
+if ! "$djvenv/bin/python" -c "import django_ledger, django, treebeard, psycopg2" >/dev/null 2>&1; then
+  mkdir -p target
+  python3 -m venv "$djvenv"
+  "$djvenv/bin/pip" install -q django-ledger==0.8.5 Django==5.2.20 django-treebeard==7.0.3 \
+    Faker==40.63.0 fpdf2==2.8.9 Markdown==3.11.4 ofxtools==1.1.1 pillow==13.0.0 asgiref==3.13.0 \
+    sqlparse==0.6.1 defusedxml==0.7.1 fonttools==4.69.1 psycopg2-binary==2.9.13
+fi
+
 cargo test --workspace --locked "$@"

@@ -1340,9 +1340,9 @@ fn resolve_unique(
             }
         }
         (UniqueRule::Regenerate, Value::Text(t)) if is_uuid(t) => {
-            let mut v = Value::Text(random_uuid());
+            let mut v = Value::Text(uuid_like(t));
             while !free(&v)? {
-                v = Value::Text(random_uuid());
+                v = Value::Text(uuid_like(t));
             }
             Some(v)
         }
@@ -1606,12 +1606,7 @@ fn fresh_text_key(
 ) -> Result<String> {
     for n in 2u64.. {
         let candidate = if is_uuid(old) {
-            let u = random_uuid();
-            if old.chars().any(|c| c.is_ascii_uppercase()) {
-                u.to_ascii_uppercase()
-            } else {
-                u
-            }
+            uuid_like(old)
         } else {
             format!("{old}-{n}")
         };
@@ -1625,15 +1620,31 @@ fn fresh_text_key(
     unreachable!("some suffix is free")
 }
 
+/// A UUID as text: `8-4-4-4-12` hex digits with dashes, or the 32 digits
+/// alone (as Django stores a UUID on SQLite), either case.
 fn is_uuid(s: &str) -> bool {
-    s.len() == 36
+    let dashed = s.len() == 36
         && s.char_indices().all(|(i, c)| {
             if matches!(i, 8 | 13 | 18 | 23) {
                 c == '-'
             } else {
                 c.is_ascii_hexdigit()
             }
-        })
+        });
+    dashed || s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// A new random UUID written the way `old` is: with or without dashes,
+/// upper- or lower-case.
+fn uuid_like(old: &str) -> String {
+    let mut u = random_uuid();
+    if !old.contains('-') {
+        u.retain(|c| c != '-');
+    }
+    if old.chars().any(|c| c.is_ascii_uppercase()) {
+        u.make_ascii_uppercase();
+    }
+    u
 }
 
 /// A random version-4 UUID, lowercase.
@@ -1922,4 +1933,65 @@ fn delete_client(
         }
     }
     Ok((n, kept))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_uuids_keep_the_form_of_the_old() {
+        for old in [
+            "6f1c1a8e-7d4b-4a4e-9a59-3b0c2e1f0a01",
+            "6F1C1A8E-7D4B-4A4E-9A59-3B0C2E1F0A01",
+            "4af9ee280d184e3691d045f161ba3e5e",
+        ] {
+            assert!(is_uuid(old), "{old}");
+            let new = uuid_like(old);
+            assert!(is_uuid(&new), "{new}");
+            assert_ne!(new, old);
+            assert_eq!(new.len(), old.len(), "{new}");
+            assert_eq!(
+                new.chars().any(|c| c.is_ascii_uppercase()),
+                old.chars().any(|c| c.is_ascii_uppercase()),
+                "{new}"
+            );
+        }
+        for not in ["c-alpha", "4af9ee280d184e3691d045f161ba3e5", "0002", ""] {
+            assert!(!is_uuid(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn tree_steps_count_in_the_codes_own_digits() {
+        assert_eq!(to_radix(36, 36, 4), "0010");
+        assert_eq!(to_radix(35, 36, 4), "000Z");
+        assert_eq!(to_radix(10, 10, 3), "010");
+        let rows = |codes: &[&str]| -> Vec<Vec<Value>> {
+            codes
+                .iter()
+                .map(|c| vec![Value::Text(c.to_string())])
+                .collect()
+        };
+        assert_eq!(
+            Tree::of(&rows(&["0002", "00020001", "000200010003"]), 0).step,
+            4
+        );
+        // One length, or lengths with no common step: codes, not paths.
+        assert_eq!(Tree::of(&rows(&["40010", "40020"]), 0).step, 0);
+        assert_eq!(Tree::of(&rows(&["100", "1000"]), 0).step, 0);
+        let t = Tree { step: 4 };
+        let moved = vec![("0002".to_string(), "0011".to_string())];
+        assert_eq!(t.carried(&moved, "00020001").as_deref(), Some("00110001"));
+        assert_eq!(
+            t.carried(&moved, "000200010003").as_deref(),
+            Some("001100010003")
+        );
+        assert_eq!(t.carried(&moved, "0003"), None);
+        assert_eq!(t.carried(&moved, "0002"), None);
+        let dotted = Tree { step: 0 };
+        let moved = vec![("1.2".to_string(), "1.5".to_string())];
+        assert_eq!(dotted.carried(&moved, "1.2.7").as_deref(), Some("1.5.7"));
+        assert_eq!(dotted.carried(&moved, "1.23"), None);
+    }
 }
