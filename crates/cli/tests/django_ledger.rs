@@ -129,6 +129,20 @@ fn move_and_undo(e: &Env, urls: (&str, &str), db_args: (&str, &str)) {
     assert_eq!(v["adds_up"], true, "{v}");
     assert_eq!(v["clients"].as_array().unwrap().len(), 3, "{v}");
 
+    // A restore drill of the firm's database recognises the application's
+    // double entry (a side column and an amount per transaction line) and
+    // follows each line's entry and ledger to its company.
+    let (code, out) = lv(&["backup", "-q", db_args.0]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = lv(&["verify", "latest"]);
+    assert_eq!(code, Some(0), "{out}");
+    for check in [
+        "every transaction of django_ledger_transactionmodel nets to zero (amount signed by tx_type, by journal_entry_id)",
+        "each client's trial balance in django_ledger_transactionmodel nets to zero (amount signed by tx_type, by django_ledger_transactionmodel.",
+    ] {
+        assert!(out.contains(check), "{check}: {out}");
+    }
+
     let ours: Vec<String> = OURS.iter().map(|n| report(urls.0, n)).collect();
     let theirs: Vec<String> = THEIRS.iter().map(|n| report(urls.1, n)).collect();
     let (code, out) = lv(&["client", "backup", db_args.0, "--client", MOVED]);

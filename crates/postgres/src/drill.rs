@@ -89,16 +89,18 @@ fn run_drill(
         .collect();
     let shapes: Vec<TableShape> = tables
         .iter()
-        .map(|t| TableShape {
+        .map(|t| (t, db.foreign_keys(t).unwrap_or_default()))
+        .map(|(t, keys)| TableShape {
             name: t.clone(),
             columns: db
                 .columns(t)
                 .map(|cs| cs.into_iter().map(|c| (c.name, c.decl_type)).collect())
                 .unwrap_or_default(),
-            references: db
-                .foreign_keys(t)
-                .map(|ks| ks.into_iter().map(|k| (k.column, k.ref_table)).collect())
-                .unwrap_or_default(),
+            references: keys
+                .iter()
+                .map(|k| (k.column.clone(), k.ref_table.clone()))
+                .collect(),
+            referenced_columns: keys.iter().map(|k| k.ref_column.clone()).collect(),
         })
         .collect();
     let detected: Vec<SqlCheck> = double_entry_checks(&shapes, &Probe(&db), client_table)

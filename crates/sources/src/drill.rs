@@ -146,6 +146,46 @@ pub struct TableShape {
     pub columns: Vec<(String, String)>,
     /// `(column, referenced table)`.
     pub references: Vec<(String, String)>,
+    /// The referenced column of each of `references`, in the same order
+    /// (empty when unknown: then no chain of keys is followed through it).
+    pub referenced_columns: Vec<String>,
+}
+
+/// The shortest chain of keys (at most four) from `from` to `to`: each hop
+/// `(table, column, referenced table, referenced column)`.
+fn chain_of_keys(
+    tables: &[TableShape],
+    from: &str,
+    to: &str,
+) -> Option<Vec<(String, String, String, String)>> {
+    let mut paths: Vec<Vec<(String, String, String, String)>> = vec![Vec::new()];
+    let mut seen = vec![from.to_string()];
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for path in &paths {
+            let at = path.last().map_or(from, |h| h.2.as_str());
+            let Some(t) = tables.iter().find(|t| t.name == at) else {
+                continue;
+            };
+            for (i, (c, rt)) in t.references.iter().enumerate() {
+                let Some(rc) = t.referenced_columns.get(i).filter(|rc| !rc.is_empty()) else {
+                    continue;
+                };
+                if seen.contains(rt) && rt != to {
+                    continue;
+                }
+                let mut p = path.clone();
+                p.push((at.to_string(), c.clone(), rt.clone(), rc.clone()));
+                if rt == to {
+                    return Some(p);
+                }
+                seen.push(rt.clone());
+                next.push(p);
+            }
+        }
+        paths = next;
+    }
+    None
 }
 
 /// The words of a name: split at `_`, `-`, spaces and lower-to-upper case
@@ -290,10 +330,12 @@ pub fn double_entry_checks(
                 .map(|(c, _)| c.clone())
         };
         let (g_q, l_q) = (quoted(&g), quoted(&t.name));
+        // Column names in `net` are qualified by the lines' alias `l`.
+        let q = |c: &str| format!("l.{}", quoted(c));
         let (net, how) = if let (Some(d), Some(c)) = (num(&["debit", "dr"]), num(&["credit", "cr"]))
         {
             (
-                format!("coalesce({}, 0) - coalesce({}, 0)", quoted(&d), quoted(&c)),
+                format!("coalesce({}, 0) - coalesce({}, 0)", q(&d), q(&c)),
                 format!("{d} against {c}"),
             )
         } else if let Some(a) = num(&["amount", "value", "amt"]) {
@@ -316,8 +358,8 @@ pub fn double_entry_checks(
                 Some(sc) => (
                     format!(
                         "CASE WHEN lower(trim(CAST({s} AS TEXT))) IN ('d', 'dr', 'debit') THEN {a} WHEN lower(trim(CAST({s} AS TEXT))) IN ('c', 'cr', 'credit') THEN -{a} END",
-                        s = quoted(&sc),
-                        a = quoted(&a)
+                        s = q(&sc),
+                        a = q(&a)
                     ),
                     format!("{a} signed by {sc}"),
                 ),
@@ -326,7 +368,7 @@ pub fn double_entry_checks(
                     .iter()
                     .any(|(c, rt)| has_word(rt, &["account", "accounts"]) || has_word(c, &["account"])) =>
                 {
-                    (quoted(&a), format!("signed {a}"))
+                    (q(&a), format!("signed {a}"))
                 }
                 None => continue,
             }
@@ -338,33 +380,53 @@ pub fn double_entry_checks(
         // transactions netting to zero. Damage to up to half of them is
         // still checked, and named.
         let balanced = data.balanced(&format!(
-            "SELECT count(*), sum(CASE WHEN abs(n) <= 0.000001 THEN 1 ELSE 0 END), sum(k) FROM (SELECT sum({net}) AS n, count(*) AS k FROM {l_q} WHERE {g_q} IS NOT NULL GROUP BY {g_q}) x"
+            "SELECT count(*), sum(CASE WHEN abs(n) <= 0.000001 THEN 1 ELSE 0 END), sum(k) FROM (SELECT sum({net}) AS n, count(*) AS k FROM {l_q} l WHERE l.{g_q} IS NOT NULL GROUP BY l.{g_q}) x"
         ));
         match balanced {
             Some((groups, zero, lines))
                 if groups >= 2 && zero * 2 >= groups && lines * 2 >= groups * 3 => {}
             _ => continue,
         }
-        // Lines that name their client: each client's trial balance too
-        // (a transaction may balance while a line sits with the wrong
-        // client).
-        if let Some(cc) = client_table.as_ref().and_then(|ct| {
-            t.references
-                .iter()
-                .find(|(_, rt)| rt == ct)
-                .map(|(c, _)| c.clone())
-        }) {
-            let c_q = quoted(&cc);
+        // Lines that lead to their client, by a key of their own or a
+        // chain of keys (a line's entry's ledger's company): each client's
+        // trial balance too (a transaction may balance while a line sits
+        // with the wrong client).
+        if let Some(chain) = client_table
+            .as_ref()
+            .and_then(|ct| chain_of_keys(tables, &t.name, ct))
+        {
+            let mut joins = String::new();
+            let mut at = "l".to_string();
+            for (i, (_, c, rt, rc)) in chain.iter().enumerate().take(chain.len() - 1) {
+                let alias = format!("k{i}");
+                joins += &format!(
+                    " JOIN {} {alias} ON {alias}.{} = {at}.{}",
+                    quoted(rt),
+                    quoted(rc),
+                    quoted(c)
+                );
+                at = alias;
+            }
+            let last = &chain[chain.len() - 1];
+            let client = format!("{at}.{}", quoted(&last.1));
+            let by = match chain.as_slice() {
+                [one] => one.1.clone(),
+                _ => chain
+                    .iter()
+                    .map(|h| format!("{}.{}", h.0, h.1))
+                    .collect::<Vec<_>>()
+                    .join(" -> "),
+            };
             out.push(SqlCheck {
                 name: format!(
-                    "each client's trial balance in {} nets to zero ({how}, by {cc})",
+                    "each client's trial balance in {} nets to zero ({how}, by {by})",
                     t.name
                 ),
                 sql: format!(
-                    "SELECT {c_q} AS client, sum({net}) AS net FROM {l_q} WHERE {c_q} IS NOT NULL GROUP BY {c_q} HAVING abs(sum({net})) > 0.000001"
+                    "SELECT {client} AS client, sum({net}) AS net FROM {l_q} l{joins} WHERE {client} IS NOT NULL GROUP BY {client} HAVING abs(sum({net})) > 0.000001"
                 ),
-                needs: vec![(t.name.clone(), vec![cc.clone()])],
-                origin: format!("double entry recognised in {} ({how}, by client {cc})", t.name),
+                needs: vec![(t.name.clone(), vec![chain[0].1.clone()])],
+                origin: format!("double entry recognised in {} ({how}, by client {by})", t.name),
             });
         }
         out.push(SqlCheck {
@@ -373,7 +435,7 @@ pub fn double_entry_checks(
                 t.name
             ),
             sql: format!(
-                "SELECT {g_q} AS \"transaction\", sum({net}) AS net FROM {l_q} WHERE {g_q} IS NOT NULL GROUP BY {g_q} HAVING abs(sum({net})) > 0.000001"
+                "SELECT l.{g_q} AS \"transaction\", sum({net}) AS net FROM {l_q} l WHERE l.{g_q} IS NOT NULL GROUP BY l.{g_q} HAVING abs(sum({net})) > 0.000001"
             ),
             needs: vec![(t.name.clone(), vec![g.clone()])],
             origin: format!("double entry recognised in {} ({how}, grouped by {g})", t.name),
@@ -423,17 +485,35 @@ pub fn sqlite_shapes(conn: &Connection) -> Vec<TableShape> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let references = conn
-                .prepare("SELECT \"from\", \"table\" FROM pragma_foreign_key_list(?1)")
+            // Single-column keys; a key without its column names the
+            // referenced table's primary key.
+            let keys: Vec<(String, String, Option<String>)> = conn
+                .prepare(
+                    "SELECT \"from\", \"table\", \"to\" FROM pragma_foreign_key_list(?1) k \
+                     WHERE (SELECT count(*) FROM pragma_foreign_key_list(?1) o WHERE o.id = k.id) = 1",
+                )
                 .and_then(|mut s| {
-                    s.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    s.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                         .collect()
                 })
                 .unwrap_or_default();
+            let pk_of = |t: &str| -> String {
+                conn.query_row(
+                    "SELECT name FROM pragma_table_info(?1) WHERE pk = 1",
+                    [t],
+                    |r| r.get(0),
+                )
+                .unwrap_or_default()
+            };
+            let referenced_columns = keys
+                .iter()
+                .map(|(_, t, c)| c.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| pk_of(t)))
+                .collect();
             TableShape {
                 name,
                 columns,
-                references,
+                references: keys.into_iter().map(|(c, t, _)| (c, t)).collect(),
+                referenced_columns,
             }
         })
         .collect()
@@ -795,6 +875,42 @@ mod double_entry_tests {
         // transaction 2 of moveLine and 8 of ledger do not balance; the
         // posting's binary fractions (0.1 + 0.2 - 0.3) do.
         assert_eq!(run(&c, &checks), vec![1, 1, 1, 0]);
+    }
+
+    #[test]
+    fn a_client_reached_through_a_chain_of_keys_gets_its_trial_balance() {
+        // Lines name their entry, entries their ledger, ledgers their
+        // company: the company's trial balance follows the chain.
+        let (c, s) = shapes(
+            "CREATE TABLE company (uuid TEXT PRIMARY KEY);
+             CREATE TABLE ledgermodel (uuid TEXT PRIMARY KEY, entity_id TEXT REFERENCES company(uuid));
+             CREATE TABLE journalentrymodel (uuid TEXT PRIMARY KEY, ledger_id TEXT REFERENCES ledgermodel);
+             CREATE TABLE transactionmodel (uuid TEXT PRIMARY KEY,
+                 journal_entry_id TEXT REFERENCES journalentrymodel(uuid),
+                 tx_type TEXT, amount DECIMAL(20, 2));
+             INSERT INTO company VALUES ('c1'), ('c2');
+             INSERT INTO ledgermodel VALUES ('l1', 'c1'), ('l2', 'c2');
+             INSERT INTO journalentrymodel VALUES ('e1', 'l1'), ('e2', 'l1'), ('e3', 'l2'), ('e4', 'l2');
+             INSERT INTO transactionmodel VALUES
+                 ('t1', 'e1', 'debit', 10), ('t2', 'e1', 'credit', 10),
+                 ('t3', 'e2', 'debit', 5), ('t4', 'e2', 'credit', 5),
+                 ('t5', 'e3', 'debit', 7), ('t6', 'e3', 'credit', 7);",
+        );
+        let checks = double_entry_checks(&s, &c, Some("company"));
+        let names: Vec<&str> = checks.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(checks.len(), 2, "{names:?}");
+        assert!(
+            names[0].contains("transactionmodel.journal_entry_id -> journalentrymodel.ledger_id -> ledgermodel.entity_id"),
+            "{names:?}"
+        );
+        assert_eq!(run(&c, &checks), vec![0, 0]);
+        // One line more in company 2's entry: the entry and company 2 are
+        // named, company 1 is not.
+        c.execute_batch("INSERT INTO transactionmodel VALUES ('t7', 'e3', 'debit', 3)")
+            .unwrap();
+        assert_eq!(run(&c, &checks), vec![1, 1]);
+        let (_, _, rows) = no_rows(&c, &checks[0].sql).unwrap();
+        assert_eq!(rows[0][0], "c2");
     }
 
     #[test]
