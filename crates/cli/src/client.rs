@@ -160,14 +160,20 @@ fn list(g: &Globals, path: &Path, check: bool, config: &TenantConfig) -> Result<
         }));
     } else {
         if check {
+            let w = parts
+                .iter()
+                .map(|p| p.table.len())
+                .max()
+                .unwrap_or(0)
+                .max(5);
             println!(
-                "{:<28} {:>6} {:>10} {:>9} {:>8} {:>8}",
+                "{:<w$} {:>6} {:>10} {:>9} {:>8} {:>8}",
                 "Table", "Kind", "Rows", "Clients'", "Cross", "Nobody"
             );
             for p in &parts {
                 let own: u64 = p.exclusive.values().sum();
                 println!(
-                    "{:<28} {:>6} {:>10} {:>9} {:>8} {:>8}{}",
+                    "{:<w$} {:>6} {:>10} {:>9} {:>8} {:>8}{}",
                     p.table,
                     p.kind,
                     p.total,
@@ -178,10 +184,16 @@ fn list(g: &Globals, path: &Path, check: bool, config: &TenantConfig) -> Result<
                 );
             }
         }
-        println!("{:>8}  {:>10}  Client", "Key", "Rows");
+        let w = clients
+            .iter()
+            .map(|c| c.key.to_string().len())
+            .max()
+            .unwrap_or(0)
+            .max(3);
+        println!("{:>w$}  {:>10}  Client", "Key", "Rows");
         for c in &clients {
             println!(
-                "{:>8}  {:>10}  {}",
+                "{:>w$}  {:>10}  {}",
                 c.key.to_string(),
                 c.total_rows,
                 c.label
@@ -573,9 +585,16 @@ fn restore(
             per.join(", ")
         );
     }
+    let w = r
+        .tables
+        .iter()
+        .map(|t| t.table.len())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     for t in &r.tables {
         println!(
-            "  {:<24} {:>8} rows{}",
+            "  {:<w$} {:>8} rows{}",
             t.table,
             t.rows,
             if t.remapped > 0 {
@@ -586,7 +605,7 @@ fn restore(
         );
         if t.reused > 0 {
             println!(
-                "  {:<24} {:>8} of them already there, identical and used by nothing: kept as they are",
+                "  {:<w$} {:>8} of them already there, identical and used by nothing: kept as they are",
                 "", t.reused
             );
         }

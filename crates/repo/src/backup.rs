@@ -31,7 +31,7 @@ use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::guard::{FolderWatch, GuardOptions, SUSPECT_MIN_PAGES};
 use crate::id::Id;
-use crate::index::{Index, PackRecord};
+use crate::index::{IdSet, Index, PackRecord};
 use crate::name::FsName;
 use crate::pack::{BlobKind, FrameEntry, FrameSealer, PackBuilder};
 use crate::progress::Progress;
@@ -356,7 +356,7 @@ impl Spares {
 struct Writer<'a> {
     keys: Arc<Keys>,
     index: &'a Index,
-    pending: HashSet<Id>,
+    pending: IdSet,
     /// Packs holding blobs this backup deduplicated against: they must all
     /// still exist when the snapshot is written.
     used_packs: HashSet<Id>,
@@ -1535,7 +1535,7 @@ pub fn backup(
         let mut writer = Writer {
             keys: keys.clone(),
             index: &index,
-            pending: HashSet::new(),
+            pending: IdSet::new(),
             used_packs: HashSet::new(),
             stored_again: 0,
             group: Vec::new(),
