@@ -147,12 +147,9 @@ impl IdSet {
         true
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.sorted.len() + self.recent.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -278,7 +275,7 @@ impl Index {
     /// Moves the recent additions into the sorted array.
     fn merge(&mut self) {
         let mut new: Vec<Entry> = self.recent.drain().map(|(_, e)| e).collect();
-        new.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        new.sort_unstable_by_key(|e| e.id);
         merge_sorted(&mut self.blobs, &new, |e| &e.id);
         self.recent = HashMap::new();
     }
