@@ -1124,8 +1124,15 @@ fn plan_uniques(
         // their own, not conflicts.
         let kept = reused.get(&t.table);
         let key_at = key_col(o).and_then(|c| t.col(&c));
-        for u in db.unique_keys(&t.table)? {
-            if u == o.pk {
+        // A primary key of several columns is never given new values, so
+        // it is planned like any unique set: one the target holds is
+        // listed, not left to fail as the insert's error.
+        let mut uniques = db.unique_keys(&t.table)?;
+        if o.pk.len() > 1 && !uniques.contains(&o.pk) {
+            uniques.push(o.pk.clone());
+        }
+        for u in uniques {
+            if u == o.pk && u.len() == 1 {
                 continue;
             }
             let Some(idx) = u.iter().map(|c| t.col(c)).collect::<Option<Vec<usize>>>() else {

@@ -680,6 +680,70 @@ CREATE TABLE line (id INTEGER PRIMARY KEY, co INTEGER NOT NULL, entry_id INTEGER
     }
 }
 
+/// Primary keys of several columns are never given new values: one that
+/// includes the client's key moves with it; one the target already holds
+/// is listed before anything is written, not left to fail as an insert's
+/// error; and replacing the client in place takes its own values back.
+#[test]
+fn primary_keys_of_several_columns_are_planned_not_left_to_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("pk.db");
+    std::fs::write(&p, b"").unwrap();
+    let db = Sqlite::open_write(&p).unwrap();
+    for stmt in [
+        "CREATE TABLE company (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
+        "CREATE TABLE period (company_id INTEGER NOT NULL REFERENCES company(id), year INTEGER NOT NULL, closed INTEGER, PRIMARY KEY (company_id, year))",
+        "CREATE TABLE rate (company_id INTEGER NOT NULL REFERENCES company(id), day TEXT NOT NULL, currency TEXT NOT NULL, value INTEGER, PRIMARY KEY (day, currency))",
+        "INSERT INTO company VALUES (1, 'Ash'), (2, 'Birch')",
+        "INSERT INTO period VALUES (1, 2025, 1), (1, 2026, 0), (2, 2026, 0)",
+        "INSERT INTO rate VALUES (1, '2026-01-02', 'EUR', 108), (2, '2026-01-02', 'USD', 100)",
+    ] {
+        db.execute(stmt, &[]).unwrap();
+    }
+    drop(db);
+    let cfg = config_for("company");
+    let db = Sqlite::open_read(&p).unwrap();
+    let map = TenantMap::build(&db, &cfg).unwrap();
+    let (key, _) = find_client(&db, &map, "Ash").unwrap();
+    let archive = export(&db, &map, &key, "sqlite").unwrap();
+    drop(db);
+    let opts = |mode| ImportOptions {
+        mode,
+        dry_run: false,
+        set: vec![],
+        invariants: vec![],
+        replace_other: None,
+    };
+    let w = Sqlite::open_write(&p).unwrap();
+    let m = TenantMap::build(&w, &cfg).unwrap();
+    let e = import(&w, &m, &cfg, &archive, &opts(Mode::AsNew)).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("rate.day+currency = \"2026-01-02\"+\"EUR\""),
+        "{msg}"
+    );
+    assert!(!msg.contains("period"), "{msg}");
+    // In place, over itself: its own values come back.
+    let r = import(&w, &m, &cfg, &archive, &opts(Mode::Replace)).unwrap();
+    assert!(r.committed);
+    assert_eq!(count(&p, "SELECT count(*) FROM period"), 3);
+    // Without the clashing rate, the copy is made: its periods carry its
+    // new key.
+    w.execute("DELETE FROM rate WHERE company_id = 1", &[])
+        .unwrap();
+    let r = import(&w, &m, &cfg, &archive, &opts(Mode::AsNew)).unwrap();
+    assert!(r.committed);
+    drop(w);
+    assert_eq!(count(&p, "SELECT count(*) FROM period"), 5);
+    assert_eq!(
+        count(
+            &p,
+            "SELECT count(*) FROM rate WHERE currency = 'EUR' AND company_id <> 1"
+        ),
+        1
+    );
+}
+
 /// A key of several columns of which no column names a row alone is not
 /// followed, and the map says so by name instead of leaving its rows out
 /// silently.
