@@ -132,7 +132,7 @@ struct FileTask {
 }
 
 /// Decoded bytes restore's frame cache keeps at most.
-const RESTORE_FRAME_CACHE: usize = 32 << 20;
+const RESTORE_FRAME_CACHE: usize = 16 << 20;
 
 /// Frames decoded ahead of the writer, at most this many per thread.
 const AHEAD_PER_THREAD: usize = 4;
