@@ -114,4 +114,23 @@ fi
 if [ "$MILLION" = 1 ]; then
   # Ten thousand files, then a million, the same way: memory must not grow
   # with the number of files.
-  rm -rf "$WORK"/small "$WORK"/offi
+  rm -rf "$WORK"/small "$WORK"/office "$WORK"/out-* "$WORK"/restic-* "$WORK"/lv-*
+  for n in 10000 1000000; do
+    rm -rf "$WORK/files-$n" "$WORK/out-$n" "$WORK/lv-$n"
+    "$GEN" small "$WORK/files-$n" "$n"
+    export LEDGERVAULT_REPOSITORY=$WORK/lv-$n
+    "$LV" init -q
+    measure "$WORK/files-$n.first" "$WORK/files-$n" "$LV" backup -q "$WORK/files-$n"
+    measure "$WORK/files-$n.second" "$WORK/files-$n" "$LV" backup -q "$WORK/files-$n"
+    measure "$WORK/files-$n.restore" "$LEDGERVAULT_REPOSITORY" "$LV" restore -q latest --target "$WORK/out-$n"
+    diff -r "$WORK/files-$n" "$WORK/out-$n/files-$n" >/dev/null
+    rm -rf "$WORK/files-$n" "$WORK/out-$n" "$WORK/lv-$n"
+  done
+  echo
+  echo "Files of 1-4 KiB, ledgervault alone (seconds, peak RSS):"
+  for n in 10000 1000000; do
+    for step in first second restore; do
+      echo "  $n files, $step: $(best "$WORK/files-$n.$step") s, $(mib "$(peak "$WORK/files-$n.$step")")"
+    done
+  done
+fi
