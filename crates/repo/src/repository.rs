@@ -74,7 +74,7 @@ pub struct Repository {
 }
 
 /// Decoded bytes `read_blob` keeps at most.
-const READ_FRAME_CACHE: usize = 16 << 20;
+const READ_FRAME_CACHE: usize = 8 << 20;
 
 /// The backend path of a pack.
 pub fn pack_path(id: &Id) -> String {

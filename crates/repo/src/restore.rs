@@ -131,8 +131,9 @@ struct FileTask {
     jobs: usize,
 }
 
-/// Decoded bytes restore's frame cache keeps at most.
-const RESTORE_FRAME_CACHE: usize = 16 << 20;
+/// Decoded bytes restore's frame cache keeps at most; frames leave it at
+/// their last use in a batch, so it is seldom full.
+const RESTORE_FRAME_CACHE: usize = 32 << 20;
 
 /// Frames decoded ahead of the writer, at most this many per thread.
 const AHEAD_PER_THREAD: usize = 4;
@@ -693,7 +694,11 @@ fn write_files(
     });
     let changed = Condvar::new();
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
-    let frames = FrameCache::new(RESTORE_FRAME_CACHE);
+    let mut uses: HashMap<(Id, u64), usize> = HashMap::new();
+    for j in jobs {
+        *uses.entry((j.pack, j.frame_offset)).or_default() += 1;
+    }
+    let frames = FrameCache::with_uses(RESTORE_FRAME_CACHE, uses);
 
     std::thread::scope(|s| {
         for _ in 0..threads.min(jobs.len()) {
