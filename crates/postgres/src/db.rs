@@ -371,7 +371,7 @@ impl Db for PgDb {
                 .find(|c| c.pk == 1)
                 .map(|c| c.name);
             for fk in self.foreign_keys(&t)? {
-                let key = pk.as_deref().map(ident).unwrap_or_else(|| "NULL".into());
+                let key = pk.as_deref().map(ident).unwrap_or_else(|| "ctid".into());
                 let sql = format!(
                     "SELECT c.{key} FROM {t} c WHERE c.{col} IS NOT NULL AND NOT EXISTS \
                      (SELECT 1 FROM {rt} p WHERE p.{rc} = c.{col})",
@@ -392,7 +392,7 @@ impl Db for PgDb {
             // Keys of several columns hold when any column is NULL (MATCH
             // SIMPLE, the default) or a row has all the values.
             for fk in self.composite_keys(&t)? {
-                let key = pk.as_deref().map(ident).unwrap_or_else(|| "NULL".into());
+                let key = pk.as_deref().map(ident).unwrap_or_else(|| "ctid".into());
                 let all_set = fk
                     .columns
                     .iter()

@@ -1237,7 +1237,11 @@ fn plan_uniques(
     // refers to it by value (a code used as a key elsewhere).
     let mut changed: HashMap<(String, String), HashMap<Value, Value>> = HashMap::new();
     for c in &out {
-        if tree_columns.contains(&(c.table.clone(), c.columns[0].clone())) {
+        // Text codes of a tree are carried from their original values
+        // (below); numbers under `next_at_level` go as any other value.
+        if tree_columns.contains(&(c.table.clone(), c.columns[0].clone()))
+            && matches!(c.value.first(), Some(Value::Text(_)))
+        {
             continue;
         }
         if let (Some(new), [col]) = (&c.resolved, c.columns.as_slice()) {
@@ -1373,7 +1377,11 @@ fn resolve_unique(
             // counted in base 36 when the codes use letters.
             let (prefix, last, fixed) = match t.rfind(['.', '-', '/', ':']) {
                 Some(i) => (&t[..=i], &t[i + 1..], false),
-                None if level > 0 && level < t.len() && t.len().is_multiple_of(level) => {
+                None if level > 0
+                    && level < t.len()
+                    && t.len().is_multiple_of(level)
+                    && t.is_char_boundary(t.len() - level) =>
+                {
                     (&t[..t.len() - level], &t[t.len() - level..], true)
                 }
                 None => ("", t.as_str(), level > 0),
@@ -1441,13 +1449,16 @@ struct Tree {
 
 impl Tree {
     fn of(rows: &[Vec<Value>], col: usize) -> Tree {
-        let lengths: BTreeSet<usize> = rows
+        let codes: HashSet<&str> = rows
             .iter()
             .filter_map(|r| match &r[col] {
-                Value::Text(t) if !t.contains(['.', '-', '/', ':']) => Some(t.len()),
+                Value::Text(t) if t.is_ascii() && !t.contains(['.', '-', '/', ':']) => {
+                    Some(t.as_str())
+                }
                 _ => None,
             })
             .collect();
+        let lengths: BTreeSet<usize> = codes.iter().map(|t| t.len()).collect();
         let gcd = |mut a: usize, mut b: usize| {
             while b != 0 {
                 (a, b) = (b, a % b);
@@ -1455,8 +1466,14 @@ impl Tree {
             a
         };
         let g = lengths.iter().fold(0, |g, &l| gcd(g, l));
+        // A tree only if some code is another's parent: "1000" and
+        // "100010" of a flat chart share no steps of two.
+        let nested = g >= 2
+            && codes
+                .iter()
+                .any(|c| (g..c.len()).step_by(g).any(|k| codes.contains(&c[..k])));
         Tree {
-            step: if lengths.len() >= 2 && g >= 2 { g } else { 0 },
+            step: if lengths.len() >= 2 && nested { g } else { 0 },
         }
     }
 
@@ -1987,6 +2004,9 @@ mod tests {
         // One length, or lengths with no common step: codes, not paths.
         assert_eq!(Tree::of(&rows(&["40010", "40020"]), 0).step, 0);
         assert_eq!(Tree::of(&rows(&["100", "1000"]), 0).step, 0);
+        // Lengths with a common step but no code under another: flat.
+        assert_eq!(Tree::of(&rows(&["1000", "200010", "3000"]), 0).step, 0);
+        assert_eq!(Tree::of(&rows(&["AB", "1Ä2"]), 0).step, 0);
         let t = Tree { step: 4 };
         let moved = vec![("0002".to_string(), "0011".to_string())];
         assert_eq!(t.carried(&moved, "00020001").as_deref(), Some("00110001"));

@@ -376,7 +376,12 @@ impl Db for Sqlite {
         )?;
         let mut out: Vec<(Value, CompositeKey)> = Vec::new();
         for r in rs {
-            let t = |v: &Value| v.plain();
+            // A key without its columns has NULL for them (the referenced
+            // table's primary key, found below).
+            let t = |v: &Value| match v {
+                Value::Null => String::new(),
+                v => v.plain(),
+            };
             match out.last_mut() {
                 Some((id, k)) if *id == r[0] => {
                     k.columns.push(t(&r[2]));

@@ -744,6 +744,111 @@ fn primary_keys_of_several_columns_are_planned_not_left_to_fail() {
     );
 }
 
+/// A number under `next_at_level` that is taken moves to the next free
+/// number, and the rows that refer to it by value follow (a reference to
+/// the old number would point at another client's row).
+#[test]
+fn a_renumbered_code_is_followed_by_the_rows_that_name_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("num.db");
+    std::fs::write(&p, b"").unwrap();
+    let db = Sqlite::open_write(&p).unwrap();
+    for stmt in [
+        "CREATE TABLE company (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
+        "CREATE TABLE account (id INTEGER PRIMARY KEY, company_id INTEGER NOT NULL REFERENCES company(id), number INTEGER NOT NULL UNIQUE)",
+        "CREATE TABLE entry (id INTEGER PRIMARY KEY, company_id INTEGER NOT NULL REFERENCES company(id), account_number INTEGER REFERENCES account(number), amount INTEGER)",
+        "INSERT INTO company VALUES (1, 'Ash'), (2, 'Birch')",
+        "INSERT INTO account VALUES (1, 1, 4000), (2, 2, 5000)",
+        "INSERT INTO entry VALUES (1, 1, 4000, 10), (2, 2, 5000, 20)",
+    ] {
+        db.execute(stmt, &[]).unwrap();
+    }
+    drop(db);
+    let mut cfg = config_for("company");
+    cfg.unique_rules
+        .insert("account.number".into(), UniqueRule::NextAtLevel);
+    let db = Sqlite::open_read(&p).unwrap();
+    let map = TenantMap::build(&db, &cfg).unwrap();
+    let (key, _) = find_client(&db, &map, "Ash").unwrap();
+    let archive = export(&db, &map, &key, "sqlite").unwrap();
+    drop(db);
+    let w = Sqlite::open_write(&p).unwrap();
+    let m = TenantMap::build(&w, &cfg).unwrap();
+    let r = import(
+        &w,
+        &m,
+        &cfg,
+        &archive,
+        &ImportOptions {
+            mode: Mode::AsNew,
+            dry_run: false,
+            set: vec![],
+            invariants: vec![],
+            replace_other: None,
+        },
+    )
+    .unwrap();
+    assert!(r.committed);
+    drop(w);
+    assert_eq!(
+        count(
+            &p,
+            "SELECT count(*) FROM entry e JOIN account a ON a.number = e.account_number \
+             WHERE a.company_id = e.company_id"
+        ),
+        3,
+        "every entry names its own company's account"
+    );
+}
+
+/// `FOREIGN KEY (a, b) REFERENCES t` without columns names t's primary
+/// key, in its order.
+#[test]
+fn a_key_of_several_columns_without_its_columns_names_the_primary_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("pkref.db");
+    std::fs::write(&p, b"").unwrap();
+    let db = Sqlite::open_write(&p).unwrap();
+    for stmt in [
+        "CREATE TABLE company (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
+        "CREATE TABLE acct (company_id INTEGER NOT NULL REFERENCES company(id), code TEXT NOT NULL, PRIMARY KEY (company_id, code))",
+        "CREATE TABLE entry (id INTEGER PRIMARY KEY, co INTEGER NOT NULL, acct_code TEXT NOT NULL, FOREIGN KEY (co, acct_code) REFERENCES acct)",
+        "INSERT INTO company VALUES (1, 'Ash'), (2, 'Birch')",
+        "INSERT INTO acct VALUES (1, '1000'), (2, '1000')",
+        "INSERT INTO entry VALUES (1, 1, '1000'), (2, 2, '1000')",
+    ] {
+        db.execute(stmt, &[]).unwrap();
+    }
+    let keys = db.composite_keys("entry").unwrap();
+    assert_eq!(keys[0].ref_columns, vec!["company_id", "code"]);
+    drop(db);
+    let cfg = config_for("company");
+    let db = Sqlite::open_read(&p).unwrap();
+    let map = TenantMap::build(&db, &cfg).unwrap();
+    assert!(map.owned("entry").is_some());
+    let (key, _) = find_client(&db, &map, "Ash").unwrap();
+    let archive = export(&db, &map, &key, "sqlite").unwrap();
+    drop(db);
+    let w = Sqlite::open_write(&p).unwrap();
+    let m = TenantMap::build(&w, &cfg).unwrap();
+    let r = import(
+        &w,
+        &m,
+        &cfg,
+        &archive,
+        &ImportOptions {
+            mode: Mode::AsNew,
+            dry_run: false,
+            set: vec![],
+            invariants: vec![],
+            replace_other: None,
+        },
+    )
+    .unwrap();
+    assert!(r.committed);
+    assert!(w.fk_violations().unwrap().is_empty());
+}
+
 /// A key of several columns of which no column names a row alone is not
 /// followed, and the map says so by name instead of leaving its rows out
 /// silently.
