@@ -40,6 +40,11 @@ use crate::snapshot::{
     DatabaseInfo, Node, NodeKind, Snapshot, SnapshotTotals, Source, SourceKind, SourceSummary, Tree,
 };
 
+/// What a database capture's error says when another program held the
+/// database locked for longer than the timeout: a busy database, which the
+/// ransomware guard does not take for one that can no longer be read.
+pub const LOCKED: &str = "stayed locked by another process";
+
 /// Write an index file after this many packs.
 const PACKS_PER_INDEX: usize = 4;
 /// Packs written at once (a slow fsync or upload does not stall sealing).
@@ -820,8 +825,9 @@ impl Walker<'_, '_> {
                     _ => unreachable!("both succeeded above"),
                 };
                 // A database that was captured before and cannot be now is
-                // what encryption looks like, not only a read error.
-                if let Some((_, snapshot)) = &earlier_info {
+                // what encryption looks like, not only a read error; one
+                // another program keeps locked is not.
+                if let (Some((_, snapshot)), false) = (&earlier_info, e.contains(LOCKED)) {
                     self.suspect.push(format!(
                         "{}: was a database in snapshot {snapshot} and can no longer be read ({e})",
                         crate::name::shown(path)
@@ -1211,7 +1217,8 @@ impl Walker<'_, '_> {
                 return match opener.open(path) {
                     Ok(capture) => self.db_node(node, path, capture, map.as_ref(), before),
                     Err(e) => {
-                        if let (Some(_), Some(snap)) = (earlier_db, &earlier_snap) {
+                        let locked = e.to_string().contains(LOCKED);
+                        if let (Some(_), Some(snap), false) = (earlier_db, &earlier_snap, locked) {
                             self.suspect.push(format!(
                                 "{}: was a database in snapshot {snap} and can no longer be read ({e})",
                                 crate::name::shown(path),

@@ -61,6 +61,7 @@ pub use backend::{
     short_object, AppendOnlyBackend, Backend, BackendError, BackendErrorKind, BackendResult,
     MemoryBackend, ObjectInfo,
 };
+pub use backup::LOCKED as DATABASE_LOCKED;
 pub use backup::{
     backup, BackupOptions, BackupSource, BackupSummary, DbCapture, DbDump, DbOpener, FileError,
     PathFilter, READ_AHEAD,

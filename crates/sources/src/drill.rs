@@ -151,12 +151,14 @@ pub struct TableShape {
     pub referenced_columns: Vec<String>,
 }
 
-/// The shortest chain of keys (at most four) from `from` to `to`: each hop
-/// `(table, column, referenced table, referenced column)`.
+/// The shortest chain of keys (at most four) from `from` to `to`, not
+/// leaving `from` by the column `avoid`: each hop `(table, column,
+/// referenced table, referenced column)`.
 fn chain_of_keys(
     tables: &[TableShape],
     from: &str,
     to: &str,
+    avoid: Option<&str>,
 ) -> Option<Vec<(String, String, String, String)>> {
     let mut paths: Vec<Vec<(String, String, String, String)>> = vec![Vec::new()];
     let mut seen = vec![from.to_string()];
@@ -171,6 +173,9 @@ fn chain_of_keys(
                 let Some(rc) = t.referenced_columns.get(i).filter(|rc| !rc.is_empty()) else {
                     continue;
                 };
+                if path.is_empty() && avoid == Some(c.as_str()) {
+                    continue;
+                }
                 if seen.contains(rt) && rt != to {
                     continue;
                 }
@@ -388,13 +393,16 @@ pub fn double_entry_checks(
             _ => continue,
         }
         // Lines that lead to their client, by a key of their own or a
-        // chain of keys (a line's entry's ledger's company): each client's
-        // trial balance too (a transaction may balance while a line sits
-        // with the wrong client).
-        if let Some(chain) = client_table
-            .as_ref()
-            .and_then(|ct| chain_of_keys(tables, &t.name, ct))
-        {
+        // chain of keys: each client's trial balance too. A chain that
+        // does not go through the transaction (a line's account's chart's
+        // company) is preferred: it catches a line posted to another
+        // client's account, which every transaction's balance hides; one
+        // through the transaction (its ledger's company) is taken when it
+        // is the only one.
+        if let Some(chain) = client_table.as_ref().and_then(|ct| {
+            chain_of_keys(tables, &t.name, ct, Some(&g))
+                .or_else(|| chain_of_keys(tables, &t.name, ct, None))
+        }) {
             let mut joins = String::new();
             let mut at = "l".to_string();
             for (i, (_, c, rt, rc)) in chain.iter().enumerate().take(chain.len() - 1) {
@@ -911,6 +919,45 @@ mod double_entry_tests {
         assert_eq!(run(&c, &checks), vec![1, 1]);
         let (_, _, rows) = no_rows(&c, &checks[0].sql).unwrap();
         assert_eq!(rows[0][0], "c2");
+    }
+
+    #[test]
+    fn a_line_posted_to_another_clients_account_is_found() {
+        // Lines also name their account, accounts their chart, charts
+        // their company: the trial balance follows that chain, which does
+        // not go through the entry, so a line of company 1's entry posted
+        // to company 2's account unbalances both companies while every
+        // entry still balances.
+        let (c, s) = shapes(
+            "CREATE TABLE company (uuid TEXT PRIMARY KEY);
+             CREATE TABLE coa (uuid TEXT PRIMARY KEY, entity_id TEXT REFERENCES company(uuid));
+             CREATE TABLE account (uuid TEXT PRIMARY KEY, coa_id TEXT REFERENCES coa(uuid));
+             CREATE TABLE ledger (uuid TEXT PRIMARY KEY, entity_id TEXT REFERENCES company(uuid));
+             CREATE TABLE journal_entry (uuid TEXT PRIMARY KEY, ledger_id TEXT REFERENCES ledger(uuid));
+             CREATE TABLE line (uuid TEXT PRIMARY KEY,
+                 journal_entry_id TEXT REFERENCES journal_entry(uuid),
+                 account_id TEXT REFERENCES account(uuid), tx_type TEXT, amount NUMERIC);
+             INSERT INTO company VALUES ('c1'), ('c2');
+             INSERT INTO coa VALUES ('k1', 'c1'), ('k2', 'c2');
+             INSERT INTO account VALUES ('a1', 'k1'), ('b1', 'k1'), ('a2', 'k2'), ('b2', 'k2');
+             INSERT INTO ledger VALUES ('l1', 'c1'), ('l2', 'c2');
+             INSERT INTO journal_entry VALUES ('e1', 'l1'), ('e2', 'l1'), ('e3', 'l2');
+             INSERT INTO line VALUES
+                 ('t1', 'e1', 'a1', 'debit', 10), ('t2', 'e1', 'b1', 'credit', 10),
+                 ('t3', 'e2', 'a1', 'debit', 5), ('t4', 'e2', 'b1', 'credit', 5),
+                 ('t5', 'e3', 'a2', 'debit', 7), ('t6', 'e3', 'b2', 'credit', 7);",
+        );
+        let checks = double_entry_checks(&s, &c, Some("company"));
+        let names: Vec<&str> = checks.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(checks.len(), 2, "{names:?}");
+        assert!(
+            names[0].contains("line.account_id -> account.coa_id -> coa.entity_id"),
+            "{names:?}"
+        );
+        assert_eq!(run(&c, &checks), vec![0, 0]);
+        c.execute_batch("UPDATE line SET account_id = 'b2' WHERE uuid = 't4'")
+            .unwrap();
+        assert_eq!(run(&c, &checks), vec![2, 0], "every entry still balances");
     }
 
     #[test]

@@ -78,7 +78,11 @@ struct Start {
 fn sql_err(path: &Path, e: rusqlite::Error) -> String {
     let text = e.to_string();
     if text.contains("locked") || text.contains("busy") {
-        format!("{}: the database stayed locked by another process for longer than the timeout ({text})", path.display())
+        format!(
+            "{}: the database {} for longer than the timeout ({text})",
+            path.display(),
+            ledgervault_repo::DATABASE_LOCKED
+        )
     } else if text.contains("not a database") || text.contains("file is not a database") {
         format!(
             "{}: not a SQLite database, although it starts like one ({text})",
@@ -1188,7 +1192,6 @@ mod optimistic {
     const LOCK_SPAN: i64 = 512;
     /// Journal header magic.
     const JOURNAL_MAGIC: [u8; 8] = [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7];
-    const ATTEMPTS: u32 = 40;
 
     /// What must not change while the copy is made.
     #[derive(PartialEq, Eq, Debug)]
@@ -1222,8 +1225,13 @@ mod optimistic {
             _ => return None,
         };
         let deadline = std::time::Instant::now() + timeout.min(Duration::from_secs(30));
-        for attempt in 0..ATTEMPTS {
+        for attempt in 0.. {
             if attempt > 0 {
+                // Lock-free copies are tried until the timeout, not a
+                // number of times: an application that commits without
+                // pause leaves gaps, and an attempt that meets a commit
+                // costs little next to a commit of the application's that
+                // fails because a reader took a lock.
                 if std::time::Instant::now() >= deadline {
                     break;
                 }
