@@ -164,20 +164,7 @@ fn rows_on_every_route_are_the_clients_and_the_partition_adds_up() {
     let before = count(&p, "SELECT count(*) FROM line_item");
     let w = Sqlite::open_write(&p).unwrap();
     let map = TenantMap::build(&w, &config()).unwrap();
-    let r = import(
-        &w,
-        &map,
-        &config(),
-        &a,
-        &ImportOptions {
-            mode: Mode::Replace,
-            dry_run: false,
-            set: vec![],
-            invariants: vec![],
-            replace_other: None,
-        },
-    )
-    .unwrap();
+    let r = import(&w, &map, &config(), &a, &options(Mode::Replace)).unwrap();
     assert!(r.committed);
     let replaced = r.replaced.expect("the client is named");
     assert_eq!(replaced.key, Value::Text("c-beta".into()));
@@ -480,20 +467,7 @@ fn a_changed_code_is_carried_into_rows_that_refer_to_it() {
     drop(db);
     let w = Sqlite::open_write(&p).unwrap();
     let map = TenantMap::build(&w, &cfg).unwrap();
-    let r = import(
-        &w,
-        &map,
-        &cfg,
-        &a,
-        &ImportOptions {
-            mode: Mode::AsNew,
-            dry_run: false,
-            set: vec![],
-            invariants: vec![],
-            replace_other: None,
-        },
-    )
-    .unwrap();
+    let r = import(&w, &map, &cfg, &a, &options(Mode::AsNew)).unwrap();
     assert!(r.committed);
     drop(w);
     // The copy's entries point at the copy's accounts, not the original's.
@@ -707,16 +681,9 @@ fn primary_keys_of_several_columns_are_planned_not_left_to_fail() {
     let (key, _) = find_client(&db, &map, "Ash").unwrap();
     let archive = export(&db, &map, &key, "sqlite").unwrap();
     drop(db);
-    let opts = |mode| ImportOptions {
-        mode,
-        dry_run: false,
-        set: vec![],
-        invariants: vec![],
-        replace_other: None,
-    };
     let w = Sqlite::open_write(&p).unwrap();
     let m = TenantMap::build(&w, &cfg).unwrap();
-    let e = import(&w, &m, &cfg, &archive, &opts(Mode::AsNew)).unwrap_err();
+    let e = import(&w, &m, &cfg, &archive, &options(Mode::AsNew)).unwrap_err();
     let msg = e.to_string();
     assert!(
         msg.contains("rate.day+currency = \"2026-01-02\"+\"EUR\""),
@@ -724,14 +691,14 @@ fn primary_keys_of_several_columns_are_planned_not_left_to_fail() {
     );
     assert!(!msg.contains("period"), "{msg}");
     // In place, over itself: its own values come back.
-    let r = import(&w, &m, &cfg, &archive, &opts(Mode::Replace)).unwrap();
+    let r = import(&w, &m, &cfg, &archive, &options(Mode::Replace)).unwrap();
     assert!(r.committed);
     assert_eq!(count(&p, "SELECT count(*) FROM period"), 3);
     // Without the clashing rate, the copy is made: its periods carry its
     // new key.
     w.execute("DELETE FROM rate WHERE company_id = 1", &[])
         .unwrap();
-    let r = import(&w, &m, &cfg, &archive, &opts(Mode::AsNew)).unwrap();
+    let r = import(&w, &m, &cfg, &archive, &options(Mode::AsNew)).unwrap();
     assert!(r.committed);
     drop(w);
     assert_eq!(count(&p, "SELECT count(*) FROM period"), 5);
@@ -774,20 +741,7 @@ fn a_renumbered_code_is_followed_by_the_rows_that_name_it() {
     drop(db);
     let w = Sqlite::open_write(&p).unwrap();
     let m = TenantMap::build(&w, &cfg).unwrap();
-    let r = import(
-        &w,
-        &m,
-        &cfg,
-        &archive,
-        &ImportOptions {
-            mode: Mode::AsNew,
-            dry_run: false,
-            set: vec![],
-            invariants: vec![],
-            replace_other: None,
-        },
-    )
-    .unwrap();
+    let r = import(&w, &m, &cfg, &archive, &options(Mode::AsNew)).unwrap();
     assert!(r.committed);
     drop(w);
     assert_eq!(
@@ -831,20 +785,7 @@ fn a_key_of_several_columns_without_its_columns_names_the_primary_key() {
     drop(db);
     let w = Sqlite::open_write(&p).unwrap();
     let m = TenantMap::build(&w, &cfg).unwrap();
-    let r = import(
-        &w,
-        &m,
-        &cfg,
-        &archive,
-        &ImportOptions {
-            mode: Mode::AsNew,
-            dry_run: false,
-            set: vec![],
-            invariants: vec![],
-            replace_other: None,
-        },
-    )
-    .unwrap();
+    let r = import(&w, &m, &cfg, &archive, &options(Mode::AsNew)).unwrap();
     assert!(r.committed);
     assert!(w.fk_violations().unwrap().is_empty());
 }
@@ -963,20 +904,7 @@ CREATE TABLE account (id INTEGER PRIMARY KEY, company_id INTEGER NOT NULL REFERE
     let others: Vec<_> = ["Dogwood", "Elm", "Fir"].map(|c| tree(&b, c)).to_vec();
     let w = Sqlite::open_write(&b).unwrap();
     let map_b = TenantMap::build(&w, &cfg).unwrap();
-    let r = import(
-        &w,
-        &map_b,
-        &cfg,
-        &archive,
-        &ImportOptions {
-            mode: Mode::New,
-            dry_run: false,
-            set: vec![],
-            invariants: vec![],
-            replace_other: None,
-        },
-    )
-    .unwrap();
+    let r = import(&w, &map_b, &cfg, &archive, &options(Mode::New)).unwrap();
     assert!(r.committed);
     drop(w);
     // Only the roots collided ("000Z" is Dogwood's): in base 36 the next
@@ -1000,6 +928,17 @@ CREATE TABLE account (id INTEGER PRIMARY KEY, company_id INTEGER NOT NULL REFERE
     );
     for (c, before) in ["Dogwood", "Elm", "Fir"].iter().zip(&others) {
         assert_eq!(&tree(&b, c), before, "{c}");
+    }
+}
+
+/// An import in `mode` that writes, with nothing set and no invariants.
+fn options(mode: Mode) -> ImportOptions {
+    ImportOptions {
+        mode,
+        dry_run: false,
+        set: vec![],
+        invariants: vec![],
+        replace_other: None,
     }
 }
 
@@ -1108,20 +1047,7 @@ CREATE TABLE allocation (id INTEGER PRIMARY KEY, client INTEGER NOT NULL REFEREN
     let others = before_b("SELECT sum(amount) FROM doc_line");
     let w = Sqlite::open_write(&b).unwrap();
     let map_b = TenantMap::build(&w, &cfg).unwrap();
-    let r = import(
-        &w,
-        &map_b,
-        &cfg,
-        &archive,
-        &ImportOptions {
-            mode: Mode::New,
-            dry_run: false,
-            set: vec![],
-            invariants: vec![],
-            replace_other: None,
-        },
-    )
-    .unwrap();
+    let r = import(&w, &map_b, &cfg, &archive, &options(Mode::New)).unwrap();
     assert!(r.committed);
     drop(w);
     // Birch's ids were taken in the other firm: each got a new parent row,
@@ -1171,20 +1097,7 @@ CREATE TABLE allocation (id INTEGER PRIMARY KEY, client INTEGER NOT NULL REFEREN
     )
     .unwrap();
     let map_a = TenantMap::build(&w, &cfg).unwrap();
-    let r = import(
-        &w,
-        &map_a,
-        &cfg,
-        &archive,
-        &ImportOptions {
-            mode: Mode::Replace,
-            dry_run: false,
-            set: vec![],
-            invariants: vec![],
-            replace_other: None,
-        },
-    )
-    .unwrap();
+    let r = import(&w, &map_a, &cfg, &archive, &options(Mode::Replace)).unwrap();
     drop(w);
     let object = r.tables.iter().find(|t| t.table == "object").unwrap();
     assert_eq!(object.remapped, 0, "{r:?}");
