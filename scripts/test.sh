@@ -74,4 +74,20 @@ if ! "$djvenv/bin/python" -c "import django_ledger, django, treebeard, psycopg2"
     sqlparse==0.6.1 defusedxml==0.7.1 fonttools==4.69.1 psycopg2-binary==2.9.13
 fi
 
+# Real S3 servers for crates/cli/tests/s3.rs: Ceph's RADOS Gateway (Debian
+# packages) and Garage (built from crates.io once, ~13 minutes on 2 cores,
+# then cached in ~/.cache/ledgervault), started by scripts/s3-servers.sh.
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/s3-servers.sh install
+else
+  bash scripts/s3-servers.sh install garage
+fi
+# boto3 plays the bucket's administrator and the attacker in those tests.
+s3venv=target/venv-s3
+if ! "$s3venv/bin/python" -c "import boto3" >/dev/null 2>&1; then
+  mkdir -p target
+  python3 -m venv "$s3venv"
+  "$s3venv/bin/pip" install -q boto3==1.44.18 botocore==1.44.18 s3transfer==0.19.3
+fi
+
 cargo test --workspace --locked "$@"

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 12 wrong password, 13 refused by an append-only session."
 )]
 pub struct Cli {
-    /// Repository location (a folder)
+    /// Repository location: a folder, or s3:https://HOST[:PORT]/BUCKET[/PREFIX]
     #[arg(
         short = 'r',
         long = "repo",
@@ -56,6 +56,9 @@ pub struct Cli {
         value_parser = parse_wait
     )]
     pub retry_lock: Option<std::time::Duration>,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
 
     /// Print results as JSON
     #[arg(long, global = true)]
@@ -245,6 +248,58 @@ pub struct KdfArgs {
     pub argon2_iterations: u32,
 }
 
+/// How S3 repositories are reached (credentials come from AWS_ACCESS_KEY_ID
+/// and AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, or AWS_PROFILE with the
+/// shared credentials and config files).
+#[derive(Args, Debug, Clone, Default)]
+pub struct StorageArgs {
+    /// S3 region to sign requests for (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGERVAULT_S3_REGION",
+        value_name = "REGION"
+    )]
+    pub s3_region: Option<String>,
+    /// Address buckets as https://BUCKET.HOST/ instead of https://HOST/BUCKET/
+    #[arg(long, global = true, env = "LEDGERVAULT_S3_VIRTUAL_HOST")]
+    pub s3_virtual_host: bool,
+    /// Extra certificate authorities (PEM) to trust for the S3 server
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGERVAULT_S3_CA_BUNDLE",
+        value_name = "FILE"
+    )]
+    pub s3_ca_bundle: Option<PathBuf>,
+    /// S3 requests in flight at once (default 16)
+    #[arg(long, global = true, env = "LEDGERVAULT_S3_CONNECTIONS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub s3_connections: Option<u32>,
+    /// Folder for the local cache of remote repositories' metadata (default ~/.cache/ledgervault)
+    #[arg(long, global = true, env = "LEDGERVAULT_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not cache remote repositories' metadata locally
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+}
+
+impl StorageArgs {
+    pub fn options(&self) -> ledgervault_backends::OpenOptions {
+        ledgervault_backends::OpenOptions {
+            s3: ledgervault_backends::S3Options {
+                region: self.s3_region.clone(),
+                virtual_host: self.s3_virtual_host,
+                ca_bundle: self.s3_ca_bundle.clone(),
+                connections: self.s3_connections.map(|n| n as usize),
+                profile: None,
+            },
+            cache_dir: self.cache_dir.clone(),
+            no_cache: self.no_cache,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct InitArgs {
     /// Share the master key and chunking of this repository (a copy target:
@@ -260,6 +315,12 @@ pub struct InitArgs {
     pub pack_size_mib: u32,
     #[command(flatten)]
     pub kdf: KdfArgs,
+    /// Lock every object for this many days with S3 Object Lock (compliance
+    /// mode): nobody, not even with this repository's keys or the bucket's
+    /// credentials, can delete or overwrite what the last N days of
+    /// snapshots need. The bucket must have Object Lock enabled.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub immutable_days: Option<u32>,
 }
 
 #[derive(Args, Debug)]

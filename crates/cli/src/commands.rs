@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ledgervault_backends::LocalBackend;
 use ledgervault_repo::{
     self as engine, escape_bytes, Backend, BackupOptions, BackupSource, Error, FileKind, Id,
     InitOptions, KdfParams, NodeKind, ReadData, Repository, RestoreOptions, Snapshot,
@@ -76,6 +75,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     let g = Globals {
         repo,
         password_file,
+        storage: cli.storage.options(),
         json: cli.json,
         quiet: cli.quiet,
         append_only: cli.append_only,
@@ -119,6 +119,8 @@ pub fn run(cli: Cli) -> Result<i32> {
 pub struct Globals {
     pub repo: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// How to reach remote storage (S3 settings, metadata cache).
+    pub storage: ledgervault_backends::OpenOptions,
     pub json: bool,
     pub quiet: bool,
     pub append_only: bool,
@@ -203,28 +205,13 @@ impl Globals {
         let repo = self.repo.as_deref().ok_or_else(|| {
             usage("no repository given: use --repo PATH or set LEDGERVAULT_REPOSITORY")
         })?;
-        let path = match repo.split_once("://") {
-            None => repo,
-            Some(("file", p)) => p,
-            Some((scheme, _)) => {
-                return Err(usage(format!(
-                    "repository scheme {scheme}:// is not supported by this ledgervault; give a folder path"
-                )))
+        let backend = ledgervault_backends::open(repo, &self.storage).map_err(|e| {
+            if e.kind == engine::BackendErrorKind::Other && e.path.is_empty() {
+                usage(crate::redact::url(&e.message))
+            } else {
+                anyhow::Error::new(e)
             }
-        };
-        // An empty path would mean the current folder: never what was meant.
-        if path.trim().is_empty() {
-            return Err(usage(
-                "the repository path is empty: give a folder with --repo PATH",
-            ));
-        }
-        if std::fs::metadata(path).is_ok_and(|m| !m.is_dir()) {
-            bail!(
-                "the repository path {} is a file, not a repository folder",
-                crate::redact::url(repo)
-            );
-        }
-        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
+        })?;
         fault_injection(backend)
     }
 
@@ -357,6 +344,7 @@ pub(crate) fn init(g: &Globals, a: InitArgs) -> Result<i32> {
     let opts = InitOptions {
         pack_size: a.pack_size_mib * 1024 * 1024,
         kdf: kdf(&a.kdf),
+        immutable_days: a.immutable_days,
     };
     let repo = match &a.same_keys_as {
         None => Repository::init(backend.clone(), &pw, &opts)?,
@@ -373,14 +361,29 @@ pub(crate) fn init(g: &Globals, a: InitArgs) -> Result<i32> {
             Repository::init_sharing_keys(backend.clone(), &pw, &opts, &other)?
         }
     };
+    // On remote storage, say what protects the history from whoever holds
+    // the storage's credentials.
+    let protection = match (a.immutable_days, g.repo.as_deref().is_some_and(ledgervault_backends::is_remote)) {
+        (Some(d), _) => Some(format!("every object is locked for {d} days (S3 Object Lock, compliance mode); backups extend the locks of what they still use")),
+        (None, false) => None,
+        (None, true) => Some(match backend.object_lock() {
+            Ok(Some(true)) => "the bucket has Object Lock, but this repository does not use it: `init --immutable-days N` in a new prefix locks its history".to_string(),
+            Ok(Some(false)) => "the bucket has no Object Lock: anyone holding its credentials can delete these backups (see README, \"Offsite\", for a bucket policy that denies deletes)".to_string(),
+            _ => "this storage has no Object Lock: anyone holding its credentials can delete these backups (see README, \"Offsite\")".to_string(),
+        }),
+    };
     if g.json {
-        g.print_json(&json!({"id": repo.config().id, "location": backend.location(), "format_version": repo.config().format_version}));
+        g.print_json(&json!({"id": repo.config().id, "location": backend.location(), "format_version": repo.config().format_version,
+            "immutable_days": a.immutable_days, "protection": protection}));
     } else if !g.quiet {
         println!(
             "created ledgervault repository {} at {}",
             repo.config().id.short(),
             backend.location()
         );
+        if let Some(p) = &protection {
+            println!("note: {p}");
+        }
         println!(
             "Keep the password safe: without it nobody, including you, can read these backups."
         );

@@ -453,7 +453,9 @@ impl Config {
         let mut location = |what: &str, l: &Location| {
             let p = l.path.get_ref();
             let dir = Path::new(p.strip_prefix("file://").unwrap_or(p));
-            if !dir.join("config").is_file() {
+            // Remote repositories are reached by `status` and the jobs
+            // themselves, with their credentials; here only folders.
+            if !ledgervault_backends::is_remote(p) && !dir.join("config").is_file() {
                 out.push(format!(
                     "{}",
                     self.at(

@@ -196,6 +196,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
     let g = Globals {
         repo: Some(repo.display().to_string()),
         password_file: Some(pwfile.clone()),
+        storage: Default::default(),
         json: false,
         quiet,
         append_only: false,
@@ -213,6 +214,7 @@ pub fn run(a: DemoArgs, quiet: bool) -> Result<i32> {
                 argon2_memory_kib: 65536,
                 argon2_iterations: 3,
             },
+            immutable_days: None,
         },
     )?;
 

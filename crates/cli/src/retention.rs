@@ -78,6 +78,7 @@ pub fn forget(g: &Globals, a: ForgetArgs) -> Result<i32> {
             "protect_days": protect_days,
             "kept": kept,
             "removed": r.removed,
+            "locked": r.locked.iter().map(|(id, until)| json!({"id": id, "locked_until": until})).collect::<Vec<_>>(),
             "decisions": r.decisions,
             "prune": pruned,
         }));
@@ -109,8 +110,15 @@ pub fn forget(g: &Globals, a: ForgetArgs) -> Result<i32> {
             );
         } else {
             println!(
-                "{kept} snapshot(s) kept, {gone} removed; run `ledgervault prune` to free their data"
+                "{kept} snapshot(s) kept, {} removed; run `ledgervault prune` to free their data",
+                gone - r.locked.len()
             );
+            for (id, until) in &r.locked {
+                println!(
+                    "  {} stays: it is locked until {until} (Object Lock); a later forget removes it",
+                    id.short()
+                );
+            }
         }
     }
     if let (Some(p), false, false) = (&pruned, g.json, g.quiet) {
@@ -157,6 +165,13 @@ fn run_prune(g: &Globals, repo: &Repository, a: &PruneArgs) -> Result<engine::Pr
             r.packs_repacked,
             r.packs_unindexed
         );
+        if r.packs_locked > 0 {
+            println!(
+                "{} pack(s) no longer needed are still locked (Object Lock) and stay until their locks end (the first on {}); a later prune frees them",
+                r.packs_locked,
+                r.locked_until.as_deref().unwrap_or("?")
+            );
+        }
         if r.packs_too_young > 0 {
             println!(
                 "{} pack(s) written less than {} ago kept whatever their use (a backup may still be writing them; --min-pack-age)",

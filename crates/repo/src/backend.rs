@@ -142,6 +142,57 @@ pub trait Backend: Send + Sync + 'static {
     fn free_space(&self) -> Option<u64> {
         None
     }
+
+    /// Whether the storage keeps older versions of objects (S3 versioning),
+    /// so that an overwrite or a delete by others can be undone.
+    fn retention(&self) -> Retention {
+        Retention::None
+    }
+
+    /// Whether the storage can lock objects against deletion (S3 Object
+    /// Lock): `Some(true)` enabled, `Some(false)` supported but off, `None`
+    /// not supported at all.
+    fn object_lock(&self) -> BackendResult<Option<bool>> {
+        Ok(None)
+    }
+
+    /// Makes sure `path` cannot be deleted or overwritten before
+    /// `at_least`: when its retention ends earlier, extends it to
+    /// `extend_to` (compliance mode) and reads the date back. Returns
+    /// whether a request to extend was made.
+    fn retain(
+        &self,
+        path: &str,
+        _at_least: std::time::SystemTime,
+        _extend_to: std::time::SystemTime,
+    ) -> BackendResult<bool> {
+        Err(BackendError::new(
+            BackendErrorKind::Other,
+            path,
+            "this storage cannot lock objects (no S3 Object Lock)",
+        ))
+    }
+
+    /// Until when `path` is locked against deletion, if it is now.
+    fn retained_until(&self, _path: &str) -> BackendResult<Option<std::time::SystemTime>> {
+        Ok(None)
+    }
+
+    /// Objects named by their content whose current version is not the one
+    /// the repository wrote (overwritten, or hidden by a delete marker), with
+    /// the reason. Only storage that keeps versions can tell.
+    fn replaced(&self) -> BackendResult<Vec<(String, String)>> {
+        Ok(vec![])
+    }
+}
+
+/// What the storage keeps of replaced or deleted objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Nothing: an overwrite or delete is final.
+    None,
+    /// Older versions are kept (and may be locked).
+    Versioned,
 }
 
 /// Wraps a backend so it can only add: deleting anything but a lock file,
@@ -233,6 +284,27 @@ impl Backend for AppendOnlyBackend {
     }
     fn free_space(&self) -> Option<u64> {
         self.inner.free_space()
+    }
+    fn retention(&self) -> Retention {
+        self.inner.retention()
+    }
+    fn object_lock(&self) -> BackendResult<Option<bool>> {
+        self.inner.object_lock()
+    }
+    fn retain(
+        &self,
+        path: &str,
+        at_least: std::time::SystemTime,
+        extend_to: std::time::SystemTime,
+    ) -> BackendResult<bool> {
+        // Extending a lock only ever protects more: allowed.
+        self.inner.retain(path, at_least, extend_to)
+    }
+    fn retained_until(&self, path: &str) -> BackendResult<Option<std::time::SystemTime>> {
+        self.inner.retained_until(path)
+    }
+    fn replaced(&self) -> BackendResult<Vec<(String, String)>> {
+        self.inner.replaced()
     }
 }
 

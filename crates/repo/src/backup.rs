@@ -269,6 +269,9 @@ pub struct FileError {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupSummary {
     pub snapshot_id: Id,
+    /// Object locks extended so the snapshot's packs stay locked (immutable
+    /// repositories only).
+    pub locks_extended: usize,
     pub files: u64,
     /// Files found unchanged since the parent snapshot, not read (see
     /// [`BackupOptions::force_reread`]), and their bytes.
@@ -1657,9 +1660,13 @@ pub fn backup(
             "vanished while this backup ran (a prune after its lock was removed?); no snapshot was written, so none claims data that is gone. Run the backup again: it stores that data anew",
         ));
     }
+    // An immutable repository: what this snapshot needs stays locked for
+    // the next N days, old packs included.
+    let locks_extended = repo.retain_for_snapshot(&used_packs)?;
     let snapshot_id = repo.save_snapshot(&snap)?;
     progress.finish();
     Ok(BackupSummary {
+        locks_extended,
         packs_adopted,
         weak_packs: index.weak_packs().len(),
         blobs_stored_again: stored_again,

@@ -82,6 +82,15 @@ pub fn check(
     }
     let backend = repo.backend();
 
+    // Storage that keeps versions: objects someone overwrote or hid behind
+    // a delete marker. Reads take the version that matches its name, so
+    // nothing is lost, but someone with write access changed the bucket.
+    for (path, why) in backend.replaced()? {
+        r.errors.push(format!(
+            "{path}: {why}; ledgervault reads the version it wrote, which is still stored, but someone changed the bucket"
+        ));
+    }
+
     for k in backend.list(KEYS_DIR)? {
         let ok = backend
             .read(&k.path)

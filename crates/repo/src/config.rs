@@ -33,7 +33,19 @@ pub struct RepoConfig {
     /// chunks, because a day's edits are scattered rows.
     #[serde(default = "CdcParams::dump")]
     pub dump_chunker: CdcParams,
+    /// Days every object stays locked against deletion and overwrite (S3
+    /// Object Lock, compliance mode). Set only in configs of format version
+    /// [`IMMUTABLE_CONFIG_VERSION`], so that an older ledgervault, which
+    /// would not keep the locks, refuses the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub immutable_days: Option<u32>,
 }
+
+/// The config version of immutable repositories (everything else in them
+/// is at [`FORMAT_VERSION`]).
+pub const IMMUTABLE_CONFIG_VERSION: u32 = 2;
+/// The longest immutability a config may ask for (about 100 years).
+pub const MAX_IMMUTABLE_DAYS: u32 = 36_500;
 
 impl RepoConfig {
     /// A fresh config with `pack_size`.
@@ -44,12 +56,30 @@ impl RepoConfig {
             pack_size,
             chunker: CdcParams::default(),
             dump_chunker: CdcParams::dump(),
+            immutable_days: None,
         };
         c.validate().map_err(Error::Invalid)?;
         Ok(c)
     }
 
+    /// Makes every object of the repository locked for `days` days.
+    pub fn set_immutable(&mut self, days: u32) -> Result<()> {
+        self.immutable_days = Some(days);
+        self.format_version = IMMUTABLE_CONFIG_VERSION;
+        self.validate().map_err(Error::Invalid)
+    }
+
     fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(d) = self.immutable_days {
+            if d == 0 || d > MAX_IMMUTABLE_DAYS {
+                return Err(format!(
+                    "immutable days {d} is outside 1..={MAX_IMMUTABLE_DAYS}"
+                ));
+            }
+            if self.format_version < IMMUTABLE_CONFIG_VERSION {
+                return Err("immutable_days in a config below version 2".into());
+            }
+        }
         if !PACK_SIZE_RANGE.contains(&self.pack_size) {
             return Err(format!(
                 "pack size {} is outside {}..={} bytes",
@@ -72,11 +102,11 @@ impl RepoConfig {
             .get("format_version")
             .and_then(|x| x.as_u64())
             .ok_or_else(|| Error::corrupt(CONFIG_PATH, "no format_version"))?;
-        if version > FORMAT_VERSION as u64 {
+        if version > FORMAT_VERSION.max(IMMUTABLE_CONFIG_VERSION) as u64 {
             return Err(Error::NewerFormat {
                 what: "the repository".into(),
                 found: version.min(u32::MAX as u64) as u32,
-                supported: FORMAT_VERSION,
+                supported: FORMAT_VERSION.max(IMMUTABLE_CONFIG_VERSION),
                 program: env!("CARGO_PKG_VERSION"),
             });
         }
@@ -108,6 +138,14 @@ mod tests {
         assert!(e.to_string().contains("newer ledgervault"), "{e}");
         assert!(RepoConfig::decode(b"{").is_err());
         assert!(RepoConfig::new(10).is_err());
+        let mut i = RepoConfig::new(16 << 20).unwrap();
+        i.set_immutable(30).unwrap();
+        let back = RepoConfig::decode(&i.encode()).unwrap();
+        assert_eq!((back.immutable_days, back.format_version), (Some(30), 2));
+        assert!(i.set_immutable(0).is_err());
+        let mut v: serde_json::Value = serde_json::from_slice(&c.encode()).unwrap();
+        v["immutable_days"] = 5.into();
+        assert!(RepoConfig::decode(&serde_json::to_vec(&v).unwrap()).is_err());
         let mut v: serde_json::Value = serde_json::from_slice(&c.encode()).unwrap();
         v["chunker"]["max_size"] = 1.into();
         assert!(matches!(

@@ -137,4 +137,24 @@ impl Backend for FaultyBackend {
     fn free_space(&self) -> Option<u64> {
         self.inner.free_space()
     }
+    fn retention(&self) -> crate::backend::Retention {
+        self.inner.retention()
+    }
+    fn object_lock(&self) -> BackendResult<Option<bool>> {
+        self.inner.object_lock()
+    }
+    fn retain(
+        &self,
+        path: &str,
+        at_least: std::time::SystemTime,
+        extend_to: std::time::SystemTime,
+    ) -> BackendResult<bool> {
+        self.inner.retain(path, at_least, extend_to)
+    }
+    fn retained_until(&self, path: &str) -> BackendResult<Option<std::time::SystemTime>> {
+        self.inner.retained_until(path)
+    }
+    fn replaced(&self) -> BackendResult<Vec<(String, String)>> {
+        self.inner.replaced()
+    }
 }

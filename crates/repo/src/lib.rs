@@ -41,6 +41,7 @@ pub mod fuzz;
 mod guard;
 mod id;
 mod idbatch;
+mod immutable;
 mod index;
 mod keyfile;
 mod lock;
@@ -59,7 +60,7 @@ mod stats;
 
 pub use backend::{
     short_object, AppendOnlyBackend, Backend, BackendError, BackendErrorKind, BackendResult,
-    MemoryBackend, ObjectInfo,
+    MemoryBackend, ObjectInfo, Retention,
 };
 pub use backup::LOCKED as DATABASE_LOCKED;
 pub use backup::{
@@ -77,6 +78,7 @@ pub use error::{Error, Result};
 pub use fault::{FaultOn, FaultyBackend};
 pub use guard::{looks_random, well_formed_page, GuardOptions, DEFAULT_SUSPECT_SHARE};
 pub use id::Id;
+pub use immutable::{lock_window, slack_days, ImmutableBackend};
 pub use index::Index;
 pub use lock::{
     list_locks, lock, read_lock, remove_locks, FoundLock, LockGuard, LockInfo, STALE_AFTER,

@@ -87,6 +87,10 @@ pub struct PruneReport {
     /// Packs that would have been deleted or repacked but were written
     /// less than `min_pack_age` ago, so were kept.
     pub packs_too_young: usize,
+    /// Packs that would have been deleted or repacked but are still locked
+    /// (immutable repositories), and when the first lock ends.
+    pub packs_locked: usize,
+    pub locked_until: Option<String>,
     pub packs_written: usize,
     pub index_files_before: usize,
     pub index_files_written: usize,
@@ -244,6 +248,51 @@ pub fn prune(
             Fate::Keep
         });
     }
+    // 2b. An immutable repository: what is still locked stays, and so do
+    // the packs that a locked index file lists (that file cannot go, and
+    // must not name packs that are gone).
+    let mut locked_index: HashSet<Id> = HashSet::new();
+    let mut unindexed_locked: HashSet<Id> = HashSet::new();
+    if repo.immutable_days().is_some() {
+        let mut earliest: Option<std::time::SystemTime> = None;
+        let mut note = |t: std::time::SystemTime| {
+            earliest = Some(earliest.map_or(t, |e: std::time::SystemTime| e.min(t)));
+        };
+        let mut pinned: HashSet<Id> = HashSet::new();
+        for id in &index_ids {
+            let path = format!("{}{}", FileKind::Index.dir(), id);
+            if let Some(t) = repo.backend().retained_until(&path)? {
+                locked_index.insert(*id);
+                note(t);
+                pinned.extend(repo.read_index_file(id)?.iter().map(|p| p.id));
+            }
+        }
+        for (p, f) in records.iter().zip(fates.iter_mut()) {
+            if matches!(f, Fate::Keep) || !present.contains_key(&p.id) {
+                continue;
+            }
+            let until = match repo.backend().retained_until(&pack_path(&p.id))? {
+                Some(t) => Some(t),
+                None if pinned.contains(&p.id) => Some(std::time::SystemTime::now()),
+                None => None,
+            };
+            if let Some(t) = until {
+                *f = Fate::Keep;
+                report.packs_locked += 1;
+                note(t);
+            }
+        }
+        let indexed: HashSet<Id> = records.iter().map(|r| r.id).collect();
+        for id in present.keys().filter(|id| !indexed.contains(id)) {
+            if let Some(t) = repo.backend().retained_until(&pack_path(id))? {
+                unindexed_locked.insert(*id);
+                report.packs_locked += 1;
+                note(t);
+            }
+        }
+        report.locked_until =
+            earliest.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
+    }
     if let Some(missing) = used.unclaimed() {
         return Err(Error::corrupt(
             format!("blob {}", missing.short()),
@@ -254,7 +303,7 @@ pub fn prune(
     let listed: HashSet<Id> = records.iter().map(|p| p.id).collect();
     let unindexed: Vec<(Id, u64)> = present
         .iter()
-        .filter(|(id, _)| !listed.contains(id))
+        .filter(|(id, _)| !listed.contains(id) && !unindexed_locked.contains(id))
         .map(|(id, s)| (*id, *s))
         .collect();
     let (young_unindexed, unindexed): (Vec<_>, Vec<_>) = unindexed
@@ -360,7 +409,8 @@ pub fn prune(
     report.index_files_written = new_index.len();
     for id in &index_ids {
         // An old file identical to a new one has the same name: it stays.
-        if new_index.contains(id) {
+        // A locked one stays too (its packs were kept above).
+        if new_index.contains(id) || locked_index.contains(id) {
             continue;
         }
         let path = format!("{}{}", FileKind::Index.dir(), id);

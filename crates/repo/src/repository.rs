@@ -13,6 +13,7 @@ use crate::crypto::{KdfParams, Keys, MasterKey};
 use crate::envelope::{open_file, seal_file, FileKind};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::immutable::ImmutableBackend;
 use crate::index::{decode_index, encode_index, Index, PackRecord};
 use crate::keyfile::{KeyFile, KEYS_DIR};
 use crate::pack::open_frame;
@@ -25,6 +26,8 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Argon2id parameters for the first key.
     pub kdf: KdfParams,
+    /// Lock every object for this many days (needs S3 Object Lock).
+    pub immutable_days: Option<u32>,
 }
 
 impl Default for InitOptions {
@@ -32,6 +35,7 @@ impl Default for InitOptions {
         InitOptions {
             pack_size: 16 * 1024 * 1024,
             kdf: KdfParams::default(),
+            immutable_days: None,
         }
     }
 }
@@ -126,9 +130,27 @@ impl Repository {
         backend: Arc<dyn Backend>,
         password: &[u8],
         opts: &InitOptions,
-        config: RepoConfig,
+        mut config: RepoConfig,
         master: MasterKey,
     ) -> Result<Repository> {
+        let backend = match opts.immutable_days {
+            None => backend,
+            Some(days) => {
+                match backend.object_lock()? {
+                    Some(true) => {}
+                    Some(false) => return Err(Error::Invalid(format!(
+                        "{}: the bucket has no Object Lock, so nothing can be made immutable; create a bucket with Object Lock enabled (it cannot be turned on later), or see the README for a bucket policy that denies deletes",
+                        backend.location()
+                    ))),
+                    None => return Err(Error::Invalid(format!(
+                        "{}: this storage has no Object Lock, so nothing can be made immutable; see the README for the alternatives (a bucket policy that denies deletes to the backup key, an append-only key)",
+                        backend.location()
+                    ))),
+                }
+                config.set_immutable(days)?;
+                Arc::new(ImmutableBackend::new(backend, days)) as Arc<dyn Backend>
+            }
+        };
         match backend.read(CONFIG_PATH) {
             Ok(_) => return Err(Error::AlreadyExists(backend.location())),
             Err(e) if e.kind == BackendErrorKind::NotFound => {}
@@ -187,6 +209,10 @@ impl Repository {
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
         let config_bytes = Self::read_config_bytes(backend.as_ref())?;
         let config = RepoConfig::decode(&config_bytes)?;
+        let backend = match config.immutable_days {
+            Some(days) => Arc::new(ImmutableBackend::new(backend, days)) as Arc<dyn Backend>,
+            None => backend,
+        };
         let keys = backend.list(KEYS_DIR)?;
         if keys.is_empty() {
             return Err(Error::corrupt("keys/", "the repository has no key files"));
@@ -259,6 +285,34 @@ impl Repository {
             Some(e) if readable == 0 => Err(e),
             _ => Err(Error::WrongPassword),
         }
+    }
+
+    /// Days every object stays locked, for an immutable repository.
+    pub fn immutable_days(&self) -> Option<u32> {
+        self.config.immutable_days
+    }
+
+    /// In an immutable repository, extends the locks of everything a new
+    /// snapshot relies on (its packs, the config and the key files) to
+    /// cover the next N days. Index files are not extended: each is locked
+    /// for N days when written, and `repair index` rebuilds them from the
+    /// packs. Returns how many locks were
+    /// extended (dates the storage already knows cost no request).
+    pub fn retain_for_snapshot(&self, packs: &std::collections::HashSet<Id>) -> Result<usize> {
+        let Some(days) = self.config.immutable_days else {
+            return Ok(0);
+        };
+        let (at_least, to) = crate::immutable::lock_window(days, std::time::SystemTime::now());
+        let mut paths: Vec<String> = packs.iter().map(pack_path).collect();
+        paths.push(CONFIG_PATH.to_string());
+        paths.extend(self.backend.list(KEYS_DIR)?.into_iter().map(|o| o.path));
+        let mut extended = 0;
+        for p in paths {
+            if self.backend.retain(&p, at_least, to)? {
+                extended += 1;
+            }
+        }
+        Ok(extended)
     }
 
     /// Makes this session append-only: from now on nothing in the

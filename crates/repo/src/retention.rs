@@ -278,9 +278,24 @@ pub struct ForgetReport {
     pub decisions: Vec<Decision>,
     /// Snapshots removed (empty on a dry run).
     pub removed: Vec<Id>,
+    /// Snapshots the policy let go but that are still locked (immutable
+    /// repositories), with the end of their lock; a later forget removes
+    /// them.
+    pub locked: Vec<(Id, String)>,
     /// Snapshots that could not be read; they are never removed.
     pub unreadable: Vec<String>,
     pub dry_run: bool,
+}
+
+/// Deletes a mark file; in an immutable repository a mark still locked
+/// stays (a mark about a snapshot that is gone is harmless).
+fn delete_mark(repo: &Repository, id: &Id) -> Result<()> {
+    let path = format!("{}{}", FileKind::Mark.dir(), id);
+    if repo.immutable_days().is_some() && repo.backend().retained_until(&path)?.is_some() {
+        return Ok(());
+    }
+    repo.backend().delete(&path)?;
+    Ok(())
 }
 
 /// Applies a retention policy: removes the snapshot files (and their marks)
@@ -295,17 +310,25 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     let states = crate::marks::fold(&marks);
     let decisions = plan(&snaps, &states, &opts.policy, &opts.guards);
     let mut removed = Vec::new();
+    let mut locked = Vec::new();
     if !opts.dry_run {
         for d in decisions.iter().filter(|d| !d.keep) {
-            repo.backend()
-                .delete(&format!("{}{}", FileKind::Snapshot.dir(), d.id))?;
+            let path = format!("{}{}", FileKind::Snapshot.dir(), d.id);
+            // An immutable repository: a snapshot still locked stays, and
+            // is named, instead of failing halfway.
+            if repo.immutable_days().is_some() {
+                if let Some(t) = repo.backend().retained_until(&path)? {
+                    locked.push((d.id, chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339()));
+                    continue;
+                }
+            }
+            repo.backend().delete(&path)?;
             removed.push(d.id);
             // Marks go after their snapshot; a crash in between leaves
             // marks about nothing, which are harmless and removed below.
             if let Some(st) = states.get(&d.id) {
                 for m in &st.marks {
-                    repo.backend()
-                        .delete(&format!("{}{}", FileKind::Mark.dir(), m))?;
+                    delete_mark(repo, m)?;
                 }
             }
         }
@@ -313,14 +336,14 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
         let live: std::collections::HashSet<Id> = snaps.iter().map(|(id, _)| *id).collect();
         for (mid, m) in &marks {
             if !live.contains(&m.snapshot) && bad.is_empty() {
-                repo.backend()
-                    .delete(&format!("{}{}", FileKind::Mark.dir(), mid))?;
+                delete_mark(repo, mid)?;
             }
         }
     }
     Ok(ForgetReport {
         decisions,
         removed,
+        locked,
         unreadable: bad.iter().map(|e| e.to_string()).collect(),
         dry_run: opts.dry_run,
     })

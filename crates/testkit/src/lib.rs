@@ -4,9 +4,11 @@
 //!   to prove that an interrupted operation leaves a valid repository.
 //! - [`fixtures`] builds source trees of mixed files.
 //! - [`pg::PgServer`] starts a real PostgreSQL server for a test.
+//! - [`s3`] starts real S3 servers (Garage, Ceph RGW) and a delaying proxy.
 
 pub mod net;
 pub mod pg;
+pub mod s3;
 
 pub use ledgervault_repo::{FaultOn, FaultyBackend};
 

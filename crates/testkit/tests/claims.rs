@@ -42,6 +42,7 @@ fn setup() -> Setup {
         &InitOptions {
             pack_size: 256 * 1024,
             kdf: FAST_KDF,
+            immutable_days: None,
         },
     )
     .unwrap();
@@ -338,6 +339,7 @@ fn a_backup_whose_old_data_packs_vanish_writes_no_snapshot() {
         &InitOptions {
             pack_size: 256 * 1024,
             kdf: FAST_KDF,
+            immutable_days: None,
         },
     )
     .unwrap();

@@ -19,6 +19,7 @@ fn opts() -> InitOptions {
     InitOptions {
         pack_size: 256 * 1024,
         kdf: FAST_KDF,
+        immutable_days: None,
     }
 }
 

@@ -76,6 +76,7 @@ fn base() -> Base {
         &InitOptions {
             pack_size: 256 * 1024,
             kdf: FAST_KDF,
+            immutable_days: None,
         },
     )
     .unwrap();

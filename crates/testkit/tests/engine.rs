@@ -21,6 +21,7 @@ fn init(backend: Arc<dyn Backend>, pack_size: u32) -> Repository {
         &InitOptions {
             pack_size,
             kdf: FAST_KDF,
+            immutable_days: None,
         },
     )
     .unwrap()

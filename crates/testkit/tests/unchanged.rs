@@ -24,6 +24,7 @@ fn repo() -> Repository {
         &InitOptions {
             pack_size: 1 << 20,
             kdf: FAST_KDF,
+            immutable_days: None,
         },
     )
     .unwrap()
@@ -172,6 +173,7 @@ fn data_gone_from_the_repository_is_read_again_not_trusted() {
         &InitOptions {
             pack_size: 1 << 20,
             kdf: FAST_KDF,
+            immutable_days: None,
         },
     )
     .unwrap();

@@ -1,0 +1,1084 @@
+//! A repository in an S3-compatible bucket, through OpenDAL.
+//!
+//! Objects, listings, ranged reads, parallel multipart uploads, retries with
+//! backoff and jitter, timeouts and a bound on concurrent requests come from
+//! OpenDAL's S3 service and layers. What OpenDAL does not do (bucket
+//! versioning and Object Lock: `?versioning`, `?object-lock`, `?retention`)
+//! is sent here, signed by the same AWS signer and credential chain.
+//!
+//! On a versioned bucket (every bucket with Object Lock is one) a plain
+//! overwrite adds a version and a plain delete adds a delete marker, so the
+//! bytes ledgervault wrote may no longer be the current version. Objects
+//! named by the hash of their bytes are therefore read defensively: listings
+//! come from the version listing, an object whose current version is a
+//! delete marker or one of several versions is a *suspect*, and a suspect is
+//! read from the newest version whose bytes hash to its name.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ledgervault_repo::{
+    short_object, Backend, BackendError, BackendErrorKind, BackendResult, ObjectInfo, Retention,
+};
+use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
+use opendal::{ErrorKind as OdKind, OperationContext, Operator};
+
+/// How an S3 repository is reached, beyond its URL.
+#[derive(Clone, Default)]
+pub struct S3Options {
+    /// Region to sign for. Default: `AWS_REGION`, `AWS_DEFAULT_REGION`,
+    /// else `us-east-1` (what most S3-compatible servers accept).
+    pub region: Option<String>,
+    /// `https://BUCKET.HOST/KEY` instead of `https://HOST/BUCKET/KEY`.
+    pub virtual_host: bool,
+    /// PEM file of extra certificate authorities to trust.
+    pub ca_bundle: Option<PathBuf>,
+    /// Requests in flight at once (default 16).
+    pub connections: Option<usize>,
+    /// Named profile of the shared credentials and config files.
+    pub profile: Option<String>,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Nothing here is secret, but keep the shape explicit.
+        f.debug_struct("S3Options")
+            .field("region", &self.region)
+            .field("virtual_host", &self.virtual_host)
+            .field("ca_bundle", &self.ca_bundle)
+            .field("connections", &self.connections)
+            .field("profile", &self.profile)
+            .finish()
+    }
+}
+
+/// Parts larger than this are uploaded in parallel parts of this size.
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts of one object uploaded at once.
+const PARTS_IN_FLIGHT: usize = 4;
+const DEFAULT_CONNECTIONS: usize = 16;
+
+/// Where an S3 repository lives: `s3:https://HOST[:PORT]/BUCKET[/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// `https://host:port`, no path, no credentials.
+    pub endpoint: String,
+    pub bucket: String,
+    /// Empty, or ending in `/`.
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parses `s3:https://HOST[:PORT]/BUCKET[/PREFIX]` (also `s3:http://…`
+    /// for loopback servers, and `s3://BUCKET[/PREFIX]` for AWS itself).
+    pub fn parse(s: &str) -> Result<S3Location, String> {
+        let rest = s
+            .strip_prefix("s3:")
+            .ok_or_else(|| "an S3 repository starts with s3:".to_string())?;
+        // The URL parser would resolve these silently; a typo is refused.
+        let path_part = rest.split(['?', '#']).next().unwrap_or("");
+        if path_part.split('/').skip(3).any(|c| c == ".." || c == ".") {
+            return Err("the prefix in the S3 address may not hold . or .. parts".into());
+        }
+        let (endpoint_url, path) = if let Some(aws) = rest.strip_prefix("//") {
+            ("https://s3.amazonaws.com".to_string(), aws.to_string())
+        } else {
+            let u = url::Url::parse(rest).map_err(|e| {
+                format!("{e} in the S3 address; expected s3:https://HOST[:PORT]/BUCKET[/PREFIX]")
+            })?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(format!(
+                    "the S3 address must use http or https, not {}",
+                    u.scheme()
+                ));
+            }
+            if !u.username().is_empty() || u.password().is_some() {
+                return Err("credentials do not belong in the S3 address: use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE".into());
+            }
+            if u.query().is_some() || u.fragment().is_some() {
+                return Err("the S3 address takes no ?query or #fragment".into());
+            }
+            let host = u
+                .host_str()
+                .ok_or_else(|| "the S3 address has no host".to_string())?;
+            let endpoint = match u.port() {
+                Some(p) => format!("{}://{host}:{p}", u.scheme()),
+                None => format!("{}://{host}", u.scheme()),
+            };
+            (endpoint, u.path().trim_start_matches('/').to_string())
+        };
+        let mut parts = path.splitn(2, '/');
+        let bucket = parts.next().unwrap_or("").to_string();
+        if bucket.is_empty() {
+            return Err("the S3 address names no bucket: s3:https://HOST/BUCKET[/PREFIX]".into());
+        }
+        if !bucket
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        {
+            return Err(format!("{bucket:?} is not a valid bucket name"));
+        }
+        let mut prefix = parts.next().unwrap_or("").trim_matches('/').to_string();
+        if prefix.split('/').any(|c| c == ".." || c == ".") || prefix.contains("//") {
+            return Err("the prefix in the S3 address may not hold . or .. or empty parts".into());
+        }
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        Ok(S3Location {
+            endpoint: endpoint_url,
+            bucket,
+            prefix,
+        })
+    }
+
+    /// The address as the user gives it, without credentials.
+    pub fn display(&self) -> String {
+        format!("s3:{}/{}/{}", self.endpoint, self.bucket, self.prefix)
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
+/// Versions of one object, newest first.
+#[derive(Debug, Clone)]
+struct Suspect {
+    /// Version ids of real versions (not delete markers), newest first.
+    versions: Vec<String>,
+    /// Why it is a suspect: "deleted" (delete marker on top) or "overwritten".
+    why: &'static str,
+}
+
+/// A repository in an S3 bucket.
+pub struct S3Backend {
+    op: Operator,
+    rt: tokio::runtime::Runtime,
+    loc: S3Location,
+    virtual_host: bool,
+    region: String,
+    http: reqwest::Client,
+    signer: reqsign_core::Signer<reqsign_aws_v4::Credential>,
+    /// Whether the bucket keeps versions (learned at open).
+    versioned: bool,
+    /// Content-named objects whose current version is not (only) what was
+    /// written, from the last version listing that saw them.
+    suspects: Mutex<HashMap<String, Suspect>>,
+    /// Suspects resolved to the version that verifies.
+    pinned: Mutex<HashMap<String, String>>,
+    /// Lower bounds of retention dates, learned or set (Object Lock
+    /// compliance dates can only grow, so an old answer stays a lower bound).
+    retained: Mutex<HashMap<String, i64>>,
+    retention_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("location", &self.loc.display())
+            .field("versioned", &self.versioned)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(kind: BackendErrorKind, path: &str, msg: impl Into<String>) -> BackendError {
+    BackendError::new(kind, path, msg)
+}
+
+/// One line from an OpenDAL error: its kind and message, never a request
+/// (requests carry signatures).
+fn od_err(path: &str, e: &opendal::Error) -> BackendError {
+    let kind = match e.kind() {
+        OdKind::NotFound => BackendErrorKind::NotFound,
+        OdKind::PermissionDenied => BackendErrorKind::PermissionDenied,
+        OdKind::RateLimited => BackendErrorKind::Temporary,
+        _ if e.is_temporary() => BackendErrorKind::Temporary,
+        _ => BackendErrorKind::Other,
+    };
+    let msg = e.message().lines().next().unwrap_or("").trim().to_string();
+    let msg = match kind {
+        BackendErrorKind::PermissionDenied => {
+            "access denied by the S3 server (check the key's permissions, or the object is locked)"
+                .to_string()
+        }
+        BackendErrorKind::NotFound => "not found".to_string(),
+        _ if msg.is_empty() => format!("{}", e.kind()),
+        _ => format!("{}: {msg}", e.kind()),
+    };
+    err(kind, path, msg)
+}
+
+/// Object names that are the BLAKE3 hash of their bytes.
+fn content_named(path: &str) -> bool {
+    let top = path.split('/').next().unwrap_or("");
+    matches!(top, "data" | "index" | "snapshots" | "marks" | "keys")
+        && path.rsplit('/').next().is_some_and(|n| {
+            n.len() == 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
+fn verifies(path: &str, bytes: &[u8]) -> bool {
+    path.rsplit('/').next() == Some(blake3::hash(bytes).to_hex().as_str())
+}
+
+/// The text of the first `<tag>…</tag>` in a small XML answer.
+fn xml_field<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    Some(xml[start..end].trim())
+}
+
+impl S3Backend {
+    /// Connects to `loc` (no request is made to the bucket's objects).
+    pub fn open(
+        loc: S3Location,
+        opts: &S3Options,
+        cache_dir: Option<&Path>,
+    ) -> BackendResult<S3Backend> {
+        let region = opts
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let connections = opts
+            .connections
+            .unwrap_or(DEFAULT_CONNECTIONS)
+            .clamp(1, 256);
+        let location = loc.display();
+        let config_err = |m: String| err(BackendErrorKind::Other, "", m);
+
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(connections);
+        if let Some(ca) = &opts.ca_bundle {
+            let pem = std::fs::read(ca).map_err(|e| {
+                config_err(format!("cannot read the CA bundle {}: {e}", ca.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                config_err(format!("the CA bundle {} is not PEM: {e}", ca.display()))
+            })?;
+            if certs.is_empty() {
+                return Err(config_err(format!(
+                    "the CA bundle {} holds no certificate",
+                    ca.display()
+                )));
+            }
+            http = http.tls_certs_merge(certs);
+        }
+        let http = http
+            .build()
+            .map_err(|e| config_err(format!("cannot set up HTTPS: {e}")))?;
+
+        let mut b = opendal::services::S3::default()
+            .endpoint(&loc.endpoint)
+            .bucket(&loc.bucket)
+            .region(&region)
+            .root(&format!("/{}", loc.prefix))
+            .disable_ec2_metadata();
+        if opts.virtual_host {
+            b = b.enable_virtual_host_style();
+        }
+        if let Some(p) = opts.profile.as_deref() {
+            b = b.profile(p);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("s3")
+            .enable_all()
+            .build()
+            .map_err(|e| config_err(format!("cannot start the S3 client: {e}")))?;
+        let op = {
+            let _g = rt.enter();
+            Operator::new(b)
+                .map_err(|e| config_err(format!("S3 settings: {}", e.message())))?
+                .with_context(OperationContext::new().with_http_transport(
+                    opendal::HttpTransporter::new(
+                        opendal_http_transport_reqwest::ReqwestTransport::new(http.clone()),
+                    ),
+                ))
+                .layer(
+                    TimeoutLayer::new()
+                        .with_timeout(Duration::from_secs(300))
+                        .with_io_timeout(Duration::from_secs(60)),
+                )
+                .layer(
+                    RetryLayer::new()
+                        .with_jitter()
+                        .with_min_delay(Duration::from_millis(200))
+                        .with_max_delay(Duration::from_secs(20))
+                        .with_max_times(8),
+                )
+                .layer(ConcurrentLimitLayer::new(connections))
+        };
+        let mut creds = reqsign_aws_v4::DefaultCredentialProvider::builder().no_imds();
+        if let Some(p) = opts.profile.as_deref() {
+            creds = creds.with_profile(p);
+        }
+        let ctx = reqsign_core::Context::new()
+            .with_file_read(reqsign_file_read_tokio::TokioFileRead)
+            .with_env(reqsign_core::OsEnv);
+        let signer = reqsign_core::Signer::new(
+            ctx,
+            creds.build(),
+            reqsign_aws_v4::RequestSigner::new("s3", &region),
+        );
+        let retention_file = cache_dir.map(|d| d.join("retention"));
+        let mut backend = S3Backend {
+            op,
+            rt,
+            loc,
+            virtual_host: opts.virtual_host,
+            region,
+            http,
+            signer,
+            versioned: false,
+            suspects: Mutex::default(),
+            pinned: Mutex::default(),
+            retained: Mutex::default(),
+            retention_file,
+        };
+        let _ = location;
+        backend.load_retention();
+        backend.versioned = backend.bucket_versioned()?;
+        Ok(backend)
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn key(&self, path: &str) -> String {
+        format!("{}{path}", self.loc.prefix)
+    }
+
+    /// URL of the bucket (empty key) or of an object, for the calls made here.
+    fn url(&self, key: &str, query: &str) -> String {
+        let enc: String = key
+            .split('/')
+            .map(|c| {
+                url::form_urlencoded::byte_serialize(c.as_bytes())
+                    .collect::<String>()
+                    .replace('+', "%20")
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let base = if self.virtual_host {
+            let (scheme, host) = self.loc.endpoint.split_once("://").unwrap_or(("https", ""));
+            format!("{scheme}://{}.{host}/{enc}", self.loc.bucket)
+        } else {
+            format!("{}/{}/{enc}", self.loc.endpoint, self.loc.bucket)
+        };
+        if query.is_empty() {
+            base
+        } else {
+            format!("{base}?{query}")
+        }
+    }
+
+    /// A signed request made here (not through OpenDAL), with retries for
+    /// temporary failures. Returns the status and body.
+    fn call(
+        &self,
+        method: http::Method,
+        url: &str,
+        body: Vec<u8>,
+        what: &str,
+    ) -> BackendResult<(u16, String)> {
+        use base64::Engine;
+        use md5::Digest as _;
+        let mut delay = Duration::from_millis(200);
+        for attempt in 0.. {
+            let result = self.rt.block_on(async {
+                let mut req = http::Request::builder()
+                    .method(method.clone())
+                    .uri(url)
+                    .header(
+                        "x-amz-content-sha256",
+                        hex::encode(sha2::Sha256::digest(&body)),
+                    );
+                if !body.is_empty() {
+                    req = req
+                        .header(
+                            "content-md5",
+                            base64::engine::general_purpose::STANDARD
+                                .encode(md5::Md5::digest(&body)),
+                        )
+                        .header("content-length", body.len());
+                }
+                let req = req
+                    .body(())
+                    .map_err(|e| format!("bad request for {what}: {e}"))?;
+                let (mut parts, ()) = req.into_parts();
+                self.signer.sign(&mut parts, None).await.map_err(|e| {
+                    format!(
+                        "cannot sign the request ({}): check the S3 credentials",
+                        e.kind()
+                    )
+                })?;
+                let mut r = self.http.request(parts.method, parts.uri.to_string());
+                for (k, v) in parts.headers.iter() {
+                    if k != http::header::HOST {
+                        r = r.header(k, v);
+                    }
+                }
+                let resp = r
+                    .body(body.clone())
+                    .timeout(Duration::from_secs(60))
+                    .send()
+                    .await
+                    .map_err(|e| format!("{what}: {}", e.without_url()))?;
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                Ok::<_, String>((status, text))
+            });
+            let temporary = match &result {
+                Ok((s, _)) => *s == 429 || *s >= 500 && *s != 501,
+                Err(_) => true,
+            };
+            if !temporary || attempt >= 6 {
+                return match result {
+                    Ok(r) => Ok(r),
+                    Err(m) => Err(err(BackendErrorKind::Temporary, "", m)),
+                };
+            }
+            let jitter = rand::random::<u64>() % (delay.as_millis() as u64 + 1);
+            std::thread::sleep(delay + Duration::from_millis(jitter));
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        unreachable!()
+    }
+
+    fn bucket_versioned(&self) -> BackendResult<bool> {
+        let (status, body) = self.call(
+            http::Method::GET,
+            &self.url("", "versioning"),
+            vec![],
+            "asking whether the bucket keeps versions",
+        )?;
+        match status {
+            200 => Ok(xml_field(&body, "Status") == Some("Enabled")),
+            403 => Err(err(
+                BackendErrorKind::PermissionDenied,
+                "",
+                format!(
+                    "access denied to bucket {} (check the key and its permissions)",
+                    self.loc.bucket
+                ),
+            )),
+            404 if body.contains("NoSuchBucket") => Err(err(
+                BackendErrorKind::NotFound,
+                "",
+                format!("bucket {} does not exist", self.loc.bucket),
+            )),
+            // Servers without versioning (Garage) answer 501 or 400.
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether the bucket has Object Lock enabled (`None`: the server does
+    /// not know Object Lock at all).
+    pub fn object_lock_enabled(&self) -> BackendResult<Option<bool>> {
+        let (status, body) = self.call(
+            http::Method::GET,
+            &self.url("", "object-lock"),
+            vec![],
+            "reading the bucket's Object Lock setting",
+        )?;
+        match status {
+            200 => Ok(Some(
+                xml_field(&body, "ObjectLockEnabled") == Some("Enabled"),
+            )),
+            404 => Ok(Some(false)),
+            501 => Ok(None),
+            _ if body.contains("ObjectLockConfigurationNotFound") => Ok(Some(false)),
+            _ if body.contains("NotImplemented") => Ok(None),
+            _ => Ok(Some(false)),
+        }
+    }
+
+    fn list_versions(&self, prefix: &str) -> BackendResult<Vec<opendal::Entry>> {
+        self.rt.block_on(async {
+            self.op
+                .list_with(prefix)
+                .recursive(true)
+                .versions(true)
+                .deleted(true)
+                .await
+                .map_err(|e| od_err(prefix, &e))
+        })
+    }
+
+    /// A version listing turned into the objects that exist, remembering
+    /// suspects.
+    fn list_versioned(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        struct Version {
+            id: String,
+            size: u64,
+            modified: Option<SystemTime>,
+        }
+        #[derive(Default)]
+        struct Seen {
+            latest_deleted: bool,
+            /// Real versions, newest first (the order S3 lists them in).
+            versions: Vec<Version>,
+        }
+        let mut by_key: HashMap<String, Seen> = HashMap::new();
+        for e in self.list_versions(prefix)? {
+            let path = e.path().to_string();
+            if path.ends_with('/') {
+                continue;
+            }
+            let m = e.metadata();
+            let s = by_key.entry(path).or_default();
+            if m.is_deleted() {
+                if m.is_current() == Some(true) {
+                    s.latest_deleted = true;
+                }
+                continue;
+            }
+            s.versions.push(Version {
+                id: m.version().unwrap_or("").to_string(),
+                size: m.content_length(),
+                modified: m.last_modified().map(SystemTime::from),
+            });
+        }
+        let mut out = vec![];
+        let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        suspects.retain(|k, _| !k.starts_with(prefix));
+        for (path, s) in by_key {
+            let (Some(newest), Some(oldest)) = (s.versions.first(), s.versions.last()) else {
+                continue;
+            };
+            let suspect = content_named(&path) && (s.latest_deleted || s.versions.len() > 1);
+            if suspect {
+                suspects.insert(
+                    path.clone(),
+                    Suspect {
+                        versions: s.versions.iter().map(|v| v.id.clone()).collect(),
+                        why: if s.latest_deleted {
+                            "deleted (a delete marker hides it)"
+                        } else {
+                            "overwritten (its current version is not the one written)"
+                        },
+                    },
+                );
+            } else if s.latest_deleted {
+                continue;
+            }
+            // A content-named object is written once: the repository's own
+            // version is the first, whatever others added on top.
+            let v = if suspect { oldest } else { newest };
+            out.push(ObjectInfo {
+                path,
+                size: v.size,
+                modified: v.modified,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The version of a suspect object that verifies against its name,
+    /// newest first; `None` when it is no suspect.
+    fn pin(&self, path: &str) -> BackendResult<Option<String>> {
+        if let Some(v) = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+        {
+            return Ok(Some(v.clone()));
+        }
+        let Some(s) = self
+            .suspects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        for v in &s.versions {
+            let bytes = self.rt.block_on(async {
+                self.op
+                    .read_with(path)
+                    .version(v)
+                    .await
+                    .map(|b| b.to_vec())
+                    .map_err(|e| od_err(path, &e))
+            });
+            if let Ok(bytes) = bytes {
+                if verifies(path, &bytes) {
+                    self.pinned
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(path.to_string(), v.clone());
+                    return Ok(Some(v.clone()));
+                }
+            }
+        }
+        Err(err(
+            BackendErrorKind::Other,
+            path,
+            format!(
+                "{}, and none of its {} versions matches its name",
+                s.why,
+                s.versions.len()
+            ),
+        ))
+    }
+
+    /// Finds the suspects of an object not listed before (a read of an
+    /// object that a current read could not give).
+    fn discover(&self, path: &str) -> BackendResult<Option<String>> {
+        if !self.versioned || !content_named(path) {
+            return Ok(None);
+        }
+        self.list_versioned(path)?;
+        self.pin(path)
+    }
+
+    fn plain_read(&self, path: &str, version: Option<&str>) -> BackendResult<Vec<u8>> {
+        self.rt.block_on(async {
+            let mut r = self.op.read_with(path);
+            if let Some(v) = version {
+                r = r.version(v);
+            }
+            r.await.map(|b| b.to_vec()).map_err(|e| od_err(path, &e))
+        })
+    }
+
+    fn load_retention(&mut self) {
+        let Some(f) = &self.retention_file else {
+            return;
+        };
+        let Ok(text) = std::fs::read_to_string(f) else {
+            return;
+        };
+        let mut map = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+        for line in text.lines() {
+            if let Some((p, t)) = line.rsplit_once(' ') {
+                if let Ok(t) = t.parse::<i64>() {
+                    let e = map.entry(p.to_string()).or_insert(t);
+                    *e = (*e).max(t);
+                }
+            }
+        }
+    }
+
+    fn remember_retention(&self, path: &str, until: i64) {
+        self.retained
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_string(), until);
+        if let Some(f) = &self.retention_file {
+            use std::io::Write;
+            if let Some(d) = f.parent() {
+                let _ = std::fs::create_dir_all(d);
+            }
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(f)
+            {
+                let _ = writeln!(file, "{path} {until}");
+            }
+        }
+    }
+
+    fn get_retention(&self, path: &str) -> BackendResult<Option<i64>> {
+        let version = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned();
+        let q = match &version {
+            Some(v) => format!("retention&versionId={v}"),
+            None => "retention".to_string(),
+        };
+        let (status, body) = self.call(
+            http::Method::GET,
+            &self.url(&self.key(path), &q),
+            vec![],
+            "reading an object's retention",
+        )?;
+        match status {
+            200 => {
+                let date = xml_field(&body, "RetainUntilDate").ok_or_else(|| {
+                    err(
+                        BackendErrorKind::Other,
+                        path,
+                        "retention answer without a date",
+                    )
+                })?;
+                let t = DateTime::parse_from_rfc3339(date).map_err(|_| {
+                    err(
+                        BackendErrorKind::Other,
+                        path,
+                        format!("retention date {date:?} unreadable"),
+                    )
+                })?;
+                Ok(Some(t.timestamp()))
+            }
+            404 if body.contains("NoSuchKey") => {
+                Err(err(BackendErrorKind::NotFound, path, "not found"))
+            }
+            _ if body.contains("NoSuchObjectLockConfiguration") || status == 404 => Ok(None),
+            403 => Err(err(
+                BackendErrorKind::PermissionDenied,
+                path,
+                "access denied reading its retention (the key needs s3:GetObjectRetention)",
+            )),
+            _ => Err(err(
+                BackendErrorKind::Other,
+                path,
+                format!(
+                    "reading its retention: HTTP {status} {}",
+                    xml_field(&body, "Code").unwrap_or("")
+                ),
+            )),
+        }
+    }
+}
+
+fn ts(t: SystemTime) -> i64 {
+    DateTime::<Utc>::from(t).timestamp()
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        self.loc.display()
+    }
+
+    fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        let top = prefix.split('/').next().unwrap_or("");
+        if self.versioned && matches!(top, "data" | "index" | "snapshots" | "marks" | "keys") {
+            return self.list_versioned(prefix);
+        }
+        let entries = self.rt.block_on(async {
+            self.op
+                .list_with(prefix)
+                .recursive(true)
+                .await
+                .map_err(|e| od_err(prefix, &e))
+        })?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let path = e.path();
+            if path.ends_with('/') {
+                continue;
+            }
+            if self.versioned && prefix.is_empty() && content_named(path) {
+                continue; // listed below, version-aware
+            }
+            let m = e.metadata();
+            out.push(ObjectInfo {
+                path: path.to_string(),
+                size: m.content_length(),
+                modified: m.last_modified().map(SystemTime::from),
+            });
+        }
+        if self.versioned && prefix.is_empty() {
+            for p in ["data/", "index/", "snapshots/", "marks/", "keys/"] {
+                out.extend(self.list_versioned(p)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn read(&self, path: &str) -> BackendResult<Vec<u8>> {
+        if let Some(v) = self.pin(path)? {
+            return self.plain_read(path, Some(&v));
+        }
+        match self.plain_read(path, None) {
+            Ok(bytes) if !content_named(path) || verifies(path, &bytes) || !self.versioned => {
+                Ok(bytes)
+            }
+            Ok(bytes) => match self.discover(path)? {
+                Some(v) => self.plain_read(path, Some(&v)),
+                None => Ok(bytes),
+            },
+            Err(e) if e.kind == BackendErrorKind::NotFound => match self.discover(path)? {
+                Some(v) => self.plain_read(path, Some(&v)),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| short_object(path, offset, len, 0))?;
+        let version = self.pin(path)?;
+        let read = |version: Option<String>| {
+            self.rt.block_on(async {
+                let mut r = self.op.read_with(path).range(offset..end);
+                if let Some(v) = &version {
+                    r = r.version(v);
+                }
+                r.await.map(|b| b.to_vec()).map_err(|e| od_err(path, &e))
+            })
+        };
+        let got = match read(version) {
+            Err(e) if e.kind == BackendErrorKind::NotFound => match self.discover(path)? {
+                Some(v) => read(Some(v)),
+                None => Err(e),
+            },
+            Err(e) if len > 0 && e.message.contains("RangeNotSatisfied") => {
+                Err(short_object(path, offset, len, 0))
+            }
+            r => r,
+        }?;
+        if got.len() as u64 != len {
+            return Err(short_object(path, offset, len, offset + got.len() as u64));
+        }
+        Ok(got)
+    }
+
+    fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
+        let buf = bytes::Bytes::copy_from_slice(data);
+        self.rt.block_on(async {
+            let mut w = self.op.write_with(path, buf);
+            if data.len() > PART_SIZE {
+                w = w.chunk(PART_SIZE).concurrent(PARTS_IN_FLIGHT);
+            }
+            w.await.map(|_| ()).map_err(|e| od_err(path, &e))
+        })?;
+        // A fresh write is what the repository wrote: no longer a suspect.
+        self.suspects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path);
+        self.pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path);
+        Ok(())
+    }
+
+    fn delete(&self, path: &str) -> BackendResult<()> {
+        if !self.versioned {
+            return self
+                .rt
+                .block_on(async { self.op.delete(path).await.map_err(|e| od_err(path, &e)) });
+        }
+        // On a versioned bucket a plain delete only hides the object: delete
+        // every version (a locked one refuses, and the object stays).
+        let versions = self.list_versions(path)?;
+        let mut refused = 0;
+        for e in versions.iter().filter(|e| e.path() == path) {
+            let Some(v) = e.metadata().version() else {
+                continue;
+            };
+            let r = self.rt.block_on(async {
+                self.op
+                    .delete_with(path)
+                    .version(v)
+                    .await
+                    .map_err(|e| od_err(path, &e))
+            });
+            match r {
+                Ok(()) => {}
+                Err(e) if e.kind == BackendErrorKind::PermissionDenied => refused += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        if refused > 0 {
+            return Err(err(
+                BackendErrorKind::PermissionDenied,
+                path,
+                format!("kept by Object Lock ({refused} version(s) still under retention)"),
+            ));
+        }
+        self.suspects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path);
+        self.pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path);
+        Ok(())
+    }
+
+    fn retention(&self) -> Retention {
+        if self.versioned {
+            Retention::Versioned
+        } else {
+            Retention::None
+        }
+    }
+
+    fn retain(
+        &self,
+        path: &str,
+        at_least: SystemTime,
+        extend_to: SystemTime,
+    ) -> BackendResult<bool> {
+        let need = ts(at_least);
+        if self
+            .retained
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .is_some_and(|&t| t >= need)
+        {
+            return Ok(false);
+        }
+        if let Some(t) = self.get_retention(path)? {
+            if t >= need {
+                self.remember_retention(path, t);
+                return Ok(false);
+            }
+        }
+        let until = DateTime::<Utc>::from(extend_to).to_rfc3339_opts(SecondsFormat::Secs, true);
+        let body = format!(
+            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>COMPLIANCE</Mode><RetainUntilDate>{until}</RetainUntilDate></Retention>"
+        );
+        let version = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned();
+        let q = match &version {
+            Some(v) => format!("retention&versionId={v}"),
+            None => "retention".to_string(),
+        };
+        let (status, answer) = self.call(
+            http::Method::PUT,
+            &self.url(&self.key(path), &q),
+            body.into_bytes(),
+            "setting an object's retention",
+        )?;
+        if status != 200 {
+            let code = xml_field(&answer, "Code").unwrap_or("").to_string();
+            let kind = if status == 403 {
+                BackendErrorKind::PermissionDenied
+            } else {
+                BackendErrorKind::Other
+            };
+            return Err(err(
+                kind,
+                path,
+                format!("setting its retention was refused: HTTP {status} {code}"),
+            ));
+        }
+        // Trust the store, not the answer: read the date back.
+        match self.get_retention(path)? {
+            Some(t) if t >= need => {
+                self.remember_retention(path, t);
+                Ok(true)
+            }
+            other => Err(err(
+                BackendErrorKind::Other,
+                path,
+                format!(
+                    "the store accepted a retention until {until} but reports {}",
+                    other
+                        .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
+                        .map(|d| d.to_rfc3339())
+                        .unwrap_or_else(|| "none".into())
+                ),
+            )),
+        }
+    }
+
+    fn retained_until(&self, path: &str) -> BackendResult<Option<SystemTime>> {
+        let known = self
+            .retained
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .copied();
+        let now = ts(SystemTime::now());
+        let t = match known {
+            Some(t) if t > now => Some(t),
+            _ => match self.get_retention(path) {
+                Ok(t) => t,
+                Err(e) if e.kind == BackendErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(t.filter(|&t| t > now)
+            .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t as u64)))
+    }
+
+    fn replaced(&self) -> BackendResult<Vec<(String, String)>> {
+        if !self.versioned {
+            return Ok(vec![]);
+        }
+        for p in ["data/", "index/", "snapshots/", "marks/", "keys/"] {
+            self.list_versioned(p)?;
+        }
+        let mut v: Vec<(String, String)> = self
+            .suspects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, s)| (k.clone(), s.why.to_string()))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    fn object_lock(&self) -> BackendResult<Option<bool>> {
+        self.object_lock_enabled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses() {
+        let l = S3Location::parse("s3:https://s3.example.com:9000/books/firm-a/").unwrap();
+        assert_eq!(l.endpoint, "https://s3.example.com:9000");
+        assert_eq!(l.bucket, "books");
+        assert_eq!(l.prefix, "firm-a/");
+        assert_eq!(l.display(), "s3:https://s3.example.com:9000/books/firm-a");
+        let l = S3Location::parse("s3:http://127.0.0.1:3900/b").unwrap();
+        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("b", ""));
+        let l = S3Location::parse("s3://bucket/x/y").unwrap();
+        assert_eq!(l.endpoint, "https://s3.amazonaws.com");
+        assert_eq!(l.prefix, "x/y/");
+        for bad in [
+            "s3:https://host",
+            "s3:https://host/",
+            "s3:ftp://host/b",
+            "s3:https://AKIA:secret@host/b",
+            "s3:https://host/b/../x",
+            "s3:https://host/b?x=1",
+            "s3:https://host/b a",
+            "https://host/b",
+        ] {
+            let e = S3Location::parse(bad).unwrap_err();
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn content_names() {
+        let h = blake3::hash(b"x").to_hex().to_string();
+        assert!(content_named(&format!("data/{}/{h}", &h[..2])));
+        assert!(content_named(&format!("index/{h}")));
+        assert!(!content_named(&format!("locks/{h}")));
+        assert!(!content_named("config"));
+        assert!(verifies(&format!("index/{h}"), b"x"));
+        assert!(!verifies(&format!("index/{h}"), b"y"));
+        assert_eq!(
+            xml_field("<a><Status>Enabled</Status></a>", "Status"),
+            Some("Enabled")
+        );
+    }
+}
