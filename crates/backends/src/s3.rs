@@ -168,6 +168,8 @@ pub struct S3Backend {
     suspects: Mutex<HashMap<String, Suspect>>,
     /// Suspects resolved to the version that verifies.
     pinned: Mutex<HashMap<String, String>>,
+    /// Top-level folders whose versions have been listed in this process.
+    scanned: Mutex<std::collections::HashSet<String>>,
     /// Lower bounds of retention dates, learned or set (Object Lock
     /// compliance dates can only grow, so an old answer stays a lower bound).
     retained: Mutex<HashMap<String, i64>>,
@@ -219,6 +221,16 @@ fn content_named(path: &str) -> bool {
                 && n.bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
+}
+
+/// The repository's config: written once at init and never again, but not
+/// named by its content (a key file holds its checksum). On a versioned
+/// bucket its first version is the repository's.
+const CONFIG: &str = "config";
+
+/// Objects the repository writes once and never replaces.
+fn write_once(path: &str) -> bool {
+    path == CONFIG || content_named(path)
 }
 
 fn verifies(path: &str, bytes: &[u8]) -> bool {
@@ -341,6 +353,7 @@ impl S3Backend {
             versioned: false,
             suspects: Mutex::default(),
             pinned: Mutex::default(),
+            scanned: Mutex::default(),
             retained: Mutex::default(),
             retention_file,
         };
@@ -551,13 +564,19 @@ impl S3Backend {
             });
         }
         let mut out = vec![];
+        if prefix.ends_with('/') && prefix.matches('/').count() == 1 {
+            self.scanned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(prefix.to_string());
+        }
         let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
         suspects.retain(|k, _| !k.starts_with(prefix));
         for (path, s) in by_key {
             let (Some(newest), Some(oldest)) = (s.versions.first(), s.versions.last()) else {
                 continue;
             };
-            let suspect = content_named(&path) && (s.latest_deleted || s.versions.len() > 1);
+            let suspect = write_once(&path) && (s.latest_deleted || s.versions.len() > 1);
             if suspect {
                 suspects.insert(
                     path.clone(),
@@ -585,6 +604,27 @@ impl S3Backend {
         Ok(out)
     }
 
+    /// On a versioned bucket, lists the versions of the folder holding
+    /// `path` once per process, so that every suspect in it is known
+    /// before its bytes are trusted (a pack overwritten with bytes of the
+    /// same length would otherwise only fail its authentication).
+    fn scan_for(&self, path: &str) -> BackendResult<()> {
+        if !self.versioned || !write_once(path) || path == CONFIG {
+            return Ok(());
+        }
+        let top = format!("{}/", path.split('/').next().unwrap_or(""));
+        if self
+            .scanned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&top)
+        {
+            return Ok(());
+        }
+        self.list_versioned(&top)?;
+        Ok(())
+    }
+
     /// The version of a suspect object that verifies against its name,
     /// newest first; `None` when it is no suspect.
     fn pin(&self, path: &str) -> BackendResult<Option<String>> {
@@ -605,6 +645,18 @@ impl S3Backend {
         else {
             return Ok(None);
         };
+        if path == CONFIG {
+            // Not verifiable by name: the first version is the one init
+            // wrote (the key files check it against their checksum).
+            let first = s.versions.last().cloned();
+            if let Some(v) = &first {
+                self.pinned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(path.to_string(), v.clone());
+            }
+            return Ok(first);
+        }
         for v in &s.versions {
             let bytes = self.rt.block_on(async {
                 self.op
@@ -638,7 +690,7 @@ impl S3Backend {
     /// Finds the suspects of an object not listed before (a read of an
     /// object that a current read could not give).
     fn discover(&self, path: &str) -> BackendResult<Option<String>> {
-        if !self.versioned || !content_named(path) {
+        if !self.versioned || !write_once(path) {
             return Ok(None);
         }
         self.list_versioned(path)?;
@@ -795,6 +847,14 @@ impl Backend for S3Backend {
     }
 
     fn read(&self, path: &str) -> BackendResult<Vec<u8>> {
+        if path == CONFIG && self.versioned {
+            // One listing of its versions tells whether someone replaced
+            // or hid it.
+            if let Some(v) = self.discover(path)? {
+                return self.plain_read(path, Some(&v));
+            }
+        }
+        self.scan_for(path)?;
         if let Some(v) = self.pin(path)? {
             return self.plain_read(path, Some(&v));
         }
@@ -818,6 +878,7 @@ impl Backend for S3Backend {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| short_object(path, offset, len, 0))?;
+        self.scan_for(path)?;
         let version = self.pin(path)?;
         let read = |version: Option<String>| {
             self.rt.block_on(async {
@@ -891,6 +952,13 @@ impl Backend for S3Backend {
                 Err(e) if e.kind == BackendErrorKind::PermissionDenied => refused += 1,
                 Err(e) => return Err(e),
             }
+        }
+        if refused > 0 && !write_once(path) {
+            // A lock file under a bucket's default retention: hide it (a
+            // delete marker), which is all a listing needs.
+            return self
+                .rt
+                .block_on(async { self.op.delete(path).await.map_err(|e| od_err(path, &e)) });
         }
         if refused > 0 {
             return Err(err(
@@ -1017,7 +1085,7 @@ impl Backend for S3Backend {
         if !self.versioned {
             return Ok(vec![]);
         }
-        for p in ["data/", "index/", "snapshots/", "marks/", "keys/"] {
+        for p in ["data/", "index/", "snapshots/", "marks/", "keys/", CONFIG] {
             self.list_versioned(p)?;
         }
         let mut v: Vec<(String, String)> = self
