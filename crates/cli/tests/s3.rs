@@ -34,7 +34,10 @@ impl Lv {
         self.tmp.path()
     }
     fn cmd(&self, repo: &str) -> Command {
-        let mut c = Command::cargo_bin("ledgervault").unwrap();
+        Command::from_std(self.std_cmd(repo))
+    }
+    fn std_cmd(&self, repo: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("ledgervault"));
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.root())
@@ -451,4 +454,168 @@ print(refused, overwritten, hidden)
     assert_eq!(f["removed"].as_array().unwrap().len(), 0, "{f}");
     assert_eq!(f["locked"].as_array().unwrap().len(), 1, "{f}");
     assert_eq!(lv.json(&repo, &["snapshots"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn offices_drills_clients_and_offsite_copies_on_garage() {
+    let g = Garage::start();
+    let lv = Lv::new(g.env());
+    let repo = g.repo(1, "firm");
+    lv.init(&repo, &[]);
+    let db = lv.root().join("firm.db");
+    ledgervault_samplefirm::generate(
+        &db,
+        &ledgervault_samplefirm::FirmOptions {
+            clients: 5,
+            size: 1_500_000,
+            seed: 5,
+        },
+    )
+    .unwrap();
+    let docs = lv.root().join("documents");
+    fixtures::mixed_tree(&docs, 2_000_000, 4).unwrap();
+
+    // Two offices back up into the same prefix at the same moment, through
+    // different nodes: both snapshots land, and the repository is sound.
+    let a = spawn(lv.std_cmd(&repo).args(["backup", db.to_str().unwrap()]));
+    let b = spawn(
+        lv.std_cmd(&g.repo(2, "firm"))
+            .args(["backup", docs.to_str().unwrap()]),
+    );
+    for (what, out) in [("books", a), ("documents", b)] {
+        let out = out.join();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(lv.json(&repo, &["snapshots"]).as_array().unwrap().len(), 2);
+    lv.ok(&repo, &["check", "--read-data"]);
+
+    // A restore drill proves the books from the bucket.
+    let v = lv.json(&repo, &["verify", "--all-sources"]);
+    assert_eq!(v["passed"], true, "{v}");
+
+    // One client: archived to the bucket, damaged at home, restored from
+    // the bucket.
+    let list = lv.json(&repo, &["client", "list", db.to_str().unwrap()]);
+    let label = list["clients"][2]["label"].as_str().unwrap().to_string();
+    lv.ok(
+        &repo,
+        &["client", "backup", db.to_str().unwrap(), "--client", &label],
+    );
+    let before = fs::read(&db).unwrap();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let changed = c
+        .execute(
+            "UPDATE customers SET name = 'WRONG' WHERE client_id = 3",
+            [],
+        )
+        .unwrap();
+    assert!(changed > 0);
+    drop(c);
+    lv.ok(
+        &repo,
+        &[
+            "client",
+            "restore",
+            "latest",
+            "--client",
+            "3",
+            "--into",
+            db.to_str().unwrap(),
+            "--replace",
+        ],
+    );
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let wrong: i64 = c
+        .query_row(
+            "SELECT count(*) FROM customers WHERE name = 'WRONG'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(wrong, 0);
+    assert_ne!(fs::read(&db).unwrap(), before, "the restore wrote nothing");
+
+    // The daemon's offsite copy: a local primary and an S3 [[copy]].
+    let local = lv.root().join("local");
+    lv.init(local.to_str().unwrap(), &[]);
+    lv.ok(local.to_str().unwrap(), &["backup", docs.to_str().unwrap()]);
+    let offsite = g.repo(3, "offsite");
+    lv.init(&offsite, &[]);
+    let pw = lv.root().join("pw");
+    let cfg = lv.root().join("ledgervault.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[repository]\npath = {:?}\npassword_file = {:?}\n\n[[copy]]\nname = \"offsite\"\npath = {offsite:?}\npassword_file = {:?}\n",
+            local.to_str().unwrap(),
+            pw.to_str().unwrap(),
+            pw.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let cfgs = cfg.to_str().unwrap();
+    lv.ok(local.to_str().unwrap(), &["-c", cfgs, "config", "check"]);
+    lv.ok(
+        local.to_str().unwrap(),
+        &["-c", cfgs, "copy", "--to", "offsite"],
+    );
+    let st = lv.json(local.to_str().unwrap(), &["-c", cfgs, "status"]);
+    let text = st.to_string();
+    assert!(text.contains("offsite"), "{text}");
+    assert_eq!(
+        lv.json(&offsite, &["snapshots"]).as_array().unwrap().len(),
+        1
+    );
+    secret_never_shown(&text, &lv.env);
+}
+
+#[test]
+fn a_backup_rides_out_a_node_restart() {
+    let g = Garage::start();
+    let lv = Lv::new(g.env());
+    let repo = g.repo(2, "firm");
+    lv.init(&repo, &[]);
+    let data = lv.data("books", 7);
+    // Node 2, the one this backup talks to, is down when it starts and
+    // comes back three seconds later: the requests are retried.
+    g.stop_node(2);
+    let run = spawn(lv.std_cmd(&repo).args(["backup", data.to_str().unwrap()]));
+    std::thread::sleep(Duration::from_secs(3));
+    g.start_node(2);
+    let out = run.join();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target = lv.root().join("out");
+    lv.ok(
+        &repo,
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    diff_trees(&data, &target.join("books"));
+}
+
+/// A command started in the background, its output collected at `join`.
+struct Running(std::thread::JoinHandle<std::process::Output>);
+
+impl Running {
+    fn join(self) -> std::process::Output {
+        self.0.join().unwrap()
+    }
+}
+
+fn spawn(c: &mut std::process::Command) -> Running {
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    Running(std::thread::spawn(move || {
+        child.wait_with_output().unwrap()
+    }))
 }

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -177,11 +177,33 @@ pub fn boto(endpoint: &str, env: &[(String, String)], code: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What crossed a [`DelayProxy`]: bytes each way and HTTP requests.
+#[derive(Default)]
+pub struct Traffic {
+    pub up: AtomicU64,
+    pub down: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+impl Traffic {
+    /// `requests up down`, one line.
+    pub fn line(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.requests.load(Ordering::Relaxed),
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed)
+        )
+    }
+}
+
 /// A TCP proxy on loopback that delivers every byte `delay` after it
 /// arrived, in both directions (so a request and its answer take twice
 /// `delay` more), without limiting throughput: a long link, not a thin one.
+/// It counts the bytes each way and the HTTP/1.1 requests sent.
 pub struct DelayProxy {
     pub port: u16,
+    pub traffic: Arc<Traffic>,
     stop: Arc<AtomicBool>,
 }
 
@@ -194,6 +216,8 @@ impl DelayProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
+        let traffic = Arc::new(Traffic::default());
+        let t = traffic.clone();
         let s = stop.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -206,15 +230,21 @@ impl DelayProxy {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                for (from, to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    pipe(from, to, delay);
-                }
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    delay,
+                    t.clone(),
+                    true,
+                );
+                pipe(server, client, delay, t.clone(), false);
             }
         });
-        DelayProxy { port, stop }
+        DelayProxy {
+            port,
+            traffic,
+            stop,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -229,15 +259,62 @@ impl Drop for DelayProxy {
     }
 }
 
+/// Counts HTTP/1.1 requests in a client's byte stream: a request is a head
+/// ending in an empty line, then `Content-Length` bytes of body (the S3
+/// clients measured send no chunked bodies).
+#[derive(Default)]
+struct RequestCounter {
+    head: Vec<u8>,
+    body_left: u64,
+}
+
+impl RequestCounter {
+    fn feed(&mut self, mut bytes: &[u8]) -> u64 {
+        let mut n = 0;
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let take = (self.body_left as usize).min(bytes.len());
+                self.body_left -= take as u64;
+                bytes = &bytes[take..];
+                continue;
+            }
+            if self.head.len() > 64 * 1024 {
+                self.head.clear(); // not HTTP: count nothing
+            }
+            self.head.push(bytes[0]);
+            bytes = &bytes[1..];
+            if self.head.ends_with(b"\r\n\r\n") {
+                n += 1;
+                let head = String::from_utf8_lossy(&self.head).to_ascii_lowercase();
+                self.body_left = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                self.head.clear();
+            }
+        }
+        n
+    }
+}
+
 /// Copies `from` to `to`, each chunk held until `delay` after it was read.
-fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration, t: Arc<Traffic>, up: bool) {
     let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut counter = RequestCounter::default();
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    if up {
+                        t.up.fetch_add(n as u64, Ordering::Relaxed);
+                        let r = counter.feed(&buf[..n]);
+                        t.requests.fetch_add(r, Ordering::Relaxed);
+                    } else {
+                        t.down.fetch_add(n as u64, Ordering::Relaxed);
+                    }
                     if tx
                         .send((Instant::now() + delay, buf[..n].to_vec()))
                         .is_err()
@@ -260,4 +337,17 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
         }
         let _ = to.shutdown(std::net::Shutdown::Write);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestCounter;
+
+    #[test]
+    fn counts_requests_across_reads_and_skips_bodies() {
+        let mut c = RequestCounter::default();
+        let body = "GET /x HTTP/1.1\r\nHost: a\r\n\r\nPUT /y HTTP/1.1\r\nContent-Length: 8\r\n\r\n\r\n\r\n\r\n\r\nHEAD /z HTTP/1.1\r\n\r\n";
+        let (a, b) = body.as_bytes().split_at(40);
+        assert_eq!(c.feed(a) + c.feed(b), 3);
+    }
 }
