@@ -47,10 +47,38 @@ pub fn default_cache_root() -> Option<PathBuf> {
         .map(|h| PathBuf::from(h).join(".cache").join("ledgervault"))
 }
 
+/// Why [`open`] failed.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The address or an option is wrong (a usage error).
+    Usage(String),
+    /// The address names something that is not a repository folder.
+    NotAFolder(String),
+    /// The storage answered with an error.
+    Storage(BackendError),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Usage(m) | OpenError::NotAFolder(m) => f.write_str(m),
+            OpenError::Storage(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+impl From<BackendError> for OpenError {
+    fn from(e: BackendError) -> Self {
+        OpenError::Storage(e)
+    }
+}
+
 /// Opens the repository storage at `location`: a folder (or `file://`
 /// URL), or an S3 bucket.
-pub fn open(location: &str, opts: &OpenOptions) -> Result<Arc<dyn Backend>, BackendError> {
-    let usage = |m: String| BackendError::new(BackendErrorKind::Other, "", m);
+pub fn open(location: &str, opts: &OpenOptions) -> Result<Arc<dyn Backend>, OpenError> {
+    let usage = OpenError::Usage;
     if location.starts_with("s3:") {
         let loc = S3Location::parse(location).map_err(usage)?;
         let cache = if opts.no_cache {
@@ -64,7 +92,15 @@ pub fn open(location: &str, opts: &OpenOptions) -> Result<Arc<dyn Backend>, Back
                     root.join(format!("s3-{}", &h[..16]))
                 })
         };
-        let s3: Arc<dyn Backend> = Arc::new(S3Backend::open(loc, &opts.s3, cache.as_deref())?);
+        let s3 = S3Backend::open(loc, &opts.s3, cache.as_deref()).map_err(|e| {
+            // Settings the backend refused before any request.
+            if e.kind == BackendErrorKind::Other && e.path.is_empty() {
+                OpenError::Usage(e.message)
+            } else {
+                OpenError::Storage(e)
+            }
+        })?;
+        let s3: Arc<dyn Backend> = Arc::new(s3);
         return Ok(match cache {
             Some(dir) => Arc::new(CachedBackend::new(s3, dir)),
             None => s3,
@@ -86,7 +122,7 @@ pub fn open(location: &str, opts: &OpenOptions) -> Result<Arc<dyn Backend>, Back
         )));
     }
     if std::fs::metadata(path).is_ok_and(|m| !m.is_dir()) {
-        return Err(usage(format!(
+        return Err(OpenError::NotAFolder(format!(
             "the repository path {path} is a file, not a repository folder"
         )));
     }

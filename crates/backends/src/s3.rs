@@ -55,6 +55,17 @@ impl std::fmt::Debug for S3Options {
     }
 }
 
+/// The furthest retention date the local record is trusted for (about
+/// 100 years, the longest `--immutable-days` plus slack).
+const MAX_RECORDED: i64 = 36_600 * 86_400;
+
+/// A query value, percent-encoded.
+fn enc(v: &str) -> String {
+    url::form_urlencoded::byte_serialize(v.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
 /// Parts larger than this are uploaded in parallel parts of this size.
 pub const PART_SIZE: usize = 8 << 20;
 /// Parts of one object uploaded at once.
@@ -146,8 +157,13 @@ impl S3Location {
 /// Versions of one object, newest first.
 #[derive(Debug, Clone)]
 struct Suspect {
-    /// Version ids of real versions (not delete markers), newest first.
-    versions: Vec<String>,
+    /// Version ids and sizes of real versions (not delete markers),
+    /// newest first.
+    versions: Vec<(String, u64)>,
+    /// The size of the first version, the repository's own: only versions
+    /// of that size are candidates (an attacker's 5 GB version is never
+    /// downloaded).
+    size: u64,
     /// Why it is a suspect: "deleted" (delete marker on top) or "overwritten".
     why: &'static str,
 }
@@ -168,11 +184,16 @@ pub struct S3Backend {
     suspects: Mutex<HashMap<String, Suspect>>,
     /// Suspects resolved to the version that verifies.
     pinned: Mutex<HashMap<String, String>>,
+    /// The version the repository wrote of each write-once object seen in a
+    /// version listing or written by this process: what locks are set on
+    /// and read from, whatever others put on top.
+    origin: Mutex<HashMap<String, String>>,
     /// Top-level folders whose versions have been listed in this process.
     scanned: Mutex<std::collections::HashSet<String>>,
-    /// Lower bounds of retention dates, learned or set (Object Lock
-    /// compliance dates can only grow, so an old answer stays a lower bound).
-    retained: Mutex<HashMap<String, i64>>,
+    /// Lower bounds of retention dates by object and version, learned or
+    /// set (compliance dates can only grow, so an old answer stays a lower
+    /// bound).
+    retained: Mutex<HashMap<(String, String), i64>>,
     retention_file: Option<PathBuf>,
 }
 
@@ -354,6 +375,7 @@ impl S3Backend {
             suspects: Mutex::default(),
             pinned: Mutex::default(),
             scanned: Mutex::default(),
+            origin: Mutex::default(),
             retained: Mutex::default(),
             retention_file,
         };
@@ -428,12 +450,15 @@ impl S3Backend {
                 }
                 let req = req
                     .body(())
-                    .map_err(|e| format!("bad request for {what}: {e}"))?;
+                    .map_err(|e| (false, format!("bad request for {what}: {e}")))?;
                 let (mut parts, ()) = req.into_parts();
                 self.signer.sign(&mut parts, None).await.map_err(|e| {
-                    format!(
-                        "cannot sign the request ({}): check the S3 credentials",
-                        e.kind()
+                    (
+                        false,
+                        format!(
+                            "cannot sign the request ({}): check the S3 credentials",
+                            e.kind()
+                        ),
                     )
                 })?;
                 let mut r = self.http.request(parts.method, parts.uri.to_string());
@@ -447,19 +472,20 @@ impl S3Backend {
                     .timeout(Duration::from_secs(60))
                     .send()
                     .await
-                    .map_err(|e| format!("{what}: {}", e.without_url()))?;
+                    .map_err(|e| (true, format!("{what}: {}", e.without_url())))?;
                 let status = resp.status().as_u16();
                 let text = resp.text().await.unwrap_or_default();
-                Ok::<_, String>((status, text))
+                Ok::<_, (bool, String)>((status, text))
             });
             let temporary = match &result {
                 Ok((s, _)) => *s == 429 || *s >= 500 && *s != 501,
-                Err(_) => true,
+                Err((t, _)) => *t,
             };
             if !temporary || attempt >= 6 {
                 return match result {
                     Ok(r) => Ok(r),
-                    Err(m) => Err(err(BackendErrorKind::Temporary, "", m)),
+                    Err((true, m)) => Err(err(BackendErrorKind::Temporary, "", m)),
+                    Err((false, m)) => Err(err(BackendErrorKind::PermissionDenied, "", m)),
                 };
             }
             let jitter = rand::random::<u64>() % (delay.as_millis() as u64 + 1);
@@ -491,8 +517,28 @@ impl S3Backend {
                 "",
                 format!("bucket {} does not exist", self.loc.bucket),
             )),
-            // Servers without versioning (Garage) answer 501 or 400.
-            _ => Ok(false),
+            // Servers without versioning at all (Garage) say so.
+            501 => Ok(false),
+            _ if body.contains("NotImplemented") => Ok(false),
+            301 | 307 | 400 if body.contains("Region") || body.contains("PermanentRedirect") => {
+                Err(err(
+                    BackendErrorKind::Other,
+                    "",
+                    format!(
+                    "bucket {} answers for another region than {} (set --s3-region or AWS_REGION)",
+                    self.loc.bucket, self.region
+                ),
+                ))
+            }
+            _ => Err(err(
+                BackendErrorKind::Other,
+                "",
+                format!(
+                    "bucket {}: unexpected answer HTTP {status} {} to a versioning query",
+                    self.loc.bucket,
+                    xml_field(&body, "Code").unwrap_or("")
+                ),
+            )),
         }
     }
 
@@ -536,6 +582,7 @@ impl S3Backend {
             id: String,
             size: u64,
             modified: Option<SystemTime>,
+            etag: Option<String>,
         }
         #[derive(Default)]
         struct Seen {
@@ -561,6 +608,7 @@ impl S3Backend {
                 id: m.version().unwrap_or("").to_string(),
                 size: m.content_length(),
                 modified: m.last_modified().map(SystemTime::from),
+                etag: m.etag().map(str::to_string),
             });
         }
         let mut out = vec![];
@@ -576,12 +624,28 @@ impl S3Backend {
             let (Some(newest), Some(oldest)) = (s.versions.first(), s.versions.last()) else {
                 continue;
             };
-            let suspect = write_once(&path) && (s.latest_deleted || s.versions.len() > 1);
+            // A retried upload can leave two versions of the same bytes:
+            // only a version with other bytes (another size or ETag) or a
+            // delete marker makes a suspect.
+            let replaced = s
+                .versions
+                .iter()
+                .any(|v| v.size != oldest.size || v.etag.is_none() || v.etag != oldest.etag);
+            let suspect =
+                write_once(&path) && (s.latest_deleted || (s.versions.len() > 1 && replaced));
+            if write_once(&path) && !oldest.id.is_empty() {
+                self.origin
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(path.clone())
+                    .or_insert_with(|| oldest.id.clone());
+            }
             if suspect {
                 suspects.insert(
                     path.clone(),
                     Suspect {
-                        versions: s.versions.iter().map(|v| v.id.clone()).collect(),
+                        size: oldest.size,
+                        versions: s.versions.iter().map(|v| (v.id.clone(), v.size)).collect(),
                         why: if s.latest_deleted {
                             "deleted (a delete marker hides it)"
                         } else {
@@ -625,6 +689,35 @@ impl S3Backend {
         Ok(())
     }
 
+    /// The version of `path` the repository wrote, on a versioned bucket:
+    /// the one this process wrote, else the first in the version listing.
+    fn our_version(&self, path: &str) -> BackendResult<Option<String>> {
+        if !self.versioned {
+            return Ok(None);
+        }
+        let known = |s: &Self| {
+            s.origin
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(path)
+                .cloned()
+        };
+        if let Some(v) = known(self) {
+            return Ok(Some(v));
+        }
+        if path == CONFIG {
+            self.list_versioned(CONFIG)?;
+        } else {
+            self.scan_for(path)?;
+        }
+        if let Some(v) = known(self) {
+            return Ok(Some(v));
+        }
+        // Written after the scan by another process: list it alone.
+        self.list_versioned(path)?;
+        Ok(known(self))
+    }
+
     /// The version of a suspect object that verifies against its name,
     /// newest first; `None` when it is no suspect.
     fn pin(&self, path: &str) -> BackendResult<Option<String>> {
@@ -648,7 +741,7 @@ impl S3Backend {
         if path == CONFIG {
             // Not verifiable by name: the first version is the one init
             // wrote (the key files check it against their checksum).
-            let first = s.versions.last().cloned();
+            let first = s.versions.last().map(|v| v.0.clone());
             if let Some(v) = &first {
                 self.pinned
                     .lock()
@@ -657,7 +750,11 @@ impl S3Backend {
             }
             return Ok(first);
         }
-        for v in &s.versions {
+        let mut last_err = None;
+        for (v, size) in &s.versions {
+            if *size != s.size {
+                continue;
+            }
             let bytes = self.rt.block_on(async {
                 self.op
                     .read_with(path)
@@ -666,6 +763,9 @@ impl S3Backend {
                     .map(|b| b.to_vec())
                     .map_err(|e| od_err(path, &e))
             });
+            if let Err(e) = &bytes {
+                last_err = Some(e.message.clone());
+            }
             if let Ok(bytes) = bytes {
                 if verifies(path, &bytes) {
                     self.pinned
@@ -679,11 +779,17 @@ impl S3Backend {
         Err(err(
             BackendErrorKind::Other,
             path,
-            format!(
-                "{}, and none of its {} versions matches its name",
-                s.why,
-                s.versions.len()
-            ),
+            match last_err {
+                Some(e) => format!(
+                    "{}, and no version of it could be read that matches its name ({e})",
+                    s.why
+                ),
+                None => format!(
+                    "{}, and none of its {} versions matches its name",
+                    s.why,
+                    s.versions.len()
+                ),
+            },
         ))
     }
 
@@ -707,6 +813,11 @@ impl S3Backend {
         })
     }
 
+    /// Reads the local record of retention dates: lines `path version
+    /// unix-seconds`. Only dates within [`MAX_RECORDED`] of now are taken
+    /// (a forged far-future line must not silence extensions forever), and
+    /// only for the exact version, so a new object at the same name (a new
+    /// repository in an old prefix) is never taken for the old one.
     fn load_retention(&mut self) {
         let Some(f) = &self.retention_file else {
             return;
@@ -714,22 +825,38 @@ impl S3Backend {
         let Ok(text) = std::fs::read_to_string(f) else {
             return;
         };
+        let now = ts(SystemTime::now());
         let mut map = self.retained.lock().unwrap_or_else(|p| p.into_inner());
         for line in text.lines() {
-            if let Some((p, t)) = line.rsplit_once(' ') {
-                if let Ok(t) = t.parse::<i64>() {
-                    let e = map.entry(p.to_string()).or_insert(t);
-                    *e = (*e).max(t);
-                }
+            let mut it = line.rsplitn(3, ' ');
+            let (Some(t), Some(v), Some(p)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            let Ok(t) = t.parse::<i64>() else { continue };
+            if t <= now || t > now + MAX_RECORDED {
+                continue;
             }
+            let e = map.entry((p.to_string(), v.to_string())).or_insert(t);
+            *e = (*e).max(t);
+        }
+        // Rewrite it without the dates that passed, so it stays the size
+        // of what is locked.
+        let lines: String = map
+            .iter()
+            .map(|((p, v), t)| format!("{p} {v} {t}\n"))
+            .collect();
+        drop(map);
+        let tmp = f.with_extension("tmp");
+        if std::fs::write(&tmp, lines).is_ok() {
+            let _ = std::fs::rename(&tmp, f);
         }
     }
 
-    fn remember_retention(&self, path: &str, until: i64) {
+    fn remember_retention(&self, path: &str, version: &str, until: i64) {
         self.retained
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(path.to_string(), until);
+            .insert((path.to_string(), version.to_string()), until);
         if let Some(f) = &self.retention_file {
             use std::io::Write;
             if let Some(d) = f.parent() {
@@ -740,20 +867,17 @@ impl S3Backend {
                 .append(true)
                 .open(f)
             {
-                let _ = writeln!(file, "{path} {until}");
+                let _ = writeln!(file, "{path} {version} {until}");
             }
         }
     }
 
-    fn get_retention(&self, path: &str) -> BackendResult<Option<i64>> {
-        let version = self
-            .pinned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-            .cloned();
-        let q = match &version {
-            Some(v) => format!("retention&versionId={v}"),
+    /// The compliance retention date of `version` of `path` (the current
+    /// version when `None`), as the store reports it now. A GOVERNANCE
+    /// retention counts as none: it can be lifted.
+    fn get_retention(&self, path: &str, version: Option<&str>) -> BackendResult<Option<i64>> {
+        let q = match version {
+            Some(v) => format!("retention&versionId={}", enc(v)),
             None => "retention".to_string(),
         };
         let (status, body) = self.call(
@@ -764,6 +888,9 @@ impl S3Backend {
         )?;
         match status {
             200 => {
+                if xml_field(&body, "Mode") != Some("COMPLIANCE") {
+                    return Ok(None);
+                }
                 let date = xml_field(&body, "RetainUntilDate").ok_or_else(|| {
                     err(
                         BackendErrorKind::Other,
@@ -780,7 +907,7 @@ impl S3Backend {
                 })?;
                 Ok(Some(t.timestamp()))
             }
-            404 if body.contains("NoSuchKey") => {
+            404 if body.contains("NoSuchKey") || body.contains("NoSuchVersion") => {
                 Err(err(BackendErrorKind::NotFound, path, "not found"))
             }
             _ if body.contains("NoSuchObjectLockConfiguration") || status == 404 => Ok(None),
@@ -798,6 +925,39 @@ impl S3Backend {
                 ),
             )),
         }
+    }
+
+    /// Sets a compliance retention until `until` on `version` of `path`.
+    fn put_retention(&self, path: &str, version: Option<&str>, until: i64) -> BackendResult<()> {
+        let date = DateTime::<Utc>::from_timestamp(until, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(SecondsFormat::Secs, true);
+        let body = format!(
+            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>COMPLIANCE</Mode><RetainUntilDate>{date}</RetainUntilDate></Retention>"
+        );
+        let q = match version {
+            Some(v) => format!("retention&versionId={}", enc(v)),
+            None => "retention".to_string(),
+        };
+        let (status, answer) = self.call(
+            http::Method::PUT,
+            &self.url(&self.key(path), &q),
+            body.into_bytes(),
+            "setting an object's retention",
+        )?;
+        if status == 200 {
+            return Ok(());
+        }
+        let code = xml_field(&answer, "Code").unwrap_or("").to_string();
+        Err(err(
+            if status == 403 {
+                BackendErrorKind::PermissionDenied
+            } else {
+                BackendErrorKind::Other
+            },
+            path,
+            format!("setting its retention was refused: HTTP {status} {code}"),
+        ))
     }
 }
 
@@ -880,6 +1040,21 @@ impl Backend for S3Backend {
             .ok_or_else(|| short_object(path, offset, len, 0))?;
         self.scan_for(path)?;
         let version = self.pin(path)?;
+        if len == 0 {
+            // Whether it exists (OpenDAL sends no request for an empty
+            // range): a HEAD, of the version the repository wrote if known.
+            if version.is_some() {
+                return Ok(vec![]);
+            }
+            return match self.rt.block_on(async { self.op.stat(path).await }) {
+                Ok(_) => Ok(vec![]),
+                Err(e) if e.kind() == OdKind::NotFound => match self.discover(path)? {
+                    Some(_) => Ok(vec![]),
+                    None => Err(od_err(path, &e)),
+                },
+                Err(e) => Err(od_err(path, &e)),
+            };
+        }
         let read = |version: Option<String>| {
             self.rt.block_on(async {
                 let mut r = self.op.read_with(path).range(offset..end);
@@ -894,8 +1069,16 @@ impl Backend for S3Backend {
                 Some(v) => read(Some(v)),
                 None => Err(e),
             },
-            Err(e) if len > 0 && e.message.contains("RangeNotSatisfied") => {
-                Err(short_object(path, offset, len, 0))
+            Err(e)
+                if e.message.contains("InvalidRange")
+                    || e.message.contains("RangeNotSatisfied") =>
+            {
+                let size = self
+                    .rt
+                    .block_on(async { self.op.stat(path).await })
+                    .map(|m| m.content_length())
+                    .unwrap_or(0);
+                Err(short_object(path, offset, len, size))
             }
             r => r,
         }?;
@@ -907,13 +1090,19 @@ impl Backend for S3Backend {
 
     fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
         let buf = bytes::Bytes::copy_from_slice(data);
-        self.rt.block_on(async {
+        let meta = self.rt.block_on(async {
             let mut w = self.op.write_with(path, buf);
             if data.len() > PART_SIZE {
                 w = w.chunk(PART_SIZE).concurrent(PARTS_IN_FLIGHT);
             }
-            w.await.map(|_| ()).map_err(|e| od_err(path, &e))
+            w.await.map_err(|e| od_err(path, &e))
         })?;
+        if let Some(v) = meta.version() {
+            self.origin
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(path.to_string(), v.to_string());
+        }
         // A fresh write is what the repository wrote: no longer a suspect.
         self.suspects
             .lock()
@@ -993,65 +1182,43 @@ impl Backend for S3Backend {
         extend_to: SystemTime,
     ) -> BackendResult<bool> {
         let need = ts(at_least);
-        if self
+        // Always the repository's own version, never whatever is current.
+        let version = self.our_version(path)?;
+        let vkey = version.clone().unwrap_or_else(|| "-".into());
+        let recorded = self
             .retained
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-            .is_some_and(|&t| t >= need)
-        {
+            .get(&(path.to_string(), vkey.clone()))
+            .copied();
+        if recorded.is_some_and(|t| t >= need) {
             return Ok(false);
         }
-        if let Some(t) = self.get_retention(path)? {
-            if t >= need {
-                self.remember_retention(path, t);
-                return Ok(false);
-            }
+        let current = self.get_retention(path, version.as_deref())?;
+        if let Some(t) = current.filter(|&t| t >= need) {
+            self.remember_retention(path, &vkey, t);
+            return Ok(false);
         }
-        let until = DateTime::<Utc>::from(extend_to).to_rfc3339_opts(SecondsFormat::Secs, true);
-        let body = format!(
-            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>COMPLIANCE</Mode><RetainUntilDate>{until}</RetainUntilDate></Retention>"
-        );
-        let version = self
-            .pinned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-            .cloned();
-        let q = match &version {
-            Some(v) => format!("retention&versionId={v}"),
-            None => "retention".to_string(),
-        };
-        let (status, answer) = self.call(
-            http::Method::PUT,
-            &self.url(&self.key(path), &q),
-            body.into_bytes(),
-            "setting an object's retention",
-        )?;
-        if status != 200 {
-            let code = xml_field(&answer, "Code").unwrap_or("").to_string();
-            let kind = if status == 403 {
-                BackendErrorKind::PermissionDenied
-            } else {
-                BackendErrorKind::Other
-            };
-            return Err(err(
-                kind,
-                path,
-                format!("setting its retention was refused: HTTP {status} {code}"),
-            ));
-        }
-        // Trust the store, not the answer: read the date back.
-        match self.get_retention(path)? {
-            Some(t) if t >= need => {
-                self.remember_retention(path, t);
+        let until = ts(extend_to).max(need);
+        let set = self.put_retention(path, version.as_deref(), until);
+        // Trust the store, not the answer: read the date back (a store
+        // whose default rule already locks longer refuses a shorter date,
+        // and that is fine).
+        let after = self.get_retention(path, version.as_deref())?;
+        match (after, set) {
+            (Some(t), _) if t >= need => {
+                self.remember_retention(path, &vkey, t);
                 Ok(true)
             }
-            other => Err(err(
+            (_, Err(e)) => Err(e),
+            (other, Ok(())) => Err(err(
                 BackendErrorKind::Other,
                 path,
                 format!(
-                    "the store accepted a retention until {until} but reports {}",
+                    "the store accepted a compliance lock until {} but reports {}",
+                    DateTime::<Utc>::from_timestamp(until, 0)
+                        .unwrap_or_default()
+                        .to_rfc3339(),
                     other
                         .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
                         .map(|d| d.to_rfc3339())
@@ -1062,16 +1229,18 @@ impl Backend for S3Backend {
     }
 
     fn retained_until(&self, path: &str) -> BackendResult<Option<SystemTime>> {
+        let now = ts(SystemTime::now());
+        let version = self.our_version(path)?;
+        let vkey = version.clone().unwrap_or_else(|| "-".into());
         let known = self
             .retained
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(path)
+            .get(&(path.to_string(), vkey))
             .copied();
-        let now = ts(SystemTime::now());
         let t = match known {
             Some(t) if t > now => Some(t),
-            _ => match self.get_retention(path) {
+            _ => match self.get_retention(path, version.as_deref()) {
                 Ok(t) => t,
                 Err(e) if e.kind == BackendErrorKind::NotFound => None,
                 Err(e) => return Err(e),

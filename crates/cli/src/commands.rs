@@ -64,18 +64,28 @@ pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
 pub fn run(cli: Cli) -> Result<i32> {
     // The config file's [repository] stands in for --repo and --password-file.
     let (mut repo, mut password_file) = (cli.repo.clone(), cli.password_file.clone());
-    if cli.config.is_some() && (repo.is_none() || password_file.is_none()) {
-        if let Some(r) = crate::config::Config::load(cli.config.as_deref())?.repository {
-            if repo.is_none() {
-                repo = Some(r.path.into_inner());
-                password_file = password_file.or(r.password_file.map(|p| p.into_inner()));
+    let mut storage = cli.storage.options();
+    if cli.config.is_some() {
+        // A file that does not load is an error here only when it must
+        // stand in for --repo; `config check` reports it in full.
+        match crate::config::Config::load(cli.config.as_deref()) {
+            Ok(cfg) => {
+                cfg.s3.apply(&mut storage);
+                if let Some(r) = cfg.repository {
+                    if repo.is_none() {
+                        repo = Some(r.path.into_inner());
+                        password_file = password_file.or(r.password_file.map(|p| p.into_inner()));
+                    }
+                }
             }
+            Err(e) if repo.is_none() || password_file.is_none() => return Err(e),
+            Err(_) => {}
         }
     }
     let g = Globals {
         repo,
         password_file,
-        storage: cli.storage.options(),
+        storage,
         json: cli.json,
         quiet: cli.quiet,
         append_only: cli.append_only,
@@ -205,12 +215,11 @@ impl Globals {
         let repo = self.repo.as_deref().ok_or_else(|| {
             usage("no repository given: use --repo PATH or set LEDGERVAULT_REPOSITORY")
         })?;
-        let backend = ledgervault_backends::open(repo, &self.storage).map_err(|e| {
-            if e.kind == engine::BackendErrorKind::Other && e.path.is_empty() {
-                usage(crate::redact::url(&e.message))
-            } else {
-                anyhow::Error::new(e)
-            }
+        use ledgervault_backends::OpenError;
+        let backend = ledgervault_backends::open(repo, &self.storage).map_err(|e| match e {
+            OpenError::Usage(m) => usage(crate::redact::url(&m)),
+            OpenError::NotAFolder(m) => anyhow!(crate::redact::url(&m)),
+            OpenError::Storage(e) => anyhow::Error::new(e),
         })?;
         fault_injection(backend)
     }

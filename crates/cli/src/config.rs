@@ -62,11 +62,49 @@ pub struct Config {
     /// `[client]`: the tenant map of per-client backup and restore.
     #[serde(default)]
     pub client: ledgervault_tenant::TenantConfig,
+    /// `[s3]`: how S3 repositories are reached (command-line options and
+    /// their environment variables win).
+    #[serde(default)]
+    pub s3: S3Config,
     /// The file this came from, and its text (for line numbers).
     #[serde(skip)]
     pub file: Option<PathBuf>,
     #[serde(skip)]
     text: Text,
+}
+
+/// `[s3]`: the settings of `--s3-region`, `--s3-virtual-host`,
+/// `--s3-ca-bundle`, `--s3-connections` and `--cache-dir`, for every S3
+/// repository the file names. Credentials never go here: they come from the
+/// AWS variables or AWS_PROFILE.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub region: Option<String>,
+    #[serde(default)]
+    pub virtual_host: bool,
+    pub ca_bundle: Option<PathBuf>,
+    pub connections: Option<u32>,
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl S3Config {
+    /// Fills what the command line left unset.
+    pub fn apply(&self, o: &mut ledgervault_backends::OpenOptions) {
+        if o.s3.region.is_none() {
+            o.s3.region = self.region.clone();
+        }
+        o.s3.virtual_host |= self.virtual_host;
+        if o.s3.ca_bundle.is_none() {
+            o.s3.ca_bundle = self.ca_bundle.clone();
+        }
+        if o.s3.connections.is_none() {
+            o.s3.connections = self.connections.map(|n| n.clamp(1, 256) as usize);
+        }
+        if o.cache_dir.is_none() {
+            o.cache_dir = self.cache_dir.clone();
+        }
+    }
 }
 
 /// The config text, kept for line numbers; never shown by `Debug`.

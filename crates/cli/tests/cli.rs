@@ -189,7 +189,8 @@ fn newer_format_and_damaged_config_are_refused() {
     e.init();
     let cfg = e.repo.join("config");
     let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
-    v["format_version"] = 2.into();
+    // Version 2 is an immutable repository's config; 3 is the future.
+    v["format_version"] = 3.into();
     fs::write(&cfg, serde_json::to_vec(&v).unwrap()).unwrap();
     let out = e.cmd().arg("snapshots").output().unwrap();
     assert!(!out.status.success());

@@ -403,6 +403,20 @@ print(refused, overwritten, hidden)
         .collect();
     assert!(n[0] >= 6 && n[1] > 0 && n[2] > 0, "{attack}");
 
+    // And files of its own, named like the repository's and locked for
+    // longer than ours: an index file and a snapshot nobody can remove.
+    for dir in ["index", "snapshots"] {
+        let junk = format!("forged {dir} file");
+        let name = blake3::hash(junk.as_bytes()).to_hex().to_string();
+        boto(
+            c.endpoint(),
+            &c.env(),
+            &format!(
+                "s3.put_object(Bucket='vault', Key='firm/{dir}/{name}', Body={junk:?}.encode(), ObjectLockMode='COMPLIANCE', ObjectLockRetainUntilDate=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=30))"
+            ),
+        );
+    }
+
     // check names what was changed, and fails.
     let out = lv
         .cmd(&repo)
@@ -416,6 +430,16 @@ print(refused, overwritten, hidden)
         text.contains("overwritten") && text.contains("delete marker"),
         "{text}"
     );
+    assert!(
+        text.matches("not written with this repository's keys")
+            .count()
+            == 2,
+        "the forged files are not named: {text}"
+    );
+
+    // The next night's backup carries on, and locks what it writes.
+    fs::write(data.join("after-the-attack.csv"), "still,here\n").unwrap();
+    lv.ok(&repo, &["backup", data.to_str().unwrap()]);
 
     // Yet every snapshot restores, from the versions the repository wrote,
     // with and without the local cache.
@@ -446,14 +470,14 @@ print(refused, overwritten, hidden)
             .as_array()
             .unwrap()
             .len(),
-        2
+        3
     );
 
     // forget and prune keep what is still locked, say so, and stop cleanly.
     let f = lv.json(&repo, &["forget", "--keep-last", "1", "--prune"]);
     assert_eq!(f["removed"].as_array().unwrap().len(), 0, "{f}");
-    assert_eq!(f["locked"].as_array().unwrap().len(), 1, "{f}");
-    assert_eq!(lv.json(&repo, &["snapshots"]).as_array().unwrap().len(), 2);
+    assert_eq!(f["locked"].as_array().unwrap().len(), 2, "{f}");
+    assert_eq!(lv.json(&repo, &["snapshots"]).as_array().unwrap().len(), 3);
 }
 
 #[test]
@@ -571,6 +595,25 @@ fn offices_drills_clients_and_offsite_copies_on_garage() {
         1
     );
     secret_never_shown(&text, &lv.env);
+    // An append-only session adds to an S3 repository and refuses to delete.
+    lv.ok(
+        &offsite,
+        &["--append-only", "backup", docs.to_str().unwrap()],
+    );
+    assert_eq!(
+        lv.json(&offsite, &["snapshots"]).as_array().unwrap().len(),
+        2
+    );
+    let out = lv
+        .cmd(&offsite)
+        .args(["--append-only", "forget", "--keep-last", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        lv.json(&offsite, &["snapshots"]).as_array().unwrap().len(),
+        2
+    );
 }
 
 #[test]

@@ -52,6 +52,14 @@ impl CheckReport {
     }
 }
 
+/// The finding for a file another program put into the repository.
+fn foreign(kind: FileKind, id: &Id) -> String {
+    format!(
+        "{}{id}: not written with this repository's keys (its bytes match its name, so it is not a damaged file of ours but one someone else added); every command skips it",
+        kind.dir()
+    )
+}
+
 /// Checks the repository.
 pub fn check(
     repo: &Repository,
@@ -120,6 +128,9 @@ pub fn check(
                     records.entry(p.id).or_insert(p);
                 }
             }
+            Err(_) if repo.is_foreign(FileKind::Index, &id) => {
+                r.errors.push(foreign(FileKind::Index, &id))
+            }
             Err(e) => r.errors.push(e.to_string()),
         }
     }
@@ -166,6 +177,10 @@ pub fn check(
     for id in repo.list_ids(FileKind::Snapshot)? {
         let snap = match repo.load_snapshot(&id) {
             Ok(s) => s,
+            Err(_) if repo.is_foreign(FileKind::Snapshot, &id) => {
+                r.errors.push(foreign(FileKind::Snapshot, &id));
+                continue;
+            }
             Err(e) => {
                 r.errors.push(e.to_string());
                 continue;

@@ -139,7 +139,7 @@ pub fn prune(
     // in memory together.
     let mut index = Index::new();
     for id in &index_ids {
-        for p in repo.read_index_file(id)? {
+        for p in repo.read_own_index_file(id)?.unwrap_or_default() {
             index.add_pack(&p);
         }
     }
@@ -167,7 +167,7 @@ pub fn prune(
     let mut records: Vec<PackRecord> = Vec::new();
     let mut seen_packs = HashSet::new();
     for id in &index_ids {
-        for p in repo.read_index_file(id)? {
+        for p in repo.read_own_index_file(id)?.unwrap_or_default() {
             if seen_packs.insert(p.id) {
                 records.push(p);
             }
@@ -264,7 +264,12 @@ pub fn prune(
             if let Some(t) = repo.backend().retained_until(&path)? {
                 locked_index.insert(*id);
                 note(t);
-                pinned.extend(repo.read_index_file(id)?.iter().map(|p| p.id));
+                pinned.extend(
+                    repo.read_own_index_file(id)?
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|p| p.id),
+                );
             }
         }
         for (p, f) in records.iter().zip(fates.iter_mut()) {

@@ -268,7 +268,13 @@ pub fn repair_index(
     }
     // 3. Then the old index files, and the damaged packs they named.
     for id in old_index_ids.iter().filter(|id| !new_ids.contains(id)) {
-        backend.delete(&format!("{}{}", FileKind::Index.dir(), id))?;
+        let path = format!("{}{}", FileKind::Index.dir(), id);
+        // Locked storage (an immutable repository): an old index file
+        // still locked stays; the new ones list everything that is there.
+        if repo.immutable_days().is_some() && backend.retained_until(&path)?.is_some() {
+            continue;
+        }
+        backend.delete(&path)?;
         report.index_files_removed += 1;
     }
     for id in &damaged {

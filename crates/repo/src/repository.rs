@@ -293,11 +293,13 @@ impl Repository {
     }
 
     /// In an immutable repository, extends the locks of everything a new
-    /// snapshot relies on (its packs, the config and the key files) to
-    /// cover the next N days. Index files are not extended: each is locked
-    /// for N days when written, and `repair index` rebuilds them from the
-    /// packs. Returns how many locks were
-    /// extended (dates the storage already knows cost no request).
+    /// snapshot relies on (its packs, the config, and the key file this
+    /// session opened with) to cover the next N days. Index files are not
+    /// extended: each is locked for N days when written, and `repair
+    /// index` rebuilds them from the packs. Other key files are not either,
+    /// so a key removed with `key remove` goes once its lock ends. Returns
+    /// how many locks were extended; dates the storage already reported
+    /// cost no request, and the rest are asked for eight at a time.
     pub fn retain_for_snapshot(&self, packs: &std::collections::HashSet<Id>) -> Result<usize> {
         let Some(days) = self.config.immutable_days else {
             return Ok(0);
@@ -305,14 +307,34 @@ impl Repository {
         let (at_least, to) = crate::immutable::lock_window(days, std::time::SystemTime::now());
         let mut paths: Vec<String> = packs.iter().map(pack_path).collect();
         paths.push(CONFIG_PATH.to_string());
-        paths.extend(self.backend.list(KEYS_DIR)?.into_iter().map(|o| o.path));
-        let mut extended = 0;
-        for p in paths {
-            if self.backend.retain(&p, at_least, to)? {
-                extended += 1;
+        paths.push(format!("{KEYS_DIR}{}", self.key_id));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let extended = std::sync::atomic::AtomicUsize::new(0);
+        let failed: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..8.min(paths.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(p) = paths.get(i) else { break };
+                    match self.backend.retain(p, at_least, to) {
+                        Ok(true) => {
+                            extended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
+                            f.get_or_insert(e.into());
+                            next.store(paths.len(), std::sync::atomic::Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                });
             }
+        });
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
         }
-        Ok(extended)
+        Ok(extended.into_inner())
     }
 
     /// Makes this session append-only: from now on nothing in the
@@ -383,6 +405,30 @@ impl Repository {
         Ok(bytes)
     }
 
+    /// Whether the sealed file `kind`/`id` is foreign: its bytes match its
+    /// name (so it is not our file, damaged) but do not open under this
+    /// repository's keys. Anyone with write access to the storage can add
+    /// such files, and on locked storage nobody can remove them; they are
+    /// skipped by every reader and reported by `check`.
+    pub fn is_foreign(&self, kind: FileKind, id: &Id) -> bool {
+        let path = object_path(kind, id);
+        match self.read_named(&path) {
+            Ok(bytes) => open_file(&self.keys, kind, &bytes, &path).is_err(),
+            Err(_) => false,
+        }
+    }
+
+    /// Reads one index file; `None` when it is foreign (see
+    /// [`is_foreign`](Self::is_foreign)).
+    pub fn read_own_index_file(&self, id: &Id) -> Result<Option<Vec<PackRecord>>> {
+        let path = object_path(FileKind::Index, id);
+        let bytes = self.read_named(&path)?;
+        let Ok(payload) = open_file(&self.keys, FileKind::Index, &bytes, &path) else {
+            return Ok(None);
+        };
+        decode_index(&payload, &path).map(Some)
+    }
+
     /// Reads and decodes one index file.
     pub fn read_index_file(&self, id: &Id) -> Result<Vec<PackRecord>> {
         let path = object_path(FileKind::Index, id);
@@ -420,10 +466,13 @@ impl Repository {
                 // The load fails anyway: read nothing more.
                 return Vec::new();
             }
-            self.read_index_file(id).unwrap_or_else(|e| {
-                failed = Some(e);
-                Vec::new()
-            })
+            match self.read_own_index_file(id) {
+                Ok(records) => records.unwrap_or_default(),
+                Err(e) => {
+                    failed = Some(e);
+                    Vec::new()
+                }
+            }
         });
         let index = Index::checked(records, present, &damaged);
         match failed {
@@ -521,6 +570,8 @@ impl Repository {
         for id in self.list_ids(FileKind::Snapshot)? {
             match self.load_snapshot(&id) {
                 Ok(s) => good.push((id, s)),
+                // Not ours (see is_foreign): `check` names it.
+                Err(_) if self.is_foreign(FileKind::Snapshot, &id) => {}
                 Err(e) => bad.push(e),
             }
         }

@@ -144,7 +144,7 @@ pub fn stats(repo: &Repository) -> Result<RepoStats> {
     let mut seen = HashSet::<Id>::new();
     let (mut unique, mut packed, mut packs) = (0u64, 0u64, HashSet::new());
     for id in repo.list_ids(FileKind::Index)? {
-        for p in repo.read_index_file(&id)? {
+        for p in repo.read_own_index_file(&id)?.unwrap_or_default() {
             if !packs.insert(p.id) {
                 continue;
             }
