@@ -40,6 +40,9 @@ pub struct S3Options {
     pub connections: Option<usize>,
     /// Named profile of the shared credentials and config files.
     pub profile: Option<String>,
+    /// How long one request may go without progress before it is given up
+    /// and retried (default 60 s).
+    pub timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for S3Options {
@@ -51,6 +54,7 @@ impl std::fmt::Debug for S3Options {
             .field("ca_bundle", &self.ca_bundle)
             .field("connections", &self.connections)
             .field("profile", &self.profile)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -71,6 +75,11 @@ pub const PART_SIZE: usize = 8 << 20;
 /// Parts of one object uploaded at once.
 const PARTS_IN_FLIGHT: usize = 4;
 const DEFAULT_CONNECTIONS: usize = 16;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retries of a request that failed for a temporary reason: with delays
+/// doubling from 0.2 s to at most 10 s, plus jitter, a request is given up
+/// after about 7 × the timeout plus 30 s.
+const RETRIES: usize = 6;
 
 /// Where an S3 repository lives: `s3:https://HOST[:PORT]/BUCKET[/PREFIX]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +188,8 @@ pub struct S3Backend {
     signer: reqsign_core::Signer<reqsign_aws_v4::Credential>,
     /// Whether the bucket keeps versions (learned at open).
     versioned: bool,
+    /// Per-request timeout of the calls made here.
+    timeout: Duration,
     /// Content-named objects whose current version is not (only) what was
     /// written, from the last version listing that saw them.
     suspects: Mutex<HashMap<String, Suspect>>,
@@ -280,6 +291,10 @@ impl S3Backend {
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "us-east-1".to_string());
+        let timeout = opts
+            .timeout
+            .unwrap_or(DEFAULT_TIMEOUT)
+            .max(Duration::from_secs(1));
         let connections = opts
             .connections
             .unwrap_or(DEFAULT_CONNECTIONS)
@@ -338,15 +353,15 @@ impl S3Backend {
                 ))
                 .layer(
                     TimeoutLayer::new()
-                        .with_timeout(Duration::from_secs(300))
-                        .with_io_timeout(Duration::from_secs(60)),
+                        .with_timeout(timeout * 2)
+                        .with_io_timeout(timeout),
                 )
                 .layer(
                     RetryLayer::new()
                         .with_jitter()
                         .with_min_delay(Duration::from_millis(200))
-                        .with_max_delay(Duration::from_secs(20))
-                        .with_max_times(8),
+                        .with_max_delay(Duration::from_secs(10))
+                        .with_max_times(RETRIES),
                 )
                 .layer(ConcurrentLimitLayer::new(connections))
         };
@@ -372,6 +387,7 @@ impl S3Backend {
             http,
             signer,
             versioned: false,
+            timeout,
             suspects: Mutex::default(),
             pinned: Mutex::default(),
             scanned: Mutex::default(),
@@ -469,7 +485,7 @@ impl S3Backend {
                 }
                 let resp = r
                     .body(body.clone())
-                    .timeout(Duration::from_secs(60))
+                    .timeout(self.timeout)
                     .send()
                     .await
                     .map_err(|e| (true, format!("{what}: {}", e.without_url())))?;
@@ -481,7 +497,7 @@ impl S3Backend {
                 Ok((s, _)) => *s == 429 || *s >= 500 && *s != 501,
                 Err((t, _)) => *t,
             };
-            if !temporary || attempt >= 6 {
+            if !temporary || attempt >= RETRIES {
                 return match result {
                     Ok(r) => Ok(r),
                     Err((true, m)) => Err(err(BackendErrorKind::Temporary, "", m)),

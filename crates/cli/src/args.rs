@@ -276,6 +276,9 @@ pub struct StorageArgs {
     #[arg(long, global = true, env = "LEDGERVAULT_S3_CONNECTIONS", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=256))]
     pub s3_connections: Option<u32>,
+    /// Give up an S3 request (and retry it) after this long without progress, e.g. 30s (default 60s)
+    #[arg(long, global = true, env = "LEDGERVAULT_S3_TIMEOUT", value_name = "DURATION", value_parser = parse_wait)]
+    pub s3_timeout: Option<std::time::Duration>,
     /// Folder for the local cache of remote repositories' metadata (default ~/.cache/ledgervault)
     #[arg(long, global = true, env = "LEDGERVAULT_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -293,6 +296,7 @@ impl StorageArgs {
                 ca_bundle: self.s3_ca_bundle.clone(),
                 connections: self.s3_connections.map(|n| n as usize),
                 profile: None,
+                timeout: self.s3_timeout,
             },
             cache_dir: self.cache_dir.clone(),
             no_cache: self.no_cache,

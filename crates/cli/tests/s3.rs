@@ -662,3 +662,39 @@ fn spawn(c: &mut std::process::Command) -> Running {
         child.wait_with_output().unwrap()
     }))
 }
+
+#[test]
+fn a_server_that_never_answers_is_given_up_on_with_one_line() {
+    // Accepts connections and never says a word.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = vec![];
+        for c in l.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let lv = Lv::new(vec![
+        ("AWS_ACCESS_KEY_ID".into(), "AKIAEXAMPLE".into()),
+        (
+            "AWS_SECRET_ACCESS_KEY".into(),
+            "hung-server-secret-value".into(),
+        ),
+    ]);
+    let started = std::time::Instant::now();
+    let out = lv
+        .cmd(&format!("s3:http://127.0.0.1:{port}/books/firm"))
+        .args(["--s3-timeout", "1s", "snapshots"])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = one_line_error(&out.stderr);
+    assert!(!e.contains("hung-server-secret-value"), "{e}");
+    // Seven tries of a second each, and the pauses between them.
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        started.elapsed()
+    );
+}
