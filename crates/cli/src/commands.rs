@@ -70,7 +70,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         // stand in for --repo; `config check` reports it in full.
         match crate::config::Config::load(cli.config.as_deref()) {
             Ok(cfg) => {
-                cfg.s3.apply(&mut storage);
+                cfg.s3.apply(&mut storage)?;
                 if let Some(r) = cfg.repository {
                     if repo.is_none() {
                         repo = Some(r.path.into_inner());

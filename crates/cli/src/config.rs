@@ -85,12 +85,26 @@ pub struct S3Config {
     pub virtual_host: bool,
     pub ca_bundle: Option<PathBuf>,
     pub connections: Option<u32>,
+    /// `--s3-timeout`, e.g. "30s".
+    pub timeout: Option<String>,
     pub cache_dir: Option<PathBuf>,
 }
 
 impl S3Config {
     /// Fills what the command line left unset.
-    pub fn apply(&self, o: &mut ledgervault_backends::OpenOptions) {
+    pub fn apply(&self, o: &mut ledgervault_backends::OpenOptions) -> Result<()> {
+        if o.s3.timeout.is_none() {
+            if let Some(t) = &self.timeout {
+                let d = parse_duration(t)
+                    .ok()
+                    .and_then(|d| d.to_std().ok())
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        anyhow!("[s3] timeout = {t:?} is not a duration such as \"30s\"")
+                    })?;
+                o.s3.timeout = Some(d);
+            }
+        }
         if o.s3.region.is_none() {
             o.s3.region = self.region.clone();
         }
@@ -104,6 +118,7 @@ impl S3Config {
         if o.cache_dir.is_none() {
             o.cache_dir = self.cache_dir.clone();
         }
+        Ok(())
     }
 }
 
@@ -430,6 +445,7 @@ impl Config {
             ("daemon.retry_delay", &self.daemon.retry_delay),
             ("alerts.no_backup_within", &self.alerts.no_backup_within),
             ("alerts.full_within", &self.alerts.full_within),
+            ("s3.timeout", &self.s3.timeout),
         ] {
             if let Some(w) = v {
                 parse_duration(w).map_err(|e| anyhow!("config file {file}: {key}: {e}"))?;

@@ -402,7 +402,8 @@ fn wrong_password_missing_repo_and_newer_format() {
     ));
     let mut cfg: serde_json::Value =
         serde_json::from_slice(&mem.read(CONFIG_PATH).unwrap()).unwrap();
-    cfg["format_version"] = 2.into();
+    // 2 is an immutable repository's config version; 3 is the future.
+    cfg["format_version"] = 3.into();
     mem.write(CONFIG_PATH, &serde_json::to_vec(&cfg).unwrap())
         .unwrap();
     let e = Repository::open(mem, b"pw").err().unwrap();
