@@ -1183,6 +1183,10 @@ impl Backend for S3Backend {
         Ok(())
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     fn retention(&self) -> Retention {
         if self.versioned {
             Retention::Versioned

@@ -143,6 +143,13 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Whether each request costs a network round trip (object storage):
+    /// readers then fetch neighbouring data together and keep more
+    /// requests in flight.
+    fn remote(&self) -> bool {
+        false
+    }
+
     /// Whether the storage keeps older versions of objects (S3 versioning),
     /// so that an overwrite or a delete by others can be undone.
     fn retention(&self) -> Retention {
@@ -287,6 +294,9 @@ impl Backend for AppendOnlyBackend {
     }
     fn retention(&self) -> Retention {
         self.inner.retention()
+    }
+    fn remote(&self) -> bool {
+        self.inner.remote()
     }
     fn object_lock(&self) -> BackendResult<Option<bool>> {
         self.inner.object_lock()

@@ -140,6 +140,9 @@ impl Backend for FaultyBackend {
     fn retention(&self) -> crate::backend::Retention {
         self.inner.retention()
     }
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
     fn object_lock(&self) -> BackendResult<Option<bool>> {
         self.inner.object_lock()
     }

@@ -87,6 +87,9 @@ impl Backend for ImmutableBackend {
     fn retention(&self) -> Retention {
         self.inner.retention()
     }
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
     fn object_lock(&self) -> BackendResult<Option<bool>> {
         self.inner.object_lock()
     }

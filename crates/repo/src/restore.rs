@@ -191,9 +191,116 @@ fn plan_file(
     Ok(jobs.len() - first)
 }
 
+/// Largest span of a pack read in one request from remote storage.
+const SPAN_MAX: u64 = 8 << 20;
+/// Frames of one pack at most this far apart join one span.
+const SPAN_GAP: u64 = 256 << 10;
+/// Spans kept for the frames still to come (8 × 8 MiB at most).
+const SPANS_KEPT: usize = 8;
+/// Requests in flight during a restore from remote storage.
+const REMOTE_THREADS: usize = 8;
+
+type SpanSlot = Arc<std::sync::OnceLock<std::result::Result<Arc<Vec<u8>>, crate::BackendError>>>;
+
+/// Spans being read or kept, and the order they came in (oldest first).
+type SpanSlots = (
+    HashMap<(Id, u64), SpanSlot>,
+    std::collections::VecDeque<(Id, u64)>,
+);
+
+/// Remote storage answers a request after a round trip, whatever its size:
+/// neighbouring frames of a pack that the plan reads one after the other
+/// are fetched as one span, read once however many threads ask for it,
+/// and kept while later frames of it are decoded.
+struct Spans {
+    /// (pack, frame offset) → (span start, span end).
+    of: HashMap<(Id, u64), (u64, u64)>,
+    slots: Mutex<SpanSlots>,
+}
+
+impl Spans {
+    fn plan(jobs: &[Job]) -> Spans {
+        let mut spans: Vec<(Id, u64, u64)> = Vec::new();
+        let mut span_of: HashMap<(Id, u64), usize> = HashMap::new();
+        let mut current: HashMap<Id, usize> = HashMap::new();
+        for j in jobs {
+            let key = (j.pack, j.frame_offset);
+            if span_of.contains_key(&key) {
+                continue;
+            }
+            let end = j.frame_offset + j.sealed_len as u64;
+            let extend = current.get(&j.pack).copied().filter(|&si| {
+                let (_, s, e) = spans[si];
+                j.frame_offset >= s && j.frame_offset <= e + SPAN_GAP && end - s <= SPAN_MAX
+            });
+            let si = match extend {
+                Some(si) => {
+                    spans[si].2 = spans[si].2.max(end);
+                    si
+                }
+                None => {
+                    spans.push((j.pack, j.frame_offset, end));
+                    current.insert(j.pack, spans.len() - 1);
+                    spans.len() - 1
+                }
+            };
+            span_of.insert(key, si);
+        }
+        Spans {
+            of: span_of
+                .into_iter()
+                .map(|(k, si)| (k, (spans[si].1, spans[si].2)))
+                .collect(),
+            slots: Mutex::new(Default::default()),
+        }
+    }
+
+    /// The sealed frame at `offset`, `len` bytes, of `pack`.
+    fn read(&self, repo: &Repository, pack: &Id, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let path = pack_path(pack);
+        let Some(&(start, end)) = self.of.get(&(*pack, offset)) else {
+            return Ok(repo.backend().read_range(&path, offset, len)?);
+        };
+        let slot = {
+            let mut g = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let (map, order) = &mut *g;
+            match map.get(&(*pack, start)) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = SpanSlot::default();
+                    map.insert((*pack, start), s.clone());
+                    order.push_back((*pack, start));
+                    while order.len() > SPANS_KEPT {
+                        if let Some(old) = order.pop_front() {
+                            map.remove(&old);
+                        }
+                    }
+                    s
+                }
+            }
+        };
+        let span = slot
+            .get_or_init(|| {
+                repo.backend()
+                    .read_range(&path, start, end - start)
+                    .map(Arc::new)
+            })
+            .clone()?;
+        let at = (offset - start) as usize;
+        span.get(at..at + len as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| Error::corrupt(&path, "a frame lies outside the span read"))
+    }
+}
+
 /// Reads a frame and verifies every blob of the job it holds.
-fn decode(repo: &Repository, job: &Job, cache: Option<&FrameCache>) -> Result<Decoded> {
-    let decoded = decode_unrecorded(repo, job, cache);
+fn decode(
+    repo: &Repository,
+    job: &Job,
+    cache: Option<&FrameCache>,
+    spans: Option<&Spans>,
+) -> Result<Decoded> {
+    let decoded = decode_unrecorded(repo, job, cache, spans);
     if let Err(Error::Corrupt { .. }) = &decoded {
         // Recorded so the next backup stores that data again rather than
         // deduplicating against it (best effort: storage may be read-only).
@@ -202,12 +309,20 @@ fn decode(repo: &Repository, job: &Job, cache: Option<&FrameCache>) -> Result<De
     decoded
 }
 
-fn decode_unrecorded(repo: &Repository, job: &Job, cache: Option<&FrameCache>) -> Result<Decoded> {
+fn decode_unrecorded(
+    repo: &Repository,
+    job: &Job,
+    cache: Option<&FrameCache>,
+    spans: Option<&Spans>,
+) -> Result<Decoded> {
     let path = pack_path(&job.pack);
     let open = || -> Result<Vec<u8>> {
-        let sealed = repo
-            .backend()
-            .read_range(&path, job.frame_offset, job.sealed_len as u64)?;
+        let sealed = match spans {
+            Some(s) => s.read(repo, &job.pack, job.frame_offset, job.sealed_len as u64)?,
+            None => repo
+                .backend()
+                .read_range(&path, job.frame_offset, job.sealed_len as u64)?,
+        };
         open_frame(repo.keys(), &sealed, job.raw_len, &path)
     };
     let frame = match cache {
@@ -304,7 +419,7 @@ impl std::io::Read for NodeReader<'_> {
             let Some(job) = self.jobs.get(self.next) else {
                 return Ok(0);
             };
-            self.buf = decode(self.repo, job, None).map_err(std::io::Error::other)?;
+            self.buf = decode(self.repo, job, None, None).map_err(std::io::Error::other)?;
             self.next += 1;
             self.part = 0;
             self.pos = 0;
@@ -685,6 +800,15 @@ fn write_files(
     progress: &dyn Progress,
     failed: &mut Vec<FileError>,
 ) -> Result<(u64, u64)> {
+    // Remote storage: more requests in flight, and neighbouring frames
+    // fetched together.
+    let remote = repo.backend().remote();
+    let threads = if remote {
+        threads.max(REMOTE_THREADS)
+    } else {
+        threads
+    };
+    let spans = remote.then(|| Spans::plan(jobs));
     let window = threads * AHEAD_PER_THREAD;
     let next = AtomicUsize::new(0);
     let state = Mutex::new(Ahead {
@@ -716,7 +840,7 @@ fn write_files(
                         return;
                     }
                 }
-                let result = decode(repo, &jobs[i], Some(&frames));
+                let result = decode(repo, &jobs[i], Some(&frames), spans.as_ref());
                 lock().ready.insert(i, result);
                 changed.notify_all();
             });
