@@ -125,6 +125,14 @@ pub trait Backend: Send + Sync + 'static {
     /// `Other` that says the object is shorter than expected.
     fn read_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>>;
 
+    /// Reads `len` bytes at `offset` that the engine will read again on
+    /// later runs (the frames of trees and chunk maps, which every backup
+    /// reads from its parent): a backend that keeps a local cache may serve
+    /// them from it. Same contract as [`read_range`](Backend::read_range).
+    fn read_range_metadata(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        self.read_range(path, offset, len)
+    }
+
     /// Writes a whole object atomically and durably (see the trait contracts).
     fn write(&self, path: &str, data: &[u8]) -> BackendResult<()>;
 
@@ -297,6 +305,9 @@ impl Backend for AppendOnlyBackend {
     }
     fn remote(&self) -> bool {
         self.inner.remote()
+    }
+    fn read_range_metadata(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        self.inner.read_range_metadata(path, offset, len)
     }
     fn object_lock(&self) -> BackendResult<Option<bool>> {
         self.inner.object_lock()

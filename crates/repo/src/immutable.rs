@@ -90,6 +90,9 @@ impl Backend for ImmutableBackend {
     fn remote(&self) -> bool {
         self.inner.remote()
     }
+    fn read_range_metadata(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        self.inner.read_range_metadata(path, offset, len)
+    }
     fn object_lock(&self) -> BackendResult<Option<bool>> {
         self.inner.object_lock()
     }

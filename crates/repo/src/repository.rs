@@ -16,7 +16,7 @@ use crate::id::Id;
 use crate::immutable::ImmutableBackend;
 use crate::index::{decode_index, encode_index, Index, PackRecord};
 use crate::keyfile::{KeyFile, KEYS_DIR};
-use crate::pack::open_frame;
+use crate::pack::{open_frame, BlobKind};
 use crate::snapshot::{Node, Snapshot, Tree};
 
 /// Options for `init`.
@@ -622,9 +622,14 @@ impl Repository {
         })?;
         let path = pack_path(&loc.pack);
         let open = || -> Result<Vec<u8>> {
-            let sealed =
-                self.backend
-                    .read_range(&path, loc.frame_offset, loc.frame_sealed_len as u64)?;
+            let (off, len) = (loc.frame_offset, loc.frame_sealed_len as u64);
+            let sealed = match loc.kind {
+                // Trees and chunk maps: read again by every later backup.
+                BlobKind::Tree | BlobKind::Map => {
+                    self.backend.read_range_metadata(&path, off, len)?
+                }
+                BlobKind::Data => self.backend.read_range(&path, off, len)?,
+            };
             open_frame(&self.keys, &sealed, loc.frame_raw_len, &path)
         };
         let frame = self
