@@ -154,6 +154,18 @@ impl Backend for CachedBackend {
     fn read_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
         self.inner.read_range(path, offset, len)
     }
+    fn keep_metadata(&self, path: &str, offset: u64, bytes: &[u8]) {
+        if path.starts_with("data/") && !path.contains("..") && bytes.len() as u64 <= MAX_RANGE {
+            let f = self
+                .dir
+                .join("ranges")
+                .join(path)
+                .join(format!("{offset}-{}", bytes.len()));
+            let mut stored = bytes.to_vec();
+            stored.extend_from_slice(blake3::hash(bytes).as_bytes());
+            self.store_file(&f, &stored);
+        }
+    }
     fn read_range_metadata(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
         // Kept as ranges/<pack path>/<offset>-<len>: the bytes, then the
         // BLAKE3 hash of the bytes, checked on every use.
@@ -261,6 +273,11 @@ mod tests {
         mem.delete(&pack).unwrap();
         c.list("data/").unwrap();
         assert!(!f.exists());
+        // What a backup wrote is kept without being read back.
+        mem.write(&pack, b"abcdefgh").unwrap();
+        c.keep_metadata(&pack, 4, b"efgh");
+        mem.write(&pack, b"--------").unwrap();
+        assert_eq!(c.read_range_metadata(&pack, 4, 4).unwrap(), b"efgh");
         // Objects that are not named by their content are never cached.
         c.write("config", b"x").unwrap();
         assert!(!tmp.path().join("c/config").exists());

@@ -133,6 +133,12 @@ pub trait Backend: Send + Sync + 'static {
         self.read_range(path, offset, len)
     }
 
+    /// Tells a backend with a local cache that `bytes`, just written at
+    /// `offset` of `path`, will be read with
+    /// [`read_range_metadata`](Backend::read_range_metadata) later (the
+    /// frames of trees and chunk maps a backup wrote): it may keep them.
+    fn keep_metadata(&self, _path: &str, _offset: u64, _bytes: &[u8]) {}
+
     /// Writes a whole object atomically and durably (see the trait contracts).
     fn write(&self, path: &str, data: &[u8]) -> BackendResult<()>;
 
@@ -308,6 +314,9 @@ impl Backend for AppendOnlyBackend {
     }
     fn read_range_metadata(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
         self.inner.read_range_metadata(path, offset, len)
+    }
+    fn keep_metadata(&self, path: &str, offset: u64, bytes: &[u8]) {
+        self.inner.keep_metadata(path, offset, bytes)
     }
     fn object_lock(&self) -> BackendResult<Option<bool>> {
         self.inner.object_lock()

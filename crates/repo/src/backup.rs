@@ -538,8 +538,22 @@ fn uploader(
     for builder in packs {
         let pack = builder.finish(repo.keys());
         let parts: Vec<&[u8]> = pack.parts.iter().map(|p| p.as_slice()).collect();
-        repo.backend()
-            .write_parts(&pack_path_for(&pack.id), &parts)?;
+        let path = pack_path_for(&pack.id);
+        repo.backend().write_parts(&path, &parts)?;
+        // Frames of trees and chunk maps: the next backup reads them, and a
+        // remote repository's cache may keep them now (the parts are the
+        // magic and version, then one part per frame in order, then the
+        // header).
+        let mut offset = pack.parts.first().map_or(0, |p| p.len() as u64);
+        for (frame, bytes) in pack.frames.iter().zip(pack.parts.iter().skip(1)) {
+            if bytes.len() != frame.sealed_len as usize {
+                break; // not the layout above: keep nothing
+            }
+            if frame.blobs.iter().any(|b| b.kind != BlobKind::Data) {
+                repo.backend().keep_metadata(&path, offset, bytes);
+            }
+            offset += frame.sealed_len as u64;
+        }
         out.packs += 1;
         out.bytes += pack.size;
         out.ids.push(pack.id);

@@ -146,6 +146,9 @@ impl Backend for FaultyBackend {
     fn read_range_metadata(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
         self.inner.read_range_metadata(path, offset, len)
     }
+    fn keep_metadata(&self, path: &str, offset: u64, bytes: &[u8]) {
+        self.inner.keep_metadata(path, offset, bytes)
+    }
     fn object_lock(&self) -> BackendResult<Option<bool>> {
         self.inner.object_lock()
     }

@@ -294,3 +294,67 @@ fn storage_without_object_lock_refuses_an_immutable_repository() {
     .expect("refused");
     assert!(e.to_string().contains("no Object Lock"), "{e}");
 }
+
+/// Storage that records what a backup offers to keep as metadata.
+#[derive(Default)]
+struct Keeping {
+    inner: MemoryBackend,
+    kept: Mutex<Vec<(String, u64, Vec<u8>)>>,
+}
+
+impl Backend for Keeping {
+    fn location(&self) -> String {
+        "keeping memory".into()
+    }
+    fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        self.inner.list(prefix)
+    }
+    fn read(&self, path: &str) -> BackendResult<Vec<u8>> {
+        self.inner.read(path)
+    }
+    fn read_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        self.inner.read_range(path, offset, len)
+    }
+    fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
+        self.inner.write(path, data)
+    }
+    fn delete(&self, path: &str) -> BackendResult<()> {
+        self.inner.delete(path)
+    }
+    fn keep_metadata(&self, path: &str, offset: u64, bytes: &[u8]) {
+        self.kept
+            .lock()
+            .unwrap()
+            .push((path.to_string(), offset, bytes.to_vec()));
+    }
+}
+
+#[test]
+fn frames_offered_to_a_metadata_cache_are_the_bytes_at_their_offsets() {
+    let store = Arc::new(Keeping::default());
+    let src = tempfile::tempdir().unwrap();
+    fixtures::mixed_tree(src.path(), 1_000_000, 11).unwrap();
+    let repo = Repository::init(
+        store.clone(),
+        b"pw",
+        &InitOptions {
+            pack_size: 1 << 20,
+            kdf: FAST_KDF,
+            immutable_days: None,
+        },
+    )
+    .unwrap();
+    backup_path(&repo, src.path());
+    let kept = store.kept.lock().unwrap();
+    assert!(!kept.is_empty(), "no tree frame was offered");
+    for (path, offset, bytes) in kept.iter() {
+        let stored = store
+            .inner
+            .read_range(path, *offset, bytes.len() as u64)
+            .unwrap();
+        assert!(
+            stored == *bytes,
+            "{path} at {offset}: not the bytes stored there"
+        );
+    }
+}
