@@ -299,7 +299,6 @@ impl S3Backend {
             .connections
             .unwrap_or(DEFAULT_CONNECTIONS)
             .clamp(1, 256);
-        let location = loc.display();
         let config_err = |m: String| err(BackendErrorKind::Other, "", m);
 
         let mut http = reqwest::Client::builder()
@@ -395,7 +394,6 @@ impl S3Backend {
             retained: Mutex::default(),
             retention_file,
         };
-        let _ = location;
         backend.load_retention();
         backend.versioned = backend.bucket_versioned()?;
         Ok(backend)
@@ -446,7 +444,9 @@ impl S3Backend {
         use base64::Engine;
         use md5::Digest as _;
         let mut delay = Duration::from_millis(200);
-        for attempt in 0.. {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let result = self.rt.block_on(async {
                 let mut req = http::Request::builder()
                     .method(method.clone())
@@ -497,7 +497,7 @@ impl S3Backend {
                 Ok((s, _)) => *s == 429 || *s >= 500 && *s != 501,
                 Err((t, _)) => *t,
             };
-            if !temporary || attempt >= RETRIES {
+            if !temporary || attempt > RETRIES {
                 return match result {
                     Ok(r) => Ok(r),
                     Err((true, m)) => Err(err(BackendErrorKind::Temporary, "", m)),
@@ -508,7 +508,6 @@ impl S3Backend {
             std::thread::sleep(delay + Duration::from_millis(jitter));
             delay = (delay * 2).min(Duration::from_secs(10));
         }
-        unreachable!()
     }
 
     fn bucket_versioned(&self) -> BackendResult<bool> {
