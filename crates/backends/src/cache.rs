@@ -80,6 +80,23 @@ impl CachedBackend {
         let _ = std::fs::remove_file(&tmp);
     }
 
+    /// Where a range of a pack is kept, if it may be.
+    fn range_file(&self, path: &str, offset: u64, len: u64) -> Option<PathBuf> {
+        (path.starts_with("data/") && !path.contains("..") && len <= MAX_RANGE).then(|| {
+            self.dir
+                .join("ranges")
+                .join(path)
+                .join(format!("{offset}-{len}"))
+        })
+    }
+
+    /// Keeps a range: its bytes, then their BLAKE3 hash.
+    fn store_range(&self, f: &Path, bytes: &[u8]) {
+        let mut stored = bytes.to_vec();
+        stored.extend_from_slice(blake3::hash(bytes).as_bytes());
+        self.store_file(f, &stored);
+    }
+
     /// Drops cached ranges of packs that the storage no longer lists.
     fn forget_missing_packs(&self, listed: &[ObjectInfo]) {
         let root = self.dir.join("ranges").join("data");
@@ -155,29 +172,16 @@ impl Backend for CachedBackend {
         self.inner.read_range(path, offset, len)
     }
     fn keep_metadata(&self, path: &str, offset: u64, bytes: &[u8]) {
-        if path.starts_with("data/") && !path.contains("..") && bytes.len() as u64 <= MAX_RANGE {
-            let f = self
-                .dir
-                .join("ranges")
-                .join(path)
-                .join(format!("{offset}-{}", bytes.len()));
-            let mut stored = bytes.to_vec();
-            stored.extend_from_slice(blake3::hash(bytes).as_bytes());
-            self.store_file(&f, &stored);
+        if let Some(f) = self.range_file(path, offset, bytes.len() as u64) {
+            self.store_range(&f, bytes);
         }
     }
     fn read_range_metadata(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
         // Kept as ranges/<pack path>/<offset>-<len>: the bytes, then the
         // BLAKE3 hash of the bytes, checked on every use.
-        let valid = path.starts_with("data/") && !path.contains("..");
-        if !valid || len > MAX_RANGE {
+        let Some(f) = self.range_file(path, offset, len) else {
             return self.inner.read_range(path, offset, len);
-        }
-        let f = self
-            .dir
-            .join("ranges")
-            .join(path)
-            .join(format!("{offset}-{len}"));
+        };
         if let Ok(mut stored) = std::fs::read(&f) {
             if stored.len() as u64 == len + 32 {
                 let sum = stored.split_off(len as usize);
@@ -188,9 +192,7 @@ impl Backend for CachedBackend {
             let _ = std::fs::remove_file(&f);
         }
         let bytes = self.inner.read_range(path, offset, len)?;
-        let mut stored = bytes.clone();
-        stored.extend_from_slice(blake3::hash(&bytes).as_bytes());
-        self.store_file(&f, &stored);
+        self.store_range(&f, &bytes);
         Ok(bytes)
     }
     fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {

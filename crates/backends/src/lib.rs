@@ -79,7 +79,7 @@ impl From<BackendError> for OpenError {
 /// URL), or an S3 bucket.
 pub fn open(location: &str, opts: &OpenOptions) -> Result<Arc<dyn Backend>, OpenError> {
     let usage = OpenError::Usage;
-    if location.starts_with("s3:") {
+    if is_remote(location) {
         let loc = S3Location::parse(location).map_err(usage)?;
         let cache = if opts.no_cache {
             None

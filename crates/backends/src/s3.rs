@@ -410,15 +410,7 @@ impl S3Backend {
 
     /// URL of the bucket (empty key) or of an object, for the calls made here.
     fn url(&self, key: &str, query: &str) -> String {
-        let enc: String = key
-            .split('/')
-            .map(|c| {
-                url::form_urlencoded::byte_serialize(c.as_bytes())
-                    .collect::<String>()
-                    .replace('+', "%20")
-            })
-            .collect::<Vec<_>>()
-            .join("/");
+        let enc: String = key.split('/').map(enc).collect::<Vec<_>>().join("/");
         let base = if self.virtual_host {
             let (scheme, host) = self.loc.endpoint.split_once("://").unwrap_or(("https", ""));
             format!("{scheme}://{}.{host}/{enc}", self.loc.bucket)
@@ -828,6 +820,36 @@ impl S3Backend {
         })
     }
 
+    /// A fresh write, or a delete: the object is no longer a suspect.
+    fn forget_suspect(&self, path: &str) {
+        self.suspects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path);
+        self.pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(path);
+    }
+
+    /// The version of `path` the repository wrote (always that one, never
+    /// whatever is current), its key in the record ("-" on an unversioned
+    /// bucket), and the retention date recorded for it.
+    fn recorded_retention(
+        &self,
+        path: &str,
+    ) -> BackendResult<(Option<String>, String, Option<i64>)> {
+        let version = self.our_version(path)?;
+        let vkey = version.clone().unwrap_or_else(|| "-".into());
+        let recorded = self
+            .retained
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(path.to_string(), vkey.clone()))
+            .copied();
+        Ok((version, vkey, recorded))
+    }
+
     /// Reads the local record of retention dates: lines `path version
     /// unix-seconds`. Only dates within [`MAX_RECORDED`] of now are taken
     /// (a forged far-future line must not silence extensions forever), and
@@ -1119,14 +1141,7 @@ impl Backend for S3Backend {
                 .insert(path.to_string(), v.to_string());
         }
         // A fresh write is what the repository wrote: no longer a suspect.
-        self.suspects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(path);
-        self.pinned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(path);
+        self.forget_suspect(path);
         Ok(())
     }
 
@@ -1171,14 +1186,7 @@ impl Backend for S3Backend {
                 format!("kept by Object Lock ({refused} version(s) still under retention)"),
             ));
         }
-        self.suspects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(path);
-        self.pinned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(path);
+        self.forget_suspect(path);
         Ok(())
     }
 
@@ -1201,15 +1209,7 @@ impl Backend for S3Backend {
         extend_to: SystemTime,
     ) -> BackendResult<bool> {
         let need = ts(at_least);
-        // Always the repository's own version, never whatever is current.
-        let version = self.our_version(path)?;
-        let vkey = version.clone().unwrap_or_else(|| "-".into());
-        let recorded = self
-            .retained
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(path.to_string(), vkey.clone()))
-            .copied();
+        let (version, vkey, recorded) = self.recorded_retention(path)?;
         if recorded.is_some_and(|t| t >= need) {
             return Ok(false);
         }
@@ -1249,14 +1249,7 @@ impl Backend for S3Backend {
 
     fn retained_until(&self, path: &str) -> BackendResult<Option<SystemTime>> {
         let now = ts(SystemTime::now());
-        let version = self.our_version(path)?;
-        let vkey = version.clone().unwrap_or_else(|| "-".into());
-        let known = self
-            .retained
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(path.to_string(), vkey))
-            .copied();
+        let (version, _, known) = self.recorded_retention(path)?;
         let t = match known {
             Some(t) if t > now => Some(t),
             _ => match self.get_retention(path, version.as_deref()) {
