@@ -145,13 +145,16 @@ const AHEAD_PER_THREAD: usize = 4;
 /// pages serves a dozen places in a database image); jobs then come in the
 /// order of the file offset each first fills, and parts are written at
 /// their offsets. Without, jobs follow the file's bytes strictly in order,
-/// for readers that stream.
+/// for readers that stream. With `by_pack` (gathering, for remote storage,
+/// where a request costs a round trip), jobs go pack by pack instead, so
+/// each needed stretch of a pack is fetched once.
 fn plan_file(
     index: &Index,
     file: usize,
     content: &[Id],
     jobs: &mut Vec<Job>,
     gather: bool,
+    by_pack: bool,
 ) -> Result<usize> {
     let first = jobs.len();
     let mut of_frame: HashMap<(Id, u64), usize> = HashMap::new();
@@ -188,108 +191,262 @@ fn plan_file(
         jobs[j].parts.push((loc.offset, loc.len, *id, at));
         at += loc.len as u64;
     }
+    if by_pack {
+        // Packs in the order the file first needs them, each pack's frames
+        // in their order in it: the reads of one pack follow each other.
+        let mut rank: HashMap<Id, usize> = HashMap::new();
+        for j in &jobs[first..] {
+            let next = rank.len();
+            rank.entry(j.pack).or_insert(next);
+        }
+        jobs[first..].sort_by_key(|j| (rank[&j.pack], j.frame_offset));
+    }
     Ok(jobs.len() - first)
 }
 
 /// Largest span of a pack read in one request from remote storage.
-const SPAN_MAX: u64 = 8 << 20;
+const SPAN_MAX: u64 = 16 << 20;
 /// Frames of one pack at most this far apart join one span.
-const SPAN_GAP: u64 = 256 << 10;
-/// Spans kept for the frames still to come (8 × 8 MiB at most).
-const SPANS_KEPT: usize = 8;
-/// Requests in flight during a restore from remote storage.
-const REMOTE_THREADS: usize = 8;
+const SPAN_GAP: u64 = 1 << 20;
+/// A span serves jobs at most this far apart in the plan.
+const SPAN_REACH: usize = 256;
+/// Bytes of spans fetched ahead of the writer and kept for frames still to
+/// come, at most (spans the decoders need at once may add to it briefly).
+const SPANS_KEPT: u64 = 128 << 20;
+/// Fetchers reading spans ahead of the decoders from remote storage (the
+/// decoders, as many as for a local restore, read a span themselves when
+/// no fetcher has got to it yet).
+const FETCHERS: usize = 8;
 
 type SpanSlot = Arc<std::sync::OnceLock<std::result::Result<Arc<Vec<u8>>, crate::BackendError>>>;
 
-/// Spans being read or kept, and the order they came in (oldest first).
-type SpanSlots = (
-    HashMap<(Id, u64), SpanSlot>,
-    std::collections::VecDeque<(Id, u64)>,
-);
+/// A stretch of a pack read in one request.
+struct Span {
+    pack: Id,
+    start: u64,
+    end: u64,
+    /// The first and the last job reading from it.
+    first_job: usize,
+    last_job: usize,
+}
+
+struct SpanState {
+    /// Spans being read or kept.
+    slots: HashMap<usize, SpanSlot>,
+    /// Spans dropped: their frames, if still wanted, are read alone.
+    gone: Vec<bool>,
+    /// Bytes of the spans in `slots`.
+    kept: u64,
+    /// Jobs the writer has taken.
+    written: usize,
+    /// The first job of the span a waiting fetcher waits to read (the
+    /// writer wakes fetchers only when that comes within reach).
+    gate: usize,
+    stop: bool,
+}
 
 /// Remote storage answers a request after a round trip, whatever its size:
-/// neighbouring frames of a pack that the plan reads one after the other
-/// are fetched as one span, read once however many threads ask for it,
-/// and kept while later frames of it are decoded.
+/// neighbouring frames of a pack are fetched as one span, read once however
+/// many threads ask for it. Fetchers read spans in the order the writer
+/// first needs them, ahead of it within a memory budget, and a span is
+/// dropped once the writer has taken its last job (or, over the budget,
+/// once its first job is taken; a frame of it wanted later is read alone).
 struct Spans {
-    /// (pack, frame offset) → (span start, span end).
-    of: HashMap<(Id, u64), (u64, u64)>,
-    slots: Mutex<SpanSlots>,
+    /// The span each job reads its frame from.
+    of: Vec<usize>,
+    spans: Vec<Span>,
+    state: Mutex<SpanState>,
+    changed: Condvar,
+    next: AtomicUsize,
+    /// Jobs the decoders may run ahead of the writer.
+    window: usize,
 }
 
 impl Spans {
-    fn plan(jobs: &[Job]) -> Spans {
-        let mut spans: Vec<(Id, u64, u64)> = Vec::new();
-        let mut span_of: HashMap<(Id, u64), usize> = HashMap::new();
+    fn plan(jobs: &[Job], window: usize) -> Spans {
+        let mut spans: Vec<Span> = Vec::new();
+        let mut of = Vec::with_capacity(jobs.len());
+        let mut of_frame: HashMap<(Id, u64), usize> = HashMap::new();
         let mut current: HashMap<Id, usize> = HashMap::new();
-        for j in jobs {
+        // A span serves the jobs of one stretch of the plan: a frame wanted
+        // again much later (a blob two distant files share) is read again
+        // then rather than holding its span in memory all along.
+        let near = |sp: &Span, ji: usize| ji - sp.last_job <= SPAN_REACH;
+        for (ji, j) in jobs.iter().enumerate() {
             let key = (j.pack, j.frame_offset);
-            if span_of.contains_key(&key) {
+            if let Some(&si) = of_frame.get(&key).filter(|&&si| near(&spans[si], ji)) {
+                spans[si].last_job = ji;
+                of.push(si);
                 continue;
             }
             let end = j.frame_offset + j.sealed_len as u64;
             let extend = current.get(&j.pack).copied().filter(|&si| {
-                let (_, s, e) = spans[si];
-                j.frame_offset >= s && j.frame_offset <= e + SPAN_GAP && end - s <= SPAN_MAX
+                let sp = &spans[si];
+                near(sp, ji)
+                    && j.frame_offset >= sp.start
+                    && j.frame_offset <= sp.end + SPAN_GAP
+                    && end - sp.start <= SPAN_MAX
             });
             let si = match extend {
                 Some(si) => {
-                    spans[si].2 = spans[si].2.max(end);
+                    spans[si].end = spans[si].end.max(end);
+                    spans[si].last_job = ji;
                     si
                 }
                 None => {
-                    spans.push((j.pack, j.frame_offset, end));
+                    spans.push(Span {
+                        pack: j.pack,
+                        start: j.frame_offset,
+                        end,
+                        first_job: ji,
+                        last_job: ji,
+                    });
                     current.insert(j.pack, spans.len() - 1);
                     spans.len() - 1
                 }
             };
-            span_of.insert(key, si);
+            of_frame.insert(key, si);
+            of.push(si);
         }
+        let n = spans.len();
         Spans {
-            of: span_of
-                .into_iter()
-                .map(|(k, si)| (k, (spans[si].1, spans[si].2)))
-                .collect(),
-            slots: Mutex::new(Default::default()),
+            of,
+            spans,
+            state: Mutex::new(SpanState {
+                slots: HashMap::new(),
+                gone: vec![false; n],
+                kept: 0,
+                written: 0,
+                gate: usize::MAX,
+                stop: false,
+            }),
+            changed: Condvar::new(),
+            next: AtomicUsize::new(0),
+            window,
         }
     }
 
-    /// The sealed frame at `offset`, `len` bytes, of `pack`.
-    fn read(&self, repo: &Repository, pack: &Id, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let path = pack_path(pack);
-        let Some(&(start, end)) = self.of.get(&(*pack, offset)) else {
-            return Ok(repo.backend().read_range(&path, offset, len)?);
-        };
-        let slot = {
-            let mut g = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            let (map, order) = &mut *g;
-            match map.get(&(*pack, start)) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = SpanSlot::default();
-                    map.insert((*pack, start), s.clone());
-                    order.push_back((*pack, start));
-                    while order.len() > SPANS_KEPT {
-                        if let Some(old) = order.pop_front() {
-                            map.remove(&old);
-                        }
-                    }
-                    s
-                }
-            }
-        };
-        let span = slot
+    fn lock(&self) -> std::sync::MutexGuard<'_, SpanState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fill(&self, repo: &Repository, si: usize, slot: &SpanSlot) -> Result<Arc<Vec<u8>>> {
+        let sp = &self.spans[si];
+        Ok(slot
             .get_or_init(|| {
                 repo.backend()
-                    .read_range(&path, start, end - start)
+                    .read_range(&pack_path(&sp.pack), sp.start, sp.end - sp.start)
                     .map(Arc::new)
             })
-            .clone()?;
-        let at = (offset - start) as usize;
-        span.get(at..at + len as usize)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| Error::corrupt(&path, "a frame lies outside the span read"))
+            .clone()?)
+    }
+
+    /// A fetcher: reads spans ahead of the writer until all are read or the
+    /// restore stops.
+    fn fetch_ahead(&self, repo: &Repository) {
+        loop {
+            let si = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(sp) = self.spans.get(si) else {
+                return;
+            };
+            let len = sp.end - sp.start;
+            let slot = {
+                let mut st = self.lock();
+                while !st.stop
+                    && !st.gone[si]
+                    && !st.slots.contains_key(&si)
+                    && st.kept + len > SPANS_KEPT
+                    && sp.first_job >= st.written + self.window
+                {
+                    st.gate = st.gate.min(sp.first_job);
+                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                if st.stop {
+                    return;
+                }
+                if st.gone[si] || sp.last_job < st.written {
+                    continue;
+                }
+                self.slot(&mut st, si)
+            };
+            // Errors reach the decoder that needs the span.
+            let _ = self.fill(repo, si, &slot);
+        }
+    }
+
+    /// The writer has taken jobs up to `written`: spans it no longer needs
+    /// go.
+    fn advance(&self, written: usize) {
+        let mut st = self.lock();
+        st.written = written;
+        let kept = st.kept;
+        let done: Vec<usize> = st
+            .slots
+            .keys()
+            .copied()
+            .filter(|&si| self.spans[si].last_job < written)
+            .collect();
+        for si in done {
+            self.drop_span(&mut st, si);
+        }
+        if st.kept < kept || st.gate < written + self.window {
+            st.gate = usize::MAX;
+            drop(st);
+            self.changed.notify_all();
+        }
+    }
+
+    /// The slot of span `si`, made (and counted as kept) if it has none.
+    fn slot(&self, st: &mut SpanState, si: usize) -> SpanSlot {
+        if let Some(s) = st.slots.get(&si) {
+            return s.clone();
+        }
+        let sp = &self.spans[si];
+        st.kept += sp.end - sp.start;
+        st.slots.entry(si).or_default().clone()
+    }
+
+    fn drop_span(&self, st: &mut SpanState, si: usize) {
+        if st.slots.remove(&si).is_some() {
+            st.kept -= self.spans[si].end - self.spans[si].start;
+        }
+        st.gone[si] = true;
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.changed.notify_all();
+    }
+
+    /// The sealed frame of job `ji`: the bytes it lies in and where in them
+    /// (not copied out of its span).
+    fn read(
+        &self,
+        repo: &Repository,
+        ji: usize,
+        job: &Job,
+    ) -> Result<(Arc<Vec<u8>>, std::ops::Range<usize>)> {
+        let (offset, len) = (job.frame_offset, job.sealed_len as u64);
+        let path = pack_path(&job.pack);
+        let slot = self.of.get(ji).and_then(|&si| {
+            let mut st = self.lock();
+            if st.gone[si] {
+                return None;
+            }
+            Some((si, self.slot(&mut st, si)))
+        });
+        let Some((si, slot)) = slot else {
+            let alone = repo.backend().read_range(&path, offset, len)?;
+            let n = alone.len();
+            return Ok((Arc::new(alone), 0..n));
+        };
+        let span = self.fill(repo, si, &slot)?;
+        let at = (offset - self.spans[si].start) as usize;
+        let within = at..at + len as usize;
+        if span.get(within.clone()).is_none() {
+            return Err(Error::corrupt(&path, "a frame lies outside the span read"));
+        }
+        Ok((span, within))
     }
 }
 
@@ -298,7 +455,7 @@ fn decode(
     repo: &Repository,
     job: &Job,
     cache: Option<&FrameCache>,
-    spans: Option<&Spans>,
+    spans: Option<(&Spans, usize)>,
 ) -> Result<Decoded> {
     let decoded = decode_unrecorded(repo, job, cache, spans);
     if let Err(Error::Corrupt { .. }) = &decoded {
@@ -313,17 +470,22 @@ fn decode_unrecorded(
     repo: &Repository,
     job: &Job,
     cache: Option<&FrameCache>,
-    spans: Option<&Spans>,
+    spans: Option<(&Spans, usize)>,
 ) -> Result<Decoded> {
     let path = pack_path(&job.pack);
     let open = || -> Result<Vec<u8>> {
-        let sealed = match spans {
-            Some(s) => s.read(repo, &job.pack, job.frame_offset, job.sealed_len as u64)?,
-            None => repo
-                .backend()
-                .read_range(&path, job.frame_offset, job.sealed_len as u64)?,
-        };
-        open_frame(repo.keys(), &sealed, job.raw_len, &path)
+        match spans {
+            Some((s, ji)) => {
+                let (buf, within) = s.read(repo, ji, job)?;
+                open_frame(repo.keys(), &buf[within], job.raw_len, &path)
+            }
+            None => {
+                let sealed =
+                    repo.backend()
+                        .read_range(&path, job.frame_offset, job.sealed_len as u64)?;
+                open_frame(repo.keys(), &sealed, job.raw_len, &path)
+            }
+        }
     };
     let frame = match cache {
         Some(c) => c.get((job.pack, job.frame_offset), job.raw_len, open)?,
@@ -384,7 +546,7 @@ pub struct NodeReader<'a> {
 pub fn node_reader<'a>(repo: &'a Repository, index: &Index, node: &Node) -> Result<NodeReader<'a>> {
     let content = repo.node_content(index, node)?;
     let mut jobs = Vec::new();
-    plan_file(index, 0, &content, &mut jobs, false)?;
+    plan_file(index, 0, &content, &mut jobs, false, false)?;
     Ok(NodeReader {
         repo,
         jobs,
@@ -575,6 +737,9 @@ impl Walk<'_> {
         if self.files.is_empty() {
             return Ok(());
         }
+        if self.placer.is_some() {
+            databases_first(&mut self.files, &mut self.jobs);
+        }
         let (files, bytes) = write_files(
             self.repo,
             self.target,
@@ -689,7 +854,14 @@ impl Walk<'_> {
                     .repo
                     .node_content(self.index, node)
                     .and_then(|content| {
-                        plan_file(self.index, file, &content, &mut self.jobs, true)
+                        plan_file(
+                            self.index,
+                            file,
+                            &content,
+                            &mut self.jobs,
+                            true,
+                            self.repo.backend().remote(),
+                        )
                     });
                 match planned {
                     Ok(jobs) => {
@@ -800,16 +972,10 @@ fn write_files(
     progress: &dyn Progress,
     failed: &mut Vec<FileError>,
 ) -> Result<(u64, u64)> {
-    // Remote storage: more requests in flight, and neighbouring frames
-    // fetched together.
+    // Remote storage: neighbouring frames fetched together, ahead.
     let remote = repo.backend().remote();
-    let threads = if remote {
-        threads.max(REMOTE_THREADS)
-    } else {
-        threads
-    };
-    let spans = remote.then(|| Spans::plan(jobs));
     let window = threads * AHEAD_PER_THREAD;
+    let spans = remote.then(|| Spans::plan(jobs, window));
     let next = AtomicUsize::new(0);
     let state = Mutex::new(Ahead {
         written: 0,
@@ -825,6 +991,32 @@ fn write_files(
     let frames = FrameCache::with_uses(RESTORE_FRAME_CACHE, uses);
 
     std::thread::scope(|s| {
+        // Databases are checked and placed on a thread of their own.
+        let (tx, rx) = std::sync::mpsc::channel::<Placing>();
+        let to_place = placer.map(|_| tx);
+        let placing = placer.map(|p| {
+            s.spawn(move || {
+                let mut outcomes = Vec::new();
+                for job in rx {
+                    let task = &files[job.file];
+                    let placed =
+                        sync_and_place(target, folders, &job.dir, task, job.handle, &job.tmp, p);
+                    match &placed {
+                        Ok(()) => progress.file(Path::new(&task.rel)),
+                        Err(_) => {
+                            let _ = remove_in(&job.dir, &job.tmp);
+                        }
+                    }
+                    outcomes.push((job.file, placed));
+                }
+                outcomes
+            })
+        });
+        if let Some(spans) = &spans {
+            for _ in 0..FETCHERS.min(spans.spans.len()) {
+                s.spawn(|| spans.fetch_ahead(repo));
+            }
+        }
         for _ in 0..threads.min(jobs.len()) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -840,7 +1032,12 @@ fn write_files(
                         return;
                     }
                 }
-                let result = decode(repo, &jobs[i], Some(&frames), spans.as_ref());
+                let result = decode(
+                    repo,
+                    &jobs[i],
+                    Some(&frames),
+                    spans.as_ref().map(|s| (s, i)),
+                );
                 lock().ready.insert(i, result);
                 changed.notify_all();
             });
@@ -899,6 +1096,9 @@ fn write_files(
                     };
                     changed.notify_all();
                     job += 1;
+                    if let Some(spans) = &spans {
+                        spans.advance(job);
+                    }
                     match data {
                         _ if open.failed => {}
                         Ok(d) => {
@@ -938,12 +1138,26 @@ fn write_files(
                 set_meta_fd(&file, task.node.mode, task.node.mtime);
                 let placed = match placer.filter(|_| task.node.kind == NodeKind::DbImage) {
                     Some(p) => {
-                        // The placer may read the file back: it must be complete on disk.
-                        let synced = file.sync_all();
-                        drop(file);
-                        synced.map_err(|e| e.to_string()).and_then(|_| {
-                            place_db(target, &folders[task.folder], dir, task, &open.tmp, p)
-                        })
+                        // Checked and placed beside the writer, which goes
+                        // on with the next files.
+                        match (&to_place, dir.try_clone()) {
+                            (Some(tx), Ok(fd)) => {
+                                let placing = Placing {
+                                    file: fi,
+                                    handle: file,
+                                    dir: fd,
+                                    tmp: std::mem::take(&mut open.tmp),
+                                };
+                                match tx.send(placing) {
+                                    Ok(()) => continue,
+                                    Err(back) => {
+                                        open.tmp = back.0.tmp;
+                                        Err("the database check stopped early".to_string())
+                                    }
+                                }
+                            }
+                            _ => sync_and_place(target, folders, dir, task, file, &open.tmp, p),
+                        }
                     }
                     None => {
                         drop(file);
@@ -967,8 +1181,89 @@ fn write_files(
         // Release the workers whatever happened (a full disk ends the restore).
         lock().stop = true;
         changed.notify_all();
-        result
+        if let Some(spans) = &spans {
+            spans.stop();
+        }
+        drop(to_place);
+        let outcomes = match placing.map(|h| h.join()) {
+            Some(Ok(o)) => o,
+            Some(Err(_)) => return Err(Error::corrupt("restore", "a database check panicked")),
+            None => Vec::new(),
+        };
+        let (mut done, mut bytes) = result?;
+        for (fi, placed) in outcomes {
+            match placed {
+                Ok(()) => {
+                    done += 1;
+                    bytes += files[fi].node.size;
+                }
+                Err(message) => failed.push(FileError {
+                    path: files[fi].rel.clone(),
+                    message,
+                }),
+            }
+        }
+        Ok((done, bytes))
     })
+}
+
+/// Puts a batch's database images first, so that their checks (on a thread
+/// of their own) overlap the writing of the other files; the order among
+/// databases and among other files is kept.
+fn databases_first(files: &mut Vec<FileTask>, jobs: &mut Vec<Job>) {
+    let is_db = |f: &FileTask| f.node.kind == NodeKind::DbImage;
+    let n = files.len();
+    let order: Vec<usize> = (0..n)
+        .filter(|&i| is_db(&files[i]))
+        .chain((0..n).filter(|&i| !is_db(&files[i])))
+        .collect();
+    if order.iter().enumerate().all(|(k, &i)| k == i) {
+        return;
+    }
+    let mut first_job = Vec::with_capacity(n);
+    let mut at = 0;
+    for f in files.iter() {
+        first_job.push(at);
+        at += f.jobs;
+    }
+    let mut old_jobs: Vec<Option<Job>> = std::mem::take(jobs).into_iter().map(Some).collect();
+    let mut old_files: Vec<Option<FileTask>> =
+        std::mem::take(files).into_iter().map(Some).collect();
+    for (new, &old) in order.iter().enumerate() {
+        let task = old_files[old].take().expect("each file is moved once");
+        for slot in &mut old_jobs[first_job[old]..first_job[old] + task.jobs] {
+            let mut job = slot.take().expect("each job is moved once");
+            job.file = new;
+            jobs.push(job);
+        }
+        files.push(task);
+    }
+}
+
+/// A restored database image on its way to the placer.
+struct Placing {
+    /// Its index among the batch's files.
+    file: usize,
+    handle: fs::File,
+    /// Its folder, held open.
+    dir: std::os::fd::OwnedFd,
+    tmp: FsName,
+}
+
+/// Flushes a restored database image to disk (the placer reads it back)
+/// and places it.
+fn sync_and_place(
+    target: &Target,
+    folders: &[Vec<FsName>],
+    dir: &std::os::fd::OwnedFd,
+    task: &FileTask,
+    file: fs::File,
+    tmp: &FsName,
+    placer: &dyn DbPlacer,
+) -> std::result::Result<(), String> {
+    file.sync_all().map_err(|e| e.to_string())?;
+    drop(file);
+    place_db(target, &folders[task.folder], dir, task, tmp, placer)
 }
 
 /// Hands a restored database image to the placer, which works by path
