@@ -994,3 +994,103 @@ fn a_database_with_its_journal_beside_it_is_never_taken_unread() {
     assert_eq!(n, 5, "the commits in the WAL are in the snapshot");
     drop(c);
 }
+
+/// The note of the `accounts` row `id`.
+fn note_of(db: &Path, id: i64) -> String {
+    let c = Connection::open(db).unwrap();
+    c.query_row("SELECT note FROM accounts WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+/// A database nobody touched since its last backup is not read again, like
+/// an unchanged file; any change is seen: a commit, bytes changed in place
+/// with the modification time put back (the change time moves), and a
+/// program holding it open in WAL mode (its WAL beside it).
+#[test]
+fn an_untouched_database_is_not_read_again_and_any_change_is_seen() {
+    let e = Env::with_repo();
+    let data = e.root.join("data");
+    fs::create_dir(&data).unwrap();
+    let db = data.join("books.db");
+    make_ledger(&db, "WAL");
+    let size = fs::metadata(&db).unwrap().len();
+    // Times younger than two seconds never vouch for what is read.
+    std::thread::sleep(Duration::from_millis(2100));
+    let unchanged = |v: &serde_json::Value| v["bytes_unchanged"].as_u64().unwrap();
+    let d = data.to_str().unwrap();
+    let first = e.json(&["backup", d]);
+    assert_eq!(unchanged(&first), 0, "{first}");
+    let second = e.json(&["backup", d]);
+    assert_eq!(unchanged(&second), size, "not taken as unchanged: {second}");
+
+    // A commit (WAL mode: checkpointed into the file when the connection
+    // closes).
+    let c = Connection::open(&db).unwrap();
+    c.execute("UPDATE accounts SET note = 'committed' WHERE id = 1", [])
+        .unwrap();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(2100));
+    let third = e.json(&["backup", d]);
+    assert_eq!(unchanged(&third), 0, "a commit was missed: {third}");
+    let fourth = e.json(&["backup", d]);
+    assert_eq!(unchanged(&fourth), size, "{fourth}");
+
+    // Bytes changed in place, same size, modification time put back.
+    let before = fs::metadata(&db).unwrap();
+    let mut bytes = fs::read(&db).unwrap();
+    let at = bytes
+        .windows(9)
+        .position(|w| w == b"committed")
+        .expect("the note is in the file");
+    bytes[at..at + 9].copy_from_slice(b"COMMITTED");
+    fs::write(&db, &bytes).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_modified(before.modified().unwrap())
+        .unwrap();
+    assert_eq!(
+        fs::metadata(&db).unwrap().modified().unwrap(),
+        before.modified().unwrap()
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let fifth = e.json(&["backup", d]);
+    assert_eq!(
+        unchanged(&fifth),
+        0,
+        "an edit with its mtime put back was missed: {fifth}"
+    );
+    let out = e.root.join("out");
+    e.cmd()
+        .args(["restore", "latest", "--target", out.to_str().unwrap()])
+        .assert()
+        .success();
+    assert_eq!(note_of(&out.join("data/books.db"), 1), "COMMITTED");
+
+    // Held open by a program in WAL mode: its WAL and shared memory lie
+    // beside it, and the file alone no longer tells what it holds.
+    let holder = Connection::open(&db).unwrap();
+    holder
+        .execute("UPDATE accounts SET note = 'in the wal' WHERE id = 2", [])
+        .unwrap();
+    assert!(data.join("books.db-wal").exists());
+    std::thread::sleep(Duration::from_millis(2100));
+    for _ in 0..2 {
+        let held = e.json(&["backup", d]);
+        assert_eq!(
+            unchanged(&held),
+            0,
+            "a database held open was taken as unchanged: {held}"
+        );
+    }
+    drop(holder);
+    let out = e.root.join("out2");
+    e.cmd()
+        .args(["restore", "latest", "--target", out.to_str().unwrap()])
+        .assert()
+        .success();
+    assert_eq!(note_of(&out.join("data/books.db"), 2), "in the wal");
+}

@@ -118,6 +118,15 @@ pub trait DbOpener: Send + Sync {
     fn open(&self, path: &Path) -> std::result::Result<Box<dyn DbCapture>, String>;
     /// Files beside a database that its capture already covers (journals).
     fn companions(&self, path: &Path) -> Vec<PathBuf>;
+    /// Whether nothing beside the database holds data its file does not
+    /// (a journal or WAL with content), so that the file alone is the
+    /// database. By default: none of its companions exists.
+    fn quiet(&self, path: &Path) -> bool {
+        !self
+            .companions(path)
+            .iter()
+            .any(|c| fs::symlink_metadata(c).is_ok())
+    }
 }
 
 /// How to back up.
@@ -855,6 +864,36 @@ impl Walker<'_, '_> {
         }
     }
 
+    /// The entry of a database found unchanged since `was`, its entry in
+    /// the parent snapshot: the same chunk map and what was learned of it,
+    /// once every blob it names (pages and map) is known sound and noted as
+    /// relied on. None when one is not: it is captured again.
+    fn unchanged_db(&mut self, node: &Node, was: &Node) -> Option<Node> {
+        let map = was.chunk_map.as_ref()?;
+        let ids = self.repo.resolve_map(self.writer.index, map).ok()?;
+        let mut all = map.layers.iter().flat_map(|l| &l.blobs).chain(&ids);
+        if !all.clone().all(|id| self.writer.index.is_sound(id)) {
+            return None;
+        }
+        if !all.all(|id| self.writer.dedup(id)) {
+            return None;
+        }
+        let mut n = node.clone();
+        n.kind = NodeKind::DbImage;
+        n.size = was.size;
+        n.page_size = was.page_size;
+        n.chunk_map = was.chunk_map.clone();
+        n.database = was.database.clone();
+        n.ctime = was.ctime;
+        n.inode = was.inode;
+        self.summary.files += 1;
+        self.summary.files_unchanged += 1;
+        self.summary.bytes += n.size;
+        self.summary.bytes_unchanged += n.size;
+        self.progress.read(n.size);
+        Some(n)
+    }
+
     /// The guard's findings for a folder source once walked: documents
     /// broken, renamed or deleted in large numbers (databases gone from it
     /// are named as the walk finds them).
@@ -1213,6 +1252,25 @@ impl Walker<'_, '_> {
                     return Ok(Walk::Node(node));
                 }
             }
+            // An unchanged database is what it was, like an unchanged file:
+            // nothing beside it that holds data (checked first), then the
+            // size, times and inode that its last capture recorded (only
+            // when nothing moved while it was read; see `db_settled`). The
+            // guard's snapshot must agree, and a damaged one is read again.
+            let db_reusable = parent.filter(|p| {
+                p.kind == NodeKind::DbImage
+                    && p.database.as_ref().is_some_and(|d| d.problems.is_empty())
+                    && earlier.is_none_or(|e| e.chunk_map == p.chunk_map)
+                    && same_stat(p, &md)
+            });
+            if let (Some(was), Some(opener)) = (db_reusable, self.opener) {
+                let unmoved = || fs::symlink_metadata(path).is_ok_and(|now| same_stat(was, &now));
+                if opener.quiet(path) && unmoved() {
+                    if let Some(n) = self.unchanged_db(&node, was) {
+                        return Ok(Walk::Node(n));
+                    }
+                }
+            }
             let earlier_snap = self.earlier_snapshot.map(|s| s.short());
             if let Some(opener) = self
                 .opener
@@ -1232,7 +1290,15 @@ impl Walker<'_, '_> {
                 // afterwards while this capture runs).
                 self.read_ahead_idle();
                 return match opener.open(path) {
-                    Ok(capture) => self.db_node(node, path, capture, map.as_ref(), before),
+                    Ok(capture) => Ok(
+                        match self.db_node(node, path, capture, map.as_ref(), before)? {
+                            Walk::Node(mut n) if n.kind == NodeKind::DbImage => {
+                                (n.ctime, n.inode) = db_settled(path, &md, opener);
+                                Walk::Node(n)
+                            }
+                            walked => walked,
+                        },
+                    ),
                     Err(e) => {
                         let locked = e.to_string().contains(LOCKED);
                         if let (Some(_), Some(snap), false) = (earlier_db, &earlier_snap, locked) {
@@ -1306,12 +1372,45 @@ impl Walker<'_, '_> {
 /// 3, or one the file's times were too fresh to trust; see [`settled`])
 /// is never unchanged.
 fn unchanged(was: &Node, md: &fs::Metadata) -> bool {
-    was.kind == NodeKind::File
-        && was.ctime.is_some()
+    was.kind == NodeKind::File && same_stat(was, md)
+}
+
+/// Whether `md` shows the size, times and inode recorded in `was` (which
+/// must have a change time).
+fn same_stat(was: &Node, md: &fs::Metadata) -> bool {
+    was.ctime.is_some()
         && was.size == md.len()
         && was.mtime == mtime_of(md)
         && was.ctime == ctime_of(md)
         && was.inode == Some(md.ino())
+}
+
+/// The change time and inode to record for a database just captured:
+/// those of `md`, taken before it was opened, when nothing moved while it
+/// was read (nothing beside it holds data now, checked first, and then the
+/// same size, times and inode), and its times are settled. A commit in WAL
+/// mode stays in the WAL file until a checkpoint writes it into the
+/// database file, which moves the file's times, and only then may the WAL
+/// be emptied: so a quiet database whose file has not moved holds what
+/// this capture read. Otherwise nothing, and the next backup captures it
+/// again.
+fn db_settled(
+    path: &Path,
+    md: &fs::Metadata,
+    opener: &dyn DbOpener,
+) -> (Option<chrono::DateTime<chrono::Utc>>, Option<u64>) {
+    let companion = !opener.quiet(path);
+    let still = fs::symlink_metadata(path).is_ok_and(|a| {
+        a.len() == md.len()
+            && mtime_of(&a) == mtime_of(md)
+            && ctime_of(&a) == ctime_of(md)
+            && a.ino() == md.ino()
+    });
+    if companion || !still {
+        (None, None)
+    } else {
+        settled(md)
+    }
 }
 
 /// The change time and inode to record for a file about to be read, or

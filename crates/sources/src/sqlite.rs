@@ -964,6 +964,19 @@ impl ledgervault_repo::DbOpener for SqliteOpener {
             .map(|s| companion(path, s))
             .collect()
     }
+
+    /// No WAL or rollback journal with anything in it: an empty WAL (as a
+    /// read-only connection, ours included, leaves behind) holds no commit,
+    /// an empty journal (`journal_mode = TRUNCATE`) is not hot, and the
+    /// shared-memory file only indexes the WAL.
+    fn quiet(&self, path: &Path) -> bool {
+        ["-wal", "-journal"]
+            .iter()
+            .all(|s| match fs::symlink_metadata(companion(path, s)) {
+                Ok(m) => m.is_file() && m.len() == 0,
+                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            })
+    }
 }
 
 #[cfg(test)]
