@@ -206,6 +206,10 @@ fn plan_file(
 
 /// Largest span of a pack read in one request from remote storage.
 const SPAN_MAX: u64 = 16 << 20;
+/// The first span's largest size; each next one may be twice the one
+/// before, up to `SPAN_MAX`, so the writer's first frames arrive before all
+/// fetchers share the link.
+const SPAN_FIRST: u64 = 1 << 20;
 /// Frames of one pack at most this far apart join one span.
 const SPAN_GAP: u64 = 1 << 20;
 /// A span serves jobs at most this far apart in the plan.
@@ -285,7 +289,7 @@ impl Spans {
                 near(sp, ji)
                     && j.frame_offset >= sp.start
                     && j.frame_offset <= sp.end + SPAN_GAP
-                    && end - sp.start <= SPAN_MAX
+                    && end - sp.start <= (SPAN_FIRST << si.min(8)).min(SPAN_MAX)
             });
             let si = match extend {
                 Some(si) => {
