@@ -1289,11 +1289,14 @@ impl Walker<'_, '_> {
                 // every file before a database is opened (it opens none
                 // afterwards while this capture runs).
                 self.read_ahead_idle();
+                // Whether its times vouch is decided before it is read, as
+                // for a file (a long capture must not make fresh times old).
+                let vouch = settled(&md);
                 return match opener.open(path) {
                     Ok(capture) => Ok(
                         match self.db_node(node, path, capture, map.as_ref(), before)? {
                             Walk::Node(mut n) if n.kind == NodeKind::DbImage => {
-                                (n.ctime, n.inode) = db_settled(path, &md, opener);
+                                (n.ctime, n.inode) = db_settled(path, &md, vouch, opener);
                                 Walk::Node(n)
                             }
                             walked => walked,
@@ -1386,9 +1389,9 @@ fn same_stat(was: &Node, md: &fs::Metadata) -> bool {
 }
 
 /// The change time and inode to record for a database just captured:
-/// those of `md`, taken before it was opened, when nothing moved while it
-/// was read (nothing beside it holds data now, checked first, and then the
-/// same size, times and inode), and its times are settled. A commit in WAL
+/// `vouch` (what [`settled`] said of `md`, its stat taken before it was
+/// opened) when nothing moved while it was read (nothing beside it holds
+/// data now, checked first, and then the same size, times and inode). A commit in WAL
 /// mode stays in the WAL file until a checkpoint writes it into the
 /// database file, which moves the file's times, and only then may the WAL
 /// be emptied: so a quiet database whose file has not moved holds what
@@ -1397,6 +1400,7 @@ fn same_stat(was: &Node, md: &fs::Metadata) -> bool {
 fn db_settled(
     path: &Path,
     md: &fs::Metadata,
+    vouch: (Option<chrono::DateTime<chrono::Utc>>, Option<u64>),
     opener: &dyn DbOpener,
 ) -> (Option<chrono::DateTime<chrono::Utc>>, Option<u64>) {
     let companion = !opener.quiet(path);
@@ -1409,7 +1413,7 @@ fn db_settled(
     if companion || !still {
         (None, None)
     } else {
-        settled(md)
+        vouch
     }
 }
 

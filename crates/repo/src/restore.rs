@@ -253,8 +253,9 @@ struct SpanState {
 /// neighbouring frames of a pack are fetched as one span, read once however
 /// many threads ask for it. Fetchers read spans in the order the writer
 /// first needs them, ahead of it within a memory budget, and a span is
-/// dropped once the writer has taken its last job (or, over the budget,
-/// once its first job is taken; a frame of it wanted later is read alone).
+/// dropped once the writer has taken its last job (or, at twice the
+/// budget, once its first job is taken; a frame of it wanted later is read
+/// alone).
 struct Spans {
     /// The span each job reads its frame from.
     of: Vec<usize>,
@@ -379,7 +380,7 @@ impl Spans {
     }
 
     /// The writer has taken jobs up to `written`: spans it no longer needs
-    /// go.
+    /// go, and, far over the budget, spans already begun.
     fn advance(&self, written: usize) {
         let mut st = self.lock();
         st.written = written;
@@ -392,6 +393,24 @@ impl Spans {
             .collect();
         for si in done {
             self.drop_span(&mut st, si);
+        }
+        // Far over the budget (spans the decoders made, each still wanted
+        // within reach): drop those begun, the longest-lived first; a frame
+        // of theirs still wanted is then read alone.
+        if st.kept > 2 * SPANS_KEPT {
+            let mut begun: Vec<usize> = st
+                .slots
+                .keys()
+                .copied()
+                .filter(|&si| self.spans[si].first_job < written)
+                .collect();
+            begun.sort_unstable_by_key(|&si| std::cmp::Reverse(self.spans[si].last_job));
+            for si in begun {
+                if st.kept <= SPANS_KEPT {
+                    break;
+                }
+                self.drop_span(&mut st, si);
+            }
         }
         if st.kept < kept || st.gate < written + self.window {
             st.gate = usize::MAX;
@@ -996,7 +1015,10 @@ fn write_files(
 
     std::thread::scope(|s| {
         // Databases are checked and placed on a thread of their own.
-        let (tx, rx) = std::sync::mpsc::channel::<Placing>();
+        // Bounded: each waiting image holds two descriptors, and the writer
+        // must not outrun the checks by more than a few (many small client
+        // databases would exhaust the process's open files).
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Placing>(PLACING_QUEUE);
         let to_place = placer.map(|_| tx);
         let placing = placer.map(|p| {
             s.spawn(move || {
@@ -1194,12 +1216,14 @@ fn write_files(
             Some(Err(_)) => return Err(Error::corrupt("restore", "a database check panicked")),
             None => Vec::new(),
         };
-        let (mut done, mut bytes) = result?;
+        // Databases that failed their check are named even when the writer
+        // stopped on an error of its own.
+        let (mut placed_files, mut placed_bytes) = (0, 0);
         for (fi, placed) in outcomes {
             match placed {
                 Ok(()) => {
-                    done += 1;
-                    bytes += files[fi].node.size;
+                    placed_files += 1;
+                    placed_bytes += files[fi].node.size;
                 }
                 Err(message) => failed.push(FileError {
                     path: files[fi].rel.clone(),
@@ -1207,7 +1231,8 @@ fn write_files(
                 }),
             }
         }
-        Ok((done, bytes))
+        let (done, bytes) = result?;
+        Ok((done + placed_files, bytes + placed_bytes))
     })
 }
 
@@ -1243,6 +1268,9 @@ fn databases_first(files: &mut Vec<FileTask>, jobs: &mut Vec<Job>) {
         files.push(task);
     }
 }
+
+/// Database images written and waiting for their check, at most.
+const PLACING_QUEUE: usize = 8;
 
 /// A restored database image on its way to the placer.
 struct Placing {
