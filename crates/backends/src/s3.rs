@@ -1094,11 +1094,21 @@ impl Backend for S3Backend {
         }
         let read = |version: Option<String>| {
             self.rt.block_on(async {
-                let mut r = self.op.read_with(path).range(offset..end);
+                // Streamed into one buffer as the body arrives, so a span
+                // is held once, not as its chunks and then their copy.
+                let mut r = self.op.reader_with(path);
                 if let Some(v) = &version {
                     r = r.version(v);
                 }
-                r.await.map(|b| b.to_vec()).map_err(|e| od_err(path, &e))
+                let mut buf = Vec::with_capacity((end - offset) as usize);
+                match r.await {
+                    Ok(reader) => reader
+                        .read_into(&mut buf, offset..end)
+                        .await
+                        .map(|_| buf)
+                        .map_err(|e| od_err(path, &e)),
+                    Err(e) => Err(od_err(path, &e)),
+                }
             })
         };
         let got = match read(version) {
