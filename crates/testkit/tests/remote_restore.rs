@@ -144,7 +144,8 @@ struct Setup {
     id: Id,
 }
 
-fn setup() -> Setup {
+/// A fresh repository on remote memory storage, with 1 MiB packs.
+fn remote_repo() -> (Arc<Remote>, Repository) {
     let store = Arc::new(Remote::default());
     let repo = Repository::init(
         store.clone(),
@@ -156,6 +157,11 @@ fn setup() -> Setup {
         },
     )
     .unwrap();
+    (store, repo)
+}
+
+fn setup() -> Setup {
+    let (store, repo) = remote_repo();
     let src = tempfile::tempdir().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut image = write_tree(src.path(), &mut rng);
@@ -340,17 +346,7 @@ impl DbPlacer for SlowPlacer {
 /// "Too many open files").
 #[test]
 fn many_small_databases_wait_for_their_checks_without_piling_up_descriptors() {
-    let store = Arc::new(Remote::default());
-    let repo = Repository::init(
-        store.clone(),
-        b"pw",
-        &InitOptions {
-            pack_size: 1 << 20,
-            kdf: FAST_KDF,
-            immutable_days: None,
-        },
-    )
-    .unwrap();
+    let (_store, repo) = remote_repo();
     const N: usize = 600;
     let image = |i: usize| {
         let mut d = vec![0u8; 8192];
