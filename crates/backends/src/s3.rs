@@ -277,6 +277,16 @@ fn xml_field<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     Some(xml[start..end].trim())
 }
 
+/// Whether an answer to a bucket query is worth trying again: throttling,
+/// server errors other than "not implemented", and a 400 that carries no S3
+/// error document. The S3 layer always names its error, so a bare 400 came
+/// from an HTTP layer answering a request garbled on the way.
+fn answer_is_temporary(status: u16, body: &str) -> bool {
+    status == 429
+        || status >= 500 && status != 501
+        || status == 400 && xml_field(body, "Code").is_none()
+}
+
 impl S3Backend {
     /// Connects to `loc` (no request is made to the bucket's objects).
     pub fn open(
@@ -486,7 +496,7 @@ impl S3Backend {
                 Ok::<_, (bool, String)>((status, text))
             });
             let temporary = match &result {
-                Ok((s, _)) => *s == 429 || *s >= 500 && *s != 501,
+                Ok((s, text)) => answer_is_temporary(*s, text),
                 Err((t, _)) => *t,
             };
             if !temporary || attempt > RETRIES {
@@ -524,6 +534,29 @@ impl S3Backend {
                 "",
                 format!("bucket {} does not exist", self.loc.bucket),
             )),
+            400 | 401
+                if xml_field(&body, "Code").is_some_and(|c| {
+                    matches!(
+                        c,
+                        "InvalidAccessKeyId"
+                            | "SignatureDoesNotMatch"
+                            | "IncompleteSignature"
+                            | "InvalidToken"
+                            | "ExpiredToken"
+                            | "InvalidSignature"
+                    )
+                }) =>
+            {
+                Err(err(
+                    BackendErrorKind::PermissionDenied,
+                    "",
+                    format!(
+                        "access denied to bucket {}: the server refused the credentials ({})",
+                        self.loc.bucket,
+                        xml_field(&body, "Code").unwrap_or_default()
+                    ),
+                ))
+            }
             // Servers without versioning at all (Garage) say so.
             501 => Ok(false),
             _ if body.contains("NotImplemented") => Ok(false),
@@ -541,9 +574,12 @@ impl S3Backend {
                 BackendErrorKind::Other,
                 "",
                 format!(
-                    "bucket {}: unexpected answer HTTP {status} {} to a versioning query",
+                    "bucket {}: unexpected answer HTTP {status} {} to a versioning query{}",
                     self.loc.bucket,
-                    xml_field(&body, "Code").unwrap_or("")
+                    xml_field(&body, "Code").unwrap_or("(no S3 error code)"),
+                    xml_field(&body, "Message")
+                        .map(|m| format!(": {}", m.chars().take(200).collect::<String>()))
+                        .unwrap_or_default()
                 ),
             )),
         }
@@ -1339,5 +1375,18 @@ mod tests {
             xml_field("<a><Status>Enabled</Status></a>", "Status"),
             Some("Enabled")
         );
+    }
+
+    #[test]
+    fn which_answers_are_tried_again() {
+        let named = "<Error><Code>InvalidRequest</Code><Message>x</Message></Error>";
+        assert!(answer_is_temporary(400, ""));
+        assert!(answer_is_temporary(400, "Bad Request"));
+        assert!(!answer_is_temporary(400, named));
+        assert!(answer_is_temporary(503, named));
+        assert!(answer_is_temporary(429, ""));
+        assert!(!answer_is_temporary(501, ""));
+        assert!(!answer_is_temporary(403, ""));
+        assert!(!answer_is_temporary(200, ""));
     }
 }
