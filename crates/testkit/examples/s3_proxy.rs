@@ -4,6 +4,8 @@
 //!
 //! Prints the port it listens on, then rewrites STATS_FILE every 50 ms with
 //! `requests bytes_up bytes_down` since it started. Runs until killed.
+//! With `S3_PROXY_LOG=FILE`, writes each request's first line to FILE after
+//! the seconds since the proxy started.
 
 use std::time::Duration;
 
@@ -19,6 +21,12 @@ fn main() {
         eprintln!("s3_proxy: DELAY_MS must be a number");
         std::process::exit(2)
     });
+    if let Some(log) = std::env::var_os("S3_PROXY_LOG") {
+        if let Err(e) = ledgervault_testkit::s3::log_requests(log.as_ref()) {
+            eprintln!("s3_proxy: cannot write the request log: {e}");
+            std::process::exit(2);
+        }
+    }
     let proxy = DelayProxy::start(&args[1], Duration::from_millis(delay));
     println!("{}", proxy.port);
     let tmp = format!("{}.tmp", args[3]);

@@ -259,6 +259,19 @@ impl Drop for DelayProxy {
     }
 }
 
+/// Where every proxy in this process writes each request's first line,
+/// after the seconds since [`log_requests`] was called.
+static REQUEST_LOG: std::sync::OnceLock<(Instant, std::sync::Mutex<std::fs::File>)> =
+    std::sync::OnceLock::new();
+
+/// Logs every request through any [`DelayProxy`] to `path` (for finding
+/// where a command waits on the store). Only the first call counts.
+pub fn log_requests(path: &std::path::Path) -> std::io::Result<()> {
+    let f = std::fs::File::create(path)?;
+    let _ = REQUEST_LOG.set((Instant::now(), std::sync::Mutex::new(f)));
+    Ok(())
+}
+
 /// Counts HTTP/1.1 requests in a client's byte stream: a request is a head
 /// ending in an empty line, then `Content-Length` bytes of body (the S3
 /// clients measured send no chunked bodies).
@@ -285,6 +298,12 @@ impl RequestCounter {
             bytes = &bytes[1..];
             if self.head.ends_with(b"\r\n\r\n") {
                 n += 1;
+                if let Some((start, log)) = REQUEST_LOG.get() {
+                    let first = String::from_utf8_lossy(&self.head);
+                    let first = first.lines().next().unwrap_or_default();
+                    let mut log = log.lock().unwrap();
+                    let _ = writeln!(log, "{:.3} {first}", start.elapsed().as_secs_f64());
+                }
                 let head = String::from_utf8_lossy(&self.head).to_ascii_lowercase();
                 self.body_left = head
                     .lines()
