@@ -188,6 +188,11 @@ pub struct S3Backend {
     signer: reqsign_core::Signer<reqsign_aws_v4::Credential>,
     /// Whether the bucket keeps versions (learned at open).
     versioned: bool,
+    /// The config as read at open, beside the versioning query (every
+    /// command reads it first, and on a long link each round trip counts).
+    /// Taken by the first read of it; dropped by any write or delete of it,
+    /// and unused on a versioned bucket, where reads choose a version.
+    early_config: Mutex<Option<Vec<u8>>>,
     /// Per-request timeout of the calls made here.
     timeout: Duration,
     /// Content-named objects whose current version is not (only) what was
@@ -396,6 +401,7 @@ impl S3Backend {
             http,
             signer,
             versioned: false,
+            early_config: Mutex::default(),
             timeout,
             suspects: Mutex::default(),
             pinned: Mutex::default(),
@@ -405,7 +411,18 @@ impl S3Backend {
             retention_file,
         };
         backend.load_retention();
-        backend.versioned = backend.bucket_versioned()?;
+        let (versioned, config) = std::thread::scope(|s| {
+            let config = s.spawn(|| backend.plain_read(CONFIG, None).ok());
+            let versioned = backend.bucket_versioned();
+            (versioned, config.join().ok().flatten())
+        });
+        backend.versioned = versioned?;
+        if !backend.versioned {
+            *backend
+                .early_config
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner()) = config;
+        }
         Ok(backend)
     }
 
@@ -1080,6 +1097,16 @@ impl Backend for S3Backend {
     }
 
     fn read(&self, path: &str) -> BackendResult<Vec<u8>> {
+        if path == CONFIG {
+            if let Some(b) = self
+                .early_config
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                return Ok(b);
+            }
+        }
         if path == CONFIG && self.versioned {
             // One listing of its versions tells whether someone replaced
             // or hid it.
@@ -1172,6 +1199,12 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
+        if path == CONFIG {
+            self.early_config
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
         let buf = bytes::Bytes::copy_from_slice(data);
         let meta = self.rt.block_on(async {
             let mut w = self.op.write_with(path, buf);
@@ -1192,6 +1225,12 @@ impl Backend for S3Backend {
     }
 
     fn delete(&self, path: &str) -> BackendResult<()> {
+        if path == CONFIG {
+            self.early_config
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
         if !self.versioned {
             return self
                 .rt

@@ -186,6 +186,7 @@ fn fault_injection(backend: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
 /// A repository found and its password read, not yet unlocked.
 pub(crate) struct Opener {
     backend: Arc<dyn Backend>,
+    found: ledgervault_repo::Found,
     password: Vec<u8>,
     append_only: bool,
     retry_lock: Option<Duration>,
@@ -194,7 +195,7 @@ pub(crate) struct Opener {
 impl Opener {
     /// Unlocks the repository (derives the key from the password).
     pub fn open(self) -> Result<Repository> {
-        let mut repo = Repository::open(self.backend, &self.password)?;
+        let mut repo = Repository::unlock(self.backend, self.found, &self.password)?;
         if self.append_only {
             repo.set_append_only();
         }
@@ -268,10 +269,11 @@ impl Globals {
     fn opener_with(&self, env: &str, what: &str) -> Result<Opener> {
         let backend = self.backend()?;
         // Fail on a missing repository before asking for a password.
-        Repository::read_config(backend.as_ref())?;
+        let found = Repository::find(backend.as_ref())?;
         let password = read_secret(self.password_file.as_deref(), env, what, false)?;
         Ok(Opener {
             backend,
+            found,
             password,
             append_only: self.append_only,
             retry_lock: self.retry_lock,

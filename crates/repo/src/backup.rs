@@ -334,6 +334,8 @@ struct PackerOut {
     packs: u64,
     bytes: u64,
     ids: Vec<Id>,
+    /// The last packs written, in no index file yet.
+    unindexed: Vec<PackRecord>,
 }
 
 /// Buffers the uploaders hand back to the sealing workers once a pack is
@@ -543,6 +545,7 @@ fn uploader(
         packs: 0,
         bytes: 0,
         ids: Vec::new(),
+        unindexed: Vec::new(),
     };
     for builder in packs {
         let pack = builder.finish(repo.keys());
@@ -582,9 +585,7 @@ fn uploader(
             unindexed.clear();
         }
     }
-    if !unindexed.is_empty() {
-        out.bytes += repo.write_index(&unindexed)?.1;
-    }
+    out.unindexed = unindexed;
     Ok(out)
 }
 
@@ -1569,7 +1570,24 @@ pub fn backup(
         ));
     }
     let lock = crate::lock::lock(repo, false, "backup")?;
-    let mut index = repo.load_index()?;
+    // Earlier snapshots, read once: parents of databases named on the
+    // command line and in folders, and what each path was before. A backup
+    // of standard input alone needs none of it. Read while the index loads
+    // (on remote storage both are round trips).
+    let only_streams = sources
+        .iter()
+        .all(|s| matches!(s, BackupSource::Stream { .. }));
+    let (index, earlier) = std::thread::scope(|s| {
+        let earlier = s.spawn(|| {
+            if only_streams {
+                Ok(Vec::new())
+            } else {
+                repo.snapshots().map(|(all, _)| all)
+            }
+        });
+        (repo.load_index(), crate::repository::joined(earlier))
+    });
+    let (mut index, earlier) = (index?, earlier?);
     let packs_adopted = adopt_unindexed(repo, &mut index)?;
     let db_paths: HashSet<&str> = sources
         .iter()
@@ -1580,17 +1598,6 @@ pub fn backup(
             _ => None,
         })
         .collect();
-    // Earlier snapshots, read once: parents of databases named on the
-    // command line and in folders, and what each path was before. A backup
-    // of standard input alone needs none of it.
-    let earlier = if sources
-        .iter()
-        .all(|s| matches!(s, BackupSource::Stream { .. }))
-    {
-        Vec::new()
-    } else {
-        repo.snapshots()?.0
-    };
     let parents = find_parents(repo, &index, &earlier, &db_paths);
     let earlier_dbs = find_earlier_infos(&earlier, &db_paths);
     let folders = earlier_roots(&earlier, &sources);
@@ -1703,6 +1710,7 @@ pub fn backup(
             packs: 0,
             bytes: 0,
             ids: Vec::new(),
+            unindexed: Vec::new(),
         });
         for u in uploaders {
             let r = u
@@ -1711,10 +1719,12 @@ pub fn backup(
             packed = match (packed, r) {
                 (Ok(mut a), Ok(b)) => {
                     a.ids.extend(b.ids);
+                    a.unindexed.extend(b.unindexed);
                     Ok(PackerOut {
                         packs: a.packs + b.packs,
                         bytes: a.bytes + b.bytes,
                         ids: a.ids,
+                        unindexed: a.unindexed,
                     })
                 }
                 (Err(e), _) | (_, Err(e)) => Err(e),
@@ -1724,7 +1734,24 @@ pub fn backup(
         let again = writer.stored_again;
         (walked.map(|w| (w, writer.bytes_new, used, again)), packed)
     });
-    let packed = packer_result?;
+    let mut packed = packer_result?;
+    // Every pack is written: one index file for the uploaders' last packs,
+    // and at the same time the listing that proves below that every pack
+    // the snapshot relies on is there (on remote storage each is a round
+    // trip).
+    let (indexed, present) = std::thread::scope(|s| {
+        let indexed = s.spawn(|| {
+            if packed.unindexed.is_empty() {
+                Ok(0)
+            } else {
+                repo.write_index(&packed.unindexed).map(|(_, size)| size)
+            }
+        });
+        let present = repo.list_packs();
+        (crate::repository::joined(indexed), present)
+    });
+    packed.bytes += indexed?;
+    let present = present?;
     let ((src_list, errors, mut suspect, changed), bytes_new, mut used_packs, stored_again) =
         match walk_result {
             Ok(w) => w,
@@ -1766,7 +1793,6 @@ pub fn backup(
     // backup's lock was gone (removed by hand, or not refreshed in time)
     // could have deleted some; then no snapshot is written.
     used_packs.extend(packed.ids.iter().copied());
-    let present = repo.list_packs()?;
     let vanished: Vec<&Id> = used_packs
         .iter()
         .filter(|p| !present.contains_key(p))

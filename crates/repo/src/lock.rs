@@ -110,8 +110,17 @@ impl FoundLock {
 
 /// Lists lock files and decides which are stale.
 pub fn list_locks(repo: &Repository) -> Result<Vec<FoundLock>> {
+    locks_but(repo, None)
+}
+
+/// The lock files but `mine` (which is neither read nor returned: the
+/// caller wrote it and knows what it says).
+fn locks_but(repo: &Repository, mine: Option<Id>) -> Result<Vec<FoundLock>> {
     let mut out = Vec::new();
     for id in repo.list_ids(FileKind::Lock)? {
+        if Some(id) == mine {
+            continue;
+        }
         let path = format!("locks/{id}");
         let info = match repo.backend().read(&path) {
             Ok(b) => open_file(repo.keys(), FileKind::Lock, &b, &path)
@@ -227,7 +236,7 @@ fn try_lock(repo: &Repository, exclusive: bool, operation: &str) -> Result<LockG
     let path = write_lock(repo.backend().as_ref(), repo.keys(), &info)?;
     let mine = crate::repository::id_from_path(&path);
     let mut stale = Vec::new();
-    let others = match list_locks(repo) {
+    let others = match locks_but(repo, mine) {
         Ok(o) => o,
         Err(e) => {
             let _ = repo.backend().delete(&path);
@@ -235,9 +244,6 @@ fn try_lock(repo: &Repository, exclusive: bool, operation: &str) -> Result<LockG
         }
     };
     for l in others {
-        if Some(l.id) == mine {
-            continue;
-        }
         if l.stale.is_some() {
             stale.push(l);
             continue;

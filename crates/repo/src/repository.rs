@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{AppendOnlyBackend, Backend, BackendErrorKind};
+use crate::backend::{AppendOnlyBackend, Backend, BackendErrorKind, ObjectInfo};
 use crate::chunkmap::{self, ChunkMap};
 use crate::config::{RepoConfig, CONFIG_PATH};
 use crate::crypto::{KdfParams, Keys, MasterKey};
@@ -99,6 +99,18 @@ pub fn id_from_path(path: &str) -> Option<Id> {
     Id::from_hex(path.rsplit('/').next()?)
 }
 
+/// A repository found on storage, not yet unlocked: its config and the
+/// listing of its key files (see [`Repository::find`]).
+pub struct Found {
+    config_bytes: Vec<u8>,
+    keys: Vec<ObjectInfo>,
+}
+
+/// A scoped thread's result; its panic goes on in the caller.
+pub(crate) fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
 impl Repository {
     /// Creates a new repository at an empty location.
     pub fn init(
@@ -187,33 +199,55 @@ impl Repository {
         Self::read_config_bytes(backend).and_then(|b| RepoConfig::decode(&b))
     }
 
-    fn read_config_bytes(backend: &dyn Backend) -> Result<Vec<u8>> {
-        match backend.read(CONFIG_PATH) {
-            Ok(b) => Ok(b),
-            Err(e) if e.kind == BackendErrorKind::NotFound => {
-                // Key files without a config: the config was lost, not
-                // never made. Say so instead of "no repository here".
-                match backend.list(KEYS_DIR) {
-                    Ok(keys) if !keys.is_empty() => Err(Error::corrupt(
-                        CONFIG_PATH,
-                        "missing, but key files are present: the repository's config was deleted",
-                    )),
-                    _ => Err(Error::RepositoryNotFound(backend.location())),
-                }
+    /// Finds the repository at `backend` without a password: reads its
+    /// config and lists its key files at once (on remote storage each is a
+    /// round trip). A caller that checks for a repository before asking
+    /// for the password hands the result to [`unlock`](Self::unlock).
+    pub fn find(backend: &dyn Backend) -> Result<Found> {
+        let (config, keys) = std::thread::scope(|s| {
+            let keys = s.spawn(|| backend.list(KEYS_DIR));
+            (backend.read(CONFIG_PATH), joined(keys))
+        });
+        match config {
+            Ok(config_bytes) => {
+                RepoConfig::decode(&config_bytes)?;
+                Ok(Found {
+                    config_bytes,
+                    keys: keys?,
+                })
             }
+            // Key files without a config: the config was lost, not never
+            // made. Say so instead of "no repository here".
+            Err(e) if e.kind == BackendErrorKind::NotFound => match keys {
+                Ok(keys) if !keys.is_empty() => Err(Error::corrupt(
+                    CONFIG_PATH,
+                    "missing, but key files are present: the repository's config was deleted",
+                )),
+                _ => Err(Error::RepositoryNotFound(backend.location())),
+            },
             Err(e) => Err(e.into()),
         }
     }
 
+    fn read_config_bytes(backend: &dyn Backend) -> Result<Vec<u8>> {
+        Self::find(backend).map(|f| f.config_bytes)
+    }
+
     /// Opens a repository with `password`.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
-        let config_bytes = Self::read_config_bytes(backend.as_ref())?;
+        let found = Self::find(backend.as_ref())?;
+        Self::unlock(backend, found, password)
+    }
+
+    /// Opens the repository [`find`](Self::find) found with `password`.
+    /// The key file's checksum of the config still vouches for the config.
+    pub fn unlock(backend: Arc<dyn Backend>, found: Found, password: &[u8]) -> Result<Repository> {
+        let Found { config_bytes, keys } = found;
         let config = RepoConfig::decode(&config_bytes)?;
         let backend = match config.immutable_days {
             Some(days) => Arc::new(ImmutableBackend::new(backend, days)) as Arc<dyn Backend>,
             None => backend,
         };
-        let keys = backend.list(KEYS_DIR)?;
         if keys.is_empty() {
             return Err(Error::corrupt("keys/", "the repository has no key files"));
         }
@@ -452,14 +486,20 @@ impl Repository {
     /// a blob stored twice is read from a sound pack. A damaged index file
     /// is an error that names it (`check` reports all of them instead).
     pub fn load_index(&self) -> Result<Index> {
-        // The listing comes first: a pack written after it (by a backup
-        // running now) is then only "missing" if an index listing it was
-        // read, which makes its blobs weak, never wrongly sound.
-        let present = self.list_packs()?;
-        let damaged = self.damaged_packs()?;
+        // The three listings run at once (on remote storage each is a round
+        // trip). Their order does not matter: a pack the pack listing missed
+        // (written by a backup running now) makes the blobs of any index
+        // file that lists it weak, never wrongly sound, and packs are only
+        // deleted under an exclusive lock, which the caller's lock excludes.
+        let (present, damaged, ids) = std::thread::scope(|s| {
+            let damaged = s.spawn(|| self.damaged_packs());
+            let ids = s.spawn(|| self.list_ids(FileKind::Index));
+            let present = self.list_packs();
+            (present, joined(damaged), joined(ids))
+        });
+        let (present, damaged, ids) = (present?, damaged?, ids?);
         // Index files are read one after the other into the index, so
         // only one file's records are held beside it.
-        let ids = self.list_ids(FileKind::Index)?;
         let mut failed = None;
         let records = ids.iter().flat_map(|id| {
             if failed.is_some() {

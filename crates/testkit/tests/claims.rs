@@ -244,9 +244,10 @@ fn packs_left_without_an_index_are_checked_and_reused() {
     assert!(check(&repo, ReadData::All, &NoProgress).unwrap().ok());
 }
 
-/// A backend that, the first time a backup writes an index file, deletes
-/// every pack that was there before: a prune by someone who removed the
-/// backup's lock.
+/// A backend that, the first time a backup writes a pack (once it has
+/// loaded the index and deduplicated against the old packs), deletes every
+/// pack that was there before: a prune by someone who removed the backup's
+/// lock.
 struct PruneMidway {
     inner: Arc<dyn Backend>,
     old: Vec<String>,
@@ -267,7 +268,7 @@ impl Backend for PruneMidway {
         self.inner.read_range(path, offset, len)
     }
     fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
-        if path.starts_with("index/") && !self.done.swap(true, Ordering::SeqCst) {
+        if path.starts_with("data/") && !self.done.swap(true, Ordering::SeqCst) {
             for p in &self.old {
                 self.inner.delete(p).unwrap();
             }
