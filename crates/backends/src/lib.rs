@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use cache::CachedBackend;
 pub use ledgervault_repo::{Backend, BackendError, BackendErrorKind};
 pub use local::LocalBackend;
-pub use s3::{S3Backend, S3Location, S3Options};
+pub use s3::{S3Backend, S3Location, S3Options, ONE_REQUEST_MAX};
 
 /// How to reach a repository, beyond its address.
 #[derive(Debug, Clone, Default)]

@@ -70,7 +70,12 @@ fn enc(v: &str) -> String {
         .replace('+', "%20")
 }
 
-/// Parts larger than this are uploaded in parallel parts of this size.
+/// Objects larger than this are uploaded in parallel parts of
+/// [`PART_SIZE`]; smaller ones (a default pack of 16 MiB) in one request.
+/// A multipart upload costs two more round trips (start and complete), and
+/// its parallel parts only pay on links faster than one stream fills.
+pub const ONE_REQUEST_MAX: usize = 32 << 20;
+/// The size of the parts of a multipart upload.
 pub const PART_SIZE: usize = 8 << 20;
 /// Parts of one object uploaded at once.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -1208,7 +1213,7 @@ impl Backend for S3Backend {
         let buf = bytes::Bytes::copy_from_slice(data);
         let meta = self.rt.block_on(async {
             let mut w = self.op.write_with(path, buf);
-            if data.len() > PART_SIZE {
+            if data.len() > ONE_REQUEST_MAX {
                 w = w.chunk(PART_SIZE).concurrent(PARTS_IN_FLIGHT);
             }
             w.await.map_err(|e| od_err(path, &e))

@@ -339,9 +339,15 @@ fn immutable_history_survives_an_attacker_with_the_firms_credentials() {
     assert!(!out.status.success());
     assert!(one_line_error(&out.stderr).contains("no Object Lock"));
 
-    let out = lv.init(&repo, &["--immutable-days", "2"]);
+    // Packs of up to 64 MiB, and 40 MiB of scans that do not compress:
+    // the first backup's pack is too big for one request and goes up in
+    // parts.
+    let out = lv.init(&repo, &["--immutable-days", "2", "--pack-size-mib", "64"]);
     assert!(out.contains("locked for 2 days"), "{out}");
     let data = lv.data("books", 5);
+    let mut scans = vec![0u8; 40 << 20];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut scans);
+    fs::write(data.join("scans-2.bin"), scans).unwrap();
     lv.ok(&repo, &["backup", data.to_str().unwrap()]);
     fs::write(data.join("payroll-dec.csv"), "name,net\nA,1000\n").unwrap();
     lv.ok(&repo, &["backup", data.to_str().unwrap()]);
@@ -355,7 +361,7 @@ fn immutable_history_survives_an_attacker_with_the_firms_credentials() {
         &c.env(),
         r#"
 now = datetime.datetime.now(datetime.timezone.utc)
-n = 0
+n = 0; biggest = 0
 for page in s3.get_paginator('list_objects_v2').paginate(Bucket='vault', Prefix='firm/'):
     for o in page.get('Contents', []):
         if '/locks/' in o['Key']:
@@ -364,12 +370,20 @@ for page in s3.get_paginator('list_objects_v2').paginate(Bucket='vault', Prefix=
         assert r['Mode'] == 'COMPLIANCE', (o['Key'], r)
         left = (r['RetainUntilDate'] - now).total_seconds()
         assert left > 2 * 86400 - 600, (o['Key'], left)
-        n += 1
-print(n)
+        n += 1; biggest = max(biggest, o['Size'])
+print(n, biggest)
 "#,
     );
-    let locked: usize = report.trim().parse().unwrap();
-    assert!(locked >= 6, "only {locked} objects checked");
+    let report: Vec<usize> = report
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(report[0] >= 6, "only {} objects checked", report[0]);
+    assert!(
+        report[1] > ledgervault_backends::ONE_REQUEST_MAX,
+        "no object went up in parts (the biggest has {} bytes)",
+        report[1]
+    );
 
     // The attack, with the very credentials the firm's server holds:
     // delete every object by version (refused), then overwrite half of
