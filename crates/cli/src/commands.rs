@@ -20,45 +20,22 @@ use crate::args::{
     RestoreArgs,
 };
 use crate::ui::{self, exit, Bar};
+use ledgervault_service::ErrorKind;
 
 /// Maps an error to its documented exit code.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    match e.downcast_ref::<Error>() {
-        Some(Error::RepositoryNotFound(_)) => exit::NO_REPOSITORY,
-        Some(Error::Locked(_)) => exit::LOCKED,
-        Some(Error::WrongPassword) => exit::WRONG_PASSWORD,
-        Some(Error::Corrupt { .. }) => exit::DAMAGED,
-        // A pack the index names is gone: data is missing, not unreachable.
-        Some(Error::Backend(b))
-            if b.kind == engine::BackendErrorKind::NotFound && b.path.starts_with("data/") =>
-        {
-            exit::DAMAGED
-        }
-        Some(Error::AppendOnly(_)) => exit::APPEND_ONLY,
-        _ if e.downcast_ref::<UsageError>().is_some() => exit::USAGE,
-        _ => match e.downcast_ref::<ledgervault_postgres::Error>() {
-            Some(ledgervault_postgres::Error::Usage(_)) => exit::USAGE,
-            Some(ledgervault_postgres::Error::Damaged(_)) => exit::DAMAGED,
-            _ => exit::ERROR,
-        },
+    match ErrorKind::of(e) {
+        ErrorKind::NoRepository => exit::NO_REPOSITORY,
+        ErrorKind::Locked => exit::LOCKED,
+        ErrorKind::WrongPassword => exit::WRONG_PASSWORD,
+        ErrorKind::Damaged => exit::DAMAGED,
+        ErrorKind::AppendOnly => exit::APPEND_ONLY,
+        ErrorKind::Usage => exit::USAGE,
+        ErrorKind::Other => exit::ERROR,
     }
 }
 
-/// A mistake in how the command was called, found after parsing.
-#[derive(Debug)]
-struct UsageError(String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(UsageError(msg.into()))
-}
+pub(crate) use ledgervault_service::usage;
 
 /// Runs the parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {

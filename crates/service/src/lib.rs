@@ -1,0 +1,18 @@
+//! ledgervault's operations, under every front end: the command line, the
+//! daemon and the console call the same code here and only parse, render
+//! and schedule. Nothing here prints.
+//!
+//! So far: the configuration file (`config`) and what it names: schedules,
+//! include and exclude filters, alert channels; the run history the daemon
+//! keeps; and redaction of secrets in what is shown. The operations move
+//! here from the command line's crate one by one (see ARCHITECTURE.md).
+
+pub mod alert;
+pub mod config;
+pub mod error;
+pub mod filter;
+pub mod history;
+pub mod redact;
+pub mod schedule;
+
+pub use error::{usage, ErrorKind, UsageError};
