@@ -20,7 +20,7 @@ use crate::args::{
     RestoreArgs,
 };
 use crate::ui::{self, exit, Bar};
-use ledgervault_service::ErrorKind;
+use ledgervault_service::{repo::Secret, ErrorKind};
 
 /// Maps an error to its documented exit code.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
@@ -116,70 +116,16 @@ pub struct Globals {
     pub retry_lock: Option<std::time::Duration>,
 }
 
-/// Debug builds only: `LEDGERVAULT_FAULT_INJECTION=MODE:OP:N` wraps every
-/// repository this process opens in a [`engine::FaultyBackend`] sharing one
-/// count. MODE `fail` fails the Nth and later operations; `stop` ends the
-/// process with exit code 99 right after the Nth took effect, like a power
-/// cut. OP is `write`, `delete` or `any`. The crash tests use it to stop a
-/// real command at every step; release builds ignore the variable.
-fn fault_injection(backend: Arc<dyn Backend>) -> Result<Arc<dyn Backend>> {
-    use std::sync::atomic::AtomicU64;
-    static COUNT: std::sync::OnceLock<Arc<AtomicU64>> = std::sync::OnceLock::new();
-    if !cfg!(debug_assertions) {
-        return Ok(backend);
-    }
-    let Ok(spec) = std::env::var("LEDGERVAULT_FAULT_INJECTION") else {
-        return Ok(backend);
-    };
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (mode, op, n) = match parts.as_slice() {
-        [m, o, n] => (*m, *o, n.parse::<u64>().ok()),
-        _ => ("", "", None),
-    };
-    let on = match op {
-        "write" => engine::FaultOn::Write,
-        "delete" => engine::FaultOn::Delete,
-        "any" => engine::FaultOn::Any,
-        _ => {
-            return Err(usage(format!(
-                "LEDGERVAULT_FAULT_INJECTION={spec}: expected MODE:OP:N"
-            )))
-        }
-    };
-    let (Some(n), true) = (n, mode == "fail" || mode == "stop") else {
-        return Err(usage(format!(
-            "LEDGERVAULT_FAULT_INJECTION={spec}: expected MODE:OP:N"
-        )));
-    };
-    let count = COUNT.get_or_init(|| Arc::new(AtomicU64::new(0))).clone();
-    let f = engine::FaultyBackend::new(backend, on, n).sharing_count(count);
-    Ok(Arc::new(if mode == "stop" {
-        f.stopping_process(99)
-    } else {
-        f
-    }))
-}
-
 /// A repository found and its password read, not yet unlocked.
 pub(crate) struct Opener {
-    backend: Arc<dyn Backend>,
-    found: ledgervault_repo::Found,
-    password: Vec<u8>,
-    append_only: bool,
-    retry_lock: Option<Duration>,
+    found: ledgervault_service::repo::Opener,
+    password: Secret,
 }
 
 impl Opener {
     /// Unlocks the repository (derives the key from the password).
     pub fn open(self) -> Result<Repository> {
-        let mut repo = Repository::unlock(self.backend, self.found, &self.password)?;
-        if self.append_only {
-            repo.set_append_only();
-        }
-        if let Some(wait) = self.retry_lock {
-            repo.set_lock_wait(wait);
-        }
-        Ok(repo)
+        self.found.open(&self.password)
     }
 }
 
@@ -189,17 +135,18 @@ impl Globals {
         crate::config::Config::load(self.config.as_deref())
     }
 
+    /// Where the repository is and how to use it, for the service layer.
+    pub(crate) fn target(&self) -> ledgervault_service::repo::Target {
+        ledgervault_service::repo::Target {
+            location: self.repo.clone(),
+            storage: self.storage.clone(),
+            append_only: self.append_only,
+            retry_lock: self.retry_lock,
+        }
+    }
+
     pub(crate) fn backend(&self) -> Result<Arc<dyn Backend>> {
-        let repo = self.repo.as_deref().ok_or_else(|| {
-            usage("no repository given: use --repo PATH or set LEDGERVAULT_REPOSITORY")
-        })?;
-        use ledgervault_backends::OpenError;
-        let backend = ledgervault_backends::open(repo, &self.storage).map_err(|e| match e {
-            OpenError::Usage(m) => usage(crate::redact::url(&m)),
-            OpenError::NotAFolder(m) => anyhow!(crate::redact::url(&m)),
-            OpenError::Storage(e) => anyhow::Error::new(e),
-        })?;
-        fault_injection(backend)
+        self.target().backend()
     }
 
     fn local_root(&self) -> Option<PathBuf> {
@@ -244,17 +191,15 @@ impl Globals {
     }
 
     fn opener_with(&self, env: &str, what: &str) -> Result<Opener> {
-        let backend = self.backend()?;
         // Fail on a missing repository before asking for a password.
-        let found = Repository::find(backend.as_ref())?;
-        let password = read_secret(self.password_file.as_deref(), env, what, false)?;
-        Ok(Opener {
-            backend,
-            found,
-            password,
-            append_only: self.append_only,
-            retry_lock: self.retry_lock,
-        })
+        let found = self.target().find()?;
+        let password = Secret::new(read_secret(
+            self.password_file.as_deref(),
+            env,
+            what,
+            false,
+        )?);
+        Ok(Opener { found, password })
     }
 
     /// A shared lock for reading snapshot data (see `engine::read_lock`);
@@ -284,13 +229,8 @@ impl Globals {
 
 fn read_secret(file: Option<&Path>, env: &str, what: &str, confirm: bool) -> Result<Vec<u8>> {
     if let Some(f) = file {
-        let s = crate::redact::read_limited(f, crate::redact::SECRET_FILE_LIMIT, "password file")?;
-        let s = s.strip_suffix(b"\n").unwrap_or(&s);
-        let s = s.strip_suffix(b"\r").unwrap_or(s);
-        if s.is_empty() {
-            bail!("the password file {} is empty", f.display());
-        }
-        return Ok(s.to_vec());
+        let s = ledgervault_service::repo::secret_from_file(f, "password file")?;
+        return Ok(s.expose().to_vec());
     }
     if let Ok(p) = std::env::var(env) {
         if p.is_empty() {

@@ -4,7 +4,8 @@
 //!
 //! So far: the configuration file (`config`) and what it names: schedules,
 //! include and exclude filters, alert channels; the run history the daemon
-//! keeps; and redaction of secrets in what is shown. The operations move
+//! keeps; redaction of secrets in what is shown; and reaching a repository
+//! (`repo`: where it is, finding it, unlocking it with a [`repo::Secret`]). The operations move
 //! here from the command line's crate one by one (see ARCHITECTURE.md).
 
 pub mod alert;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod filter;
 pub mod history;
 pub mod redact;
+pub mod repo;
 pub mod schedule;
 
 pub use error::{usage, ErrorKind, UsageError};
