@@ -518,7 +518,14 @@ fn restore(
         // A safety snapshot of the target first, as before any restore over
         // live books.
         let src = if is_pg(into) {
-            crate::pg::sources(&into.to_string_lossy(), 60, false)?
+            ledgervault_service::db::DatabaseKind::capture(
+                &ledgervault_service::db::Postgres,
+                into,
+                &ledgervault_service::db::CaptureOptions {
+                    timeout: std::time::Duration::from_secs(60),
+                    globals: false,
+                },
+            )?
         } else {
             vec![crate::commands::sqlite_source(
                 into,

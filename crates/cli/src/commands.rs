@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ledgervault_repo::{
-    self as engine, escape_bytes, Backend, BackupOptions, BackupSource, Error, FileKind, Id,
-    InitOptions, KdfParams, NodeKind, ReadData, Repository, RestoreOptions, Snapshot,
+    self as engine, escape_bytes, Backend, BackupOptions, BackupSource, Error, Id, InitOptions,
+    KdfParams, NodeKind, ReadData, Repository, RestoreOptions, Snapshot,
 };
-use ledgervault_sources::{
-    is_sqlite, place_restored, SqliteCapture, SqliteOpener, SqliteOptions, SqlitePlacer,
-};
+use ledgervault_sources::{is_sqlite, place_restored, SqlitePlacer};
 use serde_json::json;
 
 use crate::args::{
@@ -20,6 +18,7 @@ use crate::args::{
     RestoreArgs,
 };
 use crate::ui::{self, exit, Bar};
+use ledgervault_service::backup::{BackupOutcome, BackupRequest};
 use ledgervault_service::{repo::Secret, ErrorKind};
 
 /// Maps an error to its documented exit code.
@@ -319,190 +318,49 @@ pub(crate) fn init(g: &Globals, a: InitArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// Snapshot count, stored bytes and free space, for summaries.
-pub(crate) struct RepoStats {
-    pub snapshots: usize,
-    pub stored: u64,
-    pub free: Option<u64>,
-}
-
-pub(crate) fn repo_stats(repo: &Repository) -> Result<RepoStats> {
-    Ok(RepoStats {
-        snapshots: repo.list_ids(FileKind::Snapshot)?.len(),
-        stored: repo.stored_size()?,
-        free: repo.backend().free_space(),
-    })
-}
-
-/// A consistent capture of the SQLite database at `path`.
-pub(crate) fn sqlite_source(path: &Path, timeout: Duration) -> Result<BackupSource> {
-    let canon = std::fs::canonicalize(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let capture = SqliteCapture::start(
-        &canon,
-        &SqliteOptions {
-            busy_timeout: timeout,
-        },
-    )
-    .map_err(|e| anyhow!(e))?;
-    let name = canon
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "database".into());
-    Ok(BackupSource::DbImage {
-        name,
-        path: canon.display().to_string(),
-        capture: Box::new(capture),
-    })
-}
+pub(crate) use ledgervault_service::backup::repo_stats;
+pub(crate) use ledgervault_service::db::sqlite_source;
 
 pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
-    Ok(backup_inner(g, &a)?.2)
+    Ok(backup_inner(g, &backup_request(&a))?.2)
+}
+
+/// The service's request for `backup`'s arguments.
+fn backup_request(a: &BackupArgs) -> BackupRequest {
+    BackupRequest {
+        paths: a.paths.clone(),
+        stdin_name: a.stdin_name.clone(),
+        tags: a.tags.clone(),
+        reason: a.reason.clone(),
+        compression: a.compression,
+        threads: a.threads,
+        detect_databases: !a.no_db_detect,
+        db_timeout: Duration::from_secs(a.db_timeout),
+        globals: a.globals,
+        parent: a.parent.clone(),
+        force_reread: a.force_reread,
+        read_ahead: a.read_ahead as usize,
+    }
 }
 
 /// Runs `backup`; returns the repository, the summary and the exit code.
-fn backup_inner(g: &Globals, a: &BackupArgs) -> Result<(Repository, engine::BackupSummary, i32)> {
+fn backup_inner(
+    g: &Globals,
+    req: &BackupRequest,
+) -> Result<(Repository, engine::BackupSummary, i32)> {
     let config = g.config()?;
-    // No paths: the `[[source]]`s of the config file, with their rules.
-    let from_config = a.paths.is_empty() && a.stdin_name.is_none();
-    let given: Vec<PathBuf> = if from_config {
-        if config.source.is_empty() {
-            return Err(usage(
-                "nothing to back up: give paths, --stdin-name, or [[source]] entries in the config file (--config)",
-            ));
-        }
-        config
-            .source
-            .iter()
-            .map(|s| PathBuf::from(s.path.get_ref()))
-            .collect()
-    } else {
-        a.paths.clone()
-    };
-    // `sqlite:PATH` forces a database capture.
-    let paths: Vec<(PathBuf, bool)> = given
-        .iter()
-        .map(
-            |p| match p.to_str().and_then(|s| s.strip_prefix("sqlite:")) {
-                Some(rest) => (PathBuf::from(rest), true),
-                None => (p.clone(), false),
-            },
-        )
-        .collect();
-    let is_pg = |p: &Path| p.to_str().is_some_and(ledgervault_postgres::is_pg_url);
-    // A source that is gone is an error, unless an earlier snapshot holds
-    // it: then it was renamed away or deleted since, which is the
-    // ransomware alarm (checked once the repository is open).
-    let mut gone: Vec<(PathBuf, std::io::Error)> = Vec::new();
-    for (p, _) in &paths {
-        if !is_pg(p) {
-            if let Err(e) = std::fs::symlink_metadata(p) {
-                gone.push((p.clone(), e));
-            }
-        }
-    }
-    let paths: Vec<(PathBuf, bool)> = paths
-        .into_iter()
-        .filter(|(p, _)| !gone.iter().any(|(q, _)| q == p))
-        .collect();
-    if a.globals && !paths.iter().any(|(p, _)| is_pg(p)) {
-        return Err(usage("--globals needs a PostgreSQL database to back up"));
-    }
+    let prepared = ledgervault_service::backup::prepare(&config, req)?;
     // The password is read first, then the databases' captures start (their
     // table digests run on threads of their own) while the key is derived.
     let opener = g.opener()?;
-    let timeout = Duration::from_secs(a.db_timeout);
-    let mut suspect = Vec::new();
-    let sources: Vec<BackupSource> = match &a.stdin_name {
-        Some(name) => {
-            if name.is_empty() || name.contains('/') {
-                return Err(usage("--stdin-name must be a plain file name"));
-            }
-            let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
-            vec![BackupSource::Stream {
-                name: name.clone(),
-                reader: stdin,
-                origin: None,
-            }]
-        }
-        None => {
-            let mut v = Vec::new();
-            for (p, forced) in &paths {
-                if is_pg(p) {
-                    v.extend(crate::pg::sources(
-                        &p.to_string_lossy(),
-                        a.db_timeout,
-                        a.globals,
-                    )?);
-                } else if *forced && p.is_file() && !is_sqlite(p) {
-                    // Given as a database but no longer one: keep its bytes
-                    // and raise the alarm rather than fail the backup.
-                    suspect.push(format!(
-                        "{}: given as sqlite: but is not a valid SQLite database (its header is gone: encrypted or overwritten?)",
-                        p.display()
-                    ));
-                    v.push(BackupSource::Path(p.clone()));
-                } else if *forced || (!a.no_db_detect && p.is_file() && is_sqlite(p)) {
-                    v.push(sqlite_source(p, timeout)?);
-                } else {
-                    v.push(BackupSource::Path(p.clone()));
-                }
-            }
-            v
-        }
-    };
+    let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
+    let captured = prepared.capture(req, Some(stdin))?;
     let repo = opener.open()?;
-    if !gone.is_empty() {
-        let (snaps, _) = repo.snapshots()?;
-        for (p, e) in gone {
-            let abs = std::path::absolute(&p).unwrap_or_else(|_| p.clone());
-            let shown = abs.display().to_string();
-            let had = snaps
-                .iter()
-                .rev()
-                .find(|(_, s)| !s.is_suspect() && s.sources.iter().any(|x| x.path == shown));
-            match had {
-                Some((id, _)) => suspect.push(format!(
-                    "{shown}: was backed up in snapshot {} and is gone (renamed away or deleted)",
-                    id.short()
-                )),
-                None => return Err(anyhow!("{}: {e}", p.display())),
-            }
-        }
-        if sources.is_empty() {
-            return Err(anyhow!(
-                "ALARM: every source is gone: {}",
-                suspect.join("; ")
-            ));
-        }
-    }
-    let mut opts = BackupOptions {
-        tags: a.tags.clone(),
-        reason: a.reason.clone(),
-        compression_level: a.compression,
-        ..Default::default()
-    };
-    opts.guard = config.backup.guard();
-    if from_config {
-        opts.filter = crate::filter::SourceFilters::from_config(&config.source)?;
-    }
-    opts.suspect = suspect;
-    opts.force_reread = a.force_reread;
-    opts.read_ahead = a.read_ahead as usize;
-    if let Some(spec) = &a.parent {
-        opts.parent = Some(repo.find_snapshot(spec)?.0);
-    }
-    if let Some(t) = a.threads {
-        opts.threads = t as usize;
-    }
-    if !a.no_db_detect {
-        opts.db_opener = Some(Arc::new(SqliteOpener {
-            options: SqliteOptions {
-                busy_timeout: timeout,
-            },
-        }));
-    }
-    let (summary, code) = run_backup(g, &repo, sources, opts)?;
-    Ok((repo, summary, code))
+    let bar = Bar::new(g.quiet, "backup");
+    let outcome = prepared.run(&repo, captured, &config, req, g.local_root(), &bar)?;
+    drop(bar);
+    let code = render_backup(g, &outcome);
+    Ok((repo, outcome.summary, code))
 }
 
 /// Takes a safety snapshot of `sources`, tagged `tag`, before work that
@@ -569,21 +427,14 @@ fn guard(g: &Globals, a: GuardArgs) -> Result<i32> {
     if a.reason.trim().is_empty() {
         return Err(usage("--reason must say what the risky work is"));
     }
-    let b = BackupArgs {
+    let req = BackupRequest {
         paths: a.paths.clone(),
-        stdin_name: None,
         tags: a.tags.clone(),
         reason: Some(a.reason.clone()),
-        compression: 1,
-        threads: None,
-        no_db_detect: false,
-        db_timeout: a.db_timeout,
-        globals: false,
-        parent: None,
-        force_reread: false,
-        read_ahead: ledgervault_repo::READ_AHEAD as u32,
+        db_timeout: Duration::from_secs(a.db_timeout),
+        ..BackupRequest::default()
     };
-    let (repo, s, code) = backup_inner(g, &b)?;
+    let (repo, s, code) = backup_inner(g, &req)?;
     if code != exit::OK {
         bail!(
             "the safety snapshot {} is not clean (exit code {code}, see above); `{}` was not run",
@@ -691,12 +542,19 @@ pub(crate) fn run_backup(
     // Never back up the repository into itself.
     opts.exclude.extend(g.local_root());
     let bar = Bar::new(g.quiet, "backup");
-    let s = engine::backup(repo, sources, &opts, &bar)?;
+    let outcome = ledgervault_service::backup::run(repo, sources, opts, &bar)?;
     drop(bar);
-    let stats = repo_stats(repo)?;
-    let growth = engine::growth_now(repo)?;
-    let days_until_full = growth.as_ref().and_then(|gr| gr.days_until_full);
-    let growth_warning = growth.and_then(|gr| gr.warning(stats.free));
+    let code = render_backup(g, &outcome);
+    Ok((outcome.summary, code))
+}
+
+/// Prints a backup's warnings, summary and alarms; returns the exit code
+/// for its verdict.
+fn render_backup(g: &Globals, outcome: &BackupOutcome) -> i32 {
+    let s = &outcome.summary;
+    let stats = &outcome.repository;
+    let days_until_full = outcome.days_until_full;
+    let growth_warning = &outcome.growth_warning;
     // One line however many: a crash test leaves dozens.
     match s.stale_locks.as_slice() {
         [] => {}
@@ -785,7 +643,7 @@ Until a person runs `ledgervault snapshot clear-suspect {}`, forget keeps every 
             s.snapshot_id.short(),
             s.snapshot_id.short()
         );
-        return Ok((s, exit::SUSPECT));
+        return exit::SUSPECT;
     }
     if !s.errors.is_empty() {
         if !g.json {
@@ -795,9 +653,9 @@ Until a person runs `ledgervault snapshot clear-suspect {}`, forget keeps every 
                 s.errors.len()
             );
         }
-        return Ok((s, exit::INCOMPLETE));
+        return exit::INCOMPLETE;
     }
-    Ok((s, exit::OK))
+    exit::OK
 }
 
 fn snapshot_json(id: &Id, s: &Snapshot, st: &engine::SnapshotState) -> serde_json::Value {

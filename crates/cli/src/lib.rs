@@ -23,7 +23,7 @@ mod verify;
 // The configuration file and what it names live in the service layer; the
 // fuzz targets reach the parser through this crate as before.
 pub use ledgervault_service::config;
-use ledgervault_service::{alert, filter, history, redact, schedule};
+use ledgervault_service::{alert, history, redact, schedule};
 
 use clap::Parser;
 

@@ -2,10 +2,10 @@
 //! --target postgres://…`, and the sources verify drills.
 
 use anyhow::{anyhow, bail, Result};
-use ledgervault_postgres::dump::{dump_globals, DumpOptions};
 use ledgervault_postgres::restore::RestoreOptions as PgRestoreOptions;
-use ledgervault_postgres::{database_exists, restore_dump, PgDump, PgTarget};
-use ledgervault_repo::{self as engine, BackupSource, Id, Repository, Snapshot};
+use ledgervault_postgres::{database_exists, restore_dump, PgTarget};
+use ledgervault_repo::{self as engine, Id, Repository, Snapshot};
+use ledgervault_service::db::{CaptureOptions, DatabaseKind, Postgres};
 use serde_json::json;
 
 use crate::args::RestoreArgs;
@@ -18,27 +18,6 @@ pub fn is_pg_source(s: &engine::Source) -> bool {
         .database
         .as_ref()
         .is_some_and(|d| d.engine == "postgresql")
-}
-
-/// The sources for `backup postgres://…`: the dump, and the server's
-/// globals when asked.
-pub fn sources(url: &str, lock_wait_secs: u64, globals: bool) -> Result<Vec<BackupSource>> {
-    let target = PgTarget::parse(url)?;
-    let dump = PgDump::start(&target, &DumpOptions { lock_wait_secs })?;
-    let mut out = vec![BackupSource::DbDump {
-        name: format!("{}.sql", target.dbname),
-        path: target.to_string(),
-        dump: Box::new(dump),
-    }];
-    if globals {
-        let bytes = dump_globals(&target)?;
-        out.push(BackupSource::Stream {
-            name: format!("{}.globals.sql", target.dbname),
-            reader: Box::new(std::io::Cursor::new(bytes)),
-            origin: Some(format!("globals of {}", target.with_dbname("postgres"))),
-        });
-    }
-    Ok(out)
 }
 
 /// `restore SNAPSHOT --target postgres://…`.
@@ -110,7 +89,14 @@ pub fn restore(
         let s = safety_snapshot(
             g,
             repo,
-            sources(&url, 60, false)?,
+            DatabaseKind::capture(
+                &Postgres,
+                std::path::Path::new(&url),
+                &CaptureOptions {
+                    timeout: std::time::Duration::from_secs(60),
+                    globals: false,
+                },
+            )?,
             crate::commands::PRE_RESTORE_TAG,
             format!(
                 "safety snapshot before restoring snapshot {} over {}",

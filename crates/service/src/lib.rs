@@ -5,11 +5,14 @@
 //! So far: the configuration file (`config`) and what it names: schedules,
 //! include and exclude filters, alert channels; the run history the daemon
 //! keeps; redaction of secrets in what is shown; and reaching a repository
-//! (`repo`: where it is, finding it, unlocking it with a [`repo::Secret`]). The operations move
+//! (`repo`: where it is, finding it, unlocking it with a [`repo::Secret`]);
+//! database kinds behind one trait (`db`); and the backup (`backup`). The operations move
 //! here from the command line's crate one by one (see ARCHITECTURE.md).
 
 pub mod alert;
+pub mod backup;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod filter;
 pub mod history;

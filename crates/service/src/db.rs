@@ -1,0 +1,186 @@
+//! Database kinds, chosen in this one place: how a backup source names a
+//! database of each kind, how one is recognised, and how it is captured
+//! consistently while it is in use. SQLite files are found by their header
+//! (or named with `sqlite:PATH`); PostgreSQL databases by a `postgres://`
+//! or `postgresql://` URL. Restores and drills move behind this trait next
+//! (see ARCHITECTURE.md).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use ledgervault_repo::{self as engine, BackupSource};
+
+/// How long a capture may wait for the database (a lock, a busy writer).
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureOptions {
+    pub timeout: Duration,
+    /// PostgreSQL: the server's roles and tablespaces as well.
+    pub globals: bool,
+}
+
+/// One kind of database ledgervault backs up live.
+pub trait DatabaseKind: Sync {
+    /// The name people know it by.
+    fn name(&self) -> &'static str;
+    /// The engine name stored in a snapshot's database record.
+    fn engine(&self) -> &'static str;
+    /// Whether `spec`, as given to `backup`, is an address of this kind
+    /// that is not a path on this machine (checked before the file system
+    /// is asked about it).
+    fn is_address(&self, spec: &str) -> bool;
+    /// Whether the file at `path` is a database of this kind.
+    fn is_file(&self, path: &Path) -> bool;
+    /// Starts a consistent capture of the database at `source` (a file, or
+    /// an address this kind [`is_address`](Self::is_address)); returns the
+    /// backup sources it becomes.
+    fn capture(&self, source: &Path, opts: &CaptureOptions) -> Result<Vec<BackupSource>>;
+    /// Whether a snapshot source holds a database of this kind.
+    fn holds(&self, src: &engine::Source) -> bool {
+        src.node
+            .database
+            .as_ref()
+            .is_some_and(|d| d.engine == self.engine())
+    }
+}
+
+/// SQLite: a file, captured page by page in one read transaction.
+pub struct Sqlite;
+
+/// PostgreSQL: a server's database, captured with `pg_dump`.
+pub struct Postgres;
+
+/// Every kind, in the order they are tried.
+pub static KINDS: [&dyn DatabaseKind; 2] = [&Sqlite, &Postgres];
+
+/// The kind whose address `spec` is (not a file on this machine).
+pub fn by_address(spec: &str) -> Option<&'static dyn DatabaseKind> {
+    KINDS.iter().copied().find(|k| k.is_address(spec))
+}
+
+/// The kind of database the file at `path` holds.
+pub fn by_file(path: &Path) -> Option<&'static dyn DatabaseKind> {
+    KINDS.iter().copied().find(|k| k.is_file(path))
+}
+
+/// The kind of database a snapshot source holds.
+pub fn of_source(src: &engine::Source) -> Option<&'static dyn DatabaseKind> {
+    KINDS.iter().copied().find(|k| k.holds(src))
+}
+
+impl DatabaseKind for Sqlite {
+    fn name(&self) -> &'static str {
+        "SQLite"
+    }
+
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn is_address(&self, _spec: &str) -> bool {
+        false
+    }
+
+    fn is_file(&self, path: &Path) -> bool {
+        path.is_file() && ledgervault_sources::is_sqlite(path)
+    }
+
+    fn capture(&self, source: &Path, opts: &CaptureOptions) -> Result<Vec<BackupSource>> {
+        Ok(vec![sqlite_source(source, opts.timeout)?])
+    }
+}
+
+/// A consistent capture of the SQLite database at `path`.
+pub fn sqlite_source(path: &Path, timeout: Duration) -> Result<BackupSource> {
+    use ledgervault_sources::{SqliteCapture, SqliteOptions};
+    let canon = std::fs::canonicalize(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let capture = SqliteCapture::start(
+        &canon,
+        &SqliteOptions {
+            busy_timeout: timeout,
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
+    let name = canon
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "database".into());
+    Ok(BackupSource::DbImage {
+        name,
+        path: canon.display().to_string(),
+        capture: Box::new(capture),
+    })
+}
+
+impl DatabaseKind for Postgres {
+    fn name(&self) -> &'static str {
+        "PostgreSQL"
+    }
+
+    fn engine(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn is_address(&self, spec: &str) -> bool {
+        ledgervault_postgres::is_pg_url(spec)
+    }
+
+    fn is_file(&self, _path: &Path) -> bool {
+        false
+    }
+
+    /// The dump, and the server's globals when asked.
+    fn capture(&self, source: &Path, opts: &CaptureOptions) -> Result<Vec<BackupSource>> {
+        use ledgervault_postgres::dump::{dump_globals, DumpOptions};
+        use ledgervault_postgres::{PgDump, PgTarget};
+        let spec = source
+            .to_str()
+            .ok_or_else(|| anyhow!("{}: not a PostgreSQL address", source.display()))?;
+        let target = PgTarget::parse(spec)?;
+        let dump = PgDump::start(
+            &target,
+            &DumpOptions {
+                lock_wait_secs: opts.timeout.as_secs(),
+            },
+        )?;
+        let mut out = vec![BackupSource::DbDump {
+            name: format!("{}.sql", target.dbname),
+            path: target.to_string(),
+            dump: Box::new(dump),
+        }];
+        if opts.globals {
+            let bytes = dump_globals(&target)?;
+            out.push(BackupSource::Stream {
+                name: format!("{}.globals.sql", target.dbname),
+                reader: Box::new(std::io::Cursor::new(bytes)),
+                origin: Some(format!("globals of {}", target.with_dbname("postgres"))),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_files_find_their_kind() {
+        assert_eq!(
+            by_address("postgres://u@localhost/firm").map(|k| k.name()),
+            Some("PostgreSQL")
+        );
+        assert!(by_address("/srv/books/firm.db").is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("firm.db");
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        assert_eq!(by_file(&db).map(|k| k.engine()), Some("sqlite"));
+        let txt = dir.path().join("notes.txt");
+        std::fs::write(&txt, "SQLite format 2, not really").unwrap();
+        assert!(by_file(&txt).is_none());
+        assert!(by_file(dir.path()).is_none());
+    }
+}
