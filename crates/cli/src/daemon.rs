@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::history::{History, Outcome, Run};
 use crate::schedule::Schedule;
 use crate::ui::exit;
+use ledgervault_service::ErrorKind;
 
 /// What a job does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +119,9 @@ pub struct Attempt {
     pub json: Option<serde_json::Value>,
     /// Its last error line.
     pub error: String,
+    /// The kind of its error, as it reported it (`--json`'s error object);
+    /// `None` when it reported none (it succeeded, or was killed).
+    pub error_kind: Option<ErrorKind>,
     /// Set when the job was not run at all (it needs a person).
     pub skipped: Option<String>,
     /// Set when it ran past its timeout and was killed.
@@ -337,11 +341,17 @@ impl<'a> Daemon<'a> {
             if let Some(j) = &a.json {
                 fill_figures(&mut run, j);
             }
-            // A job that hung would hang again: not retried.
-            let temporary = matches!(
-                a.exit_code,
-                Some(exit::ERROR | exit::NO_REPOSITORY | exit::LOCKED) | None
-            ) && !a.timed_out
+            // Whether trying again may help is the error's own kind; a job
+            // that reported none (killed by a signal, or an older binary)
+            // is judged by its exit code. A job that hung would hang again:
+            // not retried.
+            let temporary = match a.error_kind {
+                Some(kind) => kind.is_temporary(),
+                None => matches!(
+                    a.exit_code,
+                    Some(exit::ERROR | exit::NO_REPOSITORY | exit::LOCKED) | None
+                ),
+            } && !a.timed_out
                 && !STOP.load(Ordering::SeqCst);
             let last = attempt > self.retries;
             match a.exit_code {
@@ -830,19 +840,33 @@ impl ChildRun {
         let stdout = take(self.out.take());
         let stderr = take(self.err.take());
         let stderr = String::from_utf8_lossy(&stderr);
-        let error = stderr
-            .lines()
-            .rev()
-            .find(|l| l.contains("error:") || l.contains("ALARM") || l.contains("FAILED"))
-            .or_else(|| stderr.lines().last())
-            .unwrap_or("")
-            .trim()
-            .trim_start_matches("ledgervault: ")
-            .to_string();
+        let json: Option<serde_json::Value> = serde_json::from_slice(&stdout).ok();
+        // A failed command says what kind of failure it was in its error
+        // object; its message then comes from there too.
+        let reported = json.as_ref().and_then(|j| j.get("error"));
+        let error_kind = reported
+            .and_then(|e| e.get("kind"))
+            .and_then(|k| serde_json::from_value::<ErrorKind>(k.clone()).ok());
+        let error = match reported
+            .and_then(|e| e.get("message"))
+            .and_then(|m| m.as_str())
+        {
+            Some(m) => format!("error: {m}"),
+            None => stderr
+                .lines()
+                .rev()
+                .find(|l| l.contains("error:") || l.contains("ALARM") || l.contains("FAILED"))
+                .or_else(|| stderr.lines().last())
+                .unwrap_or("")
+                .trim()
+                .trim_start_matches("ledgervault: ")
+                .to_string(),
+        };
         Attempt {
             exit_code: status.and_then(|s| s.code()),
-            json: serde_json::from_slice(&stdout).ok(),
+            json,
             error,
+            error_kind,
             skipped: None,
             timed_out: false,
         }
@@ -1005,6 +1029,8 @@ mod tests {
 
     /// The exit code that makes a scripted job hang until killed.
     const HANG: i32 = -1;
+    /// Ends with exit code 1 and an error of kind `usage` (see `Script`).
+    const BAD_SETTING: i32 = -2;
 
     impl Runner for Script {
         fn start(&mut self, job: &Job) -> Box<dyn Running> {
@@ -1024,16 +1050,30 @@ mod tests {
             Box::new(FakeRun {
                 clock: self.clock.clone(),
                 finish,
-                attempt: Attempt {
-                    exit_code: Some(code),
-                    json: Some(serde_json::json!({"snapshot_id": "abc", "bytes_read": 10})),
-                    error: if code == 0 {
-                        String::new()
-                    } else {
-                        format!("error: code {code}")
-                    },
-                    skipped: None,
-                    timed_out: false,
+                attempt: if code == BAD_SETTING {
+                    // Exit code 1, which alone would be retried, but the
+                    // job said its error is a bad setting.
+                    Attempt {
+                        exit_code: Some(exit::ERROR),
+                        json: None,
+                        error: "error: the repository's address is wrong".into(),
+                        error_kind: Some(ErrorKind::Usage),
+                        skipped: None,
+                        timed_out: false,
+                    }
+                } else {
+                    Attempt {
+                        exit_code: Some(code),
+                        json: Some(serde_json::json!({"snapshot_id": "abc", "bytes_read": 10})),
+                        error: if code == 0 {
+                            String::new()
+                        } else {
+                            format!("error: code {code}")
+                        },
+                        error_kind: None,
+                        skipped: None,
+                        timed_out: false,
+                    }
                 },
             })
         }
@@ -1347,6 +1387,31 @@ mod tests {
         );
         // Recovered: no alert.
         assert!(s.alerts.borrow().is_empty());
+    }
+
+    #[test]
+    fn an_error_of_a_lasting_kind_is_not_retried_whatever_its_exit_code() {
+        let s = setup("2026-11-02T01:59:00Z", "2026-11-02T03:00:00Z");
+        run(
+            &s,
+            &[("backup", "daily at 02:00")],
+            &[("backup", vec![BAD_SETTING, exit::OK])],
+            chrono::Duration::seconds(10),
+            3,
+        );
+        let h = History::open(&s.history).unwrap();
+        let all = h.recent(10).unwrap();
+        // At start: one attempt, failed, not retried, and an alert; the
+        // 02:00 slot then runs on its own schedule.
+        let first: Vec<_> = all
+            .iter()
+            .rev()
+            .filter(|r| r.started < t("2026-11-02T02:00:00Z"))
+            .map(|r| (r.attempt, r.outcome))
+            .collect();
+        assert_eq!(first, vec![(1, Outcome::Failed)]);
+        assert!(!all.iter().any(|r| r.message.contains("retrying")));
+        assert_eq!(s.alerts.borrow().len(), 1);
     }
 
     #[test]

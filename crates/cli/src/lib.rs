@@ -49,12 +49,25 @@ pub fn run_main() -> i32 {
         );
     }));
     let cli = args::Cli::parse();
+    let json = cli.json;
     let code = match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
             let code = commands::exit_code(&e);
             let text = format!("{e:#}").replace('\n', " ");
             eprintln!("ledgervault: error: {text}");
+            if json {
+                // For scripts and the daemon: what kind of failure, so that
+                // whether to try again is never read from the wording.
+                println!(
+                    "{}",
+                    serde_json::json!({"error": {
+                        "kind": ledgervault_service::ErrorKind::of(&e),
+                        "message": text,
+                        "exit_code": code,
+                    }})
+                );
+            }
             code
         }
     };

@@ -155,6 +155,35 @@ fn usage_and_access_errors_have_distinct_codes() {
     assert!(one_line_error(&out.stderr).contains("already exists"));
 }
 
+/// With `--json` a failure is also an object on standard output: its kind
+/// (what the daemon decides retries by), the message and the exit code.
+#[test]
+fn json_errors_say_their_kind() {
+    let e = Env::new();
+    let error_of = |args: &[&str], pw: Option<&Path>| {
+        let mut c = e.cmd();
+        c.arg("--json").args(args);
+        if let Some(p) = pw {
+            c.args(["--password-file", p.to_str().unwrap()]);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success());
+        one_line_error(&out.stderr);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert_eq!(v["error"]["exit_code"], out.status.code().unwrap());
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+        v["error"]["kind"].as_str().unwrap().to_string()
+    };
+    assert_eq!(error_of(&["snapshots"], None), "no_repository");
+    e.init();
+    let bad = e.root.join("badpw");
+    fs::write(&bad, "nope").unwrap();
+    assert_eq!(error_of(&["snapshots"], Some(&bad)), "wrong_password");
+    assert_eq!(error_of(&["backup"], None), "usage");
+    assert_eq!(error_of(&["backup", "/definitely/not/here"], None), "other");
+}
+
 #[test]
 fn unreadable_source_files_finish_with_code_3() {
     let e = Env::new();

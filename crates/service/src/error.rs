@@ -4,8 +4,10 @@
 
 use ledgervault_repo::{BackendErrorKind, Error};
 
-/// The kinds of failure a front end tells apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kinds of failure a front end tells apart. In JSON (`--json`'s
+/// error object, the daemon's reading of it) each is its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The request itself is wrong (an argument, a setting): trying again
     /// will not help.
@@ -96,5 +98,14 @@ mod tests {
             ErrorKind::of(&anyhow::anyhow!("disk full")),
             ErrorKind::Other
         );
+    }
+
+    #[test]
+    fn kinds_round_trip_through_json_by_name() {
+        let v = serde_json::to_value(ErrorKind::NoRepository).unwrap();
+        assert_eq!(v, serde_json::json!("no_repository"));
+        let back: ErrorKind = serde_json::from_value(v).unwrap();
+        assert_eq!(back, ErrorKind::NoRepository);
+        assert!(serde_json::from_value::<ErrorKind>(serde_json::json!("bogus")).is_err());
     }
 }
