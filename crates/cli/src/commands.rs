@@ -155,20 +155,13 @@ impl Globals {
     }
 
     /// The password: `--password-file`, `LEDGERVAULT_PASSWORD`, or a prompt.
-    fn password(&self, confirm: bool) -> Result<Vec<u8>> {
+    pub(crate) fn password(&self, confirm: bool) -> Result<Vec<u8>> {
         read_secret(
             self.password_file.as_deref(),
             "LEDGERVAULT_PASSWORD",
             "repository password",
             confirm,
         )
-    }
-
-    /// Reads the repository's config file (no password needed): whether
-    /// the storage answers at all.
-    pub fn probe_config(&self) -> Result<()> {
-        Repository::read_config(self.backend()?.as_ref())?;
-        Ok(())
     }
 
     pub fn open(&self) -> Result<Repository> {

@@ -13,7 +13,7 @@ use crate::args::{CopyArgs, DaemonArgs};
 use crate::commands::{repo_stats, usage, Globals};
 use crate::config::Config;
 use crate::daemon::{self, Daemon, ProcessRunner, SystemClock};
-use crate::history::{History, Outcome};
+use crate::history::History;
 use crate::ui::{self, exit, Bar};
 
 /// The config file, which these commands cannot do without.
@@ -143,7 +143,9 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> Result<i32> {
     let mut log = |m: &str| log_line(m);
     let mut d = Daemon::from_config(&cfg, history, &clock, &mut runner, &mut notify, &mut log);
     let primary = g.clone();
-    d.disk = Some(Box::new(move || disk_probe(&primary, PROBE_TIMEOUT)));
+    d.disk = Some(Box::new(move || {
+        disk_probe(&primary, ledgervault_service::status::PROBE_TIMEOUT)
+    }));
     if a.once {
         d.run_due()?;
         return Ok(exit::OK);
@@ -244,145 +246,8 @@ WantedBy=timers.target
     Ok(exit::OK)
 }
 
-/// The longest `status` waits for one location's figures, after it
-/// answered the probe: storage that answers the config read and then hangs
-/// on listing, or a source share that hangs, costs this, not forever.
-const STATUS_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// [`location_status`] on a thread of its own, given [`STATUS_LIMIT`].
-fn location_status_bounded(
-    cfg: &std::sync::Arc<Config>,
-    name: &str,
-    g: &Globals,
-    warnings: &mut Vec<String>,
-) -> serde_json::Value {
-    let (cfg2, name2, g2) = (cfg.clone(), name.to_string(), g.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Left behind if the storage never answers; the process ends without it.
-    std::thread::spawn(move || {
-        let mut w = Vec::new();
-        let v = location_status(&cfg2, &name2, &g2, &mut w);
-        let _ = tx.send((v, w));
-    });
-    match rx.recv_timeout(STATUS_LIMIT) {
-        Ok((v, w)) => {
-            warnings.extend(w);
-            v
-        }
-        Err(_) => {
-            let why = format!(
-                "did not finish within {}s (storage or a source hung?); not checked",
-                STATUS_LIMIT.as_secs()
-            );
-            warnings.push(format!("{name}: {why}"));
-            json!({"name": name, "location": g.repo.as_deref().map(crate::redact::url), "error": why})
-        }
-    }
-}
-
-/// One location's figures for `status`.
-fn location_status(
-    cfg: &Config,
-    name: &str,
-    g: &Globals,
-    warnings: &mut Vec<String>,
-) -> serde_json::Value {
-    if let Err(why) = probe(g, PROBE_TIMEOUT) {
-        warnings.push(format!("{name}: {why}"));
-        return json!({"name": name, "location": g.repo.as_deref().map(crate::redact::url), "error": why});
-    }
-    let repo = match g.open() {
-        Ok(r) => r,
-        Err(e) => {
-            warnings.push(format!("{name}: cannot open: {e:#}"));
-            return json!({"name": name, "location": g.repo.as_deref().map(crate::redact::url), "error": format!("{e:#}")});
-        }
-    };
-    let inner = |warnings: &mut Vec<String>| -> Result<serde_json::Value> {
-        let (snaps, bad) = repo.snapshots()?;
-        for b in bad {
-            warnings.push(format!("{name}: {b}"));
-        }
-        let states = repo.snapshot_states()?;
-        let stats = repo_stats(&repo)?;
-        let growth = engine::growth_now(&repo)?;
-        if let Some(w) = growth.as_ref().and_then(|gr| gr.warning(stats.free)) {
-            warnings.push(format!("{name}: {w}"));
-        }
-        let mut sources = Vec::new();
-        for s in &cfg.source {
-            let given = s.path.get_ref();
-            let canon = std::fs::canonicalize(given.strip_prefix("sqlite:").unwrap_or(given))
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            let shown = ledgervault_postgres::redact(given);
-            let latest = snaps
-                .iter()
-                .filter(|(_, snap)| {
-                    snap.sources
-                        .iter()
-                        .any(|x| x.path == *given || x.path == canon || x.path == shown)
-                })
-                .max_by_key(|(_, snap)| snap.time);
-            let verified = snaps
-                .iter()
-                .filter_map(|(id, _)| states.get(id).and_then(|st| st.drill_passed))
-                .max();
-            let shown = crate::redact::url(given);
-            sources.push(json!({
-                "source": shown,
-                "latest_snapshot": latest.map(|(id, _)| id.short()),
-                "latest_time": latest.map(|(_, s)| s.time),
-                "suspect": latest.is_some_and(|(_, s)| s.is_suspect()),
-                "last_verified": verified,
-            }));
-            if latest.is_none() {
-                warnings.push(format!("{name}: no snapshot of {shown} yet"));
-            }
-        }
-        Ok(json!({
-            "name": name,
-            "location": repo.backend().location(),
-            "snapshots": snaps.len(),
-            "stored_bytes": stats.stored,
-            "free_bytes": stats.free,
-            "days_until_full": growth.and_then(|gr| gr.days_until_full),
-            "sources": sources,
-        }))
-    };
-    match inner(warnings) {
-        Ok(v) => v,
-        Err(e) => {
-            warnings.push(format!("{name}: {e:#}"));
-            json!({"name": name, "location": repo.backend().location(), "error": format!("{e:#}")})
-        }
-    }
-}
-
-/// How long `status` waits for a location to answer at all.
-const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Reads the location's config file on a thread, so storage that hangs (a
-/// dead hard-mounted NAS) costs `status` seconds, not forever. Errors other
-/// than silence are left to opening it, which names them.
-fn probe(g: &Globals, wait: std::time::Duration) -> std::result::Result<(), String> {
-    let g = g.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // The thread is left behind if the storage never answers; the process
-    // ends without it.
-    std::thread::spawn(move || {
-        let _ = tx.send(g.probe_config());
-    });
-    match rx.recv_timeout(wait) {
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
-            "did not answer within {}s (storage hung or unreachable?); not checked",
-            wait.as_secs()
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// The primary repository's free space, asked on a thread like [`probe`]:
+/// The primary repository's free space, asked on a thread (storage that
+/// hangs costs `wait`, not forever):
 /// `Err` when the storage does not answer within `wait`.
 fn disk_probe(g: &Globals, wait: std::time::Duration) -> daemon::DiskReading {
     let g = g.clone();
@@ -402,134 +267,98 @@ fn disk_probe(g: &Globals, wait: std::time::Duration) -> daemon::DiskReading {
     })
 }
 
+/// A location for `status`: where it is, and its password as `g` reads it.
+fn status_location(name: &str, g: Globals) -> ledgervault_service::status::Location {
+    let target = g.target();
+    ledgervault_service::status::Location {
+        name: name.to_string(),
+        target,
+        password: std::sync::Arc::new(move || {
+            Ok(ledgervault_service::repo::Secret::new(g.password(false)?))
+        }),
+    }
+}
+
 pub fn status(g: &Globals) -> Result<i32> {
+    use ledgervault_service::status::LocationStatus;
     let cfg = std::sync::Arc::new(required_config(g, "status")?);
-    let now = Utc::now();
-    let mut warnings = Vec::new();
-    let history = match cfg.history_path() {
-        Some(p) if p.exists() => Some(History::open(&p)?),
-        _ => {
-            warnings.push("no run history yet: the daemon has not run".to_string());
-            None
-        }
-    };
-    let mut jobs = Vec::new();
-    for job in daemon::jobs(&cfg) {
-        let next = job
-            .schedule
-            .next_after(&now.with_timezone(&Local))
-            .map(|t| t.with_timezone(&Utc));
-        let (last, last_ok) = match &history {
-            Some(h) => (h.last(&job.name)?, h.last_success(&job.name)?),
-            None => (None, None),
-        };
-        if let Some(l) = &last {
-            if matches!(l.outcome, Outcome::Failed | Outcome::Skipped) {
-                warnings.push(
-                    format!("{}: last run {:?}: {}", job.name, l.outcome, l.message)
-                        .replace("Failed", "failed")
-                        .replace("Skipped", "skipped"),
-                );
-            }
-        }
-        jobs.push(json!({
-            "job": job.name,
-            "schedule": job.schedule.to_string(),
-            "next_run": next,
-            "last_run": last.as_ref().map(|r| json!({"started": r.started, "outcome": r.outcome, "message": r.message})),
-            "last_success": last_ok.as_ref().map(|r| r.finished),
-        }));
-    }
-    let window = cfg.duration(&cfg.alerts.no_backup_within, "26h");
-    if let Some(h) = &history {
-        match h.last_success("backup")? {
-            Some(r) if now - r.finished > window => warnings.push(format!(
-                "no successful backup since {} (more than {})",
-                r.finished.with_timezone(&Local).format("%Y-%m-%d %H:%M"),
-                daemon::human_duration(window)
-            )),
-            None => warnings.push("no successful scheduled backup yet".into()),
-            _ => {}
-        }
-    }
     let mut locations = Vec::new();
     if cfg.repository.is_some() || g.repo.is_some() {
-        locations.push(location_status_bounded(&cfg, "primary", g, &mut warnings));
+        locations.push(status_location("primary", g.clone()));
     }
     for c in &cfg.copy {
-        let lg = location(g, &cfg, Some(&c.name), None);
-        locations.push(location_status_bounded(&cfg, &c.name, &lg, &mut warnings));
+        locations.push(status_location(
+            &c.name,
+            location(g, &cfg, Some(&c.name), None),
+        ));
     }
+    let report = ledgervault_service::status::status(&cfg, locations, Utc::now(), 20)?;
     if g.json {
-        let recent = match &history {
-            Some(h) => h.recent(20)?,
-            None => Vec::new(),
-        };
-        g.print_json(&json!({"jobs": jobs, "locations": locations, "warnings": warnings, "recent_runs": recent}));
+        g.print_json(&serde_json::to_value(&report)?);
         return Ok(exit::OK);
     }
-    let when = |v: &serde_json::Value| -> String {
-        v.as_str()
-            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-            .map(|t| t.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string())
+    let when = |t: Option<chrono::DateTime<Utc>>| -> String {
+        t.map(|t| t.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_else(|| "never".into())
     };
     println!(
         "{:<16}  {:<28}  {:<16}  {:<16}  Last run",
         "Job", "Schedule", "Last success", "Next run"
     );
-    for j in &jobs {
-        let last = j["last_run"]
-            .get("outcome")
-            .and_then(|o| o.as_str())
-            .unwrap_or("-");
+    for j in &report.jobs {
+        let last = j
+            .last_run
+            .as_ref()
+            .map(|r| serde_json::to_value(r.outcome).unwrap_or_default())
+            .and_then(|o| o.as_str().map(str::to_string))
+            .unwrap_or_else(|| "-".into());
         println!(
             "{:<16}  {:<28}  {:<16}  {:<16}  {last}",
-            j["job"].as_str().unwrap_or(""),
-            j["schedule"].as_str().unwrap_or(""),
-            when(&j["last_success"]),
-            when(&j["next_run"]),
+            j.job,
+            j.schedule,
+            when(j.last_success),
+            when(j.next_run),
         );
     }
     println!();
-    for l in &locations {
-        if let Some(e) = l.get("error") {
-            println!(
-                "{} ({}): {}",
-                l["name"].as_str().unwrap_or(""),
-                l["location"].as_str().unwrap_or(""),
-                e.as_str().unwrap_or("")
-            );
-            continue;
-        }
-        println!(
-            "{} ({}): {} snapshots, {} stored{}",
-            l["name"].as_str().unwrap_or(""),
-            l["location"].as_str().unwrap_or(""),
-            l["snapshots"],
-            ui::size(l["stored_bytes"].as_u64().unwrap_or(0)),
-            l["free_bytes"]
-                .as_u64()
-                .map(|f| format!(", {} free", ui::size(f)))
-                .unwrap_or_default(),
-        );
-        for s in l["sources"].as_array().into_iter().flatten() {
-            println!(
-                "  {:<40}  latest {}  verified {}{}",
-                s["source"].as_str().unwrap_or(""),
-                when(&s["latest_time"]),
-                when(&s["last_verified"]),
-                if s["suspect"].as_bool() == Some(true) {
-                    "  SUSPECT"
-                } else {
-                    ""
+    for l in &report.locations {
+        match l {
+            LocationStatus::Unchecked {
+                name,
+                location,
+                error,
+            } => println!("{name} ({}): {error}", location.as_deref().unwrap_or("")),
+            LocationStatus::Checked {
+                name,
+                location,
+                snapshots,
+                stored_bytes,
+                free_bytes,
+                sources,
+                ..
+            } => {
+                println!(
+                    "{name} ({location}): {snapshots} snapshots, {} stored{}",
+                    ui::size(*stored_bytes),
+                    free_bytes
+                        .map(|f| format!(", {} free", ui::size(f)))
+                        .unwrap_or_default(),
+                );
+                for s in sources {
+                    println!(
+                        "  {:<40}  latest {}  verified {}{}",
+                        s.source,
+                        when(s.latest_time),
+                        when(s.last_verified),
+                        if s.suspect { "  SUSPECT" } else { "" }
+                    );
                 }
-            );
+            }
         }
     }
-    if !warnings.is_empty() {
+    if !report.warnings.is_empty() {
         println!();
-        for w in &warnings {
+        for w in &report.warnings {
             println!("warning: {w}");
         }
     }

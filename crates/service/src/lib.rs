@@ -6,7 +6,8 @@
 //! include and exclude filters, alert channels; the run history the daemon
 //! keeps; redaction of secrets in what is shown; and reaching a repository
 //! (`repo`: where it is, finding it, unlocking it with a [`repo::Secret`]);
-//! database kinds behind one trait (`db`); and the backup (`backup`). The operations move
+//! database kinds behind one trait (`db`); the backup (`backup`); the
+//! daemon's jobs (`jobs`); and the status report (`status`). The operations move
 //! here from the command line's crate one by one (see ARCHITECTURE.md).
 
 pub mod alert;
@@ -16,8 +17,10 @@ pub mod db;
 pub mod error;
 pub mod filter;
 pub mod history;
+pub mod jobs;
 pub mod redact;
 pub mod repo;
 pub mod schedule;
+pub mod status;
 
 pub use error::{usage, ErrorKind, UsageError};
