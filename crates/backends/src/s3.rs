@@ -298,7 +298,8 @@ fn answer_is_temporary(status: u16, body: &str) -> bool {
 }
 
 impl S3Backend {
-    /// Connects to `loc` (no request is made to the bucket's objects).
+    /// Connects to `loc`: asks whether the bucket keeps versions, and reads
+    /// the repository's config beside it (see `early_config`).
     pub fn open(
         loc: S3Location,
         opts: &S3Options,

@@ -226,7 +226,7 @@ fn read_secret(file: Option<&Path>, env: &str, what: &str, confirm: bool) -> Res
     }
     if let Ok(p) = std::env::var(env) {
         if p.is_empty() {
-            bail!("{env} is set but empty");
+            return Err(usage(format!("{env} is set but empty")));
         }
         return Ok(p.into_bytes());
     }
@@ -238,7 +238,7 @@ fn read_secret(file: Option<&Path>, env: &str, what: &str, confirm: bool) -> Res
     let p = rpassword::prompt_password(format!("enter {what}: "))
         .context("cannot read the password")?;
     if p.is_empty() {
-        bail!("an empty password is not allowed");
+        return Err(usage("an empty password is not allowed"));
     }
     if confirm {
         let again = rpassword::prompt_password(format!("enter {what} again: "))

@@ -755,7 +755,12 @@ impl ChildRun {
         let stdout = take(self.out.take());
         let stderr = take(self.err.take());
         let stderr = String::from_utf8_lossy(&stderr);
-        let json: Option<serde_json::Value> = serde_json::from_slice(&stdout).ok();
+        // The last JSON document it printed (a command that printed its
+        // result and then failed prints its error object after it).
+        let json: Option<serde_json::Value> = serde_json::Deserializer::from_slice(&stdout)
+            .into_iter::<serde_json::Value>()
+            .map_while(|v| v.ok())
+            .last();
         // A failed command says what kind of failure it was in its error
         // object; its message then comes from there too.
         let reported = json.as_ref().and_then(|j| j.get("error"));
@@ -1116,6 +1121,23 @@ mod tests {
     /// Killing a hung job never blocks the daemon, even when something
     /// outside the job's process group keeps its output pipe open (as a
     /// process stuck in the kernel would).
+    #[test]
+    fn a_job_s_error_kind_is_read_from_its_last_json_document() {
+        // A result printed first, then the error object (guard does that
+        // when the risky command cannot start).
+        let mut run = ChildRun::spawn_for_test(
+            std::process::Command::new("sh").arg("-c").arg(
+                r#"echo '{"snapshot_id": "abc"}'; echo '{"error": {"kind": "wrong_password", "message": "wrong password", "exit_code": 12}}'; echo 'ledgervault: error: wrong password' >&2; exit 12"#,
+            ),
+        );
+        let a = run
+            .wait_until(Utc::now() + chrono::Duration::seconds(20))
+            .expect("the script ends");
+        assert_eq!(a.exit_code, Some(12));
+        assert_eq!(a.error_kind, Some(ErrorKind::WrongPassword));
+        assert_eq!(a.error, "error: wrong password");
+    }
+
     #[test]
     fn killing_a_job_is_bounded() {
         // The job starts a grandchild in a group of its own (which the kill

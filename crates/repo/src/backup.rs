@@ -1637,7 +1637,9 @@ pub fn backup(
     };
     progress.start(Some(total).filter(|&t| t > 0));
 
-    let (walk_result, packer_result) = std::thread::scope(|scope| {
+    // Last packs of uploaders that succeeded, when another failed.
+    let mut leftover: Vec<PackRecord> = Vec::new();
+    let (walk_result, mut packer_result) = std::thread::scope(|scope| {
         for (i, sealer) in sealers.into_iter().enumerate() {
             let (k, rx, tx) = (keys.clone(), job_rx.clone(), frame_tx.clone());
             let spares = frame_spares.clone();
@@ -1727,31 +1729,39 @@ pub fn backup(
                         unindexed: a.unindexed,
                     })
                 }
-                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Ok(a), Err(e)) => {
+                    leftover.extend(a.unindexed);
+                    Err(e)
+                }
+                (Err(e), Ok(b)) => {
+                    leftover.extend(b.unindexed);
+                    Err(e)
+                }
+                (Err(e), Err(_)) => Err(e),
             };
         }
         let used = std::mem::take(&mut writer.used_packs);
         let again = writer.stored_again;
         (walked.map(|w| (w, writer.bytes_new, used, again)), packed)
     });
-    let mut packed = packer_result?;
     // Every pack is written: one index file for the uploaders' last packs,
-    // and at the same time the listing that proves below that every pack
-    // the snapshot relies on is there (on remote storage each is a round
-    // trip).
-    let (indexed, present) = std::thread::scope(|s| {
-        let indexed = s.spawn(|| {
-            if packed.unindexed.is_empty() {
-                Ok(0)
-            } else {
-                repo.write_index(&packed.unindexed).map(|(_, size)| size)
-            }
-        });
-        let present = repo.list_packs();
-        (crate::repository::joined(indexed), present)
-    });
+    // also when an uploader failed (the packs the others wrote stay
+    // indexed, not left for the next backup to adopt).
+    let leftover = match &mut packer_result {
+        Ok(p) => std::mem::take(&mut p.unindexed),
+        Err(_) => leftover,
+    };
+    let indexed = if leftover.is_empty() {
+        Ok(0)
+    } else {
+        repo.write_index(&leftover).map(|(_, size)| size)
+    };
+    let mut packed = packer_result?;
     packed.bytes += indexed?;
-    let present = present?;
+    // Then the listing that proves below that every pack the snapshot
+    // relies on is there. It comes after the index write, so that packs a
+    // prune deleted meanwhile are seen too.
+    let present = repo.list_packs()?;
     let ((src_list, errors, mut suspect, changed), bytes_new, mut used_packs, stored_again) =
         match walk_result {
             Ok(w) => w,

@@ -216,21 +216,35 @@ impl Repository {
                     keys: keys?,
                 })
             }
-            // Key files without a config: the config was lost, not never
-            // made. Say so instead of "no repository here".
-            Err(e) if e.kind == BackendErrorKind::NotFound => match keys {
-                Ok(keys) if !keys.is_empty() => Err(Error::corrupt(
-                    CONFIG_PATH,
-                    "missing, but key files are present: the repository's config was deleted",
-                )),
-                _ => Err(Error::RepositoryNotFound(backend.location())),
-            },
+            Err(e) if e.kind == BackendErrorKind::NotFound => {
+                Err(Self::no_config(backend, keys.map_err(Error::from)))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     fn read_config_bytes(backend: &dyn Backend) -> Result<Vec<u8>> {
-        Self::find(backend).map(|f| f.config_bytes)
+        match backend.read(CONFIG_PATH) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind == BackendErrorKind::NotFound => Err(Self::no_config(
+                backend,
+                backend.list(KEYS_DIR).map_err(Error::from),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The error for a missing config: key files without a config mean the
+    /// config was lost, not never made. Say so instead of "no repository
+    /// here".
+    fn no_config(backend: &dyn Backend, keys: Result<Vec<ObjectInfo>>) -> Error {
+        match keys {
+            Ok(keys) if !keys.is_empty() => Error::corrupt(
+                CONFIG_PATH,
+                "missing, but key files are present: the repository's config was deleted",
+            ),
+            _ => Error::RepositoryNotFound(backend.location()),
+        }
     }
 
     /// Opens a repository with `password`.

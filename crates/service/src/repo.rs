@@ -6,14 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use ledgervault_backends::{OpenError, OpenOptions};
 use ledgervault_repo::{self as engine, Backend, Found, Repository};
 
 use crate::error::usage;
 
-/// A password or another secret: never shown by `Debug`, wiped when
-/// dropped.
+/// A password or another secret: never shown by `Debug`, and its buffer
+/// wiped when dropped (copies made before it existed, such as a file
+/// reader's growing buffer, are not).
 pub struct Secret(Vec<u8>);
 
 impl Secret {
@@ -49,7 +50,7 @@ pub fn secret_from_file(path: &Path, what: &str) -> Result<Secret> {
     let s = s.strip_suffix(b"\n").unwrap_or(&s);
     let s = s.strip_suffix(b"\r").unwrap_or(s);
     if s.is_empty() {
-        bail!("the {what} {} is empty", path.display());
+        return Err(usage(format!("the {what} {} is empty", path.display())));
     }
     Ok(Secret(s.to_vec()))
 }

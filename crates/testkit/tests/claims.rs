@@ -244,10 +244,9 @@ fn packs_left_without_an_index_are_checked_and_reused() {
     assert!(check(&repo, ReadData::All, &NoProgress).unwrap().ok());
 }
 
-/// A backend that, the first time a backup writes a pack (once it has
-/// loaded the index and deduplicated against the old packs), deletes every
-/// pack that was there before: a prune by someone who removed the backup's
-/// lock.
+/// A backend that, the first time a backup writes an index file, deletes
+/// every pack that was there before: a prune by someone who removed the
+/// backup's lock.
 struct PruneMidway {
     inner: Arc<dyn Backend>,
     old: Vec<String>,
@@ -268,7 +267,7 @@ impl Backend for PruneMidway {
         self.inner.read_range(path, offset, len)
     }
     fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
-        if path.starts_with("data/") && !self.done.swap(true, Ordering::SeqCst) {
+        if path.starts_with("index/") && !self.done.swap(true, Ordering::SeqCst) {
             for p in &self.old {
                 self.inner.delete(p).unwrap();
             }
@@ -449,4 +448,58 @@ fn an_append_only_session_removes_only_its_own_locks() {
     assert_eq!(remove_locks(&full, false).unwrap().len(), 1);
     drop(held);
     assert!(list_locks(&full).unwrap().is_empty());
+}
+
+/// A backend whose second pack write fails (a store that refused one
+/// upload); everything else goes through.
+struct FailSecondPack {
+    inner: Arc<dyn Backend>,
+    packs: std::sync::atomic::AtomicUsize,
+}
+
+impl Backend for FailSecondPack {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        self.inner.list(prefix)
+    }
+    fn read(&self, path: &str) -> BackendResult<Vec<u8>> {
+        self.inner.read(path)
+    }
+    fn read_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
+        self.inner.read_range(path, offset, len)
+    }
+    fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
+        if path.starts_with("data/") && self.packs.fetch_add(1, Ordering::SeqCst) == 1 {
+            return Err(ledgervault_repo::BackendError {
+                kind: ledgervault_repo::BackendErrorKind::Other,
+                path: path.to_string(),
+                message: "refused by the store".into(),
+            });
+        }
+        self.inner.write(path, data)
+    }
+    fn delete(&self, path: &str) -> BackendResult<()> {
+        self.inner.delete(path)
+    }
+}
+
+/// When one uploader fails, the packs the others wrote are still listed in
+/// an index file: the next backup has nothing to adopt.
+#[test]
+fn a_failed_upload_leaves_the_other_packs_indexed() {
+    let s = setup();
+    let backend = Arc::new(FailSecondPack {
+        inner: Arc::new(LocalBackend::new(&s.repo_dir)),
+        packs: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let e = backup_of(&open_on(backend.clone()), &s.src).unwrap_err();
+    assert!(e.to_string().contains("refused by the store"), "{e}");
+    let repo = open(&s.repo_dir);
+    let left = repo.list_packs().unwrap().len();
+    assert!(left >= 1, "no pack was written before the failure");
+    let sum = backup_of(&repo, &s.src).unwrap();
+    assert_eq!(sum.packs_adopted, 0, "packs were left without an index");
+    assert_restores(&repo, &sum.snapshot_id, &s.src, &s.root.join("out"));
 }
