@@ -427,7 +427,14 @@ fn guard(g: &Globals, a: GuardArgs) -> Result<i32> {
         db_timeout: Duration::from_secs(a.db_timeout),
         ..BackupRequest::default()
     };
-    let (repo, s, code) = backup_inner(g, &req)?;
+    // With --json, guard's own object is the one document on standard
+    // output: the safety snapshot's summary is not printed as well.
+    let inner = Globals {
+        json: false,
+        quiet: g.quiet || g.json,
+        ..g.clone()
+    };
+    let (repo, s, code) = backup_inner(&inner, &req)?;
     if code != exit::OK {
         bail!(
             "the safety snapshot {} is not clean (exit code {code}, see above); `{}` was not run",

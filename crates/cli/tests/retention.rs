@@ -329,6 +329,28 @@ fn guard_snapshots_first_and_prints_the_rollback_when_the_command_fails() {
         .args(["guard", "--reason", "x", books.to_str().unwrap()])
         .assert()
         .code(2);
+    // With --json: one document, the guard's, naming its safety snapshot.
+    let out = e
+        .cmd()
+        .args([
+            "--json",
+            "guard",
+            "--reason",
+            "software update 2026.3",
+            books.to_str().unwrap(),
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(docs.len(), 1, "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(docs[0]["command_exit_code"], 0);
+    assert!(docs[0]["snapshot_id"].is_string());
 }
 
 /// Kills `prune` with SIGKILL at moments spread over its run; after each,
