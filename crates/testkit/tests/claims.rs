@@ -244,16 +244,18 @@ fn packs_left_without_an_index_are_checked_and_reused() {
     assert!(check(&repo, ReadData::All, &NoProgress).unwrap().ok());
 }
 
-/// A backend that, the first time a backup writes an index file, deletes
-/// every pack that was there before: a prune by someone who removed the
-/// backup's lock.
-struct PruneMidway {
+/// What a [`BeforeWrite`] does before each write: given the storage it
+/// wraps and the path about to be written, an error fails that write.
+type WriteHook = Box<dyn Fn(&dyn Backend, &str) -> BackendResult<()> + Send + Sync>;
+
+/// A backend that runs a hook before every write and passes the rest
+/// through: storage that something else acts on meanwhile.
+struct BeforeWrite {
     inner: Arc<dyn Backend>,
-    old: Vec<String>,
-    done: AtomicBool,
+    hook: WriteHook,
 }
 
-impl Backend for PruneMidway {
+impl Backend for BeforeWrite {
     fn location(&self) -> String {
         self.inner.location()
     }
@@ -267,15 +269,28 @@ impl Backend for PruneMidway {
         self.inner.read_range(path, offset, len)
     }
     fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
-        if path.starts_with("index/") && !self.done.swap(true, Ordering::SeqCst) {
-            for p in &self.old {
-                self.inner.delete(p).unwrap();
-            }
-        }
+        (self.hook)(self.inner.as_ref(), path)?;
         self.inner.write(path, data)
     }
     fn delete(&self, path: &str) -> BackendResult<()> {
         self.inner.delete(path)
+    }
+}
+
+/// A backend that, the first time a backup writes an index file, deletes
+/// every pack in `old`: a prune by someone who removed the backup's lock.
+/// `done` tells whether it happened.
+fn prune_midway(inner: Arc<dyn Backend>, old: Vec<String>, done: Arc<AtomicBool>) -> BeforeWrite {
+    BeforeWrite {
+        inner,
+        hook: Box::new(move |inner, path| {
+            if path.starts_with("index/") && !done.swap(true, Ordering::SeqCst) {
+                for p in &old {
+                    inner.delete(p).unwrap();
+                }
+            }
+            Ok(())
+        }),
     }
 }
 
@@ -295,17 +310,10 @@ fn a_backup_whose_packs_vanish_while_it_runs_writes_no_snapshot() {
         .into_iter()
         .map(|o| o.path)
         .collect();
-    let backend = Arc::new(PruneMidway {
-        inner,
-        old,
-        done: AtomicBool::new(false),
-    });
-    let repo = open_on(backend.clone());
+    let done = Arc::new(AtomicBool::new(false));
+    let repo = open_on(Arc::new(prune_midway(inner, old, done.clone())));
     let e = backup_of(&repo, &s.src).unwrap_err();
-    assert!(
-        backend.done.load(Ordering::SeqCst),
-        "the packs were deleted midway"
-    );
+    assert!(done.load(Ordering::SeqCst), "the packs were deleted midway");
     assert!(
         e.to_string().contains("vanished while this backup ran"),
         "{e}"
@@ -352,13 +360,10 @@ fn a_backup_whose_old_data_packs_vanish_writes_no_snapshot() {
         .into_iter()
         .map(|o| o.path)
         .collect();
-    let backend = Arc::new(PruneMidway {
-        inner,
-        old: old_packs,
-        done: AtomicBool::new(false),
-    });
-    let e = backup_of(&open_on(backend.clone()), &src).unwrap_err();
-    assert!(backend.done.load(Ordering::SeqCst));
+    let done = Arc::new(AtomicBool::new(false));
+    let backend = prune_midway(inner, old_packs, done.clone());
+    let e = backup_of(&open_on(Arc::new(backend)), &src).unwrap_err();
+    assert!(done.load(Ordering::SeqCst));
     assert!(
         e.to_string().contains("vanished while this backup ran"),
         "{e}"
@@ -450,51 +455,28 @@ fn an_append_only_session_removes_only_its_own_locks() {
     assert!(list_locks(&full).unwrap().is_empty());
 }
 
-/// A backend whose second pack write fails (a store that refused one
-/// upload); everything else goes through.
-struct FailSecondPack {
-    inner: Arc<dyn Backend>,
-    packs: std::sync::atomic::AtomicUsize,
-}
-
-impl Backend for FailSecondPack {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
-        self.inner.list(prefix)
-    }
-    fn read(&self, path: &str) -> BackendResult<Vec<u8>> {
-        self.inner.read(path)
-    }
-    fn read_range(&self, path: &str, offset: u64, len: u64) -> BackendResult<Vec<u8>> {
-        self.inner.read_range(path, offset, len)
-    }
-    fn write(&self, path: &str, data: &[u8]) -> BackendResult<()> {
-        if path.starts_with("data/") && self.packs.fetch_add(1, Ordering::SeqCst) == 1 {
-            return Err(ledgervault_repo::BackendError {
-                kind: ledgervault_repo::BackendErrorKind::Other,
-                path: path.to_string(),
-                message: "refused by the store".into(),
-            });
-        }
-        self.inner.write(path, data)
-    }
-    fn delete(&self, path: &str) -> BackendResult<()> {
-        self.inner.delete(path)
-    }
-}
-
 /// When one uploader fails, the packs the others wrote are still listed in
 /// an index file: the next backup has nothing to adopt.
 #[test]
 fn a_failed_upload_leaves_the_other_packs_indexed() {
     let s = setup();
-    let backend = Arc::new(FailSecondPack {
+    // A store that refuses the second pack written; everything else goes
+    // through.
+    let packs = std::sync::atomic::AtomicUsize::new(0);
+    let backend = BeforeWrite {
         inner: Arc::new(LocalBackend::new(&s.repo_dir)),
-        packs: std::sync::atomic::AtomicUsize::new(0),
-    });
-    let e = backup_of(&open_on(backend.clone()), &s.src).unwrap_err();
+        hook: Box::new(move |_, path| {
+            if path.starts_with("data/") && packs.fetch_add(1, Ordering::SeqCst) == 1 {
+                return Err(BackendError {
+                    kind: BackendErrorKind::Other,
+                    path: path.to_string(),
+                    message: "refused by the store".into(),
+                });
+            }
+            Ok(())
+        }),
+    };
+    let e = backup_of(&open_on(Arc::new(backend)), &s.src).unwrap_err();
     assert!(e.to_string().contains("refused by the store"), "{e}");
     let repo = open(&s.repo_dir);
     let left = repo.list_packs().unwrap().len();
