@@ -251,15 +251,13 @@ WantedBy=timers.target
 /// `Err` when the storage does not answer within `wait`.
 fn disk_probe(g: &Globals, wait: std::time::Duration) -> daemon::DiskReading {
     let g = g.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let free = g.backend().ok().and_then(|b| {
+    let free = ledgervault_service::status::within(wait, move || {
+        g.backend().ok().and_then(|b| {
             ledgervault_repo::Repository::read_config(b.as_ref()).ok()?;
             b.free_space()
-        });
-        let _ = tx.send(free);
+        })
     });
-    rx.recv_timeout(wait).map_err(|_| {
+    free.map_err(|_| {
         format!(
             "did not answer within {}s (storage hung or unreachable?)",
             wait.as_secs()

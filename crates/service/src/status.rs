@@ -181,14 +181,12 @@ fn location_status_bounded(
     warnings: &mut Vec<String>,
 ) -> LocationStatus {
     let (cfg2, l2) = (cfg.clone(), l.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Left behind if the storage never answers; the process ends without it.
-    std::thread::spawn(move || {
+    let checked = within(LOCATION_LIMIT, move || {
         let mut w = Vec::new();
         let v = location_status(&cfg2, &l2, &mut w);
-        let _ = tx.send((v, w));
+        (v, w)
     });
-    match rx.recv_timeout(LOCATION_LIMIT) {
+    match checked {
         Ok((v, w)) => {
             warnings.extend(w);
             v
@@ -208,21 +206,32 @@ fn location_status_bounded(
     }
 }
 
+/// Runs `work` on a thread of its own and waits at most `wait` for it
+/// (storage that hangs costs that, not forever). A thread still running
+/// then is left behind; the process ends without it.
+pub fn within<T: Send + 'static>(
+    wait: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::result::Result<T, std::sync::mpsc::RecvTimeoutError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.recv_timeout(wait)
+}
+
 /// Reads the location's config file on a thread, so storage that hangs (a
 /// dead hard-mounted NAS) costs seconds, not forever. Errors other than
 /// silence are left to opening it, which names them.
 fn probe(t: &Target, wait: Duration) -> std::result::Result<(), String> {
     let t = t.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Left behind if the storage never answers; the process ends without it.
-    std::thread::spawn(move || {
-        let r = t.backend().and_then(|b| {
+    let answered = within(wait, move || {
+        t.backend().and_then(|b| {
             ledgervault_repo::Repository::read_config(b.as_ref())?;
             Ok(())
-        });
-        let _ = tx.send(r);
+        })
     });
-    match rx.recv_timeout(wait) {
+    match answered {
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
             "did not answer within {}s (storage hung or unreachable?); not checked",
             wait.as_secs()
