@@ -35,6 +35,32 @@ fn verifies(path: &str, bytes: &[u8]) -> bool {
     path.rsplit('/').next() == Some(blake3::hash(bytes).to_hex().as_str())
 }
 
+/// The copies kept in the cache folder `dir` of the objects under
+/// `prefix` (one of the cached prefixes), as path and bytes, each checked
+/// against its name. No request is made: the storage may no longer hold
+/// them, so they are only good for work that is checked again later.
+pub fn kept_copies(dir: &Path, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    if !CACHED.contains(&prefix) {
+        return Vec::new();
+    }
+    let Ok(rd) = std::fs::read_dir(dir.join(prefix)) else {
+        return Vec::new();
+    };
+    let mut kept = Vec::new();
+    for e in rd.flatten() {
+        let path = format!("{prefix}{}", e.file_name().to_string_lossy());
+        if !cacheable(&path) {
+            continue;
+        }
+        if let Ok(bytes) = std::fs::read(e.path()) {
+            if verifies(&path, &bytes) {
+                kept.push((path, bytes));
+            }
+        }
+    }
+    kept
+}
+
 /// A backend whose metadata reads are served from a local folder when the
 /// folder holds a copy that still matches its name.
 pub struct CachedBackend {

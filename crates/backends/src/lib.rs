@@ -75,23 +75,43 @@ impl From<BackendError> for OpenError {
     }
 }
 
+/// The metadata cache folder of the bucket and prefix at `loc`.
+fn cache_dir(loc: &S3Location, opts: &OpenOptions) -> Option<PathBuf> {
+    if opts.no_cache {
+        return None;
+    }
+    opts.cache_dir
+        .clone()
+        .or_else(default_cache_root)
+        .map(|root| {
+            let h = blake3::hash(loc.display().as_bytes()).to_hex();
+            root.join(format!("s3-{}", &h[..16]))
+        })
+}
+
+/// The repository's key files as this machine's cache last saw them,
+/// without a request (none for a local folder, which needs no cache):
+/// what [`ledgervault_repo::UnlockedAhead`] tries the password on while
+/// the storage is asked what it holds.
+pub fn kept_key_files(location: &str, opts: &OpenOptions) -> Vec<(String, Vec<u8>)> {
+    if !is_remote(location) {
+        return Vec::new();
+    }
+    let Ok(loc) = S3Location::parse(location) else {
+        return Vec::new();
+    };
+    cache_dir(&loc, opts)
+        .map(|d| cache::kept_copies(&d, "keys/"))
+        .unwrap_or_default()
+}
+
 /// Opens the repository storage at `location`: a folder (or `file://`
 /// URL), or an S3 bucket.
 pub fn open(location: &str, opts: &OpenOptions) -> Result<Arc<dyn Backend>, OpenError> {
     let usage = OpenError::Usage;
     if is_remote(location) {
         let loc = S3Location::parse(location).map_err(usage)?;
-        let cache = if opts.no_cache {
-            None
-        } else {
-            opts.cache_dir
-                .clone()
-                .or_else(default_cache_root)
-                .map(|root| {
-                    let h = blake3::hash(loc.display().as_bytes()).to_hex();
-                    root.join(format!("s3-{}", &h[..16]))
-                })
-        };
+        let cache = cache_dir(&loc, opts);
         let s3 = S3Backend::open(loc, &opts.s3, cache.as_deref()).map_err(|e| {
             // Settings the backend refused before any request.
             if e.kind == BackendErrorKind::Other && e.path.is_empty() {

@@ -183,6 +183,21 @@ impl Globals {
     }
 
     fn opener_with(&self, env: &str, what: &str) -> Result<Opener> {
+        // A password that needs no prompt is read first, so that the key
+        // is derived while the storage is reached; a missing repository is
+        // still the error reported first.
+        if self.password_file.is_some() || std::env::var_os(env).is_some() {
+            let password = read_secret(self.password_file.as_deref(), env, what, false);
+            let password = match password {
+                Ok(p) => Secret::new(p),
+                Err(e) => {
+                    self.target().find()?;
+                    return Err(e);
+                }
+            };
+            let found = self.target().find_ahead(&password)?;
+            return Ok(Opener { found, password });
+        }
         // Fail on a missing repository before asking for a password.
         let found = self.target().find()?;
         let password = Secret::new(read_secret(

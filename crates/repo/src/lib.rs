@@ -92,7 +92,7 @@ pub use repair::{
     repair_index, repair_snapshots, DamagedPack, RepairIndexReport, RepairOptions,
     RepairSnapshotsReport, RepairedSnapshot,
 };
-pub use repository::{pack_path, Found, InitOptions, KeyInfo, Repository};
+pub use repository::{pack_path, Found, InitOptions, KeyInfo, Repository, UnlockedAhead};
 pub use restore::{node_reader, restore, DbPlacer, NodeReader, RestoreOptions, RestoreSummary};
 pub use retention::{forget, plan, Decision, ForgetOptions, ForgetReport, Guards, Policy};
 pub use snapshot::{

@@ -99,6 +99,46 @@ pub fn id_from_path(path: &str) -> Option<Id> {
     Id::from_hex(path.rsplit('/').next()?)
 }
 
+/// Key files unlocked ahead of [`Repository::unlock_with`], from copies
+/// kept on this machine (a remote repository's metadata cache): the key
+/// derivation, slow on purpose, then runs while the storage is still being
+/// asked what it holds. A copy counts only if the storage still lists a
+/// key file with the same bytes, so a stale copy changes nothing.
+#[derive(Default)]
+pub struct UnlockedAhead(Vec<(Id, Option<MasterKey>)>);
+
+impl UnlockedAhead {
+    /// Tries `password` on `copies` (path and bytes of key files), in path
+    /// order, up to the first it opens, as [`Repository::unlock`] would.
+    pub fn try_copies(mut copies: Vec<(String, Vec<u8>)>, password: &[u8]) -> UnlockedAhead {
+        copies.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut tried = Vec::new();
+        for (path, bytes) in copies {
+            let id = Id::of_object(&bytes);
+            if id_from_path(&path) != Some(id) {
+                continue;
+            }
+            let Ok(kf) = KeyFile::decode(&bytes, &path) else {
+                continue;
+            };
+            match kf.unlock(password, &path) {
+                Ok(Some(master)) => {
+                    tried.push((id, Some(master)));
+                    break;
+                }
+                Ok(None) => tried.push((id, None)),
+                Err(_) => {}
+            }
+        }
+        UnlockedAhead(tried)
+    }
+
+    fn take(&mut self, id: &Id) -> Option<Option<MasterKey>> {
+        let i = self.0.iter().position(|(k, _)| k == id)?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
 /// A repository found on storage, not yet unlocked: its config and the
 /// listing of its key files (see [`Repository::find`]).
 pub struct Found {
@@ -256,6 +296,17 @@ impl Repository {
     /// Opens the repository [`find`](Self::find) found with `password`.
     /// The key file's checksum of the config still vouches for the config.
     pub fn unlock(backend: Arc<dyn Backend>, found: Found, password: &[u8]) -> Result<Repository> {
+        Self::unlock_with(backend, found, password, UnlockedAhead::default())
+    }
+
+    /// [`unlock`](Self::unlock), using what `ahead` already derived for key
+    /// files whose bytes the storage still holds.
+    pub fn unlock_with(
+        backend: Arc<dyn Backend>,
+        found: Found,
+        password: &[u8],
+        mut ahead: UnlockedAhead,
+    ) -> Result<Repository> {
         let Found { config_bytes, keys } = found;
         let config = RepoConfig::decode(&config_bytes)?;
         let backend = match config.immutable_days {
@@ -288,7 +339,12 @@ impl Repository {
                     continue;
                 }
             };
-            match kf.unlock(password, &k.path) {
+            let unlocked = match ahead.take(&Id::of_object(&bytes)) {
+                // Derived and tried on these very bytes.
+                Some(done) => Ok(done),
+                _ => kf.unlock(password, &k.path),
+            };
+            match unlocked {
                 Ok(Some(master)) => {
                     if !kf.config_matches(&master, &config_bytes) {
                         return Err(Error::corrupt(

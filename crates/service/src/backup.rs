@@ -115,9 +115,19 @@ pub struct BackupOutcome {
 
 /// The repository's size and snapshot count.
 pub fn repo_stats(repo: &Repository) -> Result<RepoStats> {
+    let (snapshots, stored) = std::thread::scope(|s| {
+        let stored = s.spawn(|| repo.stored_size());
+        let snapshots = repo.list_ids(FileKind::Snapshot);
+        (
+            snapshots,
+            stored
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        )
+    });
     Ok(RepoStats {
-        snapshots: repo.list_ids(FileKind::Snapshot)?.len(),
-        stored: repo.stored_size()?,
+        snapshots: snapshots?.len(),
+        stored: stored?,
         free: repo.backend().free_space(),
     })
 }
@@ -310,8 +320,17 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
     let summary = engine::backup(repo, sources, &opts, progress)?;
-    let repository = repo_stats(repo)?;
-    let growth = engine::growth_now(repo)?;
+    // Three listings that do not wait on each other (on remote storage
+    // each is a round trip).
+    let (repository, growth) = std::thread::scope(|s| {
+        let growth = s.spawn(|| engine::growth_now(repo));
+        let stats = repo_stats(repo);
+        let growth = growth
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (stats, growth)
+    });
+    let (repository, growth) = (repository?, growth?);
     let days_until_full = growth.as_ref().and_then(|g| g.days_until_full);
     let growth_warning = growth.and_then(|g| g.warning(repository.free));
     let verdict = if !summary.suspect.is_empty() {

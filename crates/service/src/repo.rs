@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use ledgervault_backends::{OpenError, OpenOptions};
-use ledgervault_repo::{self as engine, Backend, Found, Repository};
+use ledgervault_repo::{self as engine, Backend, Found, Repository, UnlockedAhead};
 
 use crate::error::usage;
 
@@ -95,7 +95,29 @@ impl Target {
             found,
             append_only: self.append_only,
             retry_lock: self.retry_lock,
+            ahead: UnlockedAhead::default(),
         })
+    }
+
+    /// [`find`](Self::find) for a caller that has the password already:
+    /// the key is derived from this machine's cached copy of the key file
+    /// while the storage is reached and asked for the repository (on a
+    /// long link that is two round trips, about as long as the
+    /// derivation). [`Opener::open`] uses it only if the storage still
+    /// holds that key file, byte for byte.
+    pub fn find_ahead(&self, password: &Secret) -> Result<Opener> {
+        let location = self.location.as_deref().unwrap_or_default();
+        let (opener, ahead) = std::thread::scope(|s| {
+            let ahead = s.spawn(|| {
+                let copies = ledgervault_backends::kept_key_files(location, &self.storage);
+                UnlockedAhead::try_copies(copies, password.expose())
+            });
+            let opener = self.find();
+            (opener, ahead.join().unwrap_or_default())
+        });
+        let mut opener = opener?;
+        opener.ahead = ahead;
+        Ok(opener)
     }
 }
 
@@ -105,13 +127,15 @@ pub struct Opener {
     found: Found,
     append_only: bool,
     retry_lock: Option<Duration>,
+    ahead: UnlockedAhead,
 }
 
 impl Opener {
     /// Unlocks the repository with `password` (the key derivation, the slow
     /// part: work that needs no keys can run meanwhile).
     pub fn open(self, password: &Secret) -> Result<Repository> {
-        let mut repo = Repository::unlock(self.backend, self.found, password.expose())?;
+        let mut repo =
+            Repository::unlock_with(self.backend, self.found, password.expose(), self.ahead)?;
         if self.append_only {
             repo.set_append_only();
         }

@@ -411,6 +411,42 @@ fn wrong_password_missing_repo_and_newer_format() {
 }
 
 #[test]
+fn keys_unlocked_ahead_count_only_for_the_bytes_the_storage_holds() {
+    let mem = Arc::new(MemoryBackend::new());
+    init(mem.clone(), 1 << 20);
+    let key = mem.list("keys/").unwrap().remove(0).path;
+    let bytes = mem.read(&key).unwrap();
+    let open = |pw: &[u8], ahead| {
+        let found = Repository::find(mem.as_ref()).unwrap();
+        Repository::unlock_with(mem.clone(), found, pw, ahead)
+    };
+    // Derived ahead from a copy of the very key file: used as it is (here
+    // a derivation with another password, which the storage's key file
+    // would have opened, shows that it is taken instead).
+    let wrong = UnlockedAhead::try_copies(vec![(key.clone(), bytes.clone())], b"nope");
+    assert!(matches!(open(b"pw", wrong), Err(Error::WrongPassword)));
+    let right = UnlockedAhead::try_copies(vec![(key.clone(), bytes.clone())], b"pw");
+    assert!(open(b"pw", right).is_ok());
+    // A copy of a key file the storage no longer holds (another
+    // repository's, or a replaced one) changes nothing.
+    let other = Arc::new(MemoryBackend::new());
+    init(other.clone(), 1 << 20);
+    let stale_path = other.list("keys/").unwrap().remove(0).path;
+    let stale = vec![(stale_path.clone(), other.read(&stale_path).unwrap())];
+    assert!(open(b"pw", UnlockedAhead::try_copies(stale.clone(), b"pw")).is_ok());
+    assert!(matches!(
+        open(b"nope", UnlockedAhead::try_copies(stale, b"pw")),
+        Err(Error::WrongPassword)
+    ));
+    // A copy whose bytes do not match its name is not tried at all.
+    let renamed = vec![(key.clone(), other.read(&stale_path).unwrap())];
+    assert!(matches!(
+        open(b"nope", UnlockedAhead::try_copies(renamed, b"pw")),
+        Err(Error::WrongPassword)
+    ));
+}
+
+#[test]
 fn database_images_store_changed_pages_and_small_chunk_maps() {
     let repo = init(Arc::new(MemoryBackend::new()), 1 << 20);
     let page = 4096u32;
