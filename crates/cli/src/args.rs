@@ -133,6 +133,11 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Last runs, next runs, latest snapshots, space used in each location, warnings
     Status,
+    /// The web console: its users, or serve it now (the daemon serves it when [console] listen is set)
+    Console {
+        #[command(subcommand)]
+        command: ConsoleCommand,
+    },
     /// Check or write the configuration file
     Config {
         #[command(subcommand)]
@@ -689,4 +694,36 @@ fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
     let d = crate::config::parse_duration(s)?;
     d.to_std()
         .map_err(|_| format!("{s:?} is not a positive duration"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConsoleCommand {
+    /// Serve the console in the foreground, until interrupted
+    Serve {
+        /// Address and port (default: [console] listen, else 127.0.0.1:8440)
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<String>,
+    },
+    /// The console's users and their roles
+    User {
+        #[command(subcommand)]
+        command: ConsoleUserCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConsoleUserCommand {
+    /// Add a user, or give one a new role and password (the password comes
+    /// from LEDGERVAULT_CONSOLE_PASSWORD, or is asked for twice)
+    Add {
+        name: String,
+        /// admin: everything; operator: back up, safety snapshots, drills,
+        /// restores to new places; viewer: sees everything, changes nothing
+        #[arg(long, value_parser = ["admin", "operator", "viewer"])]
+        role: String,
+    },
+    /// Remove a user (the last admin stays)
+    Remove { name: String },
+    /// List the users and their roles
+    List,
 }

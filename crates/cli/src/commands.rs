@@ -90,6 +90,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Repair { command } => crate::ops::repair(&g, command),
         Command::Daemon(a) => crate::ops::daemon(&g, a),
         Command::Status => crate::ops::status(&g),
+        Command::Console { command } => crate::console::run(&g, command),
         Command::Config { command } => match command {
             crate::args::ConfigCommand::Check => crate::ops::config_check(&g),
         },
@@ -234,7 +235,12 @@ impl Globals {
     }
 }
 
-fn read_secret(file: Option<&Path>, env: &str, what: &str, confirm: bool) -> Result<Vec<u8>> {
+pub(crate) fn read_secret(
+    file: Option<&Path>,
+    env: &str,
+    what: &str,
+    confirm: bool,
+) -> Result<Vec<u8>> {
     if let Some(f) = file {
         let s = ledgervault_service::repo::secret_from_file(f, "password file")?;
         return Ok(s.expose().to_vec());

@@ -12,6 +12,7 @@
 mod args;
 mod client;
 mod commands;
+mod console;
 mod daemon;
 mod demo;
 mod ops;

@@ -17,7 +17,7 @@ use crate::history::History;
 use crate::ui::{self, exit, Bar};
 
 /// The config file, which these commands cannot do without.
-fn required_config(g: &Globals, command: &str) -> Result<Config> {
+pub(crate) fn required_config(g: &Globals, command: &str) -> Result<Config> {
     if g.config.is_none() {
         return Err(usage(format!(
             "`{command}` needs a config file: use -c FILE (ledgervault init-config writes an example)"
@@ -27,7 +27,7 @@ fn required_config(g: &Globals, command: &str) -> Result<Config> {
 }
 
 /// Where a `--from`/`--to` points: a `[[copy]]` name or a folder.
-fn location(
+pub(crate) fn location(
     g: &Globals,
     cfg: &Config,
     spec: Option<&str>,
@@ -137,6 +137,16 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> Result<i32> {
     for problem in cfg.unreachable() {
         log_line(&format!("warning: {problem}"));
     }
+    // The console, when the config asks for it: on threads of its own,
+    // for as long as the daemon runs.
+    let _console = match &cfg.console.listen {
+        Some(_) if !a.once => {
+            let c = crate::console::start(g, &cfg, None)?;
+            log_line(&format!("console on {}", crate::console::url(&c)));
+            Some(c)
+        }
+        _ => None,
+    };
     let clock = SystemClock;
     let mut runner = ProcessRunner { cfg: &cfg };
     let mut notify = |al: &Alert| alert::send(&cfg.alerts, al);
@@ -266,7 +276,7 @@ fn disk_probe(g: &Globals, wait: std::time::Duration) -> daemon::DiskReading {
 }
 
 /// A location for `status`: where it is, and its password as `g` reads it.
-fn status_location(name: &str, g: Globals) -> ledgervault_service::status::Location {
+pub(crate) fn status_location(name: &str, g: Globals) -> ledgervault_service::status::Location {
     let target = g.target();
     ledgervault_service::status::Location {
         name: name.to_string(),

@@ -66,6 +66,9 @@ pub struct Config {
     /// their environment variables win).
     #[serde(default)]
     pub s3: S3Config,
+    /// `[console]`: the web console the daemon serves.
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// The file this came from, and its text (for line numbers).
     #[serde(skip)]
     pub file: Option<PathBuf>,
@@ -241,6 +244,24 @@ pub struct DaemonConfig {
     pub verify_timeout: Option<String>,
     /// The same for forget and prune (default `12h`).
     pub prune_timeout: Option<String>,
+}
+
+/// `[console]`: the web console (see `ledgervault console`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Address and port to serve on, for example `127.0.0.1:8440`; the
+    /// daemon serves no console without it. Any address other than
+    /// loopback needs `tls_cert` and `tls_key`.
+    pub listen: Option<String>,
+    /// PEM certificate chain and private key for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The console's users (default: beside the config file,
+    /// `NAME.users.json`).
+    pub users: Option<PathBuf>,
+    /// Who did what (default: beside the config file, `NAME.audit.log`).
+    pub audit: Option<PathBuf>,
 }
 
 /// `[verify]`: restore drills.
@@ -569,12 +590,28 @@ impl Config {
     /// The run history: `[daemon] history`, or `NAME.history.sqlite` beside
     /// the config file.
     pub fn history_path(&self) -> Option<PathBuf> {
-        if let Some(h) = &self.daemon.history {
-            return Some(h.clone());
+        self.beside(&self.daemon.history, "history.sqlite")
+    }
+
+    /// A file kept beside the config file: `NAME.<suffix>`, unless
+    /// `given` says where.
+    fn beside(&self, given: &Option<PathBuf>, suffix: &str) -> Option<PathBuf> {
+        if let Some(p) = given {
+            return Some(p.clone());
         }
         let file = self.file.as_ref()?;
         let stem = file.file_stem()?.to_string_lossy().into_owned();
-        Some(file.with_file_name(format!("{stem}.history.sqlite")))
+        Some(file.with_file_name(format!("{stem}.{suffix}")))
+    }
+
+    /// The console's user file.
+    pub fn console_users_path(&self) -> Option<PathBuf> {
+        self.beside(&self.console.users, "users.json")
+    }
+
+    /// The console's audit log.
+    pub fn console_audit_path(&self) -> Option<PathBuf> {
+        self.beside(&self.console.audit, "audit.log")
     }
 
     /// A copy location by name.

@@ -1,0 +1,660 @@
+//! The web console, end to end over HTTP: the real binary serves it on a
+//! port the system picks, over a real repository and config file; the
+//! tests sign in as each role and act as a browser (and as an attacker)
+//! would. The browser-driven tests are in `tests/browser/`.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+const FAST: [&str; 6] = [
+    "--argon2-memory-kib",
+    "64",
+    "--argon2-iterations",
+    "1",
+    "--pack-size-mib",
+    "1",
+];
+
+const ADMIN_PW: &str = "admin password 1";
+const OPERATOR_PW: &str = "operator password 2";
+const VIEWER_PW: &str = "viewer password 3";
+
+struct Site {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    server: Option<Child>,
+    base: String,
+}
+
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    set_cookie: Option<String>,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Site {
+    /// A firm's setup: a repository, a database and documents as sources,
+    /// three console users, and the console serving.
+    fn new() -> Site {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        fs::write(root.join("pw"), "s3cret\n").unwrap();
+        // A folder name that is also markup: every page must show it as text.
+        let docs = root.join("docs <b>bold</b> & \"co\"");
+        fs::create_dir_all(docs.join("2026")).unwrap();
+        fs::write(docs.join("2026/invoice-1041.txt"), "invoice 1041: 250.00").unwrap();
+        let db = rusqlite::Connection::open(root.join("books.db")).unwrap();
+        db.execute_batch(
+            "CREATE TABLE entries (id INTEGER PRIMARY KEY, memo TEXT, amount INTEGER);
+             INSERT INTO entries (memo, amount) VALUES ('opening', 100), ('opening', -100);",
+        )
+        .unwrap();
+        let toml_str = |p: &Path| toml_string(&p.display().to_string());
+        fs::write(
+            root.join("lv.toml"),
+            format!(
+                "[repository]\npath = {}\npassword_file = {}\n\n[[source]]\npath = {}\n\n[[source]]\npath = {}\n",
+                toml_str(&root.join("repo")),
+                toml_str(&root.join("pw")),
+                toml_str(&root.join("books.db")),
+                toml_str(&docs),
+            ),
+        )
+        .unwrap();
+        let mut site = Site {
+            _tmp: tmp,
+            root,
+            server: None,
+            base: String::new(),
+        };
+        site.lv().arg("init").args(FAST).assert().success();
+        for (name, role, pw) in [
+            ("ann", "admin", ADMIN_PW),
+            ("olga", "operator", OPERATOR_PW),
+            ("vic", "viewer", VIEWER_PW),
+        ] {
+            site.lv()
+                .args(["console", "user", "add", name, "--role", role])
+                .env("LEDGERVAULT_CONSOLE_PASSWORD", pw)
+                .assert()
+                .success();
+        }
+        site.serve();
+        site
+    }
+
+    fn lv(&self) -> Command {
+        let mut c = Command::cargo_bin("ledgervault").unwrap();
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(&self.root)
+            .arg("-c")
+            .arg(self.root.join("lv.toml"));
+        c
+    }
+
+    fn serve(&mut self) {
+        let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("ledgervault"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(&self.root)
+            .arg("-c")
+            .arg(self.root.join("lv.toml"))
+            .args(["--json", "console", "serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(self.root.join("console.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        self.server = Some(child);
+        // One JSON document, over several lines.
+        let mut text = String::new();
+        let mut lines = BufReader::new(out);
+        let v: serde_json::Value = loop {
+            let mut line = String::new();
+            let n = lines.read_line(&mut line).unwrap();
+            text.push_str(&line);
+            if let Ok(v) = serde_json::from_str(&text) {
+                break v;
+            }
+            assert!(
+                n > 0,
+                "console serve printed {text:?}; stderr: {}",
+                fs::read_to_string(self.root.join("console.err")).unwrap_or_default()
+            );
+        };
+        self.base = v["url"].as_str().unwrap().trim_end_matches('/').to_string();
+    }
+
+    fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+
+    /// One request, as a browser without redirects would make it.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        form: &[(&str, &str)],
+        extra: &[(&str, &str)],
+    ) -> Answer {
+        let agent = ureq::AgentBuilder::new()
+            .redirects(0)
+            .timeout(Duration::from_secs(60))
+            .build();
+        let mut r = agent.request(method, &format!("{}{path}", self.base));
+        if let Some(c) = cookie {
+            r = r.set("Cookie", &format!("lv_session={c}"));
+        }
+        for (k, v) in extra {
+            r = r.set(k, v);
+        }
+        let res = if method == "POST" {
+            r.send_form(form)
+        } else {
+            r.call()
+        };
+        let resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let headers = resp
+            .headers_names()
+            .into_iter()
+            .map(|n| (n.clone(), resp.header(&n).unwrap_or("").to_string()))
+            .collect();
+        Answer {
+            status: resp.status(),
+            location: resp.header("location").map(str::to_string),
+            set_cookie: resp.header("set-cookie").map(str::to_string),
+            headers,
+            body: resp.into_string().unwrap_or_default(),
+        }
+    }
+
+    fn get(&self, path: &str, cookie: &str) -> Answer {
+        self.request("GET", path, Some(cookie), &[], &[])
+    }
+
+    /// Signs in; returns the session token.
+    fn login(&self, user: &str, pw: &str) -> String {
+        let a = self.request(
+            "POST",
+            "/login",
+            None,
+            &[("user", user), ("password", pw)],
+            &[],
+        );
+        assert_eq!(a.status, 303, "{user}: {}", a.body);
+        session_of(&a).unwrap_or_else(|| panic!("no session cookie for {user}"))
+    }
+
+    /// The CSRF token on the dashboard of `cookie`'s session.
+    fn csrf(&self, cookie: &str) -> String {
+        let page = self.get("/", cookie);
+        assert_eq!(page.status, 200);
+        field(&page.body, "name=\"csrf\" value=\"")
+    }
+
+    /// Waits for task `path` to end; returns its page.
+    fn finished(&self, path: &str, cookie: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let a = self.get(path, cookie);
+            assert_eq!(a.status, 200, "{}", a.body);
+            if !a.body.contains("Running:") {
+                return a.body;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "{path} still running"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn snapshots_json(&self) -> Vec<serde_json::Value> {
+        let out = self.lv().args(["--json", "snapshots"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .cloned()
+            .unwrap()
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.root.join("lv.audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn session_of(a: &Answer) -> Option<String> {
+    let c = a.set_cookie.as_deref()?;
+    let v = c.strip_prefix("lv_session=")?.split(';').next()?;
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// The text after `marker` up to the next quote.
+fn field(body: &str, marker: &str) -> String {
+    let at = body
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in {body}"))
+        + marker.len();
+    body[at..].split('"').next().unwrap().to_string()
+}
+
+#[test]
+fn an_operator_backs_up_and_takes_a_safety_snapshot_and_a_viewer_cannot() {
+    let site = Site::new();
+    // Not signed in: every page sends to the sign-in page.
+    let a = site.request("GET", "/", None, &[], &[]);
+    assert_eq!((a.status, a.location.as_deref()), (303, Some("/login")));
+
+    let olga = site.login("olga", OPERATOR_PW);
+    let dash = site.get("/", &olga);
+    assert!(dash.body.contains("action=\"/backup\""), "{}", dash.body);
+    assert!(dash.body.contains("olga · operator"));
+    let csrf = site.csrf(&olga);
+
+    let a = site.request("POST", "/backup", Some(&olga), &[("csrf", &csrf)], &[]);
+    assert_eq!(a.status, 303, "{}", a.body);
+    let task = a.location.unwrap();
+    let done = site.finished(&task, &olga);
+    assert!(done.contains("class=\"note ok\""), "{done}");
+    assert!(
+        done.contains("Snapshot ") && done.contains("files"),
+        "{done}"
+    );
+    let snaps = site.snapshots_json();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+
+    // A safety snapshot with a reason from the list and details that are
+    // also markup.
+    let a = site.request(
+        "POST",
+        "/snapshot",
+        Some(&olga),
+        &[
+            ("csrf", &csrf),
+            ("reason", "year-end close"),
+            ("other", "FY2026 <i>"),
+        ],
+        &[],
+    );
+    assert_eq!(a.status, 303, "{}", a.body);
+    let done = site.finished(&a.location.unwrap(), &olga);
+    assert!(done.contains("class=\"note ok\""), "{done}");
+    let snaps = site.snapshots_json();
+    assert_eq!(snaps.len(), 2);
+    assert!(
+        snaps
+            .iter()
+            .any(|s| s["reason"] == "year-end close: FY2026 <i>"),
+        "{snaps:?}"
+    );
+    // The snapshots page lists both, filters by reason, and shows the
+    // hostile folder name and the reason as text.
+    let list = site.get("/snapshots", &olga).body;
+    assert!(list.contains("<strong>2</strong> of 2 backups"), "{list}");
+    assert!(
+        list.contains("docs &lt;b&gt;bold&lt;/b&gt; &amp; &quot;co&quot;"),
+        "{list}"
+    );
+    assert!(!list.contains("<b>bold</b>") && !list.contains("<i>"));
+    let only = site.get("/snapshots?tag=year-end", &olga).body;
+    assert!(only.contains("<strong>1</strong> of 2 backups"), "{only}");
+    assert!(only.contains("year-end close: FY2026 &lt;i&gt;"), "{only}");
+    // No reason, no snapshot.
+    let a = site.request(
+        "POST",
+        "/snapshot",
+        Some(&olga),
+        &[("csrf", &csrf), ("reason", "other"), ("other", " ")],
+        &[],
+    );
+    assert_eq!(a.status, 400);
+
+    // The viewer sees everything and can change nothing.
+    let vic = site.login("vic", VIEWER_PW);
+    let dash = site.get("/", &vic);
+    assert_eq!(dash.status, 200);
+    assert!(!dash.body.contains("action=\"/backup\""), "{}", dash.body);
+    assert!(site.get("/snapshots", &vic).body.contains("of 2 backups"));
+    let vic_csrf = site.csrf(&vic);
+    for path in ["/backup", "/snapshot"] {
+        let a = site.request(
+            "POST",
+            path,
+            Some(&vic),
+            &[("csrf", &vic_csrf), ("reason", "purge")],
+            &[],
+        );
+        assert_eq!(a.status, 403, "{path}: {}", a.body);
+        assert!(
+            a.body.contains("Your role (viewer) may not do this"),
+            "{}",
+            a.body
+        );
+    }
+    assert_eq!(
+        site.snapshots_json().len(),
+        2,
+        "a viewer's request made a snapshot"
+    );
+
+    // Who did what.
+    let audit = site.audit();
+    let has = |user: &str, action: &str, outcome: &str| {
+        audit
+            .iter()
+            .any(|e| e["user"] == user && e["action"] == action && e["outcome"] == outcome)
+    };
+    assert!(has("olga", "sign in", "ok"), "{audit:?}");
+    assert!(has("olga", "Back up now", "ok"), "{audit:?}");
+    assert!(has("olga", "Safety snapshot", "ok"), "{audit:?}");
+    assert!(has("vic", "back up now", "refused"), "{audit:?}");
+    // The admin reads it on the activity page; others do not.
+    let ann = site.login("ann", ADMIN_PW);
+    assert!(site.get("/activity", &ann).body.contains("Audit log"));
+    assert!(!site.get("/activity", &olga).body.contains("Audit log"));
+}
+
+#[test]
+fn nothing_without_a_session_and_no_change_without_its_token() {
+    let site = Site::new();
+    for path in ["/", "/snapshots", "/activity", "/tasks/1"] {
+        let a = site.request("GET", path, None, &[], &[]);
+        assert_eq!(
+            (a.status, a.location.as_deref()),
+            (303, Some("/login")),
+            "{path}"
+        );
+    }
+    let a = site.request("GET", "/tasks/1/events", None, &[], &[]);
+    assert_eq!(a.status, 401);
+    let a = site.request("POST", "/backup", None, &[("csrf", "x")], &[]);
+    assert_eq!(a.status, 303);
+    // A made-up session is no session.
+    let forged = "ab".repeat(32);
+    assert_eq!(site.get("/", &forged).status, 303);
+
+    let olga = site.login("olga", OPERATOR_PW);
+    let csrf = site.csrf(&olga);
+    let vic = site.login("vic", VIEWER_PW);
+    let vic_csrf = site.csrf(&vic);
+    // No token, another session's token, another site's page: refused.
+    for (form, extra) in [
+        (vec![], vec![]),
+        (vec![("csrf", vic_csrf.as_str())], vec![]),
+        (
+            vec![("csrf", csrf.as_str())],
+            vec![("Origin", "http://evil.example")],
+        ),
+    ] {
+        let a = site.request("POST", "/backup", Some(&olga), &form, &extra);
+        assert_eq!(a.status, 403, "{form:?} {extra:?}: {}", a.body);
+    }
+    assert!(
+        site.snapshots_json().is_empty(),
+        "a refused request made a snapshot"
+    );
+
+    // Session fixation: a session id the browser brings to the sign-in is
+    // not the one it leaves with, and grants nothing.
+    let planted = "cd".repeat(32);
+    let a = site.request(
+        "POST",
+        "/login",
+        Some(&planted),
+        &[("user", "olga"), ("password", OPERATOR_PW)],
+        &[],
+    );
+    let fresh = session_of(&a).unwrap();
+    assert_ne!(fresh, planted);
+    assert_eq!(site.get("/", &planted).status, 303);
+    assert_eq!(site.get("/", &fresh).status, 200);
+    let cookie = a.set_cookie.unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+
+    // Signing out ends the session.
+    let fresh_csrf = site.csrf(&fresh);
+    let a = site.request(
+        "POST",
+        "/logout",
+        Some(&fresh),
+        &[("csrf", &fresh_csrf)],
+        &[],
+    );
+    assert_eq!(a.status, 303);
+    assert_eq!(site.get("/", &fresh).status, 303);
+
+    // A user removed from the command line is signed out at once.
+    site.lv()
+        .args(["console", "user", "remove", "vic"])
+        .assert()
+        .success();
+    assert_eq!(site.get("/", &vic).status, 303);
+
+    // Every page says how it may be used.
+    let a = site.get("/", &olga);
+    let header = |n: &str| {
+        a.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert!(header("content-security-policy").contains("default-src 'self'"));
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("cache-control"), "no-store");
+}
+
+#[test]
+fn guessing_passwords_is_throttled_and_odd_paths_lead_nowhere() {
+    let site = Site::new();
+    for i in 0..5 {
+        let a = site.request(
+            "POST",
+            "/login",
+            None,
+            &[("user", "ann"), ("password", &format!("guess {i}"))],
+            &[],
+        );
+        assert_eq!(a.status, 401, "try {i}");
+        assert!(a.set_cookie.is_none());
+    }
+    // Now even the right password waits.
+    let a = site.request(
+        "POST",
+        "/login",
+        None,
+        &[("user", "ann"), ("password", ADMIN_PW)],
+        &[],
+    );
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert!(a.body.contains("Too many failed sign-ins"));
+    assert!(session_of(&a).is_none());
+    // Another user from the same address is not locked out by it.
+    site.login("olga", OPERATOR_PW);
+    assert!(site
+        .audit()
+        .iter()
+        .any(|e| e["user"] == "ann" && e["detail"] == "throttled"));
+
+    // Raw requests, so that no client tidies the path first.
+    let olga = site.login("olga", OPERATOR_PW);
+    for path in [
+        "/tasks/..%2f..%2fetc%2fpasswd",
+        "/tasks/../../etc/passwd",
+        "/static/../../Cargo.toml",
+        "/static/%2e%2e/%2e%2e/Cargo.toml",
+        "/tasks/99999999999999999999999",
+        "/tasks/-1",
+        "/snapshots/..",
+    ] {
+        let (status, body) = raw_get(&site.addr(), path, &olga);
+        assert!(status == 404 || status == 400, "{path}: {status} {body}");
+        assert!(
+            !body.contains("[workspace]") && !body.contains("root:"),
+            "{path}"
+        );
+    }
+    // Malformed forms are refused, not crashed on.
+    let (status, _) = raw_post(&site.addr(), "/login", "user=%ff%fe&password", None);
+    assert!(status == 400 || status == 401 || status == 422, "{status}");
+    assert_eq!(
+        site.get("/", &olga).status,
+        200,
+        "the console still answers"
+    );
+}
+
+fn raw(addr: &str, request: String) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn raw_get(addr: &str, path: &str, cookie: &str) -> (u16, String) {
+    raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: lv_session={cookie}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn raw_post(addr: &str, path: &str, body: &str, cookie: Option<&str>) -> (u16, String) {
+    let cookie = cookie
+        .map(|c| format!("Cookie: lv_session={c}\r\n"))
+        .unwrap_or_default();
+    raw(
+        addr,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn the_console_refuses_to_start_unsafely() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    fs::write(root.join("pw"), "s3cret\n").unwrap();
+    fs::write(
+        root.join("lv.toml"),
+        format!(
+            "[repository]\npath = {}\npassword_file = {}\n",
+            toml_string(&root.join("repo").display().to_string()),
+            toml_string(&root.join("pw").display().to_string())
+        ),
+    )
+    .unwrap();
+    let lv = || {
+        let mut c = Command::cargo_bin("ledgervault").unwrap();
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg("-c")
+            .arg(root.join("lv.toml"));
+        c
+    };
+    let fails = |c: &mut Command, says: &str| {
+        let out = c.output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = common::one_line_error(&out.stderr);
+        assert!(line.contains(says), "{line}");
+    };
+    // No admin yet.
+    let out = lv()
+        .args(["console", "serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        common::one_line_error(&out.stderr).contains("no admin yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Weak passwords and odd names are refused; nothing is written.
+    fails(
+        lv().args(["console", "user", "add", "ann", "--role", "admin"])
+            .env("LEDGERVAULT_CONSOLE_PASSWORD", "short"),
+        "too short",
+    );
+    fails(
+        lv().args(["console", "user", "add", "../ann", "--role", "admin"])
+            .env("LEDGERVAULT_CONSOLE_PASSWORD", ADMIN_PW),
+        "is not a user name",
+    );
+    assert!(!root.join("lv.users.json").exists());
+    lv().args(["console", "user", "add", "ann", "--role", "admin"])
+        .env("LEDGERVAULT_CONSOLE_PASSWORD", ADMIN_PW)
+        .assert()
+        .success();
+    // Off loopback without TLS: refused before anything listens.
+    for addr in ["0.0.0.0:0", "[::]:0", "192.0.2.7:8440"] {
+        fails(
+            lv().args(["console", "serve", "--listen", addr]),
+            "without TLS",
+        );
+    }
+    fails(
+        lv().args(["console", "serve", "--listen", "localhost"]),
+        "not an address and port",
+    );
+    // The last admin stays.
+    fails(
+        lv().args(["console", "user", "remove", "ann"]),
+        "last admin",
+    );
+    let users = fs::read_to_string(root.join("lv.users.json")).unwrap();
+    assert!(!users.contains(ADMIN_PW) && users.contains("$argon2id$"));
+}

@@ -1,0 +1,17 @@
+//! The web console: ledgervault for the people who are not IT. Served by
+//! the daemon (or `ledgervault console serve`), on loopback unless given
+//! TLS; every page and action needs a signed-in user, whose role says what
+//! they may do; every change carries the session's CSRF token and lands in
+//! the audit log. Pages are rendered on the server and work without
+//! JavaScript. It is a front end like the command line: the work is done by
+//! `ledgervault-service`, and this crate decides only what people see.
+
+pub mod audit;
+pub mod html;
+mod pages;
+mod server;
+pub mod session;
+pub mod tasks;
+pub mod users;
+
+pub use server::{check_listen, start, Console, ConsoleOptions};

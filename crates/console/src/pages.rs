@@ -1,0 +1,413 @@
+//! The pages. Each takes what the service returned and the signed-in
+//! session, and returns HTML; every value is escaped here.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use ledgervault_repo::{Id, Snapshot};
+use ledgervault_service::history::{Outcome, Run};
+use ledgervault_service::status::{LocationStatus, StatusReport};
+
+use crate::audit::Entry;
+use crate::html::{csrf_field, esc, may, note, page, size, when};
+use crate::session::Session;
+use crate::tasks::{Task, TaskState};
+use crate::users::Role;
+
+pub fn login(message: Option<&str>) -> String {
+    let mut body = String::new();
+    if let Some(m) = message {
+        body.push_str(&note("error", m));
+    }
+    body.push_str(
+        r#"<form class="card login" method="post" action="/login">
+<label for="user">User name</label>
+<input id="user" name="user" autocomplete="username" required autofocus>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button>
+</form>"#,
+    );
+    page("Sign in", None, &body)
+}
+
+fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Ok => "ok",
+        Outcome::Warning => "warning",
+        Outcome::Failed => "failed",
+        Outcome::Skipped => "skipped",
+    }
+}
+
+fn opt_when(t: Option<&chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(when).unwrap_or_else(|| "never".into())
+}
+
+/// The two buttons: back up now, and a safety snapshot with a reason.
+fn actions(s: &Session, running: Option<&Task>) -> String {
+    if !may(s.role, Role::Operator) {
+        return String::new();
+    }
+    let mut h = String::from(r#"<section class="actions" aria-label="actions">"#);
+    if let Some(t) = running {
+        let _ = write!(
+            h,
+            "{}",
+            note(
+                "warn",
+                &format!("{} (started by {}) is running.", t.what, t.by)
+            )
+        );
+        let _ = write!(h, r#"<p><a href="/tasks/{}">Follow it</a></p>"#, t.id);
+    }
+    let _ = write!(
+        h,
+        r#"<form class="card" method="post" action="/backup">{csrf}
+<h2>Back up now</h2>
+<p>Takes a snapshot of every source in the configuration, as the nightly backup does.</p>
+<button type="submit">Back up now</button>
+</form>
+<form class="card" method="post" action="/snapshot">{csrf}
+<h2>Snapshot before risky work</h2>
+<p>A labelled snapshot that retention keeps: take one before year-end close, a purge or an update.</p>
+<label for="reason">Reason</label>
+<select id="reason" name="reason">
+<option value="year-end close">Year-end close</option>
+<option value="purge">Purge</option>
+<option value="software update">Software update</option>
+<option value="other">Other (write it below)</option>
+</select>
+<label for="other">Details</label>
+<input id="other" name="other" maxlength="200" placeholder="e.g. FY2026, client Smith &amp; Co">
+<button type="submit">Take safety snapshot</button>
+</form>
+</section>"#,
+        csrf = csrf_field(s)
+    );
+    h
+}
+
+pub fn dashboard(
+    s: &Session,
+    report: Result<&StatusReport, String>,
+    running: Option<std::sync::Arc<Task>>,
+) -> String {
+    let mut h = actions(s, running.as_deref());
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            h.push_str(&note("error", &format!("The status cannot be read: {e}")));
+            return page("Dashboard", Some(s), &h);
+        }
+    };
+    if report.warnings.is_empty() {
+        h.push_str(&note("ok", "No warnings."));
+    } else {
+        h.push_str(r#"<section aria-label="warnings"><h2>Warnings</h2><ul class="warnings">"#);
+        for w in &report.warnings {
+            let _ = write!(h, "<li>{}</li>", esc(w));
+        }
+        h.push_str("</ul></section>");
+    }
+    h.push_str("<h2>Backup locations</h2>");
+    for l in &report.locations {
+        match l {
+            LocationStatus::Checked {
+                name,
+                location,
+                snapshots,
+                stored_bytes,
+                free_bytes,
+                days_until_full,
+                sources,
+            } => {
+                let _ = write!(
+                    h,
+                    r#"<section class="card location"><h3>{}</h3><p class="where">{}</p>
+<p class="count"><strong>{}</strong> backups, {} stored{}{}</p>"#,
+                    esc(name),
+                    esc(location),
+                    snapshots,
+                    size(*stored_bytes),
+                    free_bytes
+                        .map(|f| format!(", {} free", size(f)))
+                        .unwrap_or_default(),
+                    days_until_full
+                        .map(|d| format!(", full in about {d:.0} days"))
+                        .unwrap_or_default()
+                );
+                h.push_str(
+                    r#"<table><thead><tr><th scope="col">Source</th><th scope="col">Last backup</th><th scope="col">Last passed drill</th><th scope="col">Flags</th></tr></thead><tbody>"#,
+                );
+                for src in sources {
+                    let _ = write!(
+                        h,
+                        "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(&src.source),
+                        opt_when(src.latest_time.as_ref()),
+                        src.latest_snapshot
+                            .as_deref()
+                            .map(|id| format!(" <code>{}</code>", esc(id)))
+                            .unwrap_or_default(),
+                        opt_when(src.last_verified.as_ref()),
+                        if src.suspect {
+                            r#"<span class="flag bad">suspect</span>"#
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                h.push_str("</tbody></table></section>");
+            }
+            LocationStatus::Unchecked {
+                name,
+                location,
+                error,
+            } => {
+                let _ = write!(
+                    h,
+                    r#"<section class="card location"><h3>{}</h3><p class="where">{}</p>{}</section>"#,
+                    esc(name),
+                    esc(location.as_deref().unwrap_or("")),
+                    note("error", error)
+                );
+            }
+        }
+    }
+    h.push_str(r#"<h2>Schedule</h2><table><thead><tr><th scope="col">Job</th><th scope="col">When</th><th scope="col">Next run</th><th scope="col">Last run</th><th scope="col">Last success</th></tr></thead><tbody>"#);
+    for j in &report.jobs {
+        let last = j
+            .last_run
+            .as_ref()
+            .map(|l| {
+                format!(
+                    "{} <span class=\"flag {}\">{}</span>",
+                    when(&l.started),
+                    outcome_word(l.outcome),
+                    outcome_word(l.outcome)
+                )
+            })
+            .unwrap_or_else(|| "never".into());
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&j.job),
+            esc(&j.schedule),
+            opt_when(j.next_run.as_ref()),
+            last,
+            opt_when(j.last_success.as_ref())
+        );
+    }
+    h.push_str("</tbody></table>");
+    page("Dashboard", Some(s), &h)
+}
+
+pub fn snapshots(
+    s: &Session,
+    snaps: &[(Id, Snapshot)],
+    unreadable: &[String],
+    q: &HashMap<String, String>,
+) -> String {
+    let source = q.get("source").map(|v| v.trim()).unwrap_or("");
+    let tag = q.get("tag").map(|v| v.trim()).unwrap_or("");
+    let mut h = format!(
+        r#"<form class="filters" method="get" action="/snapshots">
+<label for="source">Source contains</label><input id="source" name="source" value="{}">
+<label for="tag">Tag or reason contains</label><input id="tag" name="tag" value="{}">
+<button type="submit">Filter</button>
+</form>"#,
+        esc(source),
+        esc(tag)
+    );
+    for e in unreadable {
+        h.push_str(&note("error", &format!("A snapshot cannot be read: {e}")));
+    }
+    let shown: Vec<&(Id, Snapshot)> = snaps
+        .iter()
+        .rev()
+        .filter(|(_, sn)| {
+            source.is_empty()
+                || sn
+                    .sources
+                    .iter()
+                    .any(|x| x.path.contains(source) || x.name.contains(source))
+        })
+        .filter(|(_, sn)| {
+            tag.is_empty()
+                || sn.tags.iter().any(|t| t.contains(tag))
+                || sn.reason.as_deref().is_some_and(|r| r.contains(tag))
+        })
+        .collect();
+    let _ = write!(
+        h,
+        r#"<p class="count"><strong>{}</strong> of {} backups shown</p>"#,
+        shown.len(),
+        snaps.len()
+    );
+    h.push_str(r#"<table class="snapshots"><thead><tr><th scope="col">Taken</th><th scope="col">Id</th><th scope="col">Sources</th><th scope="col">Read</th><th scope="col">Added</th><th scope="col">Reason and tags</th><th scope="col">Flags</th></tr></thead><tbody>"#);
+    for (id, sn) in shown {
+        let sources: Vec<String> = sn.sources.iter().map(|x| esc(&x.path)).collect();
+        let mut labels: Vec<String> = Vec::new();
+        if let Some(r) = &sn.reason {
+            labels.push(format!("<strong>{}</strong>", esc(r)));
+        }
+        labels.extend(
+            sn.tags
+                .iter()
+                .map(|t| format!("<span class=\"tag\">{}</span>", esc(t))),
+        );
+        let mut flags = String::new();
+        if sn.is_suspect() {
+            let _ = write!(
+                flags,
+                r#"<span class="flag bad" title="{}">suspect</span>"#,
+                esc(&sn.suspect.join("; "))
+            );
+        }
+        if sn.totals.errors > 0 {
+            let _ = write!(
+                flags,
+                r#"<span class="flag warning">{} unreadable</span>"#,
+                sn.totals.errors
+            );
+        }
+        if sn.origin.is_some() {
+            flags.push_str(r#"<span class="flag">copy</span>"#);
+        }
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            when(&sn.time),
+            esc(&id.short()),
+            sources.join("<br>"),
+            size(sn.totals.bytes_read),
+            size(sn.totals.bytes_stored),
+            labels.join(" "),
+            flags
+        );
+    }
+    h.push_str("</tbody></table>");
+    page("Snapshots", Some(s), &h)
+}
+
+/// The task as the live page's script reads it.
+pub fn task_json(t: &Task, st: &TaskState) -> serde_json::Value {
+    let (done, ok, message) = match &st.done {
+        None => (false, true, String::new()),
+        Some(Ok(m)) => (true, true, m.clone()),
+        Some(Err(e)) => (true, false, e.clone()),
+    };
+    serde_json::json!({
+        "id": t.id,
+        "what": t.what,
+        "read": size(st.read),
+        "stored": size(st.stored),
+        "percent": st.total.filter(|t| *t > 0).map(|t| st.read.min(t) * 100 / t),
+        "current": st.current,
+        "done": done,
+        "ok": ok,
+        "message": message,
+    })
+}
+
+pub fn task(s: &Session, t: &Task) -> String {
+    let st = t.state();
+    let mut h = format!(
+        r#"<section class="card task" data-events="/tasks/{}/events">
+<p>Started by {} at {}.</p>"#,
+        t.id,
+        esc(&t.by),
+        when(&t.started)
+    );
+    match &st.done {
+        None => {
+            let _ = write!(
+                h,
+                r#"<p class="state" role="status" aria-live="polite">Running: <span data-field="read">{}</span> read, <span data-field="stored">{}</span> stored.</p>
+<p class="current" data-field="current">{}</p>
+<noscript><p><a href="/tasks/{}">Reload</a> to see how far it got.</p></noscript>"#,
+                size(st.read),
+                size(st.stored),
+                esc(&st.current),
+                t.id
+            );
+        }
+        Some(Ok(m)) => h.push_str(&note("ok", m)),
+        Some(Err(e)) => h.push_str(&note("error", e)),
+    }
+    h.push_str(r#"<p class="done-links"><a href="/snapshots">Snapshots</a> · <a href="/">Dashboard</a></p></section>"#);
+    page(&t.what, Some(s), &h)
+}
+
+pub fn activity(
+    s: &Session,
+    tasks: &[std::sync::Arc<Task>],
+    runs: Result<Vec<Run>, String>,
+    audit: Option<&[Entry]>,
+) -> String {
+    let mut h = String::from("<h2>Started here</h2>");
+    if tasks.is_empty() {
+        h.push_str("<p>Nothing was started from the console since it started.</p>");
+    } else {
+        h.push_str(r#"<table><thead><tr><th scope="col">Started</th><th scope="col">What</th><th scope="col">By</th><th scope="col">State</th></tr></thead><tbody>"#);
+        for t in tasks {
+            let state = match t.state().done {
+                None => "running".to_string(),
+                Some(Ok(_)) => "done".to_string(),
+                Some(Err(_)) => "failed".to_string(),
+            };
+            let _ = write!(
+                h,
+                r#"<tr><td>{}</td><td><a href="/tasks/{}">{}</a></td><td>{}</td><td>{}</td></tr>"#,
+                when(&t.started),
+                t.id,
+                esc(&t.what),
+                esc(&t.by),
+                state
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    h.push_str("<h2>Scheduled runs</h2>");
+    match runs {
+        Err(e) => h.push_str(&note(
+            "error",
+            &format!("The run history cannot be read: {e}"),
+        )),
+        Ok(runs) if runs.is_empty() => h.push_str("<p>The daemon has not run a job yet.</p>"),
+        Ok(runs) => {
+            h.push_str(r#"<table><thead><tr><th scope="col">Started</th><th scope="col">Job</th><th scope="col">Outcome</th><th scope="col">Added</th><th scope="col">Message</th></tr></thead><tbody>"#);
+            for r in runs {
+                let _ = write!(
+                    h,
+                    r#"<tr><td>{}</td><td>{}</td><td><span class="flag {o}">{o}</span></td><td>{}</td><td>{}</td></tr>"#,
+                    when(&r.started),
+                    esc(&r.job),
+                    size(r.bytes_stored),
+                    esc(&r.message),
+                    o = outcome_word(r.outcome)
+                );
+            }
+            h.push_str("</tbody></table>");
+        }
+    }
+    if let Some(entries) = audit {
+        h.push_str("<h2>Audit log</h2>");
+        h.push_str(r#"<table><thead><tr><th scope="col">When</th><th scope="col">Who</th><th scope="col">From</th><th scope="col">What</th><th scope="col">Detail</th><th scope="col">Outcome</th></tr></thead><tbody>"#);
+        for e in entries {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                when(&e.time),
+                esc(&e.user),
+                esc(&e.from),
+                esc(&e.action),
+                esc(&e.detail),
+                esc(&e.outcome)
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    page("Activity", Some(s), &h)
+}
