@@ -16,6 +16,8 @@ find_missing() {
   # (Debian's python3 with python3-gnucash, and the SQLite driver of libdbi).
   { /usr/bin/python3 -c "import gnucash" >/dev/null 2>&1 && compgen -G "/usr/lib/*/dbd/libdbdsqlite3.so" >/dev/null; } ||
     missing+=(gnucash python3-gnucash libdbd-sqlite3)
+  # The console's browser test drives Debian's Chromium, headless.
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
 }
 find_missing
 if ((${#missing[@]})); then
@@ -88,6 +90,13 @@ if ! "$s3venv/bin/python" -c "import boto3" >/dev/null 2>&1; then
   mkdir -p target
   python3 -m venv "$s3venv"
   "$s3venv/bin/pip" install -q boto3==1.44.18 botocore==1.44.18 s3transfer==0.19.3
+fi
+
+# playwright-core (npm) drives that Chromium in the console's browser test
+# (crates/cli/tests/browser/); it downloads no browser of its own.
+if [ ! -f target/browser/node_modules/playwright-core/package.json ]; then
+  mkdir -p target/browser
+  npm install --prefix target/browser --no-audit --no-fund --silent playwright-core@1.64.1
 fi
 
 cargo test --workspace --locked "$@"

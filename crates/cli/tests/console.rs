@@ -658,3 +658,59 @@ fn the_console_refuses_to_start_unsafely() {
     let users = fs::read_to_string(root.join("lv.users.json")).unwrap();
     assert!(!users.contains(ADMIN_PW) && users.contains("$argon2id$"));
 }
+
+/// The browser test's tools: Debian's Chromium and playwright-core from
+/// npm, which `scripts/test.sh` installs (into `target/browser`).
+fn browser_tools() -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let playwright = std::env::var_os("LV_PLAYWRIGHT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/browser/node_modules/playwright-core"));
+    let chromium = PathBuf::from("/usr/bin/chromium");
+    assert!(
+        playwright.join("package.json").exists() && chromium.exists(),
+        "the browser test needs /usr/bin/chromium and playwright-core in {}: run scripts/test.sh, which installs both",
+        playwright.display()
+    );
+    (playwright, chromium)
+}
+
+#[test]
+fn in_a_real_browser_each_role_does_what_it_may() {
+    let (playwright, chromium) = browser_tools();
+    let site = Site::new();
+    // The screenshots in the README come from here.
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
+    fs::create_dir_all(&shots).unwrap();
+    let out = StdCommand::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.cjs"))
+        .arg(&site.base)
+        .arg(&shots)
+        .env("LV_PLAYWRIGHT", &playwright)
+        .env("LV_CHROMIUM", &chromium)
+        .env("LV_OPERATOR_PW", OPERATOR_PW)
+        .env("LV_VIEWER_PW", VIEWER_PW)
+        .env("LV_ADMIN_PW", ADMIN_PW)
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{}{}\nconsole stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        fs::read_to_string(site.root.join("console.err")).unwrap_or_default()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("every step passed"));
+    assert_eq!(site.snapshots_json().len(), 2);
+    for name in [
+        "login",
+        "dashboard",
+        "task",
+        "snapshots",
+        "activity",
+        "dashboard-phone",
+    ] {
+        let png = fs::read(shots.join(format!("{name}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{name}.png");
+    }
+}

@@ -1,0 +1,126 @@
+// Drives the console in Debian's Chromium, headless, as the firm's staff
+// would: signs in as each role, backs up, takes a safety snapshot with a
+// reason, reads the snapshots, and checks that a viewer can change
+// nothing. Run by crates/cli/tests/console.rs, which starts the console.
+//
+// node console.cjs BASE_URL SCREENSHOT_DIR
+// env: LV_PLAYWRIGHT (the playwright-core package folder), LV_CHROMIUM,
+//      LV_OPERATOR_PW, LV_VIEWER_PW, LV_ADMIN_PW
+"use strict";
+const { chromium } = require(process.env.LV_PLAYWRIGHT);
+const path = require("path");
+
+const [base, shots] = process.argv.slice(2);
+const shot = (page, name) => page.screenshot({ path: path.join(shots, name + ".png"), fullPage: true });
+
+function check(ok, what) {
+  if (!ok) throw new Error("failed: " + what);
+}
+
+async function signIn(browser, user, password, viewport) {
+  const context = await browser.newContext({ viewport: viewport || { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  await page.goto(base + "/");
+  check(page.url() === base + "/login", "an anonymous visit lands on the sign-in page, not " + page.url());
+  await page.getByLabel("User name").fill(user);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  try {
+    await page.waitForURL(base + "/");
+  } catch (e) {
+    throw new Error("signing in as " + user + " ended on " + page.url() + ": " + (await page.content()));
+  }
+  return page;
+}
+
+async function waitForResult(page) {
+  // The page updates itself from the server's events and reloads at the end.
+  await page.locator(".note.ok, .note.error").first().waitFor({ timeout: 120000 });
+  const ok = await page.locator(".note.ok").count();
+  check(ok === 1, "the task succeeded: " + (await page.locator("main").innerText()));
+  return page.locator(".note.ok").innerText();
+}
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.LV_CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const login = await (await browser.newContext()).newPage();
+    await login.goto(base + "/login");
+    await shot(login, "login");
+
+    // The operator backs up now and follows the progress to the result.
+    const op = await signIn(browser, "olga", process.env.LV_OPERATOR_PW);
+    await op.getByRole("button", { name: "Back up now" }).click();
+    await op.waitForURL(/\/tasks\/\d+$/);
+    const first = await waitForResult(op);
+    check(/Snapshot [0-9a-f]{8}/.test(first), "the result names the snapshot: " + first);
+    await shot(op, "task");
+
+    await op.getByRole("link", { name: "Snapshots" }).first().click();
+    check((await op.locator("table.snapshots tbody tr").count()) === 1, "one snapshot listed");
+
+    // A safety snapshot before year-end close.
+    await op.goto(base + "/");
+    await op.getByLabel("Reason").selectOption("year-end close");
+    await op.getByLabel("Details").fill("FY2026");
+    await op.getByRole("button", { name: "Take safety snapshot" }).click();
+    await op.waitForURL(/\/tasks\/\d+$/);
+    await waitForResult(op);
+    await op.goto(base + "/snapshots");
+    check((await op.locator("table.snapshots tbody tr").count()) === 2, "two snapshots listed");
+    check((await op.getByText("year-end close: FY2026").count()) === 1, "the reason is shown");
+    await shot(op, "snapshots");
+    await op.goto(base + "/");
+    check((await op.getByText("2 backups", { exact: false }).count()) >= 1, "the dashboard counts two backups");
+    await shot(op, "dashboard");
+    await op.goto(base + "/snapshots");
+    await op.getByLabel("Tag or reason contains").fill("year-end");
+    await op.getByRole("button", { name: "Filter" }).click();
+    check((await op.locator("table.snapshots tbody tr").count()) === 1, "the filter keeps the safety snapshot");
+
+    // The viewer sees the same, has no buttons, and a forged form is refused.
+    const viewer = await signIn(browser, "vic", process.env.LV_VIEWER_PW);
+    check((await viewer.getByRole("button", { name: "Back up now" }).count()) === 0, "a viewer has no backup button");
+    await viewer.goto(base + "/snapshots");
+    check((await viewer.locator("table.snapshots tbody tr").count()) === 2, "a viewer sees the snapshots");
+    await viewer.goto(base + "/");
+    await viewer.evaluate(() => {
+      const f = document.createElement("form");
+      f.method = "post";
+      f.action = "/backup";
+      f.appendChild(document.querySelector("input[name=csrf]").cloneNode());
+      document.body.appendChild(f);
+      f.submit();
+    });
+    await viewer.waitForURL(base + "/backup");
+    check((await viewer.getByText("Your role (viewer) may not do this").count()) === 1, "the viewer's backup is refused");
+    await op.goto(base + "/snapshots");
+    check((await op.locator("table.snapshots tbody tr").count()) === 2, "the viewer's request made no snapshot");
+
+    // The admin reads who did what.
+    const admin = await signIn(browser, "ann", process.env.LV_ADMIN_PW);
+    await admin.goto(base + "/activity");
+    check((await admin.getByRole("heading", { name: "Audit log" }).count()) === 1, "the admin sees the audit log");
+    await shot(admin, "activity");
+
+    // On a phone.
+    const phone = await signIn(browser, "olga", process.env.LV_OPERATOR_PW, { width: 390, height: 844 });
+    await shot(phone, "dashboard-phone");
+
+    // Signing out ends the session.
+    await op.getByRole("button", { name: "Sign out" }).click();
+    await op.waitForURL(base + "/login");
+    await op.goto(base + "/snapshots");
+    check(op.url() === base + "/login", "signed out, the snapshots page is closed");
+    console.log("browser: every step passed");
+  } finally {
+    await browser.close();
+  }
+})().catch((e) => {
+  console.error(String(e && e.stack || e));
+  process.exit(1);
+});
