@@ -703,6 +703,10 @@ pub enum ConsoleCommand {
         /// Address and port (default: [console] listen, else 127.0.0.1:8440)
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<String>,
+        /// HTTPS with a certificate the console makes and keeps (as
+        /// [console] tls_self_signed = true)
+        #[arg(long)]
+        self_signed: bool,
     },
     /// The console's users and their roles
     User {

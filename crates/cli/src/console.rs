@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, Result};
 use ledgervault_console::users::{Role, Users};
-use ledgervault_console::{Console, ConsoleOptions};
+use ledgervault_console::{Console, ConsoleOptions, Tls};
 use ledgervault_service::config::Config;
 use serde_json::json;
 
@@ -18,12 +18,22 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
 pub fn run(g: &Globals, command: ConsoleCommand) -> Result<i32> {
     let cfg = required_config(g, "console")?;
     match command {
-        ConsoleCommand::Serve { listen } => {
-            let c = start(g, &cfg, listen.as_deref())?;
+        ConsoleCommand::Serve {
+            listen,
+            self_signed,
+        } => {
+            let c = start(g, &cfg, listen.as_deref(), self_signed)?;
             if g.json {
-                g.print_json(&json!({"listening": c.addr().to_string(), "url": url(&c)}));
+                g.print_json(&json!({
+                    "listening": c.addr().to_string(),
+                    "url": c.url(),
+                    "certificate_sha256": c.fingerprint(),
+                }));
             } else if !g.quiet {
-                println!("console on {} (stop with Ctrl-C)", url(&c));
+                println!("console on {} (stop with Ctrl-C)", c.url());
+                if let Some(f) = c.fingerprint() {
+                    println!("certificate fingerprint (SHA-256): {f}");
+                }
             }
             c.wait();
             Ok(exit::OK)
@@ -91,7 +101,12 @@ fn user(g: &Globals, cfg: &Config, command: ConsoleUserCommand) -> Result<i32> {
 }
 
 /// Starts the console for `cfg` (on `listen`, else `[console] listen`).
-pub fn start(g: &Globals, cfg: &Config, listen: Option<&str>) -> Result<Console> {
+pub fn start(
+    g: &Globals,
+    cfg: &Config,
+    listen: Option<&str>,
+    self_signed: bool,
+) -> Result<Console> {
     let listen = listen
         .or(cfg.console.listen.as_deref())
         .unwrap_or(DEFAULT_LISTEN);
@@ -100,14 +115,25 @@ pub fn start(g: &Globals, cfg: &Config, listen: Option<&str>) -> Result<Console>
             "{listen:?} is not an address and port, like 127.0.0.1:8440"
         ))
     })?;
+    let self_signed = self_signed || cfg.console.tls_self_signed;
     let tls = match (&cfg.console.tls_cert, &cfg.console.tls_key) {
-        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
-        (None, None) => None,
-        _ => {
+        (Some(_), Some(_)) if self_signed => {
             return Err(usage(
-                "[console] needs both tls_cert and tls_key, or neither",
+                "[console] gives tls_cert and tls_key and asks for a self-signed certificate: choose one",
             ))
         }
+        (Some(c), Some(k)) => Some(Tls::Files {
+            cert: c.clone(),
+            key: k.clone(),
+        }),
+        (None, None) if self_signed => {
+            let (cert, key) = cfg
+                .console_self_signed_paths()
+                .ok_or_else(|| usage("no place for the console's certificate"))?;
+            Some(Tls::SelfSigned { cert, key })
+        }
+        (None, None) => None,
+        _ => return Err(usage("[console] needs both tls_cert and tls_key, or neither")),
     };
     ledgervault_console::check_listen(&addr, tls.is_some()).map_err(|e| usage(e.to_string()))?;
     let mut copies = Vec::new();
@@ -129,9 +155,4 @@ pub fn start(g: &Globals, cfg: &Config, listen: Option<&str>) -> Result<Console>
         copies,
     };
     ledgervault_console::start(opts).map_err(|e| anyhow!("{e:#}"))
-}
-
-/// The console's address as a link.
-pub fn url(c: &Console) -> String {
-    format!("http://{}/", c.addr())
 }

@@ -141,8 +141,11 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> Result<i32> {
     // for as long as the daemon runs.
     let _console = match &cfg.console.listen {
         Some(_) if !a.once => {
-            let c = crate::console::start(g, &cfg, None)?;
-            log_line(&format!("console on {}", crate::console::url(&c)));
+            let c = crate::console::start(g, &cfg, None, false)?;
+            log_line(&format!("console on {}", c.url()));
+            if let Some(f) = c.fingerprint() {
+                log_line(&format!("console certificate fingerprint (SHA-256): {f}"));
+            }
             Some(c)
         }
         _ => None,

@@ -103,13 +103,23 @@ impl Site {
     }
 
     fn serve(&mut self) {
+        self.serve_with(&["--listen", "127.0.0.1:0"]);
+    }
+
+    /// Starts `console serve` with `args`; returns what it printed.
+    fn serve_with(&mut self, args: &[&str]) -> serde_json::Value {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("ledgervault"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .current_dir(&self.root)
             .arg("-c")
             .arg(self.root.join("lv.toml"))
-            .args(["--json", "console", "serve", "--listen", "127.0.0.1:0"])
+            .args(["--json", "console", "serve"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(fs::File::create(self.root.join("console.err")).unwrap())
             .spawn()
@@ -133,6 +143,7 @@ impl Site {
             );
         };
         self.base = v["url"].as_str().unwrap().trim_end_matches('/').to_string();
+        v
     }
 
     fn addr(&self) -> String {
@@ -713,4 +724,73 @@ fn in_a_real_browser_each_role_does_what_it_may() {
         let png = fs::read(shots.join(format!("{name}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{name}.png");
     }
+}
+
+#[test]
+fn https_with_a_certificate_it_makes_and_keeps() {
+    let mut site = Site::new();
+    // Off loopback, with TLS: allowed.
+    let v = site.serve_with(&["--listen", "0.0.0.0:0", "--self-signed"]);
+    let fp = v["certificate_sha256"].as_str().unwrap().to_string();
+    assert!(site.base.starts_with("https://"), "{}", site.base);
+    let port = site.base.rsplit(':').next().unwrap().to_string();
+    let cert = site.root.join("lv.console-cert.pem");
+    let key = site.root.join("lv.console-key.pem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o077, 0);
+    // The fingerprint printed is the certificate's, as openssl computes it.
+    let out = StdCommand::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let openssl = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(openssl.trim().ends_with(&fp), "{openssl} vs {fp}");
+    // A client that trusts that certificate signs in over HTTPS; the
+    // session cookie is marked Secure.
+    let curl = |args: &[&str]| {
+        StdCommand::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(&cert)
+            .args([
+                "--connect-to",
+                &format!("localhost:{port}:127.0.0.1:{port}"),
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let page = curl(&[&format!("https://localhost:{port}/login")]);
+    assert!(
+        page.status.success(),
+        "{}",
+        String::from_utf8_lossy(&page.stderr)
+    );
+    assert!(String::from_utf8_lossy(&page.stdout).contains("Sign in"));
+    let login = curl(&[
+        "-i",
+        "--data-urlencode",
+        "user=olga",
+        "--data-urlencode",
+        &format!("password={OPERATOR_PW}"),
+        &format!("https://localhost:{port}/login"),
+    ]);
+    let head = String::from_utf8_lossy(&login.stdout).to_string();
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("{head}"));
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // Plain HTTP on that port gets no page.
+    let plain = StdCommand::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .arg(format!("http://127.0.0.1:{port}/login"))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("Sign in"));
+    // Restarted, it keeps its certificate: the fingerprint people checked
+    // stays true.
+    let again = site.serve_with(&["--listen", "127.0.0.1:0", "--self-signed"]);
+    assert_eq!(again["certificate_sha256"].as_str(), Some(fp.as_str()));
 }

@@ -12,6 +12,8 @@ mod pages;
 mod server;
 pub mod session;
 pub mod tasks;
+pub mod tls;
 pub mod users;
 
 pub use server::{check_listen, start, Console, ConsoleOptions};
+pub use tls::Tls;

@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Form, Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::IncomingStream;
 use axum::Router;
 use ledgervault_repo::{Progress, Repository};
 use ledgervault_service::backup::{self, BackupOutcome, BackupRequest, Verdict};
@@ -22,6 +24,7 @@ use crate::audit::Audit;
 use crate::html::{note, page};
 use crate::session::{same, Session, Sessions, Throttle, FREE_TRIES};
 use crate::tasks::Tasks;
+use crate::tls::{Tls, TlsListener};
 use crate::users::{Role, Users};
 
 /// The session cookie.
@@ -30,8 +33,8 @@ pub const COOKIE: &str = "lv_session";
 /// What the console serves and where.
 pub struct ConsoleOptions {
     pub listen: SocketAddr,
-    /// PEM certificate chain and key: required off loopback.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// HTTPS: required off loopback.
+    pub tls: Option<Tls>,
     pub config: Arc<Config>,
     pub users: PathBuf,
     pub audit: Option<PathBuf>,
@@ -54,6 +57,7 @@ pub fn check_listen(addr: &SocketAddr, tls: bool) -> Result<()> {
 /// A running console.
 pub struct Console {
     addr: SocketAddr,
+    fingerprint: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -62,6 +66,21 @@ impl Console {
     /// The address it listens on (port 0 given: the one chosen).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https://...` or `http://...`, with the address.
+    pub fn url(&self) -> String {
+        let scheme = if self.fingerprint.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/", self.addr)
+    }
+
+    /// The SHA-256 fingerprint of the certificate, with HTTPS.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
     }
 
     /// Serves until the process ends.
@@ -147,9 +166,11 @@ impl App {
 /// a refused bind, or a console with no admin yet.
 pub fn start(opts: ConsoleOptions) -> Result<Console> {
     check_listen(&opts.listen, opts.tls.is_some())?;
-    if opts.tls.is_some() {
-        bail!("TLS for the console is not built yet: listen on 127.0.0.1 and put a TLS proxy in front");
-    }
+    let tls = opts
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()?;
     let users = Users::load(&opts.users)?;
     if !users.list().iter().any(|(_, r)| *r == Role::Admin) {
         bail!(
@@ -170,7 +191,7 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
         tasks: Tasks::default(),
         primary: opts.primary,
         copies: opts.copies,
-        secure: false,
+        secure: tls.is_some(),
         repo: Mutex::new(None),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -181,6 +202,10 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
         .context("cannot start the console's runtime")?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let router = router(app);
+    let (tls_config, fingerprint) = match tls {
+        Some((c, f)) => (Some(c), Some(f)),
+        None => (None, None),
+    };
     let thread = std::thread::Builder::new()
         .name("console".into())
         .spawn(move || {
@@ -192,20 +217,29 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
                         return;
                     }
                 };
-                let serve = axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async {
+                let service = router.into_make_service_with_connect_info::<PeerAddr>();
+                let stop = async {
                     let _ = rx.await;
-                });
-                if let Err(e) = serve.await {
+                };
+                let served = match tls_config {
+                    None => {
+                        axum::serve(listener, service)
+                            .with_graceful_shutdown(stop)
+                            .await
+                    }
+                    Some(config) => match TlsListener::new(listener, config) {
+                        Ok(l) => axum::serve(l, service).with_graceful_shutdown(stop).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                if let Err(e) = served {
                     eprintln!("ledgervault console: {e}");
                 }
             })
         })?;
     Ok(Console {
         addr,
+        fingerprint,
         stop: Some(tx),
         thread: Some(thread),
     })
@@ -255,7 +289,23 @@ async fn security_headers(mut r: Response) -> Response {
 }
 
 type Shared = State<Arc<App>>;
-type Peer = ConnectInfo<SocketAddr>;
+type Peer = ConnectInfo<PeerAddr>;
+
+/// The client's address, over plain HTTP or HTTPS.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerAddr(SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
 
 fn html(status: StatusCode, body: String) -> Response {
     (
@@ -414,7 +464,7 @@ async fn login_page(State(app): Shared, headers: HeaderMap) -> Response {
 
 async fn login(
     State(app): Shared,
-    ConnectInfo(peer): Peer,
+    ConnectInfo(PeerAddr(peer)): Peer,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
@@ -502,7 +552,7 @@ fn net_of(ip: IpAddr) -> String {
 
 async fn logout(
     State(app): Shared,
-    ConnectInfo(peer): Peer,
+    ConnectInfo(PeerAddr(peer)): Peer,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
@@ -584,7 +634,7 @@ async fn snapshots(
 
 async fn backup_now(
     State(app): Shared,
-    ConnectInfo(peer): Peer,
+    ConnectInfo(PeerAddr(peer)): Peer,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
@@ -600,7 +650,7 @@ pub(crate) const REASONS: [&str; 3] = ["year-end close", "purge", "software upda
 
 async fn safety_snapshot(
     State(app): Shared,
-    ConnectInfo(peer): Peer,
+    ConnectInfo(PeerAddr(peer)): Peer,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {

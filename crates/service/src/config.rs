@@ -257,6 +257,11 @@ pub struct ConsoleConfig {
     /// PEM certificate chain and private key for HTTPS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// HTTPS with a certificate the console makes on first start and keeps
+    /// beside the config file (`NAME.console-cert.pem`, `NAME.console-key.pem`);
+    /// its fingerprint is printed at every start.
+    #[serde(default)]
+    pub tls_self_signed: bool,
     /// The console's users (default: beside the config file,
     /// `NAME.users.json`).
     pub users: Option<PathBuf>,
@@ -607,6 +612,14 @@ impl Config {
     /// The console's user file.
     pub fn console_users_path(&self) -> Option<PathBuf> {
         self.beside(&self.console.users, "users.json")
+    }
+
+    /// Where a self-signed console certificate and its key are kept.
+    pub fn console_self_signed_paths(&self) -> Option<(PathBuf, PathBuf)> {
+        Some((
+            self.beside(&None, "console-cert.pem")?,
+            self.beside(&None, "console-key.pem")?,
+        ))
     }
 
     /// The console's audit log.
