@@ -139,15 +139,22 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> Result<i32> {
     }
     // The console, when the config asks for it: on threads of its own,
     // for as long as the daemon runs.
+    // A console that cannot start stops no backup: said in the log, and
+    // the schedule runs.
     let _console = match &cfg.console.listen {
-        Some(_) if !a.once => {
-            let c = crate::console::start(g, &cfg, None, false)?;
-            log_line(&format!("console on {}", c.url()));
-            if let Some(f) = c.fingerprint() {
-                log_line(&format!("console certificate fingerprint (SHA-256): {f}"));
+        Some(_) if !a.once => match crate::console::start(g, &cfg, None, false) {
+            Ok(c) => {
+                log_line(&format!("console on {}", c.url()));
+                if let Some(f) = c.fingerprint() {
+                    log_line(&format!("console certificate fingerprint (SHA-256): {f}"));
+                }
+                Some(c)
             }
-            Some(c)
-        }
+            Err(e) => {
+                log_line(&format!("warning: the console is not served: {e:#}"));
+                None
+            }
+        },
         _ => None,
     };
     let clock = SystemClock;

@@ -474,12 +474,30 @@ fn nothing_without_a_session_and_no_change_without_its_token() {
     assert_eq!(a.status, 303);
     assert_eq!(site.get("/", &fresh).status, 303);
 
-    // A user removed from the command line is signed out at once.
+    // A user removed from the command line is signed out at once, and so
+    // is one given a new password.
     site.lv()
         .args(["console", "user", "remove", "vic"])
         .assert()
         .success();
     assert_eq!(site.get("/", &vic).status, 303);
+    let ann = site.login("ann", ADMIN_PW);
+    site.lv()
+        .args(["console", "user", "add", "ann", "--role", "admin"])
+        .env("LEDGERVAULT_CONSOLE_PASSWORD", "a new admin password")
+        .assert()
+        .success();
+    assert_eq!(site.get("/", &ann).status, 303);
+
+    // A page on another site whose name was made to resolve to 127.0.0.1
+    // (DNS rebinding) brings its own Host: refused.
+    let port = site.addr().rsplit(':').next().unwrap().to_string();
+    let evil = format!("evil.example:{port}");
+    let a = site.request("GET", "/login", None, &[], &[("Host", &evil)]);
+    assert_eq!(a.status, 421);
+    let local = format!("localhost:{port}");
+    let a = site.request("GET", "/login", None, &[], &[("Host", &local)]);
+    assert_eq!(a.status, 200);
 
     // Every page says how it may be used.
     let a = site.get("/", &olga);
@@ -522,10 +540,76 @@ fn guessing_passwords_is_throttled_and_odd_paths_lead_nowhere() {
     assert!(session_of(&a).is_none());
     // Another user from the same address is not locked out by it.
     site.login("olga", OPERATOR_PW);
-    assert!(site
-        .audit()
+    let audit = site.audit();
+    let throttled: Vec<_> = audit
         .iter()
-        .any(|e| e["user"] == "ann" && e["detail"] == "throttled"));
+        .filter(|e| e["user"] == "ann" && e["detail"].as_str().unwrap().starts_with("throttled"))
+        .collect();
+    assert_eq!(
+        throttled.len(),
+        1,
+        "one line when the wait starts: {audit:?}"
+    );
+
+    // Many guesses sent at once are all counted: a burst buys no more
+    // than the free tries.
+    let guesses: Vec<u16> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..12)
+            .map(|i| {
+                let site = &site;
+                sc.spawn(move || {
+                    let pw = format!("burst {i}");
+                    site.request(
+                        "POST",
+                        "/login",
+                        None,
+                        &[("user", "vic"), ("password", &pw)],
+                        &[],
+                    )
+                    .status
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        guesses.iter().all(|s| *s == 401 || *s == 429),
+        "{guesses:?}"
+    );
+    assert!(
+        guesses.iter().filter(|s| **s == 401).count() <= 5,
+        "more than the free tries were checked: {guesses:?}"
+    );
+    let a = site.request(
+        "POST",
+        "/login",
+        None,
+        &[("user", "vic"), ("password", VIEWER_PW)],
+        &[],
+    );
+    assert_eq!(a.status, 429);
+
+    // Bodies are small; a name no user can have is not logged.
+    let long = "x".repeat(100_000);
+    let a = site.request(
+        "POST",
+        "/login",
+        None,
+        &[("user", &long), ("password", "p")],
+        &[],
+    );
+    assert_eq!(a.status, 413);
+    let a = site.request(
+        "POST",
+        "/login",
+        None,
+        &[("user", "a\nb<c>"), ("password", "p")],
+        &[],
+    );
+    assert_eq!(a.status, 401);
+    assert!(!fs::read_to_string(site.root.join("lv.audit.log"))
+        .unwrap()
+        .contains("<c>"));
 
     // Raw requests, so that no client tidies the path first.
     let olga = site.login("olga", OPERATOR_PW);
@@ -666,6 +750,22 @@ fn the_console_refuses_to_start_unsafely() {
         lv().args(["console", "user", "remove", "ann"]),
         "last admin",
     );
+    // A user file others may write is not trusted.
+    use std::os::unix::fs::PermissionsExt;
+    let users = root.join("lv.users.json");
+    fs::set_permissions(&users, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = lv()
+        .args(["console", "serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        common::one_line_error(&out.stderr).contains("may be changed by other users"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::set_permissions(&users, fs::Permissions::from_mode(0o600)).unwrap();
+
     let users = fs::read_to_string(root.join("lv.users.json")).unwrap();
     assert!(!users.contains(ADMIN_PW) && users.contains("$argon2id$"));
 }

@@ -21,8 +21,11 @@ use ledgervault_service::config::Config;
 use ledgervault_service::status::Location;
 
 use crate::audit::Audit;
+use crate::conn::Limited;
 use crate::html::{note, page};
-use crate::session::{same, Session, Sessions, Throttle, FREE_TRIES};
+use crate::session::{
+    same, Session, Sessions, Throttle, FREE_PER_ADDRESS, FREE_PER_NAME, FREE_TRIES,
+};
 use crate::tasks::Tasks;
 use crate::tls::{Tls, TlsListener};
 use crate::users::{Role, Users};
@@ -111,11 +114,41 @@ pub(crate) struct App {
     pub primary: Option<Location>,
     pub copies: Vec<Location>,
     pub secure: bool,
+    /// The `Host` values a request may carry (plain HTTP on loopback: the
+    /// loopback names with the port, against DNS rebinding); `None`: any.
+    hosts: Option<Vec<String>>,
+    /// Password checks at once (each takes Argon2's memory).
+    checks: Arc<tokio::sync::Semaphore>,
     /// The primary repository, opened once (the key derivation is slow).
     repo: Mutex<Option<Arc<Repository>>>,
 }
 
 impl App {
+    /// The session cookie's name: with HTTPS, `__Host-` makes browsers
+    /// keep it to this origin and to secure connections.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.secure {
+            "__Host-lv_session"
+        } else {
+            COOKIE
+        }
+    }
+
+    /// A `Set-Cookie` value for `token`.
+    fn cookie(&self, token: &str, max_age: Option<u32>) -> String {
+        let mut c = format!(
+            "{}={token}; Path=/; HttpOnly; SameSite=Strict",
+            self.cookie_name()
+        );
+        if self.secure {
+            c.push_str("; Secure");
+        }
+        if let Some(a) = max_age {
+            c.push_str(&format!("; Max-Age={a}"));
+        }
+        c
+    }
+
     pub fn users(&self) -> Result<Users> {
         Users::load(&self.users_path)
     }
@@ -192,6 +225,8 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
         primary: opts.primary,
         copies: opts.copies,
         secure: tls.is_some(),
+        hosts: (tls.is_none()).then(|| loopback_hosts(addr.port())),
+        checks: Arc::new(tokio::sync::Semaphore::new(CHECKS_AT_ONCE)),
         repo: Mutex::new(None),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -221,16 +256,20 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
                 let stop = async {
                     let _ = rx.await;
                 };
+                let permits = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
                 let served = match tls_config {
                     None => {
-                        axum::serve(listener, service)
+                        let bounded = Limited::new(listener, permits, IDLE_CONNECTION);
+                        axum::serve(bounded, service)
                             .with_graceful_shutdown(stop)
                             .await
                     }
-                    Some(config) => match TlsListener::new(listener, config) {
-                        Ok(l) => axum::serve(l, service).with_graceful_shutdown(stop).await,
-                        Err(e) => Err(e),
-                    },
+                    Some(config) => {
+                        match TlsListener::new(listener, config, permits, IDLE_CONNECTION) {
+                            Ok(l) => axum::serve(l, service).with_graceful_shutdown(stop).await,
+                            Err(e) => Err(e),
+                        }
+                    }
                 };
                 if let Err(e) = served {
                     eprintln!("ledgervault console: {e}");
@@ -243,6 +282,22 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
         stop: Some(tx),
         thread: Some(thread),
     })
+}
+
+/// Password checks at once.
+const CHECKS_AT_ONCE: usize = 2;
+/// The largest request body (forms are small).
+const BODY_LIMIT: usize = 16 << 10;
+/// Connections served at once; more wait to be accepted.
+const CONNECTIONS: usize = 128;
+/// A connection with no byte in either direction for this long is closed.
+const IDLE_CONNECTION: Duration = Duration::from_secs(60);
+
+fn loopback_hosts(port: u16) -> Vec<String> {
+    ["localhost", "127.0.0.1", "[::1]"]
+        .iter()
+        .map(|h| format!("{h}:{port}"))
+        .collect()
 }
 
 fn router(app: Arc<App>) -> Router {
@@ -259,12 +314,50 @@ fn router(app: Arc<App>) -> Router {
         .route("/static/style.css", get(style))
         .route("/static/app.js", get(script))
         .fallback(not_found)
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response_with_state(
+            app.clone(),
+            security_headers,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            known_host,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)
 }
 
-async fn security_headers(mut r: Response) -> Response {
+/// Refuses a request whose `Host` is not this console's (a page on
+/// another site that had its name resolve to 127.0.0.1).
+async fn known_host(
+    State(app): Shared,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(hosts) = &app.hosts {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                "this console answers only to its own address\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn security_headers(State(app): Shared, mut r: Response) -> Response {
     let h = r.headers_mut();
+    if app.secure {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -295,8 +388,8 @@ type Peer = ConnectInfo<PeerAddr>;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PeerAddr(SocketAddr);
 
-impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+impl Connected<IncomingStream<'_, Limited>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, Limited>) -> Self {
         PeerAddr(*stream.remote_addr())
     }
 }
@@ -346,10 +439,14 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// The session of the request, checked against the user file (a user
 /// removed or given another role is signed out).
 fn signed_in(app: &App, headers: &HeaderMap) -> Option<(String, Session)> {
-    let token = cookie(headers, COOKIE)?;
+    let token = cookie(headers, app.cookie_name())?;
     let s = app.sessions.get(&token)?;
-    match app.users().ok().and_then(|u| u.role(&s.user)) {
-        Some(r) if r == s.role => Some((token, s)),
+    let now = app
+        .users()
+        .ok()
+        .and_then(|u| Some((u.role(&s.user)?, u.stamp(&s.user)?)));
+    match now {
+        Some((role, stamp)) if role == s.role && stamp == s.stamp => Some((token, s)),
         _ => {
             app.sessions.end(&token);
             None
@@ -481,59 +578,113 @@ async fn login(
         .unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
     let from = peer.ip().to_string();
-    let (user_key, ip_key) = (format!("user:{user}"), format!("ip:{}", net_of(peer.ip())));
-    let wait = app
-        .throttle
-        .wait(&user_key)
-        .into_iter()
-        .chain(app.throttle.wait(&ip_key))
-        .max();
-    if let Some(w) = wait {
-        app.audit
-            .record(&user, &from, "sign in", "throttled", "refused");
+    let addr_key = format!("addr:{}", net_of(peer.ip()));
+    let wrong = || {
+        html(
+            StatusCode::UNAUTHORIZED,
+            crate::pages::login(Some("Wrong user name or password.")),
+        )
+    };
+    let throttled = |w: Duration| {
         let text = format!(
             "Too many failed sign-ins. Try again in {} seconds.",
             w.as_secs().max(1)
         );
-        return html(
+        html(
             StatusCode::TOO_MANY_REQUESTS,
             crate::pages::login(Some(&text)),
+        )
+    };
+    // A name no user can have: counted against the address, not logged
+    // (it could be anything, of any length).
+    if !crate::users::valid_name(&user) {
+        if let Some(w) = app.throttle.wait(&addr_key) {
+            return throttled(w);
+        }
+        app.throttle.fail(&addr_key, FREE_PER_ADDRESS);
+        return wrong();
+    }
+    let keys = [
+        (format!("pair:{user}:{}", net_of(peer.ip())), FREE_TRIES),
+        (format!("name:{user}"), FREE_PER_NAME),
+        (addr_key, FREE_PER_ADDRESS),
+    ];
+    if let Some(w) = keys.iter().filter_map(|(k, _)| app.throttle.wait(k)).max() {
+        return throttled(w);
+    }
+    // Counted before the check, cleared after a success: requests sent
+    // at once are all counted, however long the checks take.
+    let mut starts_waiting = false;
+    for (k, free) in &keys {
+        starts_waiting |= app.throttle.fail(k, *free);
+    }
+    if starts_waiting {
+        app.audit.record(
+            &user,
+            &from,
+            "sign in",
+            "throttled: too many failed sign-ins",
+            "refused",
         );
     }
+    // Argon2 checks take memory (19 MiB each): a few at a time.
+    let permit =
+        match tokio::time::timeout(Duration::from_secs(10), app.checks.clone().acquire_owned())
+            .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                return refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    None,
+                    "The console is busy. Try again in a moment.",
+                )
+            }
+        };
     let check = app.clone();
     let (name, pw) = (user.clone(), password);
-    let role = tokio::task::spawn_blocking(move || {
-        check
-            .users()
-            .ok()
-            .and_then(|u| u.verify(&name, pw.as_bytes()))
+    let checked = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        check.users().map(|u| {
+            let role = u.verify(&name, pw.as_bytes());
+            (role, u.stamp(&name))
+        })
     })
-    .await
-    .ok()
-    .flatten();
-    let Some(role) = role else {
-        app.throttle.fail(&user_key, FREE_TRIES);
-        app.throttle.fail(&ip_key, FREE_TRIES * 4);
+    .await;
+    let (role, stamp) = match checked {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            // Not the user's fault: nothing counted, the reason on the
+            // console's standard error.
+            for (k, _) in &keys {
+                app.throttle.clear(k);
+            }
+            eprintln!("ledgervault console: {e:#}");
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "The console cannot read its user list; the person who runs it can see why.",
+            );
+        }
+        Err(_) => return wrong(),
+    };
+    let (Some(role), Some(stamp)) = (role, stamp) else {
         app.audit
             .record(&user, &from, "sign in", "wrong name or password", "refused");
-        return html(
-            StatusCode::UNAUTHORIZED,
-            crate::pages::login(Some("Wrong user name or password.")),
-        );
+        return wrong();
     };
-    app.throttle.clear(&user_key);
+    for (k, _) in &keys[..2] {
+        app.throttle.clear(k);
+    }
     // Whatever session cookie the browser brought is dropped: a fresh
     // token, so a planted one is worth nothing.
-    if let Some(old) = cookie(&headers, COOKIE) {
+    if let Some(old) = cookie(&headers, app.cookie_name()) {
         app.sessions.end(&old);
     }
-    let token = app.sessions.start(&user, role);
+    let token = app.sessions.start(&user, role, &stamp);
     app.audit.record(&user, &from, "sign in", role.name(), "ok");
     let mut r = redirect("/");
-    let secure = if app.secure { "; Secure" } else { "" };
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"
-    )) {
+    if let Ok(v) = HeaderValue::from_str(&app.cookie(&token, None)) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -560,16 +711,15 @@ async fn logout(
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Some(token) = cookie(&headers, COOKIE) {
+    if let Some(token) = cookie(&headers, app.cookie_name()) {
         app.sessions.end(&token);
     }
     app.audit
         .record(&s.user, &peer.ip().to_string(), "sign out", "", "ok");
     let mut r = redirect("/login");
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("lv_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&app.cookie("", Some(0))) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
     r
 }
 
@@ -679,7 +829,7 @@ async fn safety_snapshot(
             )
         }
     };
-    if reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+    if reason.chars().count() > 200 || reason.chars().any(hidden) {
         return refusal(
             StatusCode::BAD_REQUEST,
             Some(&s),
@@ -687,6 +837,14 @@ async fn safety_snapshot(
         );
     }
     start_backup(app, s, peer, "Safety snapshot", Some(reason))
+}
+
+/// Characters that do not show, or turn the text around them: refused
+/// in what people type, so that a label says what it seems to.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 fn start_backup(
@@ -726,26 +884,40 @@ fn start_backup(
     app.audit.record(&s.user, &from, what, &detail, "started");
     let id = task.id;
     let what = what.to_string();
+    let (thread_task, thread_app) = (task.clone(), app.clone());
+    let (user, thread_from, thread_detail) = (s.user.clone(), from.clone(), detail.clone());
     let spawned = std::thread::Builder::new()
         .name("console-task".into())
         .spawn(move || {
-            let r = app.backup(reason, task.as_ref());
+            let (app, task) = (thread_app, thread_task);
+            // A panic is an error like any other: the task ends, and the
+            // next one may start.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                app.backup(reason, task.as_ref())
+            }))
+            .unwrap_or_else(|_| Err(anyhow!("the work stopped on an internal error (a bug)")));
             let (outcome, result) = match r {
                 Ok(o) => (verdict_word(&o).to_string(), Ok(describe(&o))),
                 Err(e) => {
-                    let e = ledgervault_service::redact::url(&format!("{e:#}"));
+                    let e = format!("{e:#}");
                     (format!("failed: {e}"), Err(e))
                 }
             };
-            app.audit.record(&s.user, &from, &what, &detail, &outcome);
+            app.audit
+                .record(&user, &thread_from, &what, &thread_detail, &outcome);
             task.finish(result);
         });
     if let Err(e) = spawned {
-        return refusal(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            None,
-            &format!("cannot start the work: {e}"),
+        let e = format!("cannot start the work: {e}");
+        app.audit.record(
+            &s.user,
+            &from,
+            "start work",
+            &detail,
+            &format!("failed: {e}"),
         );
+        task.finish(Err(e.clone()));
+        return refusal(StatusCode::INTERNAL_SERVER_ERROR, Some(&s), &e);
     }
     redirect(&format!("/tasks/{id}"))
 }
@@ -812,8 +984,11 @@ async fn task_events(
     let Some(task) = task_id(&raw).and_then(|id| app.tasks.get(id)) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let stream = futures_util::stream::unfold((task, false), |(task, ended)| async move {
-        if ended {
+    let state = (task, false, app, headers);
+    let stream = futures_util::stream::unfold(state, |(task, ended, app, headers)| async move {
+        // The session is checked again at every event: signing out (or
+        // losing the account) ends the feed.
+        if ended || signed_in(&app, &headers).is_none() {
             return None;
         }
         let state = task.state();
@@ -825,7 +1000,7 @@ async fn task_events(
         }
         Some((
             Ok::<_, std::convert::Infallible>(Event::default().data(data)),
-            (task, last),
+            (task, last, app, headers),
         ))
     });
     Sse::new(stream)

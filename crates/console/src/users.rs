@@ -77,6 +77,15 @@ impl Users {
     pub fn load(path: &Path) -> Result<Users> {
         let users = match std::fs::read(path) {
             Ok(b) => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)?.permissions().mode();
+                if mode & 0o022 != 0 {
+                    bail!(
+                        "{} may be changed by other users (mode {:o}): anyone who can write it can make an admin; run chmod 600 on it",
+                        path.display(),
+                        mode & 0o777
+                    );
+                }
                 serde_json::from_slice::<UserFile>(&b)
                     .with_context(|| format!("{}: not a console user file", path.display()))?
                     .users
@@ -180,10 +189,26 @@ impl Users {
         user.filter(|_| ok).map(|u| u.role)
     }
 
+    /// A short fingerprint of `name`'s password hash: a session records
+    /// it, and a new password (or a user removed and added again) ends the
+    /// sessions of the old one.
+    pub fn stamp(&self, name: &str) -> Option<String> {
+        let u = self.users.iter().find(|u| u.name == name)?;
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(u.hash.as_bytes());
+        Some(hex::encode(&h[..8]))
+    }
+
     /// The current role of `name` (a session ends when its user is gone).
     pub fn role(&self, name: &str) -> Option<Role> {
         self.users.iter().find(|u| u.name == name).map(|u| u.role)
     }
+}
+
+/// Whether `name` could be a user name (checked before a sign-in is
+/// counted or logged).
+pub fn valid_name(name: &str) -> bool {
+    check_name(name).is_ok()
 }
 
 fn check_name(name: &str) -> Result<()> {
