@@ -818,6 +818,7 @@ fn in_a_real_browser_each_role_does_what_it_may() {
         "dashboard",
         "task",
         "snapshots",
+        "browse",
         "activity",
         "dashboard-phone",
     ] {
@@ -893,4 +894,182 @@ fn https_with_a_certificate_it_makes_and_keeps() {
     // stays true.
     let again = site.serve_with(&["--listen", "127.0.0.1:0", "--self-signed"]);
     assert_eq!(again["certificate_sha256"].as_str(), Some(fp.as_str()));
+}
+
+#[test]
+fn browse_a_snapshot_and_download_a_file_or_a_folder() {
+    use std::os::unix::ffi::OsStrExt;
+    let site = Site::new();
+    // Names a browser page and an archive must survive.
+    let docs = site.root.join("docs <b>bold</b> & \"co\"");
+    fs::write(docs.join("<img src=x onerror=alert(1)>.txt"), "markup").unwrap();
+    fs::write(docs.join("back\\..\\slash.txt"), "backslashes").unwrap();
+    fs::write(
+        docs.join(std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9.txt")),
+        "not utf-8",
+    )
+    .unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(docs.join("2026/ledger.bin"), &big).unwrap();
+    site.lv().arg("backup").assert().success();
+    let id = site.snapshots_json()[0]["id"].as_str().unwrap().to_string();
+
+    let olga = site.login("olga", OPERATOR_PW);
+    let list = site.get("/snapshots", &olga).body;
+    assert!(
+        list.contains(&format!("href=\"/snapshots/{id}\"")),
+        "{list}"
+    );
+    let top = site.get(&format!("/snapshots/{id}"), &olga);
+    assert_eq!(top.status, 200, "{}", top.body);
+    let docs_name = docs.file_name().unwrap().as_bytes().to_vec();
+    let at = |path: &[&[u8]]| {
+        let mut b = Vec::new();
+        for p in path {
+            b.push(b'/');
+            b.extend_from_slice(p);
+        }
+        hex(&b)
+    };
+    assert!(top.body.contains(&at(&[&docs_name])), "{}", top.body);
+    let folder = site
+        .get(&format!("/snapshots/{id}?at={}", at(&[&docs_name])), &olga)
+        .body;
+    assert!(
+        folder.contains("&lt;img src=x onerror=alert(1)&gt;.txt"),
+        "{folder}"
+    );
+    assert!(
+        !folder.contains("<img src=x"),
+        "markup from a file name reached the page"
+    );
+    assert!(folder.contains("latin1-\\xe9t\\xe9.txt"), "{folder}");
+
+    // One file, byte for byte.
+    let file = site.request(
+        "GET",
+        &format!(
+            "/snapshots/{id}/download?at={}",
+            at(&[&docs_name, b"2026", b"ledger.bin"])
+        ),
+        Some(&olga),
+        &[],
+        &[],
+    );
+    assert_eq!(file.status, 200);
+    let cd = file
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-disposition"))
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(
+        cd.starts_with("attachment;") && cd.contains("ledger.bin"),
+        "{cd}"
+    );
+    let got = raw_download(
+        &site,
+        &format!(
+            "/snapshots/{id}/download?at={}",
+            at(&[&docs_name, b"2026", b"ledger.bin"])
+        ),
+        &olga,
+    );
+    assert!(
+        got == big,
+        "the download differs from the file ({} bytes)",
+        got.len()
+    );
+
+    // The folder as a zip: a real unzip finds every file intact, and no
+    // name that climbs out.
+    let zip = raw_download(
+        &site,
+        &format!("/snapshots/{id}/download?at={}", at(&[&docs_name])),
+        &olga,
+    );
+    let zpath = site.root.join("docs.zip");
+    fs::write(&zpath, &zip).unwrap();
+    let test = StdCommand::new("unzip")
+        .arg("-t")
+        .arg(&zpath)
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+    let out = site.root.join("unzipped");
+    let x = StdCommand::new("unzip")
+        .arg("-q")
+        .arg(&zpath)
+        .arg("-d")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+    let top_dir = fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(fs::read(top_dir.join("2026/ledger.bin")).unwrap(), big);
+    assert_eq!(
+        fs::read_to_string(top_dir.join("2026/invoice-1041.txt")).unwrap(),
+        "invoice 1041: 250.00"
+    );
+    assert_eq!(
+        fs::read_to_string(top_dir.join("back_.._slash.txt")).unwrap(),
+        "backslashes"
+    );
+    assert_eq!(
+        fs::read_dir(&out).unwrap().count(),
+        1,
+        "everything inside one folder"
+    );
+
+    // Nothing outside the snapshot, whatever the URL says.
+    for bad in [
+        format!(
+            "/snapshots/{id}/download?at={}",
+            at(&[b"..", b"..", b"etc", b"passwd"])
+        ),
+        format!(
+            "/snapshots/{id}/download?at={}",
+            hex(b"/../../../etc/passwd")
+        ),
+        format!("/snapshots/{id}/download?at=zz"),
+        format!("/snapshots/{id}/download?at={}", hex(b"//")),
+        format!("/snapshots/{id}/download"),
+        "/snapshots/..%2f..%2fetc/download?at=2f".to_string(),
+        "/snapshots/ffffffffffff?at=".to_string(),
+    ] {
+        let a = site.get(&bad, &olga);
+        assert_eq!(a.status, 404, "{bad}: {}", a.body);
+    }
+    // Downloads are in the audit log; without a session there are none.
+    assert!(site.audit().iter().any(|e| e["action"] == "download"));
+    let a = site.request(
+        "GET",
+        &format!("/snapshots/{id}/download?at={}", at(&[&docs_name])),
+        None,
+        &[],
+        &[],
+    );
+    assert_eq!(a.status, 303);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A download's bytes (ureq's string reading would not do for binary).
+fn raw_download(site: &Site, path: &str, cookie: &str) -> Vec<u8> {
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let resp = agent
+        .get(&format!("{}{path}", site.base))
+        .set("Cookie", &format!("lv_session={cookie}"))
+        .call()
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut out = Vec::new();
+    resp.into_reader().read_to_end(&mut out).unwrap();
+    out
 }

@@ -7,6 +7,7 @@
 //! `ledgervault-service`, and this crate decides only what people see.
 
 pub mod audit;
+mod browse;
 mod conn;
 pub mod html;
 mod pages;

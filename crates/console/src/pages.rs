@@ -277,8 +277,9 @@ pub fn snapshots(
         }
         let _ = write!(
             h,
-            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td><a href=\"/snapshots/{}\" title=\"Browse\"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             when(&sn.time),
+            id.to_hex(),
             esc(&id.short()),
             sources.join("<br>"),
             size(sn.totals.bytes_read),

@@ -306,6 +306,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/snapshots", get(snapshots))
+        .route("/snapshots/{id}", get(browse))
+        .route("/snapshots/{id}/download", get(download))
         .route("/backup", post(backup_now))
         .route("/snapshot", post(safety_snapshot))
         .route("/activity", get(activity))
@@ -780,6 +782,213 @@ async fn snapshots(
             &format!("The repository cannot be read: {e:#}"),
         ),
     }
+}
+
+/// A snapshot id, or a prefix of one, as hex.
+fn snapshot_spec(raw: &str) -> Option<&str> {
+    (!raw.is_empty() && raw.len() <= 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some(raw)
+}
+
+/// What a browse or download names: the repository, its index, the
+/// snapshot, and the names of the path in it.
+struct Place {
+    repo: Arc<Repository>,
+    index: ledgervault_repo::Index,
+    id: ledgervault_repo::Id,
+    snap: ledgervault_repo::Snapshot,
+    names: Vec<Vec<u8>>,
+}
+
+/// A refusal for a place that is not there (404) or a repository that
+/// cannot be read (503).
+async fn place(app: &Arc<App>, raw: &str, at: &str, who: &Session) -> Result<Place, Response> {
+    let not_found = |text: &str| refusal(StatusCode::NOT_FOUND, Some(who), text);
+    let Some(spec) = snapshot_spec(raw) else {
+        return Err(not_found("There is no such snapshot."));
+    };
+    let names = crate::browse::names(at).map_err(|e| not_found(&format!("{e}.")))?;
+    let (a, spec) = (app.clone(), spec.to_string());
+    let found = tokio::task::spawn_blocking(move || -> Result<Place> {
+        let repo = a.repo()?;
+        let (id, snap) = repo.find_snapshot(&spec)?;
+        let index = repo.load_index()?;
+        Ok(Place {
+            repo,
+            index,
+            id,
+            snap,
+            names,
+        })
+    })
+    .await
+    .map_err(|e| anyhow!("{e}"))
+    .and_then(|r| r);
+    found.map_err(|e| {
+        let text = format!("{e:#}");
+        if text.contains("no snapshot matches") || text.contains("matches") {
+            not_found(&format!("There is no such snapshot: {text}"))
+        } else {
+            refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(who),
+                &format!("The repository cannot be read: {text}"),
+            )
+        }
+    })
+}
+
+async fn browse(
+    State(app): Shared,
+    headers: HeaderMap,
+    UrlPath(raw): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let s = session_or_login!(app, headers);
+    let at = q.get("at").map(String::as_str).unwrap_or("");
+    let p = match place(&app, &raw, at, &s).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let who = s.clone();
+    let rendered = tokio::task::spawn_blocking(move || {
+        crate::browse::page_for(&who, &p.repo, &p.index, &p.id, &p.snap, &p.names)
+    })
+    .await
+    .map_err(|e| anyhow!("{e}"))
+    .and_then(|r| r);
+    match rendered {
+        Ok(h) => html(StatusCode::OK, h),
+        Err(e) => refusal(StatusCode::NOT_FOUND, Some(&s), &format!("{e:#}.")),
+    }
+}
+
+/// Sends what a blocking writer writes as the response body, a chunk at a
+/// time (at most four chunks wait: memory stays small whatever the size).
+struct ChunkSender(tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>);
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(buf.to_vec()))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn download(
+    State(app): Shared,
+    ConnectInfo(PeerAddr(peer)): Peer,
+    headers: HeaderMap,
+    UrlPath(raw): UrlPath<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let s = session_or_login!(app, headers);
+    let at = q.get("at").map(String::as_str).unwrap_or("");
+    let p = match place(&app, &raw, at, &s).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(last) = p.names.last().cloned() else {
+        return refusal(
+            StatusCode::NOT_FOUND,
+            Some(&s),
+            "Choose a file or a folder to download.",
+        );
+    };
+    let (repo, index, snap, names) = (p.repo.clone(), p.index, p.snap, p.names);
+    let resolved = {
+        let (repo, names) = (repo.clone(), names.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::browse::resolve(&repo, &index, &snap, &names).map(|n| (n, index))
+        })
+        .await
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|r| r)
+    };
+    let (node, index) = match resolved {
+        Ok((Some(n), index)) => (n, index),
+        Ok((None, _)) | Err(_) => {
+            return refusal(
+                StatusCode::NOT_FOUND,
+                Some(&s),
+                "No such entry in this snapshot.",
+            )
+        }
+    };
+    let zip = node.kind == ledgervault_repo::NodeKind::Dir;
+    if !zip && !crate::browse::has_content(&node) {
+        return refusal(
+            StatusCode::NOT_FOUND,
+            Some(&s),
+            "This entry has no content to download.",
+        );
+    }
+    let shown = ledgervault_repo::escape_bytes(&crate::browse::at_bytes(&names));
+    app.audit.record(
+        &s.user,
+        &peer.ip().to_string(),
+        "download",
+        &format!("{} {shown}", p.id.short()),
+        "started",
+    );
+    let size = node_size(&node);
+    let disposition = crate::browse::content_disposition(&last, zip);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    let spawned = std::thread::Builder::new()
+        .name("console-download".into())
+        .spawn(move || {
+            let mut out = ChunkSender(tx);
+            let r = (|| -> Result<()> {
+                // Prune waits for a download, as for a restore.
+                let _lock = ledgervault_repo::read_lock(&repo, "console download")?;
+                if zip {
+                    crate::browse::write_zip(&repo, &index, &node, &last, &mut out)
+                } else {
+                    crate::browse::copy_content(&repo, &index, &node, &mut out)
+                }
+            })();
+            if let Err(e) = r {
+                // Ends the body with an error: the browser shows a failed
+                // download, never a short file that looks whole.
+                let _ = out
+                    .0
+                    .blocking_send(Err(std::io::Error::other(format!("{e:#}"))));
+            }
+        });
+    if spawned.is_err() {
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(&s),
+            "Cannot start the download.",
+        );
+    }
+    let body =
+        axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    let kind = if zip {
+        "application/zip"
+    } else {
+        "application/octet-stream"
+    };
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    if !zip {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
+fn node_size(n: &ledgervault_repo::Node) -> u64 {
+    n.size
 }
 
 async fn backup_now(

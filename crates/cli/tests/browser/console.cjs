@@ -78,6 +78,16 @@ async function waitForResult(page) {
     check((await op.getByText("2 backups", { exact: false }).count()) >= 1, "the dashboard counts two backups");
     await shot(op, "dashboard");
     await op.goto(base + "/snapshots");
+    // Browse the safety snapshot and open the documents folder.
+    await op.locator("table.snapshots tbody tr").first().locator("a").first().click();
+    await op.waitForURL(/\/snapshots\/[0-9a-f]{64}$/);
+    const docsLink = op.locator("table.entries tr", { hasText: "folder" }).locator("a").first();
+    check((await docsLink.count()) === 1, "the snapshot lists the documents folder: " + (await op.content()));
+    await docsLink.click();
+    check((await op.getByRole("link", { name: "2026" }).count()) === 1, "the folder lists its entries");
+    check((await op.getByRole("link", { name: "Download (zip)" }).count()) >= 1, "a folder offers a zip");
+    await shot(op, "browse");
+    await op.goto(base + "/snapshots");
     await op.getByLabel("Tag or reason contains").fill("year-end");
     await op.getByRole("button", { name: "Filter" }).click();
     check((await op.locator("table.snapshots tbody tr").count()) === 1, "the filter keeps the safety snapshot");
