@@ -19,7 +19,7 @@ use crate::commands::Globals;
 use crate::ui::{self, exit};
 
 /// Tag of client archive snapshots.
-pub const ARCHIVE_TAG: &str = "client-archive";
+pub const ARCHIVE_TAG: &str = ledgervault_service::drill::CLIENT_ARCHIVE_TAG;
 
 pub fn run(g: &Globals, cmd: ClientCommand) -> Result<i32> {
     let config = g.config()?.client;

@@ -380,21 +380,9 @@ fn backup_inner(
 /// Takes a safety snapshot of `sources`, tagged `tag`, before work that
 /// replaces what they hold; refuses to go on unless it is clean. `what`
 /// names the data for the refusal.
-/// Tag of the safety snapshot a restore takes of the database it replaces.
-pub(crate) const PRE_RESTORE_TAG: &str = "pre-restore";
-/// Tag of the safety snapshot a client restore takes of its target.
-pub(crate) const PRE_CLIENT_RESTORE_TAG: &str = "pre-client-restore";
-const SAFETY_TAGS: [&str; 2] = [PRE_RESTORE_TAG, PRE_CLIENT_RESTORE_TAG];
-
-/// Whether `s` is a safety snapshot a restore took of its target.
-pub(crate) fn is_safety_snapshot(s: &engine::Snapshot) -> bool {
-    s.tags.iter().any(|t| SAFETY_TAGS.contains(&t.as_str()))
-}
-
-/// Whether a source is a database: a SQLite image or a PostgreSQL dump.
-pub(crate) fn is_database(src: &engine::Source) -> bool {
-    src.node.kind == NodeKind::DbImage || crate::pg::is_pg_source(src)
-}
+pub(crate) use ledgervault_service::drill::{
+    is_database, is_safety_snapshot, PRE_CLIENT_RESTORE_TAG, PRE_RESTORE_TAG,
+};
 
 /// The newest snapshot `wanted` accepts, if any.
 pub(crate) fn newest_snapshot(

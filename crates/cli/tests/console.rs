@@ -819,6 +819,7 @@ fn in_a_real_browser_each_role_does_what_it_may() {
         "task",
         "snapshots",
         "browse",
+        "drills",
         "activity",
         "dashboard-phone",
     ] {
@@ -1072,4 +1073,42 @@ fn raw_download(site: &Site, path: &str, cookie: &str) -> Vec<u8> {
     let mut out = Vec::new();
     resp.into_reader().read_to_end(&mut out).unwrap();
     out
+}
+
+#[test]
+fn an_operator_runs_a_drill_and_everyone_reads_its_report() {
+    let site = Site::new();
+    site.lv().arg("backup").assert().success();
+    let olga = site.login("olga", OPERATOR_PW);
+    let page = site.get("/drills", &olga).body;
+    assert!(page.contains("No drill has run yet"), "{page}");
+    let csrf = site.csrf(&olga);
+    let a = site.request("POST", "/drill", Some(&olga), &[("csrf", &csrf)], &[]);
+    assert_eq!(a.status, 303, "{}", a.body);
+    let done = site.finished(&a.location.unwrap(), &olga);
+    assert!(done.contains("The restore drill PASSED"), "{done}");
+    assert!(done.contains("your recovery time"), "{done}");
+    // Stored in the repository: the command line sees the same drill.
+    let out = site
+        .lv()
+        .args(["--json", "verify", "--if-older-than", "1d"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["skipped"], true, "{v}");
+    // The viewer reads the report but cannot start a drill.
+    let vic = site.login("vic", VIEWER_PW);
+    let page = site.get("/drills", &vic).body;
+    assert!(page.contains("<strong>1</strong> drills"), "{page}");
+    assert!(
+        page.contains("integrity"),
+        "the report lists the checks: {page}"
+    );
+    assert!(!page.contains("action=\"/drill\""));
+    let vic_csrf = site.csrf(&vic);
+    let a = site.request("POST", "/drill", Some(&vic), &[("csrf", &vic_csrf)], &[]);
+    assert_eq!(a.status, 403);
+    assert!(site.audit().iter().any(|e| e["user"] == "olga"
+        && e["action"] == "Restore drill"
+        && e["outcome"] == "passed"));
 }

@@ -74,6 +74,7 @@ pub fn page(title: &str, who: Option<&Session>, body: &str) -> String {
             r#"<nav aria-label="main">
 <a href="/">Dashboard</a>
 <a href="/snapshots">Snapshots</a>
+<a href="/drills">Drills</a>
 <a href="/activity">Activity</a>
 </nav>
 <form class="signout" method="post" action="/logout">{}<span class="who">{} · {}</span> <button type="submit">Sign out</button></form>

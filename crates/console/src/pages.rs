@@ -412,3 +412,82 @@ pub fn activity(
     }
     page("Activity", Some(s), &h)
 }
+
+/// Restore drills: the button, then every drill stored, newest first,
+/// each with its report.
+pub fn drills(
+    s: &Session,
+    list: Result<Vec<ledgervault_repo::Mark>, String>,
+    running: Option<&Task>,
+) -> String {
+    let mut h = String::new();
+    if may(s.role, Role::Operator) {
+        if let Some(t) = running {
+            h.push_str(&note(
+                "warn",
+                &format!("{} (started by {}) is running.", t.what, t.by),
+            ));
+        }
+        let _ = write!(
+            h,
+            r#"<form class="card" method="post" action="/drill">{}
+<h2>Run a drill now</h2>
+<p>Restores the latest backup's databases into a scratch folder (never over the live ones), checks that they are sound, identical to what was backed up and that the books balance, and times the restore: your recovery time.</p>
+<button type="submit">Run a drill now</button>
+</form>"#,
+            csrf_field(s)
+        );
+    }
+    let list = match list {
+        Ok(l) => l,
+        Err(e) => {
+            h.push_str(&note("error", &format!("The drills cannot be read: {e}")));
+            return page("Restore drills", Some(s), &h);
+        }
+    };
+    if list.is_empty() {
+        h.push_str("<p>No drill has run yet.</p>");
+        return page("Restore drills", Some(s), &h);
+    }
+    let _ = write!(
+        h,
+        r#"<p class="count"><strong>{}</strong> drills</p>"#,
+        list.len()
+    );
+    for m in &list {
+        let passed = m.kind == ledgervault_repo::MarkKind::DrillPassed;
+        let _ = write!(
+            h,
+            r#"<section class="card drill"><h3>{} <span class="flag {}">{}</span></h3><p>Snapshot <a href="/snapshots/{}"><code>{}</code></a> · {}</p>"#,
+            when(&m.time),
+            if passed { "ok" } else { "bad" },
+            if passed { "passed" } else { "failed" },
+            m.snapshot.to_hex(),
+            esc(&m.snapshot.short()),
+            esc(m.note.as_deref().unwrap_or(""))
+        );
+        if let Some(r) = &m.report {
+            h.push_str(r#"<details><summary>Report</summary><table><thead><tr><th scope="col">Where</th><th scope="col">Check</th><th scope="col">Result</th><th scope="col">Detail</th></tr></thead><tbody>"#);
+            let sources = r["sources"].as_array().cloned().unwrap_or_default();
+            for src in &sources {
+                for d in src["checks"].as_array().into_iter().flatten() {
+                    for c in d["checks"].as_array().into_iter().flatten() {
+                        let ok = c["passed"].as_bool().unwrap_or(false);
+                        let _ = write!(
+                            h,
+                            r#"<tr><td>{}</td><td>{}</td><td><span class="flag {}">{}</span></td><td>{}</td></tr>"#,
+                            esc(d["path"].as_str().unwrap_or("")),
+                            esc(c["name"].as_str().unwrap_or("")),
+                            if ok { "ok" } else { "bad" },
+                            if ok { "ok" } else { "FAIL" },
+                            esc(c["detail"].as_str().unwrap_or(""))
+                        );
+                    }
+                }
+            }
+            h.push_str("</tbody></table></details>");
+        }
+        h.push_str("</section>");
+    }
+    page("Restore drills", Some(s), &h)
+}

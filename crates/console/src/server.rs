@@ -18,6 +18,7 @@ use axum::Router;
 use ledgervault_repo::{Progress, Repository};
 use ledgervault_service::backup::{self, BackupOutcome, BackupRequest, Verdict};
 use ledgervault_service::config::Config;
+use ledgervault_service::drill::{self, DrillReport, DrillRequest};
 use ledgervault_service::status::Location;
 
 use crate::audit::Audit;
@@ -26,7 +27,7 @@ use crate::html::{note, page};
 use crate::session::{
     same, Session, Sessions, Throttle, FREE_PER_ADDRESS, FREE_PER_NAME, FREE_TRIES,
 };
-use crate::tasks::Tasks;
+use crate::tasks::{Task, Tasks};
 use crate::tls::{Tls, TlsListener};
 use crate::users::{Role, Users};
 
@@ -195,6 +196,15 @@ impl App {
     }
 }
 
+impl App {
+    /// Runs a restore drill on the latest backup, under a read lock.
+    fn drill(&self, progress: &dyn Progress) -> Result<DrillReport> {
+        let repo = self.repo()?;
+        let _lock = ledgervault_repo::read_lock(&repo, "console drill")?;
+        drill::run(&repo, &self.config, &DrillRequest::default(), progress)
+    }
+}
+
 /// Starts serving on a thread of its own. Fails at once on a bad address,
 /// a refused bind, or a console with no admin yet.
 pub fn start(opts: ConsoleOptions) -> Result<Console> {
@@ -310,6 +320,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/snapshots/{id}/download", get(download))
         .route("/backup", post(backup_now))
         .route("/snapshot", post(safety_snapshot))
+        .route("/drills", get(drills))
+        .route("/drill", post(drill_now))
         .route("/activity", get(activity))
         .route("/tasks/{id}", get(task_page))
         .route("/tasks/{id}/events", get(task_events))
@@ -1056,6 +1068,10 @@ fn hidden(c: char) -> bool {
             '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
+/// What a piece of work ended with: whether it went well, the word for
+/// the audit log, and the message for its page.
+type Ended = (bool, String, String);
+
 fn start_backup(
     app: Arc<App>,
     s: Session,
@@ -1063,8 +1079,28 @@ fn start_backup(
     what: &str,
     reason: Option<String>,
 ) -> Response {
-    let from = peer.ip().to_string();
     let detail = reason.clone().unwrap_or_default();
+    start_work(app, s, peer, what, detail, move |app, task| {
+        let o = app.backup(reason, task)?;
+        Ok((
+            o.verdict == Verdict::Clean,
+            verdict_word(&o).to_string(),
+            describe(&o),
+        ))
+    })
+}
+
+/// Starts `work` on a thread of its own as a task of `s`'s, unless other
+/// work is running; sends the browser to the task's page.
+fn start_work(
+    app: Arc<App>,
+    s: Session,
+    peer: SocketAddr,
+    what: &str,
+    detail: String,
+    work: impl FnOnce(&App, &Task) -> Result<Ended> + Send + 'static,
+) -> Response {
+    let from = peer.ip().to_string();
     let task = match app.tasks.start(what, &s.user) {
         Ok(t) => t,
         Err(running) => {
@@ -1102,11 +1138,12 @@ fn start_backup(
             // A panic is an error like any other: the task ends, and the
             // next one may start.
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                app.backup(reason, task.as_ref())
+                work(app.as_ref(), task.as_ref())
             }))
             .unwrap_or_else(|_| Err(anyhow!("the work stopped on an internal error (a bug)")));
             let (outcome, result) = match r {
-                Ok(o) => (verdict_word(&o).to_string(), Ok(describe(&o))),
+                Ok((true, word, message)) => (word, Ok(message)),
+                Ok((false, word, message)) => (word, Err(message)),
                 Err(e) => {
                     let e = format!("{e:#}");
                     (format!("failed: {e}"), Err(e))
@@ -1129,6 +1166,78 @@ fn start_backup(
         return refusal(StatusCode::INTERNAL_SERVER_ERROR, Some(&s), &e);
     }
     redirect(&format!("/tasks/{id}"))
+}
+
+async fn drill_now(
+    State(app): Shared,
+    ConnectInfo(PeerAddr(peer)): Peer,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let s = match authorize(
+        &app,
+        &headers,
+        &peer,
+        &form,
+        "restore drill",
+        Role::Operator,
+    ) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    start_work(app, s, peer, "Restore drill", String::new(), |app, task| {
+        let r = app.drill(task)?;
+        Ok((
+            r.passed,
+            if r.passed { "passed" } else { "failed" }.to_string(),
+            describe_drill(&r),
+        ))
+    })
+}
+
+fn describe_drill(r: &DrillReport) -> String {
+    let head = format!(
+        "snapshot {} of {}",
+        r.snapshot.short(),
+        crate::html::when(&r.snapshot_time)
+    );
+    if r.passed {
+        return format!(
+            "The restore drill PASSED on {head}: {} checks passed; restoring {} took {:.1} s (your recovery time).",
+            r.checks_run,
+            crate::html::size(r.restored_bytes),
+            r.restore_secs
+        );
+    }
+    let first = r
+        .sources
+        .iter()
+        .flat_map(|s| {
+            s.checks
+                .iter()
+                .flat_map(|d| d.checks.iter().map(move |c| (d, c)))
+        })
+        .find(|(_, c)| !c.passed)
+        .map(|(d, c)| format!(" First failure: {}: {}: {}", d.path, c.name, c.detail))
+        .unwrap_or_default();
+    format!(
+        "The restore drill FAILED on {head}: {} of {} checks failed, {} files could not be restored.{first}",
+        r.checks_failed, r.checks_run, r.damaged.len()
+    )
+}
+
+async fn drills(State(app): Shared, headers: HeaderMap) -> Response {
+    let s = session_or_login!(app, headers);
+    let a = app.clone();
+    let list = tokio::task::spawn_blocking(move || drill::history(&*a.repo()?))
+        .await
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|r| r);
+    let running = app.tasks.list().into_iter().find(|t| t.running());
+    html(
+        StatusCode::OK,
+        crate::pages::drills(&s, list.map_err(|e| format!("{e:#}")), running.as_deref()),
+    )
 }
 
 fn verdict_word(o: &BackupOutcome) -> &'static str {

@@ -14,6 +14,7 @@ pub mod alert;
 pub mod backup;
 pub mod config;
 pub mod db;
+pub mod drill;
 pub mod error;
 pub mod filter;
 pub mod history;

@@ -92,6 +92,16 @@ async function waitForResult(page) {
     await op.getByRole("button", { name: "Filter" }).click();
     check((await op.locator("table.snapshots tbody tr").count()) === 1, "the filter keeps the safety snapshot");
 
+    // A restore drill, and its report.
+    await op.getByRole("link", { name: "Drills" }).click();
+    await op.getByRole("button", { name: "Run a drill now" }).click();
+    await op.waitForURL(/\/tasks\/\d+$/);
+    const drilled = await waitForResult(op);
+    check(drilled.includes("PASSED"), "the drill passed: " + drilled);
+    await op.getByRole("link", { name: "Drills" }).click();
+    await op.getByText("Report").first().click();
+    await shot(op, "drills");
+
     // The viewer sees the same, has no buttons, and a forged form is refused.
     const viewer = await signIn(browser, "vic", process.env.LV_VIEWER_PW);
     check((await viewer.getByRole("button", { name: "Back up now" }).count()) === 0, "a viewer has no backup button");
