@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ledgervault_repo::{
-    self as engine, escape_bytes, Backend, BackupOptions, BackupSource, Error, Id, InitOptions,
-    KdfParams, NodeKind, ReadData, Repository, RestoreOptions, Snapshot,
+    self as engine, escape_bytes, Backend, BackupOptions, BackupSource, Id, InitOptions, KdfParams,
+    NodeKind, ReadData, Repository, RestoreOptions, Snapshot,
 };
-use ledgervault_sources::{is_sqlite, place_restored, SqlitePlacer};
+use ledgervault_sources::SqlitePlacer;
 use serde_json::json;
 
 use crate::args::{
@@ -401,26 +401,15 @@ pub(crate) fn safety_snapshot(
     reason: String,
     what: &str,
 ) -> Result<Id> {
-    let opts = BackupOptions {
-        tags: vec![tag.to_string()],
-        reason: Some(reason),
-        ..Default::default()
-    };
-    let quiet = Globals {
-        json: false,
-        quiet: true,
-        ..g.clone()
-    };
-    let (s, code) = run_backup(&quiet, repo, sources, opts)?;
-    // A suspect safety snapshot holds everything (the data that is about to
-    // be replaced may well be what an attack left: that is why it is being
-    // restored); only one that could not read it all stops the restore.
-    if code != exit::OK && code != exit::SUSPECT {
-        bail!(
-            "the safety snapshot of {what} is not clean (exit code {code}); nothing was restored"
-        );
-    }
-    Ok(s.snapshot_id)
+    ledgervault_service::restore::safety_snapshot(
+        repo,
+        sources,
+        tag,
+        reason,
+        what,
+        g.local_root(),
+        &engine::NoProgress,
+    )
 }
 
 /// `guard`: a safety snapshot, then the risky command; on failure, the
@@ -930,10 +919,8 @@ pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// Restores one database image to the file `--target`: into a temporary
-/// file beside it, integrity-checked and fsynced, then renamed into place, or,
-/// over an existing database (`--force`), copied in through SQLite's backup
-/// API after a pre-restore safety snapshot.
+/// Restores one database image to the file `--target` (see
+/// `ledgervault_service::restore`), and says what happened.
 fn restore_database(
     g: &Globals,
     repo: &Repository,
@@ -941,48 +928,17 @@ fn restore_database(
     snap: &Snapshot,
     name: &str,
     a: &RestoreArgs,
-    mut opts: RestoreOptions,
+    opts: RestoreOptions,
 ) -> Result<i32> {
-    let started = std::time::Instant::now();
-    let mut target = a.target.clone();
-    if target.is_dir() {
-        target = target.join(name);
-    }
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+    let req = ledgervault_service::restore::DbRestore {
+        database: name.to_string(),
+        target: a.target.clone(),
+        replace: a.force,
+        full_check: a.integrity_check,
+        exclude: g.local_root(),
     };
-    if !parent.is_dir() {
-        bail!("the target folder {} does not exist", parent.display());
-    }
-    let mut safety = None;
-    if target.exists() {
-        if !a.force {
-            bail!(
-                "{} exists; add --force to replace it (a pre-restore safety snapshot of it is taken first)",
-                target.display()
-            );
-        }
-        if !is_sqlite(&target) {
-            bail!(
-                "{} exists and is not a SQLite database; refusing to replace it",
-                target.display()
-            );
-        }
-        let src = sqlite_source(&target, Duration::from_secs(30))?;
-        let s = safety_snapshot(
-            g,
-            repo,
-            vec![src],
-            PRE_RESTORE_TAG,
-            format!(
-                "safety snapshot before restoring snapshot {} over {}",
-                id.short(),
-                target.display()
-            ),
-            &target.display().to_string(),
-        )?;
-        safety = Some(s);
+    let bar = Bar::new(g.quiet, "restore");
+    let mut said = |s: Id, target: &Path| {
         if !g.quiet && !g.json {
             println!(
                 "safety snapshot {} of the current {} saved (tag pre-restore)",
@@ -990,52 +946,20 @@ fn restore_database(
                 target.display()
             );
         }
-    }
-    let scratch = parent.join(format!(".ledgervault-restore-{}", std::process::id()));
-    opts.include = vec![name.into()];
-    // The image lands in the private scratch folder as a plain file and is
-    // checked once, by place_restored below (a placer here checked it twice).
-    opts.db_placer = None;
-    let result = (|| -> Result<ledgervault_sources::Placed> {
-        let s = engine::restore(
-            repo,
-            id,
-            snap,
-            &scratch,
-            &opts,
-            &Bar::new(g.quiet, "restore"),
-        )?;
-        if let Some(f) = s.failed.first() {
-            return Err(anyhow::Error::new(Error::corrupt(
-                f.path.clone(),
-                f.message.clone(),
-            )));
-        }
-        let record = snap
-            .sources
-            .iter()
-            .find(|s| s.name == name)
-            .and_then(|s| s.node.database.as_deref());
-        place_restored(
-            &scratch.join(name),
-            &target,
-            Duration::from_secs(30),
-            record,
-            a.integrity_check,
-        )
-        .map_err(|e| anyhow!(e))
-    })();
-    let _ = std::fs::remove_dir_all(&scratch);
-    let placed = result?;
-    let secs = started.elapsed().as_secs_f64();
+    };
+    let r =
+        ledgervault_service::restore::restore_database(repo, id, snap, &req, opts, &bar, &mut said);
+    drop(bar);
+    let r = r?;
     if g.json {
         g.print_json(&json!({
-            "snapshot_id": id, "database": name, "target": target, "check": placed.check,
-            "replaced_live": placed.replaced_live, "safety_snapshot": safety,
-            "removed_stale": placed.removed_stale, "duration_secs": secs,
+            "snapshot_id": r.snapshot_id, "database": r.database, "target": r.target,
+            "check": r.check, "replaced_live": r.replaced_live,
+            "safety_snapshot": r.safety_snapshot, "removed_stale": r.removed_stale,
+            "duration_secs": r.duration_secs,
         }));
     } else if !g.quiet {
-        for p in &placed.removed_stale {
+        for p in &r.removed_stale {
             println!(
                 "removed the stale {} left by an earlier database at that path",
                 p.display()
@@ -1044,10 +968,10 @@ fn restore_database(
         println!(
             "restored database {name} from snapshot {} to {} in {}: {} ok{}",
             id.short(),
-            target.display(),
-            ui::secs(secs),
-            placed.check,
-            if placed.replaced_live {
+            r.target.display(),
+            ui::secs(r.duration_secs),
+            r.check,
+            if r.replaced_live {
                 "; open connections now see the restored data"
             } else {
                 ""

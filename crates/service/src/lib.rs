@@ -21,6 +21,7 @@ pub mod history;
 pub mod jobs;
 pub mod redact;
 pub mod repo;
+pub mod restore;
 pub mod schedule;
 pub mod status;
 
