@@ -153,6 +153,7 @@ pub fn start(
         audit: cfg.console_audit_path(),
         primary,
         copies,
+        restore_to: cfg.console.restore_to.clone(),
     };
     ledgervault_console::start(opts).map_err(|e| anyhow!("{e:#}"))
 }

@@ -789,7 +789,16 @@ fn browser_tools() -> (PathBuf, PathBuf) {
 #[test]
 fn in_a_real_browser_each_role_does_what_it_may() {
     let (playwright, chromium) = browser_tools();
-    let site = Site::new();
+    let mut site = Site::new();
+    let restores = site.root.join("restores");
+    fs::create_dir_all(&restores).unwrap();
+    let mut cfg = fs::read_to_string(site.root.join("lv.toml")).unwrap();
+    cfg.push_str(&format!(
+        "\n[console]\nrestore_to = {}\n",
+        toml_string(&restores.display().to_string())
+    ));
+    fs::write(site.root.join("lv.toml"), cfg).unwrap();
+    site.serve();
     // The screenshots in the README come from here.
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
     fs::create_dir_all(&shots).unwrap();
@@ -820,6 +829,7 @@ fn in_a_real_browser_each_role_does_what_it_may() {
         "snapshots",
         "browse",
         "drills",
+        "restore",
         "activity",
         "dashboard-phone",
     ] {
@@ -1111,4 +1121,127 @@ fn an_operator_runs_a_drill_and_everyone_reads_its_report() {
     assert!(site.audit().iter().any(|e| e["user"] == "olga"
         && e["action"] == "Restore drill"
         && e["outcome"] == "passed"));
+}
+
+#[test]
+fn restore_a_database_to_a_new_file_or_as_an_admin_over_the_live_one() {
+    let mut site = Site::new();
+    let restores = site.root.join("restores");
+    fs::create_dir_all(&restores).unwrap();
+    let mut cfg = fs::read_to_string(site.root.join("lv.toml")).unwrap();
+    cfg.push_str(&format!(
+        "\n[console]\nrestore_to = {}\n",
+        toml_string(&restores.display().to_string())
+    ));
+    fs::write(site.root.join("lv.toml"), cfg).unwrap();
+    site.serve();
+    site.lv().arg("backup").assert().success();
+    let id = site.snapshots_json()[0]["id"].as_str().unwrap().to_string();
+    // A day of work after the backup.
+    let live = site.root.join("books.db");
+    let rows = |p: &Path| -> i64 {
+        rusqlite::Connection::open(p)
+            .unwrap()
+            .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+            .unwrap()
+    };
+    rusqlite::Connection::open(&live)
+        .unwrap()
+        .execute(
+            "INSERT INTO entries (memo, amount) VALUES ('typo', 999)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(rows(&live), 3);
+    let page_path = format!("/restore?snapshot={id}&source={}", hex(b"books.db"));
+
+    // The operator: a new file in the configured folder, never the live one.
+    let olga = site.login("olga", OPERATOR_PW);
+    let page = site.get(&page_path, &olga).body;
+    assert!(page.contains("Restore to a new file"), "{page}");
+    assert!(!page.contains("Replace the live database"), "{page}");
+    let csrf = site.csrf(&olga);
+    let source = hex(b"books.db");
+    let form = |mode: &'static str, extra: Vec<(&'static str, String)>| {
+        let mut f: Vec<(&str, String)> = vec![
+            ("csrf", csrf.clone()),
+            ("snapshot", id.clone()),
+            ("source", source.clone()),
+            ("mode", mode.to_string()),
+        ];
+        f.extend(extra);
+        f
+    };
+    let post = |cookie: &str, f: &[(&str, String)]| {
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        site.request("POST", "/restore", Some(cookie), &pairs, &[])
+    };
+    for bad in ["../escape.db", ".hidden.db", "a/b.db", ""] {
+        let a = post(&olga, &form("new", vec![("file", bad.to_string())]));
+        assert_eq!(a.status, 400, "{bad:?}: {}", a.body);
+    }
+    assert!(!site.root.join("escape.db").exists());
+    let a = post(
+        &olga,
+        &form("new", vec![("file", "books-before.db".into())]),
+    );
+    assert_eq!(a.status, 303, "{}", a.body);
+    let done = site.finished(&a.location.unwrap(), &olga);
+    assert!(done.contains("class=\"note ok\""), "{done}");
+    assert_eq!(rows(&restores.join("books-before.db")), 2);
+    assert_eq!(rows(&live), 3, "the live database was touched");
+    // An existing file is not overwritten.
+    let a = post(
+        &olga,
+        &form("new", vec![("file", "books-before.db".into())]),
+    );
+    let done = site.finished(&a.location.unwrap(), &olga);
+    assert!(done.contains("exists"), "{done}");
+    // Over the live database: not for an operator, whatever the form says.
+    let a = post(&olga, &form("live", vec![("confirm", "books.db".into())]));
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert_eq!(rows(&live), 3);
+
+    // The admin, with the typed confirmation.
+    let ann = site.login("ann", ADMIN_PW);
+    let page = site.get(&page_path, &ann).body;
+    assert!(page.contains("Replace the live database"), "{page}");
+    let admin_csrf = site.csrf(&ann);
+    let admin_form = |confirm: &str| {
+        vec![
+            ("csrf", admin_csrf.clone()),
+            ("snapshot", id.clone()),
+            ("source", source.clone()),
+            ("mode", "live".to_string()),
+            ("confirm", confirm.to_string()),
+        ]
+    };
+    let a = post(&ann, &admin_form("books"));
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(rows(&live), 3);
+    let a = post(&ann, &admin_form("books.db"));
+    assert_eq!(a.status, 303, "{}", a.body);
+    let done = site.finished(&a.location.unwrap(), &ann);
+    assert!(done.contains("safety snapshot"), "{done}");
+    assert_eq!(
+        rows(&live),
+        2,
+        "the live database holds the snapshot's books again"
+    );
+    let snaps = site.snapshots_json();
+    assert!(
+        snaps.iter().any(|s| s["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "pre-restore")),
+        "{snaps:?}"
+    );
+    let audit = site.audit();
+    assert!(audit.iter().any(|e| e["user"] == "olga"
+        && e["action"] == "restore over the live database"
+        && e["outcome"] == "refused"));
+    assert!(audit
+        .iter()
+        .any(|e| e["user"] == "ann" && e["action"] == "Restore database" && e["outcome"] == "ok"));
 }

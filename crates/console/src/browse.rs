@@ -134,6 +134,15 @@ pub fn page_for(
     let row = |h: &mut String, path: &[Vec<u8>], n: &Node| {
         let link = format!("{base}?at={}", at(path));
         let name = esc(&escape_bytes(path.last().map(Vec::as_slice).unwrap_or(b"")));
+        let restore = if path.len() == 1 && n.kind == NodeKind::DbImage {
+            format!(
+                r#" · <a href="/restore?snapshot={}&amp;source={}">Restore…</a>"#,
+                id.to_hex(),
+                hex::encode(&path[0])
+            )
+        } else {
+            String::new()
+        };
         let download = if has_content(n) || n.kind == NodeKind::Dir {
             format!(
                 r#"<a href="/snapshots/{}/download?at={}">Download{}</a>"#,
@@ -150,7 +159,7 @@ pub fn page_for(
         };
         let _ = write!(
             h,
-            r#"<tr><td><a href="{link}">{name}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{download}</td></tr>"#,
+            r#"<tr><td><a href="{link}">{name}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{download}{restore}</td></tr>"#,
             kind_word(n.kind),
             if n.kind == NodeKind::Dir {
                 String::new()

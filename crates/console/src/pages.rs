@@ -491,3 +491,72 @@ pub fn drills(
     }
     page("Restore drills", Some(s), &h)
 }
+
+/// Restoring one database: to a new file (operators, in the configured
+/// folder), or over the live one (admins, after typing its name).
+pub fn restore(
+    s: &Session,
+    id: &str,
+    name: &str,
+    live: &std::path::Path,
+    restore_to: Option<&std::path::Path>,
+) -> String {
+    let hidden = format!(
+        r#"{}<input type="hidden" name="snapshot" value="{}"><input type="hidden" name="source" value="{}">"#,
+        csrf_field(s),
+        esc(id),
+        esc(&hex::encode(name.as_bytes()))
+    );
+    let mut h = format!(
+        r#"<p class="where">Database <strong>{}</strong> from snapshot <a href="/snapshots/{}"><code>{}</code></a>; it was backed up from <code>{}</code>.</p>"#,
+        esc(name),
+        esc(id),
+        esc(&id[..8.min(id.len())]),
+        esc(&live.display().to_string())
+    );
+    if !may(s.role, Role::Operator) {
+        h.push_str(&note("warn", "Your role may look, not restore."));
+        return page("Restore a database", Some(s), &h);
+    }
+    match restore_to {
+        Some(dir) => {
+            let stem = name.strip_suffix(".db").unwrap_or(name);
+            let suggested = format!("{stem}-restored-{}.db", id.get(..8).unwrap_or(""));
+            let _ = write!(
+                h,
+                r#"<form class="card" method="post" action="/restore">{hidden}<input type="hidden" name="mode" value="new">
+<h2>Restore to a new file</h2>
+<p>Writes the database into <code>{}</code> under the name you give, checked before it is put in place. The live database is not touched.</p>
+<label for="file">File name</label>
+<input id="file" name="file" value="{}" required maxlength="255">
+<button type="submit">Restore to a new file</button>
+</form>"#,
+                esc(&dir.display().to_string()),
+                esc(&suggested)
+            );
+        }
+        None => h.push_str(&note(
+            "warn",
+            "Restoring to a new file needs [console] restore_to in the config file.",
+        )),
+    }
+    if may(s.role, Role::Admin) {
+        let expected = live
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _ = write!(
+            h,
+            r#"<form class="card danger" method="post" action="/restore">{hidden}<input type="hidden" name="mode" value="live">
+<h2>Restore over the live database</h2>
+<p>Replaces <code>{}</code> with this snapshot's copy. A safety snapshot of what is there now is taken first (tag pre-restore); programs that have it open see the restored data.</p>
+<label for="confirm">Type <strong>{}</strong> to confirm</label>
+<input id="confirm" name="confirm" autocomplete="off" required>
+<button type="submit">Replace the live database</button>
+</form>"#,
+            esc(&live.display().to_string()),
+            esc(&expected)
+        );
+    }
+    page("Restore a database", Some(s), &h)
+}

@@ -45,6 +45,8 @@ pub struct ConsoleOptions {
     /// The primary repository, and the copies (for the dashboard).
     pub primary: Option<Location>,
     pub copies: Vec<Location>,
+    /// Where operators may restore a database to a new file.
+    pub restore_to: Option<PathBuf>,
 }
 
 /// Refuses an address off loopback without TLS: passwords and session
@@ -115,6 +117,7 @@ pub(crate) struct App {
     pub primary: Option<Location>,
     pub copies: Vec<Location>,
     pub secure: bool,
+    pub restore_to: Option<PathBuf>,
     /// The `Host` values a request may carry (plain HTTP on loopback: the
     /// loopback names with the port, against DNS rebinding); `None`: any.
     hosts: Option<Vec<String>>,
@@ -197,6 +200,37 @@ impl App {
 }
 
 impl App {
+    /// Restores the database `name` of snapshot `id` to `target`.
+    fn restore_db(
+        &self,
+        id: &str,
+        name: &str,
+        target: PathBuf,
+        replace: bool,
+        progress: &dyn Progress,
+    ) -> Result<ledgervault_service::restore::DbRestored> {
+        let repo = self.repo()?;
+        let _lock = ledgervault_repo::read_lock(&repo, "console restore")?;
+        let (id, snap) = repo.find_snapshot(id)?;
+        let req = ledgervault_service::restore::DbRestore {
+            database: name.to_string(),
+            target,
+            replace,
+            full_check: false,
+            exclude: None,
+        };
+        let opts = ledgervault_repo::RestoreOptions::default();
+        ledgervault_service::restore::restore_database(
+            &repo,
+            id,
+            &snap,
+            &req,
+            opts,
+            progress,
+            &mut |_, _| {},
+        )
+    }
+
     /// Runs a restore drill on the latest backup, under a read lock.
     fn drill(&self, progress: &dyn Progress) -> Result<DrillReport> {
         let repo = self.repo()?;
@@ -235,6 +269,7 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
         primary: opts.primary,
         copies: opts.copies,
         secure: tls.is_some(),
+        restore_to: opts.restore_to,
         hosts: (tls.is_none()).then(|| loopback_hosts(addr.port())),
         checks: Arc::new(tokio::sync::Semaphore::new(CHECKS_AT_ONCE)),
         repo: Mutex::new(None),
@@ -321,6 +356,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/backup", post(backup_now))
         .route("/snapshot", post(safety_snapshot))
         .route("/drills", get(drills))
+        .route("/restore", get(restore_page).post(restore_now))
         .route("/drill", post(drill_now))
         .route("/activity", get(activity))
         .route("/tasks/{id}", get(task_page))
@@ -1166,6 +1202,168 @@ fn start_work(
         return refusal(StatusCode::INTERNAL_SERVER_ERROR, Some(&s), &e);
     }
     redirect(&format!("/tasks/{id}"))
+}
+
+/// The snapshot and database a restore page is about.
+struct RestoreChoice {
+    id: String,
+    name: String,
+    live: PathBuf,
+}
+
+/// Reads `snapshot` (a whole id) and `source` (the name, hex) and finds
+/// that database source in the snapshot.
+async fn restore_choice(
+    app: &Arc<App>,
+    q: &HashMap<String, String>,
+    who: &Session,
+) -> Result<RestoreChoice, Response> {
+    let bad = |t: &str| refusal(StatusCode::NOT_FOUND, Some(who), t);
+    let id = q.get("snapshot").cloned().unwrap_or_default();
+    if id.len() != 64 || snapshot_spec(&id).is_none() {
+        return Err(bad("There is no such snapshot."));
+    }
+    let name = q
+        .get("source")
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| bad("There is no such database in this snapshot."))?;
+    let (a, spec, wanted) = (app.clone(), id.clone(), name.clone());
+    let found = tokio::task::spawn_blocking(move || -> Result<Option<String>> {
+        let repo = a.repo()?;
+        let (_, snap) = repo.find_snapshot(&spec)?;
+        Ok(snap
+            .sources
+            .iter()
+            .find(|s| s.name == wanted && s.node.kind == ledgervault_repo::NodeKind::DbImage)
+            .map(|s| s.path.clone()))
+    })
+    .await
+    .map_err(|e| anyhow!("{e}"))
+    .and_then(|r| r);
+    match found {
+        Ok(Some(live)) => Ok(RestoreChoice {
+            id,
+            name,
+            live: PathBuf::from(live),
+        }),
+        Ok(None) | Err(_) => Err(bad("There is no such database in this snapshot.")),
+    }
+}
+
+async fn restore_page(
+    State(app): Shared,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let s = session_or_login!(app, headers);
+    let c = match restore_choice(&app, &q, &s).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    html(
+        StatusCode::OK,
+        crate::pages::restore(&s, &c.id, &c.name, &c.live, app.restore_to.as_deref()),
+    )
+}
+
+/// A plain file name for a restored database: no folder, nothing hidden.
+fn plain_file_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 255
+        && n != "."
+        && n != ".."
+        && !n.starts_with('.')
+        && !n.contains(['/', '\\'])
+        && !n.chars().any(hidden)
+}
+
+async fn restore_now(
+    State(app): Shared,
+    ConnectInfo(PeerAddr(peer)): Peer,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let over_live = form.get("mode").map(String::as_str) == Some("live");
+    let (action, need) = if over_live {
+        ("restore over the live database", Role::Admin)
+    } else {
+        ("restore to a new file", Role::Operator)
+    };
+    let s = match authorize(&app, &headers, &peer, &form, action, need) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let c = match restore_choice(&app, &form, &s).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let bad = |t: &str| refusal(StatusCode::BAD_REQUEST, Some(&s), t);
+    let target = if over_live {
+        let expected = c
+            .live
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let typed = form.get("confirm").map(|t| t.trim()).unwrap_or("");
+        if expected.is_empty() || typed != expected {
+            app.audit.record(
+                &s.user,
+                &peer.ip().to_string(),
+                action,
+                "confirmation did not match",
+                "refused",
+            );
+            return bad(&format!(
+                "Nothing was restored: type the database's file name, {expected}, to confirm."
+            ));
+        }
+        c.live.clone()
+    } else {
+        let Some(dir) = app.restore_to.clone() else {
+            return bad("Restoring to a new file needs [console] restore_to in the config file.");
+        };
+        let file = form.get("file").map(|f| f.trim()).unwrap_or("");
+        if !plain_file_name(file) {
+            return bad("Give a plain file name (no folder, not starting with a dot).");
+        }
+        dir.join(file)
+    };
+    let detail = format!(
+        "{} of snapshot {} to {}",
+        c.name,
+        &c.id[..8],
+        target.display()
+    );
+    let (id, name) = (c.id.clone(), c.name.clone());
+    start_work(
+        app,
+        s,
+        peer,
+        "Restore database",
+        detail,
+        move |app, task| {
+            let r = app.restore_db(&id, &name, target, over_live, task)?;
+            let mut m = format!(
+                "Restored database {} from snapshot {} to {} in {:.1} s: {} ok.",
+                r.database,
+                r.snapshot_id.short(),
+                r.target.display(),
+                r.duration_secs,
+                r.check
+            );
+            if let Some(safety) = r.safety_snapshot {
+                m.push_str(&format!(
+                    " What was there before is kept in safety snapshot {} (tag pre-restore).",
+                    safety.short()
+                ));
+            }
+            if r.replaced_live {
+                m.push_str(" Open connections now see the restored data.");
+            }
+            Ok((true, "ok".to_string(), m))
+        },
+    )
 }
 
 async fn drill_now(

@@ -267,6 +267,10 @@ pub struct ConsoleConfig {
     pub users: Option<PathBuf>,
     /// Who did what (default: beside the config file, `NAME.audit.log`).
     pub audit: Option<PathBuf>,
+    /// The folder where operators may restore a database to a new file
+    /// (by file name only); without it the console restores to new files
+    /// nowhere.
+    pub restore_to: Option<PathBuf>,
 }
 
 /// `[verify]`: restore drills.

@@ -87,6 +87,15 @@ async function waitForResult(page) {
     check((await op.getByRole("link", { name: "2026" }).count()) === 1, "the folder lists its entries");
     check((await op.getByRole("link", { name: "Download (zip)" }).count()) >= 1, "a folder offers a zip");
     await shot(op, "browse");
+    // The operator may restore the database to a new file, never over the live one.
+    await op.goBack();
+    await op.getByRole("link", { name: "Restore…" }).first().click();
+    check((await op.getByRole("button", { name: "Restore to a new file" }).count()) === 1, "an operator may restore to a new file");
+    check((await op.getByRole("button", { name: "Replace the live database" }).count()) === 0, "an operator cannot overwrite live data");
+    await op.getByRole("button", { name: "Restore to a new file" }).click();
+    await op.waitForURL(/\/tasks\/\d+$/);
+    const restored = await waitForResult(op);
+    check(restored.includes("Restored database"), "the database was restored: " + restored);
     await op.goto(base + "/snapshots");
     await op.getByLabel("Tag or reason contains").fill("year-end");
     await op.getByRole("button", { name: "Filter" }).click();
@@ -121,8 +130,13 @@ async function waitForResult(page) {
     await op.goto(base + "/snapshots");
     check((await op.locator("table.snapshots tbody tr").count()) === 2, "the viewer's request made no snapshot");
 
-    // The admin reads who did what.
+    // The admin reads who did what, and may replace the live database.
     const admin = await signIn(browser, "ann", process.env.LV_ADMIN_PW);
+    await admin.goto(base + "/snapshots");
+    await admin.locator("table.snapshots tbody tr").first().locator("a").first().click();
+    await admin.getByRole("link", { name: "Restore…" }).first().click();
+    check((await admin.getByRole("button", { name: "Replace the live database" }).count()) === 1, "an admin may replace the live database");
+    await shot(admin, "restore");
     await admin.goto(base + "/activity");
     check((await admin.getByRole("heading", { name: "Audit log" }).count()) === 1, "the admin sees the audit log");
     await shot(admin, "activity");
