@@ -401,15 +401,26 @@ pub(crate) fn safety_snapshot(
     reason: String,
     what: &str,
 ) -> Result<Id> {
-    ledgervault_service::restore::safety_snapshot(
-        repo,
-        sources,
-        tag,
-        reason,
-        what,
-        g.local_root(),
-        &engine::NoProgress,
-    )
+    let opts = BackupOptions {
+        tags: vec![tag.to_string()],
+        reason: Some(reason),
+        ..Default::default()
+    };
+    let quiet = Globals {
+        json: false,
+        quiet: true,
+        ..g.clone()
+    };
+    let (s, code) = run_backup(&quiet, repo, sources, opts)?;
+    // A suspect safety snapshot holds everything (the data that is about to
+    // be replaced may well be what an attack left: that is why it is being
+    // restored); only one that could not read it all stops the restore.
+    if code != exit::OK && code != exit::SUSPECT {
+        bail!(
+            "the safety snapshot of {what} is not clean (exit code {code}); nothing was restored"
+        );
+    }
+    Ok(s.snapshot_id)
 }
 
 /// `guard`: a safety snapshot, then the risky command; on failure, the
@@ -938,7 +949,9 @@ fn restore_database(
         exclude: g.local_root(),
     };
     let bar = Bar::new(g.quiet, "restore");
-    let mut said = |s: Id, target: &Path| {
+    let mut take_safety = |sources: Vec<BackupSource>, reason: String, target: &Path| {
+        let what = target.display().to_string();
+        let s = safety_snapshot(g, repo, sources, PRE_RESTORE_TAG, reason, &what)?;
         if !g.quiet && !g.json {
             println!(
                 "safety snapshot {} of the current {} saved (tag pre-restore)",
@@ -946,9 +959,17 @@ fn restore_database(
                 target.display()
             );
         }
+        Ok(s)
     };
-    let r =
-        ledgervault_service::restore::restore_database(repo, id, snap, &req, opts, &bar, &mut said);
+    let r = ledgervault_service::restore::restore_database(
+        repo,
+        id,
+        snap,
+        &req,
+        opts,
+        &bar,
+        &mut take_safety,
+    );
     drop(bar);
     let r = r?;
     if g.json {

@@ -1181,6 +1181,16 @@ fn restore_a_database_to_a_new_file_or_as_an_admin_over_the_live_one() {
         assert_eq!(a.status, 400, "{bad:?}: {}", a.body);
     }
     assert!(!site.root.join("escape.db").exists());
+    // Nothing may be there: not a folder, not a link (either would send
+    // the file outside the folder).
+    fs::create_dir_all(restores.join("sub")).unwrap();
+    std::os::unix::fs::symlink(site.root.join("elsewhere.db"), restores.join("link.db")).unwrap();
+    for taken in ["sub", "link.db"] {
+        let a = post(&olga, &form("new", vec![("file", taken.to_string())]));
+        assert_eq!(a.status, 400, "{taken}: {}", a.body);
+    }
+    assert!(!site.root.join("elsewhere.db").exists());
+    assert!(!restores.join("sub/books.db").exists());
     let a = post(
         &olga,
         &form("new", vec![("file", "books-before.db".into())]),
@@ -1195,8 +1205,8 @@ fn restore_a_database_to_a_new_file_or_as_an_admin_over_the_live_one() {
         &olga,
         &form("new", vec![("file", "books-before.db".into())]),
     );
-    let done = site.finished(&a.location.unwrap(), &olga);
-    assert!(done.contains("exists"), "{done}");
+    assert_eq!(a.status, 400);
+    assert!(a.body.contains("exists"), "{}", a.body);
     // Over the live database: not for an operator, whatever the form says.
     let a = post(&olga, &form("live", vec![("confirm", "books.db".into())]));
     assert_eq!(a.status, 403, "{}", a.body);

@@ -372,6 +372,12 @@ pub fn write_zip(
         if is_dir {
             entry.push('/');
         }
+        let name_len = u16::try_from(entry.len()).map_err(|_| {
+            anyhow!(
+                "a name in this folder is too long for a zip: {}...",
+                entry.chars().take(80).collect::<String>()
+            )
+        })?;
         let time = dos_time(n.mtime.as_ref());
         let offset = w.at;
         // Local header, with a ZIP64 field whose sizes come after the data.
@@ -385,7 +391,7 @@ pub fn write_zip(
         h.extend_from_slice(&0u32.to_le_bytes()); // crc: after the data
         h.extend_from_slice(&u32::MAX.to_le_bytes());
         h.extend_from_slice(&u32::MAX.to_le_bytes());
-        h.extend_from_slice(&(entry.len() as u16).to_le_bytes());
+        h.extend_from_slice(&name_len.to_le_bytes());
         h.extend_from_slice(&20u16.to_le_bytes());
         h.extend_from_slice(entry.as_bytes());
         h.extend_from_slice(&1u16.to_le_bytes());
@@ -409,7 +415,12 @@ pub fn write_zip(
         d.extend_from_slice(&len.to_le_bytes());
         d.extend_from_slice(&len.to_le_bytes());
         std::io::Write::write_all(&mut w, &d)?;
-        let mode = n.mode.unwrap_or(if is_dir { 0o40755 } else { 0o100644 });
+        // Permissions only: never a link, a device or set-user-id bits.
+        let perms = n
+            .mode
+            .map(|m| m & 0o777)
+            .unwrap_or(if is_dir { 0o755 } else { 0o644 });
+        let mode = perms | if is_dir { 0o040000 } else { 0o100000 };
         central.push(Central {
             name: entry,
             crc,
@@ -440,7 +451,7 @@ pub fn write_zip(
         h.extend_from_slice(&c.crc.to_le_bytes());
         h.extend_from_slice(&u32::MAX.to_le_bytes());
         h.extend_from_slice(&u32::MAX.to_le_bytes());
-        h.extend_from_slice(&(c.name.len() as u16).to_le_bytes());
+        h.extend_from_slice(&(c.name.len() as u16).to_le_bytes()); // checked above
         h.extend_from_slice(&28u16.to_le_bytes());
         h.extend_from_slice(&0u16.to_le_bytes()); // comment
         h.extend_from_slice(&0u16.to_le_bytes()); // disk

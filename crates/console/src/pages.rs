@@ -413,6 +413,9 @@ pub fn activity(
     page("Activity", Some(s), &h)
 }
 
+/// Drills shown on the page.
+const DRILLS_SHOWN: usize = 50;
+
 /// Restore drills: the button, then every drill stored, newest first,
 /// each with its report.
 pub fn drills(
@@ -451,10 +454,15 @@ pub fn drills(
     }
     let _ = write!(
         h,
-        r#"<p class="count"><strong>{}</strong> drills</p>"#,
-        list.len()
+        r#"<p class="count"><strong>{}</strong> drills{}</p>"#,
+        list.len(),
+        if list.len() > DRILLS_SHOWN {
+            format!(", the latest {DRILLS_SHOWN} shown")
+        } else {
+            String::new()
+        }
     );
-    for m in &list {
+    for m in list.iter().take(DRILLS_SHOWN) {
         let passed = m.kind == ledgervault_repo::MarkKind::DrillPassed;
         let _ = write!(
             h,
@@ -499,6 +507,7 @@ pub fn restore(
     id: &str,
     name: &str,
     live: &std::path::Path,
+    host: &str,
     restore_to: Option<&std::path::Path>,
 ) -> String {
     let hidden = format!(
@@ -508,11 +517,12 @@ pub fn restore(
         esc(&hex::encode(name.as_bytes()))
     );
     let mut h = format!(
-        r#"<p class="where">Database <strong>{}</strong> from snapshot <a href="/snapshots/{}"><code>{}</code></a>; it was backed up from <code>{}</code>.</p>"#,
+        r#"<p class="where">Database <strong>{}</strong> from snapshot <a href="/snapshots/{}"><code>{}</code></a>; it was backed up from <code>{}</code> on {}.</p>"#,
         esc(name),
         esc(id),
         esc(&id[..8.min(id.len())]),
-        esc(&live.display().to_string())
+        esc(&live.display().to_string()),
+        esc(host)
     );
     if !may(s.role, Role::Operator) {
         h.push_str(&note("warn", "Your role may look, not restore."));
@@ -540,7 +550,13 @@ pub fn restore(
             "Restoring to a new file needs [console] restore_to in the config file.",
         )),
     }
-    if may(s.role, Role::Admin) {
+    let here = ledgervault_repo::host_name();
+    if may(s.role, Role::Admin) && host != here {
+        h.push_str(&note(
+            "warn",
+            &format!("This snapshot was taken on {host}; this console runs on {here}, so it does not replace that database: do it from {host}."),
+        ));
+    } else if may(s.role, Role::Admin) {
         let expected = live
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -125,6 +125,10 @@ pub(crate) struct App {
     checks: Arc<tokio::sync::Semaphore>,
     /// The primary repository, opened once (the key derivation is slow).
     repo: Mutex<Option<Arc<Repository>>>,
+    /// Its index, and the index files it was read from.
+    index: Mutex<Option<(Vec<ledgervault_repo::Id>, Arc<ledgervault_repo::Index>)>>,
+    /// Downloads at once.
+    downloads: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -189,13 +193,38 @@ impl App {
         let opener = loc.target.find_ahead(&password)?;
         let captured = prepared.capture(&req, None)?;
         let repo = opener.open(&password)?;
-        let exclude = loc
-            .target
-            .location
-            .as_deref()
-            .filter(|l| !l.starts_with("s3:"))
-            .and_then(|l| std::fs::canonicalize(l.strip_prefix("file://").unwrap_or(l)).ok());
-        prepared.run(&repo, captured, &self.config, &req, exclude, progress)
+        prepared.run(
+            &repo,
+            captured,
+            &self.config,
+            &req,
+            self.local_root(),
+            progress,
+        )
+    }
+
+    /// The primary repository's folder, when it is one: never backed up.
+    fn local_root(&self) -> Option<PathBuf> {
+        let l = self.primary.as_ref()?.target.location.as_deref()?;
+        if l.starts_with("s3:") {
+            return None;
+        }
+        std::fs::canonicalize(l.strip_prefix("file://").unwrap_or(l)).ok()
+    }
+
+    /// The repository's index, shared by every page and download, and read
+    /// again only when the index files change.
+    fn index(&self, repo: &Repository) -> Result<Arc<ledgervault_repo::Index>> {
+        let ids = repo.list_ids(ledgervault_repo::FileKind::Index)?;
+        let mut slot = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((known, index)) = &*slot {
+            if *known == ids {
+                return Ok(index.clone());
+            }
+        }
+        let index = Arc::new(repo.load_index()?);
+        *slot = Some((ids, index.clone()));
+        Ok(index)
     }
 }
 
@@ -217,9 +246,20 @@ impl App {
             target,
             replace,
             full_check: false,
-            exclude: None,
+            exclude: self.local_root(),
         };
         let opts = ledgervault_repo::RestoreOptions::default();
+        let mut take_safety = |sources, reason, target: &std::path::Path| {
+            ledgervault_service::restore::safety_snapshot(
+                &repo,
+                sources,
+                ledgervault_service::drill::PRE_RESTORE_TAG,
+                reason,
+                &target.display().to_string(),
+                self.local_root(),
+                &ledgervault_repo::NoProgress,
+            )
+        };
         ledgervault_service::restore::restore_database(
             &repo,
             id,
@@ -227,7 +267,7 @@ impl App {
             &req,
             opts,
             progress,
-            &mut |_, _| {},
+            &mut take_safety,
         )
     }
 
@@ -273,6 +313,8 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
         hosts: (tls.is_none()).then(|| loopback_hosts(addr.port())),
         checks: Arc::new(tokio::sync::Semaphore::new(CHECKS_AT_ONCE)),
         repo: Mutex::new(None),
+        index: Mutex::new(None),
+        downloads: Arc::new(tokio::sync::Semaphore::new(DOWNLOADS_AT_ONCE)),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -331,6 +373,11 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
 
 /// Password checks at once.
 const CHECKS_AT_ONCE: usize = 2;
+/// Downloads at once (each reads the repository for as long as it lasts).
+const DOWNLOADS_AT_ONCE: usize = 2;
+/// A download whose client takes no data for this long is ended (it
+/// holds a read lock that prune waits for).
+const DOWNLOAD_STALL: Duration = Duration::from_secs(60);
 /// The largest request body (forms are small).
 const BODY_LIMIT: usize = 16 << 10;
 /// Connections served at once; more wait to be accepted.
@@ -842,7 +889,7 @@ fn snapshot_spec(raw: &str) -> Option<&str> {
 /// snapshot, and the names of the path in it.
 struct Place {
     repo: Arc<Repository>,
-    index: ledgervault_repo::Index,
+    index: Arc<ledgervault_repo::Index>,
     id: ledgervault_repo::Id,
     snap: ledgervault_repo::Snapshot,
     names: Vec<Vec<u8>>,
@@ -860,7 +907,7 @@ async fn place(app: &Arc<App>, raw: &str, at: &str, who: &Session) -> Result<Pla
     let found = tokio::task::spawn_blocking(move || -> Result<Place> {
         let repo = a.repo()?;
         let (id, snap) = repo.find_snapshot(&spec)?;
-        let index = repo.load_index()?;
+        let index = a.index(&repo)?;
         Ok(Place {
             repo,
             index,
@@ -874,7 +921,11 @@ async fn place(app: &Arc<App>, raw: &str, at: &str, who: &Session) -> Result<Pla
     .and_then(|r| r);
     found.map_err(|e| {
         let text = format!("{e:#}");
-        if text.contains("no snapshot matches") || text.contains("matches") {
+        let missing = matches!(
+            e.downcast_ref::<ledgervault_repo::Error>(),
+            Some(ledgervault_repo::Error::NotFound(_) | ledgervault_repo::Error::Invalid(_))
+        );
+        if missing {
             not_found(&format!("There is no such snapshot: {text}"))
         } else {
             refusal(
@@ -913,13 +964,36 @@ async fn browse(
 
 /// Sends what a blocking writer writes as the response body, a chunk at a
 /// time (at most four chunks wait: memory stays small whatever the size).
-struct ChunkSender(tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>);
+/// A client that takes nothing for [`DOWNLOAD_STALL`] ends it.
+struct ChunkSender(tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>, u64);
 
 impl std::io::Write for ChunkSender {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(buf.to_vec()))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))?;
+        use tokio::sync::mpsc::error::TrySendError;
+        let since = std::time::Instant::now();
+        let mut item = Ok(buf.to_vec());
+        loop {
+            match self.0.try_send(item) {
+                Ok(()) => break,
+                Err(TrySendError::Closed(_)) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "the client left",
+                    ))
+                }
+                Err(TrySendError::Full(back)) => {
+                    if since.elapsed() > DOWNLOAD_STALL {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the client stopped reading",
+                        ));
+                    }
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        self.1 += buf.len() as u64;
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -947,6 +1021,13 @@ async fn download(
             "Choose a file or a folder to download.",
         );
     };
+    let Ok(permit) = app.downloads.clone().try_acquire_owned() else {
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(&s),
+            "Two downloads are running; start this one when one of them ends.",
+        );
+    };
     let (repo, index, snap, names) = (p.repo.clone(), p.index, p.snap, p.names);
     let resolved = {
         let (repo, names) = (repo.clone(), names.clone());
@@ -959,13 +1040,14 @@ async fn download(
     };
     let (node, index) = match resolved {
         Ok((Some(n), index)) => (n, index),
-        Ok((None, _)) | Err(_) => {
+        Ok((None, _)) => {
             return refusal(
                 StatusCode::NOT_FOUND,
                 Some(&s),
                 "No such entry in this snapshot.",
             )
         }
+        Err(e) => return refusal(StatusCode::NOT_FOUND, Some(&s), &format!("{e:#}.")),
     };
     let zip = node.kind == ledgervault_repo::NodeKind::Dir;
     if !zip && !crate::browse::has_content(&node) {
@@ -976,20 +1058,16 @@ async fn download(
         );
     }
     let shown = ledgervault_repo::escape_bytes(&crate::browse::at_bytes(&names));
-    app.audit.record(
-        &s.user,
-        &peer.ip().to_string(),
-        "download",
-        &format!("{} {shown}", p.id.short()),
-        "started",
-    );
+    let detail = format!("{} {shown}", p.id.short());
+    let (audit_app, user, from) = (app.clone(), s.user.clone(), peer.ip().to_string());
     let size = node_size(&node);
     let disposition = crate::browse::content_disposition(&last, zip);
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
     let spawned = std::thread::Builder::new()
         .name("console-download".into())
         .spawn(move || {
-            let mut out = ChunkSender(tx);
+            let _permit = permit;
+            let mut out = ChunkSender(tx, 0);
             let r = (|| -> Result<()> {
                 // Prune waits for a download, as for a restore.
                 let _lock = ledgervault_repo::read_lock(&repo, "console download")?;
@@ -999,12 +1077,17 @@ async fn download(
                     crate::browse::copy_content(&repo, &index, &node, &mut out)
                 }
             })();
+            let outcome = match &r {
+                Ok(()) => format!("ok, {} bytes", out.1),
+                Err(e) => format!("failed after {} bytes: {e:#}", out.1),
+            };
+            audit_app
+                .audit
+                .record(&user, &from, "download", &detail, &outcome);
             if let Err(e) = r {
                 // Ends the body with an error: the browser shows a failed
                 // download, never a short file that looks whole.
-                let _ = out
-                    .0
-                    .blocking_send(Err(std::io::Error::other(format!("{e:#}"))));
+                let _ = out.0.try_send(Err(std::io::Error::other(format!("{e:#}"))));
             }
         });
     if spawned.is_err() {
@@ -1209,6 +1292,8 @@ struct RestoreChoice {
     id: String,
     name: String,
     live: PathBuf,
+    /// The machine the snapshot was taken on.
+    host: String,
 }
 
 /// Reads `snapshot` (a whole id) and `source` (the name, hex) and finds
@@ -1229,23 +1314,24 @@ async fn restore_choice(
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| bad("There is no such database in this snapshot."))?;
     let (a, spec, wanted) = (app.clone(), id.clone(), name.clone());
-    let found = tokio::task::spawn_blocking(move || -> Result<Option<String>> {
+    let found = tokio::task::spawn_blocking(move || -> Result<Option<(String, String)>> {
         let repo = a.repo()?;
         let (_, snap) = repo.find_snapshot(&spec)?;
         Ok(snap
             .sources
             .iter()
             .find(|s| s.name == wanted && s.node.kind == ledgervault_repo::NodeKind::DbImage)
-            .map(|s| s.path.clone()))
+            .map(|s| (s.path.clone(), snap.host.clone())))
     })
     .await
     .map_err(|e| anyhow!("{e}"))
     .and_then(|r| r);
     match found {
-        Ok(Some(live)) => Ok(RestoreChoice {
+        Ok(Some((live, host))) => Ok(RestoreChoice {
             id,
             name,
             live: PathBuf::from(live),
+            host,
         }),
         Ok(None) | Err(_) => Err(bad("There is no such database in this snapshot.")),
     }
@@ -1263,7 +1349,14 @@ async fn restore_page(
     };
     html(
         StatusCode::OK,
-        crate::pages::restore(&s, &c.id, &c.name, &c.live, app.restore_to.as_deref()),
+        crate::pages::restore(
+            &s,
+            &c.id,
+            &c.name,
+            &c.live,
+            &c.host,
+            app.restore_to.as_deref(),
+        ),
     )
 }
 
@@ -1305,6 +1398,14 @@ async fn restore_now(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if c.host != ledgervault_repo::host_name() {
+            return bad(&format!(
+                "Nothing was restored: this snapshot was taken on {}, and this console runs on {}; replace that database from {}'s console or command line.",
+                c.host,
+                ledgervault_repo::host_name(),
+                c.host
+            ));
+        }
         let typed = form.get("confirm").map(|t| t.trim()).unwrap_or("");
         if expected.is_empty() || typed != expected {
             app.audit.record(
@@ -1327,7 +1428,16 @@ async fn restore_now(
         if !plain_file_name(file) {
             return bad("Give a plain file name (no folder, not starting with a dot).");
         }
-        dir.join(file)
+        // Nothing may be there, not even a link or a folder (which would
+        // send the file elsewhere).
+        let target = dir.join(file);
+        if std::fs::symlink_metadata(&target).is_ok() {
+            return bad(&format!(
+                "{} exists; give a new name (nothing is ever restored over a file here).",
+                file
+            ));
+        }
+        target
     };
     let detail = format!(
         "{} of snapshot {} to {}",

@@ -9,15 +9,14 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use ledgervault_repo::{
-    self as engine, BackupOptions, BackupSource, Error, Id, NoProgress, Progress, Repository,
-    RestoreOptions, Snapshot,
+    self as engine, BackupOptions, BackupSource, Error, Id, Progress, Repository, RestoreOptions,
+    Snapshot,
 };
 use ledgervault_sources::place_restored;
 use serde::Serialize;
 
 use crate::backup::Verdict;
 use crate::db::{sqlite_source, DatabaseKind, Sqlite};
-use crate::drill::PRE_RESTORE_TAG;
 
 /// How long a restore waits for a database another process holds.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,12 +42,25 @@ pub fn safety_snapshot(
     opts.exclude.extend(exclude);
     let o = crate::backup::run(repo, sources, opts, progress)?;
     if o.verdict == Verdict::Incomplete {
+        let unread: Vec<String> = o
+            .summary
+            .errors
+            .iter()
+            .take(3)
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect();
         bail!(
-            "the safety snapshot of {what} is not clean (some of it could not be read); nothing was restored"
+            "the safety snapshot {} of {what} is not clean (not read: {}); nothing was restored",
+            o.summary.snapshot_id.short(),
+            unread.join("; ")
         );
     }
     Ok(o.summary.snapshot_id)
 }
+
+/// Takes the safety snapshot of what a restore replaces: its sources, the
+/// reason, the path; returns the snapshot's id.
+pub type TakeSafety<'a> = dyn FnMut(Vec<BackupSource>, String, &Path) -> Result<Id> + 'a;
 
 /// One database out of a snapshot, to a file.
 #[derive(Debug, Clone)]
@@ -83,8 +95,10 @@ pub struct DbRestored {
 }
 
 /// Restores the database image `req.database` of snapshot `id` to
-/// `req.target`. `safety_done` hears of the safety snapshot as soon as it
-/// is taken (the command line says so at once).
+/// `req.target`. Over an existing database, `take_safety` first takes the
+/// safety snapshot of it (its sources, the reason, the path), as the front
+/// end does it: the command line shows that backup's warnings as a backup
+/// does, the console reports them in the task.
 pub fn restore_database(
     repo: &Repository,
     id: Id,
@@ -92,7 +106,7 @@ pub fn restore_database(
     req: &DbRestore,
     mut opts: RestoreOptions,
     progress: &dyn Progress,
-    safety_done: &mut dyn FnMut(Id, &Path),
+    take_safety: &mut TakeSafety<'_>,
 ) -> Result<DbRestored> {
     let started = std::time::Instant::now();
     let name = req.database.as_str();
@@ -122,21 +136,12 @@ pub fn restore_database(
             );
         }
         let src = sqlite_source(&target, BUSY_TIMEOUT)?;
-        let s = safety_snapshot(
-            repo,
-            vec![src],
-            PRE_RESTORE_TAG,
-            format!(
-                "safety snapshot before restoring snapshot {} over {}",
-                id.short(),
-                target.display()
-            ),
-            &target.display().to_string(),
-            req.exclude.clone(),
-            &NoProgress,
-        )?;
-        safety_done(s, &target);
-        safety = Some(s);
+        let reason = format!(
+            "safety snapshot before restoring snapshot {} over {}",
+            id.short(),
+            target.display()
+        );
+        safety = Some(take_safety(vec![src], reason, &target)?);
     }
     let scratch = parent.join(format!(".ledgervault-restore-{}", std::process::id()));
     opts.include = vec![name.into()];
