@@ -1092,12 +1092,19 @@ fn an_operator_runs_a_drill_and_everyone_reads_its_report() {
     let olga = site.login("olga", OPERATOR_PW);
     let page = site.get("/drills", &olga).body;
     assert!(page.contains("No drill has run yet"), "{page}");
+    assert!(site
+        .get("/", &olga)
+        .body
+        .contains("Recovery time not measured yet"));
     let csrf = site.csrf(&olga);
     let a = site.request("POST", "/drill", Some(&olga), &[("csrf", &csrf)], &[]);
     assert_eq!(a.status, 303, "{}", a.body);
     let done = site.finished(&a.location.unwrap(), &olga);
     assert!(done.contains("The restore drill PASSED"), "{done}");
     assert!(done.contains("your recovery time"), "{done}");
+    // The dashboard now shows the measured recovery time.
+    let dash = site.get("/", &olga).body;
+    assert!(dash.contains("Measured recovery time: "), "{dash}");
     // Stored in the repository: the command line sees the same drill.
     let out = site
         .lv()

@@ -120,12 +120,13 @@ pub fn dashboard(
                 stored_bytes,
                 free_bytes,
                 days_until_full,
+                recovery_secs,
                 sources,
             } => {
                 let _ = write!(
                     h,
                     r#"<section class="card location"><h3>{}</h3><p class="where">{}</p>
-<p class="count"><strong>{}</strong> backups, {} stored{}{}</p>"#,
+<p class="count"><strong>{}</strong> backups, {} stored{}{}</p><p class="recovery">{}</p>"#,
                     esc(name),
                     esc(location),
                     snapshots,
@@ -135,10 +136,16 @@ pub fn dashboard(
                         .unwrap_or_default(),
                     days_until_full
                         .map(|d| format!(", full in about {d:.0} days"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    match recovery_secs {
+                        Some(s) => format!(
+                            "Measured recovery time: {s:.1} s to restore, in the last passed drill."
+                        ),
+                        None => "Recovery time not measured yet: run a drill.".to_string(),
+                    }
                 );
                 h.push_str(
-                    r#"<table><thead><tr><th scope="col">Source</th><th scope="col">Last backup</th><th scope="col">Last passed drill</th><th scope="col">Flags</th></tr></thead><tbody>"#,
+                    r#"<table><thead><tr><th scope="col">Source</th><th scope="col">Last backup (recovery point)</th><th scope="col">Last passed drill</th><th scope="col">Flags</th></tr></thead><tbody>"#,
                 );
                 for src in sources {
                     let _ = write!(

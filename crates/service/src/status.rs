@@ -65,6 +65,9 @@ pub enum LocationStatus {
         stored_bytes: u64,
         free_bytes: Option<u64>,
         days_until_full: Option<f64>,
+        /// Seconds the last passed restore drill took to restore: the
+        /// measured recovery time.
+        recovery_secs: Option<f64>,
         sources: Vec<SourceStatus>,
     },
     Unchecked {
@@ -312,6 +315,10 @@ fn location_status(cfg: &Config, l: &Location, warnings: &mut Vec<String>) -> Lo
             stored_bytes: stats.stored,
             free_bytes: stats.free,
             days_until_full: growth.and_then(|gr| gr.days_until_full),
+            recovery_secs: crate::drill::history(&repo)?
+                .into_iter()
+                .find(|m| m.kind == ledgervault_repo::MarkKind::DrillPassed)
+                .and_then(|m| m.report?.get("restore_secs")?.as_f64()),
             sources,
         })
     };
