@@ -1262,3 +1262,90 @@ fn restore_a_database_to_a_new_file_or_as_an_admin_over_the_live_one() {
         .iter()
         .any(|e| e["user"] == "ann" && e["action"] == "Restore database" && e["outcome"] == "ok"));
 }
+
+/// A webhook receiver on loopback: answers `status` to each request and
+/// hands on each request's body.
+fn webhook_receiver(status: u16) -> (String, std::sync::mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/hook/secret-token",
+        listener.local_addr().unwrap()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn an_admin_sends_a_test_alert_and_others_cannot() {
+    let mut site = Site::new();
+    let (url, inbox) = webhook_receiver(200);
+    let mut cfg = fs::read_to_string(site.root.join("lv.toml")).unwrap();
+    cfg.push_str(&format!(
+        "\n[[alerts.webhook]]\nurl = {}\n",
+        toml_string(&url)
+    ));
+    fs::write(site.root.join("lv.toml"), cfg).unwrap();
+    site.serve();
+    let ann = site.login("ann", ADMIN_PW);
+    let page = site.get("/activity", &ann).body;
+    assert!(page.contains("1 alert channel(s) configured"), "{page}");
+    let csrf = site.csrf(&ann);
+    let a = site.request("POST", "/alerts/test", Some(&ann), &[("csrf", &csrf)], &[]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("was sent on 1 channel"), "{}", a.body);
+    let got = inbox.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        got.contains("test alert") && got.contains("by ann"),
+        "{got}"
+    );
+    // An operator may not, and the page does not offer it.
+    let olga = site.login("olga", OPERATOR_PW);
+    assert!(!site
+        .get("/activity", &olga)
+        .body
+        .contains("Send a test alert"));
+    let csrf = site.csrf(&olga);
+    let a = site.request("POST", "/alerts/test", Some(&olga), &[("csrf", &csrf)], &[]);
+    assert_eq!(a.status, 403);
+    assert!(inbox.recv_timeout(Duration::from_millis(500)).is_err());
+
+    // A channel that refuses: said on the page, without the URL's secret.
+    let (down, _inbox) = webhook_receiver(500);
+    let cfg = fs::read_to_string(site.root.join("lv.toml"))
+        .unwrap()
+        .replace(&url, &down);
+    fs::write(site.root.join("lv.toml"), cfg).unwrap();
+    site.serve();
+    let ann = site.login("ann", ADMIN_PW);
+    let csrf = site.csrf(&ann);
+    let a = site.request("POST", "/alerts/test", Some(&ann), &[("csrf", &csrf)], &[]);
+    assert!(a.body.contains("HTTP 500"), "{}", a.body);
+    assert!(!a.body.contains("secret-token"), "{}", a.body);
+    assert!(site
+        .audit()
+        .iter()
+        .any(|e| e["action"] == "send a test alert" && e["outcome"] == "ok"));
+}

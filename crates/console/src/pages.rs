@@ -353,8 +353,22 @@ pub fn activity(
     tasks: &[std::sync::Arc<Task>],
     runs: Result<Vec<Run>, String>,
     audit: Option<&[Entry]>,
+    alert_channels: usize,
 ) -> String {
-    let mut h = String::from("<h2>Started here</h2>");
+    let mut h = String::new();
+    if may(s.role, Role::Admin) {
+        let _ = write!(
+            h,
+            r#"<form class="card" method="post" action="/alerts/test">{}
+<h2>Alerts</h2>
+<p>{} alert channel(s) configured: failed and suspect backups, failed drills, silence and filling disks are sent there.</p>
+<button type="submit">Send a test alert</button>
+</form>"#,
+            csrf_field(s),
+            alert_channels
+        );
+    }
+    h.push_str("<h2>Started here</h2>");
     if tasks.is_empty() {
         h.push_str("<p>Nothing was started from the console since it started.</p>");
     } else {

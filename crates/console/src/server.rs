@@ -403,6 +403,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/backup", post(backup_now))
         .route("/snapshot", post(safety_snapshot))
         .route("/drills", get(drills))
+        .route("/alerts/test", post(alert_test))
         .route("/restore", get(restore_page).post(restore_now))
         .route("/drill", post(drill_now))
         .route("/activity", get(activity))
@@ -1476,6 +1477,75 @@ async fn restore_now(
     )
 }
 
+async fn alert_test(
+    State(app): Shared,
+    ConnectInfo(PeerAddr(peer)): Peer,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let s = match authorize(
+        &app,
+        &headers,
+        &peer,
+        &form,
+        "send a test alert",
+        Role::Admin,
+    ) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let channels = app.config.alerts.channels();
+    if channels == 0 {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            Some(&s),
+            "No alert channel is configured ([[alerts.email]] or [[alerts.webhook]] in the config file).",
+        );
+    }
+    let (a, user) = (app.clone(), s.user.clone());
+    let failed = tokio::task::spawn_blocking(move || {
+        use ledgervault_service::alert::{self, Alert, AlertKind};
+        let test = Alert::new(
+            AlertKind::Test,
+            "test alert",
+            format!("This is a test alert sent from the ledgervault console by {user}. If you can read it, alerts reach you."),
+        );
+        alert::send(&a.config.alerts, &test)
+    })
+    .await
+    .unwrap_or_else(|e| vec![format!("{e}")]);
+    let from = peer.ip().to_string();
+    let body = if failed.is_empty() {
+        app.audit
+            .record(&s.user, &from, "send a test alert", "", "ok");
+        note(
+            "ok",
+            &format!("The test alert was sent on {channels} channel(s)."),
+        )
+    } else {
+        app.audit.record(
+            &s.user,
+            &from,
+            "send a test alert",
+            "",
+            &format!("failed: {}", failed.join("; ")),
+        );
+        failed
+            .iter()
+            .map(|f| note("error", f))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    html(
+        StatusCode::OK,
+        page(
+            "Test alert",
+            Some(&s),
+            &format!("{body}<p><a href=\"/activity\">Back to the activity</a></p>"),
+        ),
+    )
+}
+
 async fn drill_now(
     State(app): Shared,
     ConnectInfo(PeerAddr(peer)): Peer,
@@ -1655,6 +1725,12 @@ async fn activity(State(app): Shared, headers: HeaderMap) -> Response {
     .map_err(|e| format!("{e:#}"));
     html(
         StatusCode::OK,
-        crate::pages::activity(&s, &tasks, runs, audit.as_deref()),
+        crate::pages::activity(
+            &s,
+            &tasks,
+            runs,
+            audit.as_deref(),
+            app.config.alerts.channels(),
+        ),
     )
 }
