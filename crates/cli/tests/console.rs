@@ -344,6 +344,9 @@ fn an_operator_backs_up_and_takes_a_safety_snapshot_and_a_viewer_cannot() {
         "{list}"
     );
     assert!(!list.contains("<b>bold</b>") && !list.contains("<i>"));
+    // What changed since the one before (files written just before a
+    // backup are read again, so both count here).
+    assert!(list.contains("2 files new or changed"), "{list}");
     let only = site.get("/snapshots?tag=year-end", &olga).body;
     assert!(only.contains("<strong>1</strong> of 2 backups"), "{only}");
     assert!(only.contains("year-end close: FY2026 &lt;i&gt;"), "{only}");

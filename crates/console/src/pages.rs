@@ -252,7 +252,7 @@ pub fn snapshots(
         shown.len(),
         snaps.len()
     );
-    h.push_str(r#"<table class="snapshots"><thead><tr><th scope="col">Taken</th><th scope="col">Id</th><th scope="col">Sources</th><th scope="col">Read</th><th scope="col">Added</th><th scope="col">Reason and tags</th><th scope="col">Flags</th></tr></thead><tbody>"#);
+    h.push_str(r#"<table class="snapshots"><thead><tr><th scope="col">Taken</th><th scope="col">Id</th><th scope="col">Sources</th><th scope="col">Read</th><th scope="col">Changed since the one before</th><th scope="col">Added</th><th scope="col">Reason and tags</th><th scope="col">Flags</th></tr></thead><tbody>"#);
     for (id, sn) in shown {
         let sources: Vec<String> = sn.sources.iter().map(|x| esc(&x.path)).collect();
         let mut labels: Vec<String> = Vec::new();
@@ -284,12 +284,13 @@ pub fn snapshots(
         }
         let _ = write!(
             h,
-            "<tr><td>{}</td><td><a href=\"/snapshots/{}\" title=\"Browse\"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td><a href=\"/snapshots/{}\" title=\"Browse\"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             when(&sn.time),
             id.to_hex(),
             esc(&id.short()),
             sources.join("<br>"),
             size(sn.totals.bytes_read),
+            changed(sn),
             size(sn.totals.bytes_stored),
             labels.join(" "),
             flags
@@ -297,6 +298,22 @@ pub fn snapshots(
     }
     h.push_str("</tbody></table>");
     page("Snapshots", Some(s), &h)
+}
+
+/// What changed since the snapshot before (its parent): files read again
+/// because they were new or changed, and the data no earlier snapshot
+/// held.
+fn changed(sn: &Snapshot) -> String {
+    let files: u64 = sn
+        .sources
+        .iter()
+        .map(|x| x.summary.files.saturating_sub(x.summary.files_unchanged))
+        .sum();
+    format!(
+        "{files} file{} new or changed, {} of new data",
+        if files == 1 { "" } else { "s" },
+        size(sn.totals.bytes_new)
+    )
 }
 
 /// The task as the live page's script reads it.
