@@ -187,12 +187,9 @@ impl App {
             reason,
             ..BackupRequest::default()
         };
-        let loc = self.primary_location()?;
         let prepared = backup::prepare(&self.config, &req)?;
-        let password = (loc.password)()?;
-        let opener = loc.target.find_ahead(&password)?;
         let captured = prepared.capture(&req, None)?;
-        let repo = opener.open(&password)?;
+        let repo = self.repo()?;
         prepared.run(
             &repo,
             captured,
@@ -480,6 +477,17 @@ async fn security_headers(State(app): Shared, mut r: Response) -> Response {
 }
 
 type Shared = State<Arc<App>>;
+
+/// Runs blocking work (the repository, Argon2) off the async threads; a
+/// panic in it is an error like the work's own.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|r| r)
+}
 type Peer = ConnectInfo<PeerAddr>;
 
 /// The client's address, over plain HTTP or HTTPS.
@@ -834,14 +842,12 @@ macro_rules! session_or_login {
 async fn dashboard(State(app): Shared, headers: HeaderMap) -> Response {
     let s = session_or_login!(app, headers);
     let a = app.clone();
-    let report = tokio::task::spawn_blocking(move || {
+    let report = blocking(move || {
         let mut locations: Vec<Location> = a.primary.iter().cloned().collect();
         locations.extend(a.copies.iter().cloned());
         ledgervault_service::status::status(&a.config, locations, chrono::Utc::now(), 10)
     })
-    .await
-    .map_err(|e| anyhow!("{e}"))
-    .and_then(|r| r);
+    .await;
     let running = app.tasks.list().into_iter().find(|t| t.running());
     html(
         StatusCode::OK,
@@ -856,7 +862,7 @@ async fn snapshots(
 ) -> Response {
     let s = session_or_login!(app, headers);
     let a = app.clone();
-    let list = tokio::task::spawn_blocking(move || -> Result<_> {
+    let list = blocking(move || -> Result<_> {
         let repo = a.repo()?;
         let (snaps, bad) = repo.snapshots()?;
         Ok((
@@ -864,9 +870,7 @@ async fn snapshots(
             bad.into_iter().map(|e| e.to_string()).collect::<Vec<_>>(),
         ))
     })
-    .await
-    .map_err(|e| anyhow!("{e}"))
-    .and_then(|r| r);
+    .await;
     match list {
         Ok((snaps, bad)) => html(
             StatusCode::OK,
@@ -905,7 +909,7 @@ async fn place(app: &Arc<App>, raw: &str, at: &str, who: &Session) -> Result<Pla
     };
     let names = crate::browse::names(at).map_err(|e| not_found(&format!("{e}.")))?;
     let (a, spec) = (app.clone(), spec.to_string());
-    let found = tokio::task::spawn_blocking(move || -> Result<Place> {
+    let found = blocking(move || -> Result<Place> {
         let repo = a.repo()?;
         let (id, snap) = repo.find_snapshot(&spec)?;
         let index = a.index(&repo)?;
@@ -917,9 +921,7 @@ async fn place(app: &Arc<App>, raw: &str, at: &str, who: &Session) -> Result<Pla
             names,
         })
     })
-    .await
-    .map_err(|e| anyhow!("{e}"))
-    .and_then(|r| r);
+    .await;
     found.map_err(|e| {
         let text = format!("{e:#}");
         let missing = matches!(
@@ -951,12 +953,10 @@ async fn browse(
         Err(r) => return r,
     };
     let who = s.clone();
-    let rendered = tokio::task::spawn_blocking(move || {
+    let rendered = blocking(move || {
         crate::browse::page_for(&who, &p.repo, &p.index, &p.id, &p.snap, &p.names)
     })
-    .await
-    .map_err(|e| anyhow!("{e}"))
-    .and_then(|r| r);
+    .await;
     match rendered {
         Ok(h) => html(StatusCode::OK, h),
         Err(e) => refusal(StatusCode::NOT_FOUND, Some(&s), &format!("{e:#}.")),
@@ -1032,12 +1032,8 @@ async fn download(
     let (repo, index, snap, names) = (p.repo.clone(), p.index, p.snap, p.names);
     let resolved = {
         let (repo, names) = (repo.clone(), names.clone());
-        tokio::task::spawn_blocking(move || {
-            crate::browse::resolve(&repo, &index, &snap, &names).map(|n| (n, index))
-        })
-        .await
-        .map_err(|e| anyhow!("{e}"))
-        .and_then(|r| r)
+        blocking(move || crate::browse::resolve(&repo, &index, &snap, &names).map(|n| (n, index)))
+            .await
     };
     let (node, index) = match resolved {
         Ok((Some(n), index)) => (n, index),
@@ -1315,7 +1311,7 @@ async fn restore_choice(
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| bad("There is no such database in this snapshot."))?;
     let (a, spec, wanted) = (app.clone(), id.clone(), name.clone());
-    let found = tokio::task::spawn_blocking(move || -> Result<Option<(String, String)>> {
+    let found = blocking(move || -> Result<Option<(String, String)>> {
         let repo = a.repo()?;
         let (_, snap) = repo.find_snapshot(&spec)?;
         Ok(snap
@@ -1324,9 +1320,7 @@ async fn restore_choice(
             .find(|s| s.name == wanted && s.node.kind == ledgervault_repo::NodeKind::DbImage)
             .map(|s| (s.path.clone(), snap.host.clone())))
     })
-    .await
-    .map_err(|e| anyhow!("{e}"))
-    .and_then(|r| r);
+    .await;
     match found {
         Ok(Some((live, host))) => Ok(RestoreChoice {
             id,
@@ -1607,10 +1601,7 @@ fn describe_drill(r: &DrillReport) -> String {
 async fn drills(State(app): Shared, headers: HeaderMap) -> Response {
     let s = session_or_login!(app, headers);
     let a = app.clone();
-    let list = tokio::task::spawn_blocking(move || drill::history(&*a.repo()?))
-        .await
-        .map_err(|e| anyhow!("{e}"))
-        .and_then(|r| r);
+    let list = blocking(move || drill::history(&*a.repo()?)).await;
     let running = app.tasks.list().into_iter().find(|t| t.running());
     html(
         StatusCode::OK,
@@ -1713,15 +1704,13 @@ async fn activity(State(app): Shared, headers: HeaderMap) -> Response {
         None
     };
     let a = app.clone();
-    let runs = tokio::task::spawn_blocking(move || -> Result<Vec<_>> {
+    let runs = blocking(move || -> Result<Vec<_>> {
         match a.config.history_path() {
             Some(p) if p.exists() => ledgervault_service::history::History::open(&p)?.recent(30),
             _ => Ok(Vec::new()),
         }
     })
     .await
-    .map_err(|e| anyhow!("{e}"))
-    .and_then(|r| r)
     .map_err(|e| format!("{e:#}"));
     html(
         StatusCode::OK,
