@@ -1,17 +1,11 @@
 //! `client list | backup | restore`: one client's books.
 
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
-use ledgervault_postgres::{PgDb, PgTarget};
-use ledgervault_repo::{self as engine, BackupOptions, BackupSource, RestoreOptions};
-use ledgervault_sources::drill::builtin_checks;
-use ledgervault_tenant::sql::{Db, Sqlite, Value};
-use ledgervault_tenant::{
-    export, find_client, import, list_clients, Archive, ImportOptions, Mode, TenantConfig,
-    TenantMap,
-};
+use anyhow::{anyhow, bail, Result};
+use ledgervault_repo::{BackupOptions, BackupSource};
+use ledgervault_tenant::sql::{Db, Value};
+use ledgervault_tenant::{export, find_client, list_clients, Mode, TenantConfig, TenantMap};
 use serde_json::json;
 
 use crate::args::ClientCommand;
@@ -77,30 +71,17 @@ pub fn run(g: &Globals, cmd: ClientCommand) -> Result<i32> {
     }
 }
 
-/// Whether `path` names a PostgreSQL database.
-fn is_pg(path: &Path) -> bool {
-    path.to_str().is_some_and(ledgervault_postgres::is_pg_url)
-}
-
-/// Opens a firm database, SQLite or PostgreSQL; returns it with its engine
-/// name and how snapshots name it (never with a password).
+/// Opens a firm database of any kind; returns it with its engine name and
+/// how snapshots name it (never with a password).
 fn open_db(path: &Path, write: bool) -> Result<(Box<dyn Db>, &'static str, String)> {
-    if is_pg(path) {
-        let t = PgTarget::parse(&path.to_string_lossy())?;
-        let db = PgDb::connect(&t)?;
-        return Ok((Box::new(db), "postgresql", t.to_string()));
-    }
-    let db = if write {
-        Sqlite::open_write(path)?
-    } else {
-        Sqlite::open_read(path)?
-    };
-    let origin = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    Ok((Box::new(db), "sqlite", origin.display().to_string()))
+    let spec = path.to_string_lossy();
+    let kind = ledgervault_service::db::of_target(&spec)?;
+    let (db, origin) = kind.open_sql(&spec, write)?;
+    Ok((db, kind.engine(), origin))
 }
 
 fn open_map(db: &dyn Db, config: &TenantConfig, path: &Path) -> Result<TenantMap> {
-    TenantMap::build(db, config).with_context(|| format!("{}", path.display()))
+    ledgervault_service::client::open_map(db, config, &path.to_string_lossy())
 }
 
 fn list(g: &Globals, path: &Path, check: bool, config: &TenantConfig) -> Result<i32> {
@@ -306,180 +287,6 @@ fn backup(
     Ok(code)
 }
 
-/// `latest` for a client restore: the newest snapshot that can supply a
-/// client (a client archive, or a snapshot holding a database, `database`
-/// when given), passing over the safety snapshots restores take of their
-/// targets: after restoring one client, "latest" would otherwise be the
-/// target firm as it was, not the backup the person means.
-fn latest_source(
-    repo: &engine::Repository,
-    database: Option<&str>,
-) -> Result<(engine::Id, engine::Snapshot)> {
-    crate::commands::newest_snapshot(repo, |s| {
-        !crate::commands::is_safety_snapshot(s)
-            && (s.tags.iter().any(|t| t == ARCHIVE_TAG)
-                || s.sources.iter().any(|src| {
-                    crate::commands::is_database(src) && database.is_none_or(|d| d == src.name)
-                }))
-    })?
-    .ok_or_else(|| {
-        anyhow!(
-            "no snapshot holds a client archive or {}: back one up first",
-            database
-                .map(|d| format!("a database named {d}"))
-                .unwrap_or_else(|| "a database".into())
-        )
-    })
-}
-
-/// Reads the archive out of a client archive snapshot, or exports the client
-/// out of a full firm snapshot's database restored into a scratch folder.
-fn archive_from_snapshot(
-    g: &Globals,
-    repo: &engine::Repository,
-    spec: &str,
-    client: &str,
-    database: Option<&str>,
-    into: &Path,
-    config: &TenantConfig,
-) -> Result<(engine::Id, Archive)> {
-    let _lock = g.read_lock(repo, "client restore")?;
-    let (id, snap) = if spec == "latest" {
-        latest_source(repo, database)?
-    } else {
-        repo.find_snapshot(spec)?
-    };
-    let scratch = tempfile::Builder::new()
-        .prefix("ledgervault-client-")
-        .tempdir()
-        .context("cannot make a scratch folder")?;
-    if snap.tags.iter().any(|t| t == ARCHIVE_TAG) {
-        let src = snap
-            .sources
-            .first()
-            .ok_or_else(|| anyhow!("snapshot {} holds no archive", id.short()))?;
-        restore_into(
-            repo,
-            id,
-            &snap,
-            std::slice::from_ref(&src.name),
-            scratch.path(),
-        )?;
-        let mut bytes = Vec::new();
-        std::fs::File::open(scratch.path().join(&src.name))?.read_to_end(&mut bytes)?;
-        let a = Archive::decode(&bytes)?;
-        if !a.is_client(client) {
-            bail!(
-                "snapshot {} is the archive of client {} ({}), not {client:?}",
-                id.short(),
-                a.client,
-                a.label
-            );
-        }
-        return Ok((id, a));
-    }
-    let dbs: Vec<&engine::Source> = snap
-        .sources
-        .iter()
-        .filter(|s| crate::commands::is_database(s))
-        .filter(|s| database.is_none_or(|d| d == s.name))
-        .collect();
-    let src = match dbs.as_slice() {
-        [one] => *one,
-        [] => bail!(
-            "snapshot {} holds no {}database and is not a client archive",
-            id.short(),
-            database.map(|d| format!("{d} ")).unwrap_or_default()
-        ),
-        _ => bail!(
-            "snapshot {} holds several databases; choose one with --database NAME",
-            id.short()
-        ),
-    };
-    if crate::pg::is_pg_source(src) {
-        return Ok((id, archive_from_pg(g, repo, id, src, client, into, config)?));
-    }
-    if !g.quiet && !g.json {
-        println!(
-            "restoring {} from snapshot {} into a scratch folder to take client {client:?} out of it",
-            src.name,
-            id.short()
-        );
-    }
-    restore_into(
-        repo,
-        id,
-        &snap,
-        std::slice::from_ref(&src.name),
-        scratch.path(),
-    )?;
-    let copy = scratch.path().join(&src.name);
-    let db = Sqlite::open_read(&copy)?;
-    let map = open_map(&db, config, &copy)?;
-    let (key, _) = find_client(&db, &map, client)?;
-    Ok((id, export(&db, &map, &key, "sqlite")?))
-}
-
-/// Restores a PostgreSQL dump into a scratch database (on the target's
-/// server when the target is PostgreSQL, else on the server it came from),
-/// takes the client out of it, and drops it.
-fn archive_from_pg(
-    g: &Globals,
-    repo: &engine::Repository,
-    id: engine::Id,
-    src: &engine::Source,
-    client: &str,
-    into: &Path,
-    config: &TenantConfig,
-) -> Result<Archive> {
-    use ledgervault_postgres::restore::{run_psql, with_scratch_database};
-    let server = if is_pg(into) {
-        PgTarget::parse(&into.to_string_lossy())?
-    } else {
-        PgTarget::parse(&src.path)?
-    };
-    let info = src.node.database.as_deref().cloned().unwrap_or_default();
-    with_scratch_database(&server, "client", &info.settings, |at, major| {
-        if !g.quiet && !g.json {
-            println!(
-                "restoring {} from snapshot {} into scratch database {} on {} to take client {client:?} out of it",
-                src.name,
-                id.short(),
-                at.dbname,
-                server.server()
-            );
-        }
-        let index = repo.load_index()?;
-        let mut reader = engine::node_reader(repo, &index, &src.node)?;
-        run_psql(at, major, &mut reader, true)?;
-        let db = PgDb::connect(at)?;
-        let map = open_map(&db, config, Path::new(&at.dbname))?;
-        let (key, _) = find_client(&db, &map, client)?;
-        Ok(export(&db, &map, &key, "postgresql")?)
-    })
-}
-
-fn restore_into(
-    repo: &engine::Repository,
-    id: engine::Id,
-    snap: &engine::Snapshot,
-    include: &[String],
-    dir: &Path,
-) -> Result<()> {
-    let opts = RestoreOptions {
-        include: include.iter().map(Into::into).collect(),
-        ..Default::default()
-    };
-    let s = engine::restore(repo, id, snap, dir, &opts, &engine::NoProgress)?;
-    if let Some(f) = s.failed.first() {
-        return Err(anyhow::Error::new(engine::Error::corrupt(
-            &f.path,
-            f.message.clone(),
-        )));
-    }
-    Ok(())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn restore(
     g: &Globals,
@@ -494,73 +301,43 @@ fn restore(
     config: &TenantConfig,
 ) -> Result<i32> {
     let repo = g.open()?;
-    let (from, archive) = archive_from_snapshot(g, &repo, spec, client, database, into, config)?;
-    let (target, _, _) = open_db(into, true)?;
-    let target = target.as_ref();
-    let map = open_map(target, config, into)?;
-    // The accounting invariants that apply to the target's schema.
-    let invariants: Vec<(String, String)> = builtin_checks()
-        .into_iter()
-        .filter(|c| {
-            c.applies(|t| {
-                target
-                    .columns(t)
-                    .map(|cols| cols.into_iter().map(|c| c.name).collect())
-                    .unwrap_or_default()
-            })
-        })
-        .map(|c| (c.name, c.sql))
-        .collect();
-    // Refusals that need no work come before the safety snapshot.
-    ledgervault_tenant::preflight(target, &map, config, &archive, mode, replace_other.as_ref())?;
-    let mut safety = None;
-    if !dry_run {
-        // A safety snapshot of the target first, as before any restore over
-        // live books.
-        let src = if is_pg(into) {
-            ledgervault_service::db::DatabaseKind::capture(
-                &ledgervault_service::db::Postgres,
-                into,
-                &ledgervault_service::db::CaptureOptions {
-                    timeout: std::time::Duration::from_secs(60),
-                    globals: false,
-                },
-            )?
-        } else {
-            vec![crate::commands::sqlite_source(
-                into,
-                std::time::Duration::from_secs(30),
-            )?]
-        };
-        let shown = ledgervault_postgres::redact(&into.to_string_lossy());
-        safety = Some(crate::commands::safety_snapshot(
+    let _lock = g.read_lock(&repo, "client restore")?;
+    let req = ledgervault_service::client::ClientRestore {
+        snapshot: spec.to_string(),
+        client: client.to_string(),
+        into: into.to_string_lossy().into_owned(),
+        mode,
+        set,
+        replace_other,
+        dry_run,
+        database: database.map(str::to_string),
+    };
+    let chatty = !g.quiet && !g.json;
+    let note = |m: String| {
+        if chatty {
+            println!("{m}");
+        }
+    };
+    let mut take_safety = |sources, reason, _path: &Path| {
+        crate::commands::safety_snapshot(
             g,
             &repo,
-            src,
+            sources,
             crate::commands::PRE_CLIENT_RESTORE_TAG,
-            format!(
-                "safety snapshot before restoring client {} ({}) into {shown}",
-                archive.client, archive.label
-            ),
-            &shown,
-        )?);
-    }
-    let started = std::time::Instant::now();
-    let opts = ImportOptions {
-        mode,
-        dry_run,
-        set,
-        invariants,
-        replace_other,
+            reason,
+            &crate::redact::url(&req.into),
+        )
     };
-    let r = import(target, &map, config, &archive, &opts)?;
-    let secs = started.elapsed().as_secs_f64();
+    let done =
+        ledgervault_service::client::restore_client(&repo, &req, config, &note, &mut take_safety)?;
+    let (from, safety, secs, r) = (
+        done.from_snapshot,
+        done.safety_snapshot,
+        done.import_secs,
+        &done.report,
+    );
     if g.json {
-        let mut v = serde_json::to_value(&r)?;
-        v["import_secs"] = json!(secs);
-        v["safety_snapshot"] = json!(safety);
-        v["from_snapshot"] = json!(from);
-        g.print_json(&v);
+        g.print_json(&serde_json::to_value(&done)?);
         return Ok(exit::OK);
     }
     if g.quiet {

@@ -333,7 +333,6 @@ pub(crate) fn init(g: &Globals, a: InitArgs) -> Result<i32> {
 }
 
 pub(crate) use ledgervault_service::backup::repo_stats;
-pub(crate) use ledgervault_service::db::sqlite_source;
 
 pub(crate) fn backup(g: &Globals, a: BackupArgs) -> Result<i32> {
     Ok(backup_inner(g, &backup_request(&a))?.2)
@@ -377,22 +376,11 @@ fn backup_inner(
     Ok((repo, outcome.summary, code))
 }
 
+pub(crate) use ledgervault_service::drill::{is_database, PRE_CLIENT_RESTORE_TAG, PRE_RESTORE_TAG};
+
 /// Takes a safety snapshot of `sources`, tagged `tag`, before work that
 /// replaces what they hold; refuses to go on unless it is clean. `what`
 /// names the data for the refusal.
-pub(crate) use ledgervault_service::drill::{
-    is_database, is_safety_snapshot, PRE_CLIENT_RESTORE_TAG, PRE_RESTORE_TAG,
-};
-
-/// The newest snapshot `wanted` accepts, if any.
-pub(crate) fn newest_snapshot(
-    repo: &Repository,
-    wanted: impl Fn(&engine::Snapshot) -> bool,
-) -> Result<Option<(engine::Id, engine::Snapshot)>> {
-    let (all, _damaged) = repo.snapshots()?;
-    Ok(all.into_iter().rev().find(|(_, s)| wanted(s)))
-}
-
 pub(crate) fn safety_snapshot(
     g: &Globals,
     repo: &Repository,

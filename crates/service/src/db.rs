@@ -2,14 +2,16 @@
 //! database of each kind, how one is recognised, and how it is captured
 //! consistently while it is in use. SQLite files are found by their header
 //! (or named with `sqlite:PATH`); PostgreSQL databases by a `postgres://`
-//! or `postgresql://` URL. Restores and drills move behind this trait next
-//! (see ARCHITECTURE.md).
+//! or `postgresql://` URL. SQL access (per-client export and import) and
+//! scratch copies out of a snapshot go through the same trait.
 
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use ledgervault_postgres::PgTarget;
 use ledgervault_repo::{self as engine, BackupSource};
+use ledgervault_tenant::sql::{Db, Sqlite as SqliteDb};
 
 /// How long a capture may wait for the database (a lock, a busy writer).
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +37,22 @@ pub trait DatabaseKind: Sync {
     /// an address this kind [`is_address`](Self::is_address)); returns the
     /// backup sources it becomes.
     fn capture(&self, source: &Path, opts: &CaptureOptions) -> Result<Vec<BackupSource>>;
+    /// SQL access to the database at `spec` (a file, or an address of this
+    /// kind), read-only unless `write`; with how snapshots name it (never
+    /// with a password).
+    fn open_sql(&self, spec: &str, write: bool) -> Result<(Box<dyn Db>, String)>;
+    /// Restores the snapshot source `src` (a database of this kind) into a
+    /// scratch copy, runs `work` on SQL access to it, and removes the copy
+    /// whatever happens. `near`, when it is an address of this kind, is the
+    /// server to make the copy on (else the one the database came from);
+    /// `note` hears what is being done.
+    fn with_scratch_copy(
+        &self,
+        from: &ScratchFrom<'_>,
+        near: Option<&str>,
+        note: &dyn Fn(String),
+        work: &mut dyn FnMut(&dyn Db) -> Result<()>,
+    ) -> Result<()>;
     /// Whether a snapshot source holds a database of this kind.
     fn holds(&self, src: &engine::Source) -> bool {
         src.node
@@ -42,6 +60,29 @@ pub trait DatabaseKind: Sync {
             .as_ref()
             .is_some_and(|d| d.engine == self.engine())
     }
+}
+
+/// A database in a snapshot, to be copied out for reading.
+pub struct ScratchFrom<'a> {
+    pub repo: &'a engine::Repository,
+    pub id: engine::Id,
+    pub snapshot: &'a engine::Snapshot,
+    pub source: &'a engine::Source,
+}
+
+/// The kind of the database `spec` names: an address of a kind, or a file
+/// one kind recognises.
+pub fn of_target(spec: &str) -> Result<&'static dyn DatabaseKind> {
+    if let Some(k) = by_address(spec) {
+        return Ok(k);
+    }
+    let path = Path::new(spec);
+    if !path.exists() {
+        bail!("{spec}: no such database");
+    }
+    by_file(path).ok_or_else(|| {
+        anyhow!("{spec}: not a database ledgervault knows (a SQLite file or a postgres:// address)")
+    })
 }
 
 /// SQLite: a file, captured page by page in one read transaction.
@@ -88,6 +129,68 @@ impl DatabaseKind for Sqlite {
     fn capture(&self, source: &Path, opts: &CaptureOptions) -> Result<Vec<BackupSource>> {
         Ok(vec![sqlite_source(source, opts.timeout)?])
     }
+
+    fn open_sql(&self, spec: &str, write: bool) -> Result<(Box<dyn Db>, String)> {
+        let path = Path::new(spec);
+        let db = if write {
+            SqliteDb::open_write(path)?
+        } else {
+            SqliteDb::open_read(path)?
+        };
+        let origin = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok((Box::new(db), origin.display().to_string()))
+    }
+
+    /// Into a private scratch folder, removed afterwards.
+    fn with_scratch_copy(
+        &self,
+        from: &ScratchFrom<'_>,
+        _near: Option<&str>,
+        note: &dyn Fn(String),
+        work: &mut dyn FnMut(&dyn Db) -> Result<()>,
+    ) -> Result<()> {
+        let scratch = tempfile::Builder::new()
+            .prefix("ledgervault-scratch-")
+            .tempdir()
+            .context("cannot make a scratch folder")?;
+        note(format!(
+            "restoring {} from snapshot {} into a scratch folder",
+            from.source.name,
+            from.id.short()
+        ));
+        restore_sources(
+            from,
+            std::slice::from_ref(&from.source.name),
+            scratch.path(),
+        )?;
+        let copy = scratch.path().join(&from.source.name);
+        let db = SqliteDb::open_read(&copy)?;
+        work(&db)
+    }
+}
+
+/// Restores the sources `names` of a snapshot into `dir` (which the
+/// caller owns), failing on the first file that did not check out.
+pub fn restore_sources(from: &ScratchFrom<'_>, names: &[String], dir: &Path) -> Result<()> {
+    let opts = engine::RestoreOptions {
+        include: names.iter().map(Into::into).collect(),
+        ..Default::default()
+    };
+    let s = engine::restore(
+        from.repo,
+        from.id,
+        from.snapshot,
+        dir,
+        &opts,
+        &engine::NoProgress,
+    )?;
+    if let Some(f) = s.failed.first() {
+        return Err(anyhow::Error::new(engine::Error::corrupt(
+            &f.path,
+            f.message.clone(),
+        )));
+    }
+    Ok(())
 }
 
 /// A consistent capture of the SQLite database at `path`.
@@ -132,7 +235,7 @@ impl DatabaseKind for Postgres {
     /// The dump, and the server's globals when asked.
     fn capture(&self, source: &Path, opts: &CaptureOptions) -> Result<Vec<BackupSource>> {
         use ledgervault_postgres::dump::{dump_globals, DumpOptions};
-        use ledgervault_postgres::{PgDump, PgTarget};
+        use ledgervault_postgres::PgDump;
         let spec = source
             .to_str()
             .ok_or_else(|| anyhow!("{}: not a PostgreSQL address", source.display()))?;
@@ -157,6 +260,50 @@ impl DatabaseKind for Postgres {
             });
         }
         Ok(out)
+    }
+
+    fn open_sql(&self, spec: &str, _write: bool) -> Result<(Box<dyn Db>, String)> {
+        let t = PgTarget::parse(spec)?;
+        let db = ledgervault_postgres::PgDb::connect(&t)?;
+        Ok((Box::new(db), t.to_string()))
+    }
+
+    /// Into a scratch database on the server `near` names (when it is a
+    /// PostgreSQL address), else on the one the dump came from; dropped
+    /// afterwards.
+    fn with_scratch_copy(
+        &self,
+        from: &ScratchFrom<'_>,
+        near: Option<&str>,
+        note: &dyn Fn(String),
+        work: &mut dyn FnMut(&dyn Db) -> Result<()>,
+    ) -> Result<()> {
+        use ledgervault_postgres::restore::{run_psql, with_scratch_database};
+        let server = match near.filter(|n| self.is_address(n)) {
+            Some(n) => PgTarget::parse(n)?,
+            None => PgTarget::parse(&from.source.path)?,
+        };
+        let info = from
+            .source
+            .node
+            .database
+            .as_deref()
+            .cloned()
+            .unwrap_or_default();
+        with_scratch_database(&server, "scratch", &info.settings, |at, major| {
+            note(format!(
+                "restoring {} from snapshot {} into scratch database {} on {}",
+                from.source.name,
+                from.id.short(),
+                at.dbname,
+                server.server()
+            ));
+            let index = from.repo.load_index()?;
+            let mut reader = engine::node_reader(from.repo, &index, &from.source.node)?;
+            run_psql(at, major, &mut reader, true)?;
+            let db = ledgervault_postgres::PgDb::connect(at)?;
+            work(&db)
+        })
     }
 }
 

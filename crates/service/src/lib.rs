@@ -12,6 +12,7 @@
 
 pub mod alert;
 pub mod backup;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod drill;
