@@ -1354,3 +1354,214 @@ fn an_admin_sends_a_test_alert_and_others_cannot() {
         .iter()
         .any(|e| e["action"] == "send a test alert" && e["outcome"] == "ok"));
 }
+
+/// A firm database with `clients` clients, added to the site's sources.
+fn add_firm(site: &mut Site, clients: u32) -> PathBuf {
+    let firm = site.root.join("firm.db");
+    ledgervault_samplefirm::generate(
+        &firm,
+        &ledgervault_samplefirm::FirmOptions {
+            clients,
+            size: 400_000,
+            seed: 7,
+        },
+    )
+    .unwrap();
+    // Its entries between clients are links, not ownership: left empty
+    // when the entry at the other end is not there.
+    site.add_config(&format!(
+        "\n[[source]]\npath = {}\n\n[client.links]\n\"journal_entries.intercompany_entry_id\" = \"nullify\"\n",
+        toml_string(&firm.display().to_string())
+    ));
+    firm
+}
+
+/// Rows in every table of a SQLite database.
+fn all_rows(db: &Path) -> i64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    tables
+        .iter()
+        .map(|t| {
+            c.query_row(&format!("SELECT count(*) FROM \"{t}\""), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+        })
+        .sum()
+}
+
+/// Deletes client `id` of a sample firm and everything of it, as a
+/// mistaken "delete client" would; checks that no row is left pointing
+/// at what is gone.
+fn delete_client(db: &Path, id: i64) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute_batch(&format!(
+        "PRAGMA foreign_keys = OFF; BEGIN;
+         DELETE FROM payroll_lines WHERE run_id IN (SELECT id FROM payroll_runs WHERE client_id = {id});
+         DELETE FROM invoice_lines WHERE invoice_id IN (SELECT id FROM invoices WHERE client_id = {id});
+         DELETE FROM journal_lines WHERE entry_id IN (SELECT id FROM journal_entries WHERE client_id = {id});
+         UPDATE journal_entries SET intercompany_entry_id = NULL WHERE intercompany_entry_id IN
+           (SELECT id FROM journal_entries WHERE client_id = {id});"
+    ))
+    .unwrap();
+    let owned: Vec<String> = c
+        .prepare(
+            "SELECT m.name FROM sqlite_schema m, pragma_table_info(m.name) p
+             WHERE m.type = 'table' AND p.name = 'client_id'",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for t in owned {
+        c.execute(&format!("DELETE FROM \"{t}\" WHERE client_id = {id}"), [])
+            .unwrap();
+    }
+    c.execute(&format!("DELETE FROM clients WHERE id = {id}"), [])
+        .unwrap();
+    c.execute_batch("COMMIT").unwrap();
+    let dangling: i64 = c
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(dangling, 0, "the client was not deleted whole");
+}
+
+#[test]
+fn restore_one_client_after_its_dry_run() {
+    let mut site = Site::new();
+    let firm = add_firm(&mut site, 4);
+    site.lv().arg("backup").assert().success();
+    let before = all_rows(&firm);
+    let label: String = rusqlite::Connection::open(&firm)
+        .unwrap()
+        .query_row("SELECT name FROM clients WHERE id = 2", [], |r| r.get(0))
+        .unwrap();
+    delete_client(&firm, 2);
+    let deleted = all_rows(&firm);
+    assert!(deleted < before);
+
+    // The viewer sees the clients, and may not plan.
+    let vic = site.login("vic", VIEWER_PW);
+    let page = site.get("/clients", &vic).body;
+    assert!(page.contains("firm.db"), "{page}");
+    assert!(!page.contains("See the plan"), "{page}");
+    let vic_csrf = site.csrf(&vic);
+    let plan_form = |csrf: &str, client: &str, mode: &str| {
+        vec![
+            ("csrf", csrf.to_string()),
+            ("client", client.to_string()),
+            ("snapshot", "latest".to_string()),
+            // The firm databases are the sources that are databases:
+            // books.db, then firm.db.
+            ("into", "1".to_string()),
+            ("mode", mode.to_string()),
+        ]
+    };
+    let post = |cookie: &str, path: &str, f: &[(&str, String)]| {
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        site.request("POST", path, Some(cookie), &pairs, &[])
+    };
+    let a = post(&vic, "/clients/plan", &plan_form(&vic_csrf, "2", "new"));
+    assert_eq!(a.status, 403, "{}", a.body);
+
+    // The operator: the page lists the clients left and offers no replace.
+    let olga = site.login("olga", OPERATOR_PW);
+    let page = site.get("/clients", &olga).body;
+    assert!(page.contains("See the plan"), "{page}");
+    assert!(!page.contains("value=\"replace\""), "{page}");
+    assert!(!page.contains(&html_escaped(&label)), "{page}");
+    let csrf = site.csrf(&olga);
+    let a = post(&olga, "/clients/plan", &plan_form(&csrf, "2", "replace"));
+    assert_eq!(a.status, 403, "an operator replaced a client: {}", a.body);
+    assert!(page.contains("<option value=\"1\">"), "{page}");
+    for (into, client) in [("2", "2"), ("../x", "2"), ("1", ""), ("1", "a\nb")] {
+        let mut f = plan_form(&csrf, client, "new");
+        f[3].1 = into.to_string();
+        let a = post(&olga, "/clients/plan", &f);
+        assert_eq!(a.status, 400, "{into:?} {client:?}: {}", a.body);
+    }
+    // The plan: nothing changes.
+    let a = post(&olga, "/clients/plan", &plan_form(&csrf, "2", "new"));
+    assert_eq!(a.status, 303, "{}", a.body);
+    let task = a.location.unwrap();
+    let planned = site.finished(&task, &olga);
+    assert!(planned.contains("class=\"note ok\""), "{planned}");
+    assert!(planned.contains("Nothing was changed"), "{planned}");
+    assert!(planned.contains("journal_lines:"), "{planned}");
+    assert_eq!(all_rows(&firm), deleted, "a dry run changed the firm");
+    let plan_id = field(&planned, "name=\"plan\" value=\"");
+    // Nobody else may confirm it, not even an admin.
+    let ann = site.login("ann", ADMIN_PW);
+    assert!(!site.get(&task, &ann).body.contains("name=\"plan\""));
+    let ann_csrf = site.csrf(&ann);
+    let confirm = |cookie: &str, csrf: &str, plan: &str| {
+        post(
+            cookie,
+            "/clients/restore",
+            &[("csrf", csrf.to_string()), ("plan", plan.to_string())],
+        )
+    };
+    let a = confirm(&ann, &ann_csrf, &plan_id);
+    assert_eq!(a.status, 400, "{}", a.body);
+    let a = confirm(&olga, &csrf, "999999");
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(all_rows(&firm), deleted);
+    // Confirmed: the client's rows are all back, and only once.
+    let a = confirm(&olga, &csrf, &plan_id);
+    assert_eq!(a.status, 303, "{}", a.body);
+    let done = site.finished(&a.location.unwrap(), &olga);
+    assert!(done.contains("Restored client"), "{done}");
+    assert!(done.contains("safety snapshot"), "{done}");
+    assert_eq!(
+        all_rows(&firm),
+        before,
+        "the client's rows are not all back"
+    );
+    assert!(site
+        .get("/clients", &olga)
+        .body
+        .contains(&html_escaped(&label)));
+    let snaps = site.snapshots_json();
+    assert!(
+        snaps.iter().any(|s| s["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "pre-client-restore")),
+        "{snaps:?}"
+    );
+    // A plan is used once.
+    let a = confirm(&olga, &csrf, &plan_id);
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(all_rows(&firm), before);
+    // Planning it again: the client is there now, so "as it was" is refused.
+    let a = post(&olga, "/clients/plan", &plan_form(&csrf, "2", "new"));
+    let refused = site.finished(&a.location.unwrap(), &olga);
+    assert!(refused.contains("class=\"note error\""), "{refused}");
+    assert!(!refused.contains("name=\"plan\""), "{refused}");
+    let audit = site.audit();
+    assert!(audit
+        .iter()
+        .any(|e| e["user"] == "olga" && e["action"] == "Restore client" && e["outcome"] == "ok"));
+    assert!(audit
+        .iter()
+        .any(|e| e["user"] == "vic" && e["outcome"] == "refused"));
+}
+
+fn html_escaped(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}

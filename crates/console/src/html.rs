@@ -74,6 +74,7 @@ pub fn page(title: &str, who: Option<&Session>, body: &str) -> String {
             r#"<nav aria-label="main">
 <a href="/">Dashboard</a>
 <a href="/snapshots">Snapshots</a>
+<a href="/clients">Clients</a>
 <a href="/drills">Drills</a>
 <a href="/activity">Activity</a>
 </nav>

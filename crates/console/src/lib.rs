@@ -8,6 +8,7 @@
 
 pub mod audit;
 mod browse;
+mod clients;
 mod conn;
 pub mod html;
 mod pages;

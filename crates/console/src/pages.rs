@@ -336,7 +336,9 @@ pub fn task_json(t: &Task, st: &TaskState) -> serde_json::Value {
     })
 }
 
-pub fn task(s: &Session, t: &Task) -> String {
+/// A task's page; `next` (HTML) is what may follow it (a plan's
+/// confirmation).
+pub fn task(s: &Session, t: &Task, next: &str) -> String {
     let st = t.state();
     let mut h = format!(
         r#"<section class="card task" data-events="/tasks/{}/events">
@@ -361,6 +363,14 @@ pub fn task(s: &Session, t: &Task) -> String {
         Some(Ok(m)) => h.push_str(&note("ok", m)),
         Some(Err(e)) => h.push_str(&note("error", e)),
     }
+    if !st.log.is_empty() {
+        h.push_str(r#"<h2>What it did</h2><ol class="log">"#);
+        for line in &st.log {
+            let _ = write!(h, "<li>{}</li>", esc(line));
+        }
+        h.push_str("</ol>");
+    }
+    h.push_str(next);
     h.push_str(r#"<p class="done-links"><a href="/snapshots">Snapshots</a> · <a href="/">Dashboard</a></p></section>"#);
     page(&t.what, Some(s), &h)
 }

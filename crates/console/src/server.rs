@@ -129,6 +129,9 @@ pub(crate) struct App {
     index: Mutex<Option<(Vec<ledgervault_repo::Id>, Arc<ledgervault_repo::Index>)>>,
     /// Downloads at once.
     downloads: Arc<tokio::sync::Semaphore>,
+    /// Client restore plans that may be confirmed, by the task that made
+    /// them.
+    pub plans: Mutex<HashMap<u64, crate::clients::Plan>>,
 }
 
 impl App {
@@ -201,7 +204,7 @@ impl App {
     }
 
     /// The primary repository's folder, when it is one: never backed up.
-    fn local_root(&self) -> Option<PathBuf> {
+    pub(crate) fn local_root(&self) -> Option<PathBuf> {
         let l = self.primary.as_ref()?.target.location.as_deref()?;
         if l.starts_with("s3:") {
             return None;
@@ -312,6 +315,7 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
         repo: Mutex::new(None),
         index: Mutex::new(None),
         downloads: Arc::new(tokio::sync::Semaphore::new(DOWNLOADS_AT_ONCE)),
+        plans: Mutex::new(HashMap::new()),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -403,6 +407,9 @@ fn router(app: Arc<App>) -> Router {
         .route("/alerts/test", post(alert_test))
         .route("/restore", get(restore_page).post(restore_now))
         .route("/drill", post(drill_now))
+        .route("/clients", get(crate::clients::list_page))
+        .route("/clients/plan", post(crate::clients::plan))
+        .route("/clients/restore", post(crate::clients::confirm))
         .route("/activity", get(activity))
         .route("/tasks/{id}", get(task_page))
         .route("/tasks/{id}/events", get(task_events))
@@ -476,11 +483,11 @@ async fn security_headers(State(app): Shared, mut r: Response) -> Response {
     r
 }
 
-type Shared = State<Arc<App>>;
+pub(crate) type Shared = State<Arc<App>>;
 
 /// Runs blocking work (the repository, Argon2) off the async threads; a
 /// panic in it is an error like the work's own.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
@@ -488,11 +495,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| anyhow!("{e}"))
         .and_then(|r| r)
 }
-type Peer = ConnectInfo<PeerAddr>;
+pub(crate) type Peer = ConnectInfo<PeerAddr>;
 
 /// The client's address, over plain HTTP or HTTPS.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct PeerAddr(SocketAddr);
+pub(crate) struct PeerAddr(pub SocketAddr);
 
 impl Connected<IncomingStream<'_, Limited>> for PeerAddr {
     fn connect_info(stream: IncomingStream<'_, Limited>) -> Self {
@@ -506,7 +513,7 @@ impl Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
     }
 }
 
-fn html(status: StatusCode, body: String) -> Response {
+pub(crate) fn html(status: StatusCode, body: String) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -515,12 +522,12 @@ fn html(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn redirect(to: &str) -> Response {
+pub(crate) fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_string())]).into_response()
 }
 
 /// A page that says no, in words.
-fn refusal(status: StatusCode, who: Option<&Session>, text: &str) -> Response {
+pub(crate) fn refusal(status: StatusCode, who: Option<&Session>, text: &str) -> Response {
     html(
         status,
         page(
@@ -544,7 +551,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// The session of the request, checked against the user file (a user
 /// removed or given another role is signed out).
-fn signed_in(app: &App, headers: &HeaderMap) -> Option<(String, Session)> {
+pub(crate) fn signed_in(app: &App, headers: &HeaderMap) -> Option<(String, Session)> {
     let token = cookie(headers, app.cookie_name())?;
     let s = app.sessions.get(&token)?;
     let now = app
@@ -562,7 +569,7 @@ fn signed_in(app: &App, headers: &HeaderMap) -> Option<(String, Session)> {
 
 /// A change must come from a page of this console: same origin, the
 /// session's CSRF token, and a role that allows it.
-fn authorize(
+pub(crate) fn authorize(
     app: &App,
     headers: &HeaderMap,
     peer: &SocketAddr,
@@ -1186,7 +1193,7 @@ fn hidden(c: char) -> bool {
 
 /// What a piece of work ended with: whether it went well, the word for
 /// the audit log, and the message for its page.
-type Ended = (bool, String, String);
+pub(crate) type Ended = (bool, String, String);
 
 fn start_backup(
     app: Arc<App>,
@@ -1208,7 +1215,7 @@ fn start_backup(
 
 /// Starts `work` on a thread of its own as a task of `s`'s, unless other
 /// work is running; sends the browser to the task's page.
-fn start_work(
+pub(crate) fn start_work(
     app: Arc<App>,
     s: Session,
     peer: SocketAddr,
@@ -1652,7 +1659,10 @@ async fn task_page(
 ) -> Response {
     let s = session_or_login!(app, headers);
     match task_id(&raw).and_then(|id| app.tasks.get(id)) {
-        Some(t) => html(StatusCode::OK, crate::pages::task(&s, &t)),
+        Some(t) => {
+            let next = crate::clients::follow_up(&app, &s, &t);
+            html(StatusCode::OK, crate::pages::task(&s, &t, &next))
+        }
         None => refusal(StatusCode::NOT_FOUND, Some(&s), "There is no such task."),
     }
 }

@@ -21,7 +21,12 @@ pub struct TaskState {
     pub current: String,
     /// Set when the task ends: what it did, or why it failed.
     pub done: Option<Result<String, String>>,
+    /// Steps and findings, in order (the newest [`LOG_LINES`]).
+    pub log: Vec<String>,
 }
+
+/// Lines of a task's log kept.
+pub const LOG_LINES: usize = 500;
 
 #[derive(Debug, Serialize)]
 pub struct Task {
@@ -44,6 +49,17 @@ impl Task {
 
     fn update(&self, f: impl FnOnce(&mut TaskState)) {
         f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Adds a line to the task's log.
+    pub fn log(&self, line: impl Into<String>) {
+        let line = line.into();
+        self.update(|s| {
+            if s.log.len() >= LOG_LINES {
+                s.log.remove(0);
+            }
+            s.log.push(line);
+        })
     }
 
     pub fn finish(&self, result: Result<String, String>) {

@@ -95,13 +95,17 @@ pub fn latest_source(repo: &Repository, database: Option<&str>) -> Result<(Id, S
 
 /// Reads the archive of `client` out of a client archive snapshot, or
 /// exports the client out of a firm snapshot's database copied into
-/// scratch space (on the target's server when both are servers). The
-/// caller holds a read lock.
+/// scratch space (on the target's server when both are servers). Of a
+/// snapshot holding several databases, `database` names the one, or else
+/// the one backed up from `origin` (the target, as snapshots name it) is
+/// taken. The caller holds a read lock.
+#[allow(clippy::too_many_arguments)]
 pub fn archive_from_snapshot(
     repo: &Repository,
     spec: &str,
     client: &str,
     database: Option<&str>,
+    origin: Option<&str>,
     into: &str,
     config: &TenantConfig,
     note: &dyn Fn(String),
@@ -146,16 +150,26 @@ pub fn archive_from_snapshot(
         .filter(|s| is_database(s))
         .filter(|s| database.is_none_or(|d| d == s.name))
         .collect();
-    let src = match dbs.as_slice() {
-        [one] => *one,
-        [] => bail!(
+    // Several: the one backed up from the target itself, if it is one.
+    let same: Vec<&engine::Source> = dbs
+        .iter()
+        .copied()
+        .filter(|s| origin.is_some_and(|o| o == s.path))
+        .collect();
+    let src = match (dbs.as_slice(), same.as_slice()) {
+        ([one], _) | (_, [one]) => *one,
+        ([], _) => bail!(
             "snapshot {} holds no {}database and is not a client archive",
             id.short(),
             database.map(|d| format!("{d} ")).unwrap_or_default()
         ),
         _ => bail!(
-            "snapshot {} holds several databases; choose one with --database NAME",
-            id.short()
+            "snapshot {} holds several databases ({}); choose one (--database NAME)",
+            id.short(),
+            dbs.iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let kind = db::of_source(src).ok_or_else(|| {
@@ -198,17 +212,18 @@ pub fn restore_client(
     take_safety: &mut TakeSafety<'_>,
 ) -> Result<ClientRestored> {
     let kind = db::of_target(&req.into)?;
+    let (target, origin) = kind.open_sql(&req.into, true)?;
+    let target = target.as_ref();
     let (from, archive) = archive_from_snapshot(
         repo,
         &req.snapshot,
         &req.client,
         req.database.as_deref(),
+        Some(&origin),
         &req.into,
         config,
         note,
     )?;
-    let (target, _) = kind.open_sql(&req.into, true)?;
-    let target = target.as_ref();
     let map = open_map(target, config, &req.into)?;
     // The accounting invariants that apply to the target's schema.
     let invariants: Vec<(String, String)> = builtin_checks()
