@@ -815,6 +815,10 @@ fn in_a_real_browser_each_role_does_what_it_may() {
     let (playwright, chromium) = browser_tools();
     let mut site = Site::new();
     site.with_restore_folder();
+    let firm = add_firm(&mut site, 3);
+    site.lv().arg("backup").assert().success();
+    let before = all_rows(&firm);
+    delete_client(&firm, 2);
     // The screenshots in the README come from here.
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
     fs::create_dir_all(&shots).unwrap();
@@ -837,7 +841,9 @@ fn in_a_real_browser_each_role_does_what_it_may() {
         fs::read_to_string(site.root.join("console.err")).unwrap_or_default()
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("every step passed"));
-    assert_eq!(site.snapshots_json().len(), 2);
+    assert_eq!(all_rows(&firm), before, "client 2 is not back whole");
+    // Three backups and the client restore's safety snapshot.
+    assert_eq!(site.snapshots_json().len(), 4);
     for name in [
         "login",
         "dashboard",
@@ -846,6 +852,7 @@ fn in_a_real_browser_each_role_does_what_it_may() {
         "browse",
         "drills",
         "restore",
+        "client-plan",
         "activity",
         "dashboard-phone",
     ] {

@@ -364,7 +364,7 @@ pub fn task(s: &Session, t: &Task, next: &str) -> String {
         Some(Err(e)) => h.push_str(&note("error", e)),
     }
     if !st.log.is_empty() {
-        h.push_str(r#"<h2>What it did</h2><ol class="log">"#);
+        h.push_str(r#"<h2>Details</h2><ol class="log">"#);
         for line in &st.log {
             let _ = write!(h, "<li>{}</li>", esc(line));
         }

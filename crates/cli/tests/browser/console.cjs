@@ -1,7 +1,9 @@
 // Drives the console in Debian's Chromium, headless, as the firm's staff
 // would: signs in as each role, backs up, takes a safety snapshot with a
-// reason, reads the snapshots, and checks that a viewer can change
-// nothing. Run by crates/cli/tests/console.rs, which starts the console.
+// reason, reads the snapshots, restores one client after its dry run, and
+// checks that a viewer can change nothing. Run by
+// crates/cli/tests/console.rs, which starts the console after one backup
+// from the command line and then deletes client 2 of the firm database.
 //
 // node console.cjs BASE_URL SCREENSHOT_DIR
 // env: LV_PLAYWRIGHT (the playwright-core package folder), LV_CHROMIUM,
@@ -61,7 +63,7 @@ async function waitForResult(page) {
     await shot(op, "task");
 
     await op.getByRole("link", { name: "Snapshots" }).first().click();
-    check((await op.locator("table.snapshots tbody tr").count()) === 1, "one snapshot listed");
+    check((await op.locator("table.snapshots tbody tr").count()) === 2, "two snapshots listed");
 
     // A safety snapshot before year-end close.
     await op.goto(base + "/");
@@ -71,11 +73,11 @@ async function waitForResult(page) {
     await op.waitForURL(/\/tasks\/\d+$/);
     await waitForResult(op);
     await op.goto(base + "/snapshots");
-    check((await op.locator("table.snapshots tbody tr").count()) === 2, "two snapshots listed");
+    check((await op.locator("table.snapshots tbody tr").count()) === 3, "three snapshots listed");
     check((await op.getByText("year-end close: FY2026").count()) === 1, "the reason is shown");
     await shot(op, "snapshots");
     await op.goto(base + "/");
-    check((await op.getByText("2 backups", { exact: false }).count()) >= 1, "the dashboard counts two backups");
+    check((await op.getByText("3 backups", { exact: false }).count()) >= 1, "the dashboard counts three backups");
     await shot(op, "dashboard");
     await op.goto(base + "/snapshots");
     // Browse the safety snapshot and open the documents folder.
@@ -115,7 +117,7 @@ async function waitForResult(page) {
     const viewer = await signIn(browser, "vic", process.env.LV_VIEWER_PW);
     check((await viewer.getByRole("button", { name: "Back up now" }).count()) === 0, "a viewer has no backup button");
     await viewer.goto(base + "/snapshots");
-    check((await viewer.locator("table.snapshots tbody tr").count()) === 2, "a viewer sees the snapshots");
+    check((await viewer.locator("table.snapshots tbody tr").count()) === 3, "a viewer sees the snapshots");
     await viewer.goto(base + "/");
     await viewer.evaluate(() => {
       const f = document.createElement("form");
@@ -128,7 +130,31 @@ async function waitForResult(page) {
     await viewer.waitForURL(base + "/backup");
     check((await viewer.getByText("Your role (viewer) may not do this").count()) === 1, "the viewer's backup is refused");
     await op.goto(base + "/snapshots");
-    check((await op.locator("table.snapshots tbody tr").count()) === 2, "the viewer's request made no snapshot");
+    check((await op.locator("table.snapshots tbody tr").count()) === 3, "the viewer's request made no snapshot");
+    await viewer.goto(base + "/clients");
+    check((await viewer.getByRole("button", { name: "See the plan" }).count()) === 0, "a viewer cannot plan a client restore");
+
+    // Client 2 was deleted by mistake after the first backup: the operator
+    // brings it back from that backup, after reading the plan.
+    await op.getByRole("link", { name: "Clients" }).click();
+    check((await op.getByRole("radio", { name: /Replace the client/ }).count()) === 0, "an operator cannot replace a client");
+    await op.getByLabel("Client (its key, code or name)").fill("2");
+    const oldest = await op.locator("#snapshot option").last().getAttribute("value");
+    await op.getByLabel("From").selectOption(oldest);
+    const firm = await op.locator("#into option", { hasText: /firm\.db$/ }).getAttribute("value");
+    await op.getByLabel("Into").selectOption(firm);
+    await op.getByRole("button", { name: "See the plan" }).click();
+    await op.waitForURL(/\/tasks\/\d+$/);
+    const planned = await waitForResult(op);
+    check(planned.includes("Nothing was changed"), "a plan changes nothing: " + planned);
+    check((await op.locator("ol.log li").count()) > 3, "the plan lists the tables");
+    await shot(op, "client-plan");
+    await op.getByRole("button", { name: "Restore the client" }).click();
+    await op.waitForURL(/\/tasks\/\d+$/);
+    const brought = await waitForResult(op);
+    check(brought.includes("Restored client 2"), "the client was restored: " + brought);
+    await op.getByRole("link", { name: "Clients" }).click();
+    check((await op.locator("td code", { hasText: /^2$/ }).count()) === 1, "client 2 is listed again");
 
     // The admin reads who did what, and may replace the live database.
     const admin = await signIn(browser, "ann", process.env.LV_ADMIN_PW);
