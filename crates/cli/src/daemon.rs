@@ -49,6 +49,8 @@ pub struct Attempt {
     pub skipped: Option<String>,
     /// Set when it ran past its timeout and was killed.
     pub timed_out: bool,
+    /// What it wrote: its standard error, then its result.
+    pub log: String,
 }
 
 /// Starts attempts of jobs.
@@ -253,12 +255,14 @@ impl<'a> Daemon<'a> {
                 bytes_added: 0,
                 bytes_stored: 0,
                 snapshot: None,
+                id: 0,
             };
             if let Some(why) = &a.skipped {
                 run.outcome = Outcome::Skipped;
                 run.message = why.clone();
                 (self.log)(&format!("{}: skipped: {why}", job.name));
-                self.history.record(&run)?;
+                run.id = self.history.record(&run)?;
+                self.history.set_log(run.id, why)?;
                 return Ok(true);
             }
             if let Some(j) = &a.json {
@@ -338,7 +342,18 @@ impl<'a> Daemon<'a> {
                 }
             }
             (self.log)(&format!("{}: {:?}: {}", job.name, run.outcome, run.message));
-            self.history.record(&run)?;
+            run.id = self.history.record(&run)?;
+            let mut log = a.log.clone();
+            if a.timed_out {
+                log.push_str(&format!(
+                    "\n[stopped by the daemon after {}]\n",
+                    human_duration(job.timeout)
+                ));
+            }
+            if log.trim().is_empty() {
+                log = run.message.clone();
+            }
+            self.history.set_log(run.id, &log)?;
             self.after_run(job, &run, &a)?;
             if run.outcome == Outcome::Failed && temporary && !last {
                 if !self.clock.sleep_until(self.clock.now() + delay) {
@@ -782,6 +797,13 @@ impl ChildRun {
                 .trim_start_matches("ledgervault: ")
                 .to_string(),
         };
+        let mut log = stderr.trim_end().to_string();
+        if let Some(j) = &json {
+            if !log.is_empty() {
+                log.push('\n');
+            }
+            log.push_str(&serde_json::to_string_pretty(j).unwrap_or_default());
+        }
         Attempt {
             exit_code: status.and_then(|s| s.code()),
             json,
@@ -789,6 +811,7 @@ impl ChildRun {
             error_kind,
             skipped: None,
             timed_out: false,
+            log,
         }
     }
 }
@@ -1191,6 +1214,7 @@ mod tests {
                 bytes_added: 1_000_000_000,
                 bytes_stored: 0,
                 snapshot: None,
+                id: 0,
             })
             .unwrap();
         }

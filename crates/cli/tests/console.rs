@@ -1572,3 +1572,47 @@ fn html_escaped(s: &str) -> String {
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
 }
+
+#[test]
+fn the_daemon_s_runs_open_with_their_log() {
+    let site = Site::new();
+    // One pass of the daemon: the backup runs, the drill after it; forget
+    // and prune are skipped (no maintenance key), saying why.
+    site.lv().args(["daemon", "--once"]).assert().success();
+    let vic = site.login("vic", VIEWER_PW);
+    let activity = site.get("/activity", &vic).body;
+    let mut links: Vec<String> = activity
+        .match_indices("href=\"/runs/")
+        .map(|(at, m)| {
+            let rest = &activity[at + m.len()..];
+            format!("/runs/{}", rest.split('"').next().unwrap())
+        })
+        .collect();
+    links.sort();
+    assert!(links.len() >= 3, "{activity}");
+    let pages: Vec<String> = links.iter().map(|l| site.get(l, &vic).body).collect();
+    let backup = pages
+        .iter()
+        .find(|p| p.contains("backup · attempt 1"))
+        .unwrap_or_else(|| panic!("no backup run: {pages:?}"));
+    // Its log holds the job's own result, escaped.
+    assert!(backup.contains("<pre class=\"log\">"), "{backup}");
+    assert!(backup.contains("snapshot_id"), "{backup}");
+    assert!(backup.contains("&quot;"), "{backup}");
+    let prune = pages
+        .iter()
+        .find(|p| p.contains("prune · attempt 1"))
+        .unwrap_or_else(|| panic!("no prune run: {pages:?}"));
+    assert!(prune.contains("need a person"), "{prune}");
+    for bad in [
+        "/runs/999999",
+        "/runs/x",
+        "/runs/-1",
+        "/runs/99999999999999999999",
+    ] {
+        assert_eq!(site.get(bad, &vic).status, 404, "{bad}");
+    }
+    // Not without a session.
+    let a = site.request("GET", &links[0], None, &[], &[]);
+    assert_eq!(a.status, 303);
+}

@@ -426,11 +426,13 @@ pub fn activity(
         )),
         Ok(runs) if runs.is_empty() => h.push_str("<p>The daemon has not run a job yet.</p>"),
         Ok(runs) => {
+            h.push_str("<p>A run's start opens its log.</p>");
             h.push_str(r#"<table><thead><tr><th scope="col">Started</th><th scope="col">Job</th><th scope="col">Outcome</th><th scope="col">Added</th><th scope="col">Message</th></tr></thead><tbody>"#);
             for r in runs {
                 let _ = write!(
                     h,
-                    r#"<tr><td>{}</td><td>{}</td><td><span class="flag {o}">{o}</span></td><td>{}</td><td>{}</td></tr>"#,
+                    r#"<tr><td><a href="/runs/{}">{}</a></td><td>{}</td><td><span class="flag {o}">{o}</span></td><td>{}</td><td>{}</td></tr>"#,
+                    r.id,
                     when(&r.started),
                     esc(&r.job),
                     size(r.bytes_stored),
@@ -623,4 +625,41 @@ pub fn restore(
         );
     }
     page("Restore a database", Some(s), &h)
+}
+
+/// One scheduled run and its log.
+pub fn run(s: &Session, r: &Run, log: &str) -> String {
+    let mut h = format!(
+        r#"<section class="card"><p>{} · attempt {} · started {}, ended {} · <span class="flag {o}">{o}</span></p>"#,
+        esc(&r.job),
+        r.attempt,
+        when(&r.started),
+        when(&r.finished),
+        o = outcome_word(r.outcome)
+    );
+    h.push_str(&note(
+        if r.outcome.succeeded() { "ok" } else { "error" },
+        &r.message,
+    ));
+    if let Some(id) = &r.snapshot {
+        let _ = write!(
+            h,
+            r#"<p>Snapshot <a href="/snapshots/{}"><code>{}</code></a>.</p>"#,
+            esc(id),
+            esc(id.get(..8).unwrap_or(id))
+        );
+    }
+    h.push_str("<h2>Log</h2>");
+    if log.trim().is_empty() {
+        h.push_str("<p>This run kept no log (runs before this version kept none).</p>");
+    } else {
+        let _ = write!(h, r#"<pre class="log">{}</pre>"#, esc_block(log));
+    }
+    h.push_str(r#"<p><a href="/activity">Activity</a></p></section>"#);
+    page("Run", Some(s), &h)
+}
+
+/// Text for a `<pre>`: escaped line by line, the line breaks kept.
+fn esc_block(text: &str) -> String {
+    text.lines().map(esc).collect::<Vec<_>>().join("\n")
 }

@@ -411,6 +411,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/clients/plan", post(crate::clients::plan))
         .route("/clients/restore", post(crate::clients::confirm))
         .route("/activity", get(activity))
+        .route("/runs/{id}", get(run_page))
         .route("/tasks/{id}", get(task_page))
         .route("/tasks/{id}/events", get(task_events))
         .route("/static/style.css", get(style))
@@ -1732,4 +1733,30 @@ async fn activity(State(app): Shared, headers: HeaderMap) -> Response {
             app.config.alerts.channels(),
         ),
     )
+}
+
+async fn run_page(
+    State(app): Shared,
+    headers: HeaderMap,
+    UrlPath(raw): UrlPath<String>,
+) -> Response {
+    let s = session_or_login!(app, headers);
+    let Some(id) = task_id(&raw).and_then(|i| i64::try_from(i).ok()) else {
+        return refusal(StatusCode::NOT_FOUND, Some(&s), "There is no such run.");
+    };
+    let a = app.clone();
+    let found = blocking(move || match a.config.history_path() {
+        Some(p) if p.exists() => ledgervault_service::history::History::open(&p)?.run_with_log(id),
+        _ => Ok(None),
+    })
+    .await;
+    match found {
+        Ok(Some((run, log))) => html(StatusCode::OK, crate::pages::run(&s, &run, &log)),
+        Ok(None) => refusal(StatusCode::NOT_FOUND, Some(&s), "There is no such run."),
+        Err(e) => refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(&s),
+            &format!("The run history cannot be read: {e:#}"),
+        ),
+    }
 }

@@ -62,7 +62,13 @@ pub struct Run {
     pub bytes_added: u64,
     pub bytes_stored: u64,
     pub snapshot: Option<String>,
+    /// Its number in the history (0 before it is recorded).
+    #[serde(default)]
+    pub id: i64,
 }
+
+/// The most of a run's log the history keeps (its end, where errors are).
+pub const LOG_LIMIT: usize = 64 << 10;
 
 pub struct History {
     conn: Connection,
@@ -96,10 +102,36 @@ impl History {
              );",
         )
         .with_context(|| format!("the run history {} is not usable", path.display()))?;
+        // Histories written before runs kept their log gain the column.
+        let has_log: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'log'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)?;
+        if !has_log {
+            // Another process may be adding it at the same moment.
+            let added = conn.execute_batch("ALTER TABLE runs ADD COLUMN log TEXT");
+            let has_now = conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'log'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n > 0)
+                .unwrap_or(false);
+            if !has_now {
+                added.with_context(|| {
+                    format!("cannot upgrade the run history {}", path.display())
+                })?;
+            }
+        }
         Ok(History { conn })
     }
 
-    pub fn record(&self, r: &Run) -> Result<()> {
+    /// Records a run; returns its number.
+    pub fn record(&self, r: &Run) -> Result<i64> {
         self.conn.execute(
             "INSERT INTO runs (job, started, finished, attempt, outcome, exit_code, message,
                                bytes_read, bytes_added, bytes_stored, snapshot)
@@ -118,7 +150,36 @@ impl History {
                 r.snapshot,
             ],
         )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Keeps `log` (its last [`LOG_LIMIT`] bytes) as the log of run `id`.
+    pub fn set_log(&self, id: i64, log: &str) -> Result<()> {
+        let mut from = log.len().saturating_sub(LOG_LIMIT);
+        while !log.is_char_boundary(from) {
+            from += 1;
+        }
+        self.conn.execute(
+            "UPDATE runs SET log = ?2 WHERE id = ?1",
+            params![id, &log[from..]],
+        )?;
         Ok(())
+    }
+
+    /// Run `id` and its log (empty when it kept none).
+    pub fn run_with_log(&self, id: i64) -> Result<Option<(Run, String)>> {
+        let found = self
+            .conn
+            .query_row(
+                &format!("SELECT {COLS}, coalesce(log, '') FROM runs WHERE id = ?1"),
+                [id],
+                |r| Ok((row_to_run(r)?, r.get::<_, String>(12)?)),
+            )
+            .optional()?;
+        match found {
+            None => Ok(None),
+            Some((run, log)) => Ok(Some((run?, log))),
+        }
     }
 
     fn one(&self, sql: &str, job: &str) -> Result<Option<Run>> {
@@ -198,7 +259,7 @@ impl History {
 }
 
 const COLS: &str = "job, started, finished, attempt, outcome, exit_code, message, \
-                    bytes_read, bytes_added, bytes_stored, snapshot";
+                    bytes_read, bytes_added, bytes_stored, snapshot, id";
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
@@ -232,5 +293,65 @@ fn row_to_run(r: &rusqlite::Row) -> rusqlite::Result<Result<Run>> {
         bytes_added: r.get::<_, i64>(8)?.max(0) as u64,
         bytes_stored: r.get::<_, i64>(9)?.max(0) as u64,
         snapshot: r.get(10)?,
+        id: r.get(11)?,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(job: &str) -> Run {
+        let t = Utc::now();
+        Run {
+            job: job.into(),
+            started: t,
+            finished: t,
+            attempt: 1,
+            outcome: Outcome::Ok,
+            exit_code: Some(0),
+            message: "done".into(),
+            bytes_read: 1,
+            bytes_added: 2,
+            bytes_stored: 3,
+            snapshot: None,
+            id: 0,
+        }
+    }
+
+    #[test]
+    fn a_history_without_logs_gains_them_and_keeps_each_log_s_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        // A history as an earlier version wrote it: no log column.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE runs (id INTEGER PRIMARY KEY, job TEXT NOT NULL, started TEXT NOT NULL,
+                   finished TEXT NOT NULL, attempt INTEGER NOT NULL, outcome TEXT NOT NULL,
+                   exit_code INTEGER, message TEXT NOT NULL, bytes_read INTEGER NOT NULL,
+                   bytes_added INTEGER NOT NULL, bytes_stored INTEGER NOT NULL, snapshot TEXT);
+                 INSERT INTO runs VALUES (1, 'backup', '2026-01-01T02:00:00+00:00',
+                   '2026-01-01T02:01:00+00:00', 1, 'ok', 0, 'done', 0, 0, 0, NULL);",
+            )
+            .unwrap();
+        let h = History::open(&path).unwrap();
+        let (old, log) = h.run_with_log(1).unwrap().unwrap();
+        assert_eq!((old.job.as_str(), old.id, log.as_str()), ("backup", 1, ""));
+        // A second opener finds the column there.
+        drop(History::open(&path).unwrap());
+        let id = h.record(&run("verify")).unwrap();
+        assert_eq!(id, 2);
+        let long = format!("{}é{}the end", "x".repeat(LOG_LIMIT), "y".repeat(10));
+        h.set_log(id, &long).unwrap();
+        let (r, log) = h.run_with_log(id).unwrap().unwrap();
+        assert_eq!(r.job, "verify");
+        assert!(
+            log.len() <= LOG_LIMIT && log.ends_with("the end"),
+            "{}",
+            log.len()
+        );
+        assert!(h.run_with_log(99).unwrap().is_none());
+        assert_eq!(h.recent(10).unwrap()[0].id, 2);
+    }
 }
