@@ -1003,6 +1003,7 @@ mod tests {
                         error_kind: Some(ErrorKind::Usage),
                         skipped: None,
                         timed_out: false,
+                        log: String::new(),
                     }
                 } else {
                     Attempt {
@@ -1016,6 +1017,7 @@ mod tests {
                         error_kind: None,
                         skipped: None,
                         timed_out: false,
+                        log: String::new(),
                     }
                 },
             })
