@@ -133,6 +133,26 @@ pub struct Daemon<'a> {
     /// few seconds; run by the watch, on its own timer, whatever a job is
     /// doing. `Err` when it did not answer; `Ok(None)` when it cannot say.
     pub disk: Option<Box<dyn Fn() -> DiskReading + 'a>>,
+    /// Reloads the config file when it changes (the console's settings
+    /// page, or an editor): schedules, retries and alert thresholds here,
+    /// and whatever `applied` does with the new config (alert channels).
+    pub reload: Option<Reload<'a>>,
+}
+
+/// Where the config file is, how it looked when last read, and what else
+/// follows a reload.
+pub struct Reload<'a> {
+    pub path: std::path::PathBuf,
+    pub seen: Option<(std::time::SystemTime, u64)>,
+    pub applied: Box<dyn FnMut(&Config) + 'a>,
+}
+
+impl Reload<'_> {
+    /// The file's modification time and size, as a stamp of its version.
+    pub fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+        let m = std::fs::metadata(path).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    }
 }
 
 /// What a storage probe found: free bytes, or why there is no answer.
@@ -161,6 +181,50 @@ impl<'a> Daemon<'a> {
             full_within: cfg.duration(&cfg.alerts.full_within, "30d"),
             log,
             disk: None,
+            reload: None,
+        }
+    }
+
+    /// Takes the schedules, retries and alert thresholds of `cfg`.
+    fn adopt(&mut self, cfg: &Config) {
+        self.jobs = jobs(cfg);
+        self.watch = cfg.schedule_of(&cfg.schedule.watch, "hourly");
+        self.retries = cfg.daemon.retries.unwrap_or(3);
+        self.retry_delay = cfg.duration(&cfg.daemon.retry_delay, "1m");
+        self.no_backup_within = cfg.duration(&cfg.alerts.no_backup_within, "26h");
+        self.full_within = cfg.duration(&cfg.alerts.full_within, "30d");
+    }
+
+    /// Reloads the config file if it changed since it was last read. A
+    /// file that no longer loads is reported, and the settings in use
+    /// stay.
+    pub fn reload_if_changed(&mut self) {
+        let Some(r) = self.reload.as_mut() else {
+            return;
+        };
+        let stamp = Reload::stamp(&r.path);
+        if stamp == r.seen {
+            return;
+        }
+        r.seen = stamp;
+        let path = r.path.clone();
+        match Config::load(Some(&path)) {
+            Ok(cfg) => {
+                self.adopt(&cfg);
+                if let Some(r) = self.reload.as_mut() {
+                    (r.applied)(&cfg);
+                }
+                let jobs = self
+                    .jobs
+                    .iter()
+                    .map(|j| format!("{} ({})", j.name, j.schedule))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (self.log)(&format!("the config file changed: reloaded; jobs: {jobs}"));
+            }
+            Err(e) => (self.log)(&format!(
+                "warning: the config file changed but does not load; the settings in use stay: {e:#}"
+            )),
         }
     }
 
@@ -224,6 +288,7 @@ impl<'a> Daemon<'a> {
     /// Runs until the clock says stop.
     pub fn run_forever(&mut self) -> Result<()> {
         loop {
+            self.reload_if_changed();
             if !self.run_due()? {
                 return Ok(());
             }
@@ -632,7 +697,15 @@ pub struct ProcessRunner<'c> {
 
 impl ProcessRunner<'_> {
     fn args(&self, job: &Job) -> std::result::Result<Vec<String>, String> {
-        let cfg = self.cfg;
+        // The file as it is now (the settings page may have changed the
+        // drill interval or the maintenance key); as it was at start when
+        // it no longer loads.
+        let fresh = self
+            .cfg
+            .file
+            .as_deref()
+            .and_then(|f| Config::load(Some(f)).ok());
+        let cfg = fresh.as_ref().unwrap_or(self.cfg);
         let mut args = vec![
             "--config".to_string(),
             cfg.file
@@ -1131,8 +1204,79 @@ mod tests {
             started: s.clock.now(),
             log: &mut log,
             disk: s.disk.borrow_mut().take(),
+            reload: None,
         };
         d.run_forever().unwrap();
+    }
+
+    #[test]
+    fn a_changed_config_file_is_reloaded_and_a_broken_one_is_not() {
+        let s = setup("2026-03-02T00:00:00Z", "2026-03-02T00:00:01Z");
+        let cfg_path = s._dir.path().join("lv.toml");
+        let write = |text: &str| std::fs::write(&cfg_path, text).unwrap();
+        write("[schedule]\nbackup = \"daily at 02:00\"\n");
+        let cfg = Config::load(Some(&cfg_path)).unwrap();
+        let mut runner = Script {
+            clock: s.clock.clone(),
+            codes: Default::default(),
+            takes: chrono::Duration::minutes(1),
+            runs: s.runs.clone(),
+        };
+        let mut notify = |_: &Alert| Vec::new();
+        let lines = RefCell::new(Vec::<String>::new());
+        let mut log = |m: &str| lines.borrow_mut().push(m.to_string());
+        let applied = Rc::new(Cell::new(0));
+        let count = applied.clone();
+        let clock = s.clock.clone();
+        let mut d = Daemon::from_config(
+            &cfg,
+            History::open(&s.history).unwrap(),
+            clock.as_ref(),
+            &mut runner,
+            &mut notify,
+            &mut log,
+        );
+        d.reload = Some(Reload {
+            seen: Reload::stamp(&cfg_path),
+            path: cfg_path.clone(),
+            applied: Box::new(move |_| count.set(count.get() + 1)),
+        });
+        let backup_schedule = |d: &Daemon| {
+            d.jobs
+                .iter()
+                .find(|j| j.name == "backup")
+                .unwrap()
+                .schedule
+                .to_string()
+        };
+        let before = backup_schedule(&d);
+        d.reload_if_changed();
+        assert_eq!(applied.get(), 0, "reloaded an unchanged file");
+        write("[schedule]\nbackup = \"daily at 23:30\"\n\n[daemon]\nretries = 5\n");
+        d.reload_if_changed();
+        assert_eq!(applied.get(), 1);
+        assert_ne!(backup_schedule(&d), before);
+        assert!(
+            backup_schedule(&d).contains("23:30"),
+            "{}",
+            backup_schedule(&d)
+        );
+        assert_eq!(d.retries, 5);
+        let good = backup_schedule(&d);
+        write("[schedule]\nbackup = \"when pigs fly, twice\"\n");
+        d.reload_if_changed();
+        assert_eq!(applied.get(), 1);
+        assert_eq!(
+            backup_schedule(&d),
+            good,
+            "a broken file replaced the schedule"
+        );
+        drop(d);
+        assert!(
+            lines.borrow().iter().any(|l| l.contains("does not load")),
+            "{:?}",
+            lines.borrow()
+        );
     }
 
     fn names(s: &Setup) -> Vec<(String, DateTime<Utc>)> {

@@ -159,9 +159,19 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> Result<i32> {
     };
     let clock = SystemClock;
     let mut runner = ProcessRunner { cfg: &cfg };
-    let mut notify = |al: &Alert| alert::send(&cfg.alerts, al);
+    // The alert channels follow the config file when it changes.
+    let channels = std::rc::Rc::new(std::cell::RefCell::new(cfg.alerts.clone()));
+    let reloaded = channels.clone();
+    let mut notify = move |al: &Alert| alert::send(&channels.borrow(), al);
     let mut log = |m: &str| log_line(m);
     let mut d = Daemon::from_config(&cfg, history, &clock, &mut runner, &mut notify, &mut log);
+    if let Some(path) = cfg.file.clone() {
+        d.reload = Some(daemon::Reload {
+            seen: daemon::Reload::stamp(&path),
+            path,
+            applied: Box::new(move |c: &Config| *reloaded.borrow_mut() = c.alerts.clone()),
+        });
+    }
     let primary = g.clone();
     d.disk = Some(Box::new(move || {
         disk_probe(&primary, ledgervault_service::status::PROBE_TIMEOUT)

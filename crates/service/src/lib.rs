@@ -24,6 +24,7 @@ pub mod redact;
 pub mod repo;
 pub mod restore;
 pub mod schedule;
+pub mod settings;
 pub mod status;
 
 pub use error::{usage, ErrorKind, UsageError};
