@@ -339,7 +339,10 @@ url = "https://hooks.example.com/T000/B000/secret"
             Edit::Retention("keep_daily".into(), Some("-1".into())),
             Edit::Retention("path".into(), Some("/".into())),
         ] {
-            assert!(edit_text(FILE, &[bad.clone()]).is_err(), "{bad:?}");
+            assert!(
+                edit_text(FILE, std::slice::from_ref(&bad)).is_err(),
+                "{bad:?}"
+            );
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lv.toml");
