@@ -842,6 +842,9 @@ fn in_a_real_browser_each_role_does_what_it_may() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("every step passed"));
     assert_eq!(all_rows(&firm), before, "client 2 is not back whole");
+    assert!(fs::read_to_string(site.root.join("lv.toml"))
+        .unwrap()
+        .contains("keep_daily = 14"));
     // Three backups and the client restore's safety snapshot.
     assert_eq!(site.snapshots_json().len(), 4);
     for name in [
@@ -854,6 +857,7 @@ fn in_a_real_browser_each_role_does_what_it_may() {
         "restore",
         "client-plan",
         "activity",
+        "settings",
         "dashboard-phone",
     ] {
         let png = fs::read(shots.join(format!("{name}.png"))).unwrap();
@@ -1615,4 +1619,137 @@ fn the_daemon_s_runs_open_with_their_log() {
     // Not without a session.
     let a = site.request("GET", &links[0], None, &[], &[]);
     assert_eq!(a.status, 303);
+}
+
+#[test]
+fn an_admin_changes_the_settings_and_the_file_keeps_its_comments() {
+    let mut site = Site::new();
+    site.add_config(
+        "\n# When the daemon works.\n[schedule]\n# After the office closes.\nbackup = \"daily at 02:00\"\n\n[[alerts.webhook]]\nurl = \"https://hooks.example.com/T0/B0/SECRETTOKEN\"\n",
+    );
+    let cfg_path = site.root.join("lv.toml");
+    let version_of = |body: &str| field(body, "name=\"version\" value=\"");
+
+    // The viewer reads, and may not change.
+    let vic = site.login("vic", VIEWER_PW);
+    let page = site.get("/settings", &vic).body;
+    assert!(page.contains("daily at 02:00"), "{page}");
+    assert!(page.contains(" disabled"), "{page}");
+    assert!(!page.contains("Save the settings"), "{page}");
+    assert!(!page.contains("SECRETTOKEN"), "{page}");
+    let form = |csrf: &str, version: &str, extra: &[(&str, &str)]| {
+        let mut f: Vec<(String, String)> = vec![
+            ("csrf".into(), csrf.into()),
+            ("version".into(), version.into()),
+        ];
+        f.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        f
+    };
+    let post = |cookie: &str, f: &[(String, String)]| {
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        site.request("POST", "/settings", Some(cookie), &pairs, &[])
+    };
+    let vic_csrf = site.csrf(&vic);
+    let a = post(
+        &vic,
+        &form(&vic_csrf, &version_of(&page), &[("keep_daily", "1")]),
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
+    let olga = site.login("olga", OPERATOR_PW);
+    let olga_csrf = site.csrf(&olga);
+    let a = post(
+        &olga,
+        &form(&olga_csrf, &version_of(&page), &[("keep_daily", "1")]),
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
+    let original = fs::read_to_string(&cfg_path).unwrap();
+
+    // The admin: bad values are refused and the file is left as it was.
+    let ann = site.login("ann", ADMIN_PW);
+    let csrf = site.csrf(&ann);
+    let page = site.get("/settings", &ann).body;
+    assert!(page.contains("Save the settings"), "{page}");
+    let v = version_of(&page);
+    for bad in [
+        vec![("schedule_backup", "when pigs fly")],
+        vec![(
+            "schedule_backup",
+            "daily\n[repository]\npath = \"/tmp/evil\"",
+        )],
+        vec![("keep_daily", "-1")],
+        vec![("keep_within", "forever")],
+        vec![("new_webhook_url", "ftp://files.example.com/x")],
+        vec![
+            ("new_webhook_url", "https://x.example.com/"),
+            ("new_webhook_format", "pigeon"),
+        ],
+    ] {
+        let a = post(&ann, &form(&csrf, &v, &bad));
+        assert_eq!(a.status, 400, "{bad:?}: {}", a.body);
+        assert_eq!(fs::read_to_string(&cfg_path).unwrap(), original, "{bad:?}");
+    }
+    // A good change: written with the comments kept, and shown.
+    let a = post(
+        &ann,
+        &form(
+            &csrf,
+            &v,
+            &[
+                ("schedule_backup", "daily at 22:30"),
+                ("keep_daily", "14"),
+                ("keep_monthly", "12"),
+                ("no_backup_within", "30h"),
+                ("webhook_remove_0", "1"),
+                (
+                    "new_webhook_url",
+                    "https://chat.example.com/hooks/NEWSECRET",
+                ),
+                ("new_webhook_format", "slack"),
+            ],
+        ),
+    );
+    assert_eq!(a.status, 303, "{}", a.body);
+    assert_eq!(a.location.as_deref(), Some("/settings?saved=1"));
+    let text = fs::read_to_string(&cfg_path).unwrap();
+    for kept in [
+        "# When the daemon works.",
+        "# After the office closes.",
+        "backup = \"daily at 22:30\"",
+        "keep_daily = 14",
+        "keep_monthly = 12",
+        "no_backup_within = \"30h\"",
+        "NEWSECRET",
+    ] {
+        assert!(text.contains(kept), "{kept:?} not in\n{text}");
+    }
+    assert!(!text.contains("SECRETTOKEN"), "{text}");
+    site.lv().args(["config", "check"]).assert().success();
+    let page = site.get("/settings?saved=1", &ann).body;
+    assert!(page.contains("Saved to the config file"), "{page}");
+    assert!(page.contains("daily at 22:30"), "{page}");
+    assert!(!page.contains("NEWSECRET"), "{page}");
+    // The page it was made from is stale now.
+    let a = post(&ann, &form(&csrf, &v, &[("keep_daily", "7")]));
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("changed since"), "{}", a.body);
+    assert!(fs::read_to_string(&cfg_path)
+        .unwrap()
+        .contains("keep_daily = 14"));
+    // A change made in an editor shows on the next page.
+    let mut edited = fs::read_to_string(&cfg_path).unwrap();
+    edited = edited.replace("keep_daily = 14", "keep_daily = 21");
+    fs::write(&cfg_path, edited).unwrap();
+    assert!(site.get("/settings", &vic).body.contains("value=\"21\""));
+    let audit = site.audit();
+    assert!(audit
+        .iter()
+        .any(|e| e["user"] == "ann" && e["action"] == "change settings" && e["outcome"] == "ok"));
+    assert!(audit.iter().any(|e| e["user"] == "vic"
+        && e["action"] == "change settings"
+        && e["outcome"] == "refused"));
+    let log = fs::read_to_string(site.root.join("lv.audit.log")).unwrap();
+    assert!(
+        !log.contains("SECRET"),
+        "a webhook's secret is in the audit log"
+    );
 }

@@ -107,10 +107,10 @@ pub async fn list_page(State(app): Shared, headers: HeaderMap) -> Response {
     };
     let a = app.clone();
     let found = blocking(move || {
-        let dbs = firm_databases(&a.config)
+        let dbs = firm_databases(&a.config())
             .into_iter()
             .map(|spec| {
-                let clients = client::clients(&spec, &a.config.client)
+                let clients = client::clients(&spec, &a.config().client)
                     .map(|(c, _)| c)
                     .map_err(|e| format!("{e:#}"));
                 (ledgervault_service::redact::url(&spec), clients)
@@ -272,7 +272,7 @@ pub async fn plan(
     if !snapshot_ok {
         return bad("There is no such snapshot.");
     }
-    let dbs = firm_databases(&app.config);
+    let dbs = firm_databases(&app.config());
     let Some(into) = form
         .get("into")
         .and_then(|i| i.parse::<usize>().ok())
@@ -484,7 +484,7 @@ impl App {
         client::restore_client(
             &repo,
             req,
-            &self.config.client,
+            &self.config().client,
             &|m| task.log(m),
             &mut take_safety,
         )

@@ -77,6 +77,7 @@ pub fn page(title: &str, who: Option<&Session>, body: &str) -> String {
 <a href="/clients">Clients</a>
 <a href="/drills">Drills</a>
 <a href="/activity">Activity</a>
+<a href="/settings">Settings</a>
 </nav>
 <form class="signout" method="post" action="/logout">{}<span class="who">{} · {}</span> <button type="submit">Sign out</button></form>
 "#,

@@ -14,6 +14,7 @@ pub mod html;
 mod pages;
 mod server;
 pub mod session;
+mod settings;
 pub mod tasks;
 pub mod tls;
 pub mod users;

@@ -108,7 +108,8 @@ impl Console {
 }
 
 pub(crate) struct App {
-    pub config: Arc<Config>,
+    /// The config file as last loaded, and its stamp (see [`App::config`]).
+    config: Mutex<(Arc<Config>, Option<(std::time::SystemTime, u64)>)>,
     pub users_path: PathBuf,
     pub sessions: Sessions,
     pub throttle: Throttle,
@@ -160,6 +161,31 @@ impl App {
         c
     }
 
+    /// The config, loaded again when its file changed (the settings
+    /// page, or an editor); a file that no longer loads leaves the one in
+    /// use. Where the console listens, its users and its certificate are
+    /// read once, at start.
+    pub fn config(&self) -> Arc<Config> {
+        let mut slot = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(path) = slot.0.file.clone() else {
+            return slot.0.clone();
+        };
+        let stamp = file_stamp(&path);
+        if stamp != slot.1 {
+            slot.1 = stamp;
+            if let Ok(c) = Config::load(Some(&path)) {
+                slot.0 = Arc::new(c);
+            }
+        }
+        slot.0.clone()
+    }
+
+    /// Takes `c` as the config now in use (just written by the console).
+    pub fn set_config(&self, c: Config) {
+        let stamp = c.file.as_deref().and_then(file_stamp);
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = (Arc::new(c), stamp);
+    }
+
     pub fn users(&self) -> Result<Users> {
         Users::load(&self.users_path)
     }
@@ -190,13 +216,13 @@ impl App {
             reason,
             ..BackupRequest::default()
         };
-        let prepared = backup::prepare(&self.config, &req)?;
+        let prepared = backup::prepare(&self.config(), &req)?;
         let captured = prepared.capture(&req, None)?;
         let repo = self.repo()?;
         prepared.run(
             &repo,
             captured,
-            &self.config,
+            &self.config(),
             &req,
             self.local_root(),
             progress,
@@ -275,7 +301,7 @@ impl App {
     fn drill(&self, progress: &dyn Progress) -> Result<DrillReport> {
         let repo = self.repo()?;
         let _lock = ledgervault_repo::read_lock(&repo, "console drill")?;
-        drill::run(&repo, &self.config, &DrillRequest::default(), progress)
+        drill::run(&repo, &self.config(), &DrillRequest::default(), progress)
     }
 }
 
@@ -300,7 +326,10 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let app = Arc::new(App {
-        config: opts.config,
+        config: Mutex::new((
+            opts.config.clone(),
+            opts.config.file.as_deref().and_then(file_stamp),
+        )),
         users_path: opts.users,
         sessions: Sessions::default(),
         throttle: Throttle::default(),
@@ -372,6 +401,13 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
     })
 }
 
+/// A file's modification time and size: when either changes, it is read
+/// again.
+fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
 /// Password checks at once.
 const CHECKS_AT_ONCE: usize = 2;
 /// Downloads at once (each reads the repository for as long as it lasts).
@@ -412,6 +448,10 @@ fn router(app: Arc<App>) -> Router {
         .route("/clients/restore", post(crate::clients::confirm))
         .route("/activity", get(activity))
         .route("/runs/{id}", get(run_page))
+        .route(
+            "/settings",
+            get(crate::settings::settings_page).post(crate::settings::save),
+        )
         .route("/tasks/{id}", get(task_page))
         .route("/tasks/{id}/events", get(task_events))
         .route("/static/style.css", get(style))
@@ -853,7 +893,7 @@ async fn dashboard(State(app): Shared, headers: HeaderMap) -> Response {
     let report = blocking(move || {
         let mut locations: Vec<Location> = a.primary.iter().cloned().collect();
         locations.extend(a.copies.iter().cloned());
-        ledgervault_service::status::status(&a.config, locations, chrono::Utc::now(), 10)
+        ledgervault_service::status::status(&a.config(), locations, chrono::Utc::now(), 10)
     })
     .await;
     let running = app.tasks.list().into_iter().find(|t| t.running());
@@ -1496,7 +1536,7 @@ async fn alert_test(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let channels = app.config.alerts.channels();
+    let channels = app.config().alerts.channels();
     if channels == 0 {
         return refusal(
             StatusCode::BAD_REQUEST,
@@ -1512,7 +1552,7 @@ async fn alert_test(
             "test alert",
             format!("This is a test alert sent from the ledgervault console by {user}. If you can read it, alerts reach you."),
         );
-        alert::send(&a.config.alerts, &test)
+        alert::send(&a.config().alerts, &test)
     })
     .await
     .unwrap_or_else(|e| vec![format!("{e}")]);
@@ -1716,7 +1756,7 @@ async fn activity(State(app): Shared, headers: HeaderMap) -> Response {
     };
     let a = app.clone();
     let runs = blocking(move || -> Result<Vec<_>> {
-        match a.config.history_path() {
+        match a.config().history_path() {
             Some(p) if p.exists() => ledgervault_service::history::History::open(&p)?.recent(30),
             _ => Ok(Vec::new()),
         }
@@ -1730,7 +1770,7 @@ async fn activity(State(app): Shared, headers: HeaderMap) -> Response {
             &tasks,
             runs,
             audit.as_deref(),
-            app.config.alerts.channels(),
+            app.config().alerts.channels(),
         ),
     )
 }
@@ -1745,7 +1785,7 @@ async fn run_page(
         return refusal(StatusCode::NOT_FOUND, Some(&s), "There is no such run.");
     };
     let a = app.clone();
-    let found = blocking(move || match a.config.history_path() {
+    let found = blocking(move || match a.config().history_path() {
         Some(p) if p.exists() => ledgervault_service::history::History::open(&p)?.run_with_log(id),
         _ => Ok(None),
     })

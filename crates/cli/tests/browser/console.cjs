@@ -166,6 +166,15 @@ async function waitForResult(page) {
     await admin.goto(base + "/activity");
     check((await admin.getByRole("heading", { name: "Audit log" }).count()) === 1, "the admin sees the audit log");
     await shot(admin, "activity");
+    await admin.getByRole("link", { name: "Settings" }).click();
+    check((await admin.getByRole("button", { name: "Save the settings" }).count()) === 1, "an admin may change the settings");
+    await admin.getByLabel("Daily snapshots kept").fill("14");
+    await admin.getByRole("button", { name: "Save the settings" }).click();
+    await admin.waitForURL(base + "/settings?saved=1");
+    check((await admin.getByLabel("Daily snapshots kept").inputValue()) === "14", "the setting was saved");
+    await shot(admin, "settings");
+    await viewer.goto(base + "/settings");
+    check((await viewer.getByRole("button", { name: "Save the settings" }).count()) === 0, "a viewer cannot change the settings");
 
     // On a phone.
     const phone = await signIn(browser, "olga", process.env.LV_OPERATOR_PW, { width: 390, height: 844 });
