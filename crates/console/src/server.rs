@@ -109,7 +109,7 @@ impl Console {
 
 pub(crate) struct App {
     /// The config file as last loaded, and its stamp (see [`App::config`]).
-    config: Mutex<(Arc<Config>, Option<(std::time::SystemTime, u64)>)>,
+    config: Mutex<(Arc<Config>, Option<Stamp>)>,
     pub users_path: PathBuf,
     pub sessions: Sessions,
     pub throttle: Throttle,
@@ -403,7 +403,9 @@ pub fn start(opts: ConsoleOptions) -> Result<Console> {
 
 /// A file's modification time and size: when either changes, it is read
 /// again.
-fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+type Stamp = (std::time::SystemTime, u64);
+
+fn file_stamp(path: &std::path::Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
 }

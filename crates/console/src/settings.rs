@@ -114,7 +114,7 @@ pub async fn settings_page(
             )
         }
     };
-    let saved = q.get("saved").is_some();
+    let saved = q.contains_key("saved");
     html(StatusCode::OK, render(&s, &config, &version, saved))
 }
 
