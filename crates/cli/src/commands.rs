@@ -149,7 +149,7 @@ impl Globals {
         self.target().backend()
     }
 
-    fn local_root(&self) -> Option<PathBuf> {
+    pub(crate) fn local_root(&self) -> Option<PathBuf> {
         let repo = self.repo.as_deref()?;
         let p = repo.strip_prefix("file://").unwrap_or(repo);
         std::fs::canonicalize(p).ok()

@@ -690,6 +690,12 @@ fn fill_figures(run: &mut Run, j: &serde_json::Value) {
 
 pub use ledgervault_service::status::human_duration;
 
+/// Why the daemon skips forget and prune without a maintenance key.
+pub const PRUNE_NEEDS_A_PERSON: &str =
+    "forget and prune need a person: the daemon forgets and prunes only \
+     with [repository] maintenance_password_file, and none is configured. \
+     Run `ledgervault -c FILE forget --prune`.";
+
 /// Runs jobs as child `ledgervault` processes with the daemon's config.
 pub struct ProcessRunner<'c> {
     pub cfg: &'c Config,
@@ -730,12 +736,7 @@ impl ProcessRunner<'_> {
                 let Some(key) = repo.and_then(|r| r.maintenance_password_file.as_ref()) else {
                     // Whatever key password_file opens, the daemon forgets
                     // and prunes only with the maintenance key.
-                    return Err(
-                        "forget and prune need a person: the daemon forgets and prunes only \
-                         with [repository] maintenance_password_file, and none is configured. \
-                         Run `ledgervault -c FILE forget --prune`."
-                            .into(),
-                    );
+                    return Err(PRUNE_NEEDS_A_PERSON.into());
                 };
                 args.extend([
                     "--password-file".into(),

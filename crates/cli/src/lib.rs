@@ -15,6 +15,7 @@ mod commands;
 mod console;
 mod daemon;
 mod demo;
+mod jobs;
 mod ops;
 mod pg;
 mod retention;

@@ -158,13 +158,21 @@ pub fn daemon(g: &Globals, a: DaemonArgs) -> Result<i32> {
         _ => None,
     };
     let clock = SystemClock;
-    let mut runner = ProcessRunner { cfg: &cfg };
+    let mut in_process;
+    let mut process;
+    let runner: &mut dyn daemon::Runner = if cfg.daemon.jobs.as_deref() == Some("process") {
+        process = ProcessRunner { cfg: &cfg };
+        &mut process
+    } else {
+        in_process = crate::jobs::InProcessRunner::new(g.clone());
+        &mut in_process
+    };
     // The alert channels follow the config file when it changes.
     let channels = std::rc::Rc::new(std::cell::RefCell::new(cfg.alerts.clone()));
     let reloaded = channels.clone();
     let mut notify = move |al: &Alert| alert::send(&channels.borrow(), al);
     let mut log = |m: &str| log_line(m);
-    let mut d = Daemon::from_config(&cfg, history, &clock, &mut runner, &mut notify, &mut log);
+    let mut d = Daemon::from_config(&cfg, history, &clock, runner, &mut notify, &mut log);
     if let Some(path) = cfg.file.clone() {
         d.reload = Some(daemon::Reload {
             seen: daemon::Reload::stamp(&path),

@@ -573,10 +573,11 @@ fn webhook_secrets_never_show_in_output_json_or_the_daemon_log() {
 /// seconds, naming what it could not reach.
 #[test]
 fn hung_storage_times_out_jobs_and_status_still_answers() {
+    // Jobs as child processes: each is killed at its timeout.
     let s = Site::new();
     let hook = HttpReceiver::start(200);
     s.write_config(&format!(
-        "backup_timeout = \"2s\"\ncopy_timeout = \"2s\"\n\n[[alerts.webhook]]\nurl = \"{}\"\n",
+        "jobs = \"process\"\nbackup_timeout = \"2s\"\ncopy_timeout = \"2s\"\n\n[[alerts.webhook]]\nurl = \"{}\"\n",
         hook.url("/hook")
     ));
     let config = s.p("primary/config");
@@ -660,6 +661,99 @@ fn hung_storage_times_out_jobs_and_status_still_answers() {
     // The copy location, on working storage, is still reported.
     assert_eq!(v["locations"][1]["name"], "nas");
     assert!(v["locations"][1].get("error").is_none(), "{v}");
+}
+
+#[test]
+fn in_process_a_hung_job_times_out_and_holds_back_the_next() {
+    // Jobs in the daemon's process (the default): the hung backup cannot
+    // be stopped; it is reported, and the copy waits for it (refused as
+    // locked, retried, then reported), instead of running beside it.
+    let s = Site::new();
+    let hook = HttpReceiver::start(200);
+    s.write_config(&format!(
+        "backup_timeout = \"2s\"\ncopy_timeout = \"2s\"\n\n[[alerts.webhook]]\nurl = \"{}\"\n",
+        hook.url("/hook")
+    ));
+    let config = s.p("primary/config");
+    fs::rename(&config, s.p("primary-config")).unwrap();
+    let fifo = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    let out = s
+        .lv()
+        .args(["daemon", "--once"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let rows = history_rows(&s.p("ledgervault.history.sqlite"));
+    let backups: Vec<_> = rows.iter().filter(|r| r.0 == "backup").collect();
+    assert_eq!(backups.len(), 1, "{rows:?}");
+    assert_eq!(backups[0].1, "failed");
+    let copies: Vec<_> = rows.iter().filter(|r| r.0 == "copy:nas").collect();
+    assert!(
+        !copies.is_empty() && copies.iter().all(|r| r.1 == "failed"),
+        "{rows:?}"
+    );
+    let messages = history_messages(&s.p("ledgervault.history.sqlite"));
+    assert!(
+        messages.iter().any(|m| m.contains("timed out after 2s")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("backup is still running past its timeout")),
+        "{messages:?}"
+    );
+    let posts = hook.inbox.wait_for(2, Duration::from_secs(10));
+    assert!(posts.iter().any(|p| p.contains("timed out")), "{posts:?}");
+    assert!(
+        posts.iter().any(|p| p.contains("copy:nas failed")),
+        "{posts:?}"
+    );
+}
+
+#[test]
+fn in_process_the_daemon_forgets_and_prunes_with_the_maintenance_key() {
+    let s = Site::new();
+    s.write_config("\n[forget]\nkeep_last = 1\n");
+    let path = s.p("ledgervault.toml");
+    let text = fs::read_to_string(&path).unwrap().replacen(
+        "password_file = ",
+        &format!(
+            "maintenance_password_file = \"{}\"\npassword_file = ",
+            s.p("full.pw").display()
+        ),
+        1,
+    );
+    fs::write(&path, text).unwrap();
+    s.lv().arg("backup").assert().success();
+    s.lv().args(["daemon", "--once"]).assert().success();
+    let rows = history_rows(&s.p("ledgervault.history.sqlite"));
+    for job in ["backup", "copy:nas", "verify", "prune"] {
+        assert!(
+            rows.iter().any(|r| r.0 == job && r.1 == "ok"),
+            "{job}: {rows:?}"
+        );
+    }
+    // Two backups, and forget kept the last.
+    let primary = s.snapshots("primary", "full.pw");
+    assert_eq!(primary.len(), 1, "{primary:?}");
+    s.raw()
+        .args(["-r", "primary", "--password-file", "full.pw", "check"])
+        .assert()
+        .success();
 }
 
 fn history_messages(path: &Path) -> Vec<String> {

@@ -244,6 +244,11 @@ pub struct DaemonConfig {
     pub verify_timeout: Option<String>,
     /// The same for forget and prune (default `12h`).
     pub prune_timeout: Option<String>,
+    /// How jobs run: `in-process` (the default: on threads of the daemon,
+    /// through the service layer) or `process` (each attempt a child
+    /// `ledgervault` process, killed with everything it started at its
+    /// timeout: for storage known to hang).
+    pub jobs: Option<String>,
 }
 
 /// `[console]`: the web console (see `ledgervault console`).
@@ -452,6 +457,13 @@ impl Config {
             if d > MAX_PROTECT_DAYS {
                 return Err(anyhow!(
                     "config file {file}: forget.protect_days must be at most {MAX_PROTECT_DAYS} (100 years), not {d}"
+                ));
+            }
+        }
+        if let Some(j) = self.daemon.jobs.as_deref() {
+            if !matches!(j, "in-process" | "process") {
+                return Err(anyhow!(
+                    "config file {file}: daemon.jobs is \"in-process\" or \"process\", not {j:?}"
                 ));
             }
         }

@@ -1,0 +1,475 @@
+//! The daemon's jobs, run in its own process through the service layer
+//! (`[daemon] jobs = "in-process"`, the default): each attempt runs on a
+//! thread of its own and ends in a typed result (the backup's verdict, the
+//! drill's report, the copy's and prune's reports) or a typed error, whose
+//! kind decides whether it is tried again.
+//!
+//! A thread cannot be stopped from outside. A job still running at its
+//! timeout is recorded as failed and alerted as in the child-process mode,
+//! and left to end on its own; no other job starts until it has (each is
+//! refused as `locked`, so it is retried). A job hung for good (storage
+//! that never answers, inside the kernel) then needs the daemon
+//! restarted. `[daemon] jobs = "process"` runs each attempt as a child
+//! `ledgervault` process instead, which the daemon kills at its timeout,
+//! with everything it started: the mode for storage known to hang.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::{anyhow, Result};
+use chrono::{DateTime, Utc};
+use ledgervault_repo::{self as engine, NoProgress};
+use ledgervault_service::backup::{self, BackupRequest, Verdict};
+use ledgervault_service::drill::{self, DrillRequest};
+use ledgervault_service::ErrorKind;
+use serde_json::json;
+
+use crate::commands::{exit_code, Globals};
+use crate::daemon::{Attempt, Job, JobKind, Runner, Running};
+use crate::ui::exit;
+
+/// One attempt's work: the job in, its result out.
+pub type Work = dyn Fn(&Job) -> Attempt + Send + Sync;
+
+/// A job left running past its timeout (its name and thread).
+type Stuck = Arc<Mutex<Option<(String, JoinHandle<()>)>>>;
+
+/// Runs jobs on threads of the daemon's process.
+pub struct InProcessRunner {
+    work: Arc<Work>,
+    /// A job left running past its timeout, while it still runs.
+    stuck: Stuck,
+}
+
+impl InProcessRunner {
+    /// The daemon's jobs, with the repository and keys of `g`.
+    pub fn new(g: Globals) -> InProcessRunner {
+        InProcessRunner::with_work(Arc::new(move |job: &Job| run(&g, job)))
+    }
+
+    /// Runs `work` for each attempt (tests give their own).
+    pub fn with_work(work: Arc<Work>) -> InProcessRunner {
+        InProcessRunner {
+            work,
+            stuck: Arc::default(),
+        }
+    }
+}
+
+/// An attempt that ended before it began.
+struct Refused(Option<Attempt>);
+
+impl Running for Refused {
+    fn wait_until(&mut self, _: DateTime<Utc>) -> Option<Attempt> {
+        self.0.take().or_else(|| Some(Attempt::default()))
+    }
+    fn kill(&mut self) -> Attempt {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Runner for InProcessRunner {
+    fn start(&mut self, job: &Job) -> Box<dyn Running> {
+        {
+            let mut stuck = self.stuck.lock().unwrap_or_else(|p| p.into_inner());
+            match stuck.as_ref() {
+                Some((name, h)) if !h.is_finished() => {
+                    let error = format!(
+                        "error: {name} is still running past its timeout; {} waits for it to end (restarting the daemon ends it)",
+                        job.name
+                    );
+                    return Box::new(Refused(Some(Attempt {
+                        exit_code: Some(exit::LOCKED),
+                        log: error.clone(),
+                        error,
+                        error_kind: Some(ErrorKind::Locked),
+                        ..Attempt::default()
+                    })));
+                }
+                _ => *stuck = None,
+            }
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let (work, for_thread) = (self.work.clone(), job.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("job {}", job.name))
+            .spawn(move || {
+                let a =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&for_thread)))
+                        .unwrap_or_else(|_| Attempt {
+                            exit_code: Some(exit::ERROR),
+                            error: "error: the job stopped on an internal error (a bug)".into(),
+                            error_kind: Some(ErrorKind::Other),
+                            ..Attempt::default()
+                        });
+                let _ = tx.send(a);
+            });
+        match spawned {
+            Ok(handle) => Box::new(ThreadRun {
+                rx,
+                handle: Some(handle),
+                name: job.name.clone(),
+                stuck: self.stuck.clone(),
+            }),
+            Err(e) => Box::new(Refused(Some(Attempt {
+                error: format!("error: cannot start the job: {e}"),
+                error_kind: Some(ErrorKind::Other),
+                ..Attempt::default()
+            }))),
+        }
+    }
+}
+
+/// An attempt running on a thread.
+struct ThreadRun {
+    rx: mpsc::Receiver<Attempt>,
+    handle: Option<JoinHandle<()>>,
+    name: String,
+    stuck: Stuck,
+}
+
+impl Running for ThreadRun {
+    fn wait_until(&mut self, until: DateTime<Utc>) -> Option<Attempt> {
+        loop {
+            let left = (until - Utc::now()).to_std().unwrap_or_default();
+            match self
+                .rx
+                .recv_timeout(left.min(std::time::Duration::from_millis(250)))
+            {
+                Ok(a) => {
+                    if let Some(h) = self.handle.take() {
+                        let _ = h.join();
+                    }
+                    return Some(a);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Utc::now() >= until => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Some(Attempt {
+                        error: "error: the job ended without a result".into(),
+                        error_kind: Some(ErrorKind::Other),
+                        ..Attempt::default()
+                    })
+                }
+            }
+        }
+    }
+
+    /// A thread cannot be stopped: it is left to end on its own, and no
+    /// other job starts before it has.
+    fn kill(&mut self) -> Attempt {
+        if let Ok(a) = self.rx.try_recv() {
+            return a;
+        }
+        if let Some(h) = self.handle.take() {
+            *self.stuck.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.name.clone(), h));
+        }
+        Attempt {
+            error: "it could not be stopped in the daemon's process and goes on; no other job starts until it ends (restarting the daemon ends it)".into(),
+            ..Attempt::default()
+        }
+    }
+}
+
+/// Runs one attempt of `job`: what it did, or its error with its kind.
+pub fn run(g: &Globals, job: &Job) -> Attempt {
+    let g = Globals {
+        json: true,
+        quiet: true,
+        ..g.clone()
+    };
+    let result = match &job.kind {
+        JobKind::Backup => run_backup(&g),
+        JobKind::Copy(name) => run_copy(&g, name),
+        JobKind::Verify => run_verify(&g),
+        JobKind::Prune => run_prune(&g),
+    };
+    match result {
+        Ok(a) => a,
+        Err(e) => {
+            let text = format!("{e:#}").replace('\n', " ");
+            let kind = ErrorKind::of(&e);
+            let code = exit_code(&e);
+            Attempt {
+                exit_code: Some(code),
+                json: Some(json!({"error": {"kind": kind, "message": text, "exit_code": code}})),
+                error: format!("error: {text}"),
+                error_kind: Some(kind),
+                log: format!("error: {text}"),
+                ..Attempt::default()
+            }
+        }
+    }
+}
+
+/// An attempt that did its work: its exit code (as the command would
+/// end), its result, and the lines worth reading.
+fn done(code: i32, result: serde_json::Value, mut lines: Vec<String>, error: String) -> Attempt {
+    lines.push(serde_json::to_string_pretty(&result).unwrap_or_default());
+    Attempt {
+        exit_code: Some(code),
+        json: Some(result),
+        error,
+        log: lines.join("\n"),
+        ..Attempt::default()
+    }
+}
+
+fn run_backup(g: &Globals) -> Result<Attempt> {
+    let cfg = g.config()?;
+    let g = Globals {
+        append_only: true,
+        ..g.clone()
+    };
+    let req = BackupRequest {
+        tags: vec!["scheduled".into()],
+        ..BackupRequest::default()
+    };
+    let prepared = backup::prepare(&cfg, &req)?;
+    let opener = g.opener()?;
+    let captured = prepared.capture(&req, None)?;
+    let repo = opener.open()?;
+    let o = prepared.run(&repo, captured, &cfg, &req, g.local_root(), &NoProgress)?;
+    let s = &o.summary;
+    let mut lines = Vec::new();
+    for e in &s.errors {
+        lines.push(format!("warning: could not read {}: {}", e.path, e.message));
+    }
+    for c in &s.changed {
+        lines.push(format!("warning: {c} changed while it was being read"));
+    }
+    if let Some(w) = &o.growth_warning {
+        lines.push(format!("warning: {w}"));
+    }
+    let code = match o.verdict {
+        Verdict::Clean => exit::OK,
+        Verdict::Incomplete => exit::INCOMPLETE,
+        Verdict::Suspect => {
+            for f in &s.suspect {
+                lines.push(format!("ALARM: {f}"));
+            }
+            exit::SUSPECT
+        }
+    };
+    let result = json!({
+        "snapshot_id": s.snapshot_id,
+        "files": s.files, "dirs": s.dirs,
+        "files_unchanged": s.files_unchanged, "bytes_unchanged": s.bytes_unchanged,
+        "bytes_read": s.bytes_read, "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
+        "duration_secs": s.duration_secs,
+        "errors": s.errors, "changed": s.changed, "suspect": s.suspect,
+        "warning": o.growth_warning,
+        "repository": {"snapshots": o.repository.snapshots, "stored_bytes": o.repository.stored,
+                       "free_bytes": o.repository.free, "days_until_full": o.days_until_full},
+    });
+    Ok(done(code, result, lines, String::new()))
+}
+
+fn run_copy(g: &Globals, name: &str) -> Result<Attempt> {
+    let cfg = g.config()?;
+    let from = crate::ops::location(g, &cfg, None, None);
+    let to = crate::ops::location(g, &cfg, Some(name), None);
+    let src = from.open()?;
+    let dst = to.open_with("LEDGERVAULT_TO_PASSWORD", "destination repository password")?;
+    let r = engine::copy(&src, &dst, &engine::CopyOptions::default(), &NoProgress)?;
+    let mut lines = Vec::new();
+    let growth = engine::growth_now(&dst)?;
+    let free = dst.backend().free_space();
+    let warning = growth.and_then(|gr| gr.warning(free));
+    if let Some(w) = &warning {
+        lines.push(format!("warning: {w}"));
+    }
+    let mut result = serde_json::to_value(&r)?;
+    result["warning"] = json!(warning);
+    Ok(done(exit::OK, result, lines, String::new()))
+}
+
+fn run_verify(g: &Globals) -> Result<Attempt> {
+    let cfg = g.config()?;
+    let every = cfg.verify.interval.clone().unwrap_or_else(|| "60d".into());
+    let age = ledgervault_service::config::parse_duration(&every)
+        .map_err(|e| anyhow!("[verify] interval {every:?}: {e}"))?;
+    let repo = g.open()?;
+    if let Some(t) = drill::passed_within(&repo, age)? {
+        return Ok(done(
+            exit::OK,
+            json!({"skipped": true, "last_passed": t}),
+            vec![format!(
+                "skipped: the last restore drill passed on {t}, within {every}"
+            )],
+            String::new(),
+        ));
+    }
+    let _lock = engine::read_lock(&repo, "verify")?;
+    let r = drill::run(&repo, &cfg, &DrillRequest::default(), &NoProgress)?;
+    let failed: Vec<String> = r
+        .sources
+        .iter()
+        .flat_map(|s| s.checks.iter())
+        .flat_map(|db| {
+            db.checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(move |c| format!("{}: {} FAILED: {}", db.path, c.name, c.detail))
+        })
+        .chain(
+            r.damaged
+                .iter()
+                .map(|f| format!("{}: not restored: {}", f.path, f.message)),
+        )
+        .collect();
+    let code = if r.passed {
+        exit::OK
+    } else if !r.damaged.is_empty() {
+        exit::DAMAGED
+    } else {
+        exit::DRILL_FAILED
+    };
+    let error = failed.first().cloned().unwrap_or_default();
+    Ok(done(code, serde_json::to_value(&r)?, failed, error))
+}
+
+fn run_prune(g: &Globals) -> Result<Attempt> {
+    let cfg = g.config()?;
+    let Some(key) = cfg
+        .repository
+        .as_ref()
+        .and_then(|r| r.maintenance_password_file.as_ref())
+    else {
+        return Ok(Attempt {
+            skipped: Some(crate::daemon::PRUNE_NEEDS_A_PERSON.into()),
+            ..Attempt::default()
+        });
+    };
+    let g = Globals {
+        password_file: Some(key.get_ref().clone()),
+        ..g.clone()
+    };
+    let repo = g.open()?;
+    let protect_days = cfg.forget.protect_days.unwrap_or(90);
+    let forgot = engine::forget(
+        &repo,
+        &engine::ForgetOptions {
+            policy: cfg.policy(),
+            guards: engine::Guards {
+                protect_age: chrono::Duration::days(protect_days as i64),
+                now: Utc::now(),
+            },
+            dry_run: false,
+        },
+    )?;
+    let pruned = engine::prune(
+        &repo,
+        &engine::PruneOptions {
+            repack_threshold: 0.10,
+            dry_run: false,
+            min_pack_age: engine::STALE_AFTER,
+            ..Default::default()
+        },
+        &NoProgress,
+    )?;
+    let lines = forgot
+        .unreadable
+        .iter()
+        .map(|u| format!("warning: {u} (kept: unreadable snapshots are never removed)"))
+        .collect();
+    let result = json!({
+        "removed": forgot.removed,
+        "kept": forgot.decisions.iter().filter(|d| d.keep).count(),
+        "prune": pruned,
+        "bytes_written": pruned.bytes_written,
+    });
+    Ok(done(exit::OK, result, lines, String::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Schedule;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn job(name: &str) -> Job {
+        Job {
+            name: name.into(),
+            kind: JobKind::Backup,
+            schedule: Schedule::parse("hourly").unwrap(),
+            timeout: chrono::Duration::seconds(1),
+        }
+    }
+
+    #[test]
+    fn a_job_past_its_timeout_goes_on_and_holds_back_the_next() {
+        let release = Arc::new(AtomicBool::new(false));
+        let gate = release.clone();
+        let mut runner = InProcessRunner::with_work(Arc::new(move |j: &Job| {
+            if j.name == "slow" {
+                while !gate.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+            Attempt {
+                exit_code: Some(exit::OK),
+                log: format!("{} done", j.name),
+                ..Attempt::default()
+            }
+        }));
+        // A quick one ends with its result.
+        let a = runner
+            .start(&job("quick"))
+            .wait_until(Utc::now() + chrono::Duration::seconds(10))
+            .unwrap();
+        assert_eq!(
+            (a.exit_code, a.log.as_str()),
+            (Some(exit::OK), "quick done")
+        );
+        // A slow one times out, is "killed", and goes on.
+        let mut slow = runner.start(&job("slow"));
+        assert!(slow
+            .wait_until(Utc::now() + chrono::Duration::milliseconds(100))
+            .is_none());
+        let killed = slow.kill();
+        assert!(
+            killed.error.contains("could not be stopped"),
+            "{}",
+            killed.error
+        );
+        // Meanwhile nothing else starts: refused as locked (retried later).
+        let refused = runner
+            .start(&job("backup"))
+            .wait_until(Utc::now() + chrono::Duration::seconds(10))
+            .unwrap();
+        assert_eq!(refused.error_kind, Some(ErrorKind::Locked));
+        assert!(
+            refused.error.contains("slow is still running"),
+            "{}",
+            refused.error
+        );
+        // Once it ends, the next one runs.
+        release.store(true, Ordering::SeqCst);
+        let t0 = std::time::Instant::now();
+        loop {
+            let a = runner
+                .start(&job("backup"))
+                .wait_until(Utc::now() + chrono::Duration::seconds(10))
+                .unwrap();
+            if a.error_kind.is_none() {
+                assert_eq!(a.log, "backup done");
+                break;
+            }
+            assert!(t0.elapsed().as_secs() < 10, "the slow job never let go");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_panicking_job_is_an_error_not_a_dead_daemon() {
+        let mut runner = InProcessRunner::with_work(Arc::new(|_: &Job| panic!("boom")));
+        let a = runner
+            .start(&job("backup"))
+            .wait_until(Utc::now() + chrono::Duration::seconds(10))
+            .unwrap();
+        assert_eq!(a.error_kind, Some(ErrorKind::Other));
+        assert!(a.error.contains("internal error"), "{}", a.error);
+    }
+}
