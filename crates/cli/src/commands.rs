@@ -866,11 +866,13 @@ pub(crate) fn restore(g: &Globals, a: RestoreArgs) -> Result<i32> {
     if let Some(t) = a.threads {
         opts.threads = t as usize;
     }
+    // A database server's address: the database is restored there.
     if a.target
         .to_str()
-        .is_some_and(ledgervault_postgres::is_pg_url)
+        .and_then(ledgervault_service::db::by_address)
+        .is_some()
     {
-        return crate::pg::restore(g, &repo, id, &snap, &a);
+        return crate::server_restore::restore(g, &repo, id, &snap, &a);
     }
     // One database selected: --target names the database file.
     let selected: Vec<&engine::Source> = snap

@@ -17,8 +17,8 @@ mod daemon;
 mod demo;
 mod jobs;
 mod ops;
-mod pg;
 mod retention;
+mod server_restore;
 mod ui;
 mod verify;
 

@@ -583,7 +583,8 @@ impl Config {
         }
         for src in &self.source {
             let p = src.path.get_ref();
-            if ledgervault_postgres::is_pg_url(p) {
+            // A database server's address is not a path to look for.
+            if crate::db::by_address(p).is_some() {
                 continue;
             }
             let p = p.strip_prefix("sqlite:").unwrap_or(p);

@@ -53,6 +53,17 @@ pub trait DatabaseKind: Sync {
         note: &dyn Fn(String),
         work: &mut dyn FnMut(&dyn Db) -> Result<()>,
     ) -> Result<()>;
+    /// Restores the snapshot source `from.source` (a database of this
+    /// kind) to the server address `req.target`: complete before it takes
+    /// the database's name; over an existing database only with
+    /// `req.replace`, after `take_safety` took a safety snapshot of it.
+    /// Kinds without servers (SQLite: a file) refuse.
+    fn restore_to_address(
+        &self,
+        from: &ScratchFrom<'_>,
+        req: &crate::restore::ServerRestore,
+        take_safety: &mut crate::restore::TakeSafety<'_>,
+    ) -> Result<crate::restore::ServerRestored>;
     /// Whether a snapshot source holds a database of this kind.
     fn holds(&self, src: &engine::Source) -> bool {
         src.node
@@ -139,6 +150,18 @@ impl DatabaseKind for Sqlite {
         };
         let origin = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok((Box::new(db), origin.display().to_string()))
+    }
+
+    fn restore_to_address(
+        &self,
+        _from: &ScratchFrom<'_>,
+        req: &crate::restore::ServerRestore,
+        _take_safety: &mut crate::restore::TakeSafety<'_>,
+    ) -> Result<crate::restore::ServerRestored> {
+        bail!(
+            "{}: a SQLite database is restored to a file, not to an address",
+            crate::redact::url(&req.target)
+        )
     }
 
     /// Into a private scratch folder, removed afterwards.
@@ -266,6 +289,15 @@ impl DatabaseKind for Postgres {
         let t = PgTarget::parse(spec)?;
         let db = ledgervault_postgres::PgDb::connect(&t)?;
         Ok((Box::new(db), t.to_string()))
+    }
+
+    fn restore_to_address(
+        &self,
+        from: &ScratchFrom<'_>,
+        req: &crate::restore::ServerRestore,
+        take_safety: &mut crate::restore::TakeSafety<'_>,
+    ) -> Result<crate::restore::ServerRestored> {
+        crate::restore::restore_postgres(from, req, take_safety)
     }
 
     /// Into a scratch database on the server `near` names (when it is a

@@ -183,3 +183,197 @@ pub fn restore_database(
         duration_secs: started.elapsed().as_secs_f64(),
     })
 }
+
+/// One database out of a snapshot, to a database server.
+#[derive(Debug, Clone)]
+pub struct ServerRestore {
+    /// The address to restore to (`postgres://…/DBNAME`).
+    pub target: String,
+    /// Names of the snapshot's sources to choose from (empty: any).
+    pub include: Vec<String>,
+    /// Replace the database that is there (after a safety snapshot of it).
+    pub replace: bool,
+    /// Leave ownership to the restoring role (PostgreSQL `--no-owner`).
+    pub no_owner: bool,
+    /// Restore the server's roles saved beside the dump first.
+    pub roles: bool,
+}
+
+/// What a restore to a server did.
+#[derive(Debug, Serialize)]
+pub struct ServerRestored {
+    pub snapshot_id: Id,
+    /// The snapshot source restored.
+    pub source: String,
+    /// The database's name on the server.
+    pub database: String,
+    pub server: String,
+    /// An existing database was replaced.
+    pub replaced: bool,
+    /// Connections to the old database closed for the swap.
+    pub closed_connections: u64,
+    pub bytes: u64,
+    /// The snapshot of what was there before.
+    pub safety_snapshot: Option<Id>,
+    pub duration_secs: f64,
+}
+
+/// Restores the one database of snapshot `id` that the kind of
+/// `req.target` holds (among `req.include` when given) to that address.
+pub fn restore_to_address(
+    repo: &Repository,
+    id: Id,
+    snap: &Snapshot,
+    req: &ServerRestore,
+    take_safety: &mut TakeSafety<'_>,
+) -> Result<ServerRestored> {
+    let kind = crate::db::by_address(&req.target).ok_or_else(|| {
+        anyhow!(
+            "{} is not the address of a database server",
+            crate::redact::url(&req.target)
+        )
+    })?;
+    let found: Vec<&engine::Source> = snap
+        .sources
+        .iter()
+        .filter(|s| kind.holds(s))
+        .filter(|s| req.include.is_empty() || req.include.contains(&s.name))
+        .collect();
+    let src = match found.as_slice() {
+        [one] => *one,
+        [] => bail!(
+            "snapshot {} holds no {} database{}",
+            id.short(),
+            kind.name(),
+            if req.include.is_empty() {
+                ""
+            } else {
+                " under --include"
+            }
+        ),
+        many => bail!(
+            "snapshot {} holds {} {} databases ({}); choose one with --include",
+            id.short(),
+            many.len(),
+            kind.name(),
+            many.iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let from = crate::db::ScratchFrom {
+        repo,
+        id,
+        snapshot: snap,
+        source: src,
+    };
+    kind.restore_to_address(&from, req, take_safety)
+}
+
+/// PostgreSQL: the dump replayed into a temporary database, renamed over
+/// the target in one transaction (see `ledgervault_postgres::restore`).
+pub(crate) fn restore_postgres(
+    from: &crate::db::ScratchFrom<'_>,
+    req: &ServerRestore,
+    take_safety: &mut TakeSafety<'_>,
+) -> Result<ServerRestored> {
+    use ledgervault_postgres::restore::RestoreOptions as PgRestoreOptions;
+    use ledgervault_postgres::{database_exists, restore_dump, PgTarget};
+    let (repo, id, snap, src) = (from.repo, from.id, from.snapshot, from.source);
+    let target = PgTarget::parse(&req.target)?;
+    let info = src.node.database.as_deref().cloned().unwrap_or_default();
+    let index = repo.load_index()?;
+    if req.roles {
+        let gname = src.name.trim_end_matches(".sql").to_string() + ".globals.sql";
+        let Some(gsrc) = snap.sources.iter().find(|s| s.name == gname) else {
+            bail!(
+                "snapshot {} holds no roles for {} (back up with --globals to save them)",
+                id.short(),
+                src.name
+            );
+        };
+        restore_roles(repo, &index, gsrc, &target)?;
+    }
+    let mut safety = None;
+    if database_exists(&target)? {
+        if !req.replace {
+            bail!(
+                "database {:?} exists on {}; add --force to replace it (a pre-restore safety snapshot of it is taken first)",
+                target.dbname,
+                target.server()
+            );
+        }
+        let sources = crate::db::Postgres.capture(
+            Path::new(&req.target),
+            &crate::db::CaptureOptions {
+                timeout: Duration::from_secs(60),
+                globals: false,
+            },
+        )?;
+        let reason = format!(
+            "safety snapshot before restoring snapshot {} over {}",
+            id.short(),
+            target
+        );
+        safety = Some(take_safety(
+            sources,
+            reason,
+            Path::new(&target.to_string()),
+        )?);
+    }
+    let mut reader = engine::node_reader(repo, &index, &src.node)?;
+    let r = restore_dump(
+        &target,
+        &mut reader,
+        &info.settings,
+        &PgRestoreOptions {
+            force: req.replace,
+            no_owner: req.no_owner,
+        },
+    )?;
+    Ok(ServerRestored {
+        snapshot_id: id,
+        source: src.name.clone(),
+        database: r.database,
+        server: r.server,
+        replaced: r.replaced,
+        closed_connections: r.closed_connections,
+        bytes: r.bytes,
+        safety_snapshot: safety,
+        duration_secs: r.duration_secs,
+    })
+}
+
+/// Runs the saved roles script against the server; roles that already
+/// exist are left as they are.
+fn restore_roles(
+    repo: &Repository,
+    index: &engine::Index,
+    src: &engine::Source,
+    target: &ledgervault_postgres::PgTarget,
+) -> Result<()> {
+    use std::io::Read;
+    let mut text = String::new();
+    engine::node_reader(repo, index, &src.node)?.read_to_string(&mut text)?;
+    let mut admin = ledgervault_postgres::restore::admin(target)?;
+    let mut failed = Vec::new();
+    for stmt in text.lines().filter(|l| {
+        let l = l.trim_start();
+        l.starts_with("CREATE ROLE") || l.starts_with("ALTER ROLE") || l.starts_with("GRANT ")
+    }) {
+        if let Err(e) = admin.batch_execute(stmt) {
+            let msg = ledgervault_postgres::conn::one_line(&e);
+            if !msg.contains("already exists") {
+                failed.push(msg);
+            }
+        }
+    }
+    if let Some(f) = failed.first() {
+        return Err(anyhow!(
+            "restoring the roles failed ({} statement(s)); the first: {f}",
+            failed.len()
+        ));
+    }
+    Ok(())
+}
