@@ -460,15 +460,15 @@ pub async fn confirm(
 }
 
 impl App {
-    /// Restores (or plans) one client under a read lock; a safety
-    /// snapshot of the target comes first when it is not a plan.
+    /// Restores (or plans) one client (the service reads the archive
+    /// under a read lock); a safety snapshot of the target comes first
+    /// when it is not a plan.
     pub(crate) fn restore_client(
         &self,
         req: &ClientRestore,
         task: &Task,
     ) -> Result<ClientRestored> {
         let repo: Arc<ledgervault_repo::Repository> = self.repo()?;
-        let _lock = ledgervault_repo::read_lock(&repo, "console client restore")?;
         let mut take_safety = |sources, reason: String, target: &Path| {
             task.log(reason.clone());
             ledgervault_service::restore::safety_snapshot(

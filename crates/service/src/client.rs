@@ -203,7 +203,7 @@ pub fn archive_from_snapshot(
 /// Restores one client (or plans it, with `dry_run`). Refusals that need
 /// no work (schemas that differ, a client already there) come before the
 /// safety snapshot, which `take_safety` takes of the target before any
-/// change. The caller holds a read lock.
+/// change. The archive is read under a read lock taken here.
 pub fn restore_client(
     repo: &Repository,
     req: &ClientRestore,
@@ -214,16 +214,29 @@ pub fn restore_client(
     let kind = db::of_target(&req.into)?;
     let (target, origin) = kind.open_sql(&req.into, true)?;
     let target = target.as_ref();
-    let (from, archive) = archive_from_snapshot(
-        repo,
-        &req.snapshot,
-        &req.client,
-        req.database.as_deref(),
-        Some(&origin),
-        &req.into,
-        config,
-        note,
-    )?;
+    // The repository is read under a read lock (so prune deletes nothing
+    // the archive comes from), released before the target is touched: the
+    // import needs nothing from the repository, and a failure to remove
+    // the lock must not follow a committed import.
+    let (from, archive) = {
+        let lock = engine::read_lock(repo, "client restore")?;
+        if lock.is_none() {
+            note(format!(
+                "cannot write a lock file in {} (read-only storage?); reading without one",
+                repo.backend().location()
+            ));
+        }
+        archive_from_snapshot(
+            repo,
+            &req.snapshot,
+            &req.client,
+            req.database.as_deref(),
+            Some(&origin),
+            &req.into,
+            config,
+            note,
+        )?
+    };
     let map = open_map(target, config, &req.into)?;
     // The accounting invariants that apply to the target's schema.
     let invariants: Vec<(String, String)> = builtin_checks()

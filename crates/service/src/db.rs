@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use ledgervault_postgres::PgTarget;
 use ledgervault_repo::{self as engine, BackupSource};
+use ledgervault_sources::drill::{CheckOutcome, SqlCheck};
 use ledgervault_tenant::sql::{Db, Sqlite as SqliteDb};
 
 /// How long a capture may wait for the database (a lock, a busy writer).
@@ -64,6 +65,28 @@ pub trait DatabaseKind: Sync {
         req: &crate::restore::ServerRestore,
         take_safety: &mut crate::restore::TakeSafety<'_>,
     ) -> Result<crate::restore::ServerRestored>;
+    /// Whether a drill restores this kind on a server of its own instead
+    /// of into the scratch folder with the files.
+    fn drilled_apart(&self) -> bool {
+        false
+    }
+    /// A drill of a kind [`drilled_apart`](Self::drilled_apart): restores
+    /// `from.source` into a scratch database (on `scratch_server` when
+    /// given, else on the server it came from), runs `checks` there, and
+    /// drops it.
+    fn drill_apart(
+        &self,
+        from: &ScratchFrom<'_>,
+        _scratch_server: Option<&str>,
+        _checks: &[SqlCheck],
+        _client_table: Option<&str>,
+    ) -> Result<DrilledApart> {
+        bail!(
+            "{}: a {} database is drilled in the scratch folder",
+            from.source.name,
+            self.name()
+        )
+    }
     /// Whether a snapshot source holds a database of this kind.
     fn holds(&self, src: &engine::Source) -> bool {
         src.node
@@ -71,6 +94,13 @@ pub trait DatabaseKind: Sync {
             .as_ref()
             .is_some_and(|d| d.engine == self.engine())
     }
+}
+
+/// What a drill on a server found.
+pub struct DrilledApart {
+    pub outcomes: Vec<CheckOutcome>,
+    /// Where it ran, for the report (`NAME (scratch database X on HOST)`).
+    pub place: String,
 }
 
 /// A database in a snapshot, to be copied out for reading.
@@ -298,6 +328,43 @@ impl DatabaseKind for Postgres {
         take_safety: &mut crate::restore::TakeSafety<'_>,
     ) -> Result<crate::restore::ServerRestored> {
         crate::restore::restore_postgres(from, req, take_safety)
+    }
+
+    fn drilled_apart(&self) -> bool {
+        true
+    }
+
+    fn drill_apart(
+        &self,
+        from: &ScratchFrom<'_>,
+        scratch_server: Option<&str>,
+        checks: &[SqlCheck],
+        client_table: Option<&str>,
+    ) -> Result<DrilledApart> {
+        let info = from
+            .source
+            .node
+            .database
+            .as_deref()
+            .cloned()
+            .unwrap_or_default();
+        let server = PgTarget::parse(scratch_server.unwrap_or(&from.source.path))?;
+        let index = from.repo.load_index()?;
+        let mut reader = engine::node_reader(from.repo, &index, &from.source.node)?;
+        let d = ledgervault_postgres::drill::drill_postgres(
+            &server,
+            &mut reader,
+            &info,
+            checks,
+            client_table,
+        )?;
+        Ok(DrilledApart {
+            outcomes: d.outcomes,
+            place: format!(
+                "{} (scratch database {} on {})",
+                from.source.name, d.scratch, d.server
+            ),
+        })
     }
 
     /// Into a scratch database on the server `near` names (when it is a

@@ -21,7 +21,6 @@ use ledgervault_sources::drill::{builtin_checks, drill_sqlite, CheckOutcome, Sql
 use serde::Serialize;
 
 use crate::config::{Config, CustomCheck};
-use crate::db::{DatabaseKind, Postgres};
 
 /// Tag of the safety snapshot a restore takes of the database it replaces.
 pub const PRE_RESTORE_TAG: &str = "pre-restore";
@@ -37,9 +36,10 @@ pub fn is_safety_snapshot(s: &Snapshot) -> bool {
         .any(|t| t == PRE_RESTORE_TAG || t == PRE_CLIENT_RESTORE_TAG)
 }
 
-/// Whether a source is a database: a SQLite image or a PostgreSQL dump.
+/// Whether a source is a database: an image (SQLite) or a dump of a kind
+/// ledgervault knows (PostgreSQL).
 pub fn is_database(src: &engine::Source) -> bool {
-    src.node.kind == NodeKind::DbImage || Postgres.holds(src)
+    src.node.kind == NodeKind::DbImage || crate::db::of_source(src).is_some()
 }
 
 /// What to drill.
@@ -267,11 +267,12 @@ fn drill(
 ) -> Result<DrillReport> {
     let started_at = Utc::now();
     let started = Instant::now();
-    // PostgreSQL dumps are restored into a scratch database instead.
+    // Kinds drilled on a server (PostgreSQL) are restored there instead.
+    let apart = |s: &engine::Source| crate::db::of_source(s).filter(|k| k.drilled_apart());
     let mut opts = RestoreOptions {
         include: selected
             .iter()
-            .filter(|s| !Postgres.holds(s))
+            .filter(|s| apart(s).is_none())
             .map(|s| s.name.clone().into())
             .collect(),
         ..Default::default()
@@ -299,23 +300,17 @@ fn drill(
     let builtin = builtin_checks();
     let mut sources = Vec::new();
     for src in selected {
-        if Postgres.holds(src) {
-            let info = src.node.database.as_deref().cloned().unwrap_or_default();
-            let server = match scratch_server {
-                Some(u) => ledgervault_postgres::PgTarget::parse(u)?,
-                None => ledgervault_postgres::PgTarget::parse(&src.path)?,
-            };
+        if let Some(kind) = apart(src) {
             let mut checks = builtin.clone();
             checks.extend(custom_checks(custom, &src.name));
             let t = Instant::now();
-            let mut reader = engine::node_reader(repo, &index, &src.node)?;
-            let d = ledgervault_postgres::drill::drill_postgres(
-                &server,
-                &mut reader,
-                &info,
-                &checks,
-                client_table,
-            )?;
+            let from = crate::db::ScratchFrom {
+                repo,
+                id,
+                snapshot: snap,
+                source: src,
+            };
+            let d = kind.drill_apart(&from, scratch_server, &checks, client_table)?;
             restore_secs += d
                 .outcomes
                 .first()
@@ -327,10 +322,7 @@ fn drill(
                 path: src.path.clone(),
                 kind: src.kind,
                 checks: vec![DbReport {
-                    path: format!(
-                        "{} (scratch database {} on {})",
-                        src.name, d.scratch, d.server
-                    ),
+                    path: d.place,
                     checks: d.outcomes,
                 }],
             });
