@@ -57,6 +57,11 @@ pub struct Attempt {
 pub trait Runner {
     /// Starts one attempt of `job`; it runs until waited for or killed.
     fn start(&mut self, job: &Job) -> Box<dyn Running>;
+    /// Results of attempts that could not be stopped at their timeout and
+    /// ended since (the job's name and what it reported).
+    fn late(&mut self) -> Vec<(String, Attempt)> {
+        Vec::new()
+    }
 }
 
 /// One attempt under way.
@@ -259,6 +264,7 @@ impl<'a> Daemon<'a> {
     pub fn run_due(&mut self) -> Result<bool> {
         let jobs = self.jobs.clone();
         for job in &jobs {
+            self.record_late()?;
             if STOP.load(Ordering::SeqCst) {
                 return Ok(false);
             }
@@ -281,8 +287,59 @@ impl<'a> Daemon<'a> {
                 return Ok(false);
             }
         }
+        self.record_late()?;
         self.watch(self.clock.now())?;
         Ok(true)
+    }
+
+    /// Records what jobs left running past their timeout did when they
+    /// ended at last, with the alerts that follow (a suspect snapshot, a
+    /// failed drill): a result is never lost because it came late.
+    fn record_late(&mut self) -> Result<()> {
+        for (name, a) in self.runner.late() {
+            let Some(job) = self.jobs.iter().find(|j| j.name == name).cloned() else {
+                continue;
+            };
+            let now = self.clock.now();
+            let (outcome, message) = match a.exit_code {
+                Some(exit::OK) => (Outcome::Ok, "finished after its timeout".to_string()),
+                Some(exit::INCOMPLETE) => (
+                    Outcome::Warning,
+                    "finished after its timeout, but some files could not be read".to_string(),
+                ),
+                Some(exit::SUSPECT) => (
+                    Outcome::Warning,
+                    "finished after its timeout: snapshot stored but SUSPECT (ransomware alarm)"
+                        .to_string(),
+                ),
+                _ => (
+                    Outcome::Failed,
+                    format!("finished after its timeout, and failed: {}", a.error),
+                ),
+            };
+            let mut run = Run {
+                job: name.clone(),
+                started: now,
+                finished: now,
+                attempt: 1,
+                outcome,
+                exit_code: a.exit_code,
+                message,
+                bytes_read: 0,
+                bytes_added: 0,
+                bytes_stored: 0,
+                snapshot: None,
+                id: 0,
+            };
+            if let Some(j) = &a.json {
+                fill_figures(&mut run, j);
+            }
+            (self.log)(&format!("{name}: {:?}: {}", run.outcome, run.message));
+            run.id = self.history.record(&run)?;
+            self.history.set_log(run.id, &a.log)?;
+            self.after_run(&job, &run, &a)?;
+        }
+        Ok(())
     }
 
     /// Runs until the clock says stop.
@@ -468,7 +525,8 @@ impl<'a> Daemon<'a> {
                     human_duration(job.timeout)
                 ));
                 let mut a = running.kill();
-                a.timed_out = true;
+                // One that ended as it was being stopped reports its result.
+                a.timed_out = a.exit_code.is_none();
                 return Ok(a);
             }
             if now >= next_watch {
@@ -1208,6 +1266,69 @@ mod tests {
             reload: None,
         };
         d.run_forever().unwrap();
+    }
+
+    #[test]
+    fn a_result_that_comes_after_the_timeout_is_recorded_and_alerted() {
+        // A runner whose job, stopped at its timeout, ended later as
+        // suspect (in-process jobs cannot be stopped).
+        struct Late(Option<Attempt>);
+        impl Runner for Late {
+            fn start(&mut self, _: &Job) -> Box<dyn Running> {
+                Box::new(Ended(Attempt {
+                    skipped: Some("not now".into()),
+                    ..Attempt::default()
+                }))
+            }
+            fn late(&mut self) -> Vec<(String, Attempt)> {
+                self.0
+                    .take()
+                    .map(|a| vec![("backup".to_string(), a)])
+                    .unwrap_or_default()
+            }
+        }
+        let s = setup("2026-03-02T00:00:00Z", "2026-03-02T00:00:01Z");
+        let mut runner = Late(Some(Attempt {
+            exit_code: Some(exit::SUSPECT),
+            json: Some(serde_json::json!({"snapshot_id": "abcdef0123", "bytes_read": 10})),
+            log: "ALARM: books.db".into(),
+            ..Attempt::default()
+        }));
+        let alerts = s.alerts.clone();
+        let mut notify = move |a: &Alert| {
+            alerts.borrow_mut().push(a.clone());
+            Vec::new()
+        };
+        let mut log = |_: &str| {};
+        let clock = s.clock.clone();
+        let cfg = Config::load(None).unwrap();
+        let mut d = Daemon::from_config(
+            &cfg,
+            History::open(&s.history).unwrap(),
+            clock.as_ref(),
+            &mut runner,
+            &mut notify,
+            &mut log,
+        );
+        d.run_due().unwrap();
+        let late = d.history.recent(50).unwrap();
+        let row = late
+            .iter()
+            .find(|r| r.message.contains("after its timeout"))
+            .unwrap_or_else(|| panic!("{late:?}"));
+        assert_eq!(row.job, "backup");
+        assert_eq!(row.snapshot.as_deref(), Some("abcdef0123"));
+        let (_, log) = d.history.run_with_log(row.id).unwrap().unwrap();
+        assert_eq!(log, "ALARM: books.db");
+        drop(d);
+        assert!(
+            s.alerts
+                .borrow()
+                .iter()
+                .any(|a| a.kind == AlertKind::SuspectSnapshot),
+            "{:?}",
+            s.alerts.borrow()
+        );
     }
 
     #[test]

@@ -32,8 +32,9 @@ use crate::ui::exit;
 /// One attempt's work: the job in, its result out.
 pub type Work = dyn Fn(&Job) -> Attempt + Send + Sync;
 
-/// A job left running past its timeout (its name and thread).
-type Stuck = Arc<Mutex<Option<(String, JoinHandle<()>)>>>;
+/// A job left running past its timeout: its name, its thread, and where
+/// its result will come.
+type Stuck = Arc<Mutex<Option<(String, JoinHandle<()>, mpsc::Receiver<Attempt>)>>>;
 
 /// Runs jobs on threads of the daemon's process.
 pub struct InProcessRunner {
@@ -72,9 +73,9 @@ impl Running for Refused {
 impl Runner for InProcessRunner {
     fn start(&mut self, job: &Job) -> Box<dyn Running> {
         {
-            let mut stuck = self.stuck.lock().unwrap_or_else(|p| p.into_inner());
+            let stuck = self.stuck.lock().unwrap_or_else(|p| p.into_inner());
             match stuck.as_ref() {
-                Some((name, h)) if !h.is_finished() => {
+                Some((name, h, _)) if !h.is_finished() => {
                     let error = format!(
                         "error: {name} is still running past its timeout; {} waits for it to end (restarting the daemon ends it)",
                         job.name
@@ -87,7 +88,8 @@ impl Runner for InProcessRunner {
                         ..Attempt::default()
                     })));
                 }
-                _ => *stuck = None,
+                // Ended: its result waits for `late`.
+                _ => {}
             }
         }
         let (tx, rx) = mpsc::sync_channel(1);
@@ -107,7 +109,7 @@ impl Runner for InProcessRunner {
             });
         match spawned {
             Ok(handle) => Box::new(ThreadRun {
-                rx,
+                rx: Some(rx),
                 handle: Some(handle),
                 name: job.name.clone(),
                 stuck: self.stuck.clone(),
@@ -119,11 +121,25 @@ impl Runner for InProcessRunner {
             }))),
         }
     }
+
+    fn late(&mut self) -> Vec<(String, Attempt)> {
+        let mut stuck = self.stuck.lock().unwrap_or_else(|p| p.into_inner());
+        let ended = stuck.as_ref().is_some_and(|(_, h, _)| h.is_finished());
+        if !ended {
+            return Vec::new();
+        }
+        let Some((name, h, rx)) = stuck.take() else {
+            return Vec::new();
+        };
+        let _ = h.join();
+        rx.try_recv().map(|a| vec![(name, a)]).unwrap_or_default()
+    }
 }
 
 /// An attempt running on a thread.
 struct ThreadRun {
-    rx: mpsc::Receiver<Attempt>,
+    /// `None` once handed to `stuck`.
+    rx: Option<mpsc::Receiver<Attempt>>,
     handle: Option<JoinHandle<()>>,
     name: String,
     stuck: Stuck,
@@ -131,12 +147,10 @@ struct ThreadRun {
 
 impl Running for ThreadRun {
     fn wait_until(&mut self, until: DateTime<Utc>) -> Option<Attempt> {
+        let rx = self.rx.as_ref()?;
         loop {
             let left = (until - Utc::now()).to_std().unwrap_or_default();
-            match self
-                .rx
-                .recv_timeout(left.min(std::time::Duration::from_millis(250)))
-            {
+            match rx.recv_timeout(left.min(std::time::Duration::from_millis(250))) {
                 Ok(a) => {
                     if let Some(h) = self.handle.take() {
                         let _ = h.join();
@@ -159,11 +173,12 @@ impl Running for ThreadRun {
     /// A thread cannot be stopped: it is left to end on its own, and no
     /// other job starts before it has.
     fn kill(&mut self) -> Attempt {
-        if let Ok(a) = self.rx.try_recv() {
+        if let Some(a) = self.rx.as_ref().and_then(|rx| rx.try_recv().ok()) {
             return a;
         }
-        if let Some(h) = self.handle.take() {
-            *self.stuck.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.name.clone(), h));
+        if let (Some(h), Some(rx)) = (self.handle.take(), self.rx.take()) {
+            *self.stuck.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((self.name.clone(), h, rx));
         }
         Attempt {
             error: "it could not be stopped in the daemon's process and goes on; no other job starts until it ends (restarting the daemon ends it)".into(),
@@ -174,11 +189,18 @@ impl Running for ThreadRun {
 
 /// Runs one attempt of `job`: what it did, or its error with its kind.
 pub fn run(g: &Globals, job: &Job) -> Attempt {
-    let g = Globals {
+    let mut g = Globals {
         json: true,
         quiet: true,
         ..g.clone()
     };
+    // The repository and its key come from the config file as it is now,
+    // never from the daemon's environment (LEDGERVAULT_REPOSITORY,
+    // LEDGERVAULT_PASSWORD_FILE), as for a job run as a child process.
+    if let Some(r) = g.config().ok().and_then(|c| c.repository) {
+        g.repo = Some(r.path.get_ref().clone());
+        g.password_file = r.password_file.map(|p| p.into_inner());
+    }
     let result = match &job.kind {
         JobKind::Backup => run_backup(&g),
         JobKind::Copy(name) => run_copy(&g, name),
@@ -224,6 +246,8 @@ fn run_backup(g: &Globals) -> Result<Attempt> {
     };
     let req = BackupRequest {
         tags: vec!["scheduled".into()],
+        // The command line's default wait for a locked database.
+        db_timeout: std::time::Duration::from_secs(30),
         ..BackupRequest::default()
     };
     let prepared = backup::prepare(&cfg, &req)?;
@@ -274,13 +298,19 @@ fn run_copy(g: &Globals, name: &str) -> Result<Attempt> {
     let dst = to.open_with("LEDGERVAULT_TO_PASSWORD", "destination repository password")?;
     let r = engine::copy(&src, &dst, &engine::CopyOptions::default(), &NoProgress)?;
     let mut lines = Vec::new();
+    let stats = ledgervault_service::backup::repo_stats(&dst)?;
     let growth = engine::growth_now(&dst)?;
-    let free = dst.backend().free_space();
-    let warning = growth.and_then(|gr| gr.warning(free));
+    let days_until_full = growth.as_ref().and_then(|gr| gr.days_until_full);
+    let warning = growth.and_then(|gr| gr.warning(stats.free));
     if let Some(w) = &warning {
         lines.push(format!("warning: {w}"));
     }
     let mut result = serde_json::to_value(&r)?;
+    result["repository"] = json!({
+        "location": dst.backend().location(),
+        "snapshots": stats.snapshots, "stored_bytes": stats.stored,
+        "free_bytes": stats.free, "days_until_full": days_until_full,
+    });
     result["warning"] = json!(warning);
     Ok(done(exit::OK, result, lines, String::new()))
 }
@@ -460,6 +490,14 @@ mod tests {
             assert!(t0.elapsed().as_secs() < 10, "the slow job never let go");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        // And its result, late, is handed over once.
+        let late = runner.late();
+        assert_eq!(late.len(), 1);
+        assert_eq!(
+            (late[0].0.as_str(), late[0].1.log.as_str()),
+            ("slow", "slow done")
+        );
+        assert!(runner.late().is_empty());
     }
 
     #[test]
