@@ -52,6 +52,10 @@ pub fn firm_databases(config: &Config) -> Vec<String> {
         .source
         .iter()
         .map(|s| s.path.get_ref().clone())
+        .map(|p| match p.strip_prefix("sqlite:") {
+            Some(file) => file.to_string(),
+            None => p,
+        })
         .filter(|p| db::by_address(p).is_some() || db::by_file(Path::new(p)).is_some())
         .collect()
 }
@@ -396,16 +400,16 @@ pub async fn confirm(
         .get("plan")
         .filter(|p| p.len() <= 19)
         .and_then(|p| p.parse::<u64>().ok());
-    let plan = id.and_then(|id| {
-        let mut plans = app.plans.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = plans.get(&id).is_some_and(|p| p.user == s.user);
-        if mine {
-            plans.remove(&id)
-        } else {
-            None
-        }
+    // The plan is taken (used once) only when it may run now: a refusal
+    // (the role, another task running) leaves it to be confirmed later.
+    let plans = || app.plans.lock().unwrap_or_else(|p| p.into_inner());
+    let found = id.and_then(|id| {
+        plans()
+            .get(&id)
+            .filter(|p| p.user == s.user && p.made.elapsed() < PLAN_LIFETIME)
+            .map(|p| (id, p.req.mode))
     });
-    let Some(plan) = plan.filter(|p| p.made.elapsed() < PLAN_LIFETIME) else {
+    let no_plan = || {
         app.audit.record(
             &s.user,
             &peer.ip().to_string(),
@@ -413,13 +417,16 @@ pub async fn confirm(
             "no such plan",
             "refused",
         );
-        return refusal(
+        refusal(
             StatusCode::BAD_REQUEST,
             Some(&s),
             "There is no such plan of yours (plans last 30 minutes and are used once): see the plan again first.",
-        );
+        )
     };
-    if plan.req.mode == Mode::Replace && s.role < Role::Admin {
+    let Some((id, mode)) = found else {
+        return no_plan();
+    };
+    if mode == Mode::Replace && s.role < Role::Admin {
         app.audit.record(
             &s.user,
             &peer.ip().to_string(),
@@ -431,6 +438,27 @@ pub async fn confirm(
             StatusCode::FORBIDDEN,
             Some(&s),
             "Replacing a client that is there needs the admin role.",
+        );
+    }
+    if let Some(t) = app.tasks.list().into_iter().find(|t| t.running()) {
+        return refusal(
+            StatusCode::CONFLICT,
+            Some(&s),
+            &format!(
+                "{} (started by {}) is still running; confirm the plan when it ends (it is kept).",
+                t.what, t.by
+            ),
+        );
+    }
+    let Some(plan) = plans().remove(&id) else {
+        return no_plan();
+    };
+    // The database must still be one the config names.
+    if !firm_databases(&app.config()).contains(&plan.req.into) {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            Some(&s),
+            "That firm database is no longer among the config file's sources; see the plan again.",
         );
     }
     let detail = plan.summary.clone();

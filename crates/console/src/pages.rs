@@ -426,14 +426,19 @@ pub fn activity(
         )),
         Ok(runs) if runs.is_empty() => h.push_str("<p>The daemon has not run a job yet.</p>"),
         Ok(runs) => {
-            h.push_str("<p>A run's start opens its log.</p>");
+            if may(s.role, Role::Operator) {
+                h.push_str("<p>A run's start opens its log.</p>");
+            }
             h.push_str(r#"<table><thead><tr><th scope="col">Started</th><th scope="col">Job</th><th scope="col">Outcome</th><th scope="col">Added</th><th scope="col">Message</th></tr></thead><tbody>"#);
             for r in runs {
                 let _ = write!(
                     h,
-                    r#"<tr><td><a href="/runs/{}">{}</a></td><td>{}</td><td><span class="flag {o}">{o}</span></td><td>{}</td><td>{}</td></tr>"#,
-                    r.id,
-                    when(&r.started),
+                    r#"<tr><td>{}</td><td>{}</td><td><span class="flag {o}">{o}</span></td><td>{}</td><td>{}</td></tr>"#,
+                    if may(s.role, Role::Operator) {
+                        format!(r#"<a href="/runs/{}">{}</a>"#, r.id, when(&r.started))
+                    } else {
+                        when(&r.started)
+                    },
                     esc(&r.job),
                     size(r.bytes_stored),
                     esc(&r.message),

@@ -1783,6 +1783,15 @@ async fn run_page(
     UrlPath(raw): UrlPath<String>,
 ) -> Response {
     let s = session_or_login!(app, headers);
+    // A log can hold what a failed drill found in the books (offending
+    // rows): for those who act on it.
+    if s.role < Role::Operator {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            Some(&s),
+            "A run's log is for operators and admins.",
+        );
+    }
     let Some(id) = task_id(&raw).and_then(|i| i64::try_from(i).ok()) else {
         return refusal(StatusCode::NOT_FOUND, Some(&s), "There is no such run.");
     };

@@ -95,22 +95,30 @@ pub async fn settings_page(
     let Some((_, s)) = signed_in(&app, &headers) else {
         return redirect("/login");
     };
-    let config = app.config();
-    let Some(path) = config.file.clone() else {
+    let Some(path) = app.config().file.clone() else {
         return refusal(
             StatusCode::NOT_FOUND,
             Some(&s),
             "The console runs without a config file: there are no settings to show.",
         );
     };
-    let read = blocking(move || settings::read(&path)).await;
-    let version = match read {
-        Ok(f) => f.version,
+    // What the file holds now (not the config in use, which may be older
+    // when the file no longer loads), and the version a save starts from.
+    let read = blocking(move || {
+        let f = settings::read(&path)?;
+        let c = Config::parse(&f.text, &path)?;
+        Ok((c, f.version))
+    })
+    .await;
+    let (config, version) = match read {
+        Ok(r) => r,
         Err(e) => {
             return refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Some(&s),
-                &format!("The config file cannot be read: {e:#}"),
+                &format!(
+                    "The config file does not load, so its settings cannot be shown or changed here: {e:#}"
+                ),
             )
         }
     };
@@ -135,7 +143,7 @@ fn render(s: &Session, c: &Config, version: &str, saved: bool) -> String {
     if saved {
         h.push_str(&note(
             "ok",
-            "Saved to the config file. The daemon takes the new settings within a minute.",
+            "Saved to the config file. The daemon takes the new settings before its next job.",
         ));
     }
     h.push_str(if edit {
@@ -143,12 +151,16 @@ fn render(s: &Session, c: &Config, version: &str, saved: bool) -> String {
     } else {
         "<p>These are kept in the config file; an admin changes them.</p>"
     });
-    let _ = write!(
-        h,
-        r#"<form method="post" action="/settings">{}<input type="hidden" name="version" value="{}">"#,
-        csrf_field(s),
-        esc(version)
-    );
+    if edit {
+        let _ = write!(
+            h,
+            r#"<form method="post" action="/settings">{}<input type="hidden" name="version" value="{}">"#,
+            csrf_field(s),
+            esc(version)
+        );
+    } else {
+        h.push_str("<div>");
+    }
     h.push_str(r#"<section class="card"><h2>Schedules</h2><p class="muted">Written like <code>daily at 02:00</code>, <code>weekly on sunday at 06:00</code>, <code>every 6 hours</code>, <code>hourly</code>, or a cron expression.</p>"#);
     for (key, label, default) in SCHEDULES {
         field(
@@ -236,9 +248,10 @@ fn render(s: &Session, c: &Config, version: &str, saved: bool) -> String {
     }
     h.push_str("</section>");
     if edit {
-        h.push_str(r#"<button type="submit">Save the settings</button>"#);
+        h.push_str(r#"<button type="submit">Save the settings</button></form>"#);
+    } else {
+        h.push_str("</div>");
     }
-    h.push_str("</form>");
     if edit && c.alerts.channels() > 0 {
         let _ = write!(
             h,
@@ -279,6 +292,11 @@ fn edits_of(c: &Config, form: &HashMap<String, String>) -> Vec<Edit> {
         let Some(v) = form.get(&format!("email_to_{i}")) else {
             continue;
         };
+        // Unchanged text is left alone (an address with a comma in its
+        // display name survives a save of other settings).
+        if v.trim() == e.to.join(", ") {
+            continue;
+        }
         let to: Vec<String> = v
             .split(',')
             .map(|a| a.trim().to_string())
@@ -334,20 +352,28 @@ pub async fn save(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let config = app.config();
-    let Some(path) = config.file.clone() else {
+    let Some(path) = app.config().file.clone() else {
         return refusal(StatusCode::NOT_FOUND, Some(&s), "There is no config file.");
     };
-    let edits = edits_of(&config, &form);
-    if edits.is_empty() {
-        return redirect("/settings");
-    }
-    let detail = edits.iter().map(described).collect::<Vec<_>>().join("; ");
     let version = form.get("version").cloned().unwrap_or_default();
-    let result = blocking(move || settings::apply(&path, &version, &edits)).await;
+    // The edits are what the form changed from the file the page showed
+    // (the version check makes sure it is that file).
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = asked.clone();
+    let result = blocking(move || {
+        settings::apply_with(&path, &version, |before| {
+            let edits = edits_of(before, &form);
+            *seen.lock().unwrap_or_else(|p| p.into_inner()) =
+                edits.iter().map(described).collect::<Vec<_>>().join("; ");
+            Ok(edits)
+        })
+    })
+    .await;
+    let detail = asked.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let from = peer.ip().to_string();
     match result {
-        Ok(new) => {
+        Ok((_, edits)) if edits.is_empty() => redirect("/settings"),
+        Ok((new, _)) => {
             app.set_config(new);
             app.audit.record(&s.user, &from, action, &detail, "ok");
             redirect("/settings?saved=1")

@@ -70,6 +70,9 @@ pub struct Run {
 /// The most of a run's log the history keeps (its end, where errors are).
 pub const LOG_LIMIT: usize = 64 << 10;
 
+/// Runs whose logs are kept (the latest).
+pub const LOGS_KEPT: i64 = 500;
+
 pub struct History {
     conn: Connection,
 }
@@ -162,6 +165,12 @@ impl History {
         self.conn.execute(
             "UPDATE runs SET log = ?2 WHERE id = ?1",
             params![id, &log[from..]],
+        )?;
+        // Logs of all but the latest runs are let go: the history stays
+        // small, and what a drill once found does not linger.
+        self.conn.execute(
+            "UPDATE runs SET log = NULL WHERE id <= ?1 AND log IS NOT NULL",
+            params![id - LOGS_KEPT],
         )?;
         Ok(())
     }

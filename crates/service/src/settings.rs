@@ -23,8 +23,8 @@ pub struct ConfigFile {
     pub version: String,
 }
 
-/// The largest config file edited.
-const LIMIT: u64 = 1 << 20;
+/// The largest config file edited (as large as one that loads).
+const LIMIT: u64 = crate::redact::CONFIG_FILE_LIMIT;
 
 /// Reads the config file for editing.
 pub fn read(path: &Path) -> Result<ConfigFile> {
@@ -75,14 +75,35 @@ const NUMBER_KEYS: [&str; 7] = [
 /// version `expected`; returns the config as it now loads. Nothing is
 /// written when an edit is refused or the result does not load.
 pub fn apply(path: &Path, expected: &str, edits: &[Edit]) -> Result<Config> {
+    apply_with(path, expected, |_| Ok(edits.to_vec())).map(|(c, _)| c)
+}
+
+/// As [`apply`], with the edits made from the config as the file holds it
+/// (`edits_for` sees exactly the version the page showed, so a position
+/// in a list means what it meant there). Saves in this process go one at
+/// a time, so two cannot both pass the version check.
+pub fn apply_with(
+    path: &Path,
+    expected: &str,
+    edits_for: impl FnOnce(&Config) -> Result<Vec<Edit>>,
+) -> Result<(Config, Vec<Edit>)> {
+    static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = SAVING.lock().unwrap_or_else(|p| p.into_inner());
     let current = read(path)?;
     if current.version != expected {
         bail!("the config file changed since this page was opened; nothing was saved (open the settings again)");
     }
-    let text = edit_text(&current.text, edits)?;
+    let before = Config::parse(&current.text, path)
+        .map_err(|e| anyhow!("the config file does not load, so nothing was saved: {e:#}"))?;
+    let edits = edits_for(&before)?;
+    if edits.is_empty() {
+        // Nothing to change: nothing written.
+        return Ok((before, edits));
+    }
+    let text = edit_text(&current.text, &edits)?;
     let config = Config::parse(&text, path).map_err(|e| anyhow!("nothing was saved: {e:#}"))?;
     replace_file(path, text.as_bytes())?;
-    Ok(config)
+    Ok((config, edits))
 }
 
 /// `text` with `edits` made.
@@ -239,20 +260,41 @@ fn set(t: &mut Table, key: &str, v: Option<Result<&str>>) -> Result<()> {
 /// with the same permissions, flushed, renamed over it, and the folder
 /// flushed, so a crash leaves the old file or the new one.
 fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // A link to the config file stays a link: the file it names is
+    // replaced.
+    let path = &std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let perms = std::fs::metadata(path)
-        .with_context(|| format!("{}", path.display()))?
-        .permissions();
+    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".ledgervault-config-")
         .tempfile_in(dir)
-        .with_context(|| format!("cannot write beside {}", path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot write in {} (the folder of the config file), so nothing was saved",
+                dir.display()
+            )
+        })?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    std::fs::set_permissions(tmp.path(), perms)?;
+    // Its owner, group and mode, as they were (the owner only where this
+    // process may give it).
+    if meta.uid() != tmp.as_file().metadata()?.uid()
+        || meta.gid() != tmp.as_file().metadata()?.gid()
+    {
+        std::os::unix::fs::fchown(tmp.as_file(), Some(meta.uid()), Some(meta.gid()))
+            .or_else(|_| std::os::unix::fs::fchown(tmp.as_file(), None, Some(meta.gid())))
+            .with_context(|| {
+                format!(
+                    "cannot give the new config file the owner of {}, so nothing was saved",
+                    path.display()
+                )
+            })?;
+    }
+    std::fs::set_permissions(tmp.path(), meta.permissions())?;
     tmp.persist(path)
         .map_err(|e| anyhow!("cannot replace {}: {}", path.display(), e.error))?;
     if let Ok(d) = std::fs::File::open(dir) {
@@ -378,5 +420,22 @@ url = "https://hooks.example.com/T000/B000/secret"
         assert!(std::fs::read_to_string(&path)
             .unwrap()
             .contains("# Nightly, after the office closes."));
+        // Through a link: the link stays, the file it names changes.
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let v = read(&link).unwrap().version;
+        apply(
+            &link,
+            &v,
+            &[Edit::Retention("keep_weekly".into(), Some("9".into()))],
+        )
+        .unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("keep_weekly = 9"));
     }
 }
