@@ -1754,3 +1754,111 @@ fn an_admin_changes_the_settings_and_the_file_keeps_its_comments() {
         "a webhook's secret is in the audit log"
     );
 }
+
+#[test]
+fn a_postgres_database_restores_to_a_new_database_or_as_an_admin_over_the_live_one() {
+    let pg = ledgervault_testkit::pg::PgServer::start();
+    pg.createdb("firm");
+    pg.psql(
+        "firm",
+        "CREATE TABLE entries (id serial PRIMARY KEY, memo text, amount int);
+         INSERT INTO entries (memo, amount) VALUES ('opening', 100), ('opening', -100);",
+    );
+    let mut site = Site::new();
+    // The login is in the config file's address only: the console finds
+    // it there (snapshots keep no password).
+    let url = format!(
+        "postgres://{}:{}@127.0.0.1:{}/firm",
+        pg.user, pg.password, pg.port
+    );
+    site.add_config(&format!("\n[[source]]\npath = {}\n", toml_string(&url)));
+    site.lv().arg("backup").assert().success();
+    let id = site.snapshots_json()[0]["id"].as_str().unwrap().to_string();
+    pg.psql(
+        "firm",
+        "INSERT INTO entries (memo, amount) VALUES ('typo', 999)",
+    );
+    let count = |db: &str| pg.psql(db, "SELECT count(*) FROM entries");
+    assert_eq!(count("firm"), "3");
+
+    let olga = site.login("olga", OPERATOR_PW);
+    let browse = site.get(&format!("/snapshots/{id}"), &olga).body;
+    let source = hex(b"firm.sql");
+    assert!(
+        browse.contains(&format!("source={source}\">Restore…")),
+        "{browse}"
+    );
+    let page_path = format!("/restore?snapshot={id}&source={source}");
+    let page = site.get(&page_path, &olga).body;
+    assert!(page.contains("Restore to a new database"), "{page}");
+    assert!(!page.contains("Replace the live database"), "{page}");
+    assert!(!page.contains(&pg.password), "a password on the page");
+    let csrf = site.csrf(&olga);
+    let post = |cookie: &str, csrf: &str, f: &[(&str, &str)]| {
+        let mut pairs = vec![
+            ("csrf", csrf),
+            ("snapshot", id.as_str()),
+            ("source", source.as_str()),
+        ];
+        pairs.extend_from_slice(f);
+        site.request("POST", "/restore", Some(cookie), &pairs, &[])
+    };
+    for bad in ["../x", "a b", "firm", "", "1st", "x;DROP DATABASE firm"] {
+        let a = post(&olga, &csrf, &[("mode", "new"), ("database", bad)]);
+        assert_eq!(a.status, 400, "{bad:?}: {}", a.body);
+    }
+    let a = post(
+        &olga,
+        &csrf,
+        &[("mode", "new"), ("database", "firm_before")],
+    );
+    assert_eq!(a.status, 303, "{}", a.body);
+    let done = site.finished(&a.location.unwrap(), &olga);
+    assert!(done.contains("class=\"note ok\""), "{done}");
+    assert_eq!(count("firm_before"), "2");
+    assert_eq!(count("firm"), "3", "the live database was touched");
+    // Never over a database that exists.
+    let a = post(
+        &olga,
+        &csrf,
+        &[("mode", "new"), ("database", "firm_before")],
+    );
+    let refused = site.finished(&a.location.unwrap(), &olga);
+    assert!(refused.contains("class=\"note error\""), "{refused}");
+    assert!(refused.contains("exists"), "{refused}");
+    // Over the live one: not an operator's, whatever the form says.
+    let a = post(&olga, &csrf, &[("mode", "live"), ("confirm", "firm")]);
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert_eq!(count("firm"), "3");
+
+    let ann = site.login("ann", ADMIN_PW);
+    let page = site.get(&page_path, &ann).body;
+    assert!(page.contains("Replace the live database"), "{page}");
+    let ann_csrf = site.csrf(&ann);
+    let a = post(
+        &ann,
+        &ann_csrf,
+        &[("mode", "live"), ("confirm", "firm_before")],
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    let a = post(&ann, &ann_csrf, &[("mode", "live"), ("confirm", "firm")]);
+    assert_eq!(a.status, 303, "{}", a.body);
+    let done = site.finished(&a.location.unwrap(), &ann);
+    assert!(done.contains("safety snapshot"), "{done}");
+    assert_eq!(
+        count("firm"),
+        "2",
+        "the live database holds the snapshot's rows"
+    );
+    let snaps = site.snapshots_json();
+    assert!(
+        snaps.iter().any(|s| s["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "pre-restore")),
+        "{snaps:?}"
+    );
+    let log = fs::read_to_string(site.root.join("lv.audit.log")).unwrap();
+    assert!(!log.contains(&pg.password), "a password in the audit log");
+}

@@ -134,7 +134,14 @@ pub fn page_for(
     let row = |h: &mut String, path: &[Vec<u8>], n: &Node| {
         let link = format!("{base}?at={}", at(path));
         let name = esc(&escape_bytes(path.last().map(Vec::as_slice).unwrap_or(b"")));
-        let restore = if path.len() == 1 && n.kind == NodeKind::DbImage {
+        let on_server = || {
+            snap.sources
+                .iter()
+                .find(|s| s.name.as_bytes() == path[0].as_slice())
+                .and_then(ledgervault_service::db::of_source)
+                .is_some_and(|k| k.on_server())
+        };
+        let restore = if path.len() == 1 && (n.kind == NodeKind::DbImage || on_server()) {
             format!(
                 r#" · <a href="/restore?snapshot={}&amp;source={}">Restore…</a>"#,
                 id.to_hex(),

@@ -668,3 +668,51 @@ pub fn run(s: &Session, r: &Run, log: &str) -> String {
 fn esc_block(text: &str) -> String {
     text.lines().map(esc).collect::<Vec<_>>().join("\n")
 }
+
+/// The restore page of a database on a server (PostgreSQL).
+pub fn restore_to_server(s: &Session, id: &str, name: &str, live: &str, live_name: &str) -> String {
+    let hidden = format!(
+        r#"{}<input type="hidden" name="snapshot" value="{}"><input type="hidden" name="source" value="{}">"#,
+        csrf_field(s),
+        esc(id),
+        esc(&hex::encode(name.as_bytes()))
+    );
+    let mut h = format!(
+        r#"<p class="where">Database <strong>{}</strong> from snapshot <a href="/snapshots/{}"><code>{}</code></a>; it was backed up from <code>{}</code>.</p>"#,
+        esc(name),
+        esc(id),
+        esc(&id[..8.min(id.len())]),
+        esc(live)
+    );
+    if !may(s.role, Role::Operator) {
+        h.push_str(&note("warn", "Your role may look, not restore."));
+        return page("Restore a database", Some(s), &h);
+    }
+    let suggested = format!("{live_name}_restored_{}", id.get(..8).unwrap_or(""));
+    let _ = write!(
+        h,
+        r#"<form class="card" method="post" action="/restore">{hidden}<input type="hidden" name="mode" value="new">
+<h2>Restore to a new database</h2>
+<p>Creates a new database on the same server with this snapshot's data, complete before it takes its name. The live database is not touched; nothing is restored over a database that exists.</p>
+<label for="database">New database name</label>
+<input id="database" name="database" value="{}" required maxlength="63" pattern="[A-Za-z_][A-Za-z0-9_]*">
+<button type="submit">Restore to a new database</button>
+</form>"#,
+        esc(&suggested)
+    );
+    if may(s.role, Role::Admin) {
+        let _ = write!(
+            h,
+            r#"<form class="card danger" method="post" action="/restore">{hidden}<input type="hidden" name="mode" value="live">
+<h2>Restore over the live database</h2>
+<p>Replaces <code>{}</code> with this snapshot's copy, swapped in at once when complete (its open connections are closed). A safety snapshot of what is there now is taken first (tag pre-restore).</p>
+<label for="confirm">Type <strong>{}</strong> to confirm</label>
+<input id="confirm" name="confirm" autocomplete="off" required>
+<button type="submit">Replace the live database</button>
+</form>"#,
+            esc(live),
+            esc(live_name)
+        );
+    }
+    page("Restore a database", Some(s), &h)
+}

@@ -297,6 +297,41 @@ impl App {
         )
     }
 
+    /// Restores the server database `name` of snapshot `id` to the
+    /// address `target`.
+    fn restore_server(
+        &self,
+        id: &str,
+        name: &str,
+        target: String,
+        replace: bool,
+        task: &Task,
+    ) -> Result<ledgervault_service::restore::ServerRestored> {
+        let repo = self.repo()?;
+        let _lock = ledgervault_repo::read_lock(&repo, "console restore")?;
+        let (id, snap) = repo.find_snapshot(id)?;
+        let req = ledgervault_service::restore::ServerRestore {
+            target,
+            include: vec![name.to_string()],
+            replace,
+            no_owner: false,
+            roles: false,
+        };
+        let mut take_safety = |sources, reason: String, target: &std::path::Path| {
+            task.log(reason.clone());
+            ledgervault_service::restore::safety_snapshot(
+                &repo,
+                sources,
+                ledgervault_service::drill::PRE_RESTORE_TAG,
+                reason,
+                &target.display().to_string(),
+                self.local_root(),
+                &ledgervault_repo::NoProgress,
+            )
+        };
+        ledgervault_service::restore::restore_to_address(&repo, id, &snap, &req, &mut take_safety)
+    }
+
     /// Runs a restore drill on the latest backup, under a read lock.
     fn drill(&self, progress: &dyn Progress) -> Result<DrillReport> {
         let repo = self.repo()?;
@@ -1338,9 +1373,13 @@ pub(crate) fn start_work(
 struct RestoreChoice {
     id: String,
     name: String,
+    /// Where it was backed up from: a file, or a server address as
+    /// snapshots keep it (no password).
     live: PathBuf,
     /// The machine the snapshot was taken on.
     host: String,
+    /// A database on a server (PostgreSQL): restored to an address.
+    on_server: bool,
 }
 
 /// Reads `snapshot` (a whole id) and `source` (the name, hex) and finds
@@ -1361,22 +1400,28 @@ async fn restore_choice(
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| bad("There is no such database in this snapshot."))?;
     let (a, spec, wanted) = (app.clone(), id.clone(), name.clone());
-    let found = blocking(move || -> Result<Option<(String, String)>> {
+    let found = blocking(move || -> Result<Option<(String, String, bool)>> {
         let repo = a.repo()?;
         let (_, snap) = repo.find_snapshot(&spec)?;
         Ok(snap
             .sources
             .iter()
-            .find(|s| s.name == wanted && s.node.kind == ledgervault_repo::NodeKind::DbImage)
-            .map(|s| (s.path.clone(), snap.host.clone())))
+            .filter(|s| s.name == wanted)
+            .find_map(|s| {
+                let on_server =
+                    ledgervault_service::db::of_source(s).is_some_and(|k| k.on_server());
+                (s.node.kind == ledgervault_repo::NodeKind::DbImage || on_server)
+                    .then(|| (s.path.clone(), snap.host.clone(), on_server))
+            }))
     })
     .await;
     match found {
-        Ok(Some((live, host))) => Ok(RestoreChoice {
+        Ok(Some((live, host, on_server))) => Ok(RestoreChoice {
             id,
             name,
             live: PathBuf::from(live),
             host,
+            on_server,
         }),
         Ok(None) | Err(_) => Err(bad("There is no such database in this snapshot.")),
     }
@@ -1394,14 +1439,22 @@ async fn restore_page(
     };
     html(
         StatusCode::OK,
-        crate::pages::restore(
-            &s,
-            &c.id,
-            &c.name,
-            &c.live,
-            &c.host,
-            app.restore_to.as_deref(),
-        ),
+        if c.on_server {
+            let live = c.live.to_string_lossy();
+            let live_name = ledgervault_service::db::by_address(&live)
+                .and_then(|k| k.database_of(&live))
+                .unwrap_or_default();
+            crate::pages::restore_to_server(&s, &c.id, &c.name, &live, &live_name)
+        } else {
+            crate::pages::restore(
+                &s,
+                &c.id,
+                &c.name,
+                &c.live,
+                &c.host,
+                app.restore_to.as_deref(),
+            )
+        },
     )
 }
 
@@ -1437,6 +1490,9 @@ async fn restore_now(
         Err(r) => return r,
     };
     let bad = |t: &str| refusal(StatusCode::BAD_REQUEST, Some(&s), t);
+    if c.on_server {
+        return restore_on_server(app, s, peer, c, over_live, &form);
+    }
     let target = if over_live {
         let expected = c
             .live
@@ -1515,6 +1571,102 @@ async fn restore_now(
             }
             if r.replaced_live {
                 m.push_str(" Open connections now see the restored data.");
+            }
+            Ok((true, "ok".to_string(), m))
+        },
+    )
+}
+
+/// A database name as people type one for a new database: a plain
+/// identifier.
+fn plain_database_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && n.len() <= 63
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Restores a server database (PostgreSQL) of a snapshot: to a new
+/// database on the same server (an operator's), or over the one it was
+/// backed up from after its name is typed (an admin's).
+fn restore_on_server(
+    app: Arc<App>,
+    s: Session,
+    peer: SocketAddr,
+    c: RestoreChoice,
+    over_live: bool,
+    form: &HashMap<String, String>,
+) -> Response {
+    let bad = |t: &str| refusal(StatusCode::BAD_REQUEST, Some(&s), t);
+    let recorded = c.live.to_string_lossy().into_owned();
+    let Some(kind) = ledgervault_service::db::by_address(&recorded) else {
+        return bad("This snapshot does not say which server the database came from.");
+    };
+    // The login comes from the config file's source (snapshots keep no
+    // password), else from the server's own ways (.pgpass, environment).
+    let base = ledgervault_service::db::configured_address(&app.config(), &recorded)
+        .unwrap_or_else(|| recorded.clone());
+    let live_name = kind.database_of(&recorded).unwrap_or_default();
+    let target = if over_live {
+        let typed = form.get("confirm").map(|t| t.trim()).unwrap_or("");
+        if live_name.is_empty() || typed != live_name {
+            app.audit.record(
+                &s.user,
+                &peer.ip().to_string(),
+                "restore over the live database",
+                "confirmation did not match",
+                "refused",
+            );
+            return bad(&format!(
+                "Nothing was restored: type the database's name, {live_name}, to confirm."
+            ));
+        }
+        base
+    } else {
+        let name = form.get("database").map(|f| f.trim()).unwrap_or("");
+        if !plain_database_name(name) {
+            return bad("Give the new database a plain name: letters, digits and _, at most 63.");
+        }
+        if name == live_name {
+            return bad("That is the live database's name; give a new one.");
+        }
+        match kind.with_database(&base, name) {
+            Ok(t) => t,
+            Err(e) => return bad(&format!("{e:#}")),
+        }
+    };
+    let shown = ledgervault_service::redact::url(&target);
+    let detail = format!("{} of snapshot {} to {shown}", c.name, &c.id[..8]);
+    let (id, name) = (c.id.clone(), c.name.clone());
+    start_work(
+        app,
+        s,
+        peer,
+        "Restore database",
+        detail,
+        move |app, task| {
+            let r = app.restore_server(&id, &name, target, over_live, task)?;
+            let mut m = format!(
+                "Restored database {} from snapshot {} to {} on {} in {:.1} s.",
+                r.source,
+                r.snapshot_id.short(),
+                r.database,
+                r.server,
+                r.duration_secs
+            );
+            if let Some(safety) = r.safety_snapshot {
+                m.push_str(&format!(
+                    " What was there before is kept in safety snapshot {} (tag pre-restore).",
+                    safety.short()
+                ));
+            }
+            if r.replaced {
+                m.push_str(&format!(
+                    " It replaced the old database ({} open connection(s) closed).",
+                    r.closed_connections
+                ));
             }
             Ok((true, "ok".to_string(), m))
         },

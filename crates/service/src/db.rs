@@ -65,6 +65,28 @@ pub trait DatabaseKind: Sync {
         req: &crate::restore::ServerRestore,
         take_safety: &mut crate::restore::TakeSafety<'_>,
     ) -> Result<crate::restore::ServerRestored>;
+    /// Whether its databases live on a server, reached by an address (and
+    /// are restored to one), rather than in a file.
+    fn on_server(&self) -> bool {
+        false
+    }
+    /// The address `spec` (of this kind) with the database `name` instead
+    /// of its own, the rest (the login, options) kept.
+    fn with_database(&self, spec: &str, _name: &str) -> Result<String> {
+        bail!(
+            "{}: a {} database has no server address",
+            crate::redact::url(spec),
+            self.name()
+        )
+    }
+    /// How snapshots name the database at `spec` (never with a password).
+    fn recorded_as(&self, spec: &str) -> Option<String> {
+        Some(spec.to_string())
+    }
+    /// The database's own name in the server address `spec`.
+    fn database_of(&self, _spec: &str) -> Option<String> {
+        None
+    }
     /// Whether a drill restores this kind on a server of its own instead
     /// of into the scratch folder with the files.
     fn drilled_apart(&self) -> bool {
@@ -143,6 +165,18 @@ pub fn by_address(spec: &str) -> Option<&'static dyn DatabaseKind> {
 /// The kind of database the file at `path` holds.
 pub fn by_file(path: &Path) -> Option<&'static dyn DatabaseKind> {
     KINDS.iter().copied().find(|k| k.is_file(path))
+}
+
+/// The address among the config file's sources that a snapshot source
+/// of a server kind was backed up from (with its login, which the
+/// snapshot does not keep).
+pub fn configured_address(config: &crate::config::Config, recorded: &str) -> Option<String> {
+    config
+        .source
+        .iter()
+        .map(|s| s.path.get_ref())
+        .find(|p| by_address(p).is_some_and(|k| k.recorded_as(p).as_deref() == Some(recorded)))
+        .cloned()
 }
 
 /// The kind of database a snapshot source holds.
@@ -332,6 +366,25 @@ impl DatabaseKind for Postgres {
 
     fn drilled_apart(&self) -> bool {
         true
+    }
+
+    fn on_server(&self) -> bool {
+        true
+    }
+
+    fn with_database(&self, spec: &str, name: &str) -> Result<String> {
+        let mut u = url::Url::parse(spec)
+            .map_err(|e| anyhow!("{}: not an address: {e}", crate::redact::url(spec)))?;
+        u.set_path(&format!("/{name}"));
+        Ok(u.to_string())
+    }
+
+    fn recorded_as(&self, spec: &str) -> Option<String> {
+        PgTarget::parse(spec).ok().map(|t| t.to_string())
+    }
+
+    fn database_of(&self, spec: &str) -> Option<String> {
+        PgTarget::parse(spec).ok().map(|t| t.dbname)
     }
 
     fn drill_apart(
