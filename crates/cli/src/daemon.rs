@@ -297,9 +297,24 @@ impl<'a> Daemon<'a> {
     /// failed drill): a result is never lost because it came late.
     fn record_late(&mut self) -> Result<()> {
         for (name, a) in self.runner.late() {
-            let Some(job) = self.jobs.iter().find(|j| j.name == name).cloned() else {
-                continue;
-            };
+            // The job as configured now, or (renamed or removed since) as
+            // its name says, so that its alerts still go out.
+            let job = self
+                .jobs
+                .iter()
+                .find(|j| j.name == name)
+                .cloned()
+                .unwrap_or_else(|| Job {
+                    name: name.clone(),
+                    kind: match name.as_str() {
+                        "backup" => JobKind::Backup,
+                        "verify" => JobKind::Verify,
+                        "prune" => JobKind::Prune,
+                        other => JobKind::Copy(other.trim_start_matches("copy:").to_string()),
+                    },
+                    schedule: self.watch.clone(),
+                    timeout: chrono::Duration::zero(),
+                });
             let now = self.clock.now();
             let (outcome, message) = match a.exit_code {
                 Some(exit::OK) => (Outcome::Ok, "finished after its timeout".to_string()),
@@ -361,6 +376,8 @@ impl<'a> Daemon<'a> {
     pub fn run_job(&mut self, job: &Job) -> Result<bool> {
         let mut delay = self.retry_delay;
         for attempt in 1..=self.retries + 1 {
+            // What an earlier, stuck attempt did, before this one starts.
+            self.record_late()?;
             let started = self.clock.now();
             (self.log)(&format!("{}: starting (attempt {attempt})", job.name));
             let a = self.attempt(job, started)?;

@@ -32,9 +32,9 @@ use crate::ui::exit;
 /// One attempt's work: the job in, its result out.
 pub type Work = dyn Fn(&Job) -> Attempt + Send + Sync;
 
-/// A job left running past its timeout: its name, its thread, and where
-/// its result will come.
-type Stuck = Arc<Mutex<Option<(String, JoinHandle<()>, mpsc::Receiver<Attempt>)>>>;
+/// Jobs left running past their timeout: each one's name, its thread,
+/// and where its result will come.
+type Stuck = Arc<Mutex<Vec<(String, JoinHandle<()>, mpsc::Receiver<Attempt>)>>>;
 
 /// Runs jobs on threads of the daemon's process.
 pub struct InProcessRunner {
@@ -74,22 +74,20 @@ impl Runner for InProcessRunner {
     fn start(&mut self, job: &Job) -> Box<dyn Running> {
         {
             let stuck = self.stuck.lock().unwrap_or_else(|p| p.into_inner());
-            match stuck.as_ref() {
-                Some((name, h, _)) if !h.is_finished() => {
-                    let error = format!(
+            // One still running holds everything back; ended ones wait
+            // for `late` to hand over their results.
+            if let Some((name, _, _)) = stuck.iter().find(|(_, h, _)| !h.is_finished()) {
+                let error = format!(
                         "error: {name} is still running past its timeout; {} waits for it to end (restarting the daemon ends it)",
                         job.name
                     );
-                    return Box::new(Refused(Some(Attempt {
-                        exit_code: Some(exit::LOCKED),
-                        log: error.clone(),
-                        error,
-                        error_kind: Some(ErrorKind::Locked),
-                        ..Attempt::default()
-                    })));
-                }
-                // Ended: its result waits for `late`.
-                _ => {}
+                return Box::new(Refused(Some(Attempt {
+                    exit_code: Some(exit::LOCKED),
+                    log: error.clone(),
+                    error,
+                    error_kind: Some(ErrorKind::Locked),
+                    ..Attempt::default()
+                })));
             }
         }
         let (tx, rx) = mpsc::sync_channel(1);
@@ -124,15 +122,20 @@ impl Runner for InProcessRunner {
 
     fn late(&mut self) -> Vec<(String, Attempt)> {
         let mut stuck = self.stuck.lock().unwrap_or_else(|p| p.into_inner());
-        let ended = stuck.as_ref().is_some_and(|(_, h, _)| h.is_finished());
-        if !ended {
-            return Vec::new();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < stuck.len() {
+            if !stuck[i].1.is_finished() {
+                i += 1;
+                continue;
+            }
+            let (name, h, rx) = stuck.remove(i);
+            let _ = h.join();
+            if let Ok(a) = rx.try_recv() {
+                out.push((name, a));
+            }
         }
-        let Some((name, h, rx)) = stuck.take() else {
-            return Vec::new();
-        };
-        let _ = h.join();
-        rx.try_recv().map(|a| vec![(name, a)]).unwrap_or_default()
+        out
     }
 }
 
@@ -177,8 +180,10 @@ impl Running for ThreadRun {
             return a;
         }
         if let (Some(h), Some(rx)) = (self.handle.take(), self.rx.take()) {
-            *self.stuck.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((self.name.clone(), h, rx));
+            self.stuck
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((self.name.clone(), h, rx));
         }
         Attempt {
             error: "it could not be stopped in the daemon's process and goes on; no other job starts until it ends (restarting the daemon ends it)".into(),
@@ -498,6 +503,54 @@ mod tests {
             ("slow", "slow done")
         );
         assert!(runner.late().is_empty());
+    }
+
+    #[test]
+    fn two_stuck_jobs_both_hand_over_their_results() {
+        let release = Arc::new(AtomicBool::new(false));
+        let gate = release.clone();
+        let mut runner = InProcessRunner::with_work(Arc::new(move |j: &Job| {
+            while !gate.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Attempt {
+                exit_code: Some(exit::OK),
+                log: format!("{} done", j.name),
+                ..Attempt::default()
+            }
+        }));
+        // One runner starts nothing while a job of its own is stuck, so
+        // the second stuck job comes from another runner and is moved over
+        // (as if the first had ended and been stopped again later).
+        let mut first = runner.start(&job("one"));
+        assert!(first
+            .wait_until(Utc::now() + chrono::Duration::milliseconds(50))
+            .is_none());
+        first.kill();
+        let mut other = InProcessRunner::with_work(runner.work.clone());
+        let mut second = other.start(&job("two"));
+        assert!(second
+            .wait_until(Utc::now() + chrono::Duration::milliseconds(50))
+            .is_none());
+        second.kill();
+        let moved: Vec<_> = other.stuck.lock().unwrap().drain(..).collect();
+        runner.stuck.lock().unwrap().extend(moved);
+        release.store(true, Ordering::SeqCst);
+        let t0 = std::time::Instant::now();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            got.extend(runner.late().into_iter().map(|(n, a)| (n, a.log)));
+            assert!(t0.elapsed().as_secs() < 10, "{got:?}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("one".to_string(), "one done".to_string()),
+                ("two".to_string(), "two done".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub fn restore(
 ) -> Result<i32> {
     let req = ServerRestore {
         target: a.target.to_string_lossy().into_owned(),
+        database: None,
         include: a
             .include
             .iter()

@@ -1803,7 +1803,15 @@ fn a_postgres_database_restores_to_a_new_database_or_as_an_admin_over_the_live_o
         pairs.extend_from_slice(f);
         site.request("POST", "/restore", Some(cookie), &pairs, &[])
     };
-    for bad in ["../x", "a b", "firm", "", "1st", "x;DROP DATABASE firm"] {
+    for bad in [
+        "../x",
+        "a b",
+        "firm",
+        "FIRM",
+        "",
+        "1st",
+        "x;DROP DATABASE firm",
+    ] {
         let a = post(&olga, &csrf, &[("mode", "new"), ("database", bad)]);
         assert_eq!(a.status, 400, "{bad:?}: {}", a.body);
     }
@@ -1861,4 +1869,24 @@ fn a_postgres_database_restores_to_a_new_database_or_as_an_admin_over_the_live_o
     );
     let log = fs::read_to_string(site.root.join("lv.audit.log")).unwrap();
     assert!(!log.contains(&pg.password), "a password in the audit log");
+    // A database the config no longer names is not restored from here,
+    // whatever the snapshot says.
+    let cfg = site.root.join("lv.toml");
+    let text = fs::read_to_string(&cfg).unwrap();
+    let without = text.replace(&format!("[[source]]\npath = {}\n", toml_string(&url)), "");
+    assert_ne!(text, without);
+    fs::write(&cfg, without).unwrap();
+    let a = post(
+        &olga,
+        &csrf,
+        &[("mode", "new"), ("database", "firm_elsewhere")],
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("not among the config"), "{}", a.body);
+    assert!(!pg
+        .psql(
+            "postgres",
+            "SELECT string_agg(datname, ' ') FROM pg_database"
+        )
+        .contains("firm_elsewhere"));
 }

@@ -35,6 +35,7 @@ use crate::users::Role;
 pub const PLAN_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
 /// A dry run that may be confirmed.
+#[derive(Clone)]
 pub struct Plan {
     user: String,
     made: Instant,
@@ -463,7 +464,9 @@ pub async fn confirm(
     }
     let detail = plan.summary.clone();
     let shown = plan.shown.clone();
-    start_work(app, s, peer, "Restore client", detail, move |app, task| {
+    let kept = plan.clone();
+    let again = app.clone();
+    let started = start_work(app, s, peer, "Restore client", detail, move |app, task| {
         let r = app.restore_client(&plan.req, task)?;
         for line in plan_lines(&r) {
             task.log(line);
@@ -484,7 +487,16 @@ pub async fn confirm(
             ));
         }
         Ok((true, "ok".into(), m))
-    })
+    });
+    // Another task started in between: the plan is kept for later.
+    if started.status() == StatusCode::CONFLICT {
+        again
+            .plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, kept);
+    }
+    started
 }
 
 impl App {

@@ -304,6 +304,7 @@ impl App {
         id: &str,
         name: &str,
         target: String,
+        database: Option<String>,
         replace: bool,
         task: &Task,
     ) -> Result<ledgervault_service::restore::ServerRestored> {
@@ -312,6 +313,7 @@ impl App {
         let (id, snap) = repo.find_snapshot(id)?;
         let req = ledgervault_service::restore::ServerRestore {
             target,
+            database,
             include: vec![name.to_string()],
             replace,
             no_owner: false,
@@ -1604,12 +1606,24 @@ fn restore_on_server(
     let Some(kind) = ledgervault_service::db::by_address(&recorded) else {
         return bad("This snapshot does not say which server the database came from.");
     };
-    // The login comes from the config file's source (snapshots keep no
-    // password), else from the server's own ways (.pgpass, environment).
-    let base = ledgervault_service::db::configured_address(&app.config(), &recorded)
-        .unwrap_or_else(|| recorded.clone());
+    // Only a database the config file names as a source, on the server it
+    // names (with its login: snapshots keep no password): never an address
+    // a snapshot alone says.
+    let Some(base) = ledgervault_service::db::configured_address(&app.config(), &recorded) else {
+        return bad(&format!(
+            "Nothing was restored: {recorded} is not among the config file's sources, so this console does not restore it (the command line can: restore --target)."
+        ));
+    };
     let live_name = kind.database_of(&recorded).unwrap_or_default();
-    let target = if over_live {
+    if over_live && c.host != ledgervault_repo::host_name() {
+        return bad(&format!(
+            "Nothing was restored: this snapshot was taken on {}, and this console runs on {}; replace that database from {}'s console or command line.",
+            c.host,
+            ledgervault_repo::host_name(),
+            c.host
+        ));
+    }
+    let (target, database) = if over_live {
         let typed = form.get("confirm").map(|t| t.trim()).unwrap_or("");
         if live_name.is_empty() || typed != live_name {
             app.audit.record(
@@ -1623,22 +1637,27 @@ fn restore_on_server(
                 "Nothing was restored: type the database's name, {live_name}, to confirm."
             ));
         }
-        base
+        (base, None)
     } else {
         let name = form.get("database").map(|f| f.trim()).unwrap_or("");
         if !plain_database_name(name) {
             return bad("Give the new database a plain name: letters, digits and _, at most 63.");
         }
-        if name == live_name {
+        if name.eq_ignore_ascii_case(&live_name) {
             return bad("That is the live database's name; give a new one.");
         }
-        match kind.with_database(&base, name) {
-            Ok(t) => t,
-            Err(e) => return bad(&format!("{e:#}")),
-        }
+        (base, Some(name.to_string()))
     };
-    let shown = ledgervault_service::redact::url(&target);
-    let detail = format!("{} of snapshot {} to {shown}", c.name, &c.id[..8]);
+    // Shown as the snapshot names it, never with the config's login.
+    let detail = format!(
+        "{} of snapshot {} to {}",
+        c.name,
+        &c.id[..8],
+        match &database {
+            Some(d) => format!("new database {d} on the server of {recorded}"),
+            None => recorded.clone(),
+        }
+    );
     let (id, name) = (c.id.clone(), c.name.clone());
     start_work(
         app,
@@ -1647,7 +1666,7 @@ fn restore_on_server(
         "Restore database",
         detail,
         move |app, task| {
-            let r = app.restore_server(&id, &name, target, over_live, task)?;
+            let r = app.restore_server(&id, &name, target, database, over_live, task)?;
             let mut m = format!(
                 "Restored database {} from snapshot {} to {} on {} in {:.1} s.",
                 r.source,

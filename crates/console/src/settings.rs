@@ -113,13 +113,19 @@ pub async fn settings_page(
     let (config, version) = match read {
         Ok(r) => r,
         Err(e) => {
+            // Why (which may quote a value) is for an admin.
+            let why = if may(s.role, Role::Admin) {
+                format!(": {e:#}")
+            } else {
+                "; an admin sees why here".to_string()
+            };
             return refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Some(&s),
                 &format!(
-                    "The config file does not load, so its settings cannot be shown or changed here: {e:#}"
+                    "The config file does not load, so its settings cannot be shown or changed here{why}"
                 ),
-            )
+            );
         }
     };
     let saved = q.contains_key("saved");

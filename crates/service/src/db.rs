@@ -70,15 +70,6 @@ pub trait DatabaseKind: Sync {
     fn on_server(&self) -> bool {
         false
     }
-    /// The address `spec` (of this kind) with the database `name` instead
-    /// of its own, the rest (the login, options) kept.
-    fn with_database(&self, spec: &str, _name: &str) -> Result<String> {
-        bail!(
-            "{}: a {} database has no server address",
-            crate::redact::url(spec),
-            self.name()
-        )
-    }
     /// How snapshots name the database at `spec` (never with a password).
     fn recorded_as(&self, spec: &str) -> Option<String> {
         Some(spec.to_string())
@@ -370,13 +361,6 @@ impl DatabaseKind for Postgres {
 
     fn on_server(&self) -> bool {
         true
-    }
-
-    fn with_database(&self, spec: &str, name: &str) -> Result<String> {
-        let mut u = url::Url::parse(spec)
-            .map_err(|e| anyhow!("{}: not an address: {e}", crate::redact::url(spec)))?;
-        u.set_path(&format!("/{name}"));
-        Ok(u.to_string())
     }
 
     fn recorded_as(&self, spec: &str) -> Option<String> {

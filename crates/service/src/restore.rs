@@ -189,6 +189,8 @@ pub fn restore_database(
 pub struct ServerRestore {
     /// The address to restore to (`postgres://…/DBNAME`).
     pub target: String,
+    /// Another database on the same server, instead of the address's own.
+    pub database: Option<String>,
     /// Names of the snapshot's sources to choose from (empty: any).
     pub include: Vec<String>,
     /// Replace the database that is there (after a safety snapshot of it).
@@ -282,6 +284,10 @@ pub(crate) fn restore_postgres(
     use ledgervault_postgres::{database_exists, restore_dump, PgTarget};
     let (repo, id, snap, src) = (from.repo, from.id, from.snapshot, from.source);
     let target = PgTarget::parse(&req.target)?;
+    let target = match &req.database {
+        Some(name) => target.with_dbname(name),
+        None => target,
+    };
     let info = src.node.database.as_deref().cloned().unwrap_or_default();
     let index = repo.load_index()?;
     if req.roles {
@@ -300,6 +306,13 @@ pub(crate) fn restore_postgres(
         if !req.replace {
             bail!(
                 "database {:?} exists on {}; add --force to replace it (a pre-restore safety snapshot of it is taken first)",
+                target.dbname,
+                target.server()
+            );
+        }
+        if req.database.is_some() {
+            bail!(
+                "database {:?} exists on {}; nothing is restored over it here",
                 target.dbname,
                 target.server()
             );

@@ -280,16 +280,14 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
         })?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    // Its owner, group and mode, as they were (the owner only where this
-    // process may give it).
-    if meta.uid() != tmp.as_file().metadata()?.uid()
-        || meta.gid() != tmp.as_file().metadata()?.gid()
-    {
+    // Its owner, group and mode, as they were; a file this process could
+    // not give them to is not written.
+    let made = tmp.as_file().metadata()?;
+    if meta.uid() != made.uid() || meta.gid() != made.gid() {
         std::os::unix::fs::fchown(tmp.as_file(), Some(meta.uid()), Some(meta.gid()))
-            .or_else(|_| std::os::unix::fs::fchown(tmp.as_file(), None, Some(meta.gid())))
             .with_context(|| {
                 format!(
-                    "cannot give the new config file the owner of {}, so nothing was saved",
+                    "cannot keep the owner and group of {} (this process runs as another user), so nothing was saved",
                     path.display()
                 )
             })?;
