@@ -795,6 +795,28 @@ impl TenantMap {
         (from, Some(format!("t{last}.{}", ident(&k.column))))
     }
 
+    /// A count of `table`'s rows whose shortest route does not end at an
+    /// existing client (a NULL or dangling key on the way): the only ones
+    /// that can belong to no client. `None` when the table has no home
+    /// route to count along (a parent of extensions), or its route ends at
+    /// a column of the client table other than its key.
+    pub fn homeless_sql(&self, table: &str) -> Option<String> {
+        let (from, home) = self.home_sql(table);
+        let home = home?;
+        let path = self.path(table);
+        let root = self.root();
+        let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
+        let last = path.get(path.len().checked_sub(2)?)?.owner.as_ref()?;
+        if last.ref_table != root.name || last.ref_column != key {
+            return None;
+        }
+        Some(format!(
+            "SELECT count(*) {from} WHERE {home} IS NULL OR {home} NOT IN (SELECT {} FROM {})",
+            ident(&key),
+            ident(&root.name)
+        ))
+    }
+
     /// [`TenantMap::home_sql`] as a `FROM` clause and a condition: the row
     /// (alias `t0`) is at home with client `ck` (an SQL expression), or
     /// has no home.

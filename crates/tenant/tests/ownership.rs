@@ -178,6 +178,43 @@ fn rows_on_every_route_are_the_clients_and_the_partition_adds_up() {
 }
 
 #[test]
+fn rows_whose_keys_dangle_belong_to_no_client_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("firm.db");
+    ledger(&p, &FIRM);
+    // Keys that lead nowhere (foreign keys are not enforced): an invoice of
+    // a company that is gone, a payment of an invoice that is gone, and a
+    // line of that payment's invoice.
+    rusqlite::Connection::open(&p)
+        .unwrap()
+        .execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO invoice (id, company_id, no) VALUES (9001, 'c-gone', 'X-1');
+             INSERT INTO payment (id, invoice_id, amount) VALUES (9002, 8888, 5);
+             INSERT INTO line_item (id, invoice_id, bill_id, amount) VALUES (9003, 9001, NULL, 7);",
+        )
+        .unwrap();
+    let db = Sqlite::open_read(&p).unwrap();
+    let map = TenantMap::build(&db, &config()).unwrap();
+    let quick: std::collections::BTreeMap<String, u64> =
+        unowned_rows(&db, &map).unwrap().into_iter().collect();
+    let parts = partition(&db, &map).unwrap();
+    for p in parts.iter().filter(|p| p.kind == "owned") {
+        assert_eq!(
+            quick.get(&p.table).copied().unwrap_or(0),
+            p.unowned,
+            "{}: {quick:?}",
+            p.table
+        );
+    }
+    assert_eq!(quick.get("invoice"), Some(&1), "{quick:?}");
+    assert_eq!(quick.get("payment"), Some(&1), "{quick:?}");
+    // The line of the dangling invoice, and the one nobody owned before.
+    assert_eq!(quick.get("line_item"), Some(&2), "{quick:?}");
+    assert!(!quick.contains_key("bill"), "{quick:?}");
+}
+
+#[test]
 fn the_client_is_found_by_its_own_identity_never_by_an_incidental_unique_column() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src.db");
