@@ -567,17 +567,16 @@ fn webhook_secrets_never_show_in_output_json_or_the_daemon_log() {
     );
 }
 
-/// Storage that hangs (here: the repository's config file is a FIFO, so
-/// opening it blocks forever, as on a dead hard-mounted NAS): each job is
-/// killed at its timeout, recorded and alerted, and `status` answers in
-/// seconds, naming what it could not reach.
-#[test]
-fn hung_storage_times_out_jobs_and_status_still_answers() {
-    // Jobs as child processes: each is killed at its timeout.
+/// A firm whose primary repository's config file is a FIFO nobody writes
+/// (storage that never answers), with 2 s timeouts and a webhook, after one
+/// pass of the daemon over it (`extra`: more `[daemon]` lines), which must
+/// end on its own well within 30 s. Returns the site, the webhook's
+/// receiver, and the FIFO's path.
+fn daemon_once_on_hung_storage(extra: &str) -> (Site, HttpReceiver, PathBuf) {
     let s = Site::new();
     let hook = HttpReceiver::start(200);
     s.write_config(&format!(
-        "jobs = \"process\"\nbackup_timeout = \"2s\"\ncopy_timeout = \"2s\"\n\n[[alerts.webhook]]\nurl = \"{}\"\n",
+        "{extra}backup_timeout = \"2s\"\ncopy_timeout = \"2s\"\n\n[[alerts.webhook]]\nurl = \"{}\"\n",
         hook.url("/hook")
     ));
     let config = s.p("primary/config");
@@ -585,7 +584,6 @@ fn hung_storage_times_out_jobs_and_status_still_answers() {
     let fifo = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo on a path we own.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-
     let started = std::time::Instant::now();
     let out = s
         .lv()
@@ -603,6 +601,17 @@ fn hung_storage_times_out_jobs_and_status_still_answers() {
         "{:?}",
         started.elapsed()
     );
+    (s, hook, config)
+}
+
+/// Storage that hangs (here: the repository's config file is a FIFO, so
+/// opening it blocks forever, as on a dead hard-mounted NAS): each job is
+/// killed at its timeout, recorded and alerted, and `status` answers in
+/// seconds, naming what it could not reach.
+#[test]
+fn hung_storage_times_out_jobs_and_status_still_answers() {
+    // Jobs as child processes: each is killed at its timeout.
+    let (s, hook, config) = daemon_once_on_hung_storage("jobs = \"process\"\n");
     let rows = history_rows(&s.p("ledgervault.history.sqlite"));
     for job in ["backup", "copy:nas"] {
         let runs: Vec<_> = rows.iter().filter(|r| r.0 == job).collect();
@@ -668,34 +677,7 @@ fn in_process_a_hung_job_times_out_and_holds_back_the_next() {
     // Jobs in the daemon's process (the default): the hung backup cannot
     // be stopped; it is reported, and the copy waits for it (refused as
     // locked, retried, then reported), instead of running beside it.
-    let s = Site::new();
-    let hook = HttpReceiver::start(200);
-    s.write_config(&format!(
-        "backup_timeout = \"2s\"\ncopy_timeout = \"2s\"\n\n[[alerts.webhook]]\nurl = \"{}\"\n",
-        hook.url("/hook")
-    ));
-    let config = s.p("primary/config");
-    fs::rename(&config, s.p("primary-config")).unwrap();
-    let fifo = std::ffi::CString::new(config.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo on a path we own.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-    let started = std::time::Instant::now();
-    let out = s
-        .lv()
-        .args(["daemon", "--once"])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        started.elapsed()
-    );
+    let (s, hook, _fifo) = daemon_once_on_hung_storage("");
     let rows = history_rows(&s.p("ledgervault.history.sqlite"));
     let backups: Vec<_> = rows.iter().filter(|r| r.0 == "backup").collect();
     assert_eq!(backups.len(), 1, "{rows:?}");

@@ -557,6 +557,29 @@ pub fn drills(
 
 /// Restoring one database: to a new file (operators, in the configured
 /// folder), or over the live one (admins, after typing its name).
+/// The start of both restore pages: the hidden fields every form on it
+/// carries, and what is restored from where (`from`, already HTML). A
+/// role that may not restore gets the whole page, saying so.
+fn restore_head(s: &Session, id: &str, name: &str, from: &str) -> Result<(String, String), String> {
+    let hidden = format!(
+        r#"{}<input type="hidden" name="snapshot" value="{}"><input type="hidden" name="source" value="{}">"#,
+        csrf_field(s),
+        esc(id),
+        esc(&hex::encode(name.as_bytes()))
+    );
+    let mut h = format!(
+        r#"<p class="where">Database <strong>{}</strong> from snapshot <a href="/snapshots/{}"><code>{}</code></a>; it was backed up from {from}.</p>"#,
+        esc(name),
+        esc(id),
+        esc(&id[..8.min(id.len())]),
+    );
+    if !may(s.role, Role::Operator) {
+        h.push_str(&note("warn", "Your role may look, not restore."));
+        return Err(page("Restore a database", Some(s), &h));
+    }
+    Ok((hidden, h))
+}
+
 pub fn restore(
     s: &Session,
     id: &str,
@@ -565,24 +588,15 @@ pub fn restore(
     host: &str,
     restore_to: Option<&std::path::Path>,
 ) -> String {
-    let hidden = format!(
-        r#"{}<input type="hidden" name="snapshot" value="{}"><input type="hidden" name="source" value="{}">"#,
-        csrf_field(s),
-        esc(id),
-        esc(&hex::encode(name.as_bytes()))
-    );
-    let mut h = format!(
-        r#"<p class="where">Database <strong>{}</strong> from snapshot <a href="/snapshots/{}"><code>{}</code></a>; it was backed up from <code>{}</code> on {}.</p>"#,
-        esc(name),
-        esc(id),
-        esc(&id[..8.min(id.len())]),
+    let from = format!(
+        "<code>{}</code> on {}",
         esc(&live.display().to_string()),
         esc(host)
     );
-    if !may(s.role, Role::Operator) {
-        h.push_str(&note("warn", "Your role may look, not restore."));
-        return page("Restore a database", Some(s), &h);
-    }
+    let (hidden, mut h) = match restore_head(s, id, name, &from) {
+        Ok(head) => head,
+        Err(viewer_page) => return viewer_page,
+    };
     match restore_to {
         Some(dir) => {
             let stem = name.strip_suffix(".db").unwrap_or(name);
@@ -671,23 +685,10 @@ fn esc_block(text: &str) -> String {
 
 /// The restore page of a database on a server (PostgreSQL).
 pub fn restore_to_server(s: &Session, id: &str, name: &str, live: &str, live_name: &str) -> String {
-    let hidden = format!(
-        r#"{}<input type="hidden" name="snapshot" value="{}"><input type="hidden" name="source" value="{}">"#,
-        csrf_field(s),
-        esc(id),
-        esc(&hex::encode(name.as_bytes()))
-    );
-    let mut h = format!(
-        r#"<p class="where">Database <strong>{}</strong> from snapshot <a href="/snapshots/{}"><code>{}</code></a>; it was backed up from <code>{}</code>.</p>"#,
-        esc(name),
-        esc(id),
-        esc(&id[..8.min(id.len())]),
-        esc(live)
-    );
-    if !may(s.role, Role::Operator) {
-        h.push_str(&note("warn", "Your role may look, not restore."));
-        return page("Restore a database", Some(s), &h);
-    }
+    let (hidden, mut h) = match restore_head(s, id, name, &format!("<code>{}</code>", esc(live))) {
+        Ok(head) => head,
+        Err(viewer_page) => return viewer_page,
+    };
     let suggested = format!("{live_name}_restored_{}", id.get(..8).unwrap_or(""));
     let _ = write!(
         h,
