@@ -547,10 +547,28 @@ pub(crate) fn run_backup(
 
 /// Prints a backup's warnings, summary and alarms; returns the exit code
 /// for its verdict.
+/// A backup's result as `backup --json` prints it (and the daemon's
+/// in-process job records it).
+pub(crate) fn backup_json(outcome: &BackupOutcome) -> serde_json::Value {
+    let (s, stats) = (&outcome.summary, &outcome.repository);
+    json!({
+        "snapshot_id": s.snapshot_id,
+        "files": s.files, "dirs": s.dirs,
+        "files_unchanged": s.files_unchanged, "bytes_unchanged": s.bytes_unchanged,
+        "bytes_read": s.bytes_read, "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
+        "duration_secs": s.duration_secs,
+        "errors": s.errors,
+        "changed": s.changed,
+        "suspect": s.suspect,
+        "weak_packs": s.weak_packs, "blobs_stored_again": s.blobs_stored_again, "packs_adopted": s.packs_adopted,
+        "warning": outcome.growth_warning,
+        "repository": {"snapshots": stats.snapshots, "stored_bytes": stats.stored, "free_bytes": stats.free, "days_until_full": outcome.days_until_full},
+    })
+}
+
 fn render_backup(g: &Globals, outcome: &BackupOutcome) -> i32 {
     let s = &outcome.summary;
     let stats = &outcome.repository;
-    let days_until_full = outcome.days_until_full;
     let growth_warning = &outcome.growth_warning;
     // One line however many: a crash test leaves dozens.
     match s.stale_locks.as_slice() {
@@ -587,19 +605,7 @@ fn render_backup(g: &Globals, outcome: &BackupOutcome) -> i32 {
         );
     }
     if g.json {
-        g.print_json(&json!({
-            "snapshot_id": s.snapshot_id,
-            "files": s.files, "dirs": s.dirs,
-            "files_unchanged": s.files_unchanged, "bytes_unchanged": s.bytes_unchanged,
-            "bytes_read": s.bytes_read, "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
-            "duration_secs": s.duration_secs,
-            "errors": s.errors,
-            "changed": s.changed,
-            "suspect": s.suspect,
-            "weak_packs": s.weak_packs, "blobs_stored_again": s.blobs_stored_again, "packs_adopted": s.packs_adopted,
-            "warning": growth_warning,
-            "repository": {"snapshots": stats.snapshots, "stored_bytes": stats.stored, "free_bytes": stats.free, "days_until_full": days_until_full},
-        }));
+        g.print_json(&backup_json(outcome));
     } else if !g.quiet {
         let free = stats
             .free

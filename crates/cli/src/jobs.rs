@@ -281,17 +281,7 @@ fn run_backup(g: &Globals) -> Result<Attempt> {
             exit::SUSPECT
         }
     };
-    let result = json!({
-        "snapshot_id": s.snapshot_id,
-        "files": s.files, "dirs": s.dirs,
-        "files_unchanged": s.files_unchanged, "bytes_unchanged": s.bytes_unchanged,
-        "bytes_read": s.bytes_read, "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
-        "duration_secs": s.duration_secs,
-        "errors": s.errors, "changed": s.changed, "suspect": s.suspect,
-        "warning": o.growth_warning,
-        "repository": {"snapshots": o.repository.snapshots, "stored_bytes": o.repository.stored,
-                       "free_bytes": o.repository.free, "days_until_full": o.days_until_full},
-    });
+    let result = crate::commands::backup_json(&o);
     Ok(done(code, result, lines, String::new()))
 }
 
