@@ -329,6 +329,17 @@ garage_start_node() {
 # Gateway; no manager (RGW does not need one). Layout of DIR/ceph: ceph.conf, keys/ (one keyring per
 # daemon or client), mon/, osd0/, rgw/, run/ (admin sockets), log/, crash/, pids, env.
 
+# last_words FILE...: the last non-blank line of the first file that has one (Ceph's daemons end each
+# message on stderr with a blank line), or "(no message)".
+last_words() {
+  local f l
+  for f in "$@"; do
+    l=$(grep -v '^[[:space:]]*$' "$f" 2>/dev/null | tail -n 1)
+    [ -n "$l" ] && { printf '%s\n' "$l"; return 0; }
+  done
+  echo "(no message)"
+}
+
 c_halt() {
   local cdir=$1 conf=$1/ceph.conf p pids=()
   [ -f "$cdir/pids" ] || return 0
@@ -366,7 +377,9 @@ ceph_start() {
   #  - 8 PGs per pool: RGW makes 7 pools, and 7 x the default 32 PGs exceeds the 250 PGs an OSD may hold.
   #  - the monitor proposes map changes every 50 ms instead of every second: RGW's first start creates its
   #    pools one map change at a time, which otherwise takes 13-16 s.
-  #  - no disk-space alarm: the monitor would shut down on a nearly full CI disk.
+  #  - no disk-space alarm or shutdown: ceph-mon refuses to start when the free share of its disk is at
+  #    or below mon_data_avail_crit percent, and on a 252 GB CI disk with 2 GB free that is the default 5 %
+  #    and even 1 %. The monitor's data here is a few MB.
   #  - no cluster log file (its default place is /var/log/ceph).
   cat >"$conf" <<EOF
 [global]
@@ -392,8 +405,8 @@ osd_pool_default_pg_autoscale_mode = off
 mon_allow_pool_size_one = true
 mon_warn_on_pool_no_redundancy = false
 osd_crush_chooseleaf_type = 0
-mon_data_avail_warn = 2
-mon_data_avail_crit = 1
+mon_data_avail_warn = 0
+mon_data_avail_crit = 0
 paxos_propose_interval = 0.05
 paxos_min_wait = 0.01
 
@@ -420,48 +433,54 @@ EOF
   ceph-authtool "$cdir/keys/mon..keyring" --import-keyring "$cdir/keys/client.admin.keyring" >/dev/null
   monmaptool --create --addv a "[v2:127.0.0.1:$mon_port]" --fsid "$fsid" "$cdir/monmap" >/dev/null
   ceph-mon "${C[@]}" --mkfs -i a --monmap "$cdir/monmap" --keyring "$cdir/keys/mon..keyring" \
-    >"$cdir/log/mon-mkfs.out" 2>&1 || fail "monitor mkfs: $(tail -n 1 "$cdir/log/mon-mkfs.out")"
+    >"$cdir/log/mon-mkfs.out" 2>&1 || fail "monitor mkfs: $(last_words "$cdir/log/mon-mkfs.out")"
   daemon mon ceph-mon "${C[@]}" -i a
-  ceph "${C[@]}" --connect-timeout 30 mon stat >/dev/null 2>>"$cdir/log/setup.err" ||
-    fail "the monitor did not answer: $(tail -n 1 "$cdir/log/mon.out")"
+  # Ask in short tries for up to 60 s, and stop asking as soon as the monitor has exited.
+  local mon_pid; mon_pid=$(tail -n 1 "$cdir/pids") up=
+  for _ in $(seq 20); do
+    ceph "${C[@]}" --connect-timeout 3 mon stat >/dev/null 2>>"$cdir/log/setup.err" && { up=1; break; }
+    # When it exits at start it may say nothing on stderr or in its log, so say how full its disk is.
+    owned "$mon_pid" "$conf" || fail "the monitor exited (its disk has $(df -h --output=avail "$cdir" | tail -n 1 | xargs) free; log: $cdir/log)"
+  done
+  [ -n "$up" ] || fail "the monitor did not answer in 60 s: $(last_words "$cdir/log/setup.err" "$cdir/log/mon.out")"
 
   # OSD: `osd new` registers it together with a fresh cephx key; its keyring must be where `keyring`
   # says, or mkfs fails to fetch the monitor's config.
   local osd_uuid osd_key id
   osd_uuid=$(cat /proc/sys/kernel/random/uuid); osd_key=$(ceph-authtool --gen-print-key)
   id=$(printf '{"cephx_secret": "%s"}' "$osd_key" | ceph "${C[@]}" osd new "$osd_uuid" -i - 2>>"$cdir/log/setup.err") ||
-    fail "osd new: $(tail -n 1 "$cdir/log/setup.err")"
+    fail "osd new: $(last_words "$cdir/log/setup.err")"
   [ "$id" = 0 ] || fail "expected OSD id 0, got '$id'"
   ceph-authtool --create-keyring "$cdir/keys/osd.0.keyring" --name osd.0 --add-key "$osd_key" >/dev/null
   ceph-osd "${C[@]}" -i 0 --mkfs --osd-uuid "$osd_uuid" >"$cdir/log/osd-mkfs.out" 2>&1 ||
-    fail "osd mkfs: $(tail -n 1 "$cdir/log/osd-mkfs.out")"
+    fail "osd mkfs: $(last_words "$cdir/log/osd-mkfs.out")"
   daemon osd ceph-osd "${C[@]}" -i 0
-  local up=
+  up=
   for _ in $(seq 150); do
     ceph "${C[@]}" osd stat 2>/dev/null | grep -q ' 1 up' && { up=1; break; }
     sleep 0.2
   done
-  [ -n "$up" ] || fail "the OSD did not come up: $(tail -n 1 "$cdir/log/osd.out")"
+  [ -n "$up" ] || fail "the OSD did not come up: $(last_words "$cdir/log/osd.out" "$cdir/log/osd.0.log")"
 
   # RADOS Gateway (beast frontend). It listens only once it has created its pools.
   ceph "${C[@]}" auth get-or-create client.rgw.lv mon 'allow rw' osd 'allow rwx' mgr 'allow rw' \
-    -o "$cdir/keys/client.rgw.lv.keyring" 2>>"$cdir/log/setup.err" || fail "rgw key: $(tail -n 1 "$cdir/log/setup.err")"
+    -o "$cdir/keys/client.rgw.lv.keyring" 2>>"$cdir/log/setup.err" || fail "rgw key: $(last_words "$cdir/log/setup.err")"
   daemon rgw radosgw "${C[@]}" -n client.rgw.lv
   up=
   for _ in $(seq 300); do
     (exec 3<>"/dev/tcp/127.0.0.1/$rgw_port") 2>/dev/null && { up=1; break; }
     sleep 0.1
   done
-  [ -n "$up" ] || fail "radosgw did not listen on port $rgw_port: $(tail -n 1 "$cdir/log/rgw.out")"
+  [ -n "$up" ] || fail "radosgw did not listen on port $rgw_port: $(last_words "$cdir/log/rgw.out" "$cdir/log/client.rgw.lv.log")"
 
   # Two ordinary S3 users. radosgw-admin works on RADOS directly, not through the gateway.
   local ak1 sk1 ak2 sk2
   ak1=LV1$(random_hex 8 | tr a-f A-F) sk1=$(random_hex 20)
   ak2=LV2$(random_hex 8 | tr a-f A-F) sk2=$(random_hex 20)
   radosgw-admin "${C[@]}" user create --uid=lv-test --display-name="ledgervault tests" \
-    --access-key="$ak1" --secret-key="$sk1" >/dev/null 2>>"$cdir/log/setup.err" || fail "user create: $(tail -n 1 "$cdir/log/setup.err")"
+    --access-key="$ak1" --secret-key="$sk1" >/dev/null 2>>"$cdir/log/setup.err" || fail "user create: $(last_words "$cdir/log/setup.err")"
   radosgw-admin "${C[@]}" user create --uid=lv-test-2 --display-name="ledgervault tests, second user" \
-    --access-key="$ak2" --secret-key="$sk2" >/dev/null 2>>"$cdir/log/setup.err" || fail "user create: $(tail -n 1 "$cdir/log/setup.err")"
+    --access-key="$ak2" --secret-key="$sk2" >/dev/null 2>>"$cdir/log/setup.err" || fail "user create: $(last_words "$cdir/log/setup.err")"
 
   {
     echo "S3_ENDPOINT=http://127.0.0.1:$rgw_port"
