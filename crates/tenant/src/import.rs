@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::map::{schema_differences, LinkPolicy, MissingShared, TenantConfig, TenantMap};
 use crate::sql::{ident, rows, Db, Value};
-use crate::{client_columns, client_rows, Archive, Error, Link, Result, TableRows};
+use crate::{client_columns, client_rows, client_scope, Archive, Error, Link, Result, TableRows};
 
 /// What to do when the client already exists in the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -1862,17 +1862,16 @@ fn delete_client(
             .iter()
             .map(|c| format!("x.{}, ", ident(c)))
             .collect::<String>();
-        // The client's rows as export takes them: reached, and at home
-        // with the client or homeless.
-        let own = map.owned_rows_sql(db, &k.ref_table, true);
-        let (hfrom, at_home) = map.at_home_sql(&k.ref_table, &db.param(1));
+        // The client's rows as export takes them.
+        let scope = client_scope(db, map, target)?;
         let sql = format!(
-            "{with} SELECT {select}x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} {hfrom} WHERE {owned} AND {at_home})",
-            with = own.with,
+            "{with} SELECT {select}x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} {from} WHERE {cond})",
+            with = scope.with,
             col = ident(&k.column),
             table = ident(&k.table),
             refcol = ident(&k.ref_column),
-            owned = own.contains(&target.pk),
+            from = scope.from,
+            cond = scope.cond,
         );
         let mut outside = Vec::new();
         let own = own_pks.get(k.table.as_str());

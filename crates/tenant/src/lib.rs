@@ -438,6 +438,50 @@ fn client_rows(db: &dyn Db, map: &TenantMap, o: &map::Owned, key: &Value) -> Res
     client_columns(db, map, o, key, &cols)
 }
 
+/// SQL that names client parameter 1's rows of one owned table (alias
+/// `t0`): `{with} SELECT … {from} WHERE {cond}`.
+pub(crate) struct ClientScope {
+    pub with: String,
+    pub from: String,
+    pub cond: String,
+}
+
+/// The rows of owned table `o` that belong to client parameter 1: reached
+/// by some route, and at home with the client or homeless (see
+/// [`TenantMap::home_sql`]).
+///
+/// A row at home with a client is always reached: its shortest route is
+/// one of its routes, and every row along it is at home with the same
+/// client. So when the table has no homeless row, the client's rows are
+/// exactly those at home with it, found by joining along the shortest
+/// route (an index on the way finds them) instead of walking every route
+/// from the client table, which reads whole tables.
+pub(crate) fn client_scope(db: &dyn Db, map: &TenantMap, o: &map::Owned) -> Result<ClientScope> {
+    let (from, home) = map.home_sql(&o.name);
+    if let Some(home) = home {
+        let homeless = rows(
+            db,
+            &format!("SELECT 1 {from} WHERE {home} IS NULL LIMIT 1"),
+            &[],
+        )?;
+        if homeless.is_empty() {
+            return Ok(ClientScope {
+                with: String::new(),
+                from,
+                cond: format!("{home} = {}", db.param(1)),
+            });
+        }
+    }
+    let own = map.owned_rows_sql(db, &o.name, true);
+    let (from, at_home) = map.at_home_sql(&o.name, &db.param(1));
+    let cond = format!("{} AND {at_home}", own.contains(&o.pk));
+    Ok(ClientScope {
+        with: own.with,
+        from,
+        cond,
+    })
+}
+
 /// Like [`client_rows`], with only `cols` (a key check needs no text).
 fn client_columns(
     db: &dyn Db,
@@ -446,7 +490,7 @@ fn client_columns(
     key: &Value,
     cols: &[String],
 ) -> Result<TableRows> {
-    let own = map.owned_rows_sql(db, &o.name, true);
+    let scope = client_scope(db, map, o)?;
     let select = cols
         .iter()
         .map(|c| format!("t0.{}", ident(c)))
@@ -457,15 +501,11 @@ fn client_columns(
             .map(|c| format!("t0.{}", ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
-    // Reached by some route, and either at home with this client or
-    // homeless (see `TenantMap::home_sql`).
-    let (from, at_home) = map.at_home_sql(&o.name, &db.param(1));
     let rs = rows(
         db,
         &format!(
-            "{} SELECT {select} {from} WHERE {} AND {at_home} ORDER BY {order}",
-            own.with,
-            own.contains(&o.pk),
+            "{} SELECT {select} {} WHERE {} ORDER BY {order}",
+            scope.with, scope.from, scope.cond
         ),
         std::slice::from_ref(key),
     )?;
