@@ -214,6 +214,22 @@ pub(crate) fn rename_in(dir: &OwnedFd, from: &FsName, to: &FsName) -> io::Result
     rfs::renameat(dir, from.as_os_str(), dir, to.as_os_str()).map_err(Into::into)
 }
 
+/// Renames `from` to `to` only if nothing is at `to`: an entry there (one
+/// that appeared since the caller looked) is an `AlreadyExists` error and
+/// is left as it is. `renameat2(RENAME_NOREPLACE)`, or on a file system
+/// without it, a hard link (which never replaces) and the removal of
+/// `from`.
+pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    match rfs::renameat_with(rfs::CWD, from, rfs::CWD, to, rfs::RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Removes the entry `name` of `dir` if it is not a folder (a link is
 /// removed, never followed).
 pub(crate) fn remove_in(dir: &OwnedFd, name: &FsName) -> io::Result<()> {

@@ -71,6 +71,7 @@ pub use check::{check, CheckReport, ReadData};
 pub use chunker::{CdcParams, Chunker, ChunkerKind, SharedChunk};
 pub use chunkmap::{ChunkMap, LayerKind, MapLayer};
 pub use config::{RepoConfig, CONFIG_PATH};
+pub use confine::rename_no_replace;
 pub use copy::{copy, CopiedSnapshot, CopyOptions, CopyReport};
 pub use crypto::KdfParams;
 pub use envelope::FileKind;

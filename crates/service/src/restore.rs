@@ -161,12 +161,15 @@ pub fn restore_database(
             .iter()
             .find(|s| s.name == name)
             .and_then(|s| s.node.database.as_deref());
+        // Only what the safety snapshot covers may be replaced: a file
+        // that appears at the target while the restore runs is left alone.
         place_restored(
             &scratch.join(name),
             &target,
             BUSY_TIMEOUT,
             record,
             req.full_check,
+            safety.is_some(),
         )
         .map_err(|e| anyhow!(e))
     })();

@@ -827,13 +827,24 @@ fn companion(path: &Path, suffix: &str) -> PathBuf {
 /// renamed into place. If it exists, its content is replaced through the
 /// backup API, which writes through SQLite's own locking and journal, so
 /// connections already open see the restored database.
+///
+/// With `may_replace` false, a target that exists (one that appeared after
+/// the caller looked, and so has no safety snapshot) is left as it is and
+/// the restore fails; the rename into place never replaces one either.
 pub fn place_restored(
     restored: &Path,
     target: &Path,
     busy_timeout: Duration,
     record: Option<&DatabaseInfo>,
     full: bool,
+    may_replace: bool,
 ) -> Result<Placed, String> {
+    let appeared = || {
+        format!(
+            "{}: a file appeared there while the restore ran; it was left as it is and nothing was restored over it",
+            target.display()
+        )
+    };
     let check = check_restored(restored, record, full)?;
     // integrity_check may have left a -wal or -shm beside the temporary file.
     for suffix in ["-wal", "-shm"] {
@@ -849,6 +860,9 @@ pub fn place_restored(
     // A link where the database goes is never written through: the
     // restore replaces it, and SQLite is told not to follow one either.
     let existing = fs::symlink_metadata(target).ok();
+    if existing.is_some() && !may_replace {
+        return Err(appeared());
+    }
     if existing
         .as_ref()
         .is_some_and(|m| m.file_type().is_symlink())
@@ -914,7 +928,15 @@ pub fn place_restored(
                 placed.removed_stale.push(c);
             }
         }
-        fs::rename(restored, target).map_err(|e| format!("{}: {e}", target.display()))?;
+        if may_replace {
+            fs::rename(restored, target)
+        } else {
+            ledgervault_repo::rename_no_replace(restored, target)
+        }
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => appeared(),
+            _ => format!("{}: {e}", target.display()),
+        })?;
         if let Some(dir) = target.parent() {
             let dir = if dir.as_os_str().is_empty() {
                 Path::new(".")
@@ -938,7 +960,10 @@ pub struct SqlitePlacer {
 
 impl ledgervault_repo::DbPlacer for SqlitePlacer {
     fn place(&self, tmp: &Path, dest: &Path, record: Option<&DatabaseInfo>) -> Result<(), String> {
-        let r = place_restored(tmp, dest, self.busy_timeout, record, self.full_check).map(|_| ());
+        // A folder restore puts files over what is there, databases too
+        // (through the backup API, which open connections see).
+        let r =
+            place_restored(tmp, dest, self.busy_timeout, record, self.full_check, true).map(|_| ());
         let _ = fs::remove_file(tmp);
         r
     }
@@ -982,6 +1007,72 @@ impl ledgervault_repo::DbOpener for SqliteOpener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database that appears at the target while a restore without
+    /// leave to replace runs is never written over, by the backup API or
+    /// by the rename into place.
+    #[test]
+    fn a_database_that_appears_at_the_target_is_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str, v: &str| {
+            let p = dir.path().join(name);
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(&format!(
+                "CREATE TABLE t (v); INSERT INTO t VALUES ('{v}');"
+            ))
+            .unwrap();
+            p
+        };
+        let read = |p: &Path| -> String {
+            Connection::open(p)
+                .unwrap()
+                .query_row("SELECT v FROM t", [], |r| r.get(0))
+                .unwrap()
+        };
+        let restored = make("restored.db", "from the snapshot");
+        let target = make("books.db", "live work");
+        let err = place_restored(
+            &restored,
+            &target,
+            Duration::from_secs(1),
+            None,
+            false,
+            false,
+        )
+        .unwrap_err();
+        assert!(err.contains("appeared"), "{err}");
+        assert_eq!(read(&target), "live work");
+        assert!(restored.exists());
+
+        // The rename itself: the target shows up after the last look.
+        let other = dir.path().join("other.db");
+        fs::copy(&target, &other).unwrap();
+        let e = ledgervault_repo::rename_no_replace(&restored, &other).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(read(&other), "live work");
+        assert_eq!(read(&restored), "from the snapshot");
+
+        // Nothing there: placed.
+        let fresh = dir.path().join("fresh.db");
+        place_restored(
+            &restored,
+            &fresh,
+            Duration::from_secs(1),
+            None,
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(read(&fresh), "from the snapshot");
+        assert!(!restored.exists());
+
+        // With leave to replace (a safety snapshot was taken), replaced.
+        let again = make("again.db", "from the snapshot, again");
+        let placed =
+            place_restored(&again, &target, Duration::from_secs(1), None, false, true).unwrap();
+        assert!(placed.replaced_live);
+        assert_eq!(read(&target), "from the snapshot, again");
+    }
 
     #[test]
     fn a_second_connection_digests_the_same_snapshot_in_wal_mode() {
