@@ -331,8 +331,15 @@ fn restore(
             &crate::redact::url(&req.into),
         )
     };
-    let done =
-        ledgervault_service::client::restore_client(&repo, &req, config, &note, &mut take_safety)?;
+    // Its steps are lines (`note`), with no bar between them.
+    let done = ledgervault_service::client::restore_client(
+        &repo,
+        &req,
+        config,
+        &note,
+        &mut take_safety,
+        &ledgervault_repo::NoProgress,
+    )?;
     let (from, safety, secs, r) = (
         done.from_snapshot,
         done.safety_snapshot,

@@ -42,7 +42,15 @@ pub fn restore(
         }
         Ok(s)
     };
-    let r = restore_to_address(repo, id, snap, &req, &mut take_safety)?;
+    // No bar: the safety snapshot before the restore prints its own lines.
+    let r = restore_to_address(
+        repo,
+        id,
+        snap,
+        &req,
+        &mut take_safety,
+        &ledgervault_repo::NoProgress,
+    )?;
     if g.json {
         g.print_json(&serde_json::to_value(&r)?);
     } else if !g.quiet {

@@ -1506,6 +1506,24 @@ fn restore_one_client_after_its_dry_run() {
     assert_eq!(a.status, 303, "{}", a.body);
     let task = a.location.unwrap();
     let planned = site.finished(&task, &olga);
+    // The task's live feed counted the scratch copy's bytes and carries
+    // its steps.
+    let feed = site.get(&format!("{task}/events"), &olga).body;
+    let last: serde_json::Value = feed
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .next_back()
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .unwrap_or_else(|| panic!("no event: {feed}"));
+    assert!(last["bytes_read"].as_u64().unwrap() > 0, "{last}");
+    assert!(
+        last["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("scratch")),
+        "{last}"
+    );
     assert!(planned.contains("class=\"note ok\""), "{planned}");
     assert!(planned.contains("Nothing was changed"), "{planned}");
     assert!(planned.contains("journal_lines:"), "{planned}");

@@ -12,6 +12,18 @@
       var v = s[el.getAttribute("data-field")];
       if (v !== undefined) el.textContent = v;
     });
+    // The steps so far, as text (never as markup).
+    var log = card.querySelector("[data-log]");
+    var last = log && log.lastElementChild;
+    if (log && s.log && (s.log.length !== log.children.length ||
+        (last && last.textContent !== s.log[s.log.length - 1]))) {
+      log.textContent = "";
+      s.log.forEach(function (line) {
+        var li = document.createElement("li");
+        li.textContent = line;
+        log.appendChild(li);
+      });
+    }
     if (s.done) { source.close(); window.location.reload(); }
   };
   source.onerror = function () { source.close(); };

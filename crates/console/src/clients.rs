@@ -527,6 +527,7 @@ impl App {
             &self.config().client,
             &|m| task.log(m),
             &mut take_safety,
+            task,
         )
     }
 }

@@ -323,17 +323,26 @@ pub fn task_json(t: &Task, st: &TaskState) -> serde_json::Value {
         Some(Ok(m)) => (true, true, m.clone()),
         Some(Err(e)) => (true, false, e.clone()),
     };
+    let percent = st.percent();
     serde_json::json!({
         "id": t.id,
         "what": t.what,
         "read": size(st.read),
+        "bytes_read": st.read,
         "stored": size(st.stored),
-        "percent": st.total.filter(|t| *t > 0).map(|t| st.read.min(t) * 100 / t),
+        "percent": percent,
+        "share": share(percent),
         "current": st.current,
+        "log": st.log,
         "done": done,
         "ok": ok,
         "message": message,
     })
+}
+
+/// " (37 %)" of the part whose size is known, or nothing.
+fn share(percent: Option<u64>) -> String {
+    percent.map(|p| format!(" ({p} %)")).unwrap_or_default()
 }
 
 /// A task's page; `next` (HTML) is what may follow it (a plan's
@@ -351,10 +360,11 @@ pub fn task(s: &Session, t: &Task, next: &str) -> String {
         None => {
             let _ = write!(
                 h,
-                r#"<p class="state" role="status" aria-live="polite">Running: <span data-field="read">{}</span> read, <span data-field="stored">{}</span> stored.</p>
+                r#"<p class="state" role="status" aria-live="polite">Running: <span data-field="read">{}</span> read<span data-field="share">{}</span>, <span data-field="stored">{}</span> stored.</p>
 <p class="current" data-field="current">{}</p>
 <noscript><p><a href="/tasks/{}">Reload</a> to see how far it got.</p></noscript>"#,
                 size(st.read),
+                esc(&share(st.percent())),
                 size(st.stored),
                 esc(&st.current),
                 t.id
@@ -363,8 +373,9 @@ pub fn task(s: &Session, t: &Task, next: &str) -> String {
         Some(Ok(m)) => h.push_str(&note("ok", m)),
         Some(Err(e)) => h.push_str(&note("error", e)),
     }
-    if !st.log.is_empty() {
-        h.push_str(r#"<h2>Details</h2><ol class="log">"#);
+    // While it runs the script keeps the list up to date.
+    if !st.log.is_empty() || st.done.is_none() {
+        h.push_str(r#"<h2>Details</h2><ol class="log" data-log>"#);
         for line in &st.log {
             let _ = write!(h, "<li>{}</li>", esc(line));
         }

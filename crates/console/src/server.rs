@@ -331,7 +331,14 @@ impl App {
                 &ledgervault_repo::NoProgress,
             )
         };
-        ledgervault_service::restore::restore_to_address(&repo, id, &snap, &req, &mut take_safety)
+        ledgervault_service::restore::restore_to_address(
+            &repo,
+            id,
+            &snap,
+            &req,
+            &mut take_safety,
+            task,
+        )
     }
 
     /// Runs a restore drill on the latest backup, under a read lock.

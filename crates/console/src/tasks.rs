@@ -16,7 +16,12 @@ use serde::Serialize;
 pub struct TaskState {
     pub read: u64,
     pub stored: u64,
+    /// Bytes the current step expects (a restore, then a backup: each
+    /// step starts its own count).
     pub total: Option<u64>,
+    /// `read` when the current step began.
+    #[serde(skip)]
+    pub step_began: u64,
     /// The file being read.
     pub current: String,
     /// Set when the task ends: what it did, or why it failed.
@@ -36,6 +41,14 @@ pub struct Task {
     pub by: String,
     pub started: DateTime<Utc>,
     state: Mutex<TaskState>,
+}
+
+impl TaskState {
+    /// How far the current step got, when its size is known.
+    pub fn percent(&self) -> Option<u64> {
+        let total = self.total.filter(|t| *t > 0)?;
+        Some((self.read - self.step_began).min(total) * 100 / total)
+    }
 }
 
 impl Task {
@@ -72,7 +85,10 @@ impl Task {
 
 impl Progress for Task {
     fn start(&self, total: Option<u64>) {
-        self.update(|s| s.total = total)
+        self.update(|s| {
+            s.total = total;
+            s.step_began = s.read;
+        })
     }
     fn read(&self, n: u64) {
         self.update(|s| s.read += n)

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ledgervault_repo::{self as engine, Id, Repository, Snapshot};
+use ledgervault_repo::{self as engine, Id, Progress, Repository, Snapshot};
 use ledgervault_sources::drill::builtin_checks;
 use ledgervault_tenant::sql::{Db, Value};
 use ledgervault_tenant::{
@@ -109,6 +109,7 @@ pub fn archive_from_snapshot(
     into: &str,
     config: &TenantConfig,
     note: &dyn Fn(String),
+    progress: &dyn Progress,
 ) -> Result<(Id, Archive)> {
     let (id, snap) = if spec == "latest" {
         latest_source(repo, database)?
@@ -129,6 +130,7 @@ pub fn archive_from_snapshot(
             id,
             snapshot: &snap,
             source: src,
+            progress,
         };
         db::restore_sources(&from, std::slice::from_ref(&src.name), scratch.path())?;
         let mut bytes = Vec::new();
@@ -184,6 +186,7 @@ pub fn archive_from_snapshot(
         id,
         snapshot: &snap,
         source: src,
+        progress,
     };
     let mut archive = None;
     kind.with_scratch_copy(
@@ -210,6 +213,7 @@ pub fn restore_client(
     config: &TenantConfig,
     note: &dyn Fn(String),
     take_safety: &mut TakeSafety<'_>,
+    progress: &dyn Progress,
 ) -> Result<ClientRestored> {
     let kind = db::of_target(&req.into)?;
     let (target, origin) = kind.open_sql(&req.into, true)?;
@@ -235,6 +239,7 @@ pub fn restore_client(
             &req.into,
             config,
             note,
+            progress,
         )?
     };
     let map = open_map(target, config, &req.into)?;

@@ -122,6 +122,35 @@ pub struct ScratchFrom<'a> {
     pub id: engine::Id,
     pub snapshot: &'a engine::Snapshot,
     pub source: &'a engine::Source,
+    /// Told the bytes of the source restored, as they are read.
+    pub progress: &'a dyn engine::Progress,
+}
+
+impl<'a> ScratchFrom<'a> {
+    /// The source's stored content as one stream (a database dump), its
+    /// bytes reported to `progress` as they are read.
+    pub fn reader(&self, index: &'a engine::Index) -> Result<impl std::io::Read + 'a> {
+        let inner = engine::node_reader(self.repo, index, &self.source.node)?;
+        self.progress.start(Some(self.source.node.size));
+        Ok(Counted {
+            inner,
+            progress: self.progress,
+        })
+    }
+}
+
+/// A reader that reports the bytes read through it.
+struct Counted<'a, R> {
+    inner: R,
+    progress: &'a dyn engine::Progress,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.read(n as u64);
+        Ok(n)
+    }
 }
 
 /// The kind of the database `spec` names: an address of a kind, or a file
@@ -254,14 +283,7 @@ pub fn restore_sources(from: &ScratchFrom<'_>, names: &[String], dir: &Path) -> 
         include: names.iter().map(Into::into).collect(),
         ..Default::default()
     };
-    let s = engine::restore(
-        from.repo,
-        from.id,
-        from.snapshot,
-        dir,
-        &opts,
-        &engine::NoProgress,
-    )?;
+    let s = engine::restore(from.repo, from.id, from.snapshot, dir, &opts, from.progress)?;
     if let Some(f) = s.failed.first() {
         return Err(anyhow::Error::new(engine::Error::corrupt(
             &f.path,
@@ -387,7 +409,7 @@ impl DatabaseKind for Postgres {
             .unwrap_or_default();
         let server = PgTarget::parse(scratch_server.unwrap_or(&from.source.path))?;
         let index = from.repo.load_index()?;
-        let mut reader = engine::node_reader(from.repo, &index, &from.source.node)?;
+        let mut reader = from.reader(&index)?;
         let d = ledgervault_postgres::drill::drill_postgres(
             &server,
             &mut reader,
@@ -435,7 +457,7 @@ impl DatabaseKind for Postgres {
                 server.server()
             ));
             let index = from.repo.load_index()?;
-            let mut reader = engine::node_reader(from.repo, &index, &from.source.node)?;
+            let mut reader = from.reader(&index)?;
             run_psql(at, major, &mut reader, true)?;
             let db = ledgervault_postgres::PgDb::connect(at)?;
             work(&db)

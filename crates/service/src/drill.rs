@@ -309,6 +309,7 @@ fn drill(
                 id,
                 snapshot: snap,
                 source: src,
+                progress,
             };
             let d = kind.drill_apart(&from, scratch_server, &checks, client_table)?;
             restore_secs += d

@@ -231,6 +231,7 @@ pub fn restore_to_address(
     snap: &Snapshot,
     req: &ServerRestore,
     take_safety: &mut TakeSafety<'_>,
+    progress: &dyn Progress,
 ) -> Result<ServerRestored> {
     let kind = crate::db::by_address(&req.target).ok_or_else(|| {
         anyhow!(
@@ -272,6 +273,7 @@ pub fn restore_to_address(
         id,
         snapshot: snap,
         source: src,
+        progress,
     };
     kind.restore_to_address(&from, req, take_safety)
 }
@@ -338,7 +340,7 @@ pub(crate) fn restore_postgres(
             Path::new(&target.to_string()),
         )?);
     }
-    let mut reader = engine::node_reader(repo, &index, &src.node)?;
+    let mut reader = from.reader(&index)?;
     let r = restore_dump(
         &target,
         &mut reader,
