@@ -1820,7 +1820,9 @@ fn delete_client(
             (o.name.as_str(), set)
         })
         .collect();
-    // References from outside the client into it.
+    // References from outside the client into it. Nothing changes while
+    // they are looked for, so each table's scope is worked out once.
+    let mut scopes: HashMap<&str, crate::ClientScope> = HashMap::new();
     for k in &map.keys {
         let Some(target) = map.owned(&k.ref_table) else {
             continue;
@@ -1863,7 +1865,12 @@ fn delete_client(
             .map(|c| format!("x.{}, ", ident(c)))
             .collect::<String>();
         // The client's rows as export takes them.
-        let scope = client_scope(db, map, target)?;
+        let scope = match scopes.entry(target.name.as_str()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(client_scope(db, map, target)?)
+            }
+        };
         let sql = format!(
             "{with} SELECT {select}x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} {from} WHERE {cond})",
             with = scope.with,

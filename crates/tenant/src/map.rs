@@ -792,24 +792,37 @@ impl TenantMap {
         }
         let last = path.len() - 2;
         let k = path[last].owner.as_ref().expect("owner");
-        (from, Some(format!("t{last}.{}", ident(&k.column))))
+        let root = self.root();
+        let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
+        if k.ref_column == key {
+            return (from, Some(format!("t{last}.{}", ident(&k.column))));
+        }
+        // The route ends at another column of the client table (a client
+        // number): one more join gives the client's key.
+        from.push_str(&format!(
+            " LEFT JOIN {} t{} ON t{last}.{} = t{}.{}",
+            ident(&root.name),
+            last + 1,
+            ident(&k.column),
+            last + 1,
+            ident(&k.ref_column)
+        ));
+        (from, Some(format!("t{}.{}", last + 1, ident(&key))))
     }
 
     /// A count of `table`'s rows whose shortest route does not end at an
     /// existing client (a NULL or dangling key on the way): the only ones
     /// that can belong to no client. `None` when the table has no home
-    /// route to count along (a parent of extensions), or its route ends at
-    /// a column of the client table other than its key.
+    /// route to count along (a parent of extensions) or is the client
+    /// table.
     pub fn homeless_sql(&self, table: &str) -> Option<String> {
         let (from, home) = self.home_sql(table);
         let home = home?;
-        let path = self.path(table);
-        let root = self.root();
-        let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
-        let last = path.get(path.len().checked_sub(2)?)?.owner.as_ref()?;
-        if last.ref_table != root.name || last.ref_column != key {
+        if self.path(table).len() < 2 {
             return None;
         }
+        let root = self.root();
+        let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
         Some(format!(
             "SELECT count(*) {from} WHERE {home} IS NULL OR {home} NOT IN (SELECT {} FROM {})",
             ident(&key),

@@ -1326,3 +1326,65 @@ CREATE TABLE review (id INTEGER PRIMARY KEY, place_id INTEGER NOT NULL REFERENCE
     let m = TenantMap::build(&db, &shared).unwrap();
     assert!(m.owned("place").is_none() && m.shared("place").is_some());
 }
+
+/// Rows that name their client by a number the client table holds beside
+/// its key (`invoice.client_no` to `client.number`): the client whose
+/// number it is owns them, whatever the number's value as a key would
+/// name. Client 1 has number 2, client 2 has number 7.
+#[test]
+fn rows_that_name_the_client_by_its_number_are_that_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("firm.db");
+    std::fs::write(&p, b"").unwrap();
+    {
+        let db = Sqlite::open_write(&p).unwrap();
+        for stmt in [
+            "CREATE TABLE client (id INTEGER PRIMARY KEY, number INTEGER NOT NULL UNIQUE, name TEXT)",
+            "CREATE TABLE invoice (id INTEGER PRIMARY KEY, client_no INTEGER NOT NULL REFERENCES client(number))",
+            "CREATE TABLE line (id INTEGER PRIMARY KEY, invoice_id INTEGER NOT NULL REFERENCES invoice(id), amount INTEGER)",
+            "INSERT INTO client VALUES (1, 2, 'Number two'), (2, 7, 'Number seven')",
+            "INSERT INTO invoice VALUES (100, 2), (101, 7), (102, 7)",
+            "INSERT INTO line VALUES (1000, 100, 5), (1001, 101, 6), (1002, 102, 7), (1003, 102, 8)",
+        ] {
+            db.execute(stmt, &[]).unwrap();
+        }
+    }
+    let cfg = TenantConfig::default();
+    let db = Sqlite::open_read(&p).unwrap();
+    let map = TenantMap::build(&db, &cfg).unwrap();
+    let ids = |a: &Archive, t: &str| -> Vec<Value> {
+        a.tables
+            .iter()
+            .find(|x| x.table == t)
+            .unwrap()
+            .rows
+            .iter()
+            .map(|r| r[0].clone())
+            .collect()
+    };
+    let one = export(&db, &map, &Value::Int(1), "sqlite").unwrap();
+    assert_eq!(ids(&one, "invoice"), vec![Value::Int(100)]);
+    assert_eq!(ids(&one, "line"), vec![Value::Int(1000)]);
+    let two = export(&db, &map, &Value::Int(2), "sqlite").unwrap();
+    assert_eq!(ids(&two, "invoice"), vec![Value::Int(101), Value::Int(102)]);
+    assert_eq!(ids(&two, "line").len(), 3);
+    // Nothing is left out, and the quick count agrees.
+    for part in partition(&db, &map).unwrap() {
+        assert!(part.adds_up(), "{part:?}");
+        assert_eq!(part.unowned, 0, "{part:?}");
+    }
+    assert!(unowned_rows(&db, &map).unwrap().is_empty());
+    drop(db);
+    // Replacing client 2 from its archive touches nothing of client 1's.
+    let w = Sqlite::open_write(&p).unwrap();
+    let map = TenantMap::build(&w, &cfg).unwrap();
+    let r = import(&w, &map, &cfg, &two, &options(Mode::Replace)).unwrap();
+    assert!(r.committed);
+    drop(w);
+    assert_eq!(
+        count(&p, "SELECT count(*) FROM line WHERE invoice_id = 100"),
+        1
+    );
+    assert_eq!(count(&p, "SELECT count(*) FROM invoice"), 3);
+    assert_eq!(count(&p, "SELECT sum(amount) FROM line"), 26);
+}
