@@ -51,7 +51,9 @@ restic forget -q --keep-last 2 >/dev/null
 "$LV" forget -q --keep-last 2
 r_before=$(size "$WORK/restic"); l_before=$(size "$WORK/lv")
 measure "$WORK/r.prune" "$WORK/restic" restic prune -q --max-unused 5%
-measure "$WORK/l.prune" "$WORK/lv" "$LV" prune -q --repack-threshold 5
+# Every pack here is minutes old: without --min-pack-age 0s ledgervault
+# would keep them all (its guard for backups running without a lock).
+measure "$WORK/l.prune" "$WORK/lv" "$LV" prune -q --repack-threshold 5 --min-pack-age 0s
 r_after=$(size "$WORK/restic"); l_after=$(size "$WORK/lv")
 
 restic restore -q latest --target "$WORK/r-out" >/dev/null

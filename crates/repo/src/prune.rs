@@ -347,53 +347,14 @@ pub fn prune(
         .map(|(p, _)| p.size)
         .sum();
     progress.start(Some(to_repack));
-    let mut out = Repacker::new(repo, opts.compression_level)?;
-    for (pi, (p, f)) in records.iter().zip(&fates).enumerate() {
-        let pi = pi as u32;
-        if !matches!(f, Fate::Repack) {
-            continue;
-        }
-        let path = pack_path(&p.id);
-        let bytes = repo.backend().read(&path)?;
-        let mut off = PACK_PREFIX_LEN as usize;
-        for fr in &p.frames {
-            let end = off + fr.sealed_len as usize;
-            let sealed = bytes
-                .get(off..end)
-                .ok_or_else(|| Error::corrupt(&path, "shorter than its frame table says"))?;
-            off = end;
-            let wanted: Vec<bool> = fr
-                .blobs
-                .iter()
-                .map(|b| used.0.get(&b.id) == Some(&pi))
-                .collect();
-            if !wanted.iter().any(|&w| w) {
-                continue;
-            }
-            // Authenticate before copying anything: damaged data is never
-            // spread into new packs, and the original stays.
-            let plain = open_frame(repo.keys(), sealed, fr.raw_len, &path)?;
-            verify_blobs(repo.keys(), &plain, &fr.blobs)
-                .map_err(|m| Error::corrupt(&path, format!("{m}; prune stops")))?;
-            let mut inner = 0usize;
-            let mut blobs = Vec::new();
-            for (b, &w) in fr.blobs.iter().zip(&wanted) {
-                // In bounds: verify_blobs checked every blob's place.
-                let data = &plain[inner..inner + b.len as usize];
-                inner += b.len as usize;
-                if w {
-                    blobs.push((b.kind, b.id, data.to_vec()));
-                }
-            }
-            if blobs.len() == fr.blobs.len() {
-                out.copy_frame(sealed.to_vec(), fr.clone())?;
-            } else {
-                out.add_blobs(blobs)?;
-            }
-        }
-        progress.read(p.size);
-    }
-    let new_packs = out.finish()?;
+    let jobs: Vec<(u32, &PackRecord)> = records
+        .iter()
+        .zip(&fates)
+        .enumerate()
+        .filter(|(_, (_, f))| matches!(f, Fate::Repack))
+        .map(|(i, (p, _))| (i as u32, p))
+        .collect();
+    let new_packs = repack(repo, &jobs, &used, opts.compression_level, progress)?;
     report.packs_written = new_packs.len();
     report.bytes_written = new_packs.iter().map(|p| p.size).sum();
 
@@ -436,6 +397,109 @@ pub fn prune(
     progress.finish();
     report.duration_secs = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Repacks `jobs` (each a pack and its place in the claims of `used`):
+/// the blobs each pack holds the kept copy of go into new packs. Opening
+/// a frame and sealing a new one cost most of the time, so the packs are
+/// shared out between workers (one per core, at most four), each writing
+/// packs of its own. Returns the packs written (durable, not indexed).
+fn repack(
+    repo: &Repository,
+    jobs: &[(u32, &PackRecord)],
+    used: &Used,
+    level: i32,
+    progress: &dyn Progress,
+) -> Result<Vec<PackRecord>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(jobs.len().max(1));
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let results: Vec<Result<Vec<PackRecord>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Repacker::new(repo, level)?;
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(&(pi, p)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            break;
+                        };
+                        if let Err(e) = repack_pack(repo, used, pi, p, &mut out) {
+                            // The others stop at their next pack; what they
+                            // wrote is unindexed and goes at the next prune.
+                            stop.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                        progress.read(p.size);
+                    }
+                    out.finish()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut written = Vec::new();
+    for r in results {
+        written.extend(r?);
+    }
+    Ok(written)
+}
+
+/// Moves the blobs of pack `p` (number `pi` in the claims) that it holds
+/// the kept copy of into `out`: whole frames as they are, the rest
+/// resealed. Every frame is authenticated first.
+fn repack_pack(
+    repo: &Repository,
+    used: &Used,
+    pi: u32,
+    p: &PackRecord,
+    out: &mut Repacker<'_>,
+) -> Result<()> {
+    let path = pack_path(&p.id);
+    let bytes = repo.backend().read(&path)?;
+    let mut off = PACK_PREFIX_LEN as usize;
+    for fr in &p.frames {
+        let end = off + fr.sealed_len as usize;
+        let sealed = bytes
+            .get(off..end)
+            .ok_or_else(|| Error::corrupt(&path, "shorter than its frame table says"))?;
+        off = end;
+        let wanted: Vec<bool> = fr
+            .blobs
+            .iter()
+            .map(|b| used.0.get(&b.id) == Some(&pi))
+            .collect();
+        if !wanted.iter().any(|&w| w) {
+            continue;
+        }
+        // Authenticate before copying anything: damaged data is never
+        // spread into new packs, and the original stays.
+        let plain = open_frame(repo.keys(), sealed, fr.raw_len, &path)?;
+        verify_blobs(repo.keys(), &plain, &fr.blobs)
+            .map_err(|m| Error::corrupt(&path, format!("{m}; prune stops")))?;
+        let mut inner = 0usize;
+        let mut blobs = Vec::new();
+        for (b, &w) in fr.blobs.iter().zip(&wanted) {
+            // In bounds: verify_blobs checked every blob's place.
+            let data = &plain[inner..inner + b.len as usize];
+            inner += b.len as usize;
+            if w {
+                blobs.push((b.kind, b.id, data.to_vec()));
+            }
+        }
+        if blobs.len() == fr.blobs.len() {
+            out.copy_frame(sealed.to_vec(), fr.clone())?;
+        } else {
+            out.add_blobs(blobs)?;
+        }
+    }
+    Ok(())
 }
 
 /// The blobs in use, each with the pack that holds its kept copy
