@@ -55,6 +55,7 @@ measure "$WORK/r.prune" "$WORK/restic" restic prune -q --max-unused 5%
 # would keep them all (its guard for backups running without a lock).
 measure "$WORK/l.prune" "$WORK/lv" "$LV" prune -q --repack-threshold 5 --min-pack-age 0s
 r_after=$(size "$WORK/restic"); l_after=$(size "$WORK/lv")
+[ "$l_after" -lt "$l_before" ] || { echo "ledgervault's prune removed nothing: the comparison would mean nothing" >&2; exit 1; }
 
 restic restore -q latest --target "$WORK/r-out" >/dev/null
 "$LV" restore -q latest --target "$WORK/l-out.db"
