@@ -594,7 +594,7 @@ fn uploader(
 /// glibc that pattern leaves freed pages in the heaps, and the process grew
 /// with the size of the backup (411 MiB peak for a 50 GiB stream). Called
 /// once per pack, it keeps the peak flat at a negligible cost.
-fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     unsafe {

@@ -434,6 +434,9 @@ fn repack(
                             return Err(e);
                         }
                         progress.read(p.size);
+                        // The pack read and the frames opened are freed
+                        // here; glibc keeps such pages unless asked.
+                        crate::backup::release_freed_memory();
                     }
                     out.finish()
                 })
