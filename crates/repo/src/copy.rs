@@ -15,6 +15,16 @@
 //! writes only what is still missing. Snapshots already copied are
 //! recognised by their lineage (`Snapshot::origin`), so copying twice, or
 //! copying a copy onwards, does not duplicate snapshots.
+//!
+//! With different keys, a nightly copy would read every blob of the new
+//! snapshot to learn its name in the destination, though most were copied
+//! the night before. So the newest snapshot the destination already holds
+//! a copy of is first walked side by side with that copy, metadata only
+//! (trees and chunk maps): where both have the same entry with the same
+//! shape, the source's ids and the copy's ids are paired. A blob or tree of
+//! a pair is then taken as the destination's without being read, when the
+//! destination's index has it. Copies that `repair` rewrote (tagged
+//! `repaired`) are never paired.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -69,6 +79,9 @@ pub struct CopyReport {
     pub same_keys: bool,
     /// Blobs read from the source.
     pub blobs_read: u64,
+    /// Blobs and trees found in the destination through an earlier copy of
+    /// the same data, without being read.
+    pub blobs_known: u64,
     /// Blobs written to the destination (it lacked them).
     pub blobs_written: u64,
     /// Plain bytes of the blobs written.
@@ -97,6 +110,7 @@ pub fn copy(
     let _dst_lock = crate::lock::lock(dst, false, "copy")?;
 
     let (all, bad) = src.snapshots()?;
+    let everything = all.clone();
     let chosen: Vec<_> = if opts.snapshots.is_empty() {
         if let Some(e) = bad.into_iter().next() {
             return Err(e);
@@ -148,10 +162,33 @@ pub fn copy(
         writer: Repacker::new(dst, opts.compression_level)?,
         pending: HashSet::new(),
         memo: HashMap::new(),
+        known: HashMap::new(),
         same_keys,
         progress,
         report: &mut report,
     };
+    if !same_keys {
+        // The newest source snapshot with an unrepaired copy here.
+        let pair = everything
+            .iter()
+            .filter_map(|(sid, ss)| {
+                let lineage = ss.lineage(sid);
+                present
+                    .iter()
+                    .find(|(did, ds)| {
+                        ds.lineage(did) == lineage && !ds.tags.iter().any(|t| t == "repaired")
+                    })
+                    .map(|(_, ds)| (ss, ds))
+            })
+            .max_by_key(|(ss, _)| ss.time);
+        if let Some((ss, ds)) = pair {
+            for s in &ss.sources {
+                if let Some(d) = ds.sources.iter().find(|d| d.name == s.name) {
+                    t.pair(&s.node, &d.node)?;
+                }
+            }
+        }
+    }
     let mut copied = Vec::new();
     for (id, snap) in todo {
         let mut out = snap.clone();
@@ -185,6 +222,9 @@ struct Translator<'a> {
     pending: HashSet<Id>,
     /// Source id → destination id, for blobs and trees seen this run.
     memo: HashMap<Id, Id>,
+    /// Source id → destination id, from an earlier copy walked beside its
+    /// source: used when the destination's index has the id.
+    known: HashMap<Id, Id>,
     same_keys: bool,
     progress: &'a dyn Progress,
     report: &'a mut CopyReport,
@@ -230,6 +270,67 @@ impl Translator<'_> {
         self.index_written()
     }
 
+    /// Pairs the ids of `s` (a source node) with those of `d`, its copy in
+    /// the destination, where both have the same shape: same name, kind and
+    /// size, as many content blobs, chunk maps of as many chunks, folders
+    /// whose entries pair by name. Reads metadata only.
+    fn pair(&mut self, s: &Node, d: &Node) -> Result<()> {
+        if s.name != d.name || s.kind != d.kind || s.size != d.size {
+            return Ok(());
+        }
+        if s.content.len() == d.content.len() {
+            self.known
+                .extend(s.content.iter().copied().zip(d.content.iter().copied()));
+        }
+        if let (Some(sm), Some(dm)) = (&s.chunk_map, &d.chunk_map) {
+            if sm.chunks == dm.chunks && sm.chunk_size == dm.chunk_size {
+                let si = self.src.resolve_map(&self.src_index, sm)?;
+                let di = self.dst.resolve_map(&self.dst_index, dm)?;
+                if si.len() == di.len() {
+                    self.known.extend(si.into_iter().zip(di));
+                }
+            }
+        }
+        if let (NodeKind::Dir, Some(st), Some(dt)) = (s.kind, s.subtree, d.subtree) {
+            if self.known.contains_key(&st) {
+                return Ok(());
+            }
+            let stree = self.src.load_tree(&self.src_index, &st)?;
+            let dtree = self.dst.load_tree(&self.dst_index, &dt)?;
+            let by_name: HashMap<&crate::name::FsName, &Node> =
+                dtree.nodes.iter().map(|n| (&n.name, n)).collect();
+            for n in &stree.nodes {
+                if let Some(m) = by_name.get(&n.name) {
+                    self.pair(n, m)?;
+                }
+            }
+            // The whole folder is the same when every entry is, its
+            // folders included.
+            if stree.nodes.len() == dtree.nodes.len()
+                && stree.nodes.iter().zip(&dtree.nodes).all(|(a, b)| {
+                    a.name == b.name
+                        && same_shape(a, b)
+                        && a.subtree.is_none_or(|t| self.known.contains_key(&t))
+                })
+            {
+                self.known.insert(st, dt);
+            }
+        }
+        Ok(())
+    }
+
+    /// The destination id an earlier copy gave `id`, when the destination
+    /// still has it.
+    fn known_here(&mut self, id: &Id) -> Option<Id> {
+        let d = *self.known.get(id)?;
+        if !self.dst_has(&d) {
+            return None;
+        }
+        self.report.blobs_known += 1;
+        self.memo.insert(*id, d);
+        Some(d)
+    }
+
     /// The destination id of the source blob `id`, copying it if needed.
     fn blob(&mut self, kind: BlobKind, id: &Id) -> Result<Id> {
         if let Some(d) = self.memo.get(id) {
@@ -238,6 +339,14 @@ impl Translator<'_> {
         if self.same_keys && self.dst_has(id) {
             self.memo.insert(*id, *id);
             return Ok(*id);
+        }
+        if let Some(d) = self.known_here(id) {
+            if kind == BlobKind::Data {
+                if let Some(loc) = self.src_index.get(id) {
+                    self.progress.read(loc.len as u64);
+                }
+            }
+            return Ok(d);
         }
         let data = self.src.read_blob(&self.src_index, id)?;
         self.report.blobs_read += 1;
@@ -303,6 +412,9 @@ impl Translator<'_> {
         if let Some(d) = self.memo.get(id) {
             return Ok(*d);
         }
+        if let Some(d) = self.known_here(id) {
+            return Ok(d);
+        }
         let tree = self.src.load_tree(&self.src_index, id)?;
         self.report.blobs_read += 1;
         let nodes = tree
@@ -316,4 +428,15 @@ impl Translator<'_> {
         self.memo.insert(*id, to);
         Ok(to)
     }
+}
+
+/// Whether two entries of folders that pair up have the same shape all the
+/// way down (see `Translator::pair`): their ids were all paired.
+fn same_shape(a: &Node, b: &Node) -> bool {
+    a.kind == b.kind
+        && a.size == b.size
+        && a.content.len() == b.content.len()
+        && a.chunk_map.as_ref().map(|m| (m.chunks, m.chunk_size))
+            == b.chunk_map.as_ref().map(|m| (m.chunks, m.chunk_size))
+        && a.subtree.is_some() == b.subtree.is_some()
 }
