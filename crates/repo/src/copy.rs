@@ -163,6 +163,7 @@ pub fn copy(
         pending: HashSet::new(),
         memo: HashMap::new(),
         known: HashMap::new(),
+        paired_trees: HashSet::new(),
         same_keys,
         progress,
         report: &mut report,
@@ -184,7 +185,7 @@ pub fn copy(
         if let Some((ss, ds)) = pair {
             for s in &ss.sources {
                 if let Some(d) = ds.sources.iter().find(|d| d.name == s.name) {
-                    t.pair(&s.node, &d.node)?;
+                    t.pair(&s.node, &d.node);
                 }
             }
         }
@@ -223,8 +224,11 @@ struct Translator<'a> {
     /// Source id → destination id, for blobs and trees seen this run.
     memo: HashMap<Id, Id>,
     /// Source id → destination id, from an earlier copy walked beside its
-    /// source: used when the destination's index has the id.
+    /// source: used when the destination's index has the id. Blobs only:
+    /// a tree is always rewritten, so that each blob below it is checked.
     known: HashMap<Id, Id>,
+    /// Source folders already walked by `pair`.
+    paired_trees: HashSet<Id>,
     same_keys: bool,
     progress: &'a dyn Progress,
     report: &'a mut CopyReport,
@@ -273,10 +277,11 @@ impl Translator<'_> {
     /// Pairs the ids of `s` (a source node) with those of `d`, its copy in
     /// the destination, where both have the same shape: same name, kind and
     /// size, as many content blobs, chunk maps of as many chunks, folders
-    /// whose entries pair by name. Reads metadata only.
-    fn pair(&mut self, s: &Node, d: &Node) -> Result<()> {
+    /// whose entries pair by name. Reads metadata only; what cannot be
+    /// read is left unpaired (and copied as usual).
+    fn pair(&mut self, s: &Node, d: &Node) {
         if s.name != d.name || s.kind != d.kind || s.size != d.size {
-            return Ok(());
+            return;
         }
         if s.content.len() == d.content.len() {
             self.known
@@ -284,39 +289,40 @@ impl Translator<'_> {
         }
         if let (Some(sm), Some(dm)) = (&s.chunk_map, &d.chunk_map) {
             if sm.chunks == dm.chunks && sm.chunk_size == dm.chunk_size {
-                let si = self.src.resolve_map(&self.src_index, sm)?;
-                let di = self.dst.resolve_map(&self.dst_index, dm)?;
-                if si.len() == di.len() {
-                    self.known.extend(si.into_iter().zip(di));
+                let si = self.src.resolve_map(&self.src_index, sm);
+                let di = self.dst.resolve_map(&self.dst_index, dm);
+                // Unreadable on either side: the blobs are read as usual.
+                if let (Ok(si), Ok(di)) = (si, di) {
+                    if si.len() == di.len() {
+                        self.known.extend(si.into_iter().zip(di));
+                    }
                 }
             }
         }
         if let (NodeKind::Dir, Some(st), Some(dt)) = (s.kind, s.subtree, d.subtree) {
-            if self.known.contains_key(&st) {
-                return Ok(());
+            if !self.paired_trees.insert(st) {
+                return;
             }
-            let stree = self.src.load_tree(&self.src_index, &st)?;
-            let dtree = self.dst.load_tree(&self.dst_index, &dt)?;
+            let (Ok(stree), Ok(dtree)) = (
+                self.src.load_tree(&self.src_index, &st),
+                self.dst.load_tree(&self.dst_index, &dt),
+            ) else {
+                // Unreadable on either side: nothing paired below.
+                return;
+            };
             let by_name: HashMap<&crate::name::FsName, &Node> =
                 dtree.nodes.iter().map(|n| (&n.name, n)).collect();
+            // A folder listing a name twice (a damaged or forged tree) is
+            // not paired below.
+            if by_name.len() != dtree.nodes.len() {
+                return;
+            }
             for n in &stree.nodes {
                 if let Some(m) = by_name.get(&n.name) {
-                    self.pair(n, m)?;
+                    self.pair(n, m);
                 }
             }
-            // The whole folder is the same when every entry is, its
-            // folders included.
-            if stree.nodes.len() == dtree.nodes.len()
-                && stree.nodes.iter().zip(&dtree.nodes).all(|(a, b)| {
-                    a.name == b.name
-                        && same_shape(a, b)
-                        && a.subtree.is_none_or(|t| self.known.contains_key(&t))
-                })
-            {
-                self.known.insert(st, dt);
-            }
         }
-        Ok(())
     }
 
     /// The destination id an earlier copy gave `id`, when the destination
@@ -412,9 +418,6 @@ impl Translator<'_> {
         if let Some(d) = self.memo.get(id) {
             return Ok(*d);
         }
-        if let Some(d) = self.known_here(id) {
-            return Ok(d);
-        }
         let tree = self.src.load_tree(&self.src_index, id)?;
         self.report.blobs_read += 1;
         let nodes = tree
@@ -428,15 +431,4 @@ impl Translator<'_> {
         self.memo.insert(*id, to);
         Ok(to)
     }
-}
-
-/// Whether two entries of folders that pair up have the same shape all the
-/// way down (see `Translator::pair`): their ids were all paired.
-fn same_shape(a: &Node, b: &Node) -> bool {
-    a.kind == b.kind
-        && a.size == b.size
-        && a.content.len() == b.content.len()
-        && a.chunk_map.as_ref().map(|m| (m.chunks, m.chunk_size))
-            == b.chunk_map.as_ref().map(|m| (m.chunks, m.chunk_size))
-        && a.subtree.is_some() == b.subtree.is_some()
 }

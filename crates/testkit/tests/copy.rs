@@ -63,6 +63,19 @@ fn source_repo(dir: &Path, data: &Path) -> Repository {
 
 type Files = Vec<(String, Vec<u8>)>;
 
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &t);
+        } else {
+            fs::copy(e.path(), &t).unwrap();
+        }
+    }
+}
+
 fn restored(repo: &Repository, id: Id) -> Files {
     let out = tempfile::tempdir().unwrap();
     let snap = repo.load_snapshot(&id).unwrap();
@@ -212,8 +225,8 @@ fn a_nightly_copy_with_its_own_key_reads_only_what_changed() {
 fn blobs_the_destination_lost_are_copied_again_not_taken_as_known() {
     let tmp = tempfile::tempdir().unwrap();
     let a = source_repo(&tmp.path().join("a"), &tmp.path().join("data"));
-    let b_dir = tmp.path().join("b");
-    let b = Repository::init(local(&b_dir), b"b-pw", &opts()).unwrap();
+    let first_dir = tmp.path().join("b-first");
+    let b = Repository::init(local(&first_dir), b"b-pw", &opts()).unwrap();
     let snaps = sorted_snapshots(&a);
     copy(
         &a,
@@ -225,21 +238,35 @@ fn blobs_the_destination_lost_are_copied_again_not_taken_as_known() {
         &NoProgress,
     )
     .unwrap();
-    // The destination loses a pack, and its index is rebuilt from what is
-    // there: the first copy's snapshot still names the lost blobs.
-    let pack = b.backend().list("data/").unwrap()[0].path.clone();
-    fs::remove_file(b_dir.join(pack)).unwrap();
-    repair_index(&b, &RepairOptions::default(), &NoProgress).unwrap();
-    let b = Repository::open(local(&b_dir), b"b-pw").unwrap();
-    let second = copy(&a, &b, &CopyOptions::default(), &NoProgress).unwrap();
-    assert_eq!(second.copied.len(), 1);
-    // The second night's snapshot restores whole from the destination.
-    let (sid, _) = sorted_snapshots(&a).pop().unwrap();
-    let (bid, _) = sorted_snapshots(&b)
+    let packs: Vec<String> = b
+        .backend()
+        .list("data/")
+        .unwrap()
         .into_iter()
-        .find(|(i, s)| s.lineage(i) == sid)
-        .unwrap();
-    assert_eq!(restored(&a, sid), restored(&b, bid));
+        .map(|o| o.path)
+        .collect();
+    assert!(packs.len() >= 2, "{packs:?}");
+    // The destination loses one pack (each in turn: data, folders, maps),
+    // and its index is rebuilt from what is there; the first copy's
+    // snapshot still names what was lost.
+    for (n, lost) in packs.iter().enumerate() {
+        let b_dir = tmp.path().join(format!("b-{n}"));
+        copy_tree(&first_dir, &b_dir);
+        fs::remove_file(b_dir.join(lost)).unwrap();
+        let b = Repository::open(local(&b_dir), b"b-pw").unwrap();
+        repair_index(&b, &RepairOptions::default(), &NoProgress).unwrap();
+        let b = Repository::open(local(&b_dir), b"b-pw").unwrap();
+        let second = copy(&a, &b, &CopyOptions::default(), &NoProgress)
+            .unwrap_or_else(|e| panic!("{lost}: {e}"));
+        assert_eq!(second.copied.len(), 1, "{lost}");
+        // The second night's snapshot restores whole from the destination.
+        let (sid, _) = snaps[1];
+        let (bid, _) = sorted_snapshots(&b)
+            .into_iter()
+            .find(|(i, s)| s.lineage(i) == sid)
+            .unwrap();
+        assert_eq!(restored(&a, sid), restored(&b, bid), "{lost}");
+    }
 }
 
 #[test]
