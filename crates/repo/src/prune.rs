@@ -20,7 +20,8 @@
 //! Memory: while marking, the index (about 100 bytes per blob) and the map
 //! of used blob ids (about 50 bytes per blob); then the index is dropped and
 //! the per-pack frame tables (about 45 bytes per blob) are loaded instead;
-//! plus one pack being repacked. It does not grow with the number of
+//! plus, per repacking worker (one per core, at most four), the pack it reads
+//! and the pack it fills. It does not grow with the number of
 //! snapshots.
 
 use std::collections::{HashMap, HashSet};
@@ -422,7 +423,9 @@ fn repack(
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| {
-                    let mut out = Repacker::new(repo, level)?;
+                    let mut out = Repacker::new(repo, level).inspect_err(|_| {
+                        stop.store(true, Ordering::Relaxed);
+                    })?;
                     while !stop.load(Ordering::Relaxed) {
                         let Some(&(pi, p)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
                             break;
