@@ -1039,6 +1039,30 @@ fn browse_a_snapshot_and_download_a_file_or_a_folder() {
         String::from_utf8_lossy(&test.stdout),
         String::from_utf8_lossy(&test.stderr)
     );
+    // A second reader written apart from Info-ZIP: CPython's zipfile reads
+    // the ZIP64 records and checks every member's CRC.
+    let py = StdCommand::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\nfor n in z.namelist():\n    assert not n.startswith('/') and '..' not in n.split('/'), n\nprint(len(z.namelist()))",
+        ])
+        .arg(&zpath)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&py.stdout)
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+            >= 3,
+        "{}",
+        String::from_utf8_lossy(&py.stdout)
+    );
     let out = site.root.join("unzipped");
     let x = StdCommand::new("unzip")
         .arg("-q")
