@@ -14,7 +14,8 @@ use crate::error::usage;
 
 /// A password or another secret: never shown by `Debug`, and its buffer
 /// wiped when dropped (copies made before it existed, such as a file
-/// reader's growing buffer, are not).
+/// reader's growing buffer before its last size, or the environment's, are
+/// not).
 pub struct Secret(Vec<u8>);
 
 impl Secret {
@@ -35,19 +36,30 @@ impl std::fmt::Debug for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // SAFETY: `b` is a valid, aligned byte of our own buffer.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
-        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        wipe(&mut self.0);
     }
+}
+
+/// Overwrites `buf` with zeros in a way the compiler does not drop.
+fn wipe(buf: &mut [u8]) {
+    for b in buf.iter_mut() {
+        // SAFETY: `b` is a valid, aligned byte of the caller's buffer.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Reads a secret from a file (at most `limit` bytes; one trailing line
 /// end is dropped). `what` names it in errors.
 pub fn secret_from_file(path: &Path, what: &str) -> Result<Secret> {
-    let s = crate::redact::read_limited(path, crate::redact::SECRET_FILE_LIMIT, what)?;
-    let s = s.strip_suffix(b"\n").unwrap_or(&s);
+    // The file's bytes are a secret too: wiped once copied.
+    let raw = Secret(crate::redact::read_limited(
+        path,
+        crate::redact::SECRET_FILE_LIMIT,
+        what,
+    )?);
+    let s = raw.expose();
+    let s = s.strip_suffix(b"\n").unwrap_or(s);
     let s = s.strip_suffix(b"\r").unwrap_or(s);
     if s.is_empty() {
         return Err(usage(format!("the {what} {} is empty", path.display())));
