@@ -215,13 +215,23 @@ pub fn list_clients(db: &dyn Db, map: &TenantMap) -> Result<Vec<ClientInfo>> {
     }
     for o in &map.owned[1..] {
         // Every client's rows at once, a cross-client row counted for each
-        // client it belongs to.
-        let (with, pairs, _) = map.client_pairs_sql(db, &o.name);
-        for r in rows(
-            db,
-            &format!("{with} SELECT ck, count(*) FROM ({pairs}) x GROUP BY ck"),
-            &[],
-        )? {
+        // client it belongs to; in a table whose rows all have a home, each
+        // row is its home's alone, and one pass counts them (a home that
+        // names no client counts for nobody).
+        let sql = match settled_home(db, map, &o.name)? {
+            // Joined with the client table, so that a home matches its
+            // client as `=` does elsewhere (affinities, '07' and 7).
+            Some((from, home)) => format!(
+                "SELECT CAST(lv_c.{k} AS TEXT), count(*) {from} JOIN {} lv_c ON lv_c.{k} = {home} GROUP BY lv_c.{k}",
+                ident(&root.name),
+                k = ident(&key)
+            ),
+            None => {
+                let (with, pairs, _) = map.client_pairs_sql(db, &o.name);
+                format!("{with} SELECT ck, count(*) FROM ({pairs}) x GROUP BY ck")
+            }
+        };
+        for r in rows(db, &sql, &[])? {
             let k = clients
                 .iter()
                 .position(|c| c.key.plain() == r[0].plain())
@@ -457,20 +467,12 @@ pub(crate) struct ClientScope {
 /// route (an index on the way finds them) instead of walking every route
 /// from the client table, which reads whole tables.
 pub(crate) fn client_scope(db: &dyn Db, map: &TenantMap, o: &map::Owned) -> Result<ClientScope> {
-    let (from, home) = map.home_sql(&o.name);
-    if let Some(home) = home {
-        let homeless = rows(
-            db,
-            &format!("SELECT 1 {from} WHERE {home} IS NULL LIMIT 1"),
-            &[],
-        )?;
-        if homeless.is_empty() {
-            return Ok(ClientScope {
-                with: String::new(),
-                from,
-                cond: format!("{home} = {}", db.param(1)),
-            });
-        }
+    if let Some((from, home)) = settled_home(db, map, &o.name)? {
+        return Ok(ClientScope {
+            with: String::new(),
+            from,
+            cond: format!("{home} = {}", db.param(1)),
+        });
     }
     let own = map.owned_rows_sql(db, &o.name, true);
     let (from, at_home) = map.at_home_sql(&o.name, &db.param(1));
@@ -480,6 +482,22 @@ pub(crate) fn client_scope(db: &dyn Db, map: &TenantMap, o: &map::Owned) -> Resu
         from,
         cond,
     })
+}
+
+/// `FROM` clause and home expression of `table` (see
+/// [`TenantMap::home_sql`]) when it has a home route and no row without a
+/// home: then each row belongs to its home client alone (see
+/// [`client_scope`]). One read of the table in the worst case.
+fn settled_home(db: &dyn Db, map: &TenantMap, table: &str) -> Result<Option<(String, String)>> {
+    let (from, Some(home)) = map.home_sql(table) else {
+        return Ok(None);
+    };
+    let homeless = rows(
+        db,
+        &format!("SELECT 1 {from} WHERE {home} IS NULL LIMIT 1"),
+        &[],
+    )?;
+    Ok(homeless.is_empty().then_some((from, home)))
 }
 
 /// Like [`client_rows`], with only `cols` (a key check needs no text).

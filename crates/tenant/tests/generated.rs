@@ -394,6 +394,18 @@ proptest! {
         for p in parts.iter().filter(|p| p.kind == "owned") {
             prop_assert_eq!(quick.get(&p.table).copied().unwrap_or(0), p.unowned, "{}", p.table);
         }
+        // The listing counts what the partition does: each client's own
+        // rows, where no row is shared by clients.
+        let listed = list_clients(&db, &map).unwrap();
+        for p in parts.iter().filter(|p| p.kind == "owned" && p.cross_client == 0 && p.table != map.root().name) {
+            for c in &listed {
+                prop_assert_eq!(
+                    c.rows.get(&p.table).copied().unwrap_or(0),
+                    p.exclusive.get(&c.key.plain()).copied().unwrap_or(0),
+                    "{} client {}", p.table, c.key
+                );
+            }
+        }
         drop(db);
         // Every client's export holds what walking every route finds.
         for c in 0..3 {
