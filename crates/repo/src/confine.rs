@@ -216,17 +216,30 @@ pub(crate) fn rename_in(dir: &OwnedFd, from: &FsName, to: &FsName) -> io::Result
 
 /// Renames `from` to `to` only if nothing is at `to`: an entry there (one
 /// that appeared since the caller looked) is an `AlreadyExists` error and
-/// is left as it is. `renameat2(RENAME_NOREPLACE)`, or on a file system
-/// without it, a hard link (which never replaces) and the removal of
-/// `from`.
+/// is left as it is. `renameat2(RENAME_NOREPLACE)`; on a file system
+/// without it (some network shares), a hard link, which never replaces,
+/// and the removal of `from`; on one without hard links either, a look
+/// for `to` right before a plain rename (a window of microseconds instead
+/// of none).
 pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::io::Errno;
     match rfs::renameat_with(rfs::CWD, from, rfs::CWD, to, rfs::RenameFlags::NOREPLACE) {
-        Ok(()) => Ok(()),
-        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
-            std::fs::hard_link(from, to)?;
-            std::fs::remove_file(from)
-        }
-        Err(e) => Err(e.into()),
+        Ok(()) => return Ok(()),
+        Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {}
+        Err(e) => return Err(e.into()),
+    }
+    match std::fs::hard_link(from, to) {
+        Ok(()) => return std::fs::remove_file(from),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+        Err(_) => {}
+    }
+    match std::fs::symlink_metadata(to) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists", to.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::rename(from, to),
+        Err(e) => Err(e),
     }
 }
 
