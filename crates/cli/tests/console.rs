@@ -1548,6 +1548,15 @@ fn restore_one_client_after_its_dry_run() {
             .any(|l| l.as_str().unwrap().contains("scratch")),
         "{last}"
     );
+    // And the import's steps, each as it ended.
+    assert!(
+        last["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().starts_with("verify rows and keys: ")),
+        "{last}"
+    );
     assert!(planned.contains("class=\"note ok\""), "{planned}");
     assert!(planned.contains("Nothing was changed"), "{planned}");
     assert!(planned.contains("journal_lines:"), "{planned}");

@@ -99,6 +99,9 @@ impl Progress for Task {
     fn file(&self, path: &Path) {
         self.update(|s| s.current = path.display().to_string())
     }
+    fn step(&self, what: &str) {
+        self.log(what)
+    }
 }
 
 /// The tasks of this run of the console, newest kept.

@@ -18,6 +18,9 @@ pub trait Progress: Send + Sync {
     fn stored(&self, _n: u64) {}
     /// Now working on `path`.
     fn file(&self, _path: &Path) {}
+    /// A named step of the work ended (`what` says which, and may say how
+    /// long it took).
+    fn step(&self, _what: &str) {}
     /// Work is done.
     fn finish(&self) {}
 }

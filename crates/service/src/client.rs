@@ -12,8 +12,8 @@ use ledgervault_repo::{self as engine, Id, Progress, Repository, Snapshot};
 use ledgervault_sources::drill::builtin_checks;
 use ledgervault_tenant::sql::{Db, Value};
 use ledgervault_tenant::{
-    export, find_client, import, list_clients, Archive, ClientInfo, ImportOptions, ImportReport,
-    Mode, TenantConfig, TenantMap,
+    export, find_client, import_telling, list_clients, Archive, ClientInfo, ImportOptions,
+    ImportReport, Mode, TenantConfig, TenantMap,
 };
 use serde::Serialize;
 
@@ -292,7 +292,9 @@ pub fn restore_client(
         invariants,
         replace_other: req.replace_other.clone(),
     };
-    let report = import(target, &map, config, &archive, &opts)?;
+    let report = import_telling(target, &map, config, &archive, &opts, &|step, secs| {
+        progress.step(&format!("{step}: {secs:.1} s"))
+    })?;
     Ok(ClientRestored {
         from_snapshot: from,
         report,

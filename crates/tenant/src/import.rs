@@ -340,11 +340,24 @@ pub fn import(
     archive: &Archive,
     opts: &ImportOptions,
 ) -> Result<ImportReport> {
+    import_telling(db, map, config, archive, opts, &|_, _| {})
+}
+
+/// [`import`], telling `step` the name and seconds of each step as it
+/// ends (the report lists them all at the end).
+pub fn import_telling(
+    db: &dyn Db,
+    map: &TenantMap,
+    config: &TenantConfig,
+    archive: &Archive,
+    opts: &ImportOptions,
+    step: &dyn Fn(&str, f64),
+) -> Result<ImportReport> {
     check_schema(map, archive)?;
     let upgraded = parents_as_owned(map, archive);
     let archive = upgraded.as_ref().unwrap_or(archive);
     db.begin_write()?;
-    match run(db, map, config, archive, opts) {
+    match run(db, map, config, archive, opts, step) {
         Ok(mut r) if !opts.dry_run => {
             db.commit()?;
             r.committed = true;
@@ -440,11 +453,12 @@ fn run(
     config: &TenantConfig,
     archive: &Archive,
     opts: &ImportOptions,
+    step: &dyn Fn(&str, f64),
 ) -> Result<ImportReport> {
     let root = map.root();
 
     // The books' state before, so an import is judged only on what it adds.
-    let mut timer = Timer::new();
+    let mut timer = Timer::new(step);
     let found = existing_client(db, map, config, archive)?;
     let mut replaced_rows = 0;
     let mut replaced = None;
@@ -967,24 +981,27 @@ fn run(
     })
 }
 
-/// Time per step, for the report.
-struct Timer {
+/// Time per step, for the report, each told as it ends.
+struct Timer<'a> {
     last: std::time::Instant,
     laps: Vec<(String, f64)>,
+    tell: &'a dyn Fn(&str, f64),
 }
 
-impl Timer {
-    fn new() -> Timer {
+impl<'a> Timer<'a> {
+    fn new(tell: &'a dyn Fn(&str, f64)) -> Timer<'a> {
         Timer {
             last: std::time::Instant::now(),
             laps: Vec::new(),
+            tell,
         }
     }
 
     fn lap(&mut self, step: &str) {
         let now = std::time::Instant::now();
-        self.laps
-            .push((step.into(), (now - self.last).as_secs_f64()));
+        let secs = (now - self.last).as_secs_f64();
+        (self.tell)(step, secs);
+        self.laps.push((step.into(), secs));
         self.last = now;
     }
 }

@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-pub use import::{import, preflight, ImportOptions, ImportReport, Mode, UniqueConflict};
+pub use import::{
+    import, import_telling, preflight, ImportOptions, ImportReport, Mode, UniqueConflict,
+};
 use map::{fingerprint, TableSchema};
 pub use map::{LinkPolicy, MissingShared, TenantConfig, TenantMap, UniqueRule};
 use sql::{ident, rows, Db, Value};
