@@ -87,10 +87,13 @@ fn open_map(db: &dyn Db, config: &TenantConfig, path: &Path) -> Result<TenantMap
 fn list(g: &Globals, path: &Path, check: bool, config: &TenantConfig) -> Result<i32> {
     let (db, _, _) = open_db(path, false)?;
     let map = open_map(db.as_ref(), config, path)?;
-    // One read snapshot for everything below, so that on a firm in use the
-    // listing, the partition and the exports it is checked against count
-    // the same rows.
-    db.begin_read()?;
+    // With --check, one read snapshot for everything below, so that on a
+    // firm in use the listing, the partition and the exports it is checked
+    // against count the same rows. (A SQLite database in rollback-journal
+    // mode cannot commit while it runs; in WAL mode, writers go on.)
+    if check {
+        db.begin_read()?;
+    }
     let clients = list_clients(db.as_ref(), &map)?;
     // The whole partition only when asked: it reads every table again.
     let parts = if check {
@@ -153,7 +156,9 @@ fn list(g: &Globals, path: &Path, check: bool, config: &TenantConfig) -> Result<
             }
         }
     }
-    let _ = db.rollback();
+    if check {
+        let _ = db.rollback();
+    }
     if g.json {
         g.print_json(&json!({
             "root": map.root().name,

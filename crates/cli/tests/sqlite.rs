@@ -246,6 +246,26 @@ fn restore_over_an_open_database_needs_force_and_is_seen_by_open_connections() {
         .assert()
         .success();
     assert_eq!(count(&Connection::open(&saved).unwrap()), 50);
+
+    // A link at the target, even one that points nowhere, is refused with
+    // or without --force, and what it points at is not created.
+    let nowhere = e.root.join("made-through-a-link.db");
+    let link = e.root.join("link.db");
+    std::os::unix::fs::symlink(&nowhere, &link).unwrap();
+    for force in [false, true] {
+        let mut args = vec!["restore", "latest", "--target", link.to_str().unwrap()];
+        if force {
+            args.push("--force");
+        }
+        let out = e.cmd().args(&args).output().unwrap();
+        assert!(!out.status.success());
+        assert!(
+            one_line(&out.stderr).contains("symbolic link"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!nowhere.exists());
+    }
 }
 
 #[test]

@@ -225,11 +225,20 @@ pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     use rustix::io::Errno;
     match rfs::renameat_with(rfs::CWD, from, rfs::CWD, to, rfs::RenameFlags::NOREPLACE) {
         Ok(()) => return Ok(()),
-        Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {}
+        // Not supported here (a network share, an old kernel, a filter
+        // on system calls): the next way.
+        Err(e)
+            if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP || e == Errno::PERM => {
+        }
         Err(e) => return Err(e.into()),
     }
     match std::fs::hard_link(from, to) {
-        Ok(()) => return std::fs::remove_file(from),
+        // In place; `from`, a second name of it, goes (or stays behind in
+        // the caller's scratch space, which is removed anyway).
+        Ok(()) => {
+            let _ = std::fs::remove_file(from);
+            return Ok(());
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
         Err(_) => {}
     }

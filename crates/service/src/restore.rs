@@ -122,6 +122,13 @@ pub fn restore_database(
         bail!("the target folder {} does not exist", parent.display());
     }
     let mut safety = None;
+    // A link (even one pointing nowhere) is never restored through.
+    if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!(
+            "{}: is a symbolic link; a database is never placed through one",
+            target.display()
+        );
+    }
     if target.exists() {
         if !req.replace {
             bail!(

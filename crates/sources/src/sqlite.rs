@@ -921,22 +921,45 @@ pub fn place_restored(
         }
         placed.replaced_live = true;
     } else {
+        // Journals of an earlier database at this path would be applied to
+        // the new one, so they must be gone before it appears. They are
+        // moved aside, not deleted, until it is in place: if a database
+        // appears there meanwhile, they may be its own, and go back.
+        let mut aside: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let put_back = |aside: &[(PathBuf, PathBuf)]| {
+            for (c, a) in aside {
+                let _ = ledgervault_repo::rename_no_replace(a, c);
+            }
+        };
         for suffix in ["-wal", "-shm", "-journal"] {
             let c = companion(target, suffix);
-            if c.exists() {
-                fs::remove_file(&c).map_err(|e| format!("{}: {e}", c.display()))?;
-                placed.removed_stale.push(c);
+            if fs::symlink_metadata(&c).is_ok() {
+                let mut a = c.clone().into_os_string();
+                a.push(format!(".ledgervault-aside-{}", std::process::id()));
+                let a = PathBuf::from(a);
+                if let Err(e) = fs::rename(&c, &a) {
+                    put_back(&aside);
+                    return Err(format!("{}: {e}", c.display()));
+                }
+                aside.push((c, a));
             }
         }
-        if may_replace {
+        let placing = if may_replace {
             fs::rename(restored, target)
         } else {
             ledgervault_repo::rename_no_replace(restored, target)
+        };
+        if let Err(e) = placing {
+            put_back(&aside);
+            return Err(match e.kind() {
+                std::io::ErrorKind::AlreadyExists => appeared(),
+                _ => format!("{}: {e}", target.display()),
+            });
         }
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => appeared(),
-            _ => format!("{}: {e}", target.display()),
-        })?;
+        for (c, a) in aside {
+            let _ = fs::remove_file(&a);
+            placed.removed_stale.push(c);
+        }
         if let Some(dir) = target.parent() {
             let dir = if dir.as_os_str().is_empty() {
                 Path::new(".")
@@ -1052,9 +1075,12 @@ mod tests {
         assert_eq!(read(&other), "live work");
         assert_eq!(read(&restored), "from the snapshot");
 
-        // Nothing there: placed.
+        // Nothing there but the journal of an earlier database at that
+        // path: placed, and the stale journal is gone (it would be applied
+        // to the new database), nothing set aside left over.
         let fresh = dir.path().join("fresh.db");
-        place_restored(
+        fs::write(companion(&fresh, "-wal"), b"an old database's WAL").unwrap();
+        let placed = place_restored(
             &restored,
             &fresh,
             Duration::from_secs(1),
@@ -1065,6 +1091,13 @@ mod tests {
         .unwrap();
         assert_eq!(read(&fresh), "from the snapshot");
         assert!(!restored.exists());
+        assert_eq!(placed.removed_stale, vec![companion(&fresh, "-wal")]);
+        let left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("aside"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
 
         // With leave to replace (a safety snapshot was taken), replaced.
         let again = make("again.db", "from the snapshot, again");
