@@ -779,8 +779,21 @@ impl TenantMap {
             let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
             return (from, Some(format!("t0.{}", ident(&key))));
         }
-        for (i, step) in path[..path.len() - 2].iter().enumerate() {
-            let k = step.owner.as_ref().expect("non-root tables have an owner");
+        // Joined along the owner keys up to the table next to the client
+        // table; when the last key points at another column of the client
+        // table (a client number), the client table too, for its key.
+        let root = self.root();
+        let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
+        let mut joins: Vec<&ForeignKey> = path[..path.len() - 1]
+            .iter()
+            .map(|step| step.owner.as_ref().expect("non-root tables have an owner"))
+            .collect();
+        let last = joins.pop().expect("a path of two tables or more");
+        let home_is_key = last.ref_column == key;
+        if !home_is_key {
+            joins.push(last);
+        }
+        for (i, k) in joins.iter().enumerate() {
             from.push_str(&format!(
                 " LEFT JOIN {} t{} ON t{i}.{} = t{}.{}",
                 ident(&k.ref_table),
@@ -790,24 +803,13 @@ impl TenantMap {
                 ident(&k.ref_column)
             ));
         }
-        let last = path.len() - 2;
-        let k = path[last].owner.as_ref().expect("owner");
-        let root = self.root();
-        let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
-        if k.ref_column == key {
-            return (from, Some(format!("t{last}.{}", ident(&k.column))));
-        }
-        // The route ends at another column of the client table (a client
-        // number): one more join gives the client's key.
-        from.push_str(&format!(
-            " LEFT JOIN {} t{} ON t{last}.{} = t{}.{}",
-            ident(&root.name),
-            last + 1,
-            ident(&k.column),
-            last + 1,
-            ident(&k.ref_column)
-        ));
-        (from, Some(format!("t{}.{}", last + 1, ident(&key))))
+        let n = joins.len();
+        let home = if home_is_key {
+            format!("t{n}.{}", ident(&last.column))
+        } else {
+            format!("t{n}.{}", ident(&key))
+        };
+        (from, Some(home))
     }
 
     /// A count of `table`'s rows whose shortest route does not end at an
