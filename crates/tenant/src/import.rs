@@ -197,7 +197,7 @@ fn existing_client(
     archive: &Archive,
 ) -> Result<Found> {
     let root = map.root();
-    let root_key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
+    let root_key = map.root_key();
     let root_rows = &archive.tables[0];
     let root_row = root_rows
         .rows
@@ -490,7 +490,7 @@ fn run(
             }
         }
         let cols: Vec<String> = root.columns.iter().map(|c| c.name.clone()).collect();
-        let root_key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
+        let root_key = map.root_key();
         let label = rows(
             db,
             &format!(

@@ -183,15 +183,10 @@ pub struct ClientInfo {
     pub total_rows: u64,
 }
 
-fn root_key(map: &TenantMap) -> String {
-    let r = map.root();
-    r.int_pk.clone().unwrap_or_else(|| r.pk[0].clone())
-}
-
 /// Every client with its row counts.
 pub fn list_clients(db: &dyn Db, map: &TenantMap) -> Result<Vec<ClientInfo>> {
     let root = map.root();
-    let key = root_key(map);
+    let key = map.root_key();
     let cols: Vec<String> = root.columns.iter().map(|c| c.name.clone()).collect();
     let mut clients: Vec<ClientInfo> = Vec::new();
     let mut by_key: HashMap<Value, usize> = HashMap::new();
@@ -390,7 +385,7 @@ pub fn client_row_counts(
 /// Finds a client by key or by a name/code column value.
 pub fn find_client(db: &dyn Db, map: &TenantMap, spec: &str) -> Result<(Value, String)> {
     let root = map.root();
-    let key = root_key(map);
+    let key = map.root_key();
     let cols: Vec<String> = root.columns.iter().map(|c| c.name.clone()).collect();
     let select = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     let ki = cols.iter().position(|c| *c == key).unwrap_or(0);

@@ -560,6 +560,12 @@ impl TenantMap {
         &self.owned[0]
     }
 
+    /// The client table's key column: the one that names each client.
+    pub fn root_key(&self) -> String {
+        let root = self.root();
+        root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone())
+    }
+
     pub fn owned(&self, name: &str) -> Option<&Owned> {
         self.owned.iter().find(|o| o.name == name)
     }
@@ -714,11 +720,7 @@ impl TenantMap {
             if terms.is_empty() {
                 // Reachable only through routes not followed: no rows (a
                 // client key of the root's type, so the types agree).
-                let rk = self
-                    .root()
-                    .int_pk
-                    .clone()
-                    .unwrap_or_else(|| self.root().pk[0].clone());
+                let rk = self.root_key();
                 terms.push(format!(
                     "SELECT {}, r.{} FROM {} t0, {} r WHERE 1 = 0",
                     cols("t0"),
@@ -775,15 +777,12 @@ impl TenantMap {
             return (from, None);
         }
         if path.len() == 1 {
-            let root = self.root();
-            let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
-            return (from, Some(format!("t0.{}", ident(&key))));
+            return (from, Some(format!("t0.{}", ident(&self.root_key()))));
         }
         // Joined along the owner keys up to the table next to the client
         // table; when the last key points at another column of the client
         // table (a client number), the client table too, for its key.
-        let root = self.root();
-        let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
+        let key = self.root_key();
         let mut joins: Vec<&ForeignKey> = path[..path.len() - 1]
             .iter()
             .map(|step| step.owner.as_ref().expect("non-root tables have an owner"))
@@ -824,7 +823,7 @@ impl TenantMap {
             return None;
         }
         let root = self.root();
-        let key = root.int_pk.clone().unwrap_or_else(|| root.pk[0].clone());
+        let key = self.root_key();
         Some(format!(
             "SELECT count(*) {from} WHERE {home} IS NULL OR {home} NOT IN (SELECT {} FROM {})",
             ident(&key),
