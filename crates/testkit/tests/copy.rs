@@ -117,6 +117,14 @@ fn indexed_blob_entries(repo: &Repository) -> usize {
         .sum()
 }
 
+/// Options that copy the one snapshot `id`.
+fn only(id: Id) -> CopyOptions {
+    CopyOptions {
+        snapshots: vec![id],
+        ..Default::default()
+    }
+}
+
 fn sorted_snapshots(repo: &Repository) -> Vec<(Id, Snapshot)> {
     let (mut s, bad) = repo.snapshots().unwrap();
     assert!(bad.is_empty());
@@ -168,16 +176,7 @@ fn copy_with_shared_keys_skips_blobs_without_reading_them() {
     let b =
         Repository::init_sharing_keys(local(&tmp.path().join("b")), b"b-pw", &opts(), &a).unwrap();
     let snaps = sorted_snapshots(&a);
-    let first = copy(
-        &a,
-        &b,
-        &CopyOptions {
-            snapshots: vec![snaps[0].0],
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    let first = copy(&a, &b, &only(snaps[0].0), &NoProgress).unwrap();
     assert!(first.same_keys);
     assert_eq!(first.copied.len(), 1);
     // The second night shares almost everything with the first: only the
@@ -199,17 +198,12 @@ fn a_nightly_copy_with_its_own_key_reads_only_what_changed() {
     let a = source_repo(&tmp.path().join("a"), &tmp.path().join("data"));
     let b = Repository::init(local(&tmp.path().join("b")), b"b-pw", &opts()).unwrap();
     let snaps = sorted_snapshots(&a);
-    let only = |i: usize| CopyOptions {
-        snapshots: vec![snaps[i].0],
-        ..Default::default()
-    };
-    let first = copy(&a, &b, &only(0), &NoProgress).unwrap();
+    let first = copy(&a, &b, &only(snaps[0].0), &NoProgress).unwrap();
     assert!(!first.same_keys);
     assert_eq!(first.blobs_known, 0);
-    // The second night: what the first night's copy already holds is
-    // known through it (folders that did not change as a whole), and only
-    // the changes are read.
-    let second = copy(&a, &b, &only(1), &NoProgress).unwrap();
+    // The second night: the blobs the first night's copy already holds are
+    // known through it, and only the changes are read.
+    let second = copy(&a, &b, &only(snaps[1].0), &NoProgress).unwrap();
     assert_eq!(second.copied.len(), 1);
     assert!(second.blobs_known > 0, "{second:?}");
     assert!(
@@ -228,16 +222,7 @@ fn blobs_the_destination_lost_are_copied_again_not_taken_as_known() {
     let first_dir = tmp.path().join("b-first");
     let b = Repository::init(local(&first_dir), b"b-pw", &opts()).unwrap();
     let snaps = sorted_snapshots(&a);
-    copy(
-        &a,
-        &b,
-        &CopyOptions {
-            snapshots: vec![snaps[0].0],
-            ..Default::default()
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    copy(&a, &b, &only(snaps[0].0), &NoProgress).unwrap();
     let packs: Vec<String> = b
         .backend()
         .list("data/")
