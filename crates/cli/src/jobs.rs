@@ -423,12 +423,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_job_past_its_timeout_goes_on_and_holds_back_the_next() {
-        let release = Arc::new(AtomicBool::new(false));
+    /// A runner whose jobs for which `held` is true wait until `release`
+    /// is set; every job then ends well, saying "NAME done".
+    fn gated(
+        release: &Arc<AtomicBool>,
+        held: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> InProcessRunner {
         let gate = release.clone();
-        let mut runner = InProcessRunner::with_work(Arc::new(move |j: &Job| {
-            if j.name == "slow" {
+        InProcessRunner::with_work(Arc::new(move |j: &Job| {
+            if held(&j.name) {
                 while !gate.load(Ordering::SeqCst) {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
@@ -438,7 +441,13 @@ mod tests {
                 log: format!("{} done", j.name),
                 ..Attempt::default()
             }
-        }));
+        }))
+    }
+
+    #[test]
+    fn a_job_past_its_timeout_goes_on_and_holds_back_the_next() {
+        let release = Arc::new(AtomicBool::new(false));
+        let mut runner = gated(&release, |name| name == "slow");
         // A quick one ends with its result.
         let a = runner
             .start(&job("quick"))
@@ -498,17 +507,7 @@ mod tests {
     #[test]
     fn two_stuck_jobs_both_hand_over_their_results() {
         let release = Arc::new(AtomicBool::new(false));
-        let gate = release.clone();
-        let mut runner = InProcessRunner::with_work(Arc::new(move |j: &Job| {
-            while !gate.load(Ordering::SeqCst) {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Attempt {
-                exit_code: Some(exit::OK),
-                log: format!("{} done", j.name),
-                ..Attempt::default()
-            }
-        }));
+        let mut runner = gated(&release, |_| true);
         // One runner starts nothing while a job of its own is stuck, so
         // the second stuck job comes from another runner and is moved over
         // (as if the first had ended and been stopped again later).
