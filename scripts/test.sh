@@ -99,4 +99,13 @@ if [ ! -f target/browser/node_modules/playwright-core/package.json ]; then
   npm install --prefix target/browser --no-audit --no-fund --silent playwright-core@1.64.1
 fi
 
+# The test build takes about 2 GB under target/ and the tests about 2 GB more
+# while they run; a linker that runs out of disk dies with a bus error, so say
+# it first.
+mkdir -p target
+free_kib=$(df -Pk target | awk 'NR == 2 { print $4 }')
+if [ "${free_kib:-0}" -lt $((4 * 1024 * 1024)) ]; then
+  echo "scripts/test.sh: warning: only $((${free_kib:-0} / 1024)) MiB free for target/ and the tests' files; they need about 4 GiB" >&2
+fi
+
 cargo test --workspace --locked "$@"
