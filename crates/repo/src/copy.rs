@@ -23,7 +23,10 @@
 //! (trees and chunk maps): where both have the same entry with the same
 //! shape, the source's ids and the copy's ids are paired. A blob or tree of
 //! a pair is then taken as the destination's without being read, when the
-//! destination's index has it. Copies that `repair` rewrote (tagged
+//! destination's index has it. Only a copy that carries the source's seal
+//! (`Snapshot::copy_seal`, a tag made with the source's key) is paired, so
+//! a snapshot forged by someone holding only the destination's key cannot
+//! make a copy take the wrong blobs. Copies that `repair` rewrote (tagged
 //! `repaired`) are never paired.
 
 use std::collections::{HashMap, HashSet};
@@ -169,7 +172,8 @@ pub fn copy(
         report: &mut report,
     };
     if !same_keys {
-        // The newest source snapshot with an unrepaired copy here.
+        // The newest source snapshot with an unrepaired copy here that
+        // this source sealed.
         let pair = everything
             .iter()
             .filter_map(|(sid, ss)| {
@@ -177,7 +181,9 @@ pub fn copy(
                 present
                     .iter()
                     .find(|(did, ds)| {
-                        ds.lineage(did) == lineage && !ds.tags.iter().any(|t| t == "repaired")
+                        ds.lineage(did) == lineage
+                            && !ds.tags.iter().any(|t| t == "repaired")
+                            && ds.sealed_by(src.keys(), &dst.config().id)
                     })
                     .map(|(_, ds)| (ss, ds))
             })
@@ -198,6 +204,7 @@ pub fn copy(
         }
         t.flush()?;
         out.origin = Some(snap.lineage(&id));
+        out.seal_copy(src.keys(), &dst.config().id);
         let to = dst.save_snapshot(&out)?;
         copied.push(CopiedSnapshot {
             from: id,

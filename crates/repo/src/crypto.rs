@@ -1,10 +1,11 @@
 //! Keys, sealing and content ids.
 //!
-//! One random 256-bit master key protects a repository. Three subkeys are
+//! One random 256-bit master key protects a repository. Four subkeys are
 //! derived from it with BLAKE3's key derivation, each for one purpose:
-//! the AEAD key that seals every stored byte, the key for content ids, and
-//! the seed of the chunker's gear table (so chunk boundaries do not leak
-//! fingerprints of known files).
+//! the AEAD key that seals every stored byte, the key for content ids, the
+//! seed of the chunker's gear table (so chunk boundaries do not leak
+//! fingerprints of known files), and the key that vouches for copies of
+//! this repository's snapshots written elsewhere.
 //!
 //! Sealing is XChaCha20-Poly1305 with a fresh random 192-bit nonce per call.
 //! The nonce is long enough that random nonces never collide in practice, no
@@ -28,6 +29,7 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 const CONTEXT_SEAL: &str = "ledgervault 2026-11 seal key";
 const CONTEXT_ID: &str = "ledgervault 2026-11 content id key";
+const CONTEXT_COPY: &str = "ledgervault 2026-12 copy seal key";
 const CONTEXT_CHUNKER: &str = "ledgervault 2026-11 chunker seed";
 const CONTEXT_CONFIG: &str = "ledgervault 2026-11 config checksum";
 
@@ -64,6 +66,7 @@ pub struct Keys {
     id_key: [u8; 32],
     ids: BatchHasher,
     chunker_seed: u64,
+    copy_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -90,7 +93,18 @@ impl Keys {
             ids: BatchHasher::new(id_key),
             // Zero would mean "unseeded" to the chunker; never use it.
             chunker_seed: u64::from_le_bytes(s) | 1,
+            copy_key: blake3::derive_key(CONTEXT_COPY, &master.0),
         }
+    }
+
+    /// The tag with which this (source) repository vouches for `doc`, a
+    /// copy of one of its snapshots written to the repository `dest`:
+    /// keyed BLAKE3, so only a holder of this repository's key can make it.
+    pub fn copy_seal(&self, dest: &Id, doc: &[u8]) -> blake3::Hash {
+        let mut h = blake3::Hasher::new_keyed(&self.copy_key);
+        h.update(&dest.0);
+        h.update(doc);
+        h.finalize()
     }
 
     /// The content id of a plaintext blob: keyed BLAKE3.

@@ -363,6 +363,8 @@ pub fn repair_snapshots(
         let mut lost = Vec::new();
         let mut out = snap.clone();
         out.sources.clear();
+        // Rewritten here, it is no longer what its source vouched for.
+        out.copy_seal = None;
         for src in &snap.sources {
             match w.node(&src.node, &src.name, &mut lost)? {
                 Some(node) => {

@@ -235,6 +235,13 @@ pub struct Snapshot {
     /// repository where it was first taken. Copies of copies keep the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<crate::id::Id>,
+    /// For a snapshot made by `copy`: the source repository's tag over the
+    /// destination's id and this document encoded without the field
+    /// (`Keys::copy_seal`). A later copy from that source takes ids from a
+    /// copy only when its tag holds, so a holder of the destination's key
+    /// alone cannot make it trust a forged one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_seal: Option<crate::id::Id>,
 }
 
 impl Snapshot {
@@ -291,7 +298,29 @@ impl Snapshot {
             totals: SnapshotTotals::default(),
             suspect: Vec::new(),
             origin: None,
+            copy_seal: None,
         }
+    }
+
+    /// Seals this snapshot, a copy about to be written to the repository
+    /// `dest`, with the keys of the repository it is copied from.
+    pub fn seal_copy(&mut self, source: &crate::crypto::Keys, dest: &crate::id::Id) {
+        self.copy_seal = None;
+        let tag = source.copy_seal(dest, &self.encode());
+        self.copy_seal = Some(crate::id::Id(*tag.as_bytes()));
+    }
+
+    /// Whether this snapshot, read from the repository `dest`, is a copy
+    /// sealed for it by the repository whose keys are `source` (compared in
+    /// constant time). A document re-encoded by a reader that does not know
+    /// one of its fields does not verify: only the pairing is lost.
+    pub fn sealed_by(&self, source: &crate::crypto::Keys, dest: &crate::id::Id) -> bool {
+        let Some(tag) = self.copy_seal else {
+            return false;
+        };
+        let mut doc = self.clone();
+        doc.copy_seal = None;
+        source.copy_seal(dest, &doc.encode()) == blake3::Hash::from(tag.0)
     }
 
     /// The id that names this snapshot across copies: its origin, or `id`

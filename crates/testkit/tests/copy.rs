@@ -216,6 +216,65 @@ fn a_nightly_copy_with_its_own_key_reads_only_what_changed() {
 }
 
 #[test]
+fn a_copy_forged_with_the_destinations_key_alone_is_not_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = source_repo(&tmp.path().join("a"), &tmp.path().join("data"));
+    let snaps = sorted_snapshots(&a);
+    // The forgery beside the genuine copy, then in its place.
+    for keep_genuine in [true, false] {
+        let b_dir = tmp.path().join(format!("b-{keep_genuine}"));
+        let b = Repository::init(local(&b_dir), b"b-pw", &opts()).unwrap();
+        let b_id = b.config().id;
+        copy(&a, &b, &only(snaps[0].0), &NoProgress).unwrap();
+        let (genuine_id, genuine) = sorted_snapshots(&b).remove(0);
+        assert!(genuine.sealed_by(a.keys(), &b_id));
+        assert!(!genuine.sealed_by(b.keys(), &b_id));
+        assert!(!genuine.sealed_by(a.keys(), &a.config().id));
+
+        // Someone with the destination's key (not the source's) rewrites
+        // the first night's copy: the scan now points at a blob of theirs,
+        // in as many pieces, with the same size, so its shape still matches.
+        let index = b.load_index().unwrap();
+        let mut forged = genuine.clone();
+        let folder = forged
+            .sources
+            .iter_mut()
+            .find(|s| s.node.kind == NodeKind::Dir)
+            .unwrap();
+        let mut tree = b.load_tree(&index, &folder.node.subtree.unwrap()).unwrap();
+        let theirs = forge::store_data(&b, b"pay the ransom to ...").unwrap();
+        let scan = tree
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == "scan-noise.bin")
+            .unwrap();
+        assert!(scan.content.len() > 1);
+        scan.content = vec![theirs; scan.content.len()];
+        folder.node.subtree = Some(forge::store_tree(&b, &tree).unwrap());
+        assert!(
+            !forged.sealed_by(a.keys(), &b_id),
+            "the old tag no longer fits"
+        );
+        forge::save_snapshot(&b, &forged).unwrap();
+        if !keep_genuine {
+            b.backend()
+                .delete(&format!("snapshots/{genuine_id}"))
+                .unwrap();
+        }
+
+        // The second night's copy takes no ids from the forgery: with the
+        // genuine copy there, it pairs with that one; without it, the scan
+        // is read again. Either way it restores as it was backed up.
+        let second = copy(&a, &b, &only(snaps[1].0), &NoProgress).unwrap();
+        assert_eq!(second.copied.len(), 1);
+        assert_eq!(second.blobs_known > 0, keep_genuine, "{second:?}");
+        let copied = second.copied[0].to;
+        assert!(b.load_snapshot(&copied).unwrap().sealed_by(a.keys(), &b_id));
+        assert_eq!(restored(&a, snaps[1].0), restored(&b, copied));
+    }
+}
+
+#[test]
 fn blobs_the_destination_lost_are_copied_again_not_taken_as_known() {
     let tmp = tempfile::tempdir().unwrap();
     let a = source_repo(&tmp.path().join("a"), &tmp.path().join("data"));
