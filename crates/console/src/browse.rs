@@ -11,7 +11,7 @@ use ledgervault_repo::{
     escape_bytes, node_reader, Id, Index, Node, NodeKind, Repository, Snapshot,
 };
 
-use crate::html::{esc, page, size, when};
+use crate::html::{esc, page, size, table_open, table_row, when, TABLE_CLOSE};
 use crate::session::Session;
 
 /// The longest `at=` accepted (hex of a 4 KiB path).
@@ -164,30 +164,34 @@ pub fn page_for(
         } else {
             String::new()
         };
-        let _ = write!(
+        table_row(
             h,
-            r#"<tr><td><a href="{link}">{name}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{download}{restore}</td></tr>"#,
-            kind_word(n.kind),
-            if n.kind == NodeKind::Dir {
-                String::new()
-            } else {
-                size(n.size)
-            },
-            n.mtime.as_ref().map(when).unwrap_or_default(),
+            HEADS,
+            &[
+                &format!(r#"<a href="{link}">{name}</a>"#),
+                kind_word(n.kind),
+                &if n.kind == NodeKind::Dir {
+                    String::new()
+                } else {
+                    size(n.size)
+                },
+                &n.mtime.as_ref().map(when).unwrap_or_default(),
+                &format!("{download}{restore}"),
+            ],
         );
     };
-    let head = r#"<table class="entries"><thead><tr><th scope="col">Name</th><th scope="col">Kind</th><th scope="col">Size</th><th scope="col">Modified</th><th scope="col"></th></tr></thead><tbody>"#;
+    const HEADS: &[&str] = &["Name", "Kind", "Size", "Modified", ""];
     match resolve(repo, index, snap, names)? {
         None => {
-            h.push_str(head);
+            table_open(&mut h, "entries", HEADS);
             for src in &snap.sources {
                 let path = vec![src.name.as_bytes().to_vec()];
                 row(&mut h, &path, &src.node);
             }
-            h.push_str("</tbody></table>");
+            h.push_str(TABLE_CLOSE);
         }
         Some(node) if node.kind == NodeKind::Dir => {
-            h.push_str(head);
+            table_open(&mut h, "entries", HEADS);
             if let Some(t) = node.subtree {
                 for n in repo.load_tree(index, &t)?.nodes {
                     let mut path = names.to_vec();
@@ -195,12 +199,12 @@ pub fn page_for(
                     row(&mut h, &path, &n);
                 }
             }
-            h.push_str("</tbody></table>");
+            h.push_str(TABLE_CLOSE);
         }
         Some(node) => {
-            h.push_str(head);
+            table_open(&mut h, "entries", HEADS);
             row(&mut h, names, &node);
-            h.push_str("</tbody></table>");
+            h.push_str(TABLE_CLOSE);
             if let Some(t) = &node.target {
                 let _ = write!(
                     h,

@@ -22,7 +22,7 @@ use ledgervault_service::db;
 use ledgervault_service::drill::{is_database, is_safety_snapshot, CLIENT_ARCHIVE_TAG};
 use ledgervault_tenant::{ClientInfo, Mode};
 
-use crate::html::{csrf_field, esc, may, note, page, when};
+use crate::html::{csrf_field, esc, may, note, page, table_open, table_row, when, TABLE_CLOSE};
 use crate::server::{
     authorize, blocking, html, redirect, refusal, signed_in, start_work, App, Peer, PeerAddr,
     Shared,
@@ -158,20 +158,20 @@ fn render_page(s: &Session, dbs: &[Listed], snaps: Result<Vec<Choice>, String>) 
             Err(e) => h.push_str(&note("error", &format!("Cannot list its clients: {e}"))),
             Ok(list) if list.is_empty() => h.push_str("<p>It has no clients.</p>"),
             Ok(list) => {
-                let _ = write!(
-                    h,
-                    r#"<table><thead><tr><th scope="col">Key</th><th scope="col">Client</th><th scope="col">Rows</th></tr></thead><tbody>"#
-                );
+                const HEADS: &[&str] = &["Key", "Client", "Rows"];
+                table_open(&mut h, "", HEADS);
                 for c in list {
-                    let _ = write!(
-                        h,
-                        "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                        esc(&c.key.plain()),
-                        esc(&c.label),
-                        c.total_rows
+                    table_row(
+                        &mut h,
+                        HEADS,
+                        &[
+                            &format!("<code>{}</code>", esc(&c.key.plain())),
+                            &esc(&c.label),
+                            &c.total_rows.to_string(),
+                        ],
                     );
                 }
-                h.push_str("</tbody></table>");
+                h.push_str(TABLE_CLOSE);
             }
         }
         let _ = write!(h, r#"<p class="muted">Database {}.</p></section>"#, i + 1);

@@ -29,6 +29,40 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// Opens a table with a header row of `heads`. `class` may be empty.
+pub fn table_open(h: &mut String, class: &str, heads: &[&str]) {
+    if class.is_empty() {
+        h.push_str("<table><thead><tr>");
+    } else {
+        let _ = write!(h, r#"<table class="{}"><thead><tr>"#, esc(class));
+    }
+    for head in heads {
+        let _ = write!(h, r#"<th scope="col">{}</th>"#, esc(head));
+    }
+    h.push_str("</tr></thead><tbody>");
+}
+
+/// A row of `cells` (already HTML) under `heads`. Each cell that holds
+/// something carries its column's name, which a narrow screen, where cells
+/// stack and the header row is hidden, shows before the value.
+pub fn table_row(h: &mut String, heads: &[&str], cells: &[&str]) {
+    h.push_str("<tr>");
+    for (i, cell) in cells.iter().enumerate() {
+        match heads.get(i).filter(|l| !l.is_empty() && !cell.is_empty()) {
+            Some(label) => {
+                let _ = write!(h, r#"<td data-label="{}">{cell}</td>"#, esc(label));
+            }
+            None => {
+                let _ = write!(h, "<td>{cell}</td>");
+            }
+        }
+    }
+    h.push_str("</tr>");
+}
+
+/// Closes what [`table_open`] opened.
+pub const TABLE_CLOSE: &str = "</tbody></table>";
+
 /// A time as people read it, in the server's time zone.
 pub fn when(t: &DateTime<Utc>) -> String {
     t.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string()

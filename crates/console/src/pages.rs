@@ -9,7 +9,9 @@ use ledgervault_service::history::{Outcome, Run};
 use ledgervault_service::status::{LocationStatus, StatusReport};
 
 use crate::audit::Entry;
-use crate::html::{csrf_field, esc, may, note, page, size, when};
+use crate::html::{
+    csrf_field, esc, may, note, page, size, table_open, table_row, when, TABLE_CLOSE,
+};
 use crate::session::Session;
 use crate::tasks::{Task, TaskState};
 use crate::users::Role;
@@ -144,28 +146,38 @@ pub fn dashboard(
                         None => "Recovery time not measured yet: run a drill.".to_string(),
                     }
                 );
-                h.push_str(
-                    r#"<table><thead><tr><th scope="col">Source</th><th scope="col">Last backup (recovery point)</th><th scope="col">Last passed drill</th><th scope="col">Flags</th></tr></thead><tbody>"#,
-                );
+                const HEADS: &[&str] = &[
+                    "Source",
+                    "Last backup (recovery point)",
+                    "Last passed drill",
+                    "Flags",
+                ];
+                table_open(&mut h, "", HEADS);
                 for src in sources {
-                    let _ = write!(
-                        h,
-                        "<tr><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
-                        esc(&src.source),
-                        opt_when(src.latest_time.as_ref()),
-                        src.latest_snapshot
-                            .as_deref()
-                            .map(|id| format!(" <code>{}</code>", esc(id)))
-                            .unwrap_or_default(),
-                        opt_when(src.last_verified.as_ref()),
-                        if src.suspect {
-                            r#"<span class="flag bad">suspect</span>"#
-                        } else {
-                            ""
-                        }
+                    table_row(
+                        &mut h,
+                        HEADS,
+                        &[
+                            &esc(&src.source),
+                            &format!(
+                                "{}{}",
+                                opt_when(src.latest_time.as_ref()),
+                                src.latest_snapshot
+                                    .as_deref()
+                                    .map(|id| format!(" <code>{}</code>", esc(id)))
+                                    .unwrap_or_default()
+                            ),
+                            &opt_when(src.last_verified.as_ref()),
+                            if src.suspect {
+                                r#"<span class="flag bad">suspect</span>"#
+                            } else {
+                                ""
+                            },
+                        ],
                     );
                 }
-                h.push_str("</tbody></table></section>");
+                h.push_str(TABLE_CLOSE);
+                h.push_str("</section>");
             }
             LocationStatus::Unchecked {
                 name,
@@ -182,7 +194,9 @@ pub fn dashboard(
             }
         }
     }
-    h.push_str(r#"<h2>Schedule</h2><table><thead><tr><th scope="col">Job</th><th scope="col">When</th><th scope="col">Next run</th><th scope="col">Last run</th><th scope="col">Last success</th></tr></thead><tbody>"#);
+    h.push_str("<h2>Schedule</h2>");
+    const JOB_HEADS: &[&str] = &["Job", "When", "Next run", "Last run", "Last success"];
+    table_open(&mut h, "", JOB_HEADS);
     for j in &report.jobs {
         let last = j
             .last_run
@@ -196,17 +210,19 @@ pub fn dashboard(
                 )
             })
             .unwrap_or_else(|| "never".into());
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&j.job),
-            esc(&j.schedule),
-            opt_when(j.next_run.as_ref()),
-            last,
-            opt_when(j.last_success.as_ref())
+        table_row(
+            &mut h,
+            JOB_HEADS,
+            &[
+                &esc(&j.job),
+                &esc(&j.schedule),
+                &opt_when(j.next_run.as_ref()),
+                &last,
+                &opt_when(j.last_success.as_ref()),
+            ],
         );
     }
-    h.push_str("</tbody></table>");
+    h.push_str(TABLE_CLOSE);
     page("Dashboard", Some(s), &h)
 }
 
@@ -252,7 +268,17 @@ pub fn snapshots(
         shown.len(),
         snaps.len()
     );
-    h.push_str(r#"<table class="snapshots"><thead><tr><th scope="col">Taken</th><th scope="col">Id</th><th scope="col">Sources</th><th scope="col">Read</th><th scope="col">Changed since the one before</th><th scope="col">Added</th><th scope="col">Reason and tags</th><th scope="col">Flags</th></tr></thead><tbody>"#);
+    const HEADS: &[&str] = &[
+        "Taken",
+        "Id",
+        "Sources",
+        "Read",
+        "Changed since the one before",
+        "Added",
+        "Reason and tags",
+        "Flags",
+    ];
+    table_open(&mut h, "snapshots", HEADS);
     for (id, sn) in shown {
         let sources: Vec<String> = sn.sources.iter().map(|x| esc(&x.path)).collect();
         let mut labels: Vec<String> = Vec::new();
@@ -282,21 +308,26 @@ pub fn snapshots(
         if sn.origin.is_some() {
             flags.push_str(r#"<span class="flag">copy</span>"#);
         }
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td><a href=\"/snapshots/{}\" title=\"Browse\"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            when(&sn.time),
-            id.to_hex(),
-            esc(&id.short()),
-            sources.join("<br>"),
-            size(sn.totals.bytes_read),
-            changed(sn),
-            size(sn.totals.bytes_stored),
-            labels.join(" "),
-            flags
+        table_row(
+            &mut h,
+            HEADS,
+            &[
+                &when(&sn.time),
+                &format!(
+                    r#"<a href="/snapshots/{}" title="Browse"><code>{}</code></a>"#,
+                    id.to_hex(),
+                    esc(&id.short())
+                ),
+                &sources.join("<br>"),
+                &size(sn.totals.bytes_read),
+                &changed(sn),
+                &size(sn.totals.bytes_stored),
+                &labels.join(" "),
+                &flags,
+            ],
         );
     }
-    h.push_str("</tbody></table>");
+    h.push_str(TABLE_CLOSE);
     page("Snapshots", Some(s), &h)
 }
 
@@ -410,24 +441,26 @@ pub fn activity(
     if tasks.is_empty() {
         h.push_str("<p>Nothing was started from the console since it started.</p>");
     } else {
-        h.push_str(r#"<table><thead><tr><th scope="col">Started</th><th scope="col">What</th><th scope="col">By</th><th scope="col">State</th></tr></thead><tbody>"#);
+        const HEADS: &[&str] = &["Started", "What", "By", "State"];
+        table_open(&mut h, "", HEADS);
         for t in tasks {
             let state = match t.state().done {
                 None => "running".to_string(),
                 Some(Ok(_)) => "done".to_string(),
                 Some(Err(_)) => "failed".to_string(),
             };
-            let _ = write!(
-                h,
-                r#"<tr><td>{}</td><td><a href="/tasks/{}">{}</a></td><td>{}</td><td>{}</td></tr>"#,
-                when(&t.started),
-                t.id,
-                esc(&t.what),
-                esc(&t.by),
-                state
+            table_row(
+                &mut h,
+                HEADS,
+                &[
+                    &when(&t.started),
+                    &format!(r#"<a href="/tasks/{}">{}</a>"#, t.id, esc(&t.what)),
+                    &esc(&t.by),
+                    &state,
+                ],
             );
         }
-        h.push_str("</tbody></table>");
+        h.push_str(TABLE_CLOSE);
     }
     h.push_str("<h2>Scheduled runs</h2>");
     match runs {
@@ -440,41 +473,48 @@ pub fn activity(
             if may(s.role, Role::Operator) {
                 h.push_str("<p>A run's start opens its log.</p>");
             }
-            h.push_str(r#"<table><thead><tr><th scope="col">Started</th><th scope="col">Job</th><th scope="col">Outcome</th><th scope="col">Added</th><th scope="col">Message</th></tr></thead><tbody>"#);
+            const HEADS: &[&str] = &["Started", "Job", "Outcome", "Added", "Message"];
+            table_open(&mut h, "", HEADS);
             for r in runs {
-                let _ = write!(
-                    h,
-                    r#"<tr><td>{}</td><td>{}</td><td><span class="flag {o}">{o}</span></td><td>{}</td><td>{}</td></tr>"#,
-                    if may(s.role, Role::Operator) {
-                        format!(r#"<a href="/runs/{}">{}</a>"#, r.id, when(&r.started))
-                    } else {
-                        when(&r.started)
-                    },
-                    esc(&r.job),
-                    size(r.bytes_stored),
-                    esc(&r.message),
-                    o = outcome_word(r.outcome)
+                let o = outcome_word(r.outcome);
+                table_row(
+                    &mut h,
+                    HEADS,
+                    &[
+                        &if may(s.role, Role::Operator) {
+                            format!(r#"<a href="/runs/{}">{}</a>"#, r.id, when(&r.started))
+                        } else {
+                            when(&r.started)
+                        },
+                        &esc(&r.job),
+                        &format!(r#"<span class="flag {o}">{o}</span>"#),
+                        &size(r.bytes_stored),
+                        &esc(&r.message),
+                    ],
                 );
             }
-            h.push_str("</tbody></table>");
+            h.push_str(TABLE_CLOSE);
         }
     }
     if let Some(entries) = audit {
         h.push_str("<h2>Audit log</h2>");
-        h.push_str(r#"<table><thead><tr><th scope="col">When</th><th scope="col">Who</th><th scope="col">From</th><th scope="col">What</th><th scope="col">Detail</th><th scope="col">Outcome</th></tr></thead><tbody>"#);
+        const HEADS: &[&str] = &["When", "Who", "From", "What", "Detail", "Outcome"];
+        table_open(&mut h, "", HEADS);
         for e in entries {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                when(&e.time),
-                esc(&e.user),
-                esc(&e.from),
-                esc(&e.action),
-                esc(&e.detail),
-                esc(&e.outcome)
+            table_row(
+                &mut h,
+                HEADS,
+                &[
+                    &when(&e.time),
+                    &esc(&e.user),
+                    &esc(&e.from),
+                    &esc(&e.action),
+                    &esc(&e.detail),
+                    &esc(&e.outcome),
+                ],
             );
         }
-        h.push_str("</tbody></table>");
+        h.push_str(TABLE_CLOSE);
     }
     page("Activity", Some(s), &h)
 }
@@ -541,25 +581,33 @@ pub fn drills(
             esc(m.note.as_deref().unwrap_or(""))
         );
         if let Some(r) = &m.report {
-            h.push_str(r#"<details><summary>Report</summary><table><thead><tr><th scope="col">Where</th><th scope="col">Check</th><th scope="col">Result</th><th scope="col">Detail</th></tr></thead><tbody>"#);
+            h.push_str("<details><summary>Report</summary>");
+            const HEADS: &[&str] = &["Where", "Check", "Result", "Detail"];
+            table_open(&mut h, "", HEADS);
             let sources = r["sources"].as_array().cloned().unwrap_or_default();
             for src in &sources {
                 for d in src["checks"].as_array().into_iter().flatten() {
                     for c in d["checks"].as_array().into_iter().flatten() {
                         let ok = c["passed"].as_bool().unwrap_or(false);
-                        let _ = write!(
-                            h,
-                            r#"<tr><td>{}</td><td>{}</td><td><span class="flag {}">{}</span></td><td>{}</td></tr>"#,
-                            esc(d["path"].as_str().unwrap_or("")),
-                            esc(c["name"].as_str().unwrap_or("")),
-                            if ok { "ok" } else { "bad" },
-                            if ok { "ok" } else { "FAIL" },
-                            esc(c["detail"].as_str().unwrap_or(""))
+                        table_row(
+                            &mut h,
+                            HEADS,
+                            &[
+                                &esc(d["path"].as_str().unwrap_or("")),
+                                &esc(c["name"].as_str().unwrap_or("")),
+                                if ok {
+                                    r#"<span class="flag ok">ok</span>"#
+                                } else {
+                                    r#"<span class="flag bad">FAIL</span>"#
+                                },
+                                &esc(c["detail"].as_str().unwrap_or("")),
+                            ],
                         );
                     }
                 }
             }
-            h.push_str("</tbody></table></details>");
+            h.push_str(TABLE_CLOSE);
+            h.push_str("</details>");
         }
         h.push_str("</section>");
     }

@@ -179,6 +179,13 @@ async function waitForResult(page) {
     // On a phone.
     const phone = await signIn(browser, "olga", process.env.LV_OPERATOR_PW, { width: 390, height: 844 });
     await shot(phone, "dashboard-phone");
+    // The table's header row is hidden there; each value says what it is.
+    const label = (page, cell) => page.locator(cell).first()
+      .evaluate((el) => getComputedStyle(el, "::before").content);
+    check(await phone.locator("thead").first().isHidden(), "a phone hides the header rows");
+    check((await label(phone, "td[data-label='Next run']")) === '"Next run: "', "a phone names each value of the schedule");
+    await op.goto(base + "/");
+    check((await label(op, "td[data-label='Next run']")) === "none", "a laptop shows the header row instead");
 
     // Signing out ends the session.
     await op.getByRole("button", { name: "Sign out" }).click();
