@@ -509,18 +509,11 @@ impl App {
         task: &Task,
     ) -> Result<ClientRestored> {
         let repo: Arc<ledgervault_repo::Repository> = self.repo()?;
-        let mut take_safety = |sources, reason: String, target: &Path| {
-            task.log(reason.clone());
-            ledgervault_service::restore::safety_snapshot(
-                &repo,
-                sources,
-                ledgervault_service::drill::PRE_CLIENT_RESTORE_TAG,
-                reason,
-                &ledgervault_service::redact::url(&target.to_string_lossy()),
-                self.local_root(),
-                task,
-            )
-        };
+        let mut take_safety = self.safety_taker(
+            &repo,
+            ledgervault_service::drill::PRE_CLIENT_RESTORE_TAG,
+            task,
+        );
         client::restore_client(
             &repo,
             req,

@@ -255,6 +255,33 @@ impl App {
 }
 
 impl App {
+    /// What takes a restore's safety snapshot, tagged `tag`: its reason goes
+    /// into `task`'s log, and its reading shows in the task's progress.
+    pub(crate) fn safety_taker<'a>(
+        &'a self,
+        repo: &'a Repository,
+        tag: &'static str,
+        task: &'a Task,
+    ) -> impl FnMut(
+        Vec<ledgervault_repo::BackupSource>,
+        String,
+        &std::path::Path,
+    ) -> Result<ledgervault_repo::Id>
+           + 'a {
+        move |sources, reason, target| {
+            task.log(reason.clone());
+            ledgervault_service::restore::safety_snapshot(
+                repo,
+                sources,
+                tag,
+                reason,
+                &ledgervault_service::redact::url(&target.to_string_lossy()),
+                self.local_root(),
+                task,
+            )
+        }
+    }
+
     /// Restores the database `name` of snapshot `id` to `target`.
     fn restore_db(
         &self,
@@ -262,7 +289,7 @@ impl App {
         name: &str,
         target: PathBuf,
         replace: bool,
-        progress: &dyn Progress,
+        task: &Task,
     ) -> Result<ledgervault_service::restore::DbRestored> {
         let repo = self.repo()?;
         let _lock = ledgervault_repo::read_lock(&repo, "console restore")?;
@@ -275,24 +302,15 @@ impl App {
             exclude: self.local_root(),
         };
         let opts = ledgervault_repo::RestoreOptions::default();
-        let mut take_safety = |sources, reason, target: &std::path::Path| {
-            ledgervault_service::restore::safety_snapshot(
-                &repo,
-                sources,
-                ledgervault_service::drill::PRE_RESTORE_TAG,
-                reason,
-                &target.display().to_string(),
-                self.local_root(),
-                &ledgervault_repo::NoProgress,
-            )
-        };
+        let mut take_safety =
+            self.safety_taker(&repo, ledgervault_service::drill::PRE_RESTORE_TAG, task);
         ledgervault_service::restore::restore_database(
             &repo,
             id,
             &snap,
             &req,
             opts,
-            progress,
+            task,
             &mut take_safety,
         )
     }
@@ -319,18 +337,8 @@ impl App {
             no_owner: false,
             roles: false,
         };
-        let mut take_safety = |sources, reason: String, target: &std::path::Path| {
-            task.log(reason.clone());
-            ledgervault_service::restore::safety_snapshot(
-                &repo,
-                sources,
-                ledgervault_service::drill::PRE_RESTORE_TAG,
-                reason,
-                &target.display().to_string(),
-                self.local_root(),
-                &ledgervault_repo::NoProgress,
-            )
-        };
+        let mut take_safety =
+            self.safety_taker(&repo, ledgervault_service::drill::PRE_RESTORE_TAG, task);
         ledgervault_service::restore::restore_to_address(
             &repo,
             id,
