@@ -1538,10 +1538,12 @@ fn find_earlier_infos(
     found
 }
 
+/// A folder's name in the snapshot: its own name, also when it was given
+/// as `.` or `..` (the folder they stand for); `root` for `/`.
 fn source_name(path: &Path, taken: &HashSet<String>) -> String {
-    let base = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+    let named = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let base = named(path)
+        .or_else(|| fs::canonicalize(path).ok().as_deref().and_then(named))
         .unwrap_or_else(|| "root".to_string());
     let mut name = base.clone();
     let mut i = 2;
@@ -2138,6 +2140,20 @@ fn disk_usage(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_given_as_dot_is_named_after_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let books = tmp.path().join("books");
+        fs::create_dir_all(books.join("2026")).unwrap();
+        let none = HashSet::new();
+        assert_eq!(source_name(&books.join("."), &none), "books");
+        assert_eq!(source_name(&books.join("2026/.."), &none), "books");
+        assert_eq!(source_name(&books.join("2026"), &none), "2026");
+        assert_eq!(source_name(Path::new("/"), &none), "root");
+        let taken = HashSet::from(["books".to_string()]);
+        assert_eq!(source_name(&books.join("."), &taken), "books-2");
+    }
 
     /// Read-ahead hints for what is not a plain file by the time they are
     /// taken (a pipe, a link to one, something gone) never block: the
