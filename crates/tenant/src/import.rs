@@ -13,7 +13,9 @@ use serde::Serialize;
 
 use crate::map::{schema_differences, LinkPolicy, MissingShared, TenantConfig, TenantMap};
 use crate::sql::{ident, rows, Db, Value};
-use crate::{client_columns, client_rows, client_scope, Archive, Error, Link, Result, TableRows};
+use crate::{
+    client_columns_in, client_rows, client_scope, Archive, Error, Link, Result, TableRows,
+};
 
 /// What to do when the client already exists in the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -481,14 +483,8 @@ fn run(
         _ => None,
     };
     if let Some((k, by)) = to_replace {
-        // Named, with its rows, before anything is deleted.
-        let mut per_table = BTreeMap::new();
-        for o in &map.owned {
-            let n = client_columns(db, map, o, k, &o.pk)?.rows.len() as u64;
-            if n > 0 {
-                per_table.insert(o.name.clone(), n);
-            }
-        }
+        // Named before anything is deleted; its rows are counted as they
+        // are gathered for deletion.
         let cols: Vec<String> = root.columns.iter().map(|c| c.name.clone()).collect();
         let root_key = map.root_key();
         let label = rows(
@@ -505,13 +501,15 @@ fn run(
         .first()
         .map(|r| crate::label_of(&cols, r, k))
         .unwrap_or_else(|| k.plain());
+        let deleted = delete_client(db, map, archive, k)?;
+        replaced_rows = deleted.rows;
+        kept_refs = deleted.kept;
         replaced = Some(ReplacedClient {
             key: k.clone(),
             label,
             found_by: by.clone(),
-            rows: per_table,
+            rows: deleted.per_table,
         });
-        (replaced_rows, kept_refs) = delete_client(db, map, archive, k)?;
     }
 
     timer.lap("replace: check and delete");
@@ -1804,13 +1802,25 @@ fn check_foreign_keys(db: &dyn Db, map: &TenantMap, imported: &[TableRows]) -> R
 /// (table, column, referenced table, referenced column, value).
 type KeptRefs = Vec<(String, String, String, String, Value)>;
 
-fn delete_client(
-    db: &dyn Db,
-    map: &TenantMap,
-    archive: &Archive,
-    key: &Value,
-) -> Result<(u64, KeptRefs)> {
+/// What [`delete_client`] deleted.
+struct Deleted {
+    /// Rows deleted, in all.
+    rows: u64,
+    /// The client's rows per owned table that had any, before deletion.
+    per_table: BTreeMap<String, u64>,
+    /// References from outside that the archive brings back.
+    kept: KeptRefs,
+}
+
+fn delete_client(db: &dyn Db, map: &TenantMap, archive: &Archive, key: &Value) -> Result<Deleted> {
     let mut kept: KeptRefs = Vec::new();
+    // How to find the client's rows in each table, as export does: worked
+    // out once per table (it may read the table), since nothing changes
+    // until the deletion.
+    let mut scopes: HashMap<&str, crate::ClientScope> = HashMap::new();
+    for o in &map.owned {
+        scopes.insert(o.name.as_str(), client_scope(db, map, o)?);
+    }
     // The client's rows, by their keys and the columns keys point at.
     let mut closure: HashMap<String, TableRows> = HashMap::new();
     for o in &map.owned {
@@ -1820,8 +1830,15 @@ fn delete_client(
                 cols.push(k.ref_column.clone());
             }
         }
-        closure.insert(o.name.clone(), client_columns(db, map, o, key, &cols)?);
+        let rows = client_columns_in(db, o, &scopes[o.name.as_str()], key, &cols)?;
+        closure.insert(o.name.clone(), rows);
     }
+    let per_table = map
+        .owned
+        .iter()
+        .map(|o| (o.name.clone(), closure[&o.name].rows.len() as u64))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     // Primary keys of the client's rows, per table.
     let own_pks: HashMap<&str, HashSet<Vec<Value>>> = map
         .owned
@@ -1837,9 +1854,7 @@ fn delete_client(
             (o.name.as_str(), set)
         })
         .collect();
-    // References from outside the client into it. Nothing changes while
-    // they are looked for, so each table's scope is worked out once.
-    let mut scopes: HashMap<&str, crate::ClientScope> = HashMap::new();
+    // References from outside the client into it.
     for k in &map.keys {
         let Some(target) = map.owned(&k.ref_table) else {
             continue;
@@ -1882,12 +1897,7 @@ fn delete_client(
             .map(|c| format!("x.{}, ", ident(c)))
             .collect::<String>();
         // The client's rows as export takes them.
-        let scope = match scopes.entry(target.name.as_str()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(client_scope(db, map, target)?)
-            }
-        };
+        let scope = &scopes[target.name.as_str()];
         let sql = format!(
             "{with} SELECT {select}x.{col} FROM {table} x WHERE x.{col} IN (SELECT t0.{refcol} {from} WHERE {cond})",
             with = scope.with,
@@ -1979,7 +1989,11 @@ fn delete_client(
             n += db.execute(&sql, &p)?;
         }
     }
-    Ok((n, kept))
+    Ok(Deleted {
+        rows: n,
+        per_table,
+        kept,
+    })
 }
 
 #[cfg(test)]

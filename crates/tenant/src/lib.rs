@@ -505,7 +505,17 @@ fn client_columns(
     key: &Value,
     cols: &[String],
 ) -> Result<TableRows> {
-    let scope = client_scope(db, map, o)?;
+    client_columns_in(db, o, &client_scope(db, map, o)?, key, cols)
+}
+
+/// As [`client_columns`], in a scope already worked out for `o`.
+pub(crate) fn client_columns_in(
+    db: &dyn Db,
+    o: &map::Owned,
+    scope: &ClientScope,
+    key: &Value,
+    cols: &[String],
+) -> Result<TableRows> {
     let select = cols
         .iter()
         .map(|c| format!("t0.{}", ident(c)))
