@@ -1538,13 +1538,27 @@ fn find_earlier_infos(
     found
 }
 
-/// A folder's name in the snapshot: its own name, also when it was given
-/// as `.` or `..` (the folder they stand for); `root` for `/`.
+/// A source's name in the snapshot: the last part of `path` (`root` when
+/// there is none), made unique among `taken`.
 fn source_name(path: &Path, taken: &HashSet<String>) -> String {
-    let named = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
-    let base = named(path)
-        .or_else(|| fs::canonicalize(path).ok().as_deref().and_then(named))
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "root".to_string());
+    unique_name(base, taken)
+}
+
+/// A folder's name in the snapshot: its own name, also when it was given
+/// as `.` or `..` (the folder they stand for, as the system resolves it);
+/// `root` for `/`.
+fn folder_name(path: &Path, taken: &HashSet<String>) -> String {
+    match (path.file_name(), fs::canonicalize(path)) {
+        (None, Ok(real)) => source_name(&real, taken),
+        _ => source_name(path, taken),
+    }
+}
+
+fn unique_name(base: String, taken: &HashSet<String>) -> String {
     let mut name = base.clone();
     let mut i = 2;
     while taken.contains(&name) {
@@ -1972,7 +1986,7 @@ fn walk_sources(
         };
         let entry = match src {
             BackupSource::Path(p) => {
-                let name = source_name(&p, &taken);
+                let name = folder_name(&p, &taken);
                 let shown = fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
                 w.root = p.clone();
                 let then = earlier.folders.get(&shown.display().to_string());
@@ -2147,12 +2161,18 @@ mod tests {
         let books = tmp.path().join("books");
         fs::create_dir_all(books.join("2026")).unwrap();
         let none = HashSet::new();
-        assert_eq!(source_name(&books.join("."), &none), "books");
-        assert_eq!(source_name(&books.join("2026/.."), &none), "books");
-        assert_eq!(source_name(&books.join("2026"), &none), "2026");
-        assert_eq!(source_name(Path::new("/"), &none), "root");
+        // Tests run in their package's folder.
+        let here = std::env::current_dir().unwrap().canonicalize().unwrap();
+        let here = here.file_name().unwrap().to_string_lossy();
+        assert_eq!(folder_name(Path::new("."), &none), here);
+        assert_eq!(folder_name(&books.join("2026/.."), &none), "books");
+        assert_eq!(folder_name(&books.join("2026"), &none), "2026");
+        assert_eq!(folder_name(Path::new("/"), &none), "root");
         let taken = HashSet::from(["books".to_string()]);
-        assert_eq!(source_name(&books.join("."), &taken), "books-2");
+        assert_eq!(folder_name(&books.join("2026/.."), &taken), "books-2");
+        // A stream or database named `.` by hand is not named after a
+        // folder of this machine.
+        assert_eq!(source_name(Path::new("."), &none), "root");
     }
 
     /// Read-ahead hints for what is not a plain file by the time they are
